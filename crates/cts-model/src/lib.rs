@@ -1,0 +1,10 @@
+//! The CTS domain model: the trace structure, the rules a reported trace must
+//! meet, and the parameters of trace queries. No I/O lives here.
+
+pub mod query;
+pub mod report;
+pub mod trace;
+
+pub use query::{ApiVersion, Cursor, Field, QueryError, TraceQuery};
+pub use report::{parse_report, FieldError, ReportContext, ReportError};
+pub use trace::{Trace, TraceKind, UserInfo, SYSTEM_TRACKER};
