@@ -11,6 +11,9 @@ pub struct StoreConfig {
     pub dir: PathBuf,
     /// Traces older than this are dropped (ms); default 7 days.
     pub retention_ms: i64,
+    /// Width of an index partition (ms); default one day. Retention drops
+    /// whole partitions.
+    pub partition_ms: i64,
     /// The in-memory part of the index is written out as segments at this size.
     pub memtable_max_traces: usize,
     /// A journal file is closed and a new one started at this size.
@@ -24,6 +27,7 @@ impl StoreConfig {
         StoreConfig {
             dir: dir.into(),
             retention_ms: 7 * 24 * 3_600_000,
+            partition_ms: 24 * 3_600_000,
             memtable_max_traces: 65_536,
             journal_segment_bytes: 64 << 20,
             fsync: true,
