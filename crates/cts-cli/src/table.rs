@@ -1,0 +1,150 @@
+//! Plain-text table of traces.
+
+use serde_json::Value;
+
+use crate::timefmt::format_rfc3339_ms;
+
+pub const HEADERS: [&str; 10] = [
+    "TIME",
+    "TRACE_NAME",
+    "SERVICE",
+    "RESOURCE_TYPE",
+    "RESOURCE_NAME",
+    "USER",
+    "RATING",
+    "CODE",
+    "SOURCE_IP",
+    "TRACE_ID",
+];
+
+/// Column widths for output that streams (tail), where rows cannot be
+/// measured in advance; wider cells just push the line out.
+pub const STREAM_WIDTHS: [usize; 10] = [24, 20, 7, 14, 24, 16, 8, 4, 15, 36];
+
+pub type Row = [String; 10];
+
+fn text(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => "-".to_string(),
+        Some(Value::String(s)) if s.is_empty() => "-".to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+pub fn row(trace: &Value) -> Row {
+    let field = |name: &str| text(trace.get(name));
+    [
+        trace
+            .get("time")
+            .and_then(Value::as_i64)
+            .map(format_rfc3339_ms)
+            .unwrap_or_else(|| field("time")),
+        field("trace_name"),
+        field("service_type"),
+        field("resource_type"),
+        field("resource_name"),
+        text(trace.get("user").and_then(|u| u.get("name"))),
+        field("trace_rating"),
+        field("code"),
+        field("source_ip"),
+        field("trace_id"),
+    ]
+}
+
+pub fn header_row() -> Row {
+    HEADERS.map(str::to_string)
+}
+
+/// The widest cell of each column, headers included.
+pub fn widths(rows: &[Row]) -> [usize; 10] {
+    let mut w = HEADERS.map(str::len);
+    for r in rows {
+        for (w, cell) in w.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    w
+}
+
+/// One line: cells left-aligned, two spaces apart, no trailing blanks.
+pub fn format_row(row: &Row, widths: &[usize; 10]) -> String {
+    let mut line = String::new();
+    for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+        if i > 0 {
+            line.push_str("  ");
+        }
+        line.push_str(cell);
+        if i + 1 < row.len() {
+            line.extend(std::iter::repeat_n(
+                ' ',
+                w.saturating_sub(cell.chars().count()),
+            ));
+        }
+    }
+    line.truncate(line.trim_end().len());
+    line
+}
+
+pub fn render(traces: &[Value]) -> String {
+    let rows: Vec<Row> = traces.iter().map(row).collect();
+    let w = widths(&rows);
+    let mut out = format_row(&header_row(), &w);
+    out.push('\n');
+    for r in &rows {
+        out.push_str(&format_row(r, &w));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn renders_aligned_columns() {
+        let traces = vec![
+            json!({
+                "time": 1_700_000_000_123_i64, "trace_name": "createServer", "service_type": "ECS",
+                "resource_type": "ecs", "resource_name": "web-01", "user": {"name": "alice"},
+                "trace_rating": "normal", "code": "202", "source_ip": "10.0.0.1",
+                "trace_id": "0f8fad5b-d9cb-469f-a165-70867728950e"
+            }),
+            json!({
+                "time": 1_700_000_000_000_i64, "trace_name": "deleteVolume", "service_type": "EVS",
+                "resource_type": "volume", "user": {"name": "bob"}, "trace_rating": "incident",
+                "code": 500, "source_ip": "", "trace_id": "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+            }),
+        ];
+        let out = render(&traces);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(
+            lines[0],
+            "TIME                      TRACE_NAME    SERVICE  RESOURCE_TYPE  RESOURCE_NAME  USER   RATING    CODE  SOURCE_IP  TRACE_ID"
+        );
+        assert_eq!(
+            lines[1],
+            "2023-11-14T22:13:20.123Z  createServer  ECS      ecs            web-01         alice  normal    202   10.0.0.1   0f8fad5b-d9cb-469f-a165-70867728950e"
+        );
+        // Missing and empty values show as "-", numeric codes without quotes.
+        assert_eq!(
+            lines[2],
+            "2023-11-14T22:13:20.000Z  deleteVolume  EVS      volume         -              bob    incident  500   -          7c9e6679-7425-40de-944b-e07fc1f90ae7"
+        );
+    }
+
+    #[test]
+    fn stream_widths_pad_but_never_cut() {
+        let mut r = header_row();
+        r[1] = "aVeryLongTraceNameThatDoesNotFit".into();
+        let line = format_row(&r, &STREAM_WIDTHS);
+        assert!(line.starts_with(&format!(
+            "{:<24}  aVeryLongTraceNameThatDoesNotFit  SERVICE",
+            "TIME"
+        )));
+        assert!(line.ends_with("SOURCE_IP        TRACE_ID"));
+    }
+}

@@ -1,0 +1,270 @@
+//! Time arguments and display: traces carry UTC milliseconds, people type
+//! `15m`, `2024-05-01T10:00:00Z` or a raw timestamp.
+//!
+//! Written by hand rather than pulling a date crate: only UTC civil-date
+//! conversion and one fixed format are needed.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Result};
+
+const MS_PER_DAY: i64 = 86_400_000;
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Parses durations such as `30s`, `15m`, `2h`, `7d`, `1h30m`, `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let bad = || anyhow!("invalid duration {s:?} (use e.g. 30s, 15m, 2h, 7d, 1h30m)");
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total_ms: u64 = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit_ms = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => MS_PER_DAY as u64,
+            "w" => 7 * MS_PER_DAY as u64,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total_ms = n
+            .checked_mul(unit_ms)
+            .and_then(|v| v.checked_add(total_ms))
+            .ok_or_else(bad)?;
+    }
+    Ok(Duration::from_millis(total_ms))
+}
+
+/// A `--from`/`--to` value: ms since the epoch, an RFC 3339 time (or a bare
+/// `YYYY-MM-DD`, midnight UTC), or a duration meaning that long before `now_ms`.
+pub fn parse_time_arg(s: &str, now_ms: i64) -> Result<i64> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse()
+            .map_err(|_| anyhow!("timestamp {s:?} is out of range"));
+    }
+    if let Ok(d) = parse_duration(s) {
+        return Ok(now_ms - d.as_millis() as i64);
+    }
+    parse_rfc3339(s).map_err(|e| {
+        anyhow!("invalid time {s:?}: {e}; use ms since the epoch, RFC 3339 (2024-05-01T10:00:00Z) or a duration ago (15m, 2h, 7d)")
+    })
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    days_from_civil(if m == 12 { y + 1 } else { y }, m % 12 + 1, 1) - days_from_civil(y, m, 1)
+}
+
+fn parse_rfc3339(s: &str) -> Result<i64> {
+    let b = s.as_bytes();
+    let num = |from: usize, len: usize| -> Result<i64> {
+        let part = s
+            .get(from..from + len)
+            .ok_or_else(|| anyhow!("too short"))?;
+        if !part.bytes().all(|c| c.is_ascii_digit()) {
+            bail!("expected digits at position {from}");
+        }
+        Ok(part.parse()?)
+    };
+    let expect = |at: usize, chars: &[u8]| -> Result<()> {
+        match b.get(at) {
+            Some(c) if chars.contains(c) => Ok(()),
+            _ => bail!("expected {:?} at position {at}", chars[0] as char),
+        }
+    };
+    let (y, mo, d) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+    expect(4, b"-")?;
+    expect(7, b"-")?;
+    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) {
+        bail!("no such date");
+    }
+    let day_ms = days_from_civil(y, mo, d) * MS_PER_DAY;
+    if b.len() == 10 {
+        return Ok(day_ms);
+    }
+    expect(10, b"Tt ")?;
+    let (h, mi, sec) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
+    expect(13, b":")?;
+    expect(16, b":")?;
+    if h > 23 || mi > 59 || sec > 60 {
+        bail!("no such time of day");
+    }
+    let mut pos = 19;
+    let mut frac_ms = 0;
+    if b.get(pos) == Some(&b'.') {
+        let digits = b[pos + 1..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        if digits == 0 {
+            bail!("expected fraction digits after '.'");
+        }
+        // Only milliseconds matter; finer digits are truncated.
+        let ms_digits = &s[pos + 1..pos + 1 + digits.min(3)];
+        frac_ms = ms_digits.parse::<i64>()? * 10_i64.pow(3 - ms_digits.len() as u32);
+        pos += 1 + digits;
+    }
+    let offset_ms = match b.get(pos) {
+        Some(b'Z' | b'z') if b.len() == pos + 1 => 0,
+        Some(sign @ (b'+' | b'-')) if b.len() == pos + 6 => {
+            expect(pos + 3, b":")?;
+            let (oh, om) = (num(pos + 1, 2)?, num(pos + 4, 2)?);
+            let off = (oh * 60 + om) * 60_000;
+            if *sign == b'+' {
+                off
+            } else {
+                -off
+            }
+        }
+        _ => bail!("expected a zone (Z or +HH:MM) at position {pos}"),
+    };
+    Ok(day_ms + ((h * 60 + mi) * 60 + sec) * 1000 + frac_ms - offset_ms)
+}
+
+/// `2024-05-01T10:00:00.123Z`.
+pub fn format_rfc3339_ms(ms: i64) -> String {
+    let (days, rem) = (ms.div_euclid(MS_PER_DAY), ms.rem_euclid(MS_PER_DAY));
+    let (y, m, d) = civil_from_days(days);
+    let (secs, milli) = (rem / 1000, rem % 1000);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(
+            parse_duration("1w").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
+        for bad in ["", "m", "15", "15x", "-5m", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn time_args() {
+        let now = 1_700_000_000_000;
+        assert_eq!(
+            parse_time_arg("1699999999999", now).unwrap(),
+            1_699_999_999_999
+        );
+        assert_eq!(parse_time_arg("15m", now).unwrap(), now - 900_000);
+        assert_eq!(parse_time_arg("7d", now).unwrap(), now - 7 * MS_PER_DAY);
+        assert_eq!(parse_time_arg("2023-11-14T22:13:20Z", now).unwrap(), now);
+        assert_eq!(
+            parse_time_arg("2023-11-14T22:13:20.5Z", now).unwrap(),
+            now + 500
+        );
+        assert_eq!(
+            parse_time_arg("2023-11-14T22:13:20.123456Z", now).unwrap(),
+            now + 123
+        );
+        assert_eq!(
+            parse_time_arg("2023-11-15T00:13:20+02:00", now).unwrap(),
+            now
+        );
+        assert_eq!(
+            parse_time_arg("2023-11-14T20:13:20-02:00", now).unwrap(),
+            now
+        );
+        assert_eq!(parse_time_arg("2023-11-14 22:13:20z", now).unwrap(), now);
+        assert_eq!(parse_time_arg("1970-01-01", now).unwrap(), 0);
+        assert_eq!(
+            parse_time_arg("2024-03-01", now).unwrap(),
+            1_709_251_200_000
+        );
+        for bad in [
+            "yesterday",
+            "2023-11-14T22:13:20",
+            "2023-02-29T00:00:00Z",
+            "2023-13-01",
+            "2023-11-14T25:00:00Z",
+            "2023-11-14T22:13:20+0200",
+            "2023-11-14T22:13:20.Z",
+        ] {
+            assert!(parse_time_arg(bad, now).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn formats_utc() {
+        assert_eq!(format_rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            format_rfc3339_ms(1_700_000_000_123),
+            "2023-11-14T22:13:20.123Z"
+        );
+        assert_eq!(
+            format_rfc3339_ms(1_709_251_199_999),
+            "2024-02-29T23:59:59.999Z"
+        );
+        // Round trip over a span of dates, leap years included.
+        for day in (-800..20_000).step_by(37) {
+            let ms = day * MS_PER_DAY + 45_296_789;
+            assert_eq!(parse_rfc3339(&format_rfc3339_ms(ms)).unwrap(), ms);
+        }
+    }
+}
