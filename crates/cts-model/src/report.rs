@@ -389,6 +389,7 @@ fn complete(index: usize, t: TraceInput, ctx: &ReportContext<'_>) -> Result<Trac
         errors: Vec::new(),
     };
 
+    let trace_id_supplied = t.trace_id.is_some();
     let trace_id = match t.trace_id {
         None => uuid::Uuid::new_v4().hyphenated().to_string(),
         Some(id) => canonical_uuid(&id).unwrap_or_else(|| {
@@ -562,6 +563,7 @@ fn complete(index: usize, t: TraceInput, ctx: &ReportContext<'_>) -> Result<Trac
     let kind = kind.unwrap_or(TraceKind::Management);
     Ok(Trace {
         trace_id,
+        trace_id_supplied,
         time,
         record_time: ctx.now_ms,
         user,

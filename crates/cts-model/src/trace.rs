@@ -13,6 +13,10 @@ pub const SYSTEM_TRACKER: &str = "system";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Trace {
     pub trace_id: String,
+    /// The reporter chose the trace_id: a retry must be stored once. Server
+    /// generated ids are fresh UUIDs and need no duplicate check.
+    #[serde(skip)]
+    pub trace_id_supplied: bool,
     pub time: i64,
     pub record_time: i64,
     pub user: UserInfo,
