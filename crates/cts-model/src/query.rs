@@ -158,7 +158,9 @@ impl TraceQuery {
                 .parse::<usize>()
                 .ok()
                 .filter(|l| (1..=MAX_LIMIT).contains(l))
-                .ok_or_else(|| qerr("limit", format!("must be an integer from 1 to {MAX_LIMIT}")))?,
+                .ok_or_else(|| {
+                    qerr("limit", format!("must be an integer from 1 to {MAX_LIMIT}"))
+                })?,
         };
         let from = parse_ms(params, "from")?;
         let to = parse_ms(params, "to")?;
@@ -170,12 +172,17 @@ impl TraceQuery {
 
         let trace_id = match params.get("trace_id") {
             None => None,
-            Some(id) => Some(canonical_uuid(id).ok_or_else(|| qerr("trace_id", "must be a trace ID (UUID)"))?),
+            Some(id) => Some(
+                canonical_uuid(id).ok_or_else(|| qerr("trace_id", "must be a trace ID (UUID)"))?,
+            ),
         };
         let next = match params.get("next").filter(|v| !v.is_empty()) {
             None => None,
             Some(id) => Some(canonical_uuid(id).ok_or_else(|| {
-                qerr("next", "must be the marker (a trace ID) of the previous page")
+                qerr(
+                    "next",
+                    "must be the marker (a trace ID) of the previous page",
+                )
             })?),
         };
 
@@ -209,7 +216,9 @@ impl TraceQuery {
 
         // v2.0 calls the rating trace_status.
         let rating = match version {
-            ApiVersion::V2 => params.get("trace_status").or_else(|| params.get("trace_rating")),
+            ApiVersion::V2 => params
+                .get("trace_status")
+                .or_else(|| params.get("trace_rating")),
             _ => params.get("trace_rating"),
         };
         if let Some(r) = rating {
@@ -290,7 +299,10 @@ mod tests {
     use super::*;
 
     fn p(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -321,8 +333,14 @@ mod tests {
                 .unwrap_err();
             assert_eq!(e.param, k, "{k}={v}");
         }
-        let e = TraceQuery::parse(ApiVersion::V3, "p", None, &p(&[("from", "5"), ("to", "5")]), 9)
-            .unwrap_err();
+        let e = TraceQuery::parse(
+            ApiVersion::V3,
+            "p",
+            None,
+            &p(&[("from", "5"), ("to", "5")]),
+            9,
+        )
+        .unwrap_err();
         assert_eq!(e.param, "from");
     }
 

@@ -246,7 +246,8 @@ fn explain_type_errors(index: usize, raw: &RawValue, serde_msg: String) -> Vec<F
                 }
                 if let Some(v) = user.get("invoked_by") {
                     let ok = v.is_null()
-                        || v.as_array().is_some_and(|a| a.iter().all(|x| x.is_string()));
+                        || v.as_array()
+                            .is_some_and(|a| a.iter().all(|x| x.is_string()));
                     if !ok {
                         out.push(FieldError::new(
                             Some(index),
@@ -271,7 +272,11 @@ fn explain_type_errors(index: usize, raw: &RawValue, serde_msg: String) -> Vec<F
                 }
             }
         }
-        Ok(_) => out.push(FieldError::new(Some(index), "", "a trace must be a JSON object")),
+        Ok(_) => out.push(FieldError::new(
+            Some(index),
+            "",
+            "a trace must be a JSON object",
+        )),
         Err(_) => {}
     }
     if out.is_empty() {
@@ -383,7 +388,11 @@ fn code_as_status(code: &RawValue) -> Option<u16> {
     digits.parse::<u16>().ok()
 }
 
-fn complete(index: usize, t: TraceInput, ctx: &ReportContext<'_>) -> Result<Trace, Vec<FieldError>> {
+fn complete(
+    index: usize,
+    t: TraceInput,
+    ctx: &ReportContext<'_>,
+) -> Result<Trace, Vec<FieldError>> {
     let mut c = Checker {
         index,
         errors: Vec::new(),
@@ -491,7 +500,10 @@ fn complete(index: usize, t: TraceInput, ctx: &ReportContext<'_>) -> Result<Trac
 
     let project_id = match t.project_id {
         Some(p) if p != ctx.project_id => {
-            c.err("project_id", "must match the project_id of the request path");
+            c.err(
+                "project_id",
+                "must match the project_id of the request path",
+            );
             p
         }
         _ => ctx.project_id.to_string(),
@@ -503,7 +515,10 @@ fn complete(index: usize, t: TraceInput, ctx: &ReportContext<'_>) -> Result<Trac
             name
         }
         (Some(TraceKind::Data), None) => {
-            c.err("tracker_name", "is mandatory for data traces (the data tracker)");
+            c.err(
+                "tracker_name",
+                "is mandatory for data traces (the data tracker)",
+            );
             String::new()
         }
         (Some(TraceKind::Data), Some(name)) => {
@@ -520,7 +535,10 @@ fn complete(index: usize, t: TraceInput, ctx: &ReportContext<'_>) -> Result<Trac
 
     let source_ip = t.source_ip.unwrap_or_default();
     if !source_ip.is_empty() && source_ip.parse::<IpAddr>().is_err() {
-        c.err("source_ip", "must be an IPv4 or IPv6 address, or empty for system operations");
+        c.err(
+            "source_ip",
+            "must be an IPv4 or IPv6 address, or empty for system operations",
+        );
     }
 
     let domain_id = match t.domain_id {
@@ -632,7 +650,10 @@ fn check_user(c: &mut Checker, u: &UserInfo) {
     }
     if let Some(v) = &u.principal_is_root_user {
         if v != "true" && v != "false" {
-            c.err("user.principal_is_root_user", "must be \"true\" or \"false\"");
+            c.err(
+                "user.principal_is_root_user",
+                "must be \"true\" or \"false\"",
+            );
         }
     }
 }
@@ -689,7 +710,10 @@ mod tests {
         }
         let mut v = good();
         v["code"] = serde_json::json!(500);
-        assert_eq!(parse_report(&body(vec![v]), &ctx()).unwrap()[0].trace_rating, "incident");
+        assert_eq!(
+            parse_report(&body(vec![v]), &ctx()).unwrap()[0].trace_rating,
+            "incident"
+        );
     }
 
     #[test]
@@ -719,9 +743,18 @@ mod tests {
             parse_report(&body(vec![good(); 4]), &ctx()),
             Err(ReportError::TooMany { max: 3, got: 4 })
         ));
-        assert!(matches!(parse_report(b"{", &ctx()), Err(ReportError::Malformed(_))));
-        assert!(matches!(parse_report(b"[]", &ctx()), Err(ReportError::Malformed(_))));
-        assert!(matches!(parse_report(&body(vec![]), &ctx()), Err(ReportError::Empty)));
+        assert!(matches!(
+            parse_report(b"{", &ctx()),
+            Err(ReportError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_report(b"[]", &ctx()),
+            Err(ReportError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_report(&body(vec![]), &ctx()),
+            Err(ReportError::Empty)
+        ));
     }
 
     #[test]
@@ -753,7 +786,12 @@ mod tests {
             panic!()
         };
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
-        for f in ["project_id", "trace_rating", "source_ip", "user.domain.name"] {
+        for f in [
+            "project_id",
+            "trace_rating",
+            "source_ip",
+            "user.domain.name",
+        ] {
             assert!(fields.contains(&f), "{f} missing in {fields:?}");
         }
     }
@@ -762,7 +800,9 @@ mod tests {
     fn supplied_trace_id_is_canonical_uuid() {
         let mut v = good();
         v["trace_id"] = "6F9619FF-8B86-D011-B42D-00CF4FC964FF".into();
-        let t = parse_report(&body(vec![v.clone()]), &ctx()).unwrap().remove(0);
+        let t = parse_report(&body(vec![v.clone()]), &ctx())
+            .unwrap()
+            .remove(0);
         assert_eq!(t.trace_id, "6f9619ff-8b86-d011-b42d-00cf4fc964ff");
         v["trace_id"] = "nope".into();
         assert!(parse_report(&body(vec![v]), &ctx()).is_err());

@@ -94,7 +94,11 @@ pub struct UserInfo {
     pub invoked_by: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_context: Option<SessionContext>,
-    #[serde(default, rename = "OriginUser", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "OriginUser",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub origin_user: Option<String>,
 }
 

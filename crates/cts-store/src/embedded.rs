@@ -1,7 +1,23 @@
-use std::path::PathBuf;
+//! The embedded engine: one writer thread appends to the journal with group
+//! commit and feeds the memtable; one flusher thread turns full memtables
+//! into index segments and advances the index's durable position.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cts_model::{Trace, TraceQuery};
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
 
+use crate::journal::{self, ActiveFile, EncodedBatch, FrameRef, FRAME_DOCS};
+use crate::memtable::{Candidate, IndexValues, Key, Memtable, Probe, TopK};
+use crate::segment::{self, Segment};
 use crate::{AppendOutcome, QueryPage, RetentionReport, StoreError, StoreStats, TraceStore};
 
 /// Settings of the embedded engine.
@@ -35,33 +51,800 @@ impl StoreConfig {
     }
 }
 
+/// Which segments make up the index and how far into the journal it is
+/// durable. Rewritten atomically (write, fsync, rename).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Manifest {
+    durable_seq: u64,
+    next_flush_id: u64,
+    segments: Vec<String>,
+}
+
+const MANIFEST: &str = "MANIFEST.json";
+
+/// What the store knows of each journal file, for retention and stats.
+#[derive(Debug, Clone, Copy, Default)]
+struct JournalFile {
+    len: u64,
+    last_seq: u64,
+    max_time: i64,
+}
+
+struct Prepared {
+    values: IndexValues,
+    json: Vec<u8>,
+    supplied: bool,
+}
+
+struct WriteRequest {
+    docs: Vec<Prepared>,
+    batch: EncodedBatch,
+    duplicates: usize,
+    reply: SyncSender<Result<AppendOutcome, StoreError>>,
+}
+
+struct IndexState {
+    frozen: Vec<Arc<Memtable>>,
+    segments: Vec<Arc<Segment>>,
+}
+
+struct Inner {
+    config: StoreConfig,
+    journal_dir: PathBuf,
+    index_dir: PathBuf,
+    active: RwLock<Memtable>,
+    index: RwLock<IndexState>,
+    manifest: Mutex<Manifest>,
+    journal_files: Mutex<BTreeMap<u32, JournalFile>>,
+    readers: RwLock<HashMap<u32, Arc<File>>>,
+    last_seq: AtomicU64,
+    durable_seq: AtomicU64,
+    flush_tx: Mutex<Option<Sender<Arc<Memtable>>>>,
+}
+
 /// The embedded engine: journal + day-partitioned index segments.
-pub struct EmbeddedStore {}
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+    writer_tx: Mutex<Option<SyncSender<WriteRequest>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 
 impl EmbeddedStore {
     /// Opens (or creates) the store: repairs the journal tail, loads the index
     /// and replays the journal past the index's durable position.
-    pub fn open(_config: StoreConfig) -> Result<EmbeddedStore, StoreError> {
-        todo!()
+    pub fn open(config: StoreConfig) -> Result<EmbeddedStore, StoreError> {
+        let journal_dir = config.dir.join("journal");
+        let index_dir = config.dir.join("index");
+        for d in [&config.dir, &journal_dir, &index_dir] {
+            fs::create_dir_all(d).map_err(StoreError::io(d))?;
+        }
+        let manifest = load_manifest(&index_dir)?;
+        let segments = open_segments(&index_dir, &manifest)?;
+
+        let files = journal::list_files(&journal_dir)?;
+        let mut journal_files = BTreeMap::new();
+        let mut last_seq = manifest.durable_seq;
+        let mut replay = Vec::new();
+        let mut tail = None;
+        for (n, (id, path)) in files.iter().enumerate() {
+            let scan = journal::scan_file(*id, path)?;
+            let is_last = n + 1 == files.len();
+            if scan.valid_len < scan.file_len {
+                if !is_last {
+                    return Err(StoreError::Corrupt {
+                        what: "journal file",
+                        path: path.clone(),
+                        detail: format!(
+                            "invalid record at byte {} of a closed file; refusing to start",
+                            scan.valid_len
+                        ),
+                    });
+                }
+                tracing::warn!(
+                    file = %path.display(),
+                    cut_bytes = scan.file_len - scan.valid_len,
+                    "journal tail was torn by a crash; cutting it off (it was never acknowledged)"
+                );
+            }
+            let mut info = JournalFile {
+                len: scan.valid_len,
+                last_seq: 0,
+                max_time: i64::MIN,
+            };
+            for r in &scan.records {
+                let end = r.first_seq + r.count as u64 - 1;
+                info.last_seq = info.last_seq.max(end);
+                info.max_time = info.max_time.max(r.max_time);
+                last_seq = last_seq.max(end);
+            }
+            if scan
+                .records
+                .iter()
+                .any(|r| r.first_seq + r.count as u64 - 1 > manifest.durable_seq)
+            {
+                replay.push((*id, path.clone(), scan.records));
+            }
+            journal_files.insert(*id, info);
+            if is_last {
+                tail = Some((*id, path.clone(), scan.valid_len));
+            }
+        }
+
+        let inner = Arc::new(Inner {
+            journal_dir: journal_dir.clone(),
+            index_dir,
+            active: RwLock::new(Memtable::default()),
+            index: RwLock::new(IndexState {
+                frozen: Vec::new(),
+                segments,
+            }),
+            manifest: Mutex::new(manifest.clone()),
+            journal_files: Mutex::new(journal_files),
+            readers: RwLock::new(HashMap::new()),
+            last_seq: AtomicU64::new(last_seq),
+            durable_seq: AtomicU64::new(manifest.durable_seq),
+            flush_tx: Mutex::new(None),
+            config: config.clone(),
+        });
+
+        // Replay what the index has not made durable yet.
+        let mut pending_flush = Vec::new();
+        for (id, path, records) in replay {
+            let file = File::open(&path).map_err(StoreError::io(&path))?;
+            for r in records {
+                if r.first_seq + r.count as u64 - 1 <= manifest.durable_seq {
+                    continue;
+                }
+                for (i, (frame, idx, json)) in journal::read_record_docs(&file, &path, &r)?
+                    .into_iter()
+                    .enumerate()
+                {
+                    let seq = r.first_seq + i as u64;
+                    if seq <= manifest.durable_seq {
+                        continue;
+                    }
+                    let trace: Trace =
+                        serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
+                            what: "journaled trace",
+                            path: path.clone(),
+                            detail: e.to_string(),
+                        })?;
+                    let mut active = inner.active.write();
+                    active.insert(&IndexValues::of(&trace), frame, idx, seq);
+                    if active.len() >= config.memtable_max_traces {
+                        let full = Arc::new(std::mem::take(&mut *active));
+                        inner.index.write().frozen.push(full.clone());
+                        pending_flush.push(full);
+                    }
+                }
+            }
+            tracing::info!(file = id, "replayed journal file into the index");
+        }
+
+        let active_file = match tail {
+            Some((id, path, len)) if len < config.journal_segment_bytes => {
+                ActiveFile::reopen(id, path, len)?
+            }
+            Some((id, ..)) => ActiveFile::create(&journal_dir, id + 1, config.fsync)?,
+            None => ActiveFile::create(&journal_dir, 1, config.fsync)?,
+        };
+        inner
+            .journal_files
+            .lock()
+            .entry(active_file.id)
+            .or_insert(JournalFile {
+                len: active_file.len,
+                last_seq: 0,
+                max_time: i64::MIN,
+            });
+
+        let (flush_tx, flush_rx) = mpsc::channel::<Arc<Memtable>>();
+        let (writer_tx, writer_rx) = mpsc::sync_channel::<WriteRequest>(256);
+        *inner.flush_tx.lock() = Some(flush_tx.clone());
+        for m in pending_flush {
+            let _ = flush_tx.send(m);
+        }
+        let flusher = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("cts-flusher".into())
+                .spawn(move || flusher_loop(inner, flush_rx))
+                .map_err(StoreError::io("<thread>"))?
+        };
+        let writer = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("cts-journal".into())
+                .spawn(move || writer_loop(inner, active_file, writer_rx))
+                .map_err(StoreError::io("<thread>"))?
+        };
+        Ok(EmbeddedStore {
+            inner,
+            writer_tx: Mutex::new(Some(writer_tx)),
+            threads: Mutex::new(vec![writer, flusher]),
+        })
     }
 
     /// Rebuilds the index from the journal; returns the number of traces indexed.
-    pub fn reindex(_config: StoreConfig) -> Result<u64, StoreError> {
-        todo!()
+    pub fn reindex(config: StoreConfig) -> Result<u64, StoreError> {
+        let index_dir = config.dir.join("index");
+        if index_dir.exists() {
+            fs::remove_dir_all(&index_dir).map_err(StoreError::io(&index_dir))?;
+        }
+        let store = EmbeddedStore::open(config)?;
+        store.close()?;
+        let indexed = store.stats().indexed_traces;
+        Ok(indexed)
+    }
+
+    /// Stops accepting writes and writes the whole memtable out as segments,
+    /// so that the next start replays nothing.
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.writer_tx.lock().take();
+        let threads: Vec<_> = self.threads.lock().drain(..).collect();
+        let mut rest = Vec::new();
+        for t in threads {
+            if t.thread().name() == Some("cts-journal") {
+                let _ = t.join();
+            } else {
+                rest.push(t);
+            }
+        }
+        {
+            let mut active = self.inner.active.write();
+            if active.len() > 0 {
+                let full = Arc::new(std::mem::take(&mut *active));
+                self.inner.index.write().frozen.push(full.clone());
+                if let Some(tx) = self.inner.flush_tx.lock().as_ref() {
+                    let _ = tx.send(full);
+                }
+            }
+        }
+        self.inner.flush_tx.lock().take();
+        for t in rest {
+            let _ = t.join();
+        }
+        Ok(())
+    }
+
+    fn find(
+        &self,
+        project: &str,
+        id: &[u8; 16],
+        time_hint: Option<i64>,
+    ) -> Result<Option<Candidate>, StoreError> {
+        if let Some(c) = self.inner.active.read().find(project, id) {
+            return Ok(Some(c));
+        }
+        let (frozen, segments) = {
+            let idx = self.inner.index.read();
+            (idx.frozen.clone(), idx.segments.clone())
+        };
+        for m in frozen.iter().rev() {
+            if let Some(c) = m.find(project, id) {
+                return Ok(Some(c));
+            }
+        }
+        let pm = self.inner.config.partition_ms;
+        for s in segments.iter().rev() {
+            if time_hint.is_some_and(|t| t.div_euclid(pm) * pm != s.partition()) {
+                continue;
+            }
+            if let Some(c) = s.find(project, id)? {
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
+    }
+
+    fn reader(&self, file: u32) -> Option<Arc<File>> {
+        if let Some(f) = self.inner.readers.read().get(&file) {
+            return Some(f.clone());
+        }
+        let path = self.inner.journal_dir.join(journal::file_name(file));
+        let f = Arc::new(File::open(path).ok()?);
+        self.inner.readers.write().insert(file, f.clone());
+        Some(f)
+    }
+
+    /// Reads the bodies of the candidates, in their order. A body whose
+    /// journal file retention removed meanwhile is left out.
+    fn fetch(&self, cands: &[Candidate]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut frames: HashMap<FrameRef, Vec<u8>> = HashMap::new();
+        let mut out = Vec::with_capacity(cands.len());
+        for c in cands {
+            if !frames.contains_key(&c.frame) {
+                let Some(file) = self.reader(c.frame.file) else {
+                    continue;
+                };
+                let path = self
+                    .inner
+                    .journal_dir
+                    .join(journal::file_name(c.frame.file));
+                frames.insert(c.frame, journal::read_frame(&file, &path, c.frame)?);
+            }
+            let raw = &frames[&c.frame];
+            if let Some(doc) = journal::split_frame(raw).get(c.idx as usize) {
+                out.push(doc.to_vec());
+            }
+        }
+        Ok(out)
+    }
+
+    fn prepare(traces: Vec<Trace>) -> Vec<Prepared> {
+        traces
+            .into_iter()
+            .map(|t| Prepared {
+                values: IndexValues::of(&t),
+                json: serde_json::to_vec(&t).expect("a trace always serializes"),
+                supplied: t.trace_id_supplied,
+            })
+            .collect()
     }
 }
 
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        self.writer_tx.lock().take();
+        self.inner.flush_tx.lock().take();
+    }
+}
+
+fn encode(docs: &[Prepared]) -> Result<EncodedBatch, StoreError> {
+    journal::encode_frames(docs.iter().map(|d| (d.json.as_slice(), d.values.time)))
+}
+
 impl TraceStore for EmbeddedStore {
-    fn append(&self, _traces: Vec<Trace>) -> Result<AppendOutcome, StoreError> {
-        todo!()
+    fn append(&self, traces: Vec<Trace>) -> Result<AppendOutcome, StoreError> {
+        let mut docs = Self::prepare(traces);
+        let before = docs.len();
+        // Drop retries of traces already recorded (and repeats within the batch).
+        if docs.iter().any(|d| d.supplied) {
+            let mut seen = HashSet::new();
+            let mut keep = Vec::with_capacity(docs.len());
+            for d in docs {
+                if d.supplied {
+                    let key = (d.values.project.clone(), d.values.id);
+                    if !seen.insert(key)
+                        || self
+                            .find(&d.values.project, &d.values.id, Some(d.values.time))?
+                            .is_some()
+                    {
+                        continue;
+                    }
+                }
+                keep.push(d);
+            }
+            docs = keep;
+        }
+        let duplicates = before - docs.len();
+        if docs.is_empty() {
+            return Ok(AppendOutcome {
+                stored: 0,
+                duplicates,
+            });
+        }
+        let batch = encode(&docs)?;
+        let (reply, answer) = mpsc::sync_channel(1);
+        let tx = self
+            .writer_tx
+            .lock()
+            .clone()
+            .ok_or_else(|| StoreError::Unavailable("store closed".into()))?;
+        tx.send(WriteRequest {
+            docs,
+            batch,
+            duplicates,
+            reply,
+        })
+        .map_err(|_| StoreError::Unavailable("journal writer stopped".into()))?;
+        answer
+            .recv()
+            .map_err(|_| StoreError::Unavailable("journal writer stopped".into()))?
     }
-    fn query(&self, _query: &TraceQuery) -> Result<QueryPage, StoreError> {
-        todo!()
+
+    fn query(&self, q: &TraceQuery) -> Result<QueryPage, StoreError> {
+        let cutoff = now_ms() - self.inner.config.retention_ms;
+        if let Some(id) = &q.trace_id {
+            let bytes = cts_model::query::trace_id_bytes(id);
+            let found = self.find(&q.project_id, &bytes, None)?;
+            let cands: Vec<Candidate> = found.into_iter().filter(|c| c.key.0 >= cutoff).collect();
+            return Ok(QueryPage {
+                traces: self.fetch(&cands)?,
+                marker: None,
+            });
+        }
+        let mut upper: Key = (q.to, [0u8; 16]);
+        if let Some(next) = &q.next {
+            match self.find(&q.project_id, &cts_model::query::trace_id_bytes(next), None)? {
+                Some(c) => upper = upper.min(c.key),
+                // The marker's trace expired, and everything older with it.
+                None => return Ok(QueryPage::default()),
+            }
+        }
+        let probe = Probe {
+            project: &q.project_id,
+            from: q.from.max(cutoff - 1),
+            upper,
+            filters: &q.filters,
+        };
+        let k = q.limit + 1;
+        let mut top = TopK::new(k);
+        self.inner.active.read().probe(&probe, &mut top);
+        let (frozen, mut segments) = {
+            let idx = self.inner.index.read();
+            (idx.frozen.clone(), idx.segments.clone())
+        };
+        for m in &frozen {
+            m.probe(&probe, &mut top);
+        }
+        segments.sort_by_key(|s| std::cmp::Reverse(s.max_time()));
+        for s in &segments {
+            if top
+                .floor()
+                .is_some_and(|floor| (s.max_time(), [0xff; 16]) < floor)
+            {
+                break;
+            }
+            s.probe(&probe, &mut top, k)?;
+        }
+        let mut cands = top.into_sorted();
+        let more = cands.len() > q.limit;
+        cands.truncate(q.limit);
+        let marker = more
+            .then(|| {
+                cands
+                    .last()
+                    .map(|c| uuid::Uuid::from_bytes(c.key.1).hyphenated().to_string())
+            })
+            .flatten();
+        Ok(QueryPage {
+            traces: self.fetch(&cands)?,
+            marker,
+        })
     }
-    fn enforce_retention(&self, _cutoff_ms: i64) -> Result<RetentionReport, StoreError> {
-        todo!()
+
+    fn enforce_retention(&self, cutoff_ms: i64) -> Result<RetentionReport, StoreError> {
+        let pm = self.inner.config.partition_ms;
+        let mut report = RetentionReport::default();
+        // Index: whole partitions that end before the cutoff.
+        let dropped: Vec<Arc<Segment>> = {
+            let mut idx = self.inner.index.write();
+            let (gone, keep): (Vec<_>, Vec<_>) = idx
+                .segments
+                .drain(..)
+                .partition(|s| s.partition() + pm <= cutoff_ms);
+            idx.segments = keep;
+            gone
+        };
+        if !dropped.is_empty() {
+            let mut m = self.inner.manifest.lock();
+            let gone: HashSet<String> = dropped
+                .iter()
+                .map(|s| rel(&self.inner.index_dir, &s.path))
+                .collect();
+            m.segments.retain(|s| !gone.contains(s));
+            store_manifest(&self.inner.index_dir, &m, self.inner.config.fsync)?;
+            let partitions: HashSet<i64> = dropped.iter().map(|s| s.partition()).collect();
+            for p in &partitions {
+                let dir = self.inner.index_dir.join(segment::partition_dir_name(*p));
+                fs::remove_dir_all(&dir).map_err(StoreError::io(&dir))?;
+            }
+            report.index_partitions_dropped = partitions.len();
+        }
+        // Journal: closed files whose every trace is in a dropped partition
+        // and already in a durable segment.
+        let durable = self.inner.durable_seq.load(Ordering::Acquire);
+        let mut files = self.inner.journal_files.lock();
+        let newest = files.keys().next_back().copied();
+        let expired: Vec<u32> = files
+            .iter()
+            .filter(|(id, f)| {
+                Some(**id) != newest
+                    && f.last_seq <= durable
+                    && (f.max_time == i64::MIN || f.max_time.div_euclid(pm) * pm + pm <= cutoff_ms)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let path = self.inner.journal_dir.join(journal::file_name(id));
+            fs::remove_file(&path).map_err(StoreError::io(&path))?;
+            files.remove(&id);
+            self.inner.readers.write().remove(&id);
+            report.journal_segments_dropped += 1;
+        }
+        Ok(report)
     }
+
     fn stats(&self) -> StoreStats {
-        todo!()
+        let journal_bytes = self
+            .inner
+            .journal_files
+            .lock()
+            .values()
+            .map(|f| f.len)
+            .sum();
+        let active = self.inner.active.read().len() as u64;
+        let idx = self.inner.index.read();
+        StoreStats {
+            journal_bytes,
+            index_bytes: idx.segments.iter().map(|s| s.size).sum(),
+            segments: idx.segments.len(),
+            indexed_traces: active
+                + idx.frozen.iter().map(|m| m.len() as u64).sum::<u64>()
+                + idx.segments.iter().map(|s| s.docs() as u64).sum::<u64>(),
+            journal_seq: self.inner.last_seq.load(Ordering::Acquire),
+            index_durable_seq: self.inner.durable_seq.load(Ordering::Acquire),
+        }
     }
+}
+
+fn rel(base: &Path, path: &Path) -> String {
+    path.strip_prefix(base)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn load_manifest(index_dir: &Path) -> Result<Manifest, StoreError> {
+    let path = index_dir.join(MANIFEST);
+    match fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| StoreError::Corrupt {
+            what: "index manifest",
+            path,
+            detail: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest {
+            next_flush_id: 1,
+            ..Manifest::default()
+        }),
+        Err(e) => Err(StoreError::Io { path, source: e }),
+    }
+}
+
+fn store_manifest(index_dir: &Path, m: &Manifest, fsync: bool) -> Result<(), StoreError> {
+    let path = index_dir.join(MANIFEST);
+    let tmp = index_dir.join("MANIFEST.tmp");
+    let body = serde_json::to_vec(m).expect("manifest serializes");
+    {
+        use std::io::Write;
+        let mut f = File::create(&tmp).map_err(StoreError::io(&tmp))?;
+        f.write_all(&body).map_err(StoreError::io(&tmp))?;
+        if fsync {
+            f.sync_all().map_err(StoreError::io(&tmp))?;
+        }
+    }
+    fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
+    if fsync {
+        journal::sync_dir(index_dir)?;
+    }
+    Ok(())
+}
+
+/// Opens the manifest's segments and removes files a crash left behind.
+fn open_segments(index_dir: &Path, m: &Manifest) -> Result<Vec<Arc<Segment>>, StoreError> {
+    let listed: HashSet<&str> = m.segments.iter().map(String::as_str).collect();
+    for entry in fs::read_dir(index_dir).map_err(StoreError::io(index_dir))? {
+        let entry = entry.map_err(StoreError::io(index_dir))?;
+        if !entry.path().is_dir() {
+            continue;
+        }
+        let mut kept = 0;
+        for f in fs::read_dir(entry.path()).map_err(StoreError::io(entry.path()))? {
+            let f = f.map_err(StoreError::io(entry.path()))?;
+            if listed.contains(rel(index_dir, &f.path()).as_str()) {
+                kept += 1;
+            } else {
+                fs::remove_file(f.path()).map_err(StoreError::io(f.path()))?;
+            }
+        }
+        if kept == 0 {
+            fs::remove_dir(entry.path()).map_err(StoreError::io(entry.path()))?;
+        }
+    }
+    m.segments
+        .iter()
+        .map(|s| Segment::open(&index_dir.join(s)).map(Arc::new))
+        .collect()
+}
+
+fn writer_loop(inner: Arc<Inner>, mut file: ActiveFile, rx: Receiver<WriteRequest>) {
+    let mut buf = Vec::with_capacity(8 << 20);
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        let mut bytes: usize = group[0].batch.frames.iter().map(Vec::len).sum();
+        while bytes < (16 << 20) {
+            match rx.try_recv() {
+                Ok(r) => {
+                    bytes += r.batch.frames.iter().map(Vec::len).sum::<usize>();
+                    group.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        if file.len >= inner.config.journal_segment_bytes {
+            match ActiveFile::create(&inner.journal_dir, file.id + 1, inner.config.fsync) {
+                Ok(f) => {
+                    inner.journal_files.lock().insert(
+                        f.id,
+                        JournalFile {
+                            len: 0,
+                            last_seq: 0,
+                            max_time: i64::MIN,
+                        },
+                    );
+                    file = f;
+                }
+                Err(e) => {
+                    fail_all(group, &e);
+                    continue;
+                }
+            }
+        }
+        write_group(&inner, &mut file, &mut buf, group);
+    }
+}
+
+fn fail_all(group: Vec<WriteRequest>, e: &StoreError) {
+    for r in group {
+        let _ = r.reply.send(Err(StoreError::Unavailable(e.to_string())));
+    }
+}
+
+fn write_group(
+    inner: &Inner,
+    file: &mut ActiveFile,
+    buf: &mut Vec<u8>,
+    mut group: Vec<WriteRequest>,
+) {
+    // A concurrent request may have recorded the same supplied id since the
+    // caller checked; the writer is the one place that sees both.
+    let mut seen: HashSet<(String, [u8; 16])> = HashSet::new();
+    {
+        let active = inner.active.read();
+        for r in group.iter_mut() {
+            if !r.docs.iter().any(|d| d.supplied) {
+                continue;
+            }
+            let before = r.docs.len();
+            r.docs.retain(|d| {
+                !d.supplied
+                    || (active.find(&d.values.project, &d.values.id).is_none()
+                        && seen.insert((d.values.project.clone(), d.values.id)))
+            });
+            if r.docs.len() != before {
+                r.duplicates += before - r.docs.len();
+                match encode(&r.docs) {
+                    Ok(b) => r.batch = b,
+                    Err(e) => {
+                        r.docs.clear();
+                        let _ = r.reply.send(Err(e));
+                    }
+                }
+            }
+        }
+    }
+    buf.clear();
+    let mut seq = inner.last_seq.load(Ordering::Acquire);
+    let mut placed = Vec::with_capacity(group.len());
+    let mut max_time = i64::MIN;
+    for r in &group {
+        if r.docs.is_empty() {
+            placed.push((seq + 1, Vec::new()));
+            continue;
+        }
+        let refs = file.encode_record(buf, seq + 1, &r.batch);
+        placed.push((seq + 1, refs));
+        seq += r.docs.len() as u64;
+        max_time = max_time.max(r.batch.max_time);
+    }
+    let old_len = file.len;
+    if let Err(e) = file.write_durable(buf, inner.config.fsync) {
+        tracing::error!(error = %e, "journal write failed; the batch is refused");
+        // Cut the partial record so later records stay readable.
+        if let Err(e2) = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file.path)
+            .and_then(|f| f.set_len(old_len))
+        {
+            tracing::error!(error = %e2, "could not cut a failed journal write");
+        }
+        file.len = old_len;
+        fail_all(group, &e);
+        return;
+    }
+    inner.last_seq.store(seq, Ordering::Release);
+    if let Some(info) = inner.journal_files.lock().get_mut(&file.id) {
+        info.len = file.len;
+        info.last_seq = info.last_seq.max(seq);
+        info.max_time = info.max_time.max(max_time);
+    }
+    {
+        let mut active = inner.active.write();
+        for (r, (first_seq, refs)) in group.iter().zip(&placed) {
+            for (i, d) in r.docs.iter().enumerate() {
+                active.insert(
+                    &d.values,
+                    refs[i / FRAME_DOCS],
+                    (i % FRAME_DOCS) as u8,
+                    first_seq + i as u64,
+                );
+            }
+        }
+        if active.len() >= inner.config.memtable_max_traces {
+            let full = Arc::new(std::mem::take(&mut *active));
+            inner.index.write().frozen.push(full.clone());
+            if let Some(tx) = inner.flush_tx.lock().as_ref() {
+                let _ = tx.send(full);
+            }
+        }
+    }
+    for r in group {
+        let stored = r.docs.len();
+        let _ = r.reply.send(Ok(AppendOutcome {
+            stored,
+            duplicates: r.duplicates,
+        }));
+    }
+}
+
+fn flusher_loop(inner: Arc<Inner>, rx: Receiver<Arc<Memtable>>) {
+    while let Ok(mem) = rx.recv() {
+        // A failed flush (disk full, say) is retried: the memtable stays
+        // queryable and the journal still holds every trace.
+        let mut delay = Duration::from_millis(100);
+        while let Err(e) = flush(&inner, &mem) {
+            tracing::error!(error = %e, "writing an index segment failed; retrying");
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+}
+
+fn flush(inner: &Inner, mem: &Arc<Memtable>) -> Result<(), StoreError> {
+    let pm = inner.config.partition_ms;
+    let mut by_partition: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+    for (i, d) in mem.docs.iter().enumerate() {
+        by_partition
+            .entry(d.time.div_euclid(pm) * pm)
+            .or_default()
+            .push(i as u32);
+    }
+    let flush_id = inner.manifest.lock().next_flush_id;
+    let mut opened = Vec::new();
+    for (partition, members) in &by_partition {
+        let path = segment::write(
+            &inner.index_dir,
+            *partition,
+            flush_id,
+            mem,
+            members,
+            inner.config.fsync,
+        )?;
+        opened.push(Arc::new(Segment::open(&path)?));
+    }
+    {
+        let mut m = inner.manifest.lock();
+        let mut next = m.clone();
+        next.next_flush_id = flush_id + 1;
+        next.durable_seq = next.durable_seq.max(mem.max_seq);
+        next.segments
+            .extend(opened.iter().map(|s| rel(&inner.index_dir, &s.path)));
+        store_manifest(&inner.index_dir, &next, inner.config.fsync)?;
+        *m = next;
+    }
+    {
+        let mut idx = inner.index.write();
+        idx.segments.extend(opened);
+        idx.frozen.retain(|f| !Arc::ptr_eq(f, mem));
+    }
+    inner.durable_seq.fetch_max(mem.max_seq, Ordering::AcqRel);
+    Ok(())
 }

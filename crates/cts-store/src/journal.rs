@@ -1,1 +1,370 @@
+//! The journal: the durable, ordered source of truth.
+//!
+//! Files `journal/{file_id:010}.wal`, each a run of records:
+//!
+//! ```text
+//! record  = magic u32 | body_len u32 | crc32(body) u32 | body
+//! body    = first_seq u64 | count u32 | max_time i64 | frames...
+//! frame   = clen u32 | ndocs u8 | zstd(doc...)      doc = len u32 | JSON
+//! ```
+//!
+//! Traces are compressed in small frames so that the index can point at a
+//! single trace and a query decompresses only a few kilobytes to return it.
+//! A torn or corrupt tail of the newest file is cut off on open; it was never
+//! acknowledged, because acknowledgement waits for the fsync of the record.
 
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::StoreError;
+
+const RECORD_MAGIC: u32 = 0x4354_5352; // "CTSR"
+const RECORD_HEADER: usize = 12;
+const BODY_HEADER: usize = 20;
+const FRAME_HEADER: usize = 5;
+/// Traces per frame: small enough that fetching one trace is cheap, large
+/// enough that zstd finds the repetition between traces.
+pub const FRAME_DOCS: usize = 16;
+const ZSTD_LEVEL: i32 = 1;
+
+/// Where a trace lives in the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FrameRef {
+    pub file: u32,
+    pub offset: u32,
+    pub len: u32,
+}
+
+/// Compressed frames of one batch, ready to be placed in a record.
+pub struct EncodedBatch {
+    pub frames: Vec<Vec<u8>>,
+    pub count: u32,
+    pub max_time: i64,
+}
+
+/// Compresses documents into frames of [`FRAME_DOCS`].
+pub fn encode_frames<'a>(
+    docs: impl Iterator<Item = (&'a [u8], i64)>,
+) -> Result<EncodedBatch, StoreError> {
+    let mut frames = Vec::new();
+    let mut raw = Vec::with_capacity(FRAME_DOCS * 1400);
+    let mut in_frame = 0usize;
+    let mut count = 0u32;
+    let mut max_time = i64::MIN;
+    let flush = |raw: &mut Vec<u8>, n: usize, frames: &mut Vec<Vec<u8>>| {
+        let compressed = zstd::bulk::compress(raw, ZSTD_LEVEL).map_err(|e| StoreError::Io {
+            path: PathBuf::from("<zstd>"),
+            source: e,
+        })?;
+        let mut frame = Vec::with_capacity(FRAME_HEADER + compressed.len());
+        frame.extend_from_slice(&(compressed.len() as u32).to_le_bytes());
+        frame.push(n as u8);
+        frame.extend_from_slice(&compressed);
+        frames.push(frame);
+        raw.clear();
+        Ok::<(), StoreError>(())
+    };
+    for (doc, time) in docs {
+        raw.extend_from_slice(&(doc.len() as u32).to_le_bytes());
+        raw.extend_from_slice(doc);
+        in_frame += 1;
+        count += 1;
+        max_time = max_time.max(time);
+        if in_frame == FRAME_DOCS {
+            flush(&mut raw, in_frame, &mut frames)?;
+            in_frame = 0;
+        }
+    }
+    if in_frame > 0 {
+        flush(&mut raw, in_frame, &mut frames)?;
+    }
+    Ok(EncodedBatch {
+        frames,
+        count,
+        max_time,
+    })
+}
+
+/// Splits a decompressed frame into its documents.
+pub fn split_frame(raw: &[u8]) -> Vec<&[u8]> {
+    let mut docs = Vec::with_capacity(FRAME_DOCS);
+    let mut pos = 0;
+    while pos + 4 <= raw.len() {
+        let len = u32::from_le_bytes(raw[pos..pos + 4].try_into().unwrap()) as usize;
+        pos += 4;
+        if pos + len > raw.len() {
+            break;
+        }
+        docs.push(&raw[pos..pos + len]);
+        pos += len;
+    }
+    docs
+}
+
+/// Reads and decompresses one frame.
+pub fn read_frame(file: &File, path: &Path, frame: FrameRef) -> Result<Vec<u8>, StoreError> {
+    let mut buf = vec![0u8; frame.len as usize];
+    file.read_exact_at(&mut buf, frame.offset as u64)
+        .map_err(StoreError::io(path))?;
+    decompress_frame(&buf).map_err(|detail| StoreError::Corrupt {
+        what: "journal frame",
+        path: path.to_path_buf(),
+        detail,
+    })
+}
+
+fn decompress_frame(frame: &[u8]) -> Result<Vec<u8>, String> {
+    if frame.len() < FRAME_HEADER {
+        return Err("short frame".into());
+    }
+    let clen = u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize;
+    let data = frame
+        .get(FRAME_HEADER..FRAME_HEADER + clen)
+        .ok_or("frame shorter than its header says")?;
+    let mut out = Vec::with_capacity(clen * 6);
+    zstd::stream::read::Decoder::new(data)
+        .and_then(|mut d| d.read_to_end(&mut out))
+        .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+pub fn file_name(file_id: u32) -> String {
+    format!("{file_id:010}.wal")
+}
+
+/// Journal files in the directory, oldest first.
+pub fn list_files(dir: &Path) -> Result<Vec<(u32, PathBuf)>, StoreError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(StoreError::io(dir))? {
+        let entry = entry.map_err(StoreError::io(dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(id) = name
+            .strip_suffix(".wal")
+            .and_then(|s| s.parse::<u32>().ok())
+        {
+            out.push((id, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// A record found while scanning a file.
+pub struct ScannedRecord {
+    pub first_seq: u64,
+    pub count: u32,
+    pub max_time: i64,
+    /// Frames with their position in the file.
+    pub frames: Vec<FrameRef>,
+}
+
+/// What a scan of one file found.
+pub struct FileScan {
+    pub records: Vec<ScannedRecord>,
+    /// Length of the valid prefix.
+    pub valid_len: u64,
+    /// Length of the file on disk.
+    pub file_len: u64,
+}
+
+/// Reads every valid record of a file, stopping at the first torn or corrupt
+/// one.
+pub fn scan_file(file_id: u32, path: &Path) -> Result<FileScan, StoreError> {
+    let data = fs::read(path).map_err(StoreError::io(path))?;
+    let mut pos = 0usize;
+    let mut records = Vec::new();
+    while pos + RECORD_HEADER <= data.len() {
+        let magic = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap());
+        let body_len = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap()) as usize;
+        let crc = u32::from_le_bytes(data[pos + 8..pos + 12].try_into().unwrap());
+        let body_start = pos + RECORD_HEADER;
+        if magic != RECORD_MAGIC
+            || body_len < BODY_HEADER
+            || body_start + body_len > data.len()
+            || crc32fast::hash(&data[body_start..body_start + body_len]) != crc
+        {
+            break;
+        }
+        let body = &data[body_start..body_start + body_len];
+        let first_seq = u64::from_le_bytes(body[..8].try_into().unwrap());
+        let count = u32::from_le_bytes(body[8..12].try_into().unwrap());
+        let max_time = i64::from_le_bytes(body[12..20].try_into().unwrap());
+        let mut frames = Vec::new();
+        let mut fpos = BODY_HEADER;
+        while fpos + FRAME_HEADER <= body.len() {
+            let clen = u32::from_le_bytes(body[fpos..fpos + 4].try_into().unwrap()) as usize;
+            let len = FRAME_HEADER + clen;
+            frames.push(FrameRef {
+                file: file_id,
+                offset: (body_start + fpos) as u32,
+                len: len as u32,
+            });
+            fpos += len;
+        }
+        records.push(ScannedRecord {
+            first_seq,
+            count,
+            max_time,
+            frames,
+        });
+        pos = body_start + body_len;
+    }
+    Ok(FileScan {
+        records,
+        valid_len: pos as u64,
+        file_len: data.len() as u64,
+    })
+}
+
+/// Decompresses the frames of a scanned record into (frame, doc index, JSON).
+pub fn read_record_docs(
+    data_file: &File,
+    path: &Path,
+    record: &ScannedRecord,
+) -> Result<Vec<(FrameRef, u8, Vec<u8>)>, StoreError> {
+    let mut out = Vec::with_capacity(record.count as usize);
+    for frame in &record.frames {
+        let raw = read_frame(data_file, path, *frame)?;
+        for (i, doc) in split_frame(&raw).into_iter().enumerate() {
+            out.push((*frame, i as u8, doc.to_vec()));
+        }
+    }
+    Ok(out)
+}
+
+/// The file the writer appends to.
+pub struct ActiveFile {
+    pub id: u32,
+    pub path: PathBuf,
+    file: File,
+    pub len: u64,
+}
+
+impl ActiveFile {
+    pub fn create(dir: &Path, id: u32, fsync: bool) -> Result<ActiveFile, StoreError> {
+        let path = dir.join(file_name(id));
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(StoreError::io(&path))?;
+        if fsync {
+            sync_dir(dir)?;
+        }
+        Ok(ActiveFile {
+            id,
+            path,
+            file,
+            len: 0,
+        })
+    }
+
+    /// Reopens an existing file for appending after cutting it to `valid_len`.
+    pub fn reopen(id: u32, path: PathBuf, valid_len: u64) -> Result<ActiveFile, StoreError> {
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(StoreError::io(&path))?;
+        file.set_len(valid_len).map_err(StoreError::io(&path))?;
+        file.sync_all().map_err(StoreError::io(&path))?;
+        Ok(ActiveFile {
+            id,
+            path,
+            file,
+            len: valid_len,
+        })
+    }
+
+    /// Lays out one record in `buf`; returns where each frame will be.
+    pub fn encode_record(
+        &self,
+        buf: &mut Vec<u8>,
+        first_seq: u64,
+        batch: &EncodedBatch,
+    ) -> Vec<FrameRef> {
+        let start = self.len as usize + buf.len();
+        let body_len: usize = BODY_HEADER + batch.frames.iter().map(Vec::len).sum::<usize>();
+        let header_at = buf.len();
+        buf.extend_from_slice(&RECORD_MAGIC.to_le_bytes());
+        buf.extend_from_slice(&(body_len as u32).to_le_bytes());
+        buf.extend_from_slice(&0u32.to_le_bytes());
+        let body_at = buf.len();
+        buf.extend_from_slice(&first_seq.to_le_bytes());
+        buf.extend_from_slice(&batch.count.to_le_bytes());
+        buf.extend_from_slice(&batch.max_time.to_le_bytes());
+        let mut refs = Vec::with_capacity(batch.frames.len());
+        let mut offset = start + RECORD_HEADER + BODY_HEADER;
+        for frame in &batch.frames {
+            refs.push(FrameRef {
+                file: self.id,
+                offset: offset as u32,
+                len: frame.len() as u32,
+            });
+            offset += frame.len();
+            buf.extend_from_slice(frame);
+        }
+        let crc = crc32fast::hash(&buf[body_at..]);
+        buf[header_at + 8..header_at + 12].copy_from_slice(&crc.to_le_bytes());
+        refs
+    }
+
+    /// Appends encoded records and makes them durable.
+    pub fn write_durable(&mut self, buf: &[u8], fsync: bool) -> Result<(), StoreError> {
+        self.file
+            .write_all(buf)
+            .map_err(StoreError::io(&self.path))?;
+        if fsync {
+            self.file.sync_data().map_err(StoreError::io(&self.path))?;
+        }
+        self.len += buf.len() as u64;
+        Ok(())
+    }
+}
+
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::io(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_torn_tail_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut active = ActiveFile::create(dir.path(), 1, true).unwrap();
+        let docs: Vec<Vec<u8>> = (0..40)
+            .map(|i| format!("{{\"n\":{i}}}").into_bytes())
+            .collect();
+        let batch = encode_frames(docs.iter().map(|d| (d.as_slice(), 7))).unwrap();
+        assert_eq!(batch.frames.len(), 3);
+        let mut buf = Vec::new();
+        let refs = active.encode_record(&mut buf, 100, &batch);
+        active.write_durable(&buf, true).unwrap();
+        let good_len = active.len;
+        // A torn second record.
+        let mut buf2 = Vec::new();
+        active.encode_record(&mut buf2, 140, &batch);
+        active.write_durable(&buf2[..buf2.len() / 2], true).unwrap();
+
+        let scan = scan_file(1, &active.path).unwrap();
+        assert_eq!(scan.records.len(), 1);
+        assert_eq!(scan.valid_len, good_len);
+        assert_eq!(scan.records[0].first_seq, 100);
+        assert_eq!(scan.records[0].frames, refs);
+        let file = File::open(&active.path).unwrap();
+        let got = read_record_docs(&file, &active.path, &scan.records[0]).unwrap();
+        assert_eq!(got.len(), 40);
+        assert_eq!(got[17].2, docs[17]);
+        assert_eq!(got[17].1, 1);
+
+        let reopened = ActiveFile::reopen(1, active.path.clone(), scan.valid_len).unwrap();
+        assert_eq!(reopened.len, good_len);
+        assert_eq!(fs::metadata(&active.path).unwrap().len(), good_len);
+    }
+}

@@ -7,8 +7,8 @@
 mod embedded;
 mod error;
 pub mod journal;
-pub mod segment;
 mod memtable;
+pub mod segment;
 
 use cts_model::{Trace, TraceQuery};
 

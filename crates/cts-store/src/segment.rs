@@ -1,1 +1,562 @@
+//! Immutable index segments: one file per partition and memtable flush.
+//!
+//! ```text
+//! frames   n × (file u32, offset u32, len u32)       journal frames referenced
+//! docs     n × (time i64, id [16], frame u32, idx u8) sorted (project, time desc, id desc)
+//! postings varint-delta ordinals of terms seen more than once
+//! terms    n × (hash u64, ord_or_offset u32, count u32, bytes u32), sorted by hash
+//! tsample  every TERM_SAMPLE-th term hash                       (kept in memory)
+//! dsample  every DOC_SAMPLE-th doc key                          (kept in memory)
+//! meta     JSON footer | len u32 | magic u32
+//! ```
+//!
+//! A term is (field, project, value) hashed to 64 bits; a trace id is a term
+//! too. Ordinals grow with age inside a project, so a query reads the first
+//! few entries of a posting list and stops.
 
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use cts_model::Field;
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::journal::{sync_dir, FrameRef};
+use crate::memtable::{Candidate, Key, Memtable, Probe, TopK, NF};
+use crate::StoreError;
+
+const MAGIC: u32 = 0x4354_5347; // "CTSG"
+const DOC_ENTRY: usize = 29;
+const TERM_ENTRY: usize = 20;
+const TERM_SAMPLE: usize = 128;
+const DOC_SAMPLE: usize = 64;
+/// Field tag of trace-id terms (fields use their `Field` number).
+const TRACE_ID_TAG: u8 = 0;
+
+fn term_hash(tag: u8, project: &str, value: &[u8]) -> u64 {
+    let mut h = Xxh3::new();
+    h.update(&[tag]);
+    h.update(project.as_bytes());
+    h.update(&[0xff]);
+    h.update(value);
+    h.digest()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Meta {
+    partition: i64,
+    flush_id: u64,
+    docs: u32,
+    frames: u32,
+    terms: u32,
+    min_time: i64,
+    max_time: i64,
+    frames_at: u64,
+    docs_at: u64,
+    postings_at: u64,
+    terms_at: u64,
+    tsample_at: u64,
+    dsample_at: u64,
+    projects: Vec<(String, u32, u32)>,
+}
+
+/// An open segment; the small parts live in memory, the rest is read with
+/// `pread` so that the page cache, not the process, holds it.
+pub struct Segment {
+    pub path: PathBuf,
+    file: File,
+    meta: Meta,
+    frames: Vec<FrameRef>,
+    term_samples: Vec<u64>,
+    doc_samples: Vec<Key>,
+    pub size: u64,
+}
+
+fn varint(buf: &mut Vec<u8>, mut v: u32) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+/// Writes the segment of one partition from a frozen memtable's docs
+/// (`members` are indices into `mem.docs`). The file is fsync'd.
+pub fn write(
+    dir: &Path,
+    partition: i64,
+    flush_id: u64,
+    mem: &Memtable,
+    members: &[u32],
+    fsync: bool,
+) -> Result<PathBuf, StoreError> {
+    let mut order: Vec<u32> = members.to_vec();
+    let proj = |i: u32| mem.string(mem.docs[i as usize].project).unwrap_or("");
+    order.sort_by(|&a, &b| {
+        let (da, db) = (&mem.docs[a as usize], &mem.docs[b as usize]);
+        proj(a)
+            .cmp(proj(b))
+            .then((db.time, db.id).cmp(&(da.time, da.id)))
+    });
+
+    let mut frames: Vec<FrameRef> = Vec::new();
+    let mut frame_index: HashMap<FrameRef, u32> = HashMap::new();
+    let mut docs = Vec::with_capacity(order.len() * DOC_ENTRY);
+    let mut dsample = Vec::new();
+    let mut projects: Vec<(String, u32, u32)> = Vec::new();
+    let mut postings: HashMap<u64, Vec<u32>> = HashMap::new();
+    let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
+    for (ord, &i) in order.iter().enumerate() {
+        let ord = ord as u32;
+        let d = &mem.docs[i as usize];
+        let project = proj(i);
+        match projects.last_mut() {
+            Some((name, _, end)) if name == project => *end = ord + 1,
+            _ => projects.push((project.to_string(), ord, ord + 1)),
+        }
+        let fi = *frame_index.entry(d.frame).or_insert_with(|| {
+            frames.push(d.frame);
+            frames.len() as u32 - 1
+        });
+        docs.extend_from_slice(&d.time.to_le_bytes());
+        docs.extend_from_slice(&d.id);
+        docs.extend_from_slice(&fi.to_le_bytes());
+        docs.push(d.idx);
+        if ord as usize % DOC_SAMPLE == 0 {
+            dsample.extend_from_slice(&d.time.to_le_bytes());
+            dsample.extend_from_slice(&d.id);
+        }
+        min_time = min_time.min(d.time);
+        max_time = max_time.max(d.time);
+        postings
+            .entry(term_hash(TRACE_ID_TAG, project, &d.id))
+            .or_default()
+            .push(ord);
+        for (slot, field) in Field::ALL.iter().enumerate().take(NF) {
+            if let Some(value) = mem
+                .string(d.terms[slot])
+                .filter(|_| d.terms[slot] != u32::MAX)
+            {
+                postings
+                    .entry(term_hash(*field as u8, project, value.as_bytes()))
+                    .or_default()
+                    .push(ord);
+            }
+        }
+    }
+
+    let mut hashes: Vec<u64> = postings.keys().copied().collect();
+    hashes.sort_unstable();
+    let mut posting_bytes = Vec::new();
+    let mut terms = Vec::with_capacity(hashes.len() * TERM_ENTRY);
+    let mut tsample = Vec::new();
+    for (n, h) in hashes.iter().enumerate() {
+        let ords = &postings[h];
+        let (a, len) = if ords.len() == 1 {
+            (ords[0], 0u32)
+        } else {
+            let at = posting_bytes.len() as u32;
+            let mut prev = 0u32;
+            for (k, &o) in ords.iter().enumerate() {
+                varint(&mut posting_bytes, if k == 0 { o } else { o - prev });
+                prev = o;
+            }
+            (at, posting_bytes.len() as u32 - at)
+        };
+        terms.extend_from_slice(&h.to_le_bytes());
+        terms.extend_from_slice(&a.to_le_bytes());
+        terms.extend_from_slice(&(ords.len() as u32).to_le_bytes());
+        terms.extend_from_slice(&len.to_le_bytes());
+        if n % TERM_SAMPLE == 0 {
+            tsample.extend_from_slice(&h.to_le_bytes());
+        }
+    }
+
+    let mut out: Vec<u8> = Vec::with_capacity(
+        frames.len() * 12 + docs.len() + posting_bytes.len() + terms.len() + 4096,
+    );
+    let frames_at = out.len() as u64;
+    for f in &frames {
+        out.extend_from_slice(&f.file.to_le_bytes());
+        out.extend_from_slice(&f.offset.to_le_bytes());
+        out.extend_from_slice(&f.len.to_le_bytes());
+    }
+    let docs_at = out.len() as u64;
+    out.extend_from_slice(&docs);
+    let postings_at = out.len() as u64;
+    out.extend_from_slice(&posting_bytes);
+    let terms_at = out.len() as u64;
+    out.extend_from_slice(&terms);
+    let tsample_at = out.len() as u64;
+    out.extend_from_slice(&tsample);
+    let dsample_at = out.len() as u64;
+    out.extend_from_slice(&dsample);
+    let meta = Meta {
+        partition,
+        flush_id,
+        docs: order.len() as u32,
+        frames: frames.len() as u32,
+        terms: hashes.len() as u32,
+        min_time,
+        max_time,
+        frames_at,
+        docs_at,
+        postings_at,
+        terms_at,
+        tsample_at,
+        dsample_at,
+        projects,
+    };
+    let meta_json = serde_json::to_vec(&meta).expect("meta serializes");
+    out.extend_from_slice(&meta_json);
+    out.extend_from_slice(&(meta_json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&MAGIC.to_le_bytes());
+
+    let pdir = dir.join(partition_dir_name(partition));
+    fs::create_dir_all(&pdir).map_err(StoreError::io(&pdir))?;
+    let path = pdir.join(format!("{flush_id:010}.seg"));
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).map_err(StoreError::io(&tmp))?;
+    f.write_all(&out).map_err(StoreError::io(&tmp))?;
+    if fsync {
+        f.sync_all().map_err(StoreError::io(&tmp))?;
+    }
+    fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
+    if fsync {
+        sync_dir(&pdir)?;
+        sync_dir(dir)?;
+    }
+    Ok(path)
+}
+
+pub fn partition_dir_name(partition: i64) -> String {
+    format!("p{partition}")
+}
+
+enum Posting {
+    Single(u32),
+    List { at: u64, count: u32, bytes: u32 },
+}
+
+impl Posting {
+    fn count(&self) -> u32 {
+        match self {
+            Posting::Single(_) => 1,
+            Posting::List { count, .. } => *count,
+        }
+    }
+}
+
+impl Segment {
+    pub fn open(path: &Path) -> Result<Segment, StoreError> {
+        let corrupt = |detail: &str| StoreError::Corrupt {
+            what: "index segment",
+            path: path.to_path_buf(),
+            detail: detail.to_string(),
+        };
+        let file = File::open(path).map_err(StoreError::io(path))?;
+        let size = file.metadata().map_err(StoreError::io(path))?.len();
+        if size < 8 {
+            return Err(corrupt("too short"));
+        }
+        let mut tail = [0u8; 8];
+        file.read_exact_at(&mut tail, size - 8)
+            .map_err(StoreError::io(path))?;
+        if u32::from_le_bytes(tail[4..].try_into().unwrap()) != MAGIC {
+            return Err(corrupt("bad magic"));
+        }
+        let meta_len = u32::from_le_bytes(tail[..4].try_into().unwrap()) as u64;
+        if meta_len + 8 > size {
+            return Err(corrupt("bad footer length"));
+        }
+        let mut meta_buf = vec![0u8; meta_len as usize];
+        file.read_exact_at(&mut meta_buf, size - 8 - meta_len)
+            .map_err(StoreError::io(path))?;
+        let meta: Meta = serde_json::from_slice(&meta_buf).map_err(|e| corrupt(&e.to_string()))?;
+
+        let read = |at: u64, len: u64| -> Result<Vec<u8>, StoreError> {
+            let mut b = vec![0u8; len as usize];
+            file.read_exact_at(&mut b, at)
+                .map_err(StoreError::io(path))?;
+            Ok(b)
+        };
+        let fb = read(meta.frames_at, meta.docs_at - meta.frames_at)?;
+        let frames = fb
+            .chunks_exact(12)
+            .map(|c| FrameRef {
+                file: u32::from_le_bytes(c[0..4].try_into().unwrap()),
+                offset: u32::from_le_bytes(c[4..8].try_into().unwrap()),
+                len: u32::from_le_bytes(c[8..12].try_into().unwrap()),
+            })
+            .collect();
+        let tb = read(meta.tsample_at, meta.dsample_at - meta.tsample_at)?;
+        let term_samples = tb
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let db = read(meta.dsample_at, size - 8 - meta_len - meta.dsample_at)?;
+        let doc_samples = db
+            .chunks_exact(24)
+            .map(|c| {
+                (
+                    i64::from_le_bytes(c[..8].try_into().unwrap()),
+                    c[8..24].try_into().unwrap(),
+                )
+            })
+            .collect();
+        Ok(Segment {
+            path: path.to_path_buf(),
+            file,
+            meta,
+            frames,
+            term_samples,
+            doc_samples,
+            size,
+        })
+    }
+
+    pub fn partition(&self) -> i64 {
+        self.meta.partition
+    }
+    pub fn flush_id(&self) -> u64 {
+        self.meta.flush_id
+    }
+    pub fn docs(&self) -> u32 {
+        self.meta.docs
+    }
+    pub fn max_time(&self) -> i64 {
+        self.meta.max_time
+    }
+    pub fn min_time(&self) -> i64 {
+        self.meta.min_time
+    }
+    /// Journal frames this segment points into.
+    pub fn frames(&self) -> &[FrameRef] {
+        &self.frames
+    }
+
+    fn io<T>(&self, r: std::io::Result<T>) -> Result<T, StoreError> {
+        r.map_err(StoreError::io(&self.path))
+    }
+
+    fn read_docs(&self, first: u32, n: u32) -> Result<Vec<(Key, u32, u8)>, StoreError> {
+        let mut b = vec![0u8; n as usize * DOC_ENTRY];
+        self.io(self
+            .file
+            .read_exact_at(&mut b, self.meta.docs_at + first as u64 * DOC_ENTRY as u64))?;
+        Ok(b.chunks_exact(DOC_ENTRY)
+            .map(|c| {
+                let time = i64::from_le_bytes(c[..8].try_into().unwrap());
+                let id: [u8; 16] = c[8..24].try_into().unwrap();
+                let frame = u32::from_le_bytes(c[24..28].try_into().unwrap());
+                ((time, id), frame, c[28])
+            })
+            .collect())
+    }
+
+    fn candidate(&self, entry: (Key, u32, u8)) -> Result<Candidate, StoreError> {
+        let frame = *self
+            .frames
+            .get(entry.1 as usize)
+            .ok_or_else(|| StoreError::Corrupt {
+                what: "index segment",
+                path: self.path.clone(),
+                detail: "frame index out of range".into(),
+            })?;
+        Ok(Candidate {
+            key: entry.0,
+            frame,
+            idx: entry.2,
+        })
+    }
+
+    /// First ordinal in `[lo, hi)` whose key satisfies `pred`, where `pred`
+    /// turns from false to true once along the ordinals (keys descend).
+    fn partition_point(
+        &self,
+        lo: u32,
+        hi: u32,
+        pred: impl Fn(&Key) -> bool,
+    ) -> Result<u32, StoreError> {
+        if lo >= hi {
+            return Ok(hi);
+        }
+        // Narrow with the in-memory samples, then scan one chunk from disk.
+        let first_sample = (lo as usize).div_ceil(DOC_SAMPLE);
+        let last_sample = (hi as usize - 1) / DOC_SAMPLE;
+        let mut start = lo;
+        let mut end = hi;
+        if first_sample <= last_sample {
+            let s = &self.doc_samples[first_sample..=last_sample];
+            let k = s.partition_point(|key| !pred(key));
+            if k > 0 {
+                start = start.max(((first_sample + k - 1) * DOC_SAMPLE) as u32);
+            }
+            if k < s.len() {
+                end = end.min(((first_sample + k) * DOC_SAMPLE) as u32 + 1);
+            }
+        }
+        let chunk = self.read_docs(start, end - start)?;
+        let k = chunk.partition_point(|(key, _, _)| !pred(key));
+        Ok(start + k as u32)
+    }
+
+    fn project_range(&self, project: &str) -> Option<(u32, u32)> {
+        self.meta
+            .projects
+            .binary_search_by(|(name, _, _)| name.as_str().cmp(project))
+            .ok()
+            .map(|i| (self.meta.projects[i].1, self.meta.projects[i].2))
+    }
+
+    fn lookup(&self, hash: u64) -> Result<Option<Posting>, StoreError> {
+        if self.meta.terms == 0 {
+            return Ok(None);
+        }
+        let block = self.term_samples.partition_point(|h| *h <= hash);
+        if block == 0 {
+            return Ok(None);
+        }
+        let first = (block - 1) * TERM_SAMPLE;
+        let n = TERM_SAMPLE.min(self.meta.terms as usize - first);
+        let mut b = vec![0u8; n * TERM_ENTRY];
+        self.io(self
+            .file
+            .read_exact_at(&mut b, self.meta.terms_at + (first * TERM_ENTRY) as u64))?;
+        let entries: Vec<&[u8]> = b.chunks_exact(TERM_ENTRY).collect();
+        let Ok(i) =
+            entries.binary_search_by(|e| u64::from_le_bytes(e[..8].try_into().unwrap()).cmp(&hash))
+        else {
+            return Ok(None);
+        };
+        let e = entries[i];
+        let a = u32::from_le_bytes(e[8..12].try_into().unwrap());
+        let count = u32::from_le_bytes(e[12..16].try_into().unwrap());
+        let bytes = u32::from_le_bytes(e[16..20].try_into().unwrap());
+        Ok(Some(if count == 1 {
+            Posting::Single(a)
+        } else {
+            Posting::List {
+                at: self.meta.postings_at + a as u64,
+                count,
+                bytes,
+            }
+        }))
+    }
+
+    fn decode(&self, p: &Posting) -> Result<Vec<u32>, StoreError> {
+        match p {
+            Posting::Single(o) => Ok(vec![*o]),
+            Posting::List { at, count, bytes } => {
+                let mut b = vec![0u8; *bytes as usize];
+                self.io(self.file.read_exact_at(&mut b, *at))?;
+                let mut out = Vec::with_capacity(*count as usize);
+                let (mut cur, mut shift, mut prev) = (0u32, 0u32, 0u32);
+                for byte in b {
+                    cur |= ((byte & 0x7f) as u32) << shift;
+                    if byte & 0x80 == 0 {
+                        prev = if out.is_empty() { cur } else { prev + cur };
+                        out.push(prev);
+                        cur = 0;
+                        shift = 0;
+                    } else {
+                        shift += 7;
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// The trace of the project with this id, if the segment holds it.
+    pub fn find(&self, project: &str, id: &[u8; 16]) -> Result<Option<Candidate>, StoreError> {
+        let Some((ps, pe)) = self.project_range(project) else {
+            return Ok(None);
+        };
+        let Some(posting) = self.lookup(term_hash(TRACE_ID_TAG, project, id))? else {
+            return Ok(None);
+        };
+        for ord in self.decode(&posting)? {
+            if ord < ps || ord >= pe {
+                continue;
+            }
+            let entry = self.read_docs(ord, 1)?[0];
+            if &entry.0 .1 == id {
+                return Ok(Some(self.candidate(entry)?));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Offers the newest matching traces of this segment to `top`.
+    pub fn probe(&self, probe: &Probe<'_>, top: &mut TopK, k: usize) -> Result<(), StoreError> {
+        let Some((ps, pe)) = self.project_range(probe.project) else {
+            return Ok(());
+        };
+        if self.meta.max_time <= probe.from || self.meta.min_time >= probe.upper.0.saturating_add(1)
+        {
+            return Ok(());
+        }
+        let upper = probe.upper;
+        let start = self.partition_point(ps, pe, |key| *key < upper)?;
+        let from = probe.from;
+        let end = self.partition_point(start, pe, |key| key.0 <= from)?;
+        if start >= end {
+            return Ok(());
+        }
+        let mut lists = Vec::new();
+        for (field, value) in probe.filters {
+            match self.lookup(term_hash(*field as u8, probe.project, value.as_bytes()))? {
+                None => return Ok(()),
+                // A term every trace of the project has filters nothing.
+                Some(p) if p.count() == pe - ps => {}
+                Some(p) => lists.push(p),
+            }
+        }
+        let hits: Vec<u32> = if lists.is_empty() {
+            (start..end.min(start + k as u32)).collect()
+        } else {
+            lists.sort_by_key(Posting::count);
+            let mut decoded = Vec::with_capacity(lists.len());
+            for p in &lists {
+                decoded.push(self.decode(p)?);
+            }
+            let (driver, others) = decoded.split_first().expect("non-empty");
+            let mut cursors = vec![0usize; others.len()];
+            let mut hits = Vec::new();
+            let first = driver.partition_point(|o| *o < start);
+            'outer: for &o in &driver[first..] {
+                if o >= end || hits.len() >= k {
+                    break;
+                }
+                for (list, c) in others.iter().zip(cursors.iter_mut()) {
+                    *c += list[*c..].partition_point(|x| *x < o);
+                    if list.get(*c) != Some(&o) {
+                        continue 'outer;
+                    }
+                }
+                hits.push(o);
+            }
+            hits
+        };
+        if hits.is_empty() {
+            return Ok(());
+        }
+        let (lo, hi) = (hits[0], *hits.last().unwrap());
+        // One read when the hits are close together, else one per hit.
+        if (hi - lo) as usize <= hits.len() * 8 + 64 {
+            let entries = self.read_docs(lo, hi - lo + 1)?;
+            for &o in &hits {
+                top.offer(self.candidate(entries[(o - lo) as usize])?);
+            }
+        } else {
+            for &o in &hits {
+                top.offer(self.candidate(self.read_docs(o, 1)?[0])?);
+            }
+        }
+        Ok(())
+    }
+}
