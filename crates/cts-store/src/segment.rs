@@ -125,7 +125,7 @@ pub fn write(
         docs.extend_from_slice(&d.id);
         docs.extend_from_slice(&fi.to_le_bytes());
         docs.push(d.idx);
-        if ord as usize % DOC_SAMPLE == 0 {
+        if (ord as usize).is_multiple_of(DOC_SAMPLE) {
             dsample.extend_from_slice(&d.time.to_le_bytes());
             dsample.extend_from_slice(&d.id);
         }
@@ -170,7 +170,7 @@ pub fn write(
         terms.extend_from_slice(&a.to_le_bytes());
         terms.extend_from_slice(&(ords.len() as u32).to_le_bytes());
         terms.extend_from_slice(&len.to_le_bytes());
-        if n % TERM_SAMPLE == 0 {
+        if n.is_multiple_of(TERM_SAMPLE) {
             tsample.extend_from_slice(&h.to_le_bytes());
         }
     }
