@@ -360,17 +360,17 @@ impl EmbeddedStore {
         let mut frames: HashMap<FrameRef, Vec<u8>> = HashMap::new();
         let mut out = Vec::with_capacity(cands.len());
         for c in cands {
-            if !frames.contains_key(&c.frame) {
-                let Some(file) = self.reader(c.frame.file) else {
-                    continue;
-                };
-                let path = self
-                    .inner
-                    .journal_dir
-                    .join(journal::file_name(c.frame.file));
-                frames.insert(c.frame, journal::read_frame(&file, &path, c.frame)?);
-            }
-            let raw = &frames[&c.frame];
+            let raw = match frames.entry(c.frame) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let Some(file) = self.reader(c.frame.file) else {
+                        continue;
+                    };
+                    let name = journal::file_name(c.frame.file);
+                    let path = self.inner.journal_dir.join(name);
+                    e.insert(journal::read_frame(&file, &path, c.frame)?)
+                }
+            };
             if let Some(doc) = journal::split_frame(raw).get(c.idx as usize) {
                 out.push(doc.to_vec());
             }
