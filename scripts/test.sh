@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs every test of the project. Needs only the Rust toolchain.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The integration tests start the real binaries (ctsd, cts), so build them all first.
+cargo build --workspace --bins
+cargo test --workspace --no-fail-fast
+# The benchmark must keep working: a small smoke run against the debug server.
+target/debug/cts-bench --traces 20000 --queries 20 --baseline-traces 20000 \
+  --server target/debug/ctsd --out target/bench-smoke.json
