@@ -1,0 +1,140 @@
+//! The `ctsd` process under test: start, wait for ready, observe, kill.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+pub struct Server {
+    child: Child,
+    pub url: String,
+}
+
+impl Server {
+    /// Starts `ctsd serve` on `data_dir` (acks only after fsync) and
+    /// returns it with the time from spawn to `GET /readyz` = 200.
+    pub fn start(bin: &Path, data_dir: &Path, log: &Path) -> Result<(Server, Duration)> {
+        let log_file = File::options().create(true).append(true).open(log)?;
+        let spawned = Instant::now();
+        let mut child = Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("CTS_STORE_FSYNC", "true")
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        // Keep draining stdout so a chatty server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("ctsd listening on ") {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        });
+        let mut server = Server {
+            child,
+            url: String::new(),
+        };
+        let deadline = Duration::from_secs(600);
+        server.url = loop {
+            if let Ok(url) = rx.recv_timeout(Duration::from_millis(5)) {
+                break url;
+            }
+            if let Some(status) = server.child.try_wait()? {
+                bail!(
+                    "ctsd exited ({status}) before listening; see {}",
+                    log.display()
+                );
+            }
+            if spawned.elapsed() > deadline {
+                bail!(
+                    "ctsd did not start within {deadline:?}; see {}",
+                    log.display()
+                );
+            }
+        };
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(1))
+            .build()?;
+        let readyz = format!("{}/readyz", server.url);
+        loop {
+            if http
+                .get(&readyz)
+                .send()
+                .is_ok_and(|r| r.status().as_u16() == 200)
+            {
+                return Ok((server, spawned.elapsed()));
+            }
+            if spawned.elapsed() > deadline {
+                bail!("ctsd not ready within {deadline:?}; see {}", log.display());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no chance to flush or close anything.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// VmRSS and VmHWM (peak) of a process, in bytes.
+pub fn memory(pid: u32) -> Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> Result<u64> {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))?;
+        let kb: u64 = line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()?;
+        Ok(kb * 1024)
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Bytes allocated on disk (as `du` counts them) under `dir`.
+pub fn disk_usage(dir: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            disk_usage(&entry.path())?
+        } else {
+            meta.blocks() * 512
+        };
+    }
+    Ok(total)
+}
+
+/// CPU time this process has used so far (user + system).
+pub fn own_cpu() -> Duration {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
