@@ -176,18 +176,21 @@ pub struct CrashLoad {
 }
 
 /// Posts batches with reporter-supplied trace ids, stamped "now", until
-/// `stop` is set; the server is expected to die underneath.
+/// `stop` is set; the server is expected to die underneath. `acked_so_far`
+/// counts acknowledged traces as they come.
 pub async fn crash_load(
     gen: Arc<Generator>,
     url: String,
     clients: usize,
     batch: u64,
     stop: Arc<AtomicBool>,
+    acked_so_far: Arc<AtomicU64>,
 ) -> Result<CrashLoad> {
     let http = http_client(clients)?;
     let tasks: Vec<_> = (0..clients)
         .map(|c| {
             let (gen, http, stop, url) = (gen.clone(), http.clone(), stop.clone(), url.clone());
+            let acked_so_far = acked_so_far.clone();
             tokio::spawn(async move {
                 let mut rng = SmallRng::seed_from_u64(1_000 + c as u64);
                 let mut out = CrashLoad {
@@ -209,7 +212,10 @@ pub async fn crash_load(
                     body.extend_from_slice(b"]}");
                     out.attempted_batches += 1;
                     match post(&http, &url, body.into()).await {
-                        Ok((201, _)) => out.acked.extend(ids),
+                        Ok((201, _)) => {
+                            acked_so_far.fetch_add(ids.len() as u64, Ordering::Relaxed);
+                            out.acked.extend(ids);
+                        }
                         // Refused or cut off by the kill: not acknowledged, so
                         // nothing is promised about these ids.
                         _ => tokio::time::sleep(Duration::from_millis(10)).await,
