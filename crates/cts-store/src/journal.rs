@@ -13,8 +13,9 @@
 //! A torn or corrupt tail of the newest file is cut off on open; it was never
 //! acknowledged, because acknowledgement waits for the fsync of the record.
 
+use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -28,6 +29,17 @@ const FRAME_HEADER: usize = 5;
 /// enough that zstd finds the repetition between traces.
 pub const FRAME_DOCS: usize = 16;
 const ZSTD_LEVEL: i32 = 1;
+/// Upper bound of a decompressed frame (16 traces within a 5 MiB request).
+const MAX_FRAME_RAW: u64 = 64 << 20;
+
+thread_local! {
+    // zstd contexts are expensive to create (hundreds of KiB to set up);
+    // each thread keeps one of each.
+    static COMPRESSOR: RefCell<zstd::bulk::Compressor<'static>> =
+        RefCell::new(zstd::bulk::Compressor::new(ZSTD_LEVEL).expect("zstd compression context"));
+    static DECOMPRESSOR: RefCell<zstd::bulk::Decompressor<'static>> =
+        RefCell::new(zstd::bulk::Decompressor::new().expect("zstd decompression context"));
+}
 
 /// Where a trace lives in the journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,10 +66,12 @@ pub fn encode_frames<'a>(
     let mut count = 0u32;
     let mut max_time = i64::MIN;
     let flush = |raw: &mut Vec<u8>, n: usize, frames: &mut Vec<Vec<u8>>| {
-        let compressed = zstd::bulk::compress(raw, ZSTD_LEVEL).map_err(|e| StoreError::Io {
-            path: PathBuf::from("<zstd>"),
-            source: e,
-        })?;
+        let compressed = COMPRESSOR
+            .with(|c| c.borrow_mut().compress(raw))
+            .map_err(|e| StoreError::Io {
+                path: PathBuf::from("<zstd>"),
+                source: e,
+            })?;
         let mut frame = Vec::with_capacity(FRAME_HEADER + compressed.len());
         frame.extend_from_slice(&(compressed.len() as u32).to_le_bytes());
         frame.push(n as u8);
@@ -123,11 +137,13 @@ fn decompress_frame(frame: &[u8]) -> Result<Vec<u8>, String> {
     let data = frame
         .get(FRAME_HEADER..FRAME_HEADER + clen)
         .ok_or("frame shorter than its header says")?;
-    let mut out = Vec::with_capacity(clen * 6);
-    zstd::stream::read::Decoder::new(data)
-        .and_then(|mut d| d.read_to_end(&mut out))
-        .map_err(|e| e.to_string())?;
-    Ok(out)
+    let size = match zstd::zstd_safe::get_frame_content_size(data) {
+        Ok(Some(n)) if n <= MAX_FRAME_RAW => n as usize,
+        _ => return Err("frame without a valid content size".into()),
+    };
+    DECOMPRESSOR
+        .with(|d| d.borrow_mut().decompress(data, size))
+        .map_err(|e| e.to_string())
 }
 
 pub fn file_name(file_id: u32) -> String {
