@@ -357,25 +357,26 @@ impl EmbeddedStore {
     /// Reads the bodies of the candidates, in their order. A body whose
     /// journal file retention removed meanwhile is left out.
     fn fetch(&self, cands: &[Candidate]) -> Result<Vec<Vec<u8>>, StoreError> {
-        let mut frames: HashMap<FrameRef, Vec<u8>> = HashMap::new();
-        let mut out = Vec::with_capacity(cands.len());
-        for c in cands {
-            let raw = match frames.entry(c.frame) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    let Some(file) = self.reader(c.frame.file) else {
-                        continue;
-                    };
-                    let name = journal::file_name(c.frame.file);
-                    let path = self.inner.journal_dir.join(name);
-                    e.insert(journal::read_frame(&file, &path, c.frame)?)
-                }
-            };
-            if let Some(doc) = journal::split_frame(raw).get(c.idx as usize) {
-                out.push(doc.to_vec());
-            }
+        // Each frame is read and decompressed once, however many of the
+        // page's traces it holds.
+        let mut by_frame: HashMap<FrameRef, Vec<(usize, u8)>> = HashMap::new();
+        for (pos, c) in cands.iter().enumerate() {
+            by_frame.entry(c.frame).or_default().push((pos, c.idx));
         }
-        Ok(out)
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; cands.len()];
+        for (frame, wanted) in by_frame {
+            let Some(file) = self.reader(frame.file) else {
+                continue;
+            };
+            let path = self.inner.journal_dir.join(journal::file_name(frame.file));
+            journal::with_frame(&file, &path, frame, |raw| {
+                let docs = journal::split_frame(raw);
+                for (pos, idx) in wanted {
+                    out[pos] = docs.get(idx as usize).map(|d| d.to_vec());
+                }
+            })?;
+        }
+        Ok(out.into_iter().flatten().collect())
     }
 
     fn prepare(traces: Vec<Trace>) -> Vec<Prepared> {

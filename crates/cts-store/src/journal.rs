@@ -39,6 +39,7 @@ thread_local! {
         RefCell::new(zstd::bulk::Compressor::new(ZSTD_LEVEL).expect("zstd compression context"));
     static DECOMPRESSOR: RefCell<zstd::bulk::Decompressor<'static>> =
         RefCell::new(zstd::bulk::Decompressor::new().expect("zstd decompression context"));
+    static SCRATCH: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Where a trace lives in the journal.
@@ -117,19 +118,29 @@ pub fn split_frame(raw: &[u8]) -> Vec<&[u8]> {
     docs
 }
 
-/// Reads and decompresses one frame.
-pub fn read_frame(file: &File, path: &Path, frame: FrameRef) -> Result<Vec<u8>, StoreError> {
-    let mut buf = vec![0u8; frame.len as usize];
-    file.read_exact_at(&mut buf, frame.offset as u64)
-        .map_err(StoreError::io(path))?;
-    decompress_frame(&buf).map_err(|detail| StoreError::Corrupt {
-        what: "journal frame",
-        path: path.to_path_buf(),
-        detail,
+/// Reads and decompresses one frame and hands its raw bytes to `f`. The
+/// buffers are reused per thread: a page of results touches many frames.
+pub fn with_frame<T>(
+    file: &File,
+    path: &Path,
+    frame: FrameRef,
+    f: impl FnOnce(&[u8]) -> T,
+) -> Result<T, StoreError> {
+    SCRATCH.with(|scratch| {
+        let (input, output) = &mut *scratch.borrow_mut();
+        input.resize(frame.len as usize, 0);
+        file.read_exact_at(input, frame.offset as u64)
+            .map_err(StoreError::io(path))?;
+        decompress_frame(input, output).map_err(|detail| StoreError::Corrupt {
+            what: "journal frame",
+            path: path.to_path_buf(),
+            detail,
+        })?;
+        Ok(f(output))
     })
 }
 
-fn decompress_frame(frame: &[u8]) -> Result<Vec<u8>, String> {
+fn decompress_frame(frame: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
     if frame.len() < FRAME_HEADER {
         return Err("short frame".into());
     }
@@ -141,8 +152,11 @@ fn decompress_frame(frame: &[u8]) -> Result<Vec<u8>, String> {
         Ok(Some(n)) if n <= MAX_FRAME_RAW => n as usize,
         _ => return Err("frame without a valid content size".into()),
     };
+    out.clear();
+    out.reserve(size);
     DECOMPRESSOR
-        .with(|d| d.borrow_mut().decompress(data, size))
+        .with(|d| d.borrow_mut().decompress_to_buffer(data, out))
+        .map(|_| ())
         .map_err(|e| e.to_string())
 }
 
@@ -243,10 +257,11 @@ pub fn read_record_docs(
 ) -> Result<Vec<(FrameRef, u8, Vec<u8>)>, StoreError> {
     let mut out = Vec::with_capacity(record.count as usize);
     for frame in &record.frames {
-        let raw = read_frame(data_file, path, *frame)?;
-        for (i, doc) in split_frame(&raw).into_iter().enumerate() {
-            out.push((*frame, i as u8, doc.to_vec()));
-        }
+        with_frame(data_file, path, *frame, |raw| {
+            for (i, doc) in split_frame(raw).into_iter().enumerate() {
+                out.push((*frame, i as u8, doc.to_vec()));
+            }
+        })?;
     }
     Ok(out)
 }
