@@ -15,6 +15,7 @@ use cts_model::{Trace, TraceQuery};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
+use crate::dict::Dictionaries;
 use crate::journal::{self, ActiveFile, EncodedBatch, FrameRef, FRAME_DOCS};
 use crate::memtable::{Candidate, IndexValues, Key, Memtable, Probe, TopK};
 use crate::segment::{self, Segment};
@@ -68,6 +69,8 @@ struct JournalFile {
     len: u64,
     last_seq: u64,
     max_time: i64,
+    /// Oldest compression dictionary its frames use.
+    min_dict: u32,
 }
 
 struct Prepared {
@@ -92,6 +95,7 @@ struct Inner {
     config: StoreConfig,
     journal_dir: PathBuf,
     index_dir: PathBuf,
+    dicts: Arc<Dictionaries>,
     active: RwLock<Memtable>,
     index: RwLock<IndexState>,
     manifest: Mutex<Manifest>,
@@ -157,8 +161,10 @@ impl EmbeddedStore {
                 len: scan.valid_len,
                 last_seq: 0,
                 max_time: i64::MIN,
+                min_dict: u32::MAX,
             };
             for r in &scan.records {
+                info.min_dict = info.min_dict.min(r.dict);
                 let end = r.first_seq + r.count as u64 - 1;
                 info.last_seq = info.last_seq.max(end);
                 info.max_time = info.max_time.max(r.max_time);
@@ -177,8 +183,10 @@ impl EmbeddedStore {
             }
         }
 
+        let dicts = Dictionaries::open(&journal_dir, config.fsync)?;
         let inner = Arc::new(Inner {
             journal_dir: journal_dir.clone(),
+            dicts,
             index_dir,
             active: RwLock::new(Memtable::default()),
             index: RwLock::new(IndexState {
@@ -202,9 +210,10 @@ impl EmbeddedStore {
                 if r.first_seq + r.count as u64 - 1 <= manifest.durable_seq {
                     continue;
                 }
-                for (i, (frame, idx, json)) in journal::read_record_docs(&file, &path, &r)?
-                    .into_iter()
-                    .enumerate()
+                for (i, (frame, idx, json)) in
+                    journal::read_record_docs(&inner.dicts, &file, &path, &r)?
+                        .into_iter()
+                        .enumerate()
                 {
                     let seq = r.first_seq + i as u64;
                     if seq <= manifest.durable_seq {
@@ -243,6 +252,7 @@ impl EmbeddedStore {
                 len: active_file.len,
                 last_seq: 0,
                 max_time: i64::MIN,
+                min_dict: u32::MAX,
             });
 
         let (flush_tx, flush_rx) = mpsc::channel::<Arc<Memtable>>();
@@ -369,7 +379,7 @@ impl EmbeddedStore {
                 continue;
             };
             let path = self.inner.journal_dir.join(journal::file_name(frame.file));
-            journal::with_frame(&file, &path, frame, |raw| {
+            journal::with_frame(&self.inner.dicts, &file, &path, frame, |raw| {
                 let docs = journal::split_frame(raw);
                 for (pos, idx) in wanted {
                     out[pos] = docs.get(idx as usize).map(|d| d.to_vec());
@@ -398,8 +408,11 @@ impl Drop for EmbeddedStore {
     }
 }
 
-fn encode(docs: &[Prepared]) -> Result<EncodedBatch, StoreError> {
-    journal::encode_frames(docs.iter().map(|d| (d.json.as_slice(), d.values.time)))
+fn encode(dicts: &Arc<Dictionaries>, docs: &[Prepared]) -> Result<EncodedBatch, StoreError> {
+    journal::encode_frames(
+        dicts,
+        docs.iter().map(|d| (d.json.as_slice(), d.values.time)),
+    )
 }
 
 impl TraceStore for EmbeddedStore {
@@ -432,7 +445,7 @@ impl TraceStore for EmbeddedStore {
                 duplicates,
             });
         }
-        let batch = encode(&docs)?;
+        let batch = encode(&self.inner.dicts, &docs)?;
         let (reply, answer) = mpsc::sync_channel(1);
         let tx = self
             .writer_tx
@@ -561,6 +574,9 @@ impl TraceStore for EmbeddedStore {
             self.inner.readers.write().remove(&id);
             report.journal_segments_dropped += 1;
         }
+        let min_dict = files.values().map(|f| f.min_dict).min().unwrap_or(u32::MAX);
+        drop(files);
+        self.inner.dicts.retain(min_dict)?;
         Ok(report)
     }
 
@@ -679,9 +695,12 @@ fn writer_loop(inner: Arc<Inner>, mut file: ActiveFile, rx: Receiver<WriteReques
                             len: 0,
                             last_seq: 0,
                             max_time: i64::MIN,
+                            min_dict: u32::MAX,
                         },
                     );
                     file = f;
+                    // Let the next file start with a dictionary of recent traces.
+                    inner.dicts.request_new();
                 }
                 Err(e) => {
                     fail_all(group, &e);
@@ -722,7 +741,7 @@ fn write_group(
             });
             if r.docs.len() != before {
                 r.duplicates += before - r.docs.len();
-                match encode(&r.docs) {
+                match encode(&inner.dicts, &r.docs) {
                     Ok(b) => r.batch = b,
                     Err(e) => {
                         r.docs.clear();
@@ -736,6 +755,7 @@ fn write_group(
     let mut seq = inner.last_seq.load(Ordering::Acquire);
     let mut placed = Vec::with_capacity(group.len());
     let mut max_time = i64::MIN;
+    let mut min_dict = u32::MAX;
     for r in &group {
         if r.docs.is_empty() {
             placed.push((seq + 1, Vec::new()));
@@ -745,6 +765,7 @@ fn write_group(
         placed.push((seq + 1, refs));
         seq += r.docs.len() as u64;
         max_time = max_time.max(r.batch.max_time);
+        min_dict = min_dict.min(r.batch.dict);
     }
     let old_len = file.len;
     if let Err(e) = file.write_durable(buf, inner.config.fsync) {
@@ -766,6 +787,7 @@ fn write_group(
         info.len = file.len;
         info.last_seq = info.last_seq.max(seq);
         info.max_time = info.max_time.max(max_time);
+        info.min_dict = info.min_dict.min(min_dict);
     }
     {
         let mut active = inner.active.write();

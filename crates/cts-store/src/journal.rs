@@ -5,11 +5,12 @@
 //! ```text
 //! record  = magic u32 | body_len u32 | crc32(body) u32 | body
 //! body    = first_seq u64 | count u32 | max_time i64 | frames...
-//! frame   = clen u32 | ndocs u8 | zstd(doc...)      doc = len u32 | JSON
+//! frame   = clen u32 | ndocs u8 | dict u32 | zstd(doc...)   doc = len u32 | JSON
 //! ```
 //!
-//! Traces are compressed in small frames so that the index can point at a
-//! single trace and a query decompresses only a few kilobytes to return it.
+//! Traces are compressed in small frames, with a trained dictionary (see
+//! `dict`), so that the index can point at a single trace and a query
+//! decompresses only a few kilobytes to return it.
 //! A torn or corrupt tail of the newest file is cut off on open; it was never
 //! acknowledged, because acknowledgement waits for the fsync of the record.
 
@@ -18,27 +19,29 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use zstd::zstd_safe::{CCtx, DCtx};
+
+use crate::dict::Dictionaries;
 use crate::StoreError;
 
 const RECORD_MAGIC: u32 = 0x4354_5352; // "CTSR"
 const RECORD_HEADER: usize = 12;
 const BODY_HEADER: usize = 20;
-const FRAME_HEADER: usize = 5;
-/// Traces per frame: small enough that fetching one trace is cheap, large
-/// enough that zstd finds the repetition between traces.
-pub const FRAME_DOCS: usize = 16;
-const ZSTD_LEVEL: i32 = 1;
-/// Upper bound of a decompressed frame (16 traces within a 5 MiB request).
+const FRAME_HEADER: usize = 9;
+/// Traces per frame: with a dictionary, four traces compress about as well
+/// as sixteen without one and decompress four times faster.
+pub const FRAME_DOCS: usize = 4;
+pub const ZSTD_LEVEL: i32 = 1;
+/// Upper bound of a decompressed frame (a few traces of a 5 MiB request).
 const MAX_FRAME_RAW: u64 = 64 << 20;
 
 thread_local! {
     // zstd contexts are expensive to create (hundreds of KiB to set up);
     // each thread keeps one of each.
-    static COMPRESSOR: RefCell<zstd::bulk::Compressor<'static>> =
-        RefCell::new(zstd::bulk::Compressor::new(ZSTD_LEVEL).expect("zstd compression context"));
-    static DECOMPRESSOR: RefCell<zstd::bulk::Decompressor<'static>> =
-        RefCell::new(zstd::bulk::Decompressor::new().expect("zstd decompression context"));
+    static CCTX: RefCell<CCtx<'static>> = RefCell::new(CCtx::create());
+    static DCTX: RefCell<DCtx<'static>> = RefCell::new(DCtx::create());
     static SCRATCH: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
@@ -55,33 +58,51 @@ pub struct EncodedBatch {
     pub frames: Vec<Vec<u8>>,
     pub count: u32,
     pub max_time: i64,
+    /// The dictionary the frames were compressed with (0: none).
+    pub dict: u32,
 }
 
-/// Compresses documents into frames of [`FRAME_DOCS`].
+fn zstd_err(code: usize) -> StoreError {
+    StoreError::Io {
+        path: PathBuf::from("<zstd>"),
+        source: std::io::Error::other(zstd::zstd_safe::get_error_name(code)),
+    }
+}
+
+/// Compresses documents into frames of [`FRAME_DOCS`] with the current
+/// dictionary, and offers them as dictionary training samples.
 pub fn encode_frames<'a>(
+    dicts: &Arc<Dictionaries>,
     docs: impl Iterator<Item = (&'a [u8], i64)>,
 ) -> Result<EncodedBatch, StoreError> {
+    let dict = dicts.current();
+    let dict_id = dict.as_ref().map_or(0, |(id, _)| *id);
     let mut frames = Vec::new();
     let mut raw = Vec::with_capacity(FRAME_DOCS * 1400);
     let mut in_frame = 0usize;
     let mut count = 0u32;
     let mut max_time = i64::MIN;
     let flush = |raw: &mut Vec<u8>, n: usize, frames: &mut Vec<Vec<u8>>| {
-        let compressed = COMPRESSOR
-            .with(|c| c.borrow_mut().compress(raw))
-            .map_err(|e| StoreError::Io {
-                path: PathBuf::from("<zstd>"),
-                source: e,
-            })?;
-        let mut frame = Vec::with_capacity(FRAME_HEADER + compressed.len());
-        frame.extend_from_slice(&(compressed.len() as u32).to_le_bytes());
+        let mut body = Vec::with_capacity(zstd::zstd_safe::compress_bound(raw.len()));
+        CCTX.with(|c| {
+            let mut c = c.borrow_mut();
+            match &dict {
+                Some((_, cdict)) => c.compress_using_cdict(&mut body, raw, cdict),
+                None => c.compress(&mut body, raw, ZSTD_LEVEL),
+            }
+        })
+        .map_err(zstd_err)?;
+        let mut frame = Vec::with_capacity(FRAME_HEADER + body.len());
+        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
         frame.push(n as u8);
-        frame.extend_from_slice(&compressed);
+        frame.extend_from_slice(&dict_id.to_le_bytes());
+        frame.extend_from_slice(&body);
         frames.push(frame);
         raw.clear();
         Ok::<(), StoreError>(())
     };
     for (doc, time) in docs {
+        dicts.sample(doc);
         raw.extend_from_slice(&(doc.len() as u32).to_le_bytes());
         raw.extend_from_slice(doc);
         in_frame += 1;
@@ -99,6 +120,7 @@ pub fn encode_frames<'a>(
         frames,
         count,
         max_time,
+        dict: dict_id,
     })
 }
 
@@ -121,6 +143,7 @@ pub fn split_frame(raw: &[u8]) -> Vec<&[u8]> {
 /// Reads and decompresses one frame and hands its raw bytes to `f`. The
 /// buffers are reused per thread: a page of results touches many frames.
 pub fn with_frame<T>(
+    dicts: &Dictionaries,
     file: &File,
     path: &Path,
     frame: FrameRef,
@@ -131,7 +154,7 @@ pub fn with_frame<T>(
         input.resize(frame.len as usize, 0);
         file.read_exact_at(input, frame.offset as u64)
             .map_err(StoreError::io(path))?;
-        decompress_frame(input, output).map_err(|detail| StoreError::Corrupt {
+        decompress_frame(dicts, input, output).map_err(|detail| StoreError::Corrupt {
             what: "journal frame",
             path: path.to_path_buf(),
             detail,
@@ -140,11 +163,12 @@ pub fn with_frame<T>(
     })
 }
 
-fn decompress_frame(frame: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+fn decompress_frame(dicts: &Dictionaries, frame: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
     if frame.len() < FRAME_HEADER {
         return Err("short frame".into());
     }
     let clen = u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize;
+    let dict = u32::from_le_bytes(frame[5..9].try_into().unwrap());
     let data = frame
         .get(FRAME_HEADER..FRAME_HEADER + clen)
         .ok_or("frame shorter than its header says")?;
@@ -154,10 +178,19 @@ fn decompress_frame(frame: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
     };
     out.clear();
     out.reserve(size);
-    DECOMPRESSOR
-        .with(|d| d.borrow_mut().decompress_to_buffer(data, out))
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    let ddict = match dict {
+        0 => None,
+        id => Some(dicts.decoder(id).map_err(|e| e.to_string())?),
+    };
+    DCTX.with(|d| {
+        let mut d = d.borrow_mut();
+        match &ddict {
+            Some(dd) => d.decompress_using_ddict(out, data, dd),
+            None => d.decompress(out, data),
+        }
+    })
+    .map(|_| ())
+    .map_err(|code| zstd::zstd_safe::get_error_name(code).to_string())
 }
 
 pub fn file_name(file_id: u32) -> String {
@@ -187,6 +220,8 @@ pub struct ScannedRecord {
     pub first_seq: u64,
     pub count: u32,
     pub max_time: i64,
+    /// The dictionary of the record's frames (0: none).
+    pub dict: u32,
     /// Frames with their position in the file.
     pub frames: Vec<FrameRef>,
 }
@@ -223,9 +258,11 @@ pub fn scan_file(file_id: u32, path: &Path) -> Result<FileScan, StoreError> {
         let count = u32::from_le_bytes(body[8..12].try_into().unwrap());
         let max_time = i64::from_le_bytes(body[12..20].try_into().unwrap());
         let mut frames = Vec::new();
+        let mut dict = 0;
         let mut fpos = BODY_HEADER;
         while fpos + FRAME_HEADER <= body.len() {
             let clen = u32::from_le_bytes(body[fpos..fpos + 4].try_into().unwrap()) as usize;
+            dict = u32::from_le_bytes(body[fpos + 5..fpos + 9].try_into().unwrap());
             let len = FRAME_HEADER + clen;
             frames.push(FrameRef {
                 file: file_id,
@@ -238,6 +275,7 @@ pub fn scan_file(file_id: u32, path: &Path) -> Result<FileScan, StoreError> {
             first_seq,
             count,
             max_time,
+            dict,
             frames,
         });
         pos = body_start + body_len;
@@ -251,13 +289,14 @@ pub fn scan_file(file_id: u32, path: &Path) -> Result<FileScan, StoreError> {
 
 /// Decompresses the frames of a scanned record into (frame, doc index, JSON).
 pub fn read_record_docs(
+    dicts: &Dictionaries,
     data_file: &File,
     path: &Path,
     record: &ScannedRecord,
 ) -> Result<Vec<(FrameRef, u8, Vec<u8>)>, StoreError> {
     let mut out = Vec::with_capacity(record.count as usize);
     for frame in &record.frames {
-        with_frame(data_file, path, *frame, |raw| {
+        with_frame(dicts, data_file, path, *frame, |raw| {
             for (i, doc) in split_frame(raw).into_iter().enumerate() {
                 out.push((*frame, i as u8, doc.to_vec()));
             }
@@ -368,12 +407,13 @@ mod tests {
     #[test]
     fn records_round_trip_and_torn_tail_is_cut() {
         let dir = tempfile::tempdir().unwrap();
+        let dicts = Dictionaries::open(dir.path(), true).unwrap();
         let mut active = ActiveFile::create(dir.path(), 1, true).unwrap();
         let docs: Vec<Vec<u8>> = (0..40)
             .map(|i| format!("{{\"n\":{i}}}").into_bytes())
             .collect();
-        let batch = encode_frames(docs.iter().map(|d| (d.as_slice(), 7))).unwrap();
-        assert_eq!(batch.frames.len(), 3);
+        let batch = encode_frames(&dicts, docs.iter().map(|d| (d.as_slice(), 7))).unwrap();
+        assert_eq!(batch.frames.len(), 10);
         let mut buf = Vec::new();
         let refs = active.encode_record(&mut buf, 100, &batch);
         active.write_durable(&buf, true).unwrap();
@@ -389,7 +429,7 @@ mod tests {
         assert_eq!(scan.records[0].first_seq, 100);
         assert_eq!(scan.records[0].frames, refs);
         let file = File::open(&active.path).unwrap();
-        let got = read_record_docs(&file, &active.path, &scan.records[0]).unwrap();
+        let got = read_record_docs(&dicts, &file, &active.path, &scan.records[0]).unwrap();
         assert_eq!(got.len(), 40);
         assert_eq!(got[17].2, docs[17]);
         assert_eq!(got[17].1, 1);

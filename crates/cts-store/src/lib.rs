@@ -4,6 +4,7 @@
 //! `TraceStore` is the seam a PostgreSQL backend will implement later; the
 //! embedded engine is [`EmbeddedStore`].
 
+mod dict;
 mod embedded;
 mod error;
 pub mod journal;

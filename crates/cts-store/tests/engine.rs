@@ -247,3 +247,44 @@ fn retention_drops_partitions_and_torn_tail_is_repaired() {
     assert!(got.len() >= 250, "recent traces survive: {}", got.len());
     store.append(traces("p", &recent[..1])).unwrap();
 }
+
+#[test]
+fn dictionary_compressed_traces_read_back_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.memtable_max_traces = 10_000;
+    cfg.journal_segment_bytes = 64 << 20;
+    let t = now() - HOUR;
+    let batch = |n: i64| -> Vec<(i64, &'static str, &'static str, Option<&'static str>)> {
+        (0..1000)
+            .map(|i| (t + n * 1000 + i, "ECS", "bob", None))
+            .collect()
+    };
+    let store = EmbeddedStore::open(cfg.clone()).unwrap();
+    // Enough traces for the sampler to fill and a dictionary to be trained.
+    for n in 0..40 {
+        store.append(traces("p", &batch(n))).unwrap();
+    }
+    let dict_exists = || {
+        std::fs::read_dir(dir.path().join("journal"))
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".zdict"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !dict_exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no dictionary was trained"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for n in 40..45 {
+        store.append(traces("p", &batch(n))).unwrap();
+    }
+    drop(store);
+    let store = EmbeddedStore::open(cfg).unwrap();
+    let got = all_pages(&store, "p", &[], 200);
+    assert_eq!(got.len(), 45_000);
+    let (page, _) = query(&store, "p", &[("limit", "200".into())]);
+    assert_eq!(page[0]["time"].as_i64().unwrap(), t + 44 * 1000 + 999);
+}

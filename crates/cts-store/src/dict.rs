@@ -1,0 +1,195 @@
+//! zstd dictionaries for journal frames.
+//!
+//! Traces repeat the same keys and many of the same values; a dictionary
+//! trained on recent traces lets zstd compress frames of a few traces as well
+//! as it compresses hundreds without one, so a query decompresses ~5 KB to
+//! return a trace instead of ~20 KB. Dictionaries are files
+//! `journal/dict-{id}.zdict`, durable before any frame uses them; a frame
+//! names its dictionary (0: none).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use zstd::zstd_safe::{CDict, DDict};
+
+use crate::journal::{sync_dir, ZSTD_LEVEL};
+use crate::StoreError;
+
+/// Traces kept as training samples (one in `SAMPLE_EVERY` is offered).
+const SAMPLES: usize = 4000;
+const SAMPLE_EVERY: u64 = 8;
+const DICT_BYTES: usize = 112 * 1024;
+
+struct Sampler {
+    docs: Vec<Vec<u8>>,
+    next: usize,
+    seen: u64,
+}
+
+pub struct Dictionaries {
+    dir: PathBuf,
+    fsync: bool,
+    current: RwLock<Option<(u32, Arc<CDict<'static>>)>>,
+    decoders: RwLock<HashMap<u32, Arc<DDict<'static>>>>,
+    sampler: Mutex<Sampler>,
+    training: AtomicBool,
+    want_new: AtomicBool,
+}
+
+fn file_name(id: u32) -> String {
+    format!("dict-{id:06}.zdict")
+}
+
+fn list(dir: &Path) -> Result<Vec<u32>, StoreError> {
+    let mut ids = Vec::new();
+    for entry in fs::read_dir(dir).map_err(StoreError::io(dir))? {
+        let name = entry.map_err(StoreError::io(dir))?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(id) = name
+            .strip_prefix("dict-")
+            .and_then(|s| s.strip_suffix(".zdict"))
+            .and_then(|s| s.parse().ok())
+        {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+impl Dictionaries {
+    pub fn open(dir: &Path, fsync: bool) -> Result<Arc<Dictionaries>, StoreError> {
+        let d = Dictionaries {
+            dir: dir.to_path_buf(),
+            fsync,
+            current: RwLock::new(None),
+            decoders: RwLock::new(HashMap::new()),
+            sampler: Mutex::new(Sampler {
+                docs: Vec::with_capacity(SAMPLES),
+                next: 0,
+                seen: 0,
+            }),
+            training: AtomicBool::new(false),
+            want_new: AtomicBool::new(false),
+        };
+        if let Some(&id) = list(dir)?.last() {
+            let path = dir.join(file_name(id));
+            let bytes = fs::read(&path).map_err(StoreError::io(&path))?;
+            *d.current.write() = Some((id, Arc::new(CDict::create(&bytes, ZSTD_LEVEL))));
+        }
+        Ok(Arc::new(d))
+    }
+
+    /// The dictionary new frames are compressed with.
+    pub fn current(&self) -> Option<(u32, Arc<CDict<'static>>)> {
+        self.current.read().clone()
+    }
+
+    /// The dictionary a stored frame names.
+    pub fn decoder(&self, id: u32) -> Result<Arc<DDict<'static>>, StoreError> {
+        if let Some(d) = self.decoders.read().get(&id) {
+            return Ok(d.clone());
+        }
+        let path = self.dir.join(file_name(id));
+        let bytes = fs::read(&path).map_err(StoreError::io(&path))?;
+        let d = Arc::new(
+            DDict::try_create(&bytes).ok_or_else(|| StoreError::Corrupt {
+                what: "compression dictionary",
+                path: path.clone(),
+                detail: "zstd refused it".into(),
+            })?,
+        );
+        self.decoders.write().insert(id, d.clone());
+        Ok(d)
+    }
+
+    /// Offers a trace as a training sample; starts training in the
+    /// background when there is no dictionary yet or a new one was asked for.
+    pub fn sample(self: &Arc<Self>, doc: &[u8]) {
+        let full = {
+            let mut s = self.sampler.lock();
+            s.seen += 1;
+            if !s.seen.is_multiple_of(SAMPLE_EVERY) {
+                return;
+            }
+            if s.docs.len() < SAMPLES {
+                s.docs.push(doc.to_vec());
+            } else {
+                let at = s.next;
+                s.docs[at] = doc.to_vec();
+                s.next = (at + 1) % SAMPLES;
+            }
+            s.docs.len() == SAMPLES
+        };
+        let needed = self.current.read().is_none() || self.want_new.load(Ordering::Relaxed);
+        if full && needed && !self.training.swap(true, Ordering::AcqRel) {
+            let me = self.clone();
+            std::thread::spawn(move || {
+                if let Err(e) = me.train() {
+                    tracing::warn!(error = %e, "training a compression dictionary failed; frames stay compressed without the new one");
+                }
+                me.training.store(false, Ordering::Release);
+            });
+        }
+    }
+
+    /// Asks for a dictionary trained on newer traces (the journal rotated).
+    pub fn request_new(&self) {
+        self.want_new.store(true, Ordering::Relaxed);
+    }
+
+    fn train(&self) -> Result<(), StoreError> {
+        let samples = self.sampler.lock().docs.clone();
+        let dict = zstd::dict::from_samples(&samples, DICT_BYTES)
+            .map_err(StoreError::io("<zstd dictionary>"))?;
+        let id = self
+            .current
+            .read()
+            .as_ref()
+            .map(|(id, _)| *id)
+            .unwrap_or(0)
+            .max(list(&self.dir)?.last().copied().unwrap_or(0))
+            + 1;
+        let path = self.dir.join(file_name(id));
+        let tmp = path.with_extension("tmp");
+        let mut f = fs::File::create(&tmp).map_err(StoreError::io(&tmp))?;
+        f.write_all(&dict).map_err(StoreError::io(&tmp))?;
+        if self.fsync {
+            f.sync_all().map_err(StoreError::io(&tmp))?;
+        }
+        fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
+        if self.fsync {
+            sync_dir(&self.dir)?;
+        }
+        self.decoders
+            .write()
+            .insert(id, Arc::new(DDict::create(&dict)));
+        *self.current.write() = Some((id, Arc::new(CDict::create(&dict, ZSTD_LEVEL))));
+        self.want_new.store(false, Ordering::Relaxed);
+        tracing::info!(
+            id,
+            bytes = dict.len(),
+            "trained a new journal compression dictionary"
+        );
+        Ok(())
+    }
+
+    /// Deletes dictionaries older than `min_used` (no journal file names
+    /// them any more), never the current one.
+    pub fn retain(&self, min_used: u32) -> Result<(), StoreError> {
+        let current = self.current.read().as_ref().map(|(id, _)| *id);
+        for id in list(&self.dir)? {
+            if id < min_used && Some(id) != current {
+                let path = self.dir.join(file_name(id));
+                fs::remove_file(&path).map_err(StoreError::io(&path))?;
+                self.decoders.write().remove(&id);
+            }
+        }
+        Ok(())
+    }
+}
