@@ -1,0 +1,20 @@
+//! The CTS server: configuration, HTTP API and background tasks around a
+//! [`cts_store::TraceStore`]. The `ctsd` binary is a thin shell around
+//! [`Config::load`], [`AppState::open`] and [`serve`].
+
+pub mod api;
+mod app;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod state;
+
+#[cfg(test)]
+mod memstore;
+#[cfg(test)]
+mod tests;
+
+pub use app::{check_listen_addr, router, serve};
+pub use config::{Config, LogFormat, Overrides};
+pub use error::ApiError;
+pub use state::AppState;

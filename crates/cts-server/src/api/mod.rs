@@ -1,0 +1,4 @@
+//! The HTTP endpoints.
+
+pub mod ops;
+pub mod traces;

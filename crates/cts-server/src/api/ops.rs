@@ -1,0 +1,51 @@
+//! Operational endpoints: liveness, readiness, metrics, the API description.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::metrics::CONTENT_TYPE;
+use crate::state::AppState;
+
+/// The OpenAPI 3.1 description of every route.
+pub const OPENAPI_JSON: &str = include_str!("../../../../docs/openapi.json");
+
+/// How long readiness and metrics wait for the store's statistics.
+const STATS_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    stats(&state)
+        .await
+        .map(|_| Json(json!({"status": "ready"})))
+        .map_err(ApiError::Unavailable)
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    // A store that does not answer leaves the gauges at their last values;
+    // the counters are still worth scraping.
+    let stats = stats(&state)
+        .await
+        .inspect_err(|e| tracing::warn!(error = %e, "store statistics unavailable"))
+        .ok();
+    let text = state.metrics.render(stats.as_ref());
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
+}
+
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+}
+
+async fn stats(state: &AppState) -> Result<cts_store::StoreStats, String> {
+    tokio::time::timeout(STATS_TIMEOUT, state.with_store(|s| s.stats()))
+        .await
+        .map_err(|_| format!("the store did not answer within {STATS_TIMEOUT:?}"))?
+}

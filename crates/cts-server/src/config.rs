@@ -1,0 +1,451 @@
+//! The server's configuration: one typed struct, layered with figment.
+//!
+//! Sources, later ones winning: the embedded defaults, the TOML file given
+//! with `--config`, `CTS_*` environment variables, command-line flags. The
+//! result is validated before anything is opened.
+//!
+//! Environment variables: `CTS_<KEY>` sets a top-level key (`CTS_LISTEN`,
+//! `CTS_DATA_DIR`, `CTS_LOG_FORMAT`); `CTS_<SECTION>_<KEY>` sets a key of a
+//! section (`CTS_STORE_RETENTION=3s` sets `store.retention`). Sections are
+//! recognised from the defaults, so a new section needs no mapping code.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cts_store::StoreConfig;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Prefix of the server's environment variables.
+const ENV_PREFIX: &str = "CTS_";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. Only loopback until authentication exists.
+    pub listen: SocketAddr,
+    /// Root of the store (`journal/`, `index/`).
+    pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+    pub limits: Limits,
+    pub store: StoreSettings,
+    pub metrics: MetricsSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Traces one report request may carry.
+    pub max_traces_per_request: usize,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Traces whose `time` is further in the future than this are refused.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// How long traces are kept (and queryable).
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Width of an index partition; retention drops whole partitions.
+    #[serde(with = "humantime_serde")]
+    pub partition: Duration,
+    /// How often expired partitions are looked for.
+    #[serde(with = "humantime_serde")]
+    pub retention_check_interval: Duration,
+    pub memtable_max_traces: usize,
+    pub journal_segment_bytes: u64,
+    pub fsync: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Whether `/metrics` needs no authentication (reserved: there is no
+    /// authentication yet, so it is always public for now).
+    pub public: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            log_format: LogFormat::Text,
+            limits: Limits {
+                max_traces_per_request: 1000,
+                max_body_bytes: 5 << 20,
+                max_clock_skew: Duration::from_secs(15 * 60),
+            },
+            store: StoreSettings {
+                retention: Duration::from_secs(7 * 24 * 3600),
+                partition: Duration::from_secs(24 * 3600),
+                retention_check_interval: Duration::from_secs(60),
+                memtable_max_traces: 65_536,
+                journal_segment_bytes: 64 << 20,
+                fsync: true,
+            },
+            metrics: MetricsSettings { public: true },
+        }
+    }
+}
+
+/// Values given on the command line; they win over every other source.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    // The causes are in the message itself, not chained as `source()`,
+    // so that a report prints each problem once.
+    #[error("configuration: {}", describe(.0))]
+    Load(Box<figment::Error>),
+    #[error("configuration file {}: {error}", path.display())]
+    File {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("configuration: {key} {rule}")]
+    Invalid { key: &'static str, rule: String },
+}
+
+impl Config {
+    /// Layers defaults, `file`, the `CTS_*` environment and `overrides`, then
+    /// validates.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            // figment treats a missing file as an empty layer; a file named
+            // on the command line must exist.
+            std::fs::metadata(file).map_err(|error| ConfigError::File {
+                path: file.to_path_buf(),
+                error,
+            })?;
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(env_provider());
+        if let Some(listen) = overrides.listen {
+            figment = figment.merge(("listen", listen.to_string()));
+        }
+        if let Some(dir) = &overrides.data_dir {
+            figment = figment.merge(("data_dir", dir));
+        }
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, rule: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                rule: rule.to_string(),
+            })
+        };
+        let positive = "must be greater than zero";
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty");
+        }
+        if self.limits.max_traces_per_request == 0 {
+            return invalid("limits.max_traces_per_request", positive);
+        }
+        if self.limits.max_body_bytes < 1024 {
+            return invalid("limits.max_body_bytes", "must be at least 1024");
+        }
+        for (key, value) in [
+            ("store.retention", self.store.retention),
+            ("store.partition", self.store.partition),
+            (
+                "store.retention_check_interval",
+                self.store.retention_check_interval,
+            ),
+        ] {
+            if value < Duration::from_millis(1) {
+                return invalid(key, "must be at least 1ms");
+            }
+        }
+        if self.store.partition > self.store.retention {
+            return invalid("store.partition", "must not be longer than store.retention");
+        }
+        if self.store.memtable_max_traces == 0 {
+            return invalid("store.memtable_max_traces", positive);
+        }
+        if self.store.journal_segment_bytes < 4096 {
+            return invalid("store.journal_segment_bytes", "must be at least 4096");
+        }
+        Ok(())
+    }
+
+    pub fn retention_ms(&self) -> i64 {
+        duration_ms(self.store.retention)
+    }
+
+    pub fn max_clock_skew_ms(&self) -> i64 {
+        duration_ms(self.limits.max_clock_skew)
+    }
+
+    /// The settings of the embedded store engine.
+    pub fn store_config(&self) -> StoreConfig {
+        let mut c = StoreConfig::new(&self.data_dir);
+        c.retention_ms = self.retention_ms();
+        c.partition_ms = duration_ms(self.store.partition);
+        c.memtable_max_traces = self.store.memtable_max_traces;
+        c.journal_segment_bytes = self.store.journal_segment_bytes;
+        c.fsync = self.store.fsync;
+        c
+    }
+}
+
+/// Each problem as `key: what is wrong (where the value came from)`, with
+/// the dotted key and, for the environment, the variable's own name.
+fn describe(err: &figment::Error) -> String {
+    let problems: Vec<String> = err
+        .clone()
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let origin = match &e.metadata {
+                Some(m) if m.name.contains("environment") => format!(
+                    " (environment variable {ENV_PREFIX}{})",
+                    key.replace('.', "_").to_ascii_uppercase()
+                ),
+                Some(m) => match &m.source {
+                    Some(source) => format!(" (in {source})"),
+                    None => format!(" (in {})", m.name),
+                },
+                None => String::new(),
+            };
+            if key.is_empty() {
+                format!("{}{origin}", e.kind)
+            } else {
+                format!("{key}: {}{origin}", e.kind)
+            }
+        })
+        .collect();
+    problems.join("; ")
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Top-level keys and sections (with their keys) of the configuration,
+/// read off the defaults so they cannot drift from the struct.
+struct KeyShape {
+    top: Vec<String>,
+    sections: BTreeMap<String, Vec<String>>,
+}
+
+fn key_shape() -> KeyShape {
+    let value = serde_json::to_value(Config::default()).expect("Config serializes to JSON");
+    let mut shape = KeyShape {
+        top: Vec::new(),
+        sections: BTreeMap::new(),
+    };
+    for (key, v) in value.as_object().expect("Config is a struct") {
+        match v.as_object() {
+            Some(section) => {
+                shape
+                    .sections
+                    .insert(key.clone(), section.keys().cloned().collect());
+            }
+            None => shape.top.push(key.clone()),
+        }
+    }
+    shape
+}
+
+/// Maps the part of a variable name after `CTS_` (lower-cased) to a dotted
+/// configuration key. Variables that name no top-level key and no section
+/// are left out: the `cts` client shares the prefix (`CTS_ENDPOINT`).
+/// Within a section every name is kept, so that a misspelt key is reported
+/// instead of silently ignored.
+fn map_env_key(shape: &KeyShape, name: &str) -> Option<String> {
+    if shape.top.iter().any(|k| k == name) {
+        return Some(name.to_string());
+    }
+    shape.sections.keys().find_map(|section| {
+        let rest = name.strip_prefix(section.as_str())?.strip_prefix('_')?;
+        (!rest.is_empty()).then(|| format!("{section}.{rest}"))
+    })
+}
+
+fn env_provider() -> Env {
+    let shape = std::sync::Arc::new(key_shape());
+    Env::prefixed(ENV_PREFIX).filter_map(move |key| {
+        map_env_key(&shape, &key.as_str().to_ascii_lowercase()).map(Into::into)
+    })
+}
+
+#[cfg(test)]
+// figment's `Jail` closures return its (large) error type; not ours to change.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn env_names_map_to_keys() {
+        let shape = key_shape();
+        let cases = [
+            ("listen", Some("listen")),
+            ("data_dir", Some("data_dir")),
+            ("log_format", Some("log_format")),
+            (
+                "limits_max_traces_per_request",
+                Some("limits.max_traces_per_request"),
+            ),
+            ("store_retention", Some("store.retention")),
+            (
+                "store_retention_check_interval",
+                Some("store.retention_check_interval"),
+            ),
+            ("metrics_public", Some("metrics.public")),
+            // Kept so that the typo is reported.
+            ("store_retentoin", Some("store.retentoin")),
+            // The client's variables are not the server's.
+            ("endpoint", None),
+            ("project_id", None),
+            ("store", None),
+            ("store_", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(map_env_key(&shape, name).as_deref(), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn new_sections_map_without_code() {
+        let mut shape = key_shape();
+        shape
+            .sections
+            .insert("transfer".into(), vec!["period".into()]);
+        assert_eq!(
+            map_env_key(&shape, "transfer_period").as_deref(),
+            Some("transfer.period")
+        );
+    }
+
+    #[test]
+    fn defaults() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(c, Config::default());
+            assert_eq!(c.limits.max_body_bytes, 5_242_880);
+            assert_eq!(c.store.retention, Duration::from_secs(7 * 86_400));
+            assert_eq!(c.store_config().retention_ms, 7 * 86_400_000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file(
+                "cts.toml",
+                r#"
+                listen = "127.0.0.1:9000"
+                data_dir = "/from/file"
+                log_format = "json"
+                [limits]
+                max_traces_per_request = 10
+                max_clock_skew = "1m"
+                [store]
+                retention = "2d"
+                partition = "1h"
+                fsync = false
+                "#,
+            )?;
+            let file = Some(Path::new("cts.toml"));
+
+            let c = Config::load(file, &Overrides::default()).unwrap();
+            assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
+            assert_eq!(c.data_dir, PathBuf::from("/from/file"));
+            assert_eq!(c.log_format, LogFormat::Json);
+            assert_eq!(c.limits.max_traces_per_request, 10);
+            assert_eq!(c.limits.max_clock_skew, Duration::from_secs(60));
+            assert_eq!(c.store.retention, Duration::from_secs(2 * 86_400));
+            assert!(!c.store.fsync);
+            // Untouched keys keep their defaults.
+            assert_eq!(c.limits.max_body_bytes, 5 << 20);
+
+            jail.set_env("CTS_LISTEN", "127.0.0.1:9001");
+            jail.set_env("CTS_LIMITS_MAX_TRACES_PER_REQUEST", "20");
+            jail.set_env("CTS_STORE_RETENTION", "3s");
+            jail.set_env("CTS_STORE_PARTITION", "1s");
+            jail.set_env("CTS_STORE_RETENTION_CHECK_INTERVAL", "500ms");
+            jail.set_env("CTS_ENDPOINT", "http://elsewhere");
+            let c = Config::load(file, &Overrides::default()).unwrap();
+            assert_eq!(c.listen, "127.0.0.1:9001".parse().unwrap());
+            assert_eq!(c.data_dir, PathBuf::from("/from/file"));
+            assert_eq!(c.limits.max_traces_per_request, 20);
+            assert_eq!(c.store.retention, Duration::from_secs(3));
+            assert_eq!(c.store.retention_check_interval, Duration::from_millis(500));
+            assert_eq!(c.store_config().partition_ms, 1000);
+
+            let flags = Overrides {
+                listen: Some("127.0.0.1:0".parse().unwrap()),
+                data_dir: Some(PathBuf::from("/from/flag")),
+            };
+            let c = Config::load(file, &flags).unwrap();
+            assert_eq!(c.listen, "127.0.0.1:0".parse().unwrap());
+            assert_eq!(c.data_dir, PathBuf::from("/from/flag"));
+            assert_eq!(c.limits.max_traces_per_request, 20);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("CTS_STORE_RETENTION", "soon");
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("store.retention: "), "{e}");
+            assert!(e.to_string().contains("CTS_STORE_RETENTION"), "{e}");
+
+            jail.set_env("CTS_STORE_RETENTION", "1d");
+            jail.set_env("CTS_STORE_RETENTOIN", "2d");
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("retentoin"), "{e}");
+
+            jail.clear_env();
+            jail.set_env("CTS_LIMITS_MAX_TRACES_PER_REQUEST", "0");
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(
+                e.to_string().contains("limits.max_traces_per_request"),
+                "{e}"
+            );
+
+            jail.clear_env();
+            jail.create_file("bad.toml", "[store]\nretention = \"1h\"\nbogus = 1\n")?;
+            let e = Config::load(Some(Path::new("bad.toml")), &Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("bogus"), "{e}");
+
+            let e =
+                Config::load(Some(Path::new("missing.toml")), &Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("missing.toml"), "{e}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,212 @@
+//! Every error the API answers, and its one mapping to HTTP.
+//!
+//! The body is always `{"error_code": "CTS.XXXX", "error_msg": "..."}`; a
+//! refused report body also carries `"errors": [{"index", "field", "rule"}]`.
+//! Codes from the CTS reference are used where one fits; the project's own
+//! codes, numbered from `CTS.9000`, are:
+//!
+//! | HTTP | Code     | Meaning                                                   |
+//! |------|----------|-----------------------------------------------------------|
+//! | 500  | CTS.9000 | Internal error (a bug: the request was not carried out)   |
+//! | 413  | CTS.9001 | Request body larger than `limits.max_body_bytes`          |
+//! | 404  | CTS.9002 | No such route                                             |
+//! | 405  | CTS.9003 | Method not allowed on this route                          |
+//! | 503  | CTS.9004 | Not ready: the store does not answer                      |
+//!
+//! Codes of the reference in use: `CTS.0003` (400, invalid report body),
+//! `CTS.0300` (400, invalid query parameter), `CTS.0004` (500, the store
+//! failed to write), `CTS.0005` (500, the store failed to read).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cts_model::{FieldError, QueryError, ReportError};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The report body broke the rules of the trace structure.
+    #[error("{0}")]
+    Report(#[from] ReportError),
+    /// Something about the report request other than its traces (path,
+    /// headers, unreadable body).
+    #[error("{field}: {rule}")]
+    BadRequest { field: &'static str, rule: String },
+    #[error("{0}")]
+    Query(#[from] QueryError),
+    #[error("the request body is larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("no such resource")]
+    NotFound,
+    #[error("method not allowed on this resource")]
+    MethodNotAllowed,
+    /// The store could not record a batch; the detail is logged, not shown.
+    #[error("failed to write data")]
+    Write(String),
+    #[error("failed to read data")]
+    Read(String),
+    #[error("internal error")]
+    Internal(String),
+    #[error("not ready: {0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Report(_) | ApiError::BadRequest { .. } | ApiError::Query(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Write(_) | ApiError::Read(_) | ApiError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Report(_) | ApiError::BadRequest { .. } => "CTS.0003",
+            ApiError::Query(_) => "CTS.0300",
+            ApiError::Write(_) => "CTS.0004",
+            ApiError::Read(_) => "CTS.0005",
+            ApiError::Internal(_) => "CTS.9000",
+            ApiError::BodyTooLarge { .. } => "CTS.9001",
+            ApiError::NotFound => "CTS.9002",
+            ApiError::MethodNotAllowed => "CTS.9003",
+            ApiError::Unavailable(_) => "CTS.9004",
+        }
+    }
+
+    /// The field errors of a refused report body: every broken rule, so a
+    /// reporter can fix a whole batch at once.
+    fn field_errors(&self) -> Option<Vec<FieldError>> {
+        let one = |field: &str, rule: String| {
+            vec![FieldError {
+                index: None,
+                field: field.to_string(),
+                rule,
+            }]
+        };
+        match self {
+            ApiError::Report(ReportError::Invalid(errors)) => Some(errors.clone()),
+            ApiError::Report(ReportError::Malformed(detail)) => Some(one(
+                "body",
+                format!("must be a JSON object of the form {{\"traces\": [...]}} ({detail})"),
+            )),
+            ApiError::Report(ReportError::TooMany { max, got }) => Some(one(
+                "traces",
+                format!("must hold at most {max} traces, got {got}"),
+            )),
+            ApiError::Report(ReportError::Empty) => {
+                Some(one("traces", "must hold at least one trace".into()))
+            }
+            ApiError::BadRequest { field, rule } => Some(one(field, rule.clone())),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            ApiError::Write(detail) | ApiError::Read(detail) | ApiError::Internal(detail) => {
+                tracing::error!(code = self.code(), %detail, "request failed");
+            }
+            ApiError::Unavailable(detail) => tracing::warn!(%detail, "not ready"),
+            _ => {}
+        }
+        let mut body = json!({
+            "error_code": self.code(),
+            "error_msg": self.to_string(),
+        });
+        if let Some(errors) = self.field_errors() {
+            body["errors"] = json!(errors);
+        }
+        (status, Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(e: ApiError) -> (StatusCode, serde_json::Value) {
+        let r = e.into_response();
+        let status = r.status();
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn invalid_report_lists_every_error() {
+        let e = ApiError::Report(ReportError::Invalid(vec![
+            FieldError {
+                index: Some(2),
+                field: "trace_name".into(),
+                rule: "must start with a letter".into(),
+            },
+            FieldError {
+                index: Some(5),
+                field: "time".into(),
+                rule: "is mandatory".into(),
+            },
+        ]));
+        let (status, body) = body_of(e).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error_code"], "CTS.0003");
+        let msg = body["error_msg"].as_str().unwrap();
+        assert!(
+            msg.contains("traces[2].trace_name: must start with a letter"),
+            "{msg}"
+        );
+        assert!(msg.contains("traces[5].time"), "{msg}");
+        assert_eq!(
+            body["errors"],
+            json!([
+                {"index": 2, "field": "trace_name", "rule": "must start with a letter"},
+                {"index": 5, "field": "time", "rule": "is mandatory"},
+            ])
+        );
+    }
+
+    #[tokio::test]
+    async fn codes_and_statuses() {
+        let cases = [
+            (
+                ApiError::Query(QueryError {
+                    param: "limit".into(),
+                    rule: "must be an integer".into(),
+                }),
+                400,
+                "CTS.0300",
+            ),
+            (ApiError::BodyTooLarge { limit: 10 }, 413, "CTS.9001"),
+            (ApiError::NotFound, 404, "CTS.9002"),
+            (ApiError::MethodNotAllowed, 405, "CTS.9003"),
+            (ApiError::Write("disk full".into()), 500, "CTS.0004"),
+            (ApiError::Read("corrupt".into()), 500, "CTS.0005"),
+            (ApiError::Internal("bug".into()), 500, "CTS.9000"),
+            (ApiError::Unavailable("store".into()), 503, "CTS.9004"),
+        ];
+        for (e, status, code) in cases {
+            let (s, body) = body_of(e).await;
+            assert_eq!(s.as_u16(), status);
+            assert_eq!(body["error_code"], code);
+            assert!(body.get("errors").is_none());
+        }
+        let (_, body) = body_of(ApiError::Query(QueryError {
+            param: "limit".into(),
+            rule: "must be an integer".into(),
+        }))
+        .await;
+        assert!(body["error_msg"].as_str().unwrap().contains("limit"));
+        // Internal details stay in the log.
+        let (_, body) = body_of(ApiError::Write("/secret/path".into())).await;
+        assert!(!body["error_msg"].as_str().unwrap().contains("secret"));
+    }
+}

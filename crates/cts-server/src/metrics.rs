@@ -1,0 +1,216 @@
+//! Prometheus metrics. The registry lives in the app state (no global
+//! recorder), so several servers can run in one test process.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use cts_store::StoreStats;
+
+/// Content type of the OpenMetrics text format that `encode` writes.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    /// HTTP status of the answer.
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabel {
+    /// `v1`, `v2` or `v3`.
+    pub api: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s: an fsync'd group commit sits in the low ms, a cold
+    // query over many segments can take seconds.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// Gauges mirrored from the store's `stats()` at each scrape.
+#[derive(Default)]
+struct StoreGauges {
+    journal_bytes: Gauge,
+    index_bytes: Gauge,
+    index_segments: Gauge,
+    indexed_traces: Gauge,
+    journal_seq: Gauge,
+    index_durable_seq: Gauge,
+    index_consumer_lag: Gauge,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub traces_accepted: Counter,
+    pub traces_rejected: Counter,
+    pub traces_duplicate: Counter,
+    pub report_requests: Family<CodeLabel, Counter>,
+    pub ingest_duration: Histogram,
+    pub query_duration: HistogramFamily<ApiLabel>,
+    store: StoreGauges,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn gauge_value(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut m = Metrics {
+            registry: Registry::default(),
+            traces_accepted: Counter::default(),
+            traces_rejected: Counter::default(),
+            traces_duplicate: Counter::default(),
+            report_requests: Family::default(),
+            ingest_duration: latency_histogram(),
+            query_duration: Family::new_with_constructor(latency_histogram),
+            store: StoreGauges::default(),
+        };
+        let registry = &mut m.registry;
+        // Counters get their `_total` suffix from the encoder.
+        registry.register(
+            "cts_traces_accepted",
+            "Traces newly recorded",
+            m.traces_accepted.clone(),
+        );
+        registry.register(
+            "cts_traces_rejected",
+            "Traces that broke a rule of the trace structure (their whole batch was refused)",
+            m.traces_rejected.clone(),
+        );
+        registry.register(
+            "cts_traces_duplicate",
+            "Reported traces whose trace_id was already recorded",
+            m.traces_duplicate.clone(),
+        );
+        registry.register(
+            "cts_report_requests",
+            "Report requests by HTTP status",
+            m.report_requests.clone(),
+        );
+        registry.register(
+            "cts_ingest_duration_seconds",
+            "Time to check and durably record a report request",
+            m.ingest_duration.clone(),
+        );
+        registry.register(
+            "cts_query_duration_seconds",
+            "Time to answer a trace query, by API version",
+            m.query_duration.clone(),
+        );
+        let g = &m.store;
+        for (name, help, gauge) in [
+            (
+                "cts_journal_bytes",
+                "Size of the journal on disk",
+                &g.journal_bytes,
+            ),
+            (
+                "cts_index_bytes",
+                "Size of the trace index on disk",
+                &g.index_bytes,
+            ),
+            (
+                "cts_index_segments",
+                "Index segments on disk",
+                &g.index_segments,
+            ),
+            (
+                "cts_indexed_traces",
+                "Traces currently queryable",
+                &g.indexed_traces,
+            ),
+            (
+                "cts_journal_seq",
+                "Sequence number of the last journaled trace",
+                &g.journal_seq,
+            ),
+            (
+                "cts_index_durable_seq",
+                "Sequence number up to which the index is durable",
+                &g.index_durable_seq,
+            ),
+            (
+                "cts_index_consumer_lag",
+                "Journaled traces not yet durable in the index",
+                &g.index_consumer_lag,
+            ),
+        ] {
+            registry.register(name, help, gauge.clone());
+        }
+        m
+    }
+
+    /// The text exposition; store gauges are refreshed from `stats` when the
+    /// store answered.
+    pub fn render(&self, stats: Option<&StoreStats>) -> String {
+        if let Some(s) = stats {
+            let g = &self.store;
+            g.journal_bytes.set(gauge_value(s.journal_bytes));
+            g.index_bytes.set(gauge_value(s.index_bytes));
+            g.index_segments.set(gauge_value(s.segments as u64));
+            g.indexed_traces.set(gauge_value(s.indexed_traces));
+            g.journal_seq.set(gauge_value(s.journal_seq));
+            g.index_durable_seq.set(gauge_value(s.index_durable_seq));
+            g.index_consumer_lag.set(gauge_value(
+                s.journal_seq.saturating_sub(s.index_durable_seq),
+            ));
+        }
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_metric() {
+        let m = Metrics::new();
+        m.traces_accepted.inc_by(3);
+        m.report_requests
+            .get_or_create(&CodeLabel { code: 201 })
+            .inc();
+        m.query_duration
+            .get_or_create(&ApiLabel { api: "v3" })
+            .observe(0.01);
+        let stats = StoreStats {
+            journal_seq: 10,
+            index_durable_seq: 4,
+            ..StoreStats::default()
+        };
+        let text = m.render(Some(&stats));
+        for needle in [
+            "cts_traces_accepted_total 3",
+            "cts_traces_rejected_total 0",
+            "cts_traces_duplicate_total 0",
+            "cts_report_requests_total{code=\"201\"} 1",
+            "cts_ingest_duration_seconds_count 0",
+            "cts_query_duration_seconds_count{api=\"v3\"} 1",
+            "cts_journal_bytes 0",
+            "cts_index_bytes 0",
+            "cts_index_segments 0",
+            "cts_indexed_traces 0",
+            "cts_journal_seq 10",
+            "cts_index_durable_seq 4",
+            "cts_index_consumer_lag 6",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in\n{text}");
+        }
+    }
+}
