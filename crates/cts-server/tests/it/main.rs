@@ -1,1 +1,11 @@
-//! Integration tests of `ctsd` (being written).
+//! Integration tests: the real `ctsd` binary, started on a free loopback
+//! port and a temporary data directory, driven over HTTP.
+
+mod crash;
+mod legacy;
+mod ops;
+mod paging;
+mod query;
+mod report;
+mod retention;
+mod support;

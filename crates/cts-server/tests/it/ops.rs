@@ -1,0 +1,186 @@
+//! Operational endpoints, routing errors, start-up and shutdown.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+#[test]
+fn health_metrics_and_api_description() {
+    let server = TestServer::start();
+    let a = server.get("/healthz");
+    assert_eq!(
+        (a.status, a.body.clone()),
+        (200, serde_json::json!({"status": "ok"}))
+    );
+    let a = server.get("/readyz");
+    assert_eq!(a.status, 200, "{}", a.text);
+
+    let now = now_ms();
+    server.report("m", &[trace(now), trace(now)]);
+    let mut bad = trace(now);
+    bad["trace_name"] = "1x".into();
+    server
+        .post_traces("m", &batch(&[bad]))
+        .assert_error(400, "CTS.0003");
+    server.query("m", &[]);
+    server.get("/v2.0/m/system/trace");
+
+    let a = server.get("/metrics");
+    assert_eq!(a.status, 200);
+    let ct = a.headers["content-type"].to_str().unwrap();
+    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+    for needle in [
+        "cts_traces_accepted_total 2",
+        "cts_traces_rejected_total 1",
+        "cts_traces_duplicate_total 0",
+        "cts_report_requests_total{code=\"201\"} 1",
+        "cts_report_requests_total{code=\"400\"} 1",
+        "cts_ingest_duration_seconds_count 2",
+        "cts_query_duration_seconds_count{api=\"v3\"} 1",
+        "cts_query_duration_seconds_count{api=\"v2\"} 1",
+        "cts_journal_bytes ",
+        "cts_index_bytes ",
+        "cts_index_segments ",
+        "cts_indexed_traces 2",
+        "cts_journal_seq ",
+        "cts_index_durable_seq ",
+        "cts_index_consumer_lag ",
+    ] {
+        assert!(a.text.contains(needle), "{needle} missing in\n{}", a.text);
+    }
+
+    let a = server.get("/openapi.json");
+    assert_eq!(a.status, 200);
+    assert!(a.body["openapi"].as_str().unwrap().starts_with("3.1"));
+    let paths = a.body["paths"].as_object().unwrap();
+    assert!(paths.contains_key("/v3/{project_id}/traces"));
+    assert!(paths["/v3/{project_id}/traces"].get("post").is_some());
+}
+
+#[test]
+fn routing_errors_and_request_ids() {
+    let server = TestServer::start();
+    for path in ["/", "/v3/p/nothing", "/v3/p/traces/extra", "/v4/p/traces"] {
+        server.get(path).assert_error(404, "CTS.9002");
+    }
+    server
+        .request(reqwest::Method::DELETE, "/v3/p/traces")
+        .assert_error(405, "CTS.9003");
+    server
+        .request(reqwest::Method::POST, "/healthz")
+        .assert_error(405, "CTS.9003");
+
+    let res = server
+        .client()
+        .get(format!("{}/healthz", server.base))
+        .header("x-request-id", "req-42")
+        .send()
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "req-42");
+    let a = server.get("/nowhere");
+    let generated = a.headers["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(generated).is_ok(), "{generated}");
+    // The log ties the request to its id.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(server.log().contains(generated), "{}", server.log());
+}
+
+#[test]
+fn refuses_non_loopback_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    for addr in ["0.0.0.0:0", "[::]:0"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ctsd"))
+            .args(["serve", "--listen", addr, "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("loopback"), "{stderr}");
+        assert!(stderr.contains("authenticat"), "{stderr}");
+        assert!(out.stdout.is_empty());
+    }
+    // And it says so when it does start.
+    let server = TestServer::start();
+    assert!(
+        server.log().contains("only serves loopback"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn configuration_file_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ctsd.toml");
+    std::fs::write(
+        &file,
+        "log_format = \"json\"\n[limits]\nmax_traces_per_request = 2\n",
+    )
+    .unwrap();
+    let server = TestServer::builder()
+        .arg("--config")
+        .arg(file.to_str().unwrap())
+        // The environment wins over the file.
+        .env("CTS_LIMITS_MAX_TRACES_PER_REQUEST", "3")
+        .start();
+    let now = now_ms();
+    server.report("cfg", &[trace(now), trace(now), trace(now)]);
+    server
+        .post_traces(
+            "cfg",
+            &batch(&[trace(now), trace(now), trace(now), trace(now)]),
+        )
+        .assert_error(400, "CTS.0003");
+    // JSON logs.
+    let first = server.log().lines().next().unwrap().to_string();
+    assert!(serde_json::from_str::<Value>(&first).is_ok(), "{first}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_ctsd"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("CTS_STORE_RETENTION", "a while")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("store.retention"), "{stderr}");
+    assert!(stderr.contains("CTS_STORE_RETENTION"), "{stderr}");
+}
+
+#[test]
+fn sigterm_stops_gracefully_and_reindex_rebuilds() {
+    let mut server = TestServer::start();
+    let now = now_ms();
+    let traces: Vec<Value> = (0..30).map(|i| trace(now - i * 10)).collect();
+    let answer = server.report("stop", &traces);
+    let ids_before = answer["trace_ids"].as_array().unwrap().len();
+
+    let status = Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}; log:\n{}", server.log());
+
+    let out = Command::new(env!("CARGO_BIN_EXE_ctsd"))
+        .args(["reindex", "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.trim(), format!("indexed {ids_before} traces"));
+
+    let again = TestServer::builder().root(&server.root).start();
+    let all = again.query_all("stop", &[("limit", "7".into())]);
+    assert_eq!(all.len(), ids_before);
+}
