@@ -92,6 +92,20 @@ pub async fn ingest(plan: Arc<Plan>, clients: usize) -> Result<Ingest> {
     let next = Arc::new(AtomicU64::new(0));
     let batches = plan.timeline.n.div_ceil(plan.batch);
     let start = Instant::now();
+    // Long loads say how far they are every 10 s.
+    let ticker = {
+        let next = next.clone();
+        let batch = plan.batch;
+        let n = plan.timeline.n;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                let sent = (next.load(Ordering::Relaxed) * batch).min(n);
+                let rate = sent as f64 / start.elapsed().as_secs_f64();
+                eprintln!("  ingest: {sent} of {n} traces sent, {rate:.0}/s");
+            }
+        })
+    };
     let tasks: Vec<_> = (0..clients)
         .map(|c| {
             let (plan, http, next) = (plan.clone(), http.clone(), next.clone());
@@ -166,6 +180,7 @@ pub async fn ingest(plan: Arc<Plan>, clients: usize) -> Result<Ingest> {
         total.body_bytes += part.body_bytes;
     }
     total.elapsed = start.elapsed();
+    ticker.abort();
     Ok(total)
 }
 
