@@ -10,7 +10,7 @@ pub mod metrics;
 pub mod state;
 
 #[cfg(test)]
-mod memstore;
+mod broken_store;
 #[cfg(test)]
 mod tests;
 

@@ -1,4 +1,4 @@
-//! The router in process, over the in-memory store: routes, status codes and
+//! The router in process, over the real engine on a temporary directory: routes, status codes and
 //! bodies of the HTTP layer. The real binary on the real engine is covered
 //! by `tests/it`.
 
@@ -9,14 +9,14 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::Router;
-use cts_store::TraceStore;
+use cts_store::{EmbeddedStore, TraceStore};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use crate::api::ops::OPENAPI_JSON;
 use crate::app::routes;
+use crate::broken_store::BrokenStore;
 use crate::config::Config;
-use crate::memstore::{BrokenStore, MemStore};
 use crate::router;
 use crate::state::{now_ms, AppState};
 
@@ -58,8 +58,18 @@ fn app_with(config: Config, store: Arc<dyn TraceStore>) -> Router {
     router(AppState::new(config, store))
 }
 
-fn app() -> Router {
-    app_with(Config::default(), Arc::new(MemStore::default()))
+/// The embedded engine in a temporary directory (kept alive by the caller).
+fn engine(config: &mut Config) -> (tempfile::TempDir, Arc<EmbeddedStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    config.data_dir = dir.path().to_path_buf();
+    let store = EmbeddedStore::open(config.store_config()).unwrap();
+    (dir, Arc::new(store))
+}
+
+fn app() -> (tempfile::TempDir, Router) {
+    let mut config = Config::default();
+    let (dir, store) = engine(&mut config);
+    (dir, app_with(config, store))
 }
 
 fn trace(time: i64, code: &str) -> Value {
@@ -96,7 +106,7 @@ async fn routes_and_openapi_agree() {
     assert_eq!(documented, routed);
 
     // And the methods: documented ones are routed, others answer 405.
-    let app = app();
+    let (_dir, app) = app();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in ["get", "post", "put", "delete", "patch"] {
             let req = Request::builder()
@@ -121,7 +131,7 @@ async fn routes_and_openapi_agree() {
 
 #[tokio::test]
 async fn report_then_query() {
-    let app = app();
+    let (_dir, app) = app();
     let now = now_ms();
     let body = json!({"traces": [trace(now - 2000, "201"), trace(now - 1000, "404")]});
     let a = call(&app, post_json("/v3/p1/traces", body.to_string())).await;
@@ -188,7 +198,8 @@ async fn refused_requests() {
     let mut config = Config::default();
     config.limits.max_body_bytes = 4096;
     config.limits.max_traces_per_request = 2;
-    let app = app_with(config, Arc::new(MemStore::default()));
+    let (_dir, store) = engine(&mut config);
+    let app = app_with(config, store);
     let now = now_ms();
 
     let a = call(&app, post_json("/v3/p1/traces", vec![b' '; 4097])).await;
@@ -271,7 +282,7 @@ async fn store_failures() {
 
 #[tokio::test]
 async fn health_and_request_ids() {
-    let app = app();
+    let (_dir, app) = app();
     let a = call(&app, get("/healthz")).await;
     assert_eq!(a.body, json!({"status": "ok"}));
     let a = call(&app, get("/readyz")).await;
@@ -292,7 +303,7 @@ async fn health_and_request_ids() {
 async fn expired_traces_never_show() {
     let mut config = Config::default();
     config.store.retention = Duration::from_secs(3600);
-    let store = Arc::new(MemStore::default());
+    let (_dir, store) = engine(&mut config);
     let app = app_with(config, store.clone());
     let now = now_ms();
     // Straight into the store: a trace past retention not yet dropped.

@@ -1,0 +1,23 @@
+//! A store whose every operation fails, to show that the HTTP layer turns
+//! storage failures into CTS errors and never panics.
+
+use cts_model::{Trace, TraceQuery};
+use cts_store::{AppendOutcome, QueryPage, RetentionReport, StoreError, StoreStats, TraceStore};
+
+/// A store whose every operation fails, for the error paths.
+pub struct BrokenStore;
+
+impl TraceStore for BrokenStore {
+    fn append(&self, _: Vec<Trace>) -> Result<AppendOutcome, StoreError> {
+        Err(StoreError::Unavailable("disk on fire".into()))
+    }
+    fn query(&self, _: &TraceQuery) -> Result<QueryPage, StoreError> {
+        Err(StoreError::Unavailable("disk on fire".into()))
+    }
+    fn enforce_retention(&self, _: i64) -> Result<RetentionReport, StoreError> {
+        Err(StoreError::Unavailable("disk on fire".into()))
+    }
+    fn stats(&self) -> StoreStats {
+        panic!("disk on fire")
+    }
+}
