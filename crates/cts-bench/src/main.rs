@@ -50,6 +50,7 @@ struct Args {
     /// Where to write the JSON results (the server log goes beside it).
     #[arg(long, default_value = "bench-results/latest.json")]
     out: PathBuf,
+    /// Measure ctsd only.
     #[arg(long)]
     skip_baseline: bool,
     /// Traces for the baseline (default: --traces).
@@ -61,6 +62,7 @@ struct Args {
     /// Where the data directories go (default: the system temp dir).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Seed of the generated data and query values (same seed, same traces).
     #[arg(long, default_value_t = 42)]
     seed: u64,
 }
