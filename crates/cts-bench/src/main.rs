@@ -401,7 +401,12 @@ fn run(args: &Args) -> Result<()> {
     f.detail = "the bench's own share of the 2 cores while loading".into();
     figures.push(f);
 
-    print_table(&figures, args, small);
+    print_table(
+        &figures,
+        args,
+        small,
+        baseline.as_ref().map(|(l, _, _)| l.traces),
+    );
     let report = json!({
         "version": 1,
         "started_at_ms": w0,
@@ -542,7 +547,7 @@ fn num(v: Option<f64>) -> String {
     }
 }
 
-fn print_table(figures: &[Figure], args: &Args, small: bool) {
+fn print_table(figures: &[Figure], args: &Args, small: bool, baseline_traces: Option<u64>) {
     let rows: Vec<[String; 6]> = figures
         .iter()
         .map(|f| {
@@ -594,6 +599,9 @@ fn print_table(figures: &[Figure], args: &Args, small: bool) {
         }
     }
     println!("\"vs base\": how many times better than the SQLite baseline; figures of query rounds are medians over rounds.");
+    if let Some(n) = baseline_traces.filter(|n| *n != args.traces) {
+        println!("the baseline holds {n} traces, ctsd {}: its query and disk figures are at that smaller scale.", args.traces);
+    }
     if small {
         println!("* measured with fewer than {TARGET_SCALE} traces: the query, disk and memory targets are defined at that scale.");
     }
