@@ -13,6 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use zstd::zstd_safe::{CDict, DDict};
@@ -24,6 +25,7 @@ use crate::StoreError;
 const SAMPLES: usize = 4000;
 const SAMPLE_EVERY: u64 = 8;
 const DICT_BYTES: usize = 112 * 1024;
+const RETRAIN_EVERY: Duration = Duration::from_secs(3600);
 
 struct Sampler {
     docs: Vec<Vec<u8>>,
@@ -39,6 +41,7 @@ pub struct Dictionaries {
     sampler: Mutex<Sampler>,
     training: AtomicBool,
     want_new: AtomicBool,
+    trained_at: Mutex<Option<Instant>>,
 }
 
 fn file_name(id: u32) -> String {
@@ -76,6 +79,7 @@ impl Dictionaries {
             }),
             training: AtomicBool::new(false),
             want_new: AtomicBool::new(false),
+            trained_at: Mutex::new(None),
         };
         if let Some(&id) = list(dir)?.last() {
             let path = dir.join(file_name(id));
@@ -139,8 +143,16 @@ impl Dictionaries {
     }
 
     /// Asks for a dictionary trained on newer traces (the journal rotated).
+    /// Training costs ~0.3 s of CPU, so it happens at most once per
+    /// [`RETRAIN_EVERY`]: traces change their shape slowly.
     pub fn request_new(&self) {
-        self.want_new.store(true, Ordering::Relaxed);
+        let due = self
+            .trained_at
+            .lock()
+            .is_none_or(|at| at.elapsed() >= RETRAIN_EVERY);
+        if due {
+            self.want_new.store(true, Ordering::Relaxed);
+        }
     }
 
     fn train(&self) -> Result<(), StoreError> {
@@ -171,6 +183,7 @@ impl Dictionaries {
             .insert(id, Arc::new(DDict::create(&dict)));
         *self.current.write() = Some((id, Arc::new(CDict::create(&dict, ZSTD_LEVEL))));
         self.want_new.store(false, Ordering::Relaxed);
+        *self.trained_at.lock() = Some(Instant::now());
         tracing::info!(
             id,
             bytes = dict.len(),

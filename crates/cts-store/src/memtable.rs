@@ -2,7 +2,7 @@
 //! since the last segment was written. Trace bodies stay in the journal.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
 use cts_model::{Field, Trace};
 
@@ -109,12 +109,14 @@ pub struct MemDoc {
 }
 
 /// The traces journaled since the last flush, queryable at once.
+// foldhash, not SipHash: interning every indexed value of every trace is on
+// the ingest path.
 #[derive(Default)]
 pub struct Memtable {
     pub docs: Vec<MemDoc>,
-    interner: HashMap<Box<str>, u32>,
+    interner: foldhash::HashMap<Box<str>, u32>,
     strings: Vec<Box<str>>,
-    by_id: HashMap<(u32, [u8; 16]), u32>,
+    by_id: foldhash::HashMap<(u32, [u8; 16]), u32>,
     /// Highest journal sequence number held.
     pub max_seq: u64,
     pub max_time: i64,

@@ -107,7 +107,8 @@ pub fn write(
     let mut docs = Vec::with_capacity(order.len() * DOC_ENTRY);
     let mut dsample = Vec::new();
     let mut projects: Vec<(String, u32, u32)> = Vec::new();
-    let mut postings: HashMap<u64, Vec<u32>> = HashMap::new();
+    // (term hash, ordinal) pairs; sorted, they group into posting lists.
+    let mut pairs: Vec<(u64, u32)> = Vec::with_capacity(order.len() * 8);
     let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
     for (ord, &i) in order.iter().enumerate() {
         let ord = ord as u32;
@@ -131,36 +132,30 @@ pub fn write(
         }
         min_time = min_time.min(d.time);
         max_time = max_time.max(d.time);
-        postings
-            .entry(term_hash(TRACE_ID_TAG, project, &d.id))
-            .or_default()
-            .push(ord);
+        pairs.push((term_hash(TRACE_ID_TAG, project, &d.id), ord));
         for (slot, field) in Field::ALL.iter().enumerate().take(NF) {
-            if let Some(value) = mem
-                .string(d.terms[slot])
-                .filter(|_| d.terms[slot] != u32::MAX)
-            {
-                postings
-                    .entry(term_hash(*field as u8, project, value.as_bytes()))
-                    .or_default()
-                    .push(ord);
+            if d.terms[slot] == u32::MAX {
+                continue;
+            }
+            if let Some(value) = mem.string(d.terms[slot]) {
+                pairs.push((term_hash(*field as u8, project, value.as_bytes()), ord));
             }
         }
     }
 
-    let mut hashes: Vec<u64> = postings.keys().copied().collect();
-    hashes.sort_unstable();
+    pairs.sort_unstable();
     let mut posting_bytes = Vec::new();
-    let mut terms = Vec::with_capacity(hashes.len() * TERM_ENTRY);
+    let mut terms = Vec::new();
     let mut tsample = Vec::new();
-    for (n, h) in hashes.iter().enumerate() {
-        let ords = &postings[h];
-        let (a, len) = if ords.len() == 1 {
-            (ords[0], 0u32)
+    let mut n_terms = 0usize;
+    for group in pairs.chunk_by(|a, b| a.0 == b.0) {
+        let h = group[0].0;
+        let (a, len) = if group.len() == 1 {
+            (group[0].1, 0u32)
         } else {
             let at = posting_bytes.len() as u32;
             let mut prev = 0u32;
-            for (k, &o) in ords.iter().enumerate() {
+            for (k, &(_, o)) in group.iter().enumerate() {
                 varint(&mut posting_bytes, if k == 0 { o } else { o - prev });
                 prev = o;
             }
@@ -168,11 +163,12 @@ pub fn write(
         };
         terms.extend_from_slice(&h.to_le_bytes());
         terms.extend_from_slice(&a.to_le_bytes());
-        terms.extend_from_slice(&(ords.len() as u32).to_le_bytes());
+        terms.extend_from_slice(&(group.len() as u32).to_le_bytes());
         terms.extend_from_slice(&len.to_le_bytes());
-        if n.is_multiple_of(TERM_SAMPLE) {
+        if n_terms.is_multiple_of(TERM_SAMPLE) {
             tsample.extend_from_slice(&h.to_le_bytes());
         }
+        n_terms += 1;
     }
 
     let mut out: Vec<u8> = Vec::with_capacity(
@@ -199,7 +195,7 @@ pub fn write(
         flush_id,
         docs: order.len() as u32,
         frames: frames.len() as u32,
-        terms: hashes.len() as u32,
+        terms: n_terms as u32,
         min_time,
         max_time,
         frames_at,
