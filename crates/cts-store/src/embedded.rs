@@ -64,7 +64,9 @@ struct Manifest {
 const MANIFEST: &str = "MANIFEST.json";
 
 /// What the store knows of each journal file, for retention and stats.
-#[derive(Debug, Clone, Copy, Default)]
+/// Kept beside a closed file as `{file}.meta` so that a restart need not read
+/// every closed file again.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct JournalFile {
     len: u64,
     last_seq: u64,
@@ -138,8 +140,17 @@ impl EmbeddedStore {
         let mut replay = Vec::new();
         let mut tail = None;
         for (n, (id, path)) in files.iter().enumerate() {
-            let scan = journal::scan_file(*id, path)?;
             let is_last = n + 1 == files.len();
+            if !is_last {
+                if let Some(info) = read_sidecar(path) {
+                    if info.last_seq <= manifest.durable_seq {
+                        last_seq = last_seq.max(info.last_seq);
+                        journal_files.insert(*id, info);
+                        continue;
+                    }
+                }
+            }
+            let scan = journal::scan_file(*id, path)?;
             if scan.valid_len < scan.file_len {
                 if !is_last {
                     return Err(StoreError::Corrupt {
@@ -180,6 +191,8 @@ impl EmbeddedStore {
             journal_files.insert(*id, info);
             if is_last {
                 tail = Some((*id, path.clone(), scan.valid_len));
+            } else {
+                write_sidecar(path, &info);
             }
         }
 
@@ -570,6 +583,12 @@ impl TraceStore for EmbeddedStore {
         for id in expired {
             let path = self.inner.journal_dir.join(journal::file_name(id));
             fs::remove_file(&path).map_err(StoreError::io(&path))?;
+            match fs::remove_file(sidecar_path(&path)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(StoreError::io(sidecar_path(&path))(e))
+                }
+                _ => {}
+            }
             files.remove(&id);
             self.inner.readers.write().remove(&id);
             report.journal_segments_dropped += 1;
@@ -608,6 +627,29 @@ fn rel(base: &Path, path: &Path) -> String {
         .unwrap_or(path)
         .to_string_lossy()
         .into_owned()
+}
+
+fn sidecar_path(journal_file: &Path) -> PathBuf {
+    journal_file.with_extension("meta")
+}
+
+/// The summary of a closed journal file, if present and still matching the
+/// file's length (anything else means: scan the file).
+fn read_sidecar(journal_file: &Path) -> Option<JournalFile> {
+    let info: JournalFile =
+        serde_json::from_slice(&fs::read(sidecar_path(journal_file)).ok()?).ok()?;
+    let len = fs::metadata(journal_file).ok()?.len();
+    (info.len == len).then_some(info)
+}
+
+/// Best effort: without it the next start scans the file instead.
+fn write_sidecar(journal_file: &Path, info: &JournalFile) {
+    let path = sidecar_path(journal_file);
+    let tmp = path.with_extension("meta.tmp");
+    let body = serde_json::to_vec(info).expect("journal file info serializes");
+    if let Err(e) = fs::write(&tmp, body).and_then(|_| fs::rename(&tmp, &path)) {
+        tracing::warn!(file = %path.display(), error = %e, "could not write a journal summary; the next start scans the file");
+    }
 }
 
 fn load_manifest(index_dir: &Path) -> Result<Manifest, StoreError> {
@@ -687,6 +729,9 @@ fn writer_loop(inner: Arc<Inner>, mut file: ActiveFile, rx: Receiver<WriteReques
             }
         }
         if file.len >= inner.config.journal_segment_bytes {
+            if let Some(info) = inner.journal_files.lock().get(&file.id) {
+                write_sidecar(&file.path, info);
+            }
             match ActiveFile::create(&inner.journal_dir, file.id + 1, inner.config.fsync) {
                 Ok(f) => {
                     inner.journal_files.lock().insert(
