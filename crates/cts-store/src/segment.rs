@@ -7,6 +7,7 @@
 //! terms    n × (hash u64, ord_or_offset u32, count u32, bytes u32), sorted by hash
 //! tsample  every TERM_SAMPLE-th term hash                       (kept in memory)
 //! dsample  every DOC_SAMPLE-th doc key                          (kept in memory)
+//! bloom    Bloom filter of the term hashes                      (kept in memory)
 //! meta     JSON footer | len u32 | magic u32
 //! ```
 //!
@@ -33,6 +34,16 @@ const DOC_ENTRY: usize = 29;
 const TERM_ENTRY: usize = 20;
 const TERM_SAMPLE: usize = 128;
 const DOC_SAMPLE: usize = 64;
+/// Bloom filter: 10 bits and 7 probes per term (~1% false positives), so a
+/// lookup of an absent value (a rare resource id, a trace id in another
+/// segment) costs no read.
+const BLOOM_BITS_PER_TERM: usize = 10;
+const BLOOM_PROBES: u64 = 7;
+
+fn bloom_positions(hash: u64, bits: u64) -> impl Iterator<Item = u64> {
+    let h2 = hash.rotate_left(32) | 1;
+    (0..BLOOM_PROBES).map(move |i| hash.wrapping_add(i.wrapping_mul(h2)) % bits)
+}
 /// Field tag of trace-id terms (fields use their `Field` number).
 const TRACE_ID_TAG: u8 = 0;
 
@@ -60,6 +71,10 @@ struct Meta {
     terms_at: u64,
     tsample_at: u64,
     dsample_at: u64,
+    #[serde(default)]
+    bloom_at: u64,
+    #[serde(default)]
+    bloom_words: u64,
     projects: Vec<(String, u32, u32)>,
 }
 
@@ -72,6 +87,7 @@ pub struct Segment {
     frames: Vec<FrameRef>,
     term_samples: Vec<u64>,
     doc_samples: Vec<Key>,
+    bloom: Vec<u64>,
     pub size: u64,
 }
 
@@ -190,6 +206,17 @@ pub fn write(
     out.extend_from_slice(&tsample);
     let dsample_at = out.len() as u64;
     out.extend_from_slice(&dsample);
+    let bloom_words = (n_terms * BLOOM_BITS_PER_TERM).div_ceil(64).max(1);
+    let mut bloom = vec![0u64; bloom_words];
+    for group in pairs.chunk_by(|a, b| a.0 == b.0) {
+        for bit in bloom_positions(group[0].0, bloom_words as u64 * 64) {
+            bloom[(bit / 64) as usize] |= 1 << (bit % 64);
+        }
+    }
+    let bloom_at = out.len() as u64;
+    for w in &bloom {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
     let meta = Meta {
         partition,
         flush_id,
@@ -204,6 +231,8 @@ pub fn write(
         terms_at,
         tsample_at,
         dsample_at,
+        bloom_at,
+        bloom_words: bloom_words as u64,
         projects,
     };
     let meta_json = serde_json::to_vec(&meta).expect("meta serializes");
@@ -293,7 +322,16 @@ impl Segment {
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
             .collect();
-        let db = read(meta.dsample_at, size - 8 - meta_len - meta.dsample_at)?;
+        let dsample_end = if meta.bloom_words > 0 {
+            meta.bloom_at
+        } else {
+            size - 8 - meta_len
+        };
+        let db = read(meta.dsample_at, dsample_end - meta.dsample_at)?;
+        let bloom = read(meta.bloom_at, meta.bloom_words * 8)?
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         let doc_samples = db
             .chunks_exact(24)
             .map(|c| {
@@ -310,6 +348,7 @@ impl Segment {
             frames,
             term_samples,
             doc_samples,
+            bloom,
             size,
         })
     }
@@ -411,6 +450,14 @@ impl Segment {
     fn lookup(&self, hash: u64) -> Result<Option<Posting>, StoreError> {
         if self.meta.terms == 0 {
             return Ok(None);
+        }
+        if !self.bloom.is_empty() {
+            let bits = self.bloom.len() as u64 * 64;
+            let absent = bloom_positions(hash, bits)
+                .any(|bit| self.bloom[(bit / 64) as usize] & (1 << (bit % 64)) == 0);
+            if absent {
+                return Ok(None);
+            }
         }
         let block = self.term_samples.partition_point(|h| *h <= hash);
         if block == 0 {

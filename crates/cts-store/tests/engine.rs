@@ -144,7 +144,13 @@ fn paging_filters_restart_and_reindex() {
     // Closed journal files carry a summary, so a restart does not re-read them.
     let metas = std::fs::read_dir(dir.path().join("journal"))
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "meta"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "meta")
+        })
         .count();
     assert!(metas > 0);
     let check = |store: &EmbeddedStore| {
