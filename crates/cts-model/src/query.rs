@@ -99,7 +99,8 @@ pub struct TraceQuery {
     pub next: Option<String>,
     /// When set, the other criteria do not apply.
     pub trace_id: Option<String>,
-    /// Equality filters, all of which must hold; always includes the kind.
+    /// Equality filters, all of which must hold: first the implied ones (kind,
+    /// then tracker), then the query's own. Engines may rely on that order.
     pub filters: Vec<(Field, String)>,
 }
 

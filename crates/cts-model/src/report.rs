@@ -285,30 +285,34 @@ fn explain_type_errors(index: usize, raw: &RawValue, serde_msg: String) -> Vec<F
     out
 }
 
-/// Parses and checks a whole report body. On success every trace is complete:
-/// ids, record time, rating, tracker and the defaults of mandatory fields are
-/// filled.
-pub fn parse_report(body: &[u8], ctx: &ReportContext<'_>) -> Result<Vec<Trace>, ReportError> {
-    let parsed: ReportBody<'_> =
-        serde_json::from_slice(body).map_err(|e| ReportError::Malformed(e.to_string()))?;
-    if parsed.traces.is_empty() {
+/// A body in the shape a correct reporter sends: parsed in one pass.
+#[derive(Deserialize)]
+struct TypedBody {
+    traces: Vec<TraceInput>,
+}
+
+fn check_count(n: usize, ctx: &ReportContext<'_>) -> Result<(), ReportError> {
+    if n == 0 {
         return Err(ReportError::Empty);
     }
-    if parsed.traces.len() > ctx.max_traces {
+    if n > ctx.max_traces {
         return Err(ReportError::TooMany {
             max: ctx.max_traces,
-            got: parsed.traces.len(),
+            got: n,
         });
     }
+    Ok(())
+}
+
+fn collect(
+    results: impl Iterator<Item = Result<Trace, Vec<FieldError>>>,
+) -> Result<Vec<Trace>, ReportError> {
     let mut errors = Vec::new();
-    let mut traces = Vec::with_capacity(parsed.traces.len());
-    for (index, raw) in parsed.traces.iter().enumerate() {
-        match serde_json::from_str::<TraceInput>(raw.get()) {
-            Ok(input) => match complete(index, input, ctx) {
-                Ok(trace) => traces.push(trace),
-                Err(mut e) => errors.append(&mut e),
-            },
-            Err(e) => errors.extend(explain_type_errors(index, raw, e.to_string())),
+    let mut traces = Vec::new();
+    for r in results {
+        match r {
+            Ok(t) => traces.push(t),
+            Err(mut e) => errors.append(&mut e),
         }
     }
     if errors.is_empty() {
@@ -316,6 +320,31 @@ pub fn parse_report(body: &[u8], ctx: &ReportContext<'_>) -> Result<Vec<Trace>, 
     } else {
         Err(ReportError::Invalid(errors))
     }
+}
+
+/// Parses and checks a whole report body. On success every trace is complete:
+/// ids, record time, rating, tracker and the defaults of mandatory fields are
+/// filled.
+pub fn parse_report(body: &[u8], ctx: &ReportContext<'_>) -> Result<Vec<Trace>, ReportError> {
+    // Fast path: one pass into typed traces. Only a body that fails it is
+    // parsed again, trace by trace, to name every wrongly typed field.
+    if let Ok(TypedBody { traces }) = serde_json::from_slice(body) {
+        check_count(traces.len(), ctx)?;
+        return collect(
+            traces
+                .into_iter()
+                .enumerate()
+                .map(|(index, input)| complete(index, input, ctx)),
+        );
+    }
+    let parsed: ReportBody<'_> =
+        serde_json::from_slice(body).map_err(|e| ReportError::Malformed(e.to_string()))?;
+    check_count(parsed.traces.len(), ctx)?;
+    collect(parsed.traces.iter().enumerate().map(|(index, raw)| {
+        serde_json::from_str::<TraceInput>(raw.get())
+            .map_err(|e| explain_type_errors(index, raw, e.to_string()))
+            .and_then(|input| complete(index, input, ctx))
+    }))
 }
 
 struct Checker {
@@ -342,9 +371,14 @@ impl Checker {
     /// Length limit and no control characters, for free-text identifiers.
     fn text(&mut self, field: &str, value: &Option<String>, max: usize) {
         if let Some(v) = value {
-            if v.chars().count() > max {
+            // Byte checks first: they decide almost every value without
+            // decoding characters (bytes >= characters; C1 controls start
+            // with 0xC2).
+            if v.len() > max && v.chars().count() > max {
                 self.err(field, format!("must be at most {max} characters"));
-            } else if v.chars().any(|c| c.is_control()) {
+            } else if v.bytes().any(|b| b < 0x20 || b == 0x7f)
+                || (v.as_bytes().contains(&0xc2) && v.chars().any(char::is_control))
+            {
                 self.err(field, "must not contain control characters");
             }
         }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,6 @@ const RETRAIN_EVERY: Duration = Duration::from_secs(3600);
 struct Sampler {
     docs: Vec<Vec<u8>>,
     next: usize,
-    seen: u64,
 }
 
 pub struct Dictionaries {
@@ -39,6 +38,8 @@ pub struct Dictionaries {
     current: RwLock<Option<(u32, Arc<CDict<'static>>)>>,
     decoders: RwLock<HashMap<u32, Arc<DDict<'static>>>>,
     sampler: Mutex<Sampler>,
+    /// Traces offered; only every `SAMPLE_EVERY`-th takes the lock.
+    seen: AtomicU64,
     training: AtomicBool,
     want_new: AtomicBool,
     trained_at: Mutex<Option<Instant>>,
@@ -75,8 +76,8 @@ impl Dictionaries {
             sampler: Mutex::new(Sampler {
                 docs: Vec::with_capacity(SAMPLES),
                 next: 0,
-                seen: 0,
             }),
+            seen: AtomicU64::new(0),
             training: AtomicBool::new(false),
             want_new: AtomicBool::new(false),
             trained_at: Mutex::new(None),
@@ -115,12 +116,11 @@ impl Dictionaries {
     /// Offers a trace as a training sample; starts training in the
     /// background when there is no dictionary yet or a new one was asked for.
     pub fn sample(self: &Arc<Self>, doc: &[u8]) {
+        if !(self.seen.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(SAMPLE_EVERY) {
+            return;
+        }
         let full = {
             let mut s = self.sampler.lock();
-            s.seen += 1;
-            if !s.seen.is_multiple_of(SAMPLE_EVERY) {
-                return;
-            }
             if s.docs.len() < SAMPLES {
                 s.docs.push(doc.to_vec());
             } else {

@@ -543,21 +543,25 @@ impl Segment {
         {
             return Ok(());
         }
-        let upper = probe.upper;
-        let start = self.partition_point(ps, pe, |key| *key < upper)?;
-        let from = probe.from;
-        let end = self.partition_point(start, pe, |key| key.0 <= from)?;
-        if start >= end {
-            return Ok(());
-        }
+        // Terms first: a value the segment lacks is usually answered by the
+        // Bloom filter without a read. The query's own filters come last in
+        // `filters` after the implied kind and tracker, which nearly every
+        // trace has, so they are looked up first.
         let mut lists = Vec::new();
-        for (field, value) in probe.filters {
+        for (field, value) in probe.filters.iter().rev() {
             match self.lookup(term_hash(*field as u8, probe.project, value.as_bytes()))? {
                 None => return Ok(()),
                 // A term every trace of the project has filters nothing.
                 Some(p) if p.count() == pe - ps => {}
                 Some(p) => lists.push(p),
             }
+        }
+        let upper = probe.upper;
+        let start = self.partition_point(ps, pe, |key| *key < upper)?;
+        let from = probe.from;
+        let end = self.partition_point(start, pe, |key| key.0 <= from)?;
+        if start >= end {
+            return Ok(());
         }
         let hits: Vec<u32> = if lists.is_empty() {
             (start..end.min(start + k as u32)).collect()
