@@ -386,6 +386,12 @@ impl EmbeddedStore {
         for (pos, c) in cands.iter().enumerate() {
             by_frame.entry(c.frame).or_default().push((pos, c.idx));
         }
+        // Start every frame's read before waiting for the first.
+        for frame in by_frame.keys() {
+            if let Some(file) = self.reader(frame.file) {
+                segment::advise_willneed(&file, frame.offset as u64, frame.len as u64);
+            }
+        }
         let mut out: Vec<Option<Vec<u8>>> = vec![None; cands.len()];
         for (frame, wanted) in by_frame {
             let Some(file) = self.reader(frame.file) else {
@@ -513,14 +519,36 @@ impl TraceStore for EmbeddedStore {
             m.probe(&probe, &mut top);
         }
         segments.sort_by_key(|s| std::cmp::Reverse(s.max_time()));
-        for s in &segments {
-            if top
-                .floor()
+        // Segments are probed newest first and most queries stop after one
+        // or two. Beyond those, segments go in windows whose reads are all
+        // started before any is waited for: term blocks, then doc entries.
+        // When the index is not in the page cache this turns a chain of
+        // random reads into a few rounds of parallel ones.
+        const SEQUENTIAL: usize = 2;
+        const WINDOW: usize = 16;
+        let passed = |s: &Segment, top: &TopK| {
+            top.floor()
                 .is_some_and(|floor| (s.max_time(), [0xff; 16]) < floor)
-            {
-                break;
+        };
+        let mut i = 0;
+        while i < segments.len() && !passed(&segments[i], &top) {
+            if i < SEQUENTIAL {
+                segments[i].probe(&probe, &mut top, k)?;
+                i += 1;
+                continue;
             }
-            s.probe(&probe, &mut top, k)?;
+            let window = &segments[i..(i + WINDOW).min(segments.len())];
+            for s in window {
+                s.prefetch(&probe);
+            }
+            let hits = window
+                .iter()
+                .map(|s| s.hits(&probe, k))
+                .collect::<Result<Vec<_>, _>>()?;
+            for (s, h) in window.iter().zip(&hits) {
+                s.offer(h, &mut top)?;
+            }
+            i += window.len();
         }
         let mut cands = top.into_sorted();
         let more = cands.len() > q.limit;

@@ -257,6 +257,26 @@ pub fn write(
     Ok(path)
 }
 
+/// Asks the kernel to read a range ahead (`POSIX_FADV_WILLNEED`); only a
+/// hint, so failures are ignored.
+pub fn advise_willneed(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: posix_fadvise reads no memory of ours; the descriptor is open
+    // for as long as `file` is borrowed.
+    unsafe {
+        libc::posix_fadvise(
+            file.as_raw_fd(),
+            offset as libc::off_t,
+            len as libc::off_t,
+            libc::POSIX_FADV_WILLNEED,
+        );
+    }
+}
+
+fn close_together(lo: u32, hi: u32, n: usize) -> bool {
+    (hi - lo) as usize <= n * 8 + 64
+}
+
 pub fn partition_dir_name(partition: i64) -> String {
     format!("p{partition}")
 }
@@ -447,24 +467,50 @@ impl Segment {
             .map(|i| (self.meta.projects[i].1, self.meta.projects[i].2))
     }
 
-    fn lookup(&self, hash: u64) -> Result<Option<Posting>, StoreError> {
+    /// The range of term entries `hash` would be in, unless the Bloom filter
+    /// or the samples already rule it out.
+    fn term_block(&self, hash: u64) -> Option<(usize, usize)> {
         if self.meta.terms == 0 {
-            return Ok(None);
+            return None;
         }
         if !self.bloom.is_empty() {
             let bits = self.bloom.len() as u64 * 64;
             let absent = bloom_positions(hash, bits)
                 .any(|bit| self.bloom[(bit / 64) as usize] & (1 << (bit % 64)) == 0);
             if absent {
-                return Ok(None);
+                return None;
             }
         }
         let block = self.term_samples.partition_point(|h| *h <= hash);
         if block == 0 {
-            return Ok(None);
+            return None;
         }
         let first = (block - 1) * TERM_SAMPLE;
-        let n = TERM_SAMPLE.min(self.meta.terms as usize - first);
+        Some((first, TERM_SAMPLE.min(self.meta.terms as usize - first)))
+    }
+
+    /// Starts reading, in the background, the term block of the query's own
+    /// (most selective) filter, so that the reads of many segments overlap
+    /// when the index is not in the page cache.
+    pub fn prefetch(&self, probe: &Probe<'_>) {
+        let Some((field, value)) = probe.filters.last() else {
+            return;
+        };
+        if let Some((first, n)) =
+            self.term_block(term_hash(*field as u8, probe.project, value.as_bytes()))
+        {
+            advise_willneed(
+                &self.file,
+                self.meta.terms_at + (first * TERM_ENTRY) as u64,
+                (n * TERM_ENTRY) as u64,
+            );
+        }
+    }
+
+    fn lookup(&self, hash: u64) -> Result<Option<Posting>, StoreError> {
+        let Some((first, n)) = self.term_block(hash) else {
+            return Ok(None);
+        };
         let mut b = vec![0u8; n * TERM_ENTRY];
         self.io(self
             .file
@@ -536,12 +582,20 @@ impl Segment {
 
     /// Offers the newest matching traces of this segment to `top`.
     pub fn probe(&self, probe: &Probe<'_>, top: &mut TopK, k: usize) -> Result<(), StoreError> {
+        let hits = self.hits(probe, k)?;
+        self.offer(&hits, top)
+    }
+
+    /// The ordinals of the (at most `k`) newest matching traces. Starts
+    /// reading their doc-table entries in the background, so that a caller
+    /// can collect the hits of several segments before reading any entry.
+    pub fn hits(&self, probe: &Probe<'_>, k: usize) -> Result<Vec<u32>, StoreError> {
         let Some((ps, pe)) = self.project_range(probe.project) else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         if self.meta.max_time <= probe.from || self.meta.min_time >= probe.upper.0.saturating_add(1)
         {
-            return Ok(());
+            return Ok(Vec::new());
         }
         // Terms first: a value the segment lacks is usually answered by the
         // Bloom filter without a read. The query's own filters come last in
@@ -550,18 +604,25 @@ impl Segment {
         let mut lists = Vec::new();
         for (field, value) in probe.filters.iter().rev() {
             match self.lookup(term_hash(*field as u8, probe.project, value.as_bytes()))? {
-                None => return Ok(()),
+                None => return Ok(Vec::new()),
                 // A term every trace of the project has filters nothing.
                 Some(p) if p.count() == pe - ps => {}
                 Some(p) => lists.push(p),
             }
         }
+        // A segment inside the window needs no search of its doc table: on a
+        // machine whose page cache cannot hold the index, every read counts.
         let upper = probe.upper;
-        let start = self.partition_point(ps, pe, |key| *key < upper)?;
         let from = probe.from;
-        let end = self.partition_point(start, pe, |key| key.0 <= from)?;
+        let (start, end) = if from < self.meta.min_time && (self.meta.max_time, [0xff; 16]) < upper
+        {
+            (ps, pe)
+        } else {
+            let start = self.partition_point(ps, pe, |key| *key < upper)?;
+            (start, self.partition_point(start, pe, |key| key.0 <= from)?)
+        };
         if start >= end {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let hits: Vec<u32> = if lists.is_empty() {
             (start..end.min(start + k as u32)).collect()
@@ -589,18 +650,39 @@ impl Segment {
             }
             hits
         };
-        if hits.is_empty() {
-            return Ok(());
+        if let (Some(&lo), Some(&hi)) = (hits.first(), hits.last()) {
+            if close_together(lo, hi, hits.len()) {
+                self.advise_docs(lo, hi - lo + 1);
+            } else {
+                for &o in &hits {
+                    self.advise_docs(o, 1);
+                }
+            }
         }
-        let (lo, hi) = (hits[0], *hits.last().unwrap());
+        Ok(hits)
+    }
+
+    fn advise_docs(&self, first: u32, n: u32) {
+        advise_willneed(
+            &self.file,
+            self.meta.docs_at + first as u64 * DOC_ENTRY as u64,
+            n as u64 * DOC_ENTRY as u64,
+        );
+    }
+
+    /// Offers the traces at `hits` (from [`Segment::hits`]) to `top`.
+    pub fn offer(&self, hits: &[u32], top: &mut TopK) -> Result<(), StoreError> {
+        let (Some(&lo), Some(&hi)) = (hits.first(), hits.last()) else {
+            return Ok(());
+        };
         // One read when the hits are close together, else one per hit.
-        if (hi - lo) as usize <= hits.len() * 8 + 64 {
+        if close_together(lo, hi, hits.len()) {
             let entries = self.read_docs(lo, hi - lo + 1)?;
-            for &o in &hits {
+            for &o in hits {
                 top.offer(self.candidate(entries[(o - lo) as usize])?);
             }
         } else {
-            for &o in &hits {
+            for &o in hits {
                 top.offer(self.candidate(self.read_docs(o, 1)?[0])?);
             }
         }
