@@ -85,7 +85,14 @@ struct WriteRequest {
     docs: Vec<Prepared>,
     batch: EncodedBatch,
     duplicates: usize,
-    reply: SyncSender<Result<AppendOutcome, StoreError>>,
+    reply: SyncSender<Result<(AppendOutcome, Spent), StoreError>>,
+}
+
+/// The buffers of a written request, handed back so that the caller's
+/// thread, not the single writer thread, pays for freeing them.
+struct Spent {
+    _docs: Vec<Prepared>,
+    _batch: EncodedBatch,
 }
 
 struct IndexState {
@@ -113,6 +120,37 @@ pub struct EmbeddedStore {
     inner: Arc<Inner>,
     writer_tx: Mutex<Option<SyncSender<WriteRequest>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Keys of recently handed-out markers: the next page starts without
+    /// looking its marker up in every segment.
+    markers: Mutex<MarkerCache>,
+}
+
+const MARKER_CACHE: usize = 4096;
+
+#[derive(Default)]
+struct MarkerCache {
+    keys: HashMap<(String, [u8; 16]), i64>,
+    order: std::collections::VecDeque<(String, [u8; 16])>,
+}
+
+impl MarkerCache {
+    fn get(&self, project: &str, id: &[u8; 16]) -> Option<Key> {
+        self.keys
+            .get(&(project.to_string(), *id))
+            .map(|time| (*time, *id))
+    }
+
+    fn put(&mut self, project: &str, key: Key) {
+        let entry = (project.to_string(), key.1);
+        if self.keys.insert(entry.clone(), key.0).is_none() {
+            self.order.push_back(entry);
+            if self.order.len() > MARKER_CACHE {
+                if let Some(old) = self.order.pop_front() {
+                    self.keys.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 fn now_ms() -> i64 {
@@ -292,6 +330,7 @@ impl EmbeddedStore {
             inner,
             writer_tx: Mutex::new(Some(writer_tx)),
             threads: Mutex::new(vec![writer, flusher]),
+            markers: Mutex::new(MarkerCache::default()),
         })
     }
 
@@ -411,10 +450,13 @@ impl EmbeddedStore {
     fn prepare(traces: Vec<Trace>) -> Vec<Prepared> {
         traces
             .into_iter()
-            .map(|t| Prepared {
-                values: IndexValues::of(&t),
-                json: serde_json::to_vec(&t).expect("a trace always serializes"),
-                supplied: t.trace_id_supplied,
+            .map(|t| {
+                let json = serde_json::to_vec(&t).expect("a trace always serializes");
+                Prepared {
+                    supplied: t.trace_id_supplied,
+                    values: IndexValues::take(t),
+                    json,
+                }
             })
             .collect()
     }
@@ -478,9 +520,11 @@ impl TraceStore for EmbeddedStore {
             reply,
         })
         .map_err(|_| StoreError::Unavailable("journal writer stopped".into()))?;
-        answer
+        let (outcome, spent) = answer
             .recv()
-            .map_err(|_| StoreError::Unavailable("journal writer stopped".into()))?
+            .map_err(|_| StoreError::Unavailable("journal writer stopped".into()))??;
+        drop(spent);
+        Ok(outcome)
     }
 
     fn query(&self, q: &TraceQuery) -> Result<QueryPage, StoreError> {
@@ -496,8 +540,14 @@ impl TraceStore for EmbeddedStore {
         }
         let mut upper: Key = (q.to, [0u8; 16]);
         if let Some(next) = &q.next {
-            match self.find(&q.project_id, &cts_model::query::trace_id_bytes(next), None)? {
-                Some(c) => upper = upper.min(c.key),
+            let id = cts_model::query::trace_id_bytes(next);
+            let cached = self.markers.lock().get(&q.project_id, &id);
+            let key = match cached {
+                Some(key) => Some(key),
+                None => self.find(&q.project_id, &id, None)?.map(|c| c.key),
+            };
+            match key {
+                Some(key) => upper = upper.min(key),
                 // The marker's trace expired, and everything older with it.
                 None => return Ok(QueryPage::default()),
             }
@@ -553,13 +603,11 @@ impl TraceStore for EmbeddedStore {
         let mut cands = top.into_sorted();
         let more = cands.len() > q.limit;
         cands.truncate(q.limit);
-        let marker = more
-            .then(|| {
-                cands
-                    .last()
-                    .map(|c| uuid::Uuid::from_bytes(c.key.1).hyphenated().to_string())
-            })
-            .flatten();
+        let last = cands.last().filter(|_| more);
+        if let Some(c) = last {
+            self.markers.lock().put(&q.project_id, c.key);
+        }
+        let marker = last.map(|c| uuid::Uuid::from_bytes(c.key.1).hyphenated().to_string());
         Ok(QueryPage {
             traces: self.fetch(&cands)?,
             marker,
@@ -883,11 +931,15 @@ fn write_group(
         }
     }
     for r in group {
-        let stored = r.docs.len();
-        let _ = r.reply.send(Ok(AppendOutcome {
-            stored,
+        let outcome = AppendOutcome {
+            stored: r.docs.len(),
             duplicates: r.duplicates,
-        }));
+        };
+        let spent = Spent {
+            _docs: r.docs,
+            _batch: r.batch,
+        };
+        let _ = r.reply.send(Ok((outcome, spent)));
     }
 }
 

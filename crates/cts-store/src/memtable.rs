@@ -86,6 +86,32 @@ pub struct IndexValues {
 }
 
 impl IndexValues {
+    /// Moves the values out of a trace that is no longer needed (ingest has
+    /// already serialized it), saving a copy of each string.
+    pub fn take(mut t: Trace) -> IndexValues {
+        let kind = t.kind().as_query_value().to_string();
+        let take = |s: &mut String| Some(std::mem::take(s));
+        let values = Field::ALL.map(|f| match f {
+            Field::ServiceType => take(&mut t.service_type),
+            Field::User => t.user.name.take(),
+            Field::ResourceId => t.resource_id.take(),
+            Field::ResourceName => t.resource_name.take(),
+            Field::ResourceType => take(&mut t.resource_type),
+            Field::TraceName => take(&mut t.trace_name),
+            Field::TraceRating => take(&mut t.trace_rating),
+            Field::AccessKeyId => t.user.access_key_id.take(),
+            Field::EnterpriseProjectId => take(&mut t.enterprise_project_id),
+            Field::TrackerName => take(&mut t.tracker_name),
+            Field::Kind => Some(kind.clone()),
+        });
+        IndexValues {
+            time: t.time,
+            id: cts_model::query::trace_id_bytes(&t.trace_id),
+            project: t.project_id,
+            values,
+        }
+    }
+
     pub fn of(t: &Trace) -> IndexValues {
         IndexValues {
             project: t.project_id.clone(),
