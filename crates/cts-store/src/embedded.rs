@@ -425,10 +425,14 @@ impl EmbeddedStore {
         for (pos, c) in cands.iter().enumerate() {
             by_frame.entry(c.frame).or_default().push((pos, c.idx));
         }
-        // Start every frame's read before waiting for the first.
-        for frame in by_frame.keys() {
-            if let Some(file) = self.reader(frame.file) {
-                segment::advise_willneed(&file, frame.offset as u64, frame.len as u64);
+        // Start every frame's read before waiting for the first, as a few
+        // large reads where frames lie close together (a page of traces is
+        // usually a stretch of the journal).
+        let mut ranges: Vec<FrameRef> = by_frame.keys().copied().collect();
+        ranges.sort_by_key(|f| (f.file, f.offset));
+        for span in coalesce(&ranges, READ_GAP) {
+            if let Some(file) = self.reader(span.file) {
+                segment::advise_willneed(&file, span.offset as u64, span.len as u64);
             }
         }
         let mut out: Vec<Option<Vec<u8>>> = vec![None; cands.len()];
@@ -467,6 +471,23 @@ impl Drop for EmbeddedStore {
         self.writer_tx.lock().take();
         self.inner.flush_tx.lock().take();
     }
+}
+
+/// Frames closer than this are read as one range.
+const READ_GAP: u32 = 32 << 10;
+
+/// Merges sorted frame ranges of the same file whose gaps are below `gap`.
+fn coalesce(sorted: &[FrameRef], gap: u32) -> Vec<FrameRef> {
+    let mut out: Vec<FrameRef> = Vec::new();
+    for f in sorted {
+        match out.last_mut() {
+            Some(last) if last.file == f.file && f.offset <= last.offset + last.len + gap => {
+                last.len = last.len.max(f.offset + f.len - last.offset);
+            }
+            _ => out.push(*f),
+        }
+    }
+    out
 }
 
 fn encode(dicts: &Arc<Dictionaries>, docs: &[Prepared]) -> Result<EncodedBatch, StoreError> {
@@ -995,4 +1016,24 @@ fn flush(inner: &Inner, mem: &Arc<Memtable>) -> Result<(), StoreError> {
     }
     inner.durable_seq.fetch_max(mem.max_seq, Ordering::AcqRel);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_frames_are_read_as_one_range() {
+        let f = |file, offset, len| FrameRef { file, offset, len };
+        let spans = coalesce(
+            &[
+                f(1, 0, 100),
+                f(1, 150, 50),
+                f(1, 100_000, 10),
+                f(2, 120, 10),
+            ],
+            1000,
+        );
+        assert_eq!(spans, vec![f(1, 0, 200), f(1, 100_000, 10), f(2, 120, 10)]);
+    }
 }

@@ -212,15 +212,7 @@ pub async fn list_v1(
     path: PathResult<LegacyPath>,
     params: Params,
 ) -> Result<Response, ApiError> {
-    let p = path.map_err(|e| path_error("path", e))?.0;
-    list(
-        &state,
-        ApiVersion::V1,
-        p.project_id,
-        Some(p.tracker_name),
-        params,
-    )
-    .await
+    list_legacy(&state, ApiVersion::V1, path, params).await
 }
 
 pub async fn list_v2(
@@ -228,15 +220,18 @@ pub async fn list_v2(
     path: PathResult<LegacyPath>,
     params: Params,
 ) -> Result<Response, ApiError> {
+    list_legacy(&state, ApiVersion::V2, path, params).await
+}
+
+/// `GET /v1.0|v2.0/{project_id}/{tracker_name}/trace`.
+async fn list_legacy(
+    state: &AppState,
+    version: ApiVersion,
+    path: PathResult<LegacyPath>,
+    params: Params,
+) -> Result<Response, ApiError> {
     let p = path.map_err(|e| path_error("path", e))?.0;
-    list(
-        &state,
-        ApiVersion::V2,
-        p.project_id,
-        Some(p.tracker_name),
-        params,
-    )
-    .await
+    list(state, version, p.project_id, Some(p.tracker_name), params).await
 }
 
 fn path_error(param: &str, e: PathRejection) -> ApiError {
