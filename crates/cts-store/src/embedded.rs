@@ -589,26 +589,30 @@ impl TraceStore for EmbeddedStore {
         for m in &frozen {
             m.probe(&probe, &mut top);
         }
+        // Only segments that overlap the window; newest first.
+        segments.retain(|s| s.max_time() > probe.from && s.min_time() <= probe.upper.0);
         segments.sort_by_key(|s| std::cmp::Reverse(s.max_time()));
-        // Segments are probed newest first and most queries stop after one
-        // or two. Beyond those, segments go in windows whose reads are all
-        // started before any is waited for: term blocks, then doc entries.
-        // When the index is not in the page cache this turns a chain of
-        // random reads into a few rounds of parallel ones.
+        // Most queries are answered by the newest one or two segments. Past
+        // those, segments go in growing windows (4, 8, 16) whose reads are
+        // all started before any is waited for: term blocks, then doc
+        // entries. When the index is not in the page cache this turns a
+        // chain of random reads into a few rounds of parallel ones, without
+        // reading ahead for segments a dense query never needs.
         const SEQUENTIAL: usize = 2;
-        const WINDOW: usize = 16;
+        const MAX_WINDOW: usize = 16;
         let passed = |s: &Segment, top: &TopK| {
             top.floor()
                 .is_some_and(|floor| (s.max_time(), [0xff; 16]) < floor)
         };
         let mut i = 0;
+        let mut width = 4;
         while i < segments.len() && !passed(&segments[i], &top) {
             if i < SEQUENTIAL {
                 segments[i].probe(&probe, &mut top, k)?;
                 i += 1;
                 continue;
             }
-            let window = &segments[i..(i + WINDOW).min(segments.len())];
+            let window = &segments[i..(i + width).min(segments.len())];
             for s in window {
                 s.prefetch(&probe);
             }
@@ -617,9 +621,12 @@ impl TraceStore for EmbeddedStore {
                 .map(|s| s.hits(&probe, k))
                 .collect::<Result<Vec<_>, _>>()?;
             for (s, h) in window.iter().zip(&hits) {
-                s.offer(h, &mut top)?;
+                if !passed(s, &top) {
+                    s.offer(h, &mut top)?;
+                }
             }
             i += window.len();
+            width = (width * 2).min(MAX_WINDOW);
         }
         let mut cands = top.into_sorted();
         let more = cands.len() > q.limit;

@@ -273,8 +273,10 @@ pub fn advise_willneed(file: &File, offset: u64, len: u64) {
     }
 }
 
+/// Whether reading the whole span of doc entries costs no more than reading
+/// one page per hit.
 fn close_together(lo: u32, hi: u32, n: usize) -> bool {
-    (hi - lo) as usize <= n * 8 + 64
+    (hi - lo + 1) as usize * DOC_ENTRY <= (n * 4096).max(64 << 10)
 }
 
 pub fn partition_dir_name(partition: i64) -> String {
