@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use cts_model::Field;
 use serde::{Deserialize, Serialize};
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::journal::{sync_dir, FrameRef};
 use crate::memtable::{Candidate, Key, Memtable, Probe, TopK, NF};
@@ -47,13 +47,15 @@ fn bloom_positions(hash: u64, bits: u64) -> impl Iterator<Item = u64> {
 /// Field tag of trace-id terms (fields use their `Field` number).
 const TRACE_ID_TAG: u8 = 0;
 
+/// A term's hash: its value hashed with a seed made of field and project, so
+/// that building a segment hashes each value in one pass with a seed computed
+/// once per project.
 fn term_hash(tag: u8, project: &str, value: &[u8]) -> u64 {
-    let mut h = Xxh3::new();
-    h.update(&[tag]);
-    h.update(project.as_bytes());
-    h.update(&[0xff]);
-    h.update(value);
-    h.digest()
+    xxh3_64_with_seed(value, term_seed(tag, project))
+}
+
+fn term_seed(tag: u8, project: &str) -> u64 {
+    xxh3_64_with_seed(project.as_bytes(), tag as u64)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -126,6 +128,8 @@ pub fn write(
     // (term hash, ordinal) pairs; sorted, they group into posting lists.
     let mut pairs: Vec<(u64, u32)> = Vec::with_capacity(order.len() * 8);
     let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
+    // (project, trace-id seed, field seeds) of the project being written.
+    let mut seeds: Option<(&str, u64, [u64; NF])> = None;
     for (ord, &i) in order.iter().enumerate() {
         let ord = ord as u32;
         let d = &mem.docs[i as usize];
@@ -148,13 +152,21 @@ pub fn write(
         }
         min_time = min_time.min(d.time);
         max_time = max_time.max(d.time);
-        pairs.push((term_hash(TRACE_ID_TAG, project, &d.id), ord));
-        for (slot, field) in Field::ALL.iter().enumerate().take(NF) {
+        if seeds.is_none_or(|(p, ..)| p != project) {
+            seeds = Some((
+                project,
+                term_seed(TRACE_ID_TAG, project),
+                Field::ALL.map(|f| term_seed(f as u8, project)),
+            ));
+        }
+        let (_, id_seed, field_seeds) = seeds.expect("set for this project above");
+        pairs.push((xxh3_64_with_seed(&d.id, id_seed), ord));
+        for (slot, seed) in field_seeds.iter().enumerate() {
             if d.terms[slot] == u32::MAX {
                 continue;
             }
             if let Some(value) = mem.string(d.terms[slot]) {
-                pairs.push((term_hash(*field as u8, project, value.as_bytes()), ord));
+                pairs.push((xxh3_64_with_seed(value.as_bytes(), *seed), ord));
             }
         }
     }
