@@ -36,6 +36,7 @@ pub fn http_client(clients: usize) -> Result<reqwest::Client> {
         .build()?)
 }
 
+#[derive(Default)]
 pub struct Ingest {
     pub traces: u64,
     pub elapsed: Duration,
@@ -111,14 +112,7 @@ pub async fn ingest(plan: Arc<Plan>, clients: usize) -> Result<Ingest> {
             let (plan, http, next) = (plan.clone(), http.clone(), next.clone());
             tokio::spawn(async move {
                 let mut rng = SmallRng::seed_from_u64(c as u64);
-                let mut out = Ingest {
-                    traces: 0,
-                    elapsed: Duration::ZERO,
-                    latencies_ms: Vec::new(),
-                    retries: 0,
-                    sample_ids: Vec::new(),
-                    body_bytes: 0,
-                };
+                let mut out = Ingest::default();
                 loop {
                     let b = next.fetch_add(1, Ordering::Relaxed);
                     if b >= batches {
@@ -163,14 +157,7 @@ pub async fn ingest(plan: Arc<Plan>, clients: usize) -> Result<Ingest> {
             })
         })
         .collect();
-    let mut total = Ingest {
-        traces: 0,
-        elapsed: Duration::ZERO,
-        latencies_ms: Vec::new(),
-        retries: 0,
-        sample_ids: Vec::new(),
-        body_bytes: 0,
-    };
+    let mut total = Ingest::default();
     for t in tasks {
         let part = t.await??;
         total.traces += part.traces;
