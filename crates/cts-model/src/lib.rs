@@ -5,6 +5,6 @@ pub mod query;
 pub mod report;
 pub mod trace;
 
-pub use query::{ApiVersion, Cursor, Field, QueryError, TraceQuery};
+pub use query::{ApiVersion, Field, QueryError, TraceQuery};
 pub use report::{parse_report, FieldError, ReportContext, ReportError};
 pub use trace::{Trace, TraceKind, UserInfo, SYSTEM_TRACKER};

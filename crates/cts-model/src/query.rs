@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use crate::report::{canonical_uuid, is_valid_service_type, is_valid_tracker_name};
-use crate::trace::{Trace, TraceKind, RATINGS, SYSTEM_TRACKER};
+use crate::trace::{TraceKind, RATINGS, SYSTEM_TRACKER};
 
 /// The indexed fields a query can filter on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -55,35 +55,6 @@ impl Field {
             Field::Kind => "trace_type",
         }
     }
-
-    pub fn from_u8(v: u8) -> Option<Field> {
-        Field::ALL.iter().copied().find(|f| *f as u8 == v)
-    }
-
-    /// The value of this field in a trace, as the index stores it.
-    pub fn value_of(self, t: &Trace) -> Option<&str> {
-        match self {
-            Field::ServiceType => Some(&t.service_type),
-            Field::User => t.user_name(),
-            Field::ResourceId => t.resource_id.as_deref(),
-            Field::ResourceName => t.resource_name.as_deref(),
-            Field::ResourceType => Some(&t.resource_type),
-            Field::TraceName => Some(&t.trace_name),
-            Field::TraceRating => Some(&t.trace_rating),
-            Field::AccessKeyId => t.access_key_id(),
-            Field::EnterpriseProjectId => Some(&t.enterprise_project_id),
-            Field::TrackerName => Some(&t.tracker_name),
-            Field::Kind => Some(t.kind().as_query_value()),
-        }
-    }
-}
-
-/// A position in the (time, trace_id) descending order: a page continues
-/// with traces strictly older than its cursor.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Cursor {
-    pub time: i64,
-    pub trace_id: [u8; 16],
 }
 
 /// A checked ListTraces query.
@@ -269,22 +240,6 @@ impl TraceQuery {
             trace_id,
             filters,
         })
-    }
-
-    /// Whether a trace meets every criterion of this query (not the cursor).
-    pub fn matches(&self, t: &Trace) -> bool {
-        if t.project_id != self.project_id {
-            return false;
-        }
-        if let Some(id) = &self.trace_id {
-            return &t.trace_id == id;
-        }
-        t.time > self.from
-            && t.time < self.to
-            && self
-                .filters
-                .iter()
-                .all(|(f, v)| f.value_of(t) == Some(v.as_str()))
     }
 }
 

@@ -159,15 +159,6 @@ impl Trace {
     pub fn kind(&self) -> TraceKind {
         TraceKind::of_trace_type(&self.trace_type).unwrap_or(TraceKind::Management)
     }
-
-    /// The value the `user` query filter matches: the user name.
-    pub fn user_name(&self) -> Option<&str> {
-        self.user.name.as_deref()
-    }
-
-    pub fn access_key_id(&self) -> Option<&str> {
-        self.user.access_key_id.as_deref()
-    }
 }
 
 /// `trace_rating` derived from an HTTP status code: 2xx/3xx normal, 4xx

@@ -81,9 +81,12 @@ pub struct MetricsSettings {
 
 impl Default for Config {
     fn default() -> Self {
+        // The store's own defaults, so the two cannot drift apart.
+        let store = StoreConfig::new("./data");
+        let ms = |v: i64| Duration::from_millis(v as u64);
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            data_dir: PathBuf::from("./data"),
+            data_dir: store.dir.clone(),
             log_format: LogFormat::Text,
             limits: Limits {
                 max_traces_per_request: 1000,
@@ -91,12 +94,12 @@ impl Default for Config {
                 max_clock_skew: Duration::from_secs(15 * 60),
             },
             store: StoreSettings {
-                retention: Duration::from_secs(7 * 24 * 3600),
-                partition: Duration::from_secs(24 * 3600),
+                retention: ms(store.retention_ms),
+                partition: ms(store.partition_ms),
                 retention_check_interval: Duration::from_secs(60),
-                memtable_max_traces: 65_536,
-                journal_segment_bytes: 64 << 20,
-                fsync: true,
+                memtable_max_traces: store.memtable_max_traces,
+                journal_segment_bytes: store.journal_segment_bytes,
+                fsync: store.fsync,
             },
             metrics: MetricsSettings { public: true },
         }

@@ -75,6 +75,18 @@ struct JournalFile {
     min_dict: u32,
 }
 
+impl JournalFile {
+    /// A file of `len` bytes that holds no record yet.
+    fn empty(len: u64) -> Self {
+        JournalFile {
+            len,
+            last_seq: 0,
+            max_time: i64::MIN,
+            min_dict: u32::MAX,
+        }
+    }
+}
+
 struct Prepared {
     values: IndexValues,
     json: Vec<u8>,
@@ -206,12 +218,7 @@ impl EmbeddedStore {
                     "journal tail was torn by a crash; cutting it off (it was never acknowledged)"
                 );
             }
-            let mut info = JournalFile {
-                len: scan.valid_len,
-                last_seq: 0,
-                max_time: i64::MIN,
-                min_dict: u32::MAX,
-            };
+            let mut info = JournalFile::empty(scan.valid_len);
             for r in &scan.records {
                 info.min_dict = info.min_dict.min(r.dict);
                 let end = r.first_seq + r.count as u64 - 1;
@@ -277,7 +284,7 @@ impl EmbeddedStore {
                             detail: e.to_string(),
                         })?;
                     let mut active = inner.active.write();
-                    active.insert(&IndexValues::of(&trace), frame, idx, seq);
+                    active.insert(&IndexValues::take(trace), frame, idx, seq);
                     if active.len() >= config.memtable_max_traces {
                         let full = Arc::new(std::mem::take(&mut *active));
                         inner.index.write().frozen.push(full.clone());
@@ -299,12 +306,7 @@ impl EmbeddedStore {
             .journal_files
             .lock()
             .entry(active_file.id)
-            .or_insert(JournalFile {
-                len: active_file.len,
-                last_seq: 0,
-                max_time: i64::MIN,
-                min_dict: u32::MAX,
-            });
+            .or_insert(JournalFile::empty(active_file.len));
 
         let (flush_tx, flush_rx) = mpsc::channel::<Arc<Memtable>>();
         let (writer_tx, writer_rx) = mpsc::sync_channel::<WriteRequest>(256);
@@ -838,15 +840,10 @@ fn writer_loop(inner: Arc<Inner>, mut file: ActiveFile, rx: Receiver<WriteReques
             }
             match ActiveFile::create(&inner.journal_dir, file.id + 1, inner.config.fsync) {
                 Ok(f) => {
-                    inner.journal_files.lock().insert(
-                        f.id,
-                        JournalFile {
-                            len: 0,
-                            last_seq: 0,
-                            max_time: i64::MIN,
-                            min_dict: u32::MAX,
-                        },
-                    );
+                    inner
+                        .journal_files
+                        .lock()
+                        .insert(f.id, JournalFile::empty(0));
                     file = f;
                     // Let the next file start with a dictionary of recent traces.
                     inner.dicts.request_new();

@@ -111,15 +111,6 @@ impl IndexValues {
             values,
         }
     }
-
-    pub fn of(t: &Trace) -> IndexValues {
-        IndexValues {
-            project: t.project_id.clone(),
-            time: t.time,
-            id: cts_model::query::trace_id_bytes(&t.trace_id),
-            values: Field::ALL.map(|f| f.value_of(t).map(str::to_string)),
-        }
-    }
 }
 
 const NONE: u32 = u32::MAX;
@@ -145,7 +136,6 @@ pub struct Memtable {
     by_id: foldhash::HashMap<(u32, [u8; 16]), u32>,
     /// Highest journal sequence number held.
     pub max_seq: u64,
-    pub max_time: i64,
 }
 
 impl Memtable {
@@ -186,11 +176,6 @@ impl Memtable {
             idx,
         });
         self.max_seq = self.max_seq.max(seq);
-        self.max_time = if n == 0 {
-            v.time
-        } else {
-            self.max_time.max(v.time)
-        };
     }
 
     /// The key of a trace of the project, by id.
