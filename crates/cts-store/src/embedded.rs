@@ -127,6 +127,40 @@ struct Inner {
     flush_tx: Mutex<Option<Sender<Arc<Memtable>>>>,
 }
 
+impl Inner {
+    /// The trace of the project with this id: memtable, frozen memtables,
+    /// then segments (only the partition of `time_hint` when given).
+    fn find(
+        &self,
+        project: &str,
+        id: &[u8; 16],
+        time_hint: Option<i64>,
+    ) -> Result<Option<Candidate>, StoreError> {
+        if let Some(c) = self.active.read().find(project, id) {
+            return Ok(Some(c));
+        }
+        let (frozen, segments) = {
+            let idx = self.index.read();
+            (idx.frozen.clone(), idx.segments.clone())
+        };
+        for m in frozen.iter().rev() {
+            if let Some(c) = m.find(project, id) {
+                return Ok(Some(c));
+            }
+        }
+        let pm = self.config.partition_ms;
+        for s in segments.iter().rev() {
+            if time_hint.is_some_and(|t| t.div_euclid(pm) * pm != s.partition()) {
+                continue;
+            }
+            if let Some(c) = s.find(project, id)? {
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
+    }
+}
+
 /// The embedded engine: journal + day-partitioned index segments.
 pub struct EmbeddedStore {
     inner: Arc<Inner>,
@@ -384,28 +418,7 @@ impl EmbeddedStore {
         id: &[u8; 16],
         time_hint: Option<i64>,
     ) -> Result<Option<Candidate>, StoreError> {
-        if let Some(c) = self.inner.active.read().find(project, id) {
-            return Ok(Some(c));
-        }
-        let (frozen, segments) = {
-            let idx = self.inner.index.read();
-            (idx.frozen.clone(), idx.segments.clone())
-        };
-        for m in frozen.iter().rev() {
-            if let Some(c) = m.find(project, id) {
-                return Ok(Some(c));
-            }
-        }
-        let pm = self.inner.config.partition_ms;
-        for s in segments.iter().rev() {
-            if time_hint.is_some_and(|t| t.div_euclid(pm) * pm != s.partition()) {
-                continue;
-            }
-            if let Some(c) = s.find(project, id)? {
-                return Ok(Some(c));
-            }
-        }
-        Ok(None)
+        self.inner.find(project, id, time_hint)
     }
 
     fn reader(&self, file: u32) -> Option<Arc<File>> {
@@ -871,28 +884,29 @@ fn write_group(
     mut group: Vec<WriteRequest>,
 ) {
     // A concurrent request may have recorded the same supplied id since the
-    // caller checked; the writer is the one place that sees both.
+    // caller checked (and it may already sit in a frozen memtable or a
+    // segment); the writer is the one place that sees both.
     let mut seen: HashSet<(String, [u8; 16])> = HashSet::new();
-    {
-        let active = inner.active.read();
-        for r in group.iter_mut() {
-            if !r.docs.iter().any(|d| d.supplied) {
-                continue;
-            }
-            let before = r.docs.len();
-            r.docs.retain(|d| {
-                !d.supplied
-                    || (active.find(&d.values.project, &d.values.id).is_none()
-                        && seen.insert((d.values.project.clone(), d.values.id)))
-            });
-            if r.docs.len() != before {
-                r.duplicates += before - r.docs.len();
-                match encode(&inner.dicts, &r.docs) {
-                    Ok(b) => r.batch = b,
-                    Err(e) => {
-                        r.docs.clear();
-                        let _ = r.reply.send(Err(e));
-                    }
+    for r in group.iter_mut() {
+        if !r.docs.iter().any(|d| d.supplied) {
+            continue;
+        }
+        let before = r.docs.len();
+        r.docs.retain(|d| {
+            let v = &d.values;
+            // A failed lookup keeps the trace: storing a retry twice is
+            // better than losing it.
+            !d.supplied
+                || (!matches!(inner.find(&v.project, &v.id, Some(v.time)), Ok(Some(_)))
+                    && seen.insert((v.project.clone(), v.id)))
+        });
+        if r.docs.len() != before {
+            r.duplicates += before - r.docs.len();
+            match encode(&inner.dicts, &r.docs) {
+                Ok(b) => r.batch = b,
+                Err(e) => {
+                    r.docs.clear();
+                    let _ = r.reply.send(Err(e));
                 }
             }
         }
