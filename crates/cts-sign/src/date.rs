@@ -1,0 +1,228 @@
+//! `X-Sdk-Date` values: `%Y%m%dT%H%M%SZ` in UTC, converted with the civil
+//! calendar algorithms of Howard Hinnant (proleptic Gregorian, no leap
+//! seconds), so no date crate is needed.
+
+use crate::{excerpt, SignError};
+
+const SECS_PER_DAY: i64 = 86_400;
+
+/// Formats Unix seconds as an `X-Sdk-Date` value, e.g. `20261123T120000Z`.
+///
+/// The result is only a valid `X-Sdk-Date` (one [`parse_sdk_date`] accepts)
+/// for years 1 to 9999, which is everything a clock can say; outside it the
+/// year simply has more digits or a sign.
+pub fn format_sdk_date(unix_seconds: i64) -> String {
+    let days = unix_seconds.div_euclid(SECS_PER_DAY);
+    let secs = unix_seconds.rem_euclid(SECS_PER_DAY);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// Parses an `X-Sdk-Date` value (exactly `YYYYMMDDTHHMMSSZ`, UTC) into Unix
+/// seconds. Strict: exactly 16 characters, a real calendar date (leap years
+/// included), hours 00-23, minutes and seconds 00-59, year 0001-9999 (the
+/// range of Python's `datetime`).
+pub fn parse_sdk_date(s: &str) -> Result<i64, SignError> {
+    let bad = || SignError::BadDate(excerpt(s));
+    let b = s.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return Err(bad());
+    }
+    let num = |range: std::ops::Range<usize>| -> Result<i64, SignError> {
+        b[range].iter().try_fold(0i64, |acc, &c| {
+            if c.is_ascii_digit() {
+                Ok(acc * 10 + i64::from(c - b'0'))
+            } else {
+                Err(bad())
+            }
+        })
+    };
+    let (year, month, day) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let (hour, minute, second) = (num(9..11)?, num(11..13)?, num(13..15)?);
+    if year < 1
+        || !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return Err(bad());
+    }
+    Ok(days_from_civil(year, month, day) * SECS_PER_DAY + hour * 3600 + minute * 60 + second)
+}
+
+/// Checks that `sdk_date` is a valid `X-Sdk-Date` at most `max_skew_secs`
+/// away from `now_unix`, in either direction (the boundary itself is
+/// accepted). The SDK has no skew logic of its own: its clock is whatever the
+/// client machine says, so the window must allow for ordinary clock drift.
+pub fn check_date(sdk_date: &str, now_unix: i64, max_skew_secs: i64) -> Result<(), SignError> {
+    let t = parse_sdk_date(sdk_date)?;
+    let skew_secs = t.saturating_sub(now_unix);
+    if skew_secs.unsigned_abs() > max_skew_secs.max(0).unsigned_abs() {
+        return Err(SignError::StaleDate {
+            skew_secs,
+            max_skew_secs,
+        });
+    }
+    Ok(())
+}
+
+fn is_leap(year: i64) -> bool {
+    year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if is_leap(year) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400; // [0, 399]
+    let mp = if month > 2 { month - 3 } else { month + 9 }; // March = 0
+    let doy = (153 * mp + 2) / 5 + day - 1; // [0, 365]
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy; // [0, 146096]
+    era * 146_097 + doe - 719_468
+}
+
+/// The proleptic Gregorian (year, month, day) of a day count since 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097; // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+    let mp = (5 * doy + 2) / 153; // March = 0
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_dates() {
+        assert_eq!(format_sdk_date(0), "19700101T000000Z");
+        assert_eq!(format_sdk_date(1_700_000_000), "20231114T221320Z");
+        assert_eq!(format_sdk_date(1_795_435_200), "20261123T120000Z");
+        assert_eq!(format_sdk_date(951_782_400), "20000229T000000Z");
+        assert_eq!(format_sdk_date(-1), "19691231T235959Z");
+        assert_eq!(format_sdk_date(253_402_300_799), "99991231T235959Z");
+        assert_eq!(format_sdk_date(-62_135_596_800), "00010101T000000Z");
+        assert_eq!(parse_sdk_date("20261123T120000Z"), Ok(1_795_435_200));
+        assert_eq!(parse_sdk_date("19691231T235959Z"), Ok(-1));
+        assert_eq!(parse_sdk_date("00010101T000000Z"), Ok(-62_135_596_800));
+        assert_eq!(parse_sdk_date("99991231T235959Z"), Ok(253_402_300_799));
+    }
+
+    #[test]
+    fn round_trip_over_many_days() {
+        // Every day from 1600 to 2500 at a varying time of day.
+        let start = days_from_civil(1600, 1, 1);
+        let end = days_from_civil(2500, 12, 31);
+        let mut prev = None;
+        for d in start..=end {
+            let t = d * SECS_PER_DAY + (d.rem_euclid(86_400) * 7919) % SECS_PER_DAY;
+            let s = format_sdk_date(t);
+            assert_eq!(parse_sdk_date(&s), Ok(t), "{s}");
+            let (y, m, day) = civil_from_days(d);
+            assert_eq!(days_from_civil(y, m, day), d);
+            if let Some((py, pm, pd)) = prev {
+                // Consecutive days are consecutive calendar dates.
+                let next = if pd < days_in_month(py, pm) {
+                    (py, pm, pd + 1)
+                } else if pm < 12 {
+                    (py, pm + 1, 1)
+                } else {
+                    (py + 1, 1, 1)
+                };
+                assert_eq!((y, m, day), next);
+            }
+            prev = Some((y, m, day));
+        }
+    }
+
+    #[test]
+    fn leap_years() {
+        assert!(parse_sdk_date("20240229T000000Z").is_ok());
+        assert!(parse_sdk_date("20000229T000000Z").is_ok());
+        assert!(parse_sdk_date("21000229T000000Z").is_err());
+        assert!(parse_sdk_date("20230229T000000Z").is_err());
+        assert!(parse_sdk_date("20230431T000000Z").is_err());
+        assert!(parse_sdk_date("20230430T235959Z").is_ok());
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        for s in [
+            "",
+            "20261123T120000",
+            "20261123T120000z",
+            "20261123t120000Z",
+            "20261123 120000Z",
+            "2026-11-23T12:00:00Z",
+            "20261123T120000Z ",
+            " 20261123T120000Z",
+            "2026112T1200000Z",
+            "+0261123T120000Z",
+            "20261323T120000Z",
+            "20260023T120000Z",
+            "20261100T120000Z",
+            "20261123T240000Z",
+            "20261123T126000Z",
+            "20261123T120060Z",
+            "00000101T000000Z",
+            "２0261123T12000Z",
+        ] {
+            assert!(
+                matches!(parse_sdk_date(s), Err(SignError::BadDate(_))),
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn skew_boundaries() {
+        let now = 1_795_435_200; // 20261123T120000Z
+        let d = "20261123T120000Z";
+        assert_eq!(check_date(d, now, 0), Ok(()));
+        assert_eq!(check_date(d, now + 900, 900), Ok(()));
+        assert_eq!(check_date(d, now - 900, 900), Ok(()));
+        assert_eq!(
+            check_date(d, now + 901, 900),
+            Err(SignError::StaleDate {
+                skew_secs: -901,
+                max_skew_secs: 900
+            })
+        );
+        assert_eq!(
+            check_date(d, now - 901, 900),
+            Err(SignError::StaleDate {
+                skew_secs: 901,
+                max_skew_secs: 900
+            })
+        );
+        assert!(check_date(d, i64::MIN, 900).is_err());
+        assert!(check_date(d, i64::MAX, i64::MAX).is_ok());
+        assert!(check_date(d, now + 1, -5).is_err());
+        assert!(matches!(
+            check_date("garbage", now, 900),
+            Err(SignError::BadDate(_))
+        ));
+    }
+}
