@@ -1,0 +1,336 @@
+//! Groups of users of one domain; roles assigned to a group reach its
+//! members.
+
+use rusqlite::{params, Connection, Row};
+use serde::Serialize;
+
+use crate::role::{domain_of, Owned};
+use crate::store::{found, now_ms};
+use crate::{domain, rules, user, Filter, IdentityError, IdentityStore, User};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Group {
+    pub id: String,
+    pub name: String,
+    pub domain_id: String,
+    pub description: String,
+}
+
+/// A group to create.
+#[derive(Debug, Clone)]
+pub struct NewGroup {
+    pub domain_id: String,
+    pub name: String,
+    pub description: String,
+}
+
+/// Changes to a group; `None` keeps the value.
+#[derive(Debug, Clone, Default)]
+pub struct GroupUpdate {
+    pub name: Option<String>,
+    pub description: Option<String>,
+}
+
+const COLUMNS: &str = "g.id, g.name, g.domain_id, g.description";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<Group> {
+    Ok(Group {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        domain_id: r.get(2)?,
+        description: r.get(3)?,
+    })
+}
+
+fn get(conn: &Connection, id: &str) -> Result<Group, IdentityError> {
+    found(
+        conn.query_row(
+            &format!("SELECT {COLUMNS} FROM groups g WHERE g.id = ?1"),
+            [id],
+            from_row,
+        ),
+        "group",
+        id,
+    )
+}
+
+fn name_taken(conn: &Connection, domain_id: &str, name: &str) -> Result<bool, IdentityError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM groups WHERE domain_id = ?1 AND name = ?2)",
+        [domain_id, name],
+        |r| r.get(0),
+    )?)
+}
+
+impl IdentityStore {
+    pub fn create_group(&self, new: &NewGroup) -> Result<Group, IdentityError> {
+        rules::check_name("name", &new.name)?;
+        rules::check_description(&new.description)?;
+        self.write(|tx| {
+            domain::get(tx, &new.domain_id)?;
+            if name_taken(tx, &new.domain_id, &new.name)? {
+                return Err(IdentityError::conflict("group", &new.name));
+            }
+            let id = rules::new_id();
+            tx.execute(
+                "INSERT INTO groups (id, name, domain_id, description, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, new.name, new.domain_id, new.description, now_ms()],
+            )?;
+            get(tx, &id)
+        })
+    }
+
+    pub fn get_group(&self, id: &str) -> Result<Group, IdentityError> {
+        self.read(|conn| get(conn, id))
+    }
+
+    /// Groups matching `filter`, by domain and name.
+    pub fn list_groups(&self, filter: &Filter) -> Result<Vec<Group>, IdentityError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM groups g \
+                 WHERE (?1 IS NULL OR g.domain_id = ?1) AND (?2 IS NULL OR g.name = ?2) \
+                 ORDER BY g.domain_id, g.name"
+            ))?;
+            let rows = stmt.query_map(params![filter.domain_id, filter.name], from_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    pub fn update_group(&self, id: &str, update: &GroupUpdate) -> Result<Group, IdentityError> {
+        if let Some(name) = &update.name {
+            rules::check_name("name", name)?;
+        }
+        if let Some(description) = &update.description {
+            rules::check_description(description)?;
+        }
+        self.write(|tx| {
+            let mut group = get(tx, id)?;
+            if let Some(name) = &update.name {
+                if *name != group.name && name_taken(tx, &group.domain_id, name)? {
+                    return Err(IdentityError::conflict("group", name));
+                }
+                group.name.clone_from(name);
+            }
+            if let Some(description) = &update.description {
+                group.description.clone_from(description);
+            }
+            tx.execute(
+                "UPDATE groups SET name = ?2, description = ?3 WHERE id = ?1",
+                params![id, group.name, group.description],
+            )?;
+            Ok(group)
+        })
+    }
+
+    /// Deletes a group with its memberships and role assignments.
+    pub fn delete_group(&self, id: &str) -> Result<(), IdentityError> {
+        self.write(|tx| {
+            if tx.execute("DELETE FROM groups WHERE id = ?1", [id])? == 0 {
+                return Err(IdentityError::not_found("group", id));
+            }
+            Ok(())
+        })
+    }
+
+    /// Adds a user of the group's domain to the group; adding a member
+    /// again succeeds and changes nothing.
+    pub fn add_member(&self, group_id: &str, user_id: &str) -> Result<(), IdentityError> {
+        self.write(|tx| {
+            if domain_of(tx, Owned::Group, group_id)? != domain_of(tx, Owned::User, user_id)? {
+                return Err(IdentityError::invalid(
+                    "user_id",
+                    "the user must belong to the group's domain",
+                ));
+            }
+            tx.execute(
+                "INSERT OR IGNORE INTO memberships (group_id, user_id) VALUES (?1, ?2)",
+                [group_id, user_id],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Removes a membership; `NotFound` when the user is not a member.
+    pub fn remove_member(&self, group_id: &str, user_id: &str) -> Result<(), IdentityError> {
+        self.write(|tx| {
+            match tx.execute(
+                "DELETE FROM memberships WHERE group_id = ?1 AND user_id = ?2",
+                [group_id, user_id],
+            )? {
+                0 => Err(IdentityError::not_found(
+                    "group membership",
+                    &format!("of user {user_id} in group {group_id}"),
+                )),
+                _ => Ok(()),
+            }
+        })
+    }
+
+    /// Whether the user is in the group; `NotFound` for an unknown group or
+    /// user, so a typo is not answered with "no".
+    pub fn is_member(&self, group_id: &str, user_id: &str) -> Result<bool, IdentityError> {
+        self.read(|conn| {
+            domain_of(conn, Owned::Group, group_id)?;
+            domain_of(conn, Owned::User, user_id)?;
+            Ok(conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM memberships WHERE group_id = ?1 AND user_id = ?2)",
+                [group_id, user_id],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
+    /// The members of a group, by name.
+    pub fn list_group_users(&self, group_id: &str) -> Result<Vec<User>, IdentityError> {
+        self.read(|conn| {
+            domain_of(conn, Owned::Group, group_id)?;
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {} FROM memberships m JOIN users u ON u.id = m.user_id \
+                 WHERE m.group_id = ?1 ORDER BY u.name",
+                user::COLUMNS
+            ))?;
+            let rows = stmt.query_map([group_id], user::from_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// The groups a user is in, by name.
+    pub fn list_user_groups(&self, user_id: &str) -> Result<Vec<Group>, IdentityError> {
+        self.read(|conn| {
+            domain_of(conn, Owned::User, user_id)?;
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM memberships m JOIN groups g ON g.id = m.group_id \
+                 WHERE m.user_id = ?1 ORDER BY g.name"
+            ))?;
+            let rows = stmt.query_map([user_id], from_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::temp_store;
+    use crate::testutil::*;
+
+    #[test]
+    fn round_trip_uniqueness_and_listing() {
+        let (_tmp, store) = temp_store();
+        let d1 = store.create_domain("d1").unwrap();
+        let d2 = store.create_domain("d2").unwrap();
+        let ops = group(&store, &d1.id, "ops");
+        assert_eq!(ops.id.len(), 32);
+        assert_eq!(store.get_group(&ops.id).unwrap(), ops);
+        let dev = group(&store, &d1.id, "dev");
+        group(&store, &d2.id, "ops");
+        assert!(matches!(
+            store.create_group(&NewGroup {
+                domain_id: d1.id.clone(),
+                name: "ops".into(),
+                description: String::new()
+            }),
+            Err(IdentityError::Conflict { what: "group", .. })
+        ));
+        let in_d1 = Filter {
+            domain_id: Some(d1.id.clone()),
+            name: None,
+        };
+        let names: Vec<_> = store
+            .list_groups(&in_d1)
+            .unwrap()
+            .into_iter()
+            .map(|g| g.name)
+            .collect();
+        assert_eq!(names, ["dev", "ops"]);
+
+        let rename = GroupUpdate {
+            name: Some("ops".into()),
+            description: None,
+        };
+        assert!(matches!(
+            store.update_group(&dev.id, &rename),
+            Err(IdentityError::Conflict { what: "group", .. })
+        ));
+        let update = GroupUpdate {
+            name: Some("developers".into()),
+            description: Some("they build".into()),
+        };
+        let changed = store.update_group(&dev.id, &update).unwrap();
+        assert_eq!(store.get_group(&dev.id).unwrap(), changed);
+        assert_eq!(changed.description, "they build");
+
+        store.delete_group(&dev.id).unwrap();
+        assert!(matches!(
+            store.delete_group(&dev.id),
+            Err(IdentityError::NotFound { what: "group", .. })
+        ));
+    }
+
+    #[test]
+    fn membership() {
+        let (_tmp, store) = temp_store();
+        let d1 = store.create_domain("d1").unwrap();
+        let d2 = store.create_domain("d2").unwrap();
+        let ops = group(&store, &d1.id, "ops");
+        let dev = group(&store, &d1.id, "dev");
+        let alice = user(&store, &d1.id, "alice");
+        let bob = user(&store, &d1.id, "bob");
+        let eve = user(&store, &d2.id, "eve");
+
+        assert!(!store.is_member(&ops.id, &alice.id).unwrap());
+        store.add_member(&ops.id, &alice.id).unwrap();
+        store.add_member(&ops.id, &alice.id).unwrap();
+        store.add_member(&ops.id, &bob.id).unwrap();
+        store.add_member(&dev.id, &alice.id).unwrap();
+        assert!(store.is_member(&ops.id, &alice.id).unwrap());
+        let members: Vec<_> = store
+            .list_group_users(&ops.id)
+            .unwrap()
+            .into_iter()
+            .map(|u| u.name)
+            .collect();
+        assert_eq!(members, ["alice", "bob"]);
+        let groups: Vec<_> = store
+            .list_user_groups(&alice.id)
+            .unwrap()
+            .into_iter()
+            .map(|g| g.name)
+            .collect();
+        assert_eq!(groups, ["dev", "ops"]);
+
+        assert!(matches!(
+            store.add_member(&ops.id, &eve.id),
+            Err(IdentityError::Invalid {
+                field: "user_id",
+                ..
+            })
+        ));
+        assert!(matches!(
+            store.add_member(&ops.id, "nope"),
+            Err(IdentityError::NotFound { what: "user", .. })
+        ));
+        assert!(matches!(
+            store.is_member("nope", &alice.id),
+            Err(IdentityError::NotFound { what: "group", .. })
+        ));
+
+        store.remove_member(&ops.id, &bob.id).unwrap();
+        assert!(matches!(
+            store.remove_member(&ops.id, &bob.id),
+            Err(IdentityError::NotFound {
+                what: "group membership",
+                ..
+            })
+        ));
+
+        // Memberships go with the user and with the group.
+        store.delete_user(&alice.id).unwrap();
+        assert!(store.list_group_users(&ops.id).unwrap().is_empty());
+        store.add_member(&dev.id, &bob.id).unwrap();
+        store.delete_group(&dev.id).unwrap();
+        assert!(store.list_user_groups(&bob.id).unwrap().is_empty());
+    }
+}
