@@ -219,12 +219,28 @@ impl IdentityStore {
         access: &str,
         status: AccessKeyStatus,
     ) -> Result<AccessKey, IdentityError> {
+        self.update_access_key(access, "status", status.as_str())
+    }
+
+    pub fn set_access_key_description(
+        &self,
+        access: &str,
+        description: &str,
+    ) -> Result<AccessKey, IdentityError> {
+        rules::check_description(description)?;
+        self.update_access_key(access, "description", description)
+    }
+
+    /// Sets one column (a name of this module, never caller input).
+    fn update_access_key(
+        &self,
+        access: &str,
+        column: &'static str,
+        value: &str,
+    ) -> Result<AccessKey, IdentityError> {
         self.write(|tx| {
-            if tx.execute(
-                "UPDATE access_keys SET status = ?2 WHERE access = ?1",
-                [access, status.as_str()],
-            )? == 0
-            {
+            let sql = format!("UPDATE access_keys SET {column} = ?2 WHERE access = ?1");
+            if tx.execute(&sql, [access, value])? == 0 {
                 return Err(IdentityError::not_found("access key", access));
             }
             self.keys.lock().remove(access);

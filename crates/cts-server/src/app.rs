@@ -1,14 +1,19 @@
 //! The router, its middleware, and the server loop with its background
 //! retention task.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 
 use axum::body::Body;
+use axum::handler::Handler;
+use axum::http::Method;
 use axum::http::Request;
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, MethodRouter};
+use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
+use axum_server::tls_rustls::RustlsConfig;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -16,36 +21,217 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::api::{ops, traces};
+use crate::api::{credentials, identity, ops, tokens, traces, versions};
+use crate::auth::{authorize, Access, Permission};
 use crate::error::ApiError;
 use crate::state::{now_ms, AppState};
 
-/// Every route of the API; `docs/openapi.json` describes exactly these.
-pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+/// One route: its method, path, the access it declares and its handler.
+pub(crate) struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+    pub handler: MethodRouter<AppState>,
+}
+
+fn route<H, T>(method: Method, path: &'static str, access: Access, handler: H) -> Route
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).expect("a standard method");
+    Route {
+        method,
+        path,
+        access,
+        handler: on(filter, handler),
+    }
+}
+
+/// Every route of the API with the access it needs; `docs/openapi.json`
+/// describes exactly these.
+pub(crate) fn routes() -> Vec<Route> {
+    use Access::{Authenticated, Domain, Metrics, Project, Public};
+    use Method as M;
+    use Permission::{CtsRead, IdentityManage, TraceReport};
+    const IDM: Access = Domain(IdentityManage);
     vec![
-        ("/healthz", get(ops::healthz)),
-        ("/readyz", get(ops::readyz)),
-        ("/metrics", get(ops::metrics)),
-        ("/openapi.json", get(ops::openapi)),
-        (
+        route(M::GET, "/healthz", Public, ops::healthz),
+        route(M::GET, "/readyz", Public, ops::readyz),
+        route(M::GET, "/metrics", Metrics, ops::metrics),
+        route(M::GET, "/openapi.json", Public, ops::openapi),
+        route(M::GET, "/", Public, versions::list),
+        route(M::GET, "/{version}", Public, versions::show),
+        route(
+            M::GET,
             "/v3/{project_id}/traces",
-            get(traces::list_v3).post(traces::report),
+            Project(CtsRead),
+            traces::list_v3,
         ),
-        (
+        route(
+            M::POST,
+            "/v3/{project_id}/traces",
+            Project(TraceReport),
+            traces::report,
+        ),
+        route(
+            M::GET,
             "/v1.0/{project_id}/{tracker_name}/trace",
-            get(traces::list_v1),
+            Project(CtsRead),
+            traces::list_v1,
         ),
-        (
+        route(
+            M::GET,
             "/v2.0/{project_id}/{tracker_name}/trace",
-            get(traces::list_v2),
+            Project(CtsRead),
+            traces::list_v2,
+        ),
+        // Keystone v3: tokens.
+        route(M::POST, "/v3/auth/tokens", Public, tokens::issue),
+        route(M::GET, "/v3/auth/tokens", Authenticated, tokens::check),
+        route(M::HEAD, "/v3/auth/tokens", Authenticated, tokens::check),
+        route(M::DELETE, "/v3/auth/tokens", Authenticated, tokens::revoke),
+        route(
+            M::GET,
+            "/v3/auth/projects",
+            Authenticated,
+            tokens::my_projects,
+        ),
+        // Keystone v3: identities of the caller's domain.
+        route(M::GET, "/v3/projects", IDM, identity::list_projects),
+        route(M::POST, "/v3/projects", IDM, identity::create_project),
+        route(M::GET, "/v3/projects/{id}", IDM, identity::get_project),
+        route(M::PATCH, "/v3/projects/{id}", IDM, identity::update_project),
+        route(
+            M::DELETE,
+            "/v3/projects/{id}",
+            IDM,
+            identity::delete_project,
+        ),
+        route(M::GET, "/v3/users", IDM, identity::list_users),
+        route(M::POST, "/v3/users", IDM, identity::create_user),
+        route(M::GET, "/v3/users/{id}", IDM, identity::get_user),
+        route(M::PATCH, "/v3/users/{id}", IDM, identity::update_user),
+        route(M::DELETE, "/v3/users/{id}", IDM, identity::delete_user),
+        route(
+            M::GET,
+            "/v3/users/{id}/groups",
+            IDM,
+            identity::groups_of_user,
+        ),
+        route(M::GET, "/v3/groups", IDM, identity::list_groups),
+        route(M::POST, "/v3/groups", IDM, identity::create_group),
+        route(M::GET, "/v3/groups/{id}", IDM, identity::get_group),
+        route(M::PATCH, "/v3/groups/{id}", IDM, identity::update_group),
+        route(M::DELETE, "/v3/groups/{id}", IDM, identity::delete_group),
+        route(
+            M::GET,
+            "/v3/groups/{id}/users",
+            IDM,
+            identity::users_of_group,
+        ),
+        route(
+            M::PUT,
+            "/v3/groups/{id}/users/{user_id}",
+            IDM,
+            identity::add_member,
+        ),
+        route(
+            M::HEAD,
+            "/v3/groups/{id}/users/{user_id}",
+            IDM,
+            identity::check_member,
+        ),
+        route(
+            M::DELETE,
+            "/v3/groups/{id}/users/{user_id}",
+            IDM,
+            identity::remove_member,
+        ),
+        route(M::GET, "/v3/roles", Authenticated, identity::list_roles),
+        route(M::GET, "/v3/roles/{id}", Authenticated, identity::get_role),
+        route(
+            M::GET,
+            "/v3/role_assignments",
+            IDM,
+            identity::list_assignments,
+        ),
+        route(
+            M::GET,
+            "/v3/projects/{id}/{actor}/{actor_id}/roles",
+            IDM,
+            identity::roles_of_actor,
+        ),
+        route(
+            M::PUT,
+            "/v3/projects/{id}/{actor}/{actor_id}/roles/{role_id}",
+            IDM,
+            identity::assign,
+        ),
+        route(
+            M::HEAD,
+            "/v3/projects/{id}/{actor}/{actor_id}/roles/{role_id}",
+            IDM,
+            identity::check_assignment,
+        ),
+        route(
+            M::DELETE,
+            "/v3/projects/{id}/{actor}/{actor_id}/roles/{role_id}",
+            IDM,
+            identity::unassign,
+        ),
+        // Huawei Cloud IAM: access keys.
+        route(
+            M::POST,
+            "/v3.0/OS-CREDENTIAL/credentials",
+            Authenticated,
+            credentials::create,
+        ),
+        route(
+            M::GET,
+            "/v3.0/OS-CREDENTIAL/credentials",
+            Authenticated,
+            credentials::list,
+        ),
+        route(
+            M::GET,
+            "/v3.0/OS-CREDENTIAL/credentials/{access_key}",
+            Authenticated,
+            credentials::show,
+        ),
+        route(
+            M::PUT,
+            "/v3.0/OS-CREDENTIAL/credentials/{access_key}",
+            Authenticated,
+            credentials::update,
+        ),
+        route(
+            M::DELETE,
+            "/v3.0/OS-CREDENTIAL/credentials/{access_key}",
+            Authenticated,
+            credentials::delete,
         ),
     ]
 }
 
 pub fn router(state: AppState) -> Router {
+    // Each method of a path carries its own authorization layer, merged
+    // into the path's method router.
+    let mut paths: BTreeMap<&'static str, MethodRouter<AppState>> = BTreeMap::new();
+    for r in routes() {
+        tracing::debug!(method = %r.method, path = r.path, access = ?r.access, "route");
+        let authorized = r
+            .handler
+            .layer(from_fn_with_state((state.clone(), r.access), authorize));
+        let merged = match paths.remove(r.path) {
+            Some(existing) => existing.merge(authorized),
+            None => authorized,
+        };
+        paths.insert(r.path, merged);
+    }
     let mut router = Router::new();
-    for (path, route) in routes() {
-        router = router.route(path, route);
+    for (path, methods) in paths {
+        router = router.route(path, methods);
     }
     let middleware = ServiceBuilder::new()
         // Keeps a client's X-Request-Id, or makes one, before the span opens.
@@ -96,31 +282,55 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::Internal(format!("handler panicked: {msg}")).into_response()
 }
 
-/// Until requests are authenticated, the server must not be reachable from
-/// other machines.
-pub fn check_listen_addr(addr: &SocketAddr) -> Result<(), String> {
-    if addr.ip().is_loopback() {
-        Ok(())
-    } else {
-        Err(format!(
-            "refusing to listen on {addr}: ctsd does not authenticate requests yet, so it \
-             only serves loopback addresses (127.0.0.0/8, [::1]); use e.g. --listen 127.0.0.1:8080"
-        ))
-    }
-}
-
 /// Serves `state` on `listener` until `shutdown` completes, then finishes the
 /// requests in flight. Expired traces are dropped in the background.
-pub async fn serve<F>(state: AppState, listener: TcpListener, shutdown: F) -> std::io::Result<()>
+///
+/// With `tls`, every connection is TLS (rustls); there is no plain-HTTP
+/// port beside it.
+pub async fn serve<F>(
+    state: AppState,
+    listener: TcpListener,
+    tls: Option<RustlsConfig>,
+    shutdown: F,
+) -> std::io::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
     let retention = tokio::spawn(enforce_retention(state.clone()));
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    // The peer address becomes the `source_ip` of audit traces and a key
+    // of the login throttle.
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let result = match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(tls) => {
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                stopper.graceful_shutdown(None);
+            });
+            axum_server::from_tcp_rustls(listener.into_std()?, tls)
+                .handle(handle)
+                .serve(app)
+                .await
+        }
+    };
     retention.abort();
     result
+}
+
+/// Loads the certificate chain and key named by the configuration.
+pub async fn load_tls(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> std::io::Result<RustlsConfig> {
+    // One process-wide provider; a second install (tests) is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    RustlsConfig::from_pem_file(cert, key).await
 }
 
 /// Every `store.retention_check_interval`, drops what is older than the

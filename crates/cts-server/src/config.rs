@@ -25,14 +25,47 @@ const ENV_PREFIX: &str = "CTS_";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Address to listen on. Only loopback until authentication exists.
+    /// Address to listen on.
     pub listen: SocketAddr,
+    /// The URL clients reach this server at, for token catalogs and
+    /// `bootstrap.json` (e.g. `https://cts.example.com`). Unset: the
+    /// scheme and `Host` of each request.
+    pub public_url: Option<String>,
     /// Root of the store (`journal/`, `index/`).
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
     pub limits: Limits,
     pub store: StoreSettings,
     pub metrics: MetricsSettings,
+    pub auth: AuthSettings,
+    pub tls: TlsSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Lifetime of tokens issued by `POST /v3/auth/tokens`.
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+    /// How far `X-Sdk-Date` of a signed request may be from the server clock.
+    #[serde(with = "humantime_serde")]
+    pub signature_max_skew: Duration,
+    /// Failed authentications of one user, key or address before it is
+    /// refused for `login_lockout`.
+    pub login_max_failures: u32,
+    #[serde(with = "humantime_serde")]
+    pub login_lockout: Duration,
+    /// Largest body of an identity request, in bytes.
+    pub max_identity_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain; with `key`, the server speaks HTTPS only.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,8 +107,8 @@ pub struct StoreSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsSettings {
-    /// Whether `/metrics` needs no authentication (reserved: there is no
-    /// authentication yet, so it is always public for now).
+    /// Whether `/metrics` is served without a credential (for a
+    /// Prometheus that cannot sign); otherwise any valid credential.
     pub public: bool,
 }
 
@@ -86,6 +119,7 @@ impl Default for Config {
         let ms = |v: i64| Duration::from_millis(v as u64);
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
             data_dir: store.dir.clone(),
             log_format: LogFormat::Text,
             limits: Limits {
@@ -102,6 +136,14 @@ impl Default for Config {
                 fsync: store.fsync,
             },
             metrics: MetricsSettings { public: true },
+            auth: AuthSettings {
+                token_ttl: Duration::from_secs(24 * 3600),
+                signature_max_skew: Duration::from_secs(15 * 60),
+                login_max_failures: 5,
+                login_lockout: Duration::from_secs(15 * 60),
+                max_identity_body_bytes: 64 << 10,
+            },
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -111,6 +153,8 @@ impl Default for Config {
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +192,12 @@ impl Config {
         }
         if let Some(dir) = &overrides.data_dir {
             figment = figment.merge(("data_dir", dir));
+        }
+        if let Some(cert) = &overrides.tls_cert {
+            figment = figment.merge(("tls.cert", cert));
+        }
+        if let Some(key) = &overrides.tls_key {
+            figment = figment.merge(("tls.key", key));
         }
         let config: Config = figment
             .extract()
@@ -194,6 +244,20 @@ impl Config {
         if self.store.journal_segment_bytes < 4096 {
             return invalid("store.journal_segment_bytes", "must be at least 4096");
         }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return invalid("tls", "needs both cert and key, or neither");
+        }
+        if self.auth.token_ttl < Duration::from_secs(1) {
+            return invalid("auth.token_ttl", "must be at least 1s");
+        }
+        if self.auth.login_max_failures == 0 {
+            return invalid("auth.login_max_failures", positive);
+        }
+        if let Some(url) = &self.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return invalid("public_url", "must start with http:// or https://");
+            }
+        }
         Ok(())
     }
 
@@ -203,6 +267,11 @@ impl Config {
 
     pub fn max_clock_skew_ms(&self) -> i64 {
         duration_ms(self.limits.max_clock_skew)
+    }
+
+    /// Where the identity store lives.
+    pub fn identity_dir(&self) -> PathBuf {
+        self.data_dir.join("identity")
     }
 
     /// The settings of the embedded store engine.
@@ -407,6 +476,8 @@ mod tests {
             assert_eq!(c.store_config().partition_ms, 1000);
 
             let flags = Overrides {
+                tls_cert: None,
+                tls_key: None,
                 listen: Some("127.0.0.1:0".parse().unwrap()),
                 data_dir: Some(PathBuf::from("/from/flag")),
             };

@@ -12,15 +12,25 @@
 //! | 404  | CTS.9002 | No such route                                             |
 //! | 405  | CTS.9003 | Method not allowed on this route                          |
 //! | 503  | CTS.9004 | Not ready: the store does not answer                      |
+//! | 429  | CTS.9005 | Too many failed authentications; retry after `Retry-After`|
+//! | 404  | CTS.9006 | No such identity resource (user, group, project, key, …)  |
+//! | 409  | CTS.9007 | Name already taken, or a quota reached                    |
 //!
-//! Codes of the reference in use: `CTS.0003` (400, invalid report body),
+//! Codes of the reference in use: `CTS.0003` (400, invalid request body),
 //! `CTS.0300` (400, invalid query parameter), `CTS.0004` (500, the store
-//! failed to write), `CTS.0005` (500, the store failed to read).
+//! failed to write), `CTS.0005` (500, the store failed to read), `CTS.0002`
+//! (401: no valid credential; 403: not authorized for the project), and
+//! `CTS.0013` (403: the caller's roles lack the permission).
 
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use cts_identity::IdentityError;
 use cts_model::{FieldError, QueryError, ReportError};
+
+use crate::auth::AuthFailure;
 use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +59,45 @@ pub enum ApiError {
     Internal(String),
     #[error("not ready: {0}")]
     Unavailable(String),
+    #[error("authentication failed: {}", .0.message)]
+    Unauthenticated(AuthFailure),
+    /// Not authorized for the project in the path (or it does not exist:
+    /// the caller must not learn which).
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("no permission: this needs the role {needed} on the project")]
+    MissingRole { needed: String },
+    #[error("too many failed authentications; retry in {} s", retry_after.as_secs())]
+    Throttled { retry_after: Duration },
+    #[error("{what} {id} does not exist")]
+    ResourceNotFound { what: &'static str, id: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("API version {0} is not supported; GET / lists the versions")]
+    UnknownVersion(String),
+}
+
+impl From<IdentityError> for ApiError {
+    fn from(e: IdentityError) -> ApiError {
+        match e {
+            IdentityError::NotFound { what, id } => ApiError::ResourceNotFound { what, id },
+            IdentityError::Invalid { field, rule } => ApiError::BadRequest { field, rule },
+            IdentityError::Conflict { .. } | IdentityError::QuotaExceeded { .. } => {
+                ApiError::Conflict(e.to_string())
+            }
+            IdentityError::InvalidCredentials
+            | IdentityError::ScopeNotAllowed
+            | IdentityError::UnknownAccessKey
+            | IdentityError::InactiveAccessKey
+            | IdentityError::UnknownToken
+            | IdentityError::TokenExpired
+            | IdentityError::TokenRevoked => ApiError::Unauthenticated(AuthFailure {
+                reason: "invalid_credentials",
+                message: e.to_string(),
+            }),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
 }
 
 impl ApiError {
@@ -64,6 +113,13 @@ impl ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) | ApiError::MissingRole { .. } => StatusCode::FORBIDDEN,
+            ApiError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::ResourceNotFound { .. } | ApiError::UnknownVersion(_) => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
         }
     }
 
@@ -78,6 +134,12 @@ impl ApiError {
             ApiError::NotFound => "CTS.9002",
             ApiError::MethodNotAllowed => "CTS.9003",
             ApiError::Unavailable(_) => "CTS.9004",
+            ApiError::Unauthenticated(_) | ApiError::Forbidden(_) => "CTS.0002",
+            ApiError::MissingRole { .. } => "CTS.0013",
+            ApiError::Throttled { .. } => "CTS.9005",
+            ApiError::ResourceNotFound { .. } => "CTS.9006",
+            ApiError::Conflict(_) => "CTS.9007",
+            ApiError::UnknownVersion(_) => "CTS.0100",
         }
     }
 
@@ -127,7 +189,22 @@ impl IntoResponse for ApiError {
         if let Some(errors) = self.field_errors() {
             body["errors"] = json!(errors);
         }
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::Throttled { retry_after } => {
+                headers.insert(header::RETRY_AFTER, retry_after.as_secs().into());
+            }
+            ApiError::Unauthenticated(_) => {
+                // What keystoneauth and browsers expect of a 401.
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Keystone uri=\"/v3\", SDK-HMAC-SHA256"),
+                );
+            }
+            _ => {}
+        }
+        response
     }
 }
 

@@ -1,9 +1,12 @@
 //! The CTS server: configuration, HTTP API and background tasks around a
 //! [`cts_store::TraceStore`]. The `ctsd` binary is a thin shell around
-//! [`Config::load`], [`AppState::open`] and [`serve`].
+//! [`Config::load`], [`AppState::open`], [`bootstrap`] and [`serve`].
 
 pub mod api;
 mod app;
+mod audit;
+pub mod auth;
+mod body;
 pub mod config;
 pub mod error;
 pub mod metrics;
@@ -14,7 +17,7 @@ mod broken_store;
 #[cfg(test)]
 mod tests;
 
-pub use app::{check_listen_addr, router, serve};
+pub use app::{load_tls, router, serve};
 pub use config::{Config, LogFormat, Overrides};
 pub use error::ApiError;
 pub use state::AppState;

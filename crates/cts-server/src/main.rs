@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use cts_server::{check_listen_addr, serve, AppState, Config, LogFormat, Overrides};
+use cts_identity::{BootstrapOutcome, BootstrapSeed};
+use cts_server::{load_tls, serve, AppState, Config, LogFormat, Overrides};
 use cts_store::EmbeddedStore;
 use tracing_subscriber::EnvFilter;
 
@@ -41,6 +42,12 @@ struct ServeArgs {
     /// Address to listen on (overrides `listen`); port 0 picks a free port.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// PEM certificate chain: serve HTTPS (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -63,13 +70,21 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let (common, listen) = match &cli.command {
-        Command::Serve(a) => (&a.common, a.listen),
-        Command::Reindex(a) => (a, None),
+    let overrides = match &cli.command {
+        Command::Serve(a) => Overrides {
+            listen: a.listen,
+            data_dir: a.common.data_dir.clone(),
+            tls_cert: a.tls_cert.clone(),
+            tls_key: a.tls_key.clone(),
+        },
+        Command::Reindex(a) => Overrides {
+            data_dir: a.data_dir.clone(),
+            ..Overrides::default()
+        },
     };
-    let overrides = Overrides {
-        listen,
-        data_dir: common.data_dir.clone(),
+    let common = match &cli.command {
+        Command::Serve(a) => &a.common,
+        Command::Reindex(a) => a,
     };
     let config = Config::load(common.config.as_deref(), &overrides)?;
     init_logging(config.log_format);
@@ -99,32 +114,114 @@ fn init_logging(format: LogFormat) {
 }
 
 fn run_server(config: Config) -> Result<()> {
-    check_listen_addr(&config.listen).map_err(|e| anyhow!(e))?;
-    tracing::warn!(
-        "requests are not authenticated yet: ctsd only serves loopback addresses until authentication lands"
-    );
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let listen = config.listen;
         let dir = config.data_dir.display().to_string();
+        let tls = match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => Some(load_tls(cert, key).await.with_context(|| {
+                format!(
+                    "loading the TLS certificate {} and key {}",
+                    cert.display(),
+                    key.display()
+                )
+            })?),
+            _ => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         // The store first: a server that answers must be able to record.
         let state = AppState::open(config)
             .await
-            .with_context(|| format!("opening the store in {dir}"))?;
+            .with_context(|| format!("opening the data directory {dir}"))?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
         let addr = listener.local_addr()?;
-        // Tests and scripts read this line to learn the port.
+        let endpoint = state
+            .config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("{scheme}://{}", client_addr(addr)));
+        let created = bootstrap(&state, &endpoint).await?;
+        // Tests and scripts read this first line to learn the port.
         let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "ctsd listening on http://{addr}")?;
+        writeln!(stdout, "ctsd listening on {scheme}://{addr}")?;
+        if let Some(file) = created {
+            writeln!(
+                stdout,
+                "ctsd: first start: the admin's password and access key are in {} (mode 0600)",
+                file.display()
+            )?;
+        }
         stdout.flush()?;
         drop(stdout);
         tracing::info!(%addr, data_dir = %dir, "serving");
-        serve(state, listener, shutdown_signal()).await?;
+        serve(state, listener, tls, shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// The address a client on this machine connects to: a wildcard listen
+/// address is reached through loopback.
+fn client_addr(addr: SocketAddr) -> SocketAddr {
+    let mut a = addr;
+    if a.ip().is_unspecified() {
+        a.set_ip(if a.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    a
+}
+
+/// On an empty data directory: creates the first domain, project, admin
+/// user and access key, and writes them to `DATA_DIR/bootstrap.json`,
+/// whose path it returns.
+async fn bootstrap(state: &AppState, endpoint: &str) -> Result<Option<PathBuf>> {
+    let seed = bootstrap_seed();
+    let file = state.config.data_dir.join("bootstrap.json");
+    let identity = state.identity.clone();
+    let endpoint = endpoint.to_string();
+    let path = file.clone();
+    let outcome = tokio::task::spawn_blocking(move || identity.bootstrap(&seed, &endpoint, &path))
+        .await?
+        .context("creating the first identities")?;
+    Ok(match outcome {
+        BootstrapOutcome::Created(b) => {
+            tracing::info!(
+                domain = %b.domain_name,
+                project_id = %b.project_id,
+                user = %b.user_name,
+                file = %file.display(),
+                "first start: created the admin identities"
+            );
+            Some(file)
+        }
+        BootstrapOutcome::Existing => None,
+    })
+}
+
+/// `CTS_BOOTSTRAP_<KEY>` for each key of `bootstrap.json` the operator
+/// fixes in advance. Read as plain strings: a password of digits stays a
+/// string.
+fn bootstrap_seed() -> BootstrapSeed {
+    let var = |key: &str| {
+        std::env::var(format!("CTS_BOOTSTRAP_{}", key.to_ascii_uppercase()))
+            .ok()
+            .filter(|v| !v.is_empty())
+    };
+    BootstrapSeed {
+        domain_id: var("domain_id"),
+        domain_name: var("domain_name"),
+        project_id: var("project_id"),
+        region: var("region"),
+        user_name: var("user_name"),
+        password: var("password"),
+        access_key: var("access_key"),
+        secret_key: var("secret_key"),
+    }
 }
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -26,6 +26,12 @@ pub struct ApiLabel {
     pub api: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why a credential was refused (`bad_signature`, `token_expired`, …).
+    pub reason: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -54,6 +60,12 @@ pub struct Metrics {
     pub report_requests: Family<CodeLabel, Counter>,
     pub ingest_duration: Histogram,
     pub query_duration: HistogramFamily<ApiLabel>,
+    pub auth_failures: Family<ReasonLabel, Counter>,
+    pub auth_throttled: Counter,
+    pub access_denied: Counter,
+    pub tokens_issued: Counter,
+    pub audit_traces: Counter,
+    pub audit_failures: Counter,
     store: StoreGauges,
 }
 
@@ -77,6 +89,12 @@ impl Metrics {
             report_requests: Family::default(),
             ingest_duration: latency_histogram(),
             query_duration: Family::new_with_constructor(latency_histogram),
+            auth_failures: Family::default(),
+            auth_throttled: Counter::default(),
+            access_denied: Counter::default(),
+            tokens_issued: Counter::default(),
+            audit_traces: Counter::default(),
+            audit_failures: Counter::default(),
             store: StoreGauges::default(),
         };
         let registry = &mut m.registry;
@@ -111,6 +129,36 @@ impl Metrics {
             "Time to answer a trace query, by API version",
             m.query_duration.clone(),
         );
+        registry.register(
+            "cts_auth_failures",
+            "Requests refused for a missing or invalid credential, by reason",
+            m.auth_failures.clone(),
+        );
+        for (name, help, counter) in [
+            (
+                "cts_auth_throttled",
+                "Authentications refused because the user, key or address failed too often",
+                &m.auth_throttled,
+            ),
+            (
+                "cts_access_denied",
+                "Authenticated requests refused for lack of a role on the project",
+                &m.access_denied,
+            ),
+            ("cts_tokens_issued", "Tokens issued", &m.tokens_issued),
+            (
+                "cts_audit_traces",
+                "Traces CTS recorded about its own operations",
+                &m.audit_traces,
+            ),
+            (
+                "cts_audit_failures",
+                "Audit traces that could not be recorded (see the log)",
+                &m.audit_failures,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
         let g = &m.store;
         for (name, help, gauge) in [
             (
@@ -209,6 +257,11 @@ mod tests {
             "cts_journal_seq 10",
             "cts_index_durable_seq 4",
             "cts_index_consumer_lag 6",
+            "cts_auth_throttled_total 0",
+            "cts_access_denied_total 0",
+            "cts_tokens_issued_total 0",
+            "cts_audit_traces_total 0",
+            "cts_audit_failures_total 0",
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");
         }

@@ -1,10 +1,11 @@
-//! What every request handler shares: the configuration, the store and the
-//! metrics registry.
+//! What every request handler shares: the configuration, the store, the
+//! identity store, the login throttle and the metrics registry.
 
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use cts_identity::{IdentityError, IdentityStore, LoginThrottle};
 use cts_store::{EmbeddedStore, StoreError, TraceStore};
 
 use crate::config::Config;
@@ -16,6 +17,8 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     pub config: Config,
     pub store: Arc<dyn TraceStore>,
+    pub identity: Arc<IdentityStore>,
+    pub login_throttle: LoginThrottle,
     pub metrics: Metrics,
 }
 
@@ -27,22 +30,36 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, store: Arc<dyn TraceStore>) -> AppState {
+    pub fn new(
+        config: Config,
+        store: Arc<dyn TraceStore>,
+        identity: Arc<IdentityStore>,
+    ) -> AppState {
+        let login_throttle =
+            LoginThrottle::new(config.auth.login_max_failures, config.auth.login_lockout);
         AppState(Arc::new(Inner {
             config,
             store,
+            identity,
+            login_throttle,
             metrics: Metrics::new(),
         }))
     }
 
     /// Opens the embedded store described by `config` (replaying its journal,
-    /// which may take a while) and builds the state around it.
-    pub async fn open(config: Config) -> Result<AppState, StoreError> {
+    /// which may take a while) and the identity store, and builds the state
+    /// around them.
+    pub async fn open(config: Config) -> Result<AppState, OpenError> {
         let store_config = config.store_config();
-        let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(store_config))
-            .await
-            .map_err(|e| StoreError::Unavailable(panic_message(e)))??;
-        Ok(AppState::new(config, Arc::new(store)))
+        let identity_dir = config.identity_dir();
+        let (store, identity) = tokio::task::spawn_blocking(move || {
+            let store = EmbeddedStore::open(store_config)?;
+            let identity = IdentityStore::open(&identity_dir)?;
+            Ok::<_, OpenError>((store, identity))
+        })
+        .await
+        .map_err(|e| OpenError::Store(StoreError::Unavailable(panic_message(e))))??;
+        Ok(AppState::new(config, Arc::new(store), Arc::new(identity)))
     }
 
     /// Runs a blocking store call off the async workers. `Err` carries the
@@ -57,6 +74,14 @@ impl AppState {
             .await
             .map_err(panic_message)
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("opening the trace store: {0}")]
+    Store(#[from] StoreError),
+    #[error("opening the identity store: {0}")]
+    Identity(#[from] IdentityError),
 }
 
 /// What a failed blocking task said, for the log.

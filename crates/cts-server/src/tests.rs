@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::Router;
+use cts_identity::{BootstrapSeed, IdentityStore};
 use cts_store::{EmbeddedStore, TraceStore};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -43,19 +44,62 @@ async fn call(app: &Router, req: Request<Body>) -> Answer {
     }
 }
 
+/// The bootstrap admin's access key of every test app.
+const AK: &str = "UNITTESTAK0000000001";
+const SK: &str = "unit-test-secret-key-0123456789";
+
+/// A request signed with the admin's key, as the official SDK signs.
+fn signed(method: &str, uri: &str, content_type: &str, body: Vec<u8>) -> Request<Body> {
+    let mut headers = vec![("Content-Type".to_string(), content_type.to_string())];
+    let url = format!("http://localhost{uri}");
+    cts_sign::sign_request(
+        method,
+        &url,
+        &mut headers,
+        &body,
+        AK,
+        SK,
+        cts_sign::unix_now(),
+    )
+    .unwrap();
+    let mut req = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    req.body(Body::from(body)).unwrap()
+}
+
 fn get(uri: &str) -> Request<Body> {
-    Request::get(uri).body(Body::empty()).unwrap()
+    signed("GET", uri, "application/json", Vec::new())
 }
 
-fn post_json(uri: &str, body: impl Into<Body>) -> Request<Body> {
-    Request::post(uri)
-        .header("content-type", "application/json")
-        .body(body.into())
-        .unwrap()
+fn post_json(uri: &str, body: impl Into<Vec<u8>>) -> Request<Body> {
+    signed("POST", uri, "application/json", body.into())
 }
 
-fn app_with(config: Config, store: Arc<dyn TraceStore>) -> Router {
-    router(AppState::new(config, store))
+/// The router over `store`, with an identity store (in its own temporary
+/// directory) whose admin holds project `p1` and the key `AK`.
+fn app_with(mut config: Config, store: Arc<dyn TraceStore>) -> (tempfile::TempDir, Router) {
+    let dir = tempfile::tempdir().unwrap();
+    config.data_dir = dir.path().to_path_buf();
+    let identity = IdentityStore::open(&config.identity_dir()).unwrap();
+    let seed = BootstrapSeed {
+        project_id: Some("p1".into()),
+        access_key: Some(AK.into()),
+        secret_key: Some(SK.into()),
+        ..BootstrapSeed::default()
+    };
+    identity
+        .bootstrap(
+            &seed,
+            "http://localhost",
+            &dir.path().join("bootstrap.json"),
+        )
+        .unwrap();
+    (
+        dir,
+        router(AppState::new(config, store, Arc::new(identity))),
+    )
 }
 
 /// The embedded engine in a temporary directory (kept alive by the caller).
@@ -66,10 +110,11 @@ fn engine(config: &mut Config) -> (tempfile::TempDir, Arc<EmbeddedStore>) {
     (dir, Arc::new(store))
 }
 
-fn app() -> (tempfile::TempDir, Router) {
+fn app() -> (tempfile::TempDir, tempfile::TempDir, Router) {
     let mut config = Config::default();
     let (dir, store) = engine(&mut config);
-    (dir, app_with(config, store))
+    let (identity_dir, app) = app_with(config, store);
+    (dir, identity_dir, app)
 }
 
 fn trace(time: i64, code: &str) -> Value {
@@ -95,6 +140,9 @@ fn assert_error(a: &Answer, status: u16, code: &str) {
 fn concrete(path: &str) -> String {
     path.replace("{project_id}", "p1")
         .replace("{tracker_name}", "system")
+        .replace("{version}", "v3")
+        .replace("{actor}", "users")
+        .replace(['{', '}'], "")
 }
 
 #[tokio::test]
@@ -102,11 +150,28 @@ async fn routes_and_openapi_agree() {
     let doc: Value = serde_json::from_str(OPENAPI_JSON).expect("openapi.json parses");
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     let documented: BTreeSet<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
-    let routed: BTreeSet<String> = routes().iter().map(|(p, _)| p.to_string()).collect();
+    let routed: BTreeSet<String> = routes().iter().map(|r| r.path.to_string()).collect();
     assert_eq!(documented, routed);
+    let documented_methods: BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .filter(|m| m.as_str() != "parameters")
+                .map(|m| (path.clone(), m.to_uppercase()))
+        })
+        .collect();
+    let routed_methods: BTreeSet<(String, String)> = routes()
+        .iter()
+        .map(|r| (r.path.to_string(), r.method.to_string()))
+        .collect();
+    assert_eq!(documented_methods, routed_methods);
 
     // And the methods: documented ones are routed, others answer 405.
-    let (_dir, app) = app();
+    let (_dir, _identity, app) = app();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in ["get", "post", "put", "delete", "patch"] {
             let req = Request::builder()
@@ -131,7 +196,7 @@ async fn routes_and_openapi_agree() {
 
 #[tokio::test]
 async fn report_then_query() {
-    let (_dir, app) = app();
+    let (_dir, _identity, app) = app();
     let now = now_ms();
     let body = json!({"traces": [trace(now - 2000, "201"), trace(now - 1000, "404")]});
     let a = call(&app, post_json("/v3/p1/traces", body.to_string())).await;
@@ -177,10 +242,6 @@ async fn report_then_query() {
     assert_error(&a, 400, "CTS.0300");
     assert!(a.text.contains("tracker_name"));
 
-    // Another project sees nothing.
-    let a = call(&app, get("/v3/p2/traces")).await;
-    assert_eq!(a.body["meta_data"]["count"], 0);
-
     let metrics = call(&app, get("/metrics")).await;
     assert!(
         metrics.text.contains("cts_traces_accepted_total 2"),
@@ -199,7 +260,7 @@ async fn refused_requests() {
     config.limits.max_body_bytes = 4096;
     config.limits.max_traces_per_request = 2;
     let (_dir, store) = engine(&mut config);
-    let app = app_with(config, store);
+    let (_identity, app) = app_with(config, store);
     let now = now_ms();
 
     let a = call(&app, post_json("/v3/p1/traces", vec![b' '; 4097])).await;
@@ -228,21 +289,21 @@ async fn refused_requests() {
         .unwrap()
         .contains("traces[1].trace_name"));
 
-    let form = Request::post("/v3/p1/traces")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Body::from("a=b"))
-        .unwrap();
+    let form = signed(
+        "POST",
+        "/v3/p1/traces",
+        "application/x-www-form-urlencoded",
+        b"a=b".to_vec(),
+    );
     let a = call(&app, form).await;
     assert_error(&a, 400, "CTS.0003");
     assert_eq!(a.body["errors"][0]["field"], "Content-Type");
 
+    // No project has such an id, so no credential is authorized for it.
     let a = call(&app, post_json("/v3/bad.project/traces", "{}")).await;
-    assert_error(&a, 400, "CTS.0003");
-    assert_eq!(a.body["errors"][0]["field"], "project_id");
-
+    assert_error(&a, 403, "CTS.0002");
     let a = call(&app, get("/v3/bad.project/traces")).await;
-    assert_error(&a, 400, "CTS.0300");
-    assert!(a.text.contains("project_id"));
+    assert_error(&a, 403, "CTS.0002");
 
     let a = call(&app, get("/v3/p1/traces?limit=500")).await;
     assert_error(&a, 400, "CTS.0300");
@@ -251,7 +312,7 @@ async fn refused_requests() {
     let a = call(&app, get("/v3/p1/traces?limit=%ZZ")).await;
     assert_error(&a, 400, "CTS.0300");
 
-    let a = call(&app, get("/nowhere")).await;
+    let a = call(&app, get("/no/where")).await;
     assert_error(&a, 404, "CTS.9002");
 
     let metrics = call(&app, get("/metrics")).await;
@@ -267,7 +328,7 @@ async fn refused_requests() {
 
 #[tokio::test]
 async fn store_failures() {
-    let app = app_with(Config::default(), Arc::new(BrokenStore));
+    let (_identity, app) = app_with(Config::default(), Arc::new(BrokenStore));
     let body = json!({"traces": [trace(now_ms(), "200")]});
     let a = call(&app, post_json("/v3/p1/traces", body.to_string())).await;
     assert_error(&a, 500, "CTS.0004");
@@ -282,7 +343,7 @@ async fn store_failures() {
 
 #[tokio::test]
 async fn health_and_request_ids() {
-    let (_dir, app) = app();
+    let (_dir, _identity, app) = app();
     let a = call(&app, get("/healthz")).await;
     assert_eq!(a.body, json!({"status": "ok"}));
     let a = call(&app, get("/readyz")).await;
@@ -290,7 +351,7 @@ async fn health_and_request_ids() {
     let generated = &a.headers["x-request-id"];
     assert!(uuid::Uuid::parse_str(generated.to_str().unwrap()).is_ok());
 
-    let req = Request::get("/nowhere")
+    let req = Request::get("/no/where")
         .header("x-request-id", "abc-123")
         .body(Body::empty())
         .unwrap();
@@ -304,7 +365,7 @@ async fn expired_traces_never_show() {
     let mut config = Config::default();
     config.store.retention = Duration::from_secs(3600);
     let (_dir, store) = engine(&mut config);
-    let app = app_with(config, store.clone());
+    let (_identity, app) = app_with(config, store.clone());
     let now = now_ms();
     // Straight into the store: a trace past retention not yet dropped.
     let old = trace(now - 2 * 3_600_000, "200");

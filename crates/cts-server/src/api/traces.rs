@@ -10,14 +10,14 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 
 use cts_model::{parse_report, ApiVersion, QueryError, ReportContext, ReportError, TraceQuery};
 use cts_store::{AppendOutcome, QueryPage};
 
+use crate::body::read_body;
 use crate::error::ApiError;
-use crate::metrics::{ApiLabel, CodeLabel};
+use crate::metrics::ApiLabel;
 use crate::state::{now_ms, AppState};
 
 /// Project ids: 1 to 64 letters, digits, `_` or `-`. They become part of
@@ -49,15 +49,6 @@ pub async fn report(
     let started = Instant::now();
     let result = record(&state, path, &headers, body).await;
     let m = &state.metrics;
-    let status = match &result {
-        Ok(_) => StatusCode::CREATED,
-        Err(e) => e.status(),
-    };
-    m.report_requests
-        .get_or_create(&CodeLabel {
-            code: status.as_u16(),
-        })
-        .inc();
     m.ingest_duration.observe(started.elapsed().as_secs_f64());
     match result {
         Ok(r) => {
@@ -159,34 +150,6 @@ fn is_json(content_type: Option<&HeaderValue>) -> bool {
     };
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
-}
-
-/// Reads the body up to `limit` bytes. A larger body is refused, but up to
-/// `limit` more bytes of it are read and thrown away first, so that the
-/// client, still sending, gets the 413 instead of a reset connection.
-async fn read_body(mut body: Body, limit: usize, expected: usize) -> Result<Vec<u8>, ApiError> {
-    let unreadable = |e: axum::Error| ApiError::BadRequest {
-        field: "body",
-        rule: format!("could not be read: {e}"),
-    };
-    let mut buf = Vec::with_capacity(expected.min(limit));
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(unreadable)?.into_data() else {
-            continue;
-        };
-        if buf.len() + data.len() > limit {
-            let mut drained = 0;
-            while drained < limit {
-                match body.frame().await {
-                    Some(Ok(f)) => drained += f.data_ref().map_or(0, |d| d.len()),
-                    _ => break,
-                }
-            }
-            return Err(ApiError::BodyTooLarge { limit });
-        }
-        buf.extend_from_slice(&data);
-    }
-    Ok(buf)
 }
 
 type PathResult<T> = Result<Path<T>, PathRejection>;

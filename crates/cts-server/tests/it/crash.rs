@@ -16,7 +16,7 @@ const PROJECT: &str = "crash";
 
 /// Reports batches of 100 traces with client-made ids until `stop` or an
 /// error; returns the ids of every batch answered 201.
-fn writer(base: String, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<String>>>) {
+fn writer(signer: Signer, path: String, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<String>>>) {
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -24,13 +24,11 @@ fn writer(base: String, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<String>>>) {
     while !stop.load(Ordering::Relaxed) {
         let now = now_ms();
         let (ids, traces): (Vec<String>, Vec<Value>) = (0..100).map(|_| trace_with_id(now)).unzip();
-        let res = client
-            .post(format!("{base}/v3/{PROJECT}/traces"))
-            .json(&json!({ "traces": traces }))
-            .send();
+        let body = serde_json::to_vec(&json!({ "traces": traces })).unwrap();
+        let res = signer.try_send(&client, "POST", &path, Some(("application/json", body)));
         match res {
-            Ok(r) if r.status().as_u16() == 201 => acked.lock().unwrap().extend(ids),
-            Ok(r) => panic!("unexpected answer {}", r.status()),
+            Ok(r) if r.status == 201 => acked.lock().unwrap().extend(ids),
+            Ok(r) => panic!("unexpected answer {}", r.text),
             // The server was killed under us.
             Err(_) => return,
         }
@@ -108,8 +106,9 @@ fn acknowledged_traces_survive_kill_9_and_a_torn_tail() {
     let acked = Arc::new(Mutex::new(Vec::new()));
     let writers: Vec<_> = (0..4)
         .map(|_| {
-            let (base, stop, acked) = (server.base.clone(), stop.clone(), acked.clone());
-            std::thread::spawn(move || writer(base, stop, acked))
+            let (signer, stop, acked) = (server.signer(), stop.clone(), acked.clone());
+            let path = format!("/v3/{}/traces", server.pid(PROJECT));
+            std::thread::spawn(move || writer(signer, path, stop, acked))
         })
         .collect();
     let started = Instant::now();

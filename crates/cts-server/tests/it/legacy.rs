@@ -28,27 +28,28 @@ fn ids_of(page: &Value) -> Vec<String> {
 #[test]
 fn v1_and_v2_answer_like_v3() {
     let server = setup();
+    let pid = server.pid("legacy");
     let v3 = server.query("legacy", &[]);
     assert_eq!(v3["meta_data"]["count"], 4, "management traces only");
     for version in ["v1.0", "v2.0"] {
-        let a = server.get(&format!("/{version}/legacy/system/trace"));
+        let a = server.get(&format!("/{version}/{pid}/system/trace"));
         assert_eq!(a.status, 200, "{}", a.text);
         assert_eq!(ids_of(&a.body), ids_of(&v3), "{version}");
         assert_eq!(a.body["meta_data"], v3["meta_data"]);
 
         let a = server.get(&format!(
-            "/{version}/legacy/system/trace?trace_rating=warning&limit=1"
+            "/{version}/{pid}/system/trace?trace_rating=warning&limit=1"
         ));
         assert_eq!(a.status, 200, "{}", a.text);
         assert_eq!(a.body["meta_data"]["count"], 1);
         assert!(a.body["meta_data"]["marker"].is_string());
         assert_eq!(a.body["traces"][0]["trace_rating"], "warning");
 
-        let a = server.get(&format!("/{version}/legacy/bucket-a/trace"));
+        let a = server.get(&format!("/{version}/{pid}/bucket-a/trace"));
         a.assert_error(400, "CTS.0300");
         assert!(a.text.contains("tracker_name"), "{}", a.text);
 
-        let a = server.get(&format!("/{version}/legacy/system/trace?limit=0"));
+        let a = server.get(&format!("/{version}/{pid}/system/trace?limit=0"));
         a.assert_error(400, "CTS.0300");
         assert!(a.text.contains("limit"), "{}", a.text);
     }
@@ -57,7 +58,8 @@ fn v1_and_v2_answer_like_v3() {
 #[test]
 fn v2_speaks_trace_status() {
     let server = setup();
-    let a = server.get("/v2.0/legacy/system/trace?trace_status=warning");
+    let pid = server.pid("legacy");
+    let a = server.get(&format!("/v2.0/{pid}/system/trace?trace_status=warning"));
     assert_eq!(a.status, 200, "{}", a.text);
     let got = a.body["traces"].as_array().unwrap();
     assert_eq!(got.len(), 2);
@@ -67,15 +69,15 @@ fn v2_speaks_trace_status() {
         assert!(t["user"].is_object());
         assert_eq!(t["user"]["name"], "alice");
     }
-    let all = server.get("/v2.0/legacy/system/trace");
+    let all = server.get(&format!("/v2.0/{pid}/system/trace"));
     for t in all.body["traces"].as_array().unwrap() {
         assert_eq!(t["trace_status"], t["trace_rating"]);
     }
     // v1.0 and v3 do not add it.
-    let v1 = server.get("/v1.0/legacy/system/trace");
+    let v1 = server.get(&format!("/v1.0/{pid}/system/trace"));
     assert!(v1.body["traces"][0].get("trace_status").is_none());
 
-    let a = server.get("/v2.0/legacy/system/trace?trace_status=fine");
+    let a = server.get(&format!("/v2.0/{pid}/system/trace?trace_status=fine"));
     a.assert_error(400, "CTS.0300");
     assert!(a.text.contains("trace_status"), "{}", a.text);
     // trace_id works there too.
@@ -84,7 +86,7 @@ fn v2_speaks_trace_status() {
         .unwrap()
         .to_string();
     let a = server.get(&format!(
-        "/v2.0/legacy/system/trace?trace_id={id}&trace_status=incident"
+        "/v2.0/{pid}/system/trace?trace_id={id}&trace_status=incident"
     ));
     assert_eq!(ids_of(&a.body), vec![id]);
 }

@@ -1,6 +1,7 @@
 //! Integration tests: the real `ctsd` binary, started on a free loopback
 //! port and a temporary data directory, driven over HTTP.
 
+mod auth;
 mod crash;
 mod legacy;
 mod ops;

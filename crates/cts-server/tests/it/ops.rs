@@ -19,14 +19,15 @@ fn health_metrics_and_api_description() {
     assert_eq!(a.status, 200, "{}", a.text);
 
     let now = now_ms();
-    server.report("m", &[trace(now), trace(now)]);
+    // The bootstrap project: creating one would add audit traces.
+    server.report("main", &[trace(now), trace(now)]);
     let mut bad = trace(now);
     bad["trace_name"] = "1x".into();
     server
-        .post_traces("m", &batch(&[bad]))
+        .post_traces("main", &batch(&[bad]))
         .assert_error(400, "CTS.0003");
-    server.query("m", &[]);
-    server.get("/v2.0/m/system/trace");
+    server.query("main", &[]);
+    server.get(&format!("/v2.0/{}/system/trace", server.admin.project_id));
 
     let a = server.get("/metrics");
     assert_eq!(a.status, 200);
@@ -63,11 +64,14 @@ fn health_metrics_and_api_description() {
 #[test]
 fn routing_errors_and_request_ids() {
     let server = TestServer::start();
-    for path in ["/", "/v3/p/nothing", "/v3/p/traces/extra", "/v4/p/traces"] {
+    for path in ["/v3/p/nothing", "/v3/p/traces/extra", "/v4/p/traces"] {
         server.get(path).assert_error(404, "CTS.9002");
     }
     server
-        .request(reqwest::Method::DELETE, "/v3/p/traces")
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/v3/{}/traces", server.admin.project_id),
+        )
         .assert_error(405, "CTS.9003");
     server
         .request(reqwest::Method::POST, "/healthz")
@@ -89,27 +93,44 @@ fn routing_errors_and_request_ids() {
 }
 
 #[test]
-fn refuses_non_loopback_addresses() {
-    let dir = tempfile::tempdir().unwrap();
-    for addr in ["0.0.0.0:0", "[::]:0"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_ctsd"))
-            .args(["serve", "--listen", addr, "--data-dir"])
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("loopback"), "{stderr}");
-        assert!(stderr.contains("authenticat"), "{stderr}");
-        assert!(out.stdout.is_empty());
-    }
-    // And it says so when it does start.
-    let server = TestServer::start();
+fn serves_any_address_and_tls() {
+    // With authentication in place, a wildcard address is allowed.
+    let server = TestServer::builder().listen("0.0.0.0:0").start();
     assert!(
-        server.log().contains("only serves loopback"),
+        server.base.starts_with("http://0.0.0.0:"),
         "{}",
-        server.log()
+        server.base
     );
+    assert_eq!(server.get("/healthz").status, 200);
+    let pid = server.admin.project_id.clone();
+    assert_eq!(server.get(&format!("/v3/{pid}/traces")).status, 200);
+    // bootstrap.json names an endpoint a local client can reach.
+    assert!(server.admin.endpoint.starts_with("http://127.0.0.1:"));
+
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    let tls = TestServer::builder()
+        .arg("--tls-cert")
+        .arg(cert.to_str().unwrap())
+        .arg("--tls-key")
+        .arg(key.to_str().unwrap())
+        .ca(certified.cert.pem().as_bytes())
+        .start();
+    assert!(tls.base.starts_with("https://127.0.0.1:"), "{}", tls.base);
+    assert!(tls.admin.endpoint.starts_with("https://"));
+    let pid = tls.admin.project_id.clone();
+    tls.report("main", &[trace(now_ms())]);
+    assert_eq!(tls.query("main", &[])["meta_data"]["count"], 1);
+    // Plain HTTP on the TLS port gets nothing.
+    let plain = format!("http://{}/healthz", tls.base.trim_start_matches("https://"));
+    let res = reqwest::blocking::get(&plain);
+    assert!(res.map(|r| !r.status().is_success()).unwrap_or(true));
+    let _ = pid;
 }
 
 #[test]
@@ -156,11 +177,11 @@ fn sigterm_stops_gracefully_and_reindex_rebuilds() {
     let mut server = TestServer::start();
     let now = now_ms();
     let traces: Vec<Value> = (0..30).map(|i| trace(now - i * 10)).collect();
-    let answer = server.report("stop", &traces);
+    let answer = server.report("main", &traces);
     let ids_before = answer["trace_ids"].as_array().unwrap().len();
 
     let status = Command::new("kill")
-        .args(["-TERM", &server.pid().to_string()])
+        .args(["-TERM", &server.process_id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -181,6 +202,6 @@ fn sigterm_stops_gracefully_and_reindex_rebuilds() {
     assert_eq!(stdout.trim(), format!("indexed {ids_before} traces"));
 
     let again = TestServer::builder().root(&server.root).start();
-    let all = again.query_all("stop", &[("limit", "7".into())]);
+    let all = again.query_all("main", &[("limit", "7".into())]);
     assert_eq!(all.len(), ids_before);
 }

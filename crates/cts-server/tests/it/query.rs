@@ -240,17 +240,18 @@ fn invalid_parameters_are_named() {
     ];
     for (params, name) in cases {
         let params: Vec<(&str, String)> = params.iter().map(|(k, v)| (*k, v.to_string())).collect();
-        let a = server.query_answer("/v3/p/traces", &params);
+        let a = server.query_answer(&format!("/v3/{}/traces", server.admin.project_id), &params);
         a.assert_error(400, "CTS.0300");
         let msg = a.body["error_msg"].as_str().unwrap();
         assert!(msg.contains(name), "{params:?}: {msg}");
     }
+    // A project id that cannot exist is refused like any other project
+    // the caller holds no role on.
     let a = server.get("/v3/bad.project/traces");
-    a.assert_error(400, "CTS.0300");
-    assert!(a.text.contains("project_id"));
+    a.assert_error(403, "CTS.0002");
 
     // Unknown parameters are ignored, as the public service does.
-    let a = server.get("/v3/p/traces?colour=red");
+    let a = server.get(&format!("/v3/{}/traces?colour=red", server.pid("empty")));
     assert_eq!(a.status, 200, "{}", a.text);
     assert_eq!(
         a.body,

@@ -1,13 +1,15 @@
 //! Starting the real `ctsd` and talking to it over HTTP.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
@@ -87,6 +89,8 @@ pub struct Builder {
     env: Vec<(String, String)>,
     args: Vec<String>,
     root: Option<PathBuf>,
+    listen: String,
+    ca: Option<Vec<u8>>,
 }
 
 impl Builder {
@@ -98,6 +102,18 @@ impl Builder {
 
     pub fn env(mut self, key: &str, value: &str) -> Builder {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// The `--listen` address (default `127.0.0.1:0`).
+    pub fn listen(mut self, addr: &str) -> Builder {
+        self.listen = addr.into();
+        self
+    }
+
+    /// A PEM certificate the test client trusts (for a TLS server).
+    pub fn ca(mut self, pem: &[u8]) -> Builder {
+        self.ca = Some(pem.to_vec());
         self
     }
 
@@ -123,7 +139,7 @@ impl Builder {
             STARTS.fetch_add(1, Ordering::Relaxed)
         ));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ctsd"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        cmd.args(["serve", "--listen", &self.listen, "--data-dir"])
             .arg(&data_dir)
             .args(&self.args)
             .stdin(Stdio::null())
@@ -151,6 +167,15 @@ impl Builder {
         let Some(addr) = line.trim().strip_prefix("ctsd listening on ") else {
             fail_start(&mut child, &log, &format!("unexpected first line {line:?}"));
         };
+        let mut client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60));
+        if let Some(pem) = &self.ca {
+            client = client.add_root_certificate(reqwest::Certificate::from_pem(pem).unwrap());
+        }
+        let client = client.build().unwrap();
+        let admin = match std::fs::read(data_dir.join("bootstrap.json")) {
+            Ok(bytes) => serde_json::from_slice(&bytes).expect("bootstrap.json parses"),
+            Err(e) => fail_start(&mut child, &log, &format!("no bootstrap.json: {e}")),
+        };
         TestServer {
             child,
             _stdout: stdout,
@@ -158,10 +183,9 @@ impl Builder {
             root,
             data_dir,
             log,
-            client: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .unwrap(),
+            client,
+            admin,
+            projects: Mutex::new(HashMap::new()),
             _tmp: tmp,
         }
     }
@@ -185,6 +209,9 @@ pub struct TestServer {
     pub data_dir: PathBuf,
     log: PathBuf,
     client: reqwest::blocking::Client,
+    /// What the server wrote to `bootstrap.json` on its first start.
+    pub admin: Bootstrap,
+    projects: Mutex<HashMap<String, String>>,
     _tmp: Option<TempDir>,
 }
 
@@ -194,6 +221,8 @@ impl TestServer {
             env: Vec::new(),
             args: Vec::new(),
             root: None,
+            listen: "127.0.0.1:0".into(),
+            ca: None,
         }
     }
 
@@ -205,7 +234,7 @@ impl TestServer {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    pub fn pid(&self) -> u32 {
+    pub fn process_id(&self) -> u32 {
         self.child.id()
     }
 
@@ -235,53 +264,92 @@ impl TestServer {
         &self.client
     }
 
-    fn answer(res: reqwest::blocking::Response) -> Answer {
-        let status = res.status().as_u16();
-        let headers = res.headers().clone();
-        let text = res.text().unwrap();
-        Answer {
-            status,
-            body: serde_json::from_str(&text).unwrap_or(Value::Null),
-            text,
-            headers,
+    /// The admin's access key, for signing requests.
+    pub fn signer(&self) -> Signer {
+        Signer {
+            base: self.base.clone(),
+            cred: Cred::Key {
+                ak: self.admin.access_key.clone(),
+                sk: self.admin.secret_key.clone(),
+            },
+        }
+    }
+
+    /// Requests made with another credential.
+    pub fn with(&self, cred: Cred) -> Signer {
+        Signer {
+            base: self.base.clone(),
+            cred,
         }
     }
 
     pub fn get(&self, path_and_query: &str) -> Answer {
-        let res = self
-            .client
-            .get(format!("{}{path_and_query}", self.base))
-            .send()
-            .unwrap();
-        Self::answer(res)
+        self.signer()
+            .send(&self.client, "GET", path_and_query, None)
     }
 
     pub fn request(&self, method: reqwest::Method, path: &str) -> Answer {
-        let res = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .send()
-            .unwrap();
-        Self::answer(res)
+        self.signer()
+            .send(&self.client, method.as_str(), path, None)
     }
 
     pub fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> Answer {
-        let res = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .unwrap();
-        Self::answer(res)
+        self.signer()
+            .send(&self.client, "POST", path, Some((content_type, body)))
+    }
+
+    pub fn post_json(&self, path: &str, body: &Value) -> Answer {
+        self.post_raw(path, "application/json", serde_json::to_vec(body).unwrap())
+    }
+
+    /// The id of the test project `name`: the bootstrap project for
+    /// `"main"`, else a project of that name created on first use, on which
+    /// the admin holds `cts_admin`.
+    pub fn pid(&self, name: &str) -> String {
+        if name == "main" {
+            return self.admin.project_id.clone();
+        }
+        if let Some(id) = self.projects.lock().unwrap().get(name) {
+            return id.clone();
+        }
+        // A restarted server has it already.
+        let found = self.get(&format!("/v3/projects?name={name}"));
+        if let Some(id) = found.body["projects"][0]["id"].as_str() {
+            let id = id.to_string();
+            self.projects
+                .lock()
+                .unwrap()
+                .insert(name.to_string(), id.clone());
+            return id;
+        }
+        let a = self.post_json(
+            "/v3/projects",
+            &json!({"project": {"name": name, "region": self.admin.region}}),
+        );
+        assert_eq!(a.status, 201, "creating project {name}: {}", a.text);
+        let id = a.body["project"]["id"].as_str().unwrap().to_string();
+        let user = self.admin_user_id();
+        let a = self.request(
+            reqwest::Method::PUT,
+            &format!("/v3/projects/{id}/users/{user}/roles/cts_admin"),
+        );
+        assert_eq!(a.status, 204, "{}", a.text);
+        self.projects
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), id.clone());
+        id
+    }
+
+    /// The id of the bootstrap admin user.
+    pub fn admin_user_id(&self) -> String {
+        let a = self.get(&format!("/v3/users?name={}", self.admin.user_name));
+        assert_eq!(a.status, 200, "{}", a.text);
+        a.body["users"][0]["id"].as_str().unwrap().to_string()
     }
 
     pub fn post_traces(&self, project: &str, body: &Value) -> Answer {
-        self.post_raw(
-            &format!("/v3/{project}/traces"),
-            "application/json",
-            serde_json::to_vec(body).unwrap(),
-        )
+        self.post_json(&format!("/v3/{}/traces", self.pid(project)), body)
     }
 
     /// Reports `traces`, asserting 201; returns the answer body.
@@ -295,19 +363,14 @@ impl TestServer {
     /// `GET /v3/{project}/traces` with `params`, asserting 200.
     #[track_caller]
     pub fn query(&self, project: &str, params: &[(&str, String)]) -> Value {
-        let a = self.query_answer(&format!("/v3/{project}/traces"), params);
+        let a = self.query_answer(&format!("/v3/{}/traces", self.pid(project)), params);
         assert_eq!(a.status, 200, "{}", a.text);
         a.body
     }
 
     pub fn query_answer(&self, path: &str, params: &[(&str, String)]) -> Answer {
-        let res = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .query(params)
-            .send()
-            .unwrap();
-        Self::answer(res)
+        let query = serde_urlencoded::to_string(params).unwrap();
+        self.get(&format!("{path}?{query}"))
     }
 
     /// Every page of a v3 query, following `marker` until it is null.
@@ -356,4 +419,100 @@ pub fn ids(traces: &[Value]) -> Vec<String> {
         .iter()
         .map(|t| t["trace_id"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// The keys of `DATA_DIR/bootstrap.json`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Bootstrap {
+    pub domain_id: String,
+    pub domain_name: String,
+    pub project_id: String,
+    pub region: String,
+    pub user_name: String,
+    pub password: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub endpoint: String,
+}
+
+/// How a request proves who sends it.
+#[derive(Debug, Clone)]
+pub enum Cred {
+    /// Signed with SDK-HMAC-SHA256, as the official SDK does.
+    Key { ak: String, sk: String },
+    /// `X-Auth-Token`.
+    Token(String),
+    /// Nothing.
+    Anonymous,
+}
+
+/// Sends requests with one credential; `Send`, for writer threads.
+#[derive(Debug, Clone)]
+pub struct Signer {
+    pub base: String,
+    pub cred: Cred,
+}
+
+impl Signer {
+    /// Sends `method path_and_query` with an optional (content type, body).
+    pub fn send(
+        &self,
+        client: &reqwest::blocking::Client,
+        method: &str,
+        path_and_query: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Answer {
+        self.try_send(client, method, path_and_query, body)
+            .unwrap_or_else(|e| panic!("{method} {path_and_query}: {e}"))
+    }
+
+    pub fn try_send(
+        &self,
+        client: &reqwest::blocking::Client,
+        method: &str,
+        path_and_query: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> reqwest::Result<Answer> {
+        let url = format!("{}{path_and_query}", self.base);
+        let (content_type, bytes) = body.unwrap_or(("application/json", Vec::new()));
+        let mut headers = vec![("Content-Type".to_string(), content_type.to_string())];
+        match &self.cred {
+            Cred::Key { ak, sk } => {
+                cts_sign::sign_request(
+                    method,
+                    &url,
+                    &mut headers,
+                    &bytes,
+                    ak,
+                    sk,
+                    cts_sign::unix_now(),
+                )
+                .expect("the request can be signed");
+            }
+            Cred::Token(t) => headers.push(("X-Auth-Token".into(), t.clone())),
+            Cred::Anonymous => {}
+        }
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = client.request(method, &url).body(bytes);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        Ok(answer(req.send()?))
+    }
+
+    pub fn get(&self, client: &reqwest::blocking::Client, path_and_query: &str) -> Answer {
+        self.send(client, "GET", path_and_query, None)
+    }
+}
+
+fn answer(res: reqwest::blocking::Response) -> Answer {
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let text = res.text().unwrap();
+    Answer {
+        status,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+        headers,
+    }
 }

@@ -1,0 +1,177 @@
+//! Access keys (AK/SK) with the Huawei Cloud IAM API shapes
+//! (`/v3.0/OS-CREDENTIAL/credentials`). A user manages its own keys; an
+//! identity admin (`admin` role) those of every user of its domain. The
+//! secret is answered once, at creation.
+
+use axum::body::Body;
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use cts_identity::{AccessKey, AccessKeyStatus};
+
+use crate::api::identity::{from_value, parse_body, Call};
+use crate::api::tokens::iso_time;
+use crate::auth::{domain_roles, Permission};
+use crate::error::ApiError;
+
+fn key_json(k: &AccessKey) -> Value {
+    json!({
+        "user_id": k.user_id,
+        "access": k.access,
+        "status": k.status.as_str(),
+        "description": k.description,
+        "create_time": iso_time(k.created_at),
+        "last_use_time": k.last_use_at.map(iso_time),
+    })
+}
+
+impl Call {
+    /// `user_id` (default: the caller) if the caller may manage its keys.
+    fn key_owner(&self, user_id: Option<&str>) -> Result<String, ApiError> {
+        let user_id = user_id.unwrap_or(&self.caller.user_id);
+        if user_id == self.caller.user_id {
+            return Ok(user_id.to_string());
+        }
+        // Someone else's keys: only for an identity admin of the user's
+        // domain. Others get the same 404 as for a user that does not
+        // exist.
+        let user = self.user(user_id)?;
+        let roles = domain_roles(&self.state, &self.caller)?;
+        if Permission::IdentityManage.allowed(&roles) {
+            Ok(user.id)
+        } else {
+            Err(ApiError::ResourceNotFound {
+                what: "user",
+                id: user_id.to_string(),
+            })
+        }
+    }
+
+    /// The key `access`, if the caller may manage it.
+    fn key(&self, access: &str) -> Result<AccessKey, ApiError> {
+        let hidden = || ApiError::ResourceNotFound {
+            what: "access key",
+            id: access.to_string(),
+        };
+        let key = self
+            .state
+            .identity
+            .get_access_key(access)
+            .map_err(|_| hidden())?;
+        self.key_owner(Some(&key.user_id)).map_err(|_| hidden())?;
+        Ok(key)
+    }
+
+    async fn record_key(
+        &self,
+        trace_name: &'static str,
+        key: &AccessKey,
+        request: Option<&Value>,
+        code: u16,
+        response: Option<&Value>,
+    ) {
+        self.record(
+            "credential",
+            trace_name,
+            (&key.access, &key.user_id),
+            request,
+            code,
+            response,
+        )
+        .await;
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialBody {
+    user_id: Option<String>,
+    description: Option<String>,
+    status: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CredentialEnvelope {
+    credential: CredentialBody,
+}
+
+pub async fn create(c: Call, body: Body) -> Result<Response, ApiError> {
+    let raw: Value = parse_body(&c.state, body).await?;
+    let CredentialEnvelope { credential: b } = from_value(&raw)?;
+    let owner = c.key_owner(b.user_id.as_deref())?;
+    let description = b.description.unwrap_or_default();
+    let (key, secret) = c.state.identity.create_access_key(&owner, &description)?;
+    let mut credential = key_json(&key);
+    credential["secret"] = json!(secret);
+    let body = json!({ "credential": credential });
+    c.record_key("createCredential", &key, Some(&raw), 201, Some(&body))
+        .await;
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct ListParams {
+    user_id: Option<String>,
+}
+
+pub async fn list(c: Call, Query(params): Query<ListParams>) -> Result<Json<Value>, ApiError> {
+    let owner = c.key_owner(params.user_id.as_deref())?;
+    let keys = c.state.identity.list_access_keys(&owner)?;
+    let keys: Vec<Value> = keys.iter().map(key_json).collect();
+    Ok(Json(json!({ "credentials": keys })))
+}
+
+pub async fn show(c: Call, Path(access): Path<String>) -> Result<Json<Value>, ApiError> {
+    let key = c.key(&access)?;
+    Ok(Json(json!({ "credential": key_json(&key) })))
+}
+
+pub async fn update(
+    c: Call,
+    Path(access): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let mut key = c.key(&access)?;
+    let raw: Value = parse_body(&c.state, body).await?;
+    let CredentialEnvelope { credential: b } = from_value(&raw)?;
+    if b.user_id.is_some() {
+        return Err(ApiError::BadRequest {
+            field: "credential.user_id",
+            rule: "is fixed at creation".into(),
+        });
+    }
+    let status = match b.status.as_deref() {
+        None => None,
+        Some("active") => Some(AccessKeyStatus::Active),
+        Some("inactive") => Some(AccessKeyStatus::Inactive),
+        Some(_) => {
+            return Err(ApiError::BadRequest {
+                field: "credential.status",
+                rule: "must be active or inactive".into(),
+            })
+        }
+    };
+    let identity = &c.state.identity;
+    if let Some(status) = status {
+        key = identity.set_access_key_status(&access, status)?;
+    }
+    if let Some(description) = &b.description {
+        key = identity.set_access_key_description(&access, description)?;
+    }
+    let body = json!({ "credential": key_json(&key) });
+    c.record_key("updateCredential", &key, Some(&raw), 200, Some(&body))
+        .await;
+    Ok(Json(body))
+}
+
+pub async fn delete(c: Call, Path(access): Path<String>) -> Result<StatusCode, ApiError> {
+    let key = c.key(&access)?;
+    c.state.identity.delete_access_key(&access)?;
+    c.record_key("deleteCredential", &key, None, 204, None)
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}

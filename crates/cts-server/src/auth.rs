@@ -1,0 +1,512 @@
+//! Who is calling, and may they: authentication (`X-Auth-Token` or an
+//! `SDK-HMAC-SHA256` signature) and the permission every route declares.
+//!
+//! Each route is registered with an [`Access`]; the [`authorize`]
+//! middleware runs before its handler, so no handler can forget the check.
+//! A denied request learns nothing about the project it asked about: the
+//! answer for "no such project" and "not yours" is the same 403.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, RawPathParams, Request, State};
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use cts_identity::{Filter, IdentityError, Role, RoleSet, TokenInfo};
+
+use crate::audit::{self, AuditEvent};
+use crate::body::read_body;
+use crate::error::ApiError;
+use crate::metrics::{CodeLabel, ReasonLabel};
+use crate::state::AppState;
+
+/// What a role may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    /// Query traces and read CTS settings.
+    CtsRead,
+    /// Change CTS settings (trackers, notifications, keys).
+    CtsWrite,
+    /// Report traces.
+    TraceReport,
+    /// Manage the identities (projects, users, groups, keys) of a domain.
+    IdentityManage,
+}
+
+impl Permission {
+    /// The roles that grant this permission, for the error message.
+    fn granted_by(self) -> &'static [Role] {
+        match self {
+            Permission::CtsRead => &[Role::CtsAdmin, Role::CtsViewer],
+            Permission::CtsWrite => &[Role::CtsAdmin],
+            Permission::TraceReport => &[Role::CtsAdmin, Role::CtsReporter],
+            Permission::IdentityManage => &[Role::Admin],
+        }
+    }
+
+    pub fn allowed(self, roles: &RoleSet) -> bool {
+        self.granted_by().iter().any(|r| roles.contains(*r))
+    }
+}
+
+/// The access a route declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No credential needed (health, version documents, token issue).
+    Public,
+    /// `/metrics`: public or not as `metrics.public` says.
+    Metrics,
+    /// Any valid credential (checking or revoking a token).
+    Authenticated,
+    /// The permission on the project named by the path's `project_id`.
+    Project(Permission),
+    /// The permission in the caller's own domain (identity management).
+    Domain(Permission),
+}
+
+/// How the caller proved who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    Token,
+    Signature,
+}
+
+/// The authenticated caller, put into the request's extensions for the
+/// handlers (audit traces, identity management).
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: String,
+    pub user_name: String,
+    pub domain_id: String,
+    pub domain_name: String,
+    pub access_key_id: Option<String>,
+    /// The one project this credential may act on: a token's project
+    /// scope, or a signed request's `X-Project-Id`.
+    pub project_scope: Option<String>,
+    pub via: Via,
+}
+
+impl Principal {
+    pub fn of_token(t: &TokenInfo) -> Principal {
+        Principal {
+            user_id: t.user_id.clone(),
+            user_name: t.user_name.clone(),
+            domain_id: t.domain_id.clone(),
+            domain_name: t.domain_name.clone(),
+            access_key_id: None,
+            project_scope: t.project().map(|p| p.id.clone()),
+            via: Via::Token,
+        }
+    }
+}
+
+/// Where a request came from and with what, for audit traces.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub source_ip: String,
+    pub user_agent: Option<String>,
+}
+
+impl Origin {
+    pub fn of(req_headers: &HeaderMap, peer: Option<SocketAddr>) -> Origin {
+        Origin {
+            source_ip: peer.map(|a| a.ip().to_string()).unwrap_or_default(),
+            user_agent: req_headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        }
+    }
+}
+
+/// The peer address of a request, when the server recorded it.
+pub fn peer_of(req: &Request) -> Option<SocketAddr> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+}
+
+/// Why a credential was refused: the metric label and the 401 message.
+#[derive(Debug)]
+pub struct AuthFailure {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl AuthFailure {
+    fn new(reason: &'static str, message: impl Into<String>) -> AuthFailure {
+        AuthFailure {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// The middleware every route runs behind.
+pub async fn authorize(
+    State((state, access)): State<(AppState, Access)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match access {
+        Access::Public => return next.run(req).await,
+        Access::Metrics if state.config.metrics.public => return next.run(req).await,
+        _ => {}
+    }
+    let response = check_and_run(&state, access, req, next).await;
+    // Counted here so that refusals before the handler (credential, role,
+    // body size) count too.
+    if access == Access::Project(Permission::TraceReport) {
+        let code = response.status().as_u16();
+        state
+            .metrics
+            .report_requests
+            .get_or_create(&CodeLabel { code })
+            .inc();
+    }
+    response
+}
+
+async fn check_and_run(state: &AppState, access: Access, mut req: Request, next: Next) -> Response {
+    let state = state.clone();
+    let peer = peer_of(&req);
+    let origin = Origin::of(req.headers(), peer);
+    let project = path_project(&mut req).await;
+    let claimed = claimed_access_key(req.headers());
+    let (principal, req) = match authenticate(&state, req, peer).await {
+        Ok(v) => v,
+        Err(e) => {
+            if let ApiError::Unauthenticated(f) = &e {
+                state
+                    .metrics
+                    .auth_failures
+                    .get_or_create(&ReasonLabel { reason: f.reason })
+                    .inc();
+                if let Some(project) = &project {
+                    let event = AuditEvent::failed_authentication(
+                        project,
+                        &origin,
+                        claimed.as_deref(),
+                        &f.message,
+                    );
+                    audit::spawn(&state, event);
+                }
+            }
+            return e.into_response();
+        }
+    };
+    if let Err(e) = permit(&state, &principal, access, project.as_deref()).await {
+        state.metrics.access_denied.inc();
+        return e.into_response();
+    }
+    let mut req = req;
+    req.extensions_mut().insert(principal);
+    req.extensions_mut().insert(origin);
+    next.run(req).await
+}
+
+/// The access key a signed request names, valid or not (for the audit
+/// trace of a refusal).
+fn claimed_access_key(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let auth = cts_sign::parse_authorization(value).ok()?;
+    Some(auth.access_key.to_string())
+}
+
+/// The `project_id` of the matched route, if it has one.
+async fn path_project(req: &mut Request) -> Option<String> {
+    use axum::extract::FromRequestParts;
+    let (mut parts, body) = std::mem::take(req).into_parts();
+    let params = RawPathParams::from_request_parts(&mut parts, &())
+        .await
+        .ok();
+    *req = Request::from_parts(parts, body);
+    params?
+        .iter()
+        .find(|(k, _)| *k == "project_id")
+        .map(|(_, v)| v.to_string())
+}
+
+/// Checks the credential of `req`. A signed request's body is read to hash
+/// it; the request handed back carries the same bytes.
+async fn authenticate(
+    state: &AppState,
+    req: Request,
+    peer: Option<SocketAddr>,
+) -> Result<(Principal, Request), ApiError> {
+    let unauth = |reason, msg: String| ApiError::Unauthenticated(AuthFailure::new(reason, msg));
+    if let Some(token) = req.headers().get("x-auth-token") {
+        let token = token
+            .to_str()
+            .map_err(|_| unauth("malformed", "X-Auth-Token is not visible ASCII".into()))?
+            .to_string();
+        let info = validate_token(state, &token).await?;
+        return Ok((Principal::of_token(&info), req));
+    }
+    let Some(authorization) = req.headers().get(header::AUTHORIZATION) else {
+        return Err(unauth(
+            "missing",
+            "no credential: send an X-Auth-Token header (POST /v3/auth/tokens issues one) \
+             or sign the request with SDK-HMAC-SHA256"
+                .into(),
+        ));
+    };
+    let authorization = authorization
+        .to_str()
+        .map_err(|_| unauth("malformed", "Authorization is not visible ASCII".into()))?
+        .to_string();
+    let (parts, body) = req.into_parts();
+    let expected = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(0);
+    let body = read_body(body, state.config.limits.max_body_bytes, expected).await?;
+    let principal = verify_signature(state, &parts, &authorization, &body, peer).await?;
+    Ok((principal, Request::from_parts(parts, Body::from(body))))
+}
+
+/// The token's owner, or why not.
+pub async fn validate_token(state: &AppState, token: &str) -> Result<TokenInfo, ApiError> {
+    let identity = state.identity.clone();
+    let token = token.to_string();
+    let now = crate::state::now_ms();
+    let result = tokio::task::spawn_blocking(move || identity.validate_token(&token, now))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    result.map_err(|e| {
+        let reason = match &e {
+            IdentityError::TokenExpired => "token_expired",
+            IdentityError::TokenRevoked => "token_revoked",
+            IdentityError::UnknownToken => "token_unknown",
+            _ => return ApiError::from(e),
+        };
+        ApiError::Unauthenticated(AuthFailure::new(reason, format!("X-Auth-Token: {e}")))
+    })
+}
+
+async fn verify_signature(
+    state: &AppState,
+    parts: &axum::http::request::Parts,
+    authorization: &str,
+    body: &[u8],
+    peer: Option<SocketAddr>,
+) -> Result<Principal, ApiError> {
+    let unauth = |reason, msg: String| ApiError::Unauthenticated(AuthFailure::new(reason, msg));
+    let auth = cts_sign::parse_authorization(authorization)
+        .map_err(|e| unauth("malformed", format!("Authorization: {e}")))?;
+    let throttle_keys = throttle_keys(&format!("ak:{}", auth.access_key), peer);
+    check_throttle(state, &throttle_keys)?;
+    let headers: Vec<(&str, &str)> = parts
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+        .collect();
+    let request = cts_sign::RequestParts {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        headers,
+        body,
+    };
+    let fail = |reason: &'static str, message: String| {
+        record_throttle_failure(state, &throttle_keys);
+        ApiError::Unauthenticated(AuthFailure::new(reason, message))
+    };
+    let date = parts
+        .headers
+        .get(cts_sign::DATE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| fail("missing_date", "the X-Sdk-Date header is missing".into()))?;
+    let skew = state.config.auth.signature_max_skew.as_secs() as i64;
+    cts_sign::check_date(date, unix_now(), skew)
+        .map_err(|e| fail("stale_date", format!("X-Sdk-Date: {e}")))?;
+    let key = state
+        .identity
+        .access_key_secret(auth.access_key)
+        .map_err(|e| match e {
+            IdentityError::UnknownAccessKey | IdentityError::InactiveAccessKey => fail(
+                "unknown_key",
+                format!("access key {}: {e}", auth.access_key),
+            ),
+            other => ApiError::from(other),
+        })?;
+    cts_sign::verify(&request, &auth, &key.secret)
+        .and_then(|v| v.require_signed_payload())
+        .map_err(|e| fail("bad_signature", format!("signature: {e}")))
+        .map(drop)?;
+    let user = state.identity.get_user(&key.user_id)?;
+    let domain = state.identity.get_domain(&user.domain_id)?;
+    record_throttle_success(state, &throttle_keys);
+    let project_scope = parts
+        .headers
+        .get(cts_sign::PROJECT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    Ok(Principal {
+        user_id: user.id,
+        user_name: user.name,
+        domain_id: domain.id,
+        domain_name: domain.name,
+        access_key_id: Some(key.access),
+        project_scope,
+        via: Via::Signature,
+    })
+}
+
+/// The throttle keys of one credential: the credential itself and the
+/// address it came from.
+pub fn throttle_keys(credential: &str, peer: Option<SocketAddr>) -> Vec<String> {
+    let mut keys = vec![credential.to_string()];
+    if let Some(ip) = peer
+        .map(|p| p.ip())
+        .filter(|ip: &IpAddr| !ip.is_unspecified())
+    {
+        keys.push(format!("ip:{ip}"));
+    }
+    keys
+}
+
+/// Refuses a credential or address with too many recent failures.
+pub fn check_throttle(state: &AppState, keys: &[String]) -> Result<(), ApiError> {
+    let now = Instant::now();
+    for key in keys {
+        if let Err(retry_after) = state.login_throttle.check(key, now) {
+            state.metrics.auth_throttled.inc();
+            return Err(ApiError::Throttled {
+                retry_after: retry_after.max(Duration::from_secs(1)),
+            });
+        }
+    }
+    Ok(())
+}
+
+pub fn record_throttle_failure(state: &AppState, keys: &[String]) {
+    let now = Instant::now();
+    for key in keys {
+        state.login_throttle.record_failure(key, now);
+    }
+}
+
+pub fn record_throttle_success(state: &AppState, keys: &[String]) {
+    // Only the credential's own count is cleared: one good login from an
+    // address must not wipe the failures of others guessed from there.
+    if let Some(key) = keys.first() {
+        state.login_throttle.record_success(key);
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Whether `principal` may do what `access` declares.
+async fn permit(
+    state: &AppState,
+    principal: &Principal,
+    access: Access,
+    project: Option<&str>,
+) -> Result<(), ApiError> {
+    match access {
+        Access::Public | Access::Metrics | Access::Authenticated => Ok(()),
+        Access::Project(permission) => {
+            let project = project
+                .ok_or_else(|| ApiError::Internal("a project route without {project_id}".into()))?;
+            let denied = || {
+                ApiError::Forbidden(format!(
+                    "the credential is not authorized for project {project}"
+                ))
+            };
+            if principal
+                .project_scope
+                .as_deref()
+                .is_some_and(|scope| scope != project)
+            {
+                return Err(denied());
+            }
+            let roles = match state.identity.effective_roles(&principal.user_id, project) {
+                Ok(roles) => roles,
+                Err(IdentityError::NotFound { .. }) => return Err(denied()),
+                Err(e) => return Err(e.into()),
+            };
+            if roles.is_empty() {
+                return Err(denied());
+            }
+            require(permission, &roles)
+        }
+        Access::Domain(permission) => {
+            let roles = domain_roles(state, principal)?;
+            require(permission, &roles)
+        }
+    }
+}
+
+/// The roles of the caller in its domain: on the scoped project if the
+/// credential has one, else on any project of the domain.
+pub fn domain_roles(state: &AppState, principal: &Principal) -> Result<RoleSet, ApiError> {
+    if let Some(project) = &principal.project_scope {
+        return Ok(state
+            .identity
+            .effective_roles(&principal.user_id, project)?);
+    }
+    let mut all = RoleSet::default();
+    let filter = Filter {
+        domain_id: Some(principal.domain_id.clone()),
+        ..Filter::default()
+    };
+    for project in state.identity.list_projects(&filter)? {
+        all = all.union(
+            state
+                .identity
+                .effective_roles(&principal.user_id, &project.id)?,
+        );
+    }
+    Ok(all)
+}
+
+fn require(permission: Permission, roles: &RoleSet) -> Result<(), ApiError> {
+    if permission.allowed(roles) {
+        return Ok(());
+    }
+    let names: Vec<&str> = permission.granted_by().iter().map(|r| r.name()).collect();
+    Err(ApiError::MissingRole {
+        needed: names.join(" or "),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_grant_what_the_issue_says() {
+        let set = |roles: &[Role]| {
+            let mut s = RoleSet::default();
+            for r in roles {
+                s.insert(*r);
+            }
+            s
+        };
+        let admin = set(&[Role::CtsAdmin]);
+        let viewer = set(&[Role::CtsViewer]);
+        let reporter = set(&[Role::CtsReporter]);
+        let identity_admin = set(&[Role::Admin]);
+        use Permission::*;
+        for p in [CtsRead, CtsWrite, TraceReport] {
+            assert!(p.allowed(&admin), "{p:?}");
+            assert!(!p.allowed(&identity_admin), "{p:?}");
+        }
+        assert!(!IdentityManage.allowed(&admin));
+        assert!(CtsRead.allowed(&viewer));
+        assert!(!CtsWrite.allowed(&viewer));
+        assert!(!TraceReport.allowed(&viewer));
+        assert!(TraceReport.allowed(&reporter));
+        assert!(!CtsRead.allowed(&reporter));
+        assert!(IdentityManage.allowed(&identity_admin));
+    }
+}
