@@ -55,18 +55,24 @@ impl AuditEvent {
         }
     }
 
-    /// A request whose credential was refused; `claimed_key` is the access
-    /// key it named, if any.
+    /// A request whose credential was refused. `claimed_key` is the access
+    /// key it named, if any, and `owner` that key's user, if it exists.
     pub fn failed_authentication(
         project_id: &str,
         origin: &Origin,
         claimed_key: Option<&str>,
+        owner: Option<(&cts_identity::User, &cts_identity::Domain)>,
         why: &str,
     ) -> AuditEvent {
         let mut e = AuditEvent::new(project_id, "IAM", "credential", "authenticate", origin);
         e.code = 401;
         e.message = Some(why.to_string());
         let mut user = unknown_user();
+        if let Some((owner, domain)) = owner {
+            user["id"] = json!(owner.id);
+            user["name"] = json!(owner.name);
+            user["domain"] = json!({"id": domain.id, "name": domain.name});
+        }
         if let Some(ak) = claimed_key {
             user["access_key_id"] = json!(ak);
             e.resource_name = Some(ak.to_string());
@@ -299,7 +305,7 @@ mod tests {
         assert_eq!(t.source_ip, "10.1.2.3");
         assert!(!t.request.as_ref().unwrap().get().contains("pw123456"));
         let failed =
-            AuditEvent::failed_authentication("p1", &origin, Some("AK123"), "bad signature");
+            AuditEvent::failed_authentication("p1", &origin, Some("AK123"), None, "bad signature");
         let body = json!({ "traces": [failed.to_trace(now)] });
         let traces = parse_report(&serde_json::to_vec(&body).unwrap(), &ctx).unwrap();
         assert_eq!(traces[0].trace_rating, "warning");

@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, RawPathParams, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -19,7 +19,7 @@ use cts_identity::{Filter, IdentityError, Role, RoleSet, TokenInfo};
 use crate::audit::{self, AuditEvent};
 use crate::body::read_body;
 use crate::error::ApiError;
-use crate::metrics::{CodeLabel, ReasonLabel};
+use crate::metrics::{CodeLabel, ReasonLabel, RouteLabel};
 use crate::state::AppState;
 
 /// What a role may do.
@@ -155,11 +155,26 @@ pub async fn authorize(
         Access::Metrics if state.config.metrics.public => return next.run(req).await,
         _ => {}
     }
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
     let response = check_and_run(&state, access, req, next).await;
+    let code = response.status().as_u16();
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&RouteLabel {
+            method,
+            route,
+            code,
+        })
+        .inc();
     // Counted here so that refusals before the handler (credential, role,
     // body size) count too.
     if access == Access::Project(Permission::TraceReport) {
-        let code = response.status().as_u16();
         state
             .metrics
             .report_requests
@@ -175,7 +190,7 @@ async fn check_and_run(state: &AppState, access: Access, mut req: Request, next:
     let origin = Origin::of(req.headers(), peer);
     let project = path_project(&mut req).await;
     let claimed = claimed_access_key(req.headers());
-    let (principal, req) = match authenticate(&state, req, peer).await {
+    let (principal, req) = match authenticate(&state, req).await {
         Ok(v) => v,
         Err(e) => {
             if let ApiError::Unauthenticated(f) = &e {
@@ -184,11 +199,19 @@ async fn check_and_run(state: &AppState, access: Access, mut req: Request, next:
                     .auth_failures
                     .get_or_create(&ReasonLabel { reason: f.reason })
                     .inc();
-                if let Some(project) = &project {
+                // The project asked about, else the home project of the
+                // key's owner (a known key with a bad signature).
+                let owner = claimed.as_deref().and_then(|ak| key_owner(&state, ak));
+                let concerned = project.clone().or_else(|| {
+                    let (o, _) = owner.as_ref()?;
+                    audit::home_project(&state, &o.id, &o.domain_id, None)
+                });
+                if let Some(project) = concerned {
                     let event = AuditEvent::failed_authentication(
-                        project,
+                        &project,
                         &origin,
                         claimed.as_deref(),
+                        owner.as_ref().map(|(u, d)| (u, d)),
                         &f.message,
                     );
                     audit::spawn(&state, event);
@@ -215,6 +238,14 @@ fn claimed_access_key(headers: &HeaderMap) -> Option<String> {
     Some(auth.access_key.to_string())
 }
 
+/// The user owning access key `access` and its domain, if they exist.
+fn key_owner(state: &AppState, access: &str) -> Option<(cts_identity::User, cts_identity::Domain)> {
+    let key = state.identity.get_access_key(access).ok()?;
+    let user = state.identity.get_user(&key.user_id).ok()?;
+    let domain = state.identity.get_domain(&user.domain_id).ok()?;
+    Some((user, domain))
+}
+
 /// The `project_id` of the matched route, if it has one.
 async fn path_project(req: &mut Request) -> Option<String> {
     use axum::extract::FromRequestParts;
@@ -231,11 +262,7 @@ async fn path_project(req: &mut Request) -> Option<String> {
 
 /// Checks the credential of `req`. A signed request's body is read to hash
 /// it; the request handed back carries the same bytes.
-async fn authenticate(
-    state: &AppState,
-    req: Request,
-    peer: Option<SocketAddr>,
-) -> Result<(Principal, Request), ApiError> {
+async fn authenticate(state: &AppState, req: Request) -> Result<(Principal, Request), ApiError> {
     let unauth = |reason, msg: String| ApiError::Unauthenticated(AuthFailure::new(reason, msg));
     if let Some(token) = req.headers().get("x-auth-token") {
         let token = token
@@ -264,7 +291,7 @@ async fn authenticate(
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
         .unwrap_or(0);
     let body = read_body(body, state.config.limits.max_body_bytes, expected).await?;
-    let principal = verify_signature(state, &parts, &authorization, &body, peer).await?;
+    let principal = verify_signature(state, &parts, &authorization, &body).await?;
     Ok((principal, Request::from_parts(parts, Body::from(body))))
 }
 
@@ -292,13 +319,10 @@ async fn verify_signature(
     parts: &axum::http::request::Parts,
     authorization: &str,
     body: &[u8],
-    peer: Option<SocketAddr>,
 ) -> Result<Principal, ApiError> {
     let unauth = |reason, msg: String| ApiError::Unauthenticated(AuthFailure::new(reason, msg));
     let auth = cts_sign::parse_authorization(authorization)
         .map_err(|e| unauth("malformed", format!("Authorization: {e}")))?;
-    let throttle_keys = throttle_keys(&format!("ak:{}", auth.access_key), peer);
-    check_throttle(state, &throttle_keys)?;
     let headers: Vec<(&str, &str)> = parts
         .headers
         .iter()
@@ -311,8 +335,10 @@ async fn verify_signature(
         headers,
         body,
     };
+    // Not throttled: a secret key is not guessable like a password, and
+    // access key ids are not secret (traces show them), so counting bad
+    // signatures per key would let anyone lock a reporter out.
     let fail = |reason: &'static str, message: String| {
-        record_throttle_failure(state, &throttle_keys);
         ApiError::Unauthenticated(AuthFailure::new(reason, message))
     };
     let date = parts
@@ -339,7 +365,13 @@ async fn verify_signature(
         .map(drop)?;
     let user = state.identity.get_user(&key.user_id)?;
     let domain = state.identity.get_domain(&user.domain_id)?;
-    record_throttle_success(state, &throttle_keys);
+    // Coalesced by the store: at most one write a minute per key.
+    if let Err(e) = state
+        .identity
+        .touch_access_key(&key.access, crate::state::now_ms())
+    {
+        tracing::warn!(error = %e, "could not record the last use of an access key");
+    }
     let project_scope = parts
         .headers
         .get(cts_sign::PROJECT_HEADER)

@@ -32,6 +32,14 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub method: String,
+    /// The route's path template, e.g. `/v3/{project_id}/traces`.
+    pub route: String,
+    pub code: u16,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -60,6 +68,7 @@ pub struct Metrics {
     pub report_requests: Family<CodeLabel, Counter>,
     pub ingest_duration: Histogram,
     pub query_duration: HistogramFamily<ApiLabel>,
+    pub http_requests: Family<RouteLabel, Counter>,
     pub auth_failures: Family<ReasonLabel, Counter>,
     pub auth_throttled: Counter,
     pub access_denied: Counter,
@@ -89,6 +98,7 @@ impl Metrics {
             report_requests: Family::default(),
             ingest_duration: latency_histogram(),
             query_duration: Family::new_with_constructor(latency_histogram),
+            http_requests: Family::default(),
             auth_failures: Family::default(),
             auth_throttled: Counter::default(),
             access_denied: Counter::default(),
@@ -128,6 +138,11 @@ impl Metrics {
             "cts_query_duration_seconds",
             "Time to answer a trace query, by API version",
             m.query_duration.clone(),
+        );
+        registry.register(
+            "cts_http_requests",
+            "Requests by method, route and HTTP status (refusals such as 401, 403, 413 and 429 included)",
+            m.http_requests.clone(),
         );
         registry.register(
             "cts_auth_failures",

@@ -139,9 +139,15 @@ fn signatures_are_checked() {
         ak: server.admin.access_key.clone(),
         sk: "not-the-secret-key-0000".into(),
     };
-    let a = server.with(wrong).get(c, &path);
+    let a = server.with(wrong.clone()).get(c, &path);
     a.assert_error(401, "CTS.0002");
     assert!(a.text.contains("signature"), "{}", a.text);
+    // Without a project in the path, the refusal is recorded in the home
+    // project of the key's owner.
+    server
+        .with(wrong)
+        .get(c, "/v3/users")
+        .assert_error(401, "CTS.0002");
 
     let unknown = Cred::Key {
         ak: "NOSUCHKEY00000000000".into(),
@@ -197,18 +203,26 @@ fn signatures_are_checked() {
     // Failures are counted and recorded as traces of the project.
     let metrics = server.get("/metrics").text;
     assert!(
-        metrics.contains("cts_auth_failures_total{reason=\"bad_signature\"}"),
+        metrics.contains("cts_auth_failures_total{reason=\"bad_signature\"} 3"),
         "{metrics}"
     );
     let mut failed = Vec::new();
     for _ in 0..50 {
         failed = traces_named(&server, &pid, "authenticate");
-        if failed.len() >= 3 {
+        if failed.len() >= 6 {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(failed.len() >= 3, "{failed:?}");
+    // Anonymous, 2 bad signatures, unknown key, stale date, changed body.
+    assert_eq!(failed.len(), 6, "{failed:?}");
+    assert!(failed
+        .iter()
+        .any(|t| t["user"]["access_key_id"] == server.admin.access_key
+            && t["user"]["name"] == server.admin.user_name));
+    let refused =
+        "cts_http_requests_total{method=\"GET\",route=\"/v3/{project_id}/traces\",code=\"401\"}";
+    assert!(metrics.contains(refused), "{metrics}");
     assert!(failed
         .iter()
         .all(|t| t["code"] == "401" && t["service_type"] == "IAM"));
