@@ -9,10 +9,12 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
+use crate::auth::{with_query, Auth};
 use crate::gen::{self, Generator, Timeline};
 use crate::stats::ms;
 
-/// Every 20th pair of batches goes to another tenant.
+/// Every 20th pair of batches goes to another tenant (of the generated
+/// data; [`Auth::project`] knows its id on the server).
 pub fn project_for_batch(b: u64) -> &'static str {
     match b % 20 {
         18 => gen::OTHER_PROJECTS[0],
@@ -52,6 +54,7 @@ pub struct Plan {
     pub timeline: Timeline,
     pub batch: u64,
     pub url: String,
+    pub auth: Arc<Auth>,
 }
 
 impl Plan {
@@ -72,19 +75,22 @@ impl Plan {
     }
 }
 
+/// Reports `body` to `project`, signed: the status, the answer and how long
+/// the server took (the clock starts after signing).
 async fn post(
     http: &reqwest::Client,
-    url: &str,
+    auth: &Auth,
+    base: &str,
+    project: &str,
     body: bytes::Bytes,
-) -> Result<(u16, bytes::Bytes)> {
-    let resp = http
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await?;
+) -> Result<(u16, bytes::Bytes, Duration)> {
+    let url = format!("{base}/v3/{project}/traces");
+    let request = auth.request(http, reqwest::Method::POST, &url, Some(project), body)?;
+    let sent = Instant::now();
+    let resp = request.send().await?;
     let status = resp.status().as_u16();
-    Ok((status, resp.bytes().await?))
+    let answer = resp.bytes().await?;
+    Ok((status, answer, sent.elapsed()))
 }
 
 /// Loads every trace of the plan; fails if a batch is refused for good.
@@ -118,26 +124,26 @@ pub async fn ingest(plan: Arc<Plan>, clients: usize) -> Result<Ingest> {
                     if b >= batches {
                         return Ok::<_, anyhow::Error>(out);
                     }
-                    let project = project_for_batch(b);
-                    let url = format!("{}/v3/{project}/traces", plan.url);
+                    let tenant = project_for_batch(b);
+                    let project = plan.auth.project(tenant);
                     let body = bytes::Bytes::from(plan.body(b));
                     out.body_bytes += body.len() as u64;
                     let mut attempt = 0;
                     let (status, answer) = loop {
-                        let sent = Instant::now();
-                        let result = post(&http, &url, body.clone()).await;
+                        let result =
+                            post(&http, &plan.auth, &plan.url, project, body.clone()).await;
                         match result {
-                            Ok((201, answer)) => {
-                                out.latencies_ms.push(ms(sent.elapsed()));
+                            Ok((201, answer, took)) => {
+                                out.latencies_ms.push(ms(took));
                                 break (201, answer);
                             }
                             // Overload or a transport hiccup: back off, retry.
-                            Ok((429 | 500..=599, _)) | Err(_) if attempt < 5 => {
+                            Ok((429 | 500..=599, _, _)) | Err(_) if attempt < 5 => {
                                 attempt += 1;
                                 out.retries += 1;
                                 tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
                             }
-                            Ok((status, answer)) => break (status, answer),
+                            Ok((status, answer, _)) => break (status, answer),
                             Err(e) => return Err(e.context(format!("batch {b}"))),
                         }
                     };
@@ -149,7 +155,7 @@ pub async fn ingest(plan: Arc<Plan>, clients: usize) -> Result<Ingest> {
                     }
                     let ack: Ack = serde_json::from_slice(&answer).context("the 201 answer")?;
                     out.traces += ack.recorded;
-                    if project == gen::MAIN_PROJECT && !ack.trace_ids.is_empty() {
+                    if tenant == gen::MAIN_PROJECT && !ack.trace_ids.is_empty() {
                         let i = rng.random_range(0..ack.trace_ids.len());
                         out.sample_ids.push(ack.trace_ids[i].to_string());
                     }
@@ -182,6 +188,7 @@ pub struct CrashLoad {
 /// counts acknowledged traces as they come.
 pub async fn crash_load(
     gen: Arc<Generator>,
+    auth: Arc<Auth>,
     url: String,
     clients: usize,
     batch: u64,
@@ -192,6 +199,7 @@ pub async fn crash_load(
     let tasks: Vec<_> = (0..clients)
         .map(|c| {
             let (gen, http, stop, url) = (gen.clone(), http.clone(), stop.clone(), url.clone());
+            let auth = auth.clone();
             let acked_so_far = acked_so_far.clone();
             tokio::spawn(async move {
                 let mut rng = SmallRng::seed_from_u64(1_000 + c as u64);
@@ -199,7 +207,7 @@ pub async fn crash_load(
                     acked: Vec::new(),
                     attempted_batches: 0,
                 };
-                let url = format!("{url}/v3/{}/traces", gen::MAIN_PROJECT);
+                let project = auth.project(gen::MAIN_PROJECT);
                 while !stop.load(Ordering::Relaxed) {
                     let now = crate::now_ms() - 1_000;
                     let ids: Vec<String> = (0..batch).map(|_| gen::uuid(&mut rng)).collect();
@@ -213,8 +221,8 @@ pub async fn crash_load(
                     }
                     body.extend_from_slice(b"]}");
                     out.attempted_batches += 1;
-                    match post(&http, &url, body.into()).await {
-                        Ok((201, _)) => {
+                    match post(&http, &auth, &url, project, body.into()).await {
+                        Ok((201, _, _)) => {
                             acked_so_far.fetch_add(ids.len() as u64, Ordering::Relaxed);
                             out.acked.extend(ids);
                         }
@@ -258,6 +266,7 @@ struct Meta {
 
 /// Looks every id up by `trace_id=`; each must be there exactly once.
 pub async fn verify(
+    auth: Arc<Auth>,
     url: &str,
     ids: Vec<String>,
     clients: usize,
@@ -269,8 +278,8 @@ pub async fn verify(
     let next = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
-            let (http, ids, next) = (http.clone(), ids.clone(), next.clone());
-            let url = format!("{url}/v3/{}/traces", gen::MAIN_PROJECT);
+            let (http, ids, next, auth) = (http.clone(), ids.clone(), next.clone(), auth.clone());
+            let url = format!("{url}/v3/{}/traces", auth.project(gen::MAIN_PROJECT));
             tokio::spawn(async move {
                 let mut v = Verify::default();
                 loop {
@@ -278,13 +287,23 @@ pub async fn verify(
                     let Some(id) = ids.get(i) else {
                         return Ok::<_, anyhow::Error>(v);
                     };
-                    let resp = http
-                        .get(&url)
-                        .query(&[
-                            ("trace_id", id.as_str()),
-                            ("from", &from.to_string()),
-                            ("to", &to.to_string()),
-                        ])
+                    let query = with_query(
+                        &url,
+                        &[
+                            ("trace_id", id.clone()),
+                            ("from", from.to_string()),
+                            ("to", to.to_string()),
+                        ],
+                    );
+                    let project = Some(auth.project(gen::MAIN_PROJECT));
+                    let resp = auth
+                        .request(
+                            &http,
+                            reqwest::Method::GET,
+                            &query,
+                            project,
+                            Default::default(),
+                        )?
                         .send()
                         .await?;
                     let status = resp.status();

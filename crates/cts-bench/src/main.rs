@@ -1,6 +1,7 @@
 //! `cts-bench`: measures a real `ctsd` against the targets and a
 //! naive SQLite baseline on the same traces, on the same machine.
 
+mod auth;
 mod baseline;
 mod gen;
 mod load;
@@ -146,11 +147,17 @@ fn run(args: &Args) -> Result<()> {
             args.batch
         ),
     );
+    let auth = Arc::new(rt.block_on(auth::Auth::setup(
+        &load::http_client(1)?,
+        &srv.url,
+        &data_dir,
+    ))?);
     let plan = Arc::new(load::Plan {
         gen: gen.clone(),
         timeline: timeline(args.traces),
         batch: args.batch,
         url: srv.url.clone(),
+        auth: auth.clone(),
     });
     let cpu_before = server::own_cpu();
     let ingest = rt.block_on(load::ingest(plan, args.clients))?;
@@ -181,6 +188,7 @@ fn run(args: &Args) -> Result<()> {
         rt: &rt,
         http: load::http_client(1)?,
         url: srv.url.clone(),
+        auth: &auth,
     };
     let mut rounds = Vec::new();
     for r in 0..args.runs {
@@ -208,6 +216,7 @@ fn run(args: &Args) -> Result<()> {
     let crash = rt.block_on(async {
         let loader = tokio::spawn(load::crash_load(
             gen.clone(),
+            auth.clone(),
             srv.url.clone(),
             args.clients,
             args.batch,
@@ -236,6 +245,7 @@ fn run(args: &Args) -> Result<()> {
     );
     let acked = crash.acked.len();
     let verify = rt.block_on(load::verify(
+        auth.clone(),
         &srv.url,
         crash.acked,
         args.clients,
@@ -415,6 +425,7 @@ fn run(args: &Args) -> Result<()> {
             "runs": args.runs, "baseline_traces": baseline.as_ref().map(|(l, _, _)| l.traces),
             "seed": args.seed, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "server": server_bin.display().to_string(),
+            "auth": "every request to ctsd signed with SDK-HMAC-SHA256 (the bootstrap access key)",
         },
         "generator": {
             "mean_trace_bytes": mean_trace_bytes, "fragments": gen.fragments.len(), "users": gen.users.len(),

@@ -8,6 +8,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{with_query, Auth};
 use crate::gen::{self, Generator, TraceValues};
 use crate::load::project_for_batch;
 use crate::stats::{median, ms, percentile};
@@ -286,11 +287,12 @@ pub fn median_over_runs(runs: &[Vec<KindResult>]) -> Vec<KindResult> {
         .collect()
 }
 
-/// ctsd over HTTP, one request at a time.
+/// ctsd over HTTP, one signed request at a time.
 pub struct Http<'a> {
     pub rt: &'a tokio::runtime::Runtime,
     pub http: reqwest::Client,
     pub url: String,
+    pub auth: &'a Auth,
 }
 
 #[derive(Deserialize)]
@@ -313,8 +315,16 @@ impl Target for Http<'_> {
         if let Some(n) = next {
             params.push(("next", n.to_string()));
         }
-        let url = format!("{}/v3/{}/traces", self.url, gen::MAIN_PROJECT);
-        let request = self.http.get(&url).query(&params);
+        let project = self.auth.project(gen::MAIN_PROJECT);
+        let url = with_query(&format!("{}/v3/{project}/traces", self.url), &params);
+        // Signed before the clock starts: the latency is the server's.
+        let request = self.auth.request(
+            &self.http,
+            reqwest::Method::GET,
+            &url,
+            Some(project),
+            Default::default(),
+        )?;
         let start = Instant::now();
         let (status, body) = self.rt.block_on(async {
             let resp = request.send().await?;

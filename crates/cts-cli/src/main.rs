@@ -1,34 +1,64 @@
-//! `cts`: query and follow the traces of a Cloud Trace Service.
+//! `cts`: query and follow the traces of a Cloud Trace Service, and manage
+//! its identities.
 
 mod client;
+mod credentials;
+mod identity;
 mod table;
 mod tail;
 mod timefmt;
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
 use client::{Client, ServerError};
+use credentials::{Auth, Credentials, Layer};
+use identity::{
+    AccessKeysCommand, Ctx, GroupsCommand, LoginArgs, ProjectsCommand, RolesCommand, UsersCommand,
+};
 
 #[derive(Parser)]
-#[command(name = "cts", version, about = "Client of the Cloud Trace Service")]
+#[command(
+    name = "cts",
+    version,
+    about = "Client of the Cloud Trace Service",
+    after_help = "Each setting comes from its flag, else its CTS_* variable, else the credentials \
+file; the credential (access key and secret key, or token) is taken whole from the first of \
+these that gives one."
+)]
 struct Cli {
-    /// Base URL of the CTS server.
+    /// Base URL of the CTS server [env: CTS_ENDPOINT; default: http://127.0.0.1:8080].
+    #[arg(long, global = true, help_heading = "Connection")]
+    endpoint: Option<String>,
+    /// Project of the traces commands, of the login scope and the default
+    /// of `roles --project` [env: CTS_PROJECT_ID].
+    #[arg(long, global = true, help_heading = "Connection")]
+    project_id: Option<String>,
+    /// Access key to sign requests with [env: CTS_ACCESS_KEY].
+    #[arg(long, global = true, help_heading = "Connection")]
+    access_key: Option<String>,
+    /// Secret key of --access-key [env: CTS_SECRET_KEY].
+    #[arg(long, global = true, help_heading = "Connection")]
+    secret_key: Option<String>,
+    /// Token from `cts login`, instead of an access key [env: CTS_AUTH_TOKEN].
     #[arg(
         long,
         global = true,
-        env = "CTS_ENDPOINT",
-        default_value = "http://127.0.0.1:8080"
+        conflicts_with = "access_key",
+        help_heading = "Connection"
     )]
-    endpoint: String,
-    /// Project whose traces to query.
-    #[arg(long, global = true, env = "CTS_PROJECT_ID")]
-    project_id: Option<String>,
+    token: Option<String>,
+    /// JSON file with endpoint, project_id, access_key and secret_key, e.g.
+    /// the server's DATA_DIR/bootstrap.json [env: CTS_CREDENTIALS].
+    #[arg(long, global = true, help_heading = "Connection")]
+    credentials: Option<PathBuf>,
+    /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
     #[command(subcommand)]
@@ -45,7 +75,24 @@ pub enum Output {
 enum Command {
     /// Query traces.
     #[command(subcommand)]
-    Traces(TracesCommand),
+    Traces(Box<TracesCommand>),
+    /// Get a token with a password; prints it and its expiry.
+    Login(LoginArgs),
+    /// Manage the projects of your domain.
+    #[command(subcommand)]
+    Projects(ProjectsCommand),
+    /// Manage the users of your domain.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manage groups and their members.
+    #[command(subcommand)]
+    Groups(GroupsCommand),
+    /// List roles and grant them on projects.
+    #[command(subcommand)]
+    Roles(RolesCommand),
+    /// Manage access keys (AK/SK).
+    #[command(subcommand)]
+    AccessKeys(AccessKeysCommand),
 }
 
 #[derive(Subcommand)]
@@ -160,7 +207,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             match e.downcast_ref::<ServerError>() {
-                Some(server) => eprintln!("{server}"),
+                Some(server) => {
+                    eprintln!("{server}");
+                    if server.status == 401 {
+                        eprintln!("hint: the server refused the credential; check the access key and secret key, or get a new token with `cts login`");
+                    }
+                }
                 None => eprintln!("error: {e:#}"),
             }
             ExitCode::FAILURE
@@ -168,20 +220,64 @@ fn main() -> ExitCode {
     }
 }
 
+fn credentials(cli: &Cli) -> Result<Credentials> {
+    let login = match &cli.command {
+        Command::Login(l) => Some(l),
+        _ => None,
+    };
+    let mut layers = vec![
+        Layer::flags(&[
+            ("endpoint", cli.endpoint.as_ref()),
+            ("project_id", cli.project_id.as_ref()),
+            ("access_key", cli.access_key.as_ref()),
+            ("secret_key", cli.secret_key.as_ref()),
+            ("token", cli.token.as_ref()),
+            ("user_name", login.and_then(|l| l.user.as_ref())),
+            ("password", login.and_then(|l| l.password.as_ref())),
+            ("domain_name", login.and_then(|l| l.domain.as_ref())),
+        ]),
+        Layer::env(|name| std::env::var(name).ok()),
+    ];
+    let file = cli.credentials.clone().or_else(|| {
+        std::env::var_os("CTS_CREDENTIALS")
+            .filter(|f| !f.is_empty())
+            .map(PathBuf::from)
+    });
+    if let Some(file) = file {
+        layers.push(Layer::file(&file)?);
+    }
+    let mut creds = Credentials::resolve(&layers)?;
+    match &cli.command {
+        // Logging in needs no credential but the password.
+        Command::Login(_) => creds.auth = Auth::None,
+        _ => creds.require_auth()?,
+    }
+    Ok(creds)
+}
+
 fn run(cli: Cli) -> Result<()> {
-    let Command::Traces(cmd) = cli.command;
-    let project = cli
-        .project_id
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| anyhow!("--project-id (or CTS_PROJECT_ID) is required"))?;
-    let client = Client::new(&cli.endpoint, &project)?;
-    match cmd {
-        TracesCommand::List(args) => list(&client, args, cli.output),
-        TracesCommand::Tail(args) => tail::run(&client, &args, cli.output),
+    let creds = credentials(&cli)?;
+    let client = Client::new(&creds)?;
+    let ctx = Ctx {
+        client: &client,
+        creds: &creds,
+        output: cli.output,
+    };
+    match cli.command {
+        Command::Traces(cmd) => match *cmd {
+            TracesCommand::List(args) => list(&client, creds.project()?, args, cli.output),
+            TracesCommand::Tail(args) => tail::run(&client, creds.project()?, &args, cli.output),
+        },
+        Command::Login(_) => identity::login(&ctx),
+        Command::Projects(cmd) => identity::projects(&ctx, cmd),
+        Command::Users(cmd) => identity::users(&ctx, cmd),
+        Command::Groups(cmd) => identity::groups(&ctx, cmd),
+        Command::Roles(cmd) => identity::roles(&ctx, cmd),
+        Command::AccessKeys(cmd) => identity::access_keys(&ctx, cmd),
     }
 }
 
-fn list(client: &Client, args: ListArgs, output: Output) -> Result<()> {
+fn list(client: &Client, project: &str, args: ListArgs, output: Output) -> Result<()> {
     let now = timefmt::now_ms();
     let mut params = args.filters.params();
     // A relative --from counts back from --to when both are given.
@@ -208,10 +304,10 @@ fn list(client: &Client, args: ListArgs, output: Output) -> Result<()> {
 
     let (traces, marker) = if args.all {
         let mut traces = Vec::new();
-        client.list_all(&params, |page| traces.extend(page.traces))?;
+        client.list_all(project, &params, |page| traces.extend(page.traces))?;
         (traces, None)
     } else {
-        let page = client.list(&params)?;
+        let page = client.list(project, &params)?;
         (page.traces, page.meta_data.marker.filter(|m| !m.is_empty()))
     };
 
@@ -234,4 +330,15 @@ fn list(client: &Client, args: ListArgs, output: Output) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -23,7 +23,8 @@ pub const STREAM_WIDTHS: [usize; 10] = [24, 20, 7, 14, 24, 16, 8, 4, 15, 36];
 
 pub type Row = [String; 10];
 
-fn text(v: Option<&Value>) -> String {
+/// A cell: strings bare, missing or empty values as `-`, others as JSON.
+pub fn text(v: Option<&Value>) -> String {
     match v {
         None | Some(Value::Null) => "-".to_string(),
         Some(Value::String(s)) if s.is_empty() => "-".to_string(),
@@ -56,19 +57,23 @@ pub fn header_row() -> Row {
     HEADERS.map(str::to_string)
 }
 
-/// The widest cell of each column, headers included.
-pub fn widths(rows: &[Row]) -> [usize; 10] {
-    let mut w = HEADERS.map(str::len);
+/// The widest cell of each column.
+pub fn widths<R: AsRef<[String]>>(rows: &[R]) -> Vec<usize> {
+    let mut w: Vec<usize> = Vec::new();
     for r in rows {
-        for (w, cell) in w.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
+        for (i, cell) in r.as_ref().iter().enumerate() {
+            let n = cell.chars().count();
+            match w.get_mut(i) {
+                Some(w) => *w = (*w).max(n),
+                None => w.push(n),
+            }
         }
     }
     w
 }
 
 /// One line: cells left-aligned, two spaces apart, no trailing blanks.
-pub fn format_row(row: &Row, widths: &[usize; 10]) -> String {
+pub fn format_row(row: &[String], widths: &[usize]) -> String {
     let mut line = String::new();
     for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
         if i > 0 {
@@ -86,16 +91,19 @@ pub fn format_row(row: &Row, widths: &[usize; 10]) -> String {
     line
 }
 
+/// Aligned lines of `rows`, each ending in a newline.
+pub fn render_rows<R: AsRef<[String]>>(rows: &[R]) -> String {
+    let w = widths(rows);
+    rows.iter()
+        .map(|r| format_row(r.as_ref(), &w) + "\n")
+        .collect()
+}
+
 pub fn render(traces: &[Value]) -> String {
-    let rows: Vec<Row> = traces.iter().map(row).collect();
-    let w = widths(&rows);
-    let mut out = format_row(&header_row(), &w);
-    out.push('\n');
-    for r in &rows {
-        out.push_str(&format_row(r, &w));
-        out.push('\n');
-    }
-    out
+    let rows: Vec<Row> = std::iter::once(header_row())
+        .chain(traces.iter().map(row))
+        .collect();
+    render_rows(&rows)
 }
 
 #[cfg(test)]

@@ -50,6 +50,7 @@ impl Seen {
 
 fn poll(
     client: &Client,
+    project: &str,
     filters: &[(&'static str, String)],
     window_ms: i64,
 ) -> Result<(Vec<Value>, i64)> {
@@ -60,11 +61,11 @@ fn poll(
     params.push(("to", (now + SKEW_MS).to_string()));
     params.push(("limit", "200".to_string()));
     let mut traces = Vec::new();
-    client.list_all(&params, |page| traces.extend(page.traces))?;
+    client.list_all(project, &params, |page| traces.extend(page.traces))?;
     Ok((traces, from))
 }
 
-pub fn run(client: &Client, args: &TailArgs, output: Output) -> Result<()> {
+pub fn run(client: &Client, project: &str, args: &TailArgs, output: Output) -> Result<()> {
     let filters = args.filters.params();
     let window_ms = args.window.as_millis() as i64;
     let mut seen = Seen {
@@ -72,7 +73,7 @@ pub fn run(client: &Client, args: &TailArgs, output: Output) -> Result<()> {
     };
 
     // What is already there is history, not news: remember it, print nothing.
-    let (existing, _) = poll(client, &filters, window_ms)?;
+    let (existing, _) = poll(client, project, &filters, window_ms)?;
     seen.take_new(existing);
     eprintln!(
         "following traces (polling every {:?}, late arrivals up to {:?}); Ctrl-C to stop",
@@ -90,7 +91,7 @@ pub fn run(client: &Client, args: &TailArgs, output: Output) -> Result<()> {
     }
     loop {
         std::thread::sleep(args.interval);
-        let (traces, from) = match poll(client, &filters, window_ms) {
+        let (traces, from) = match poll(client, project, &filters, window_ms) {
             Ok(r) => r,
             // A refused query will be refused again: give up.
             Err(e)

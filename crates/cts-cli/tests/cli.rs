@@ -1,5 +1,6 @@
 //! End to end: the real `ctsd` server, traces reported over HTTP, the `cts`
-//! binary run as a user would.
+//! binary run as a user would, with the credentials the server wrote to its
+//! `bootstrap.json`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -9,11 +10,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-const PROJECT: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
-
 struct Server {
     child: Child,
     url: String,
+    /// `DATA_DIR/bootstrap.json` of this server.
+    bootstrap: PathBuf,
+    /// The bootstrap project, where the admin holds cts_admin.
+    project: String,
+    access_key: String,
+    secret_key: String,
     _data: tempfile::TempDir,
 }
 
@@ -35,7 +40,14 @@ fn ctsd_path() -> PathBuf {
 
 fn start_server() -> Server {
     let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(ctsd_path())
+    let mut cmd = Command::new(ctsd_path());
+    // The server's defaults, whatever the developer's shell sets.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CTS_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data.path())
         .stdout(Stdio::piped())
@@ -54,9 +66,18 @@ fn start_server() -> Server {
     let url = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("ctsd did not print its address");
+    // Written before the server says where it listens.
+    let bootstrap = data.path().join("bootstrap.json");
+    let boot: Value = serde_json::from_slice(&std::fs::read(&bootstrap).unwrap()).unwrap();
+    let field = |k: &str| boot[k].as_str().unwrap().to_string();
+    assert_eq!(field("endpoint"), url);
     Server {
         child,
         url,
+        project: field("project_id"),
+        access_key: field("access_key"),
+        secret_key: field("secret_key"),
+        bootstrap,
         _data: data,
     }
 }
@@ -84,15 +105,33 @@ fn trace(service: &str, name: &str, user: &str, code: &str, time: i64) -> Value 
     })
 }
 
+/// `POST /v3/{project}/traces` signed with `(ak, sk)`: (status, body).
+fn post_traces(server: &Server, (ak, sk): (&str, &str), traces: Vec<Value>) -> (u16, Value) {
+    let url = format!("{}/v3/{}/traces", server.url, server.project);
+    let body = serde_json::to_vec(&json!({ "traces": traces })).unwrap();
+    let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
+    cts_sign::sign_request(
+        "POST",
+        &url,
+        &mut headers,
+        &body,
+        ak,
+        sk,
+        cts_sign::unix_now(),
+    )
+    .unwrap();
+    let mut req = reqwest::blocking::Client::new().post(&url).body(body);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let resp = req.send().unwrap();
+    (resp.status().as_u16(), resp.json().unwrap())
+}
+
+/// Reports as the admin, asserting 201; returns the trace ids.
 fn report(server: &Server, traces: Vec<Value>) -> Vec<String> {
-    let resp = reqwest::blocking::Client::new()
-        .post(format!("{}/v3/{PROJECT}/traces", server.url))
-        .json(&json!({ "traces": traces }))
-        .send()
-        .unwrap();
-    let status = resp.status();
-    let body: Value = resp.json().unwrap();
-    assert_eq!(status.as_u16(), 201, "{body}");
+    let (status, body) = post_traces(server, (&server.access_key, &server.secret_key), traces);
+    assert_eq!(status, 201, "{body}");
     body["trace_ids"]
         .as_array()
         .unwrap()
@@ -101,12 +140,26 @@ fn report(server: &Server, traces: Vec<Value>) -> Vec<String> {
         .collect()
 }
 
+/// The `cts` binary with none of the developer's `CTS_*` settings.
+fn cts_bare() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cts"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CTS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// `cts` as the admin: everything from the server's bootstrap.json.
+fn cts_admin(server: &Server) -> Command {
+    let mut cmd = cts_bare();
+    cmd.arg("--credentials").arg(&server.bootstrap);
+    cmd
+}
+
 fn cts(server: &Server, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cts"))
-        .args(["--endpoint", &server.url, "--project-id", PROJECT])
-        .args(args)
-        .output()
-        .unwrap()
+    cts_admin(server).args(args).output().unwrap()
 }
 
 fn stdout_ok(out: &Output) -> String {
@@ -325,15 +378,8 @@ fn tail_prints_new_and_late_traces_once() {
         vec![trace("IAM", "oldLogin", "dave", "200", now - 5_000)],
     );
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cts"))
-        .args([
-            "--endpoint",
-            &server.url,
-            "--project-id",
-            PROJECT,
-            "--output",
-            "json",
-        ])
+    let mut child = cts_admin(&server)
+        .args(["--output", "json"])
         .args([
             "traces",
             "tail",
@@ -405,4 +451,306 @@ fn tail_prints_new_and_late_traces_once() {
             panic!("printed again: {t}");
         }
     }
+}
+
+fn stderr_of(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "cts succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json_ok(out: &Output) -> Value {
+    serde_json::from_str(&stdout_ok(out)).unwrap()
+}
+
+/// The `name`s of a JSON list printed by cts.
+fn listed_names(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["name"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn login_prints_a_token_that_works() {
+    let server = start_server();
+    let table = stdout_ok(&cts(&server, &["login"]));
+    assert!(table.starts_with("token "), "{table}");
+    assert!(
+        table.contains("expires_at ") && table.contains("cts_admin"),
+        "{table}"
+    );
+
+    let login = json_ok(&cts(&server, &["--output", "json", "login"]));
+    let token = login["token"].as_str().unwrap();
+    assert!(
+        login["expires_at"].as_str().unwrap().ends_with('Z'),
+        "{login}"
+    );
+    assert_eq!(login["project_id"].as_str(), Some(server.project.as_str()));
+
+    // The token from the environment beats the file's access key.
+    let out = cts_admin(&server)
+        .env("CTS_AUTH_TOKEN", token)
+        .args(["--output", "json", "traces", "list"])
+        .output()
+        .unwrap();
+    // Logging in is recorded in the project.
+    assert!(names(&json_traces(&out)).contains(&"createToken"));
+    let out = cts_admin(&server)
+        .env("CTS_AUTH_TOKEN", "not-a-token")
+        .args(["traces", "list"])
+        .output()
+        .unwrap();
+    assert!(stderr_of(&out).starts_with("error CTS.0002 (HTTP 401)"));
+
+    let out = cts(&server, &["login", "--password", "wrong-password-1"]);
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains("HTTP 401") && stderr.contains("password"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn identities_keys_roles_and_groups() {
+    let server = start_server();
+    let admin = |args: &[&str]| stdout_ok(&cts(&server, args));
+    let admin_json = |args: &[&str]| {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        json_ok(&cts(&server, &all))
+    };
+
+    // A user with read access to the bootstrap project and a key of its own.
+    let carol = admin_json(&[
+        "users",
+        "create",
+        "carol",
+        "--password",
+        "Carol-pw-1234",
+        "--email",
+        "c@example.com",
+    ]);
+    assert_eq!(carol["name"], "carol");
+    let table = admin(&["users", "list"]);
+    assert!(
+        table.starts_with("ID ") && table.contains("carol") && table.contains("c@example.com"),
+        "{table}"
+    );
+    assert!(admin(&["roles", "list"]).contains("cts_viewer"));
+    let granted = admin(&["roles", "assign", "--user", "carol", "--role", "cts_viewer"]);
+    assert!(granted.starts_with("granted role cts_viewer"), "{granted}");
+    let key = admin_json(&[
+        "access-keys",
+        "create",
+        "--user",
+        "carol",
+        "--description",
+        "ci",
+    ]);
+    let (ak, sk) = (
+        key["access"].as_str().unwrap(),
+        key["secret"].as_str().unwrap(),
+    );
+    assert_eq!(key["user_id"], carol["id"]);
+    let keys = admin_json(&["access-keys", "list", "--user", "carol"]);
+    assert_eq!(keys[0]["access"], ak);
+    assert!(keys[0].get("secret").is_none(), "{keys}");
+    let table = admin(&["roles", "assignments", "--user", "carol"]);
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("cts_viewer") && l.contains("carol")),
+        "{table}"
+    );
+
+    // Carol's key, given on the command line, reads traces...
+    let as_carol = |args: &[&str]| {
+        cts_bare()
+            .args(["--endpoint", &server.url, "--project-id", &server.project])
+            .args(["--access-key", ak, "--secret-key", sk])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let traces = json_traces(&as_carol(&["--output", "json", "traces", "list"]));
+    assert!(names(&traces).contains(&"createUser"), "{traces:?}");
+    // ...but may neither report nor manage identities.
+    let (status, body) = post_traces(
+        &server,
+        (ak, sk),
+        vec![trace("ECS", "x", "carol", "200", now_ms())],
+    );
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (403, Some("CTS.0013")),
+        "{body}"
+    );
+    let stderr = stderr_of(&as_carol(&["users", "list"]));
+    assert!(stderr.starts_with("error CTS.0013 (HTTP 403)"), "{stderr}");
+
+    // Roles granted to a group apply to its members, while they are members.
+    admin(&[
+        "groups",
+        "create",
+        "reporters",
+        "--description",
+        "may report",
+    ]);
+    admin(&["groups", "add-user", "reporters", "carol"]);
+    assert_eq!(
+        listed_names(&admin_json(&["groups", "members", "reporters"])),
+        ["carol"]
+    );
+    admin(&[
+        "roles",
+        "assign",
+        "--group",
+        "reporters",
+        "--role",
+        "cts_reporter",
+        "--project",
+        "eu-de",
+    ]);
+    let (status, body) = post_traces(
+        &server,
+        (ak, sk),
+        vec![trace("ECS", "byCarol", "carol", "200", now_ms())],
+    );
+    assert_eq!(status, 201, "{body}");
+    admin(&["groups", "remove-user", "reporters", "carol"]);
+    assert_eq!(admin_json(&["groups", "members", "reporters"]), json!([]));
+    let (status, _) = post_traces(
+        &server,
+        (ak, sk),
+        vec![trace("ECS", "x", "carol", "200", now_ms())],
+    );
+    assert_eq!(status, 403);
+
+    admin(&[
+        "roles",
+        "unassign",
+        "--group",
+        "reporters",
+        "--role",
+        "cts_reporter",
+        "--project",
+        "eu-de",
+    ]);
+    assert_eq!(
+        admin_json(&["roles", "assignments", "--group", "reporters"]),
+        json!([])
+    );
+
+    // A new password works for logging in, a disabled user cannot.
+    admin(&[
+        "users",
+        "set-password",
+        "carol",
+        "--password",
+        "Carol-pw-5678",
+    ]);
+    let carol_login = [
+        "--output",
+        "json",
+        "login",
+        "--user",
+        "carol",
+        "--password",
+        "Carol-pw-5678",
+    ];
+    let login = json_ok(&cts(&server, &carol_login));
+    assert_eq!(login["roles"], "cts_viewer");
+    assert!(admin(&["users", "disable", "carol"]).starts_with("disabled user carol"));
+    assert!(stderr_of(&cts(&server, &carol_login)).contains("HTTP 401"));
+    admin(&["users", "enable", "carol"]);
+
+    // A disabled key is refused; enabled again, it works.
+    assert!(admin(&["access-keys", "disable", ak]).contains("inactive"));
+    let stderr = stderr_of(&as_carol(&["traces", "list"]));
+    assert!(stderr.contains("HTTP 401"), "{stderr}");
+    admin(&["access-keys", "enable", ak]);
+    stdout_ok(&as_carol(&["traces", "list"]));
+
+    // Projects by name.
+    let dev = admin_json(&["projects", "create", "eu-de_dev", "--description", "dev"]);
+    assert_eq!(dev["region"], "eu-de");
+    assert_eq!(listed_names(&admin_json(&["projects", "list"])).len(), 2);
+    assert!(admin(&["projects", "delete", "eu-de_dev"]).starts_with("deleted project eu-de_dev"));
+
+    // Deleting: by name, and gone afterwards.
+    admin(&["access-keys", "delete", ak]);
+    assert_eq!(
+        admin_json(&["access-keys", "list", "--user", "carol"]),
+        json!([])
+    );
+    admin(&["groups", "delete", "reporters"]);
+    assert!(
+        stdout_ok(&cts(&server, &["users", "delete", "carol"])).starts_with("deleted user carol")
+    );
+    assert_eq!(listed_names(&admin_json(&["users", "list"])), ["admin"]);
+    assert_eq!(admin_json(&["groups", "list"]), json!([]));
+    let stderr = stderr_of(&cts(&server, &["users", "delete", "carol"]));
+    assert_eq!(stderr.trim(), "error: no user named or with id \"carol\"");
+}
+
+#[test]
+fn credential_errors_are_explained() {
+    let server = start_server();
+    let out = cts_bare()
+        .args(["--endpoint", &server.url, "--project-id", &server.project])
+        .args([
+            "--access-key",
+            &server.access_key,
+            "--secret-key",
+            "wrong-secret",
+        ])
+        .args(["traces", "list"])
+        .output()
+        .unwrap();
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.starts_with("error CTS.0002 (HTTP 401): ")
+            && stderr.contains("signature does not match"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint: "), "{stderr}");
+
+    let out = cts_bare()
+        .args(["--endpoint", &server.url, "traces", "list"])
+        .output()
+        .unwrap();
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.starts_with("error: no credentials: give --access-key and --secret-key"),
+        "{stderr}"
+    );
+
+    let out = cts_bare()
+        .env("CTS_ACCESS_KEY", &server.access_key)
+        .args(["traces", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        stderr_of(&out).trim(),
+        "error: CTS_ACCESS_KEY is given without CTS_SECRET_KEY"
+    );
+
+    let out = cts_bare()
+        .args([
+            "--endpoint",
+            &server.url,
+            "--access-key",
+            &server.access_key,
+        ])
+        .args(["--secret-key", &server.secret_key, "traces", "list"])
+        .output()
+        .unwrap();
+    assert!(stderr_of(&out).contains("no project: give --project-id"));
 }

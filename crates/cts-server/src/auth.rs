@@ -469,11 +469,11 @@ async fn permit(
             if roles.is_empty() {
                 return Err(denied());
             }
-            require(permission, &roles)
+            require(permission, &roles, "on the project")
         }
         Access::Domain(permission) => {
             let roles = domain_roles(state, principal)?;
-            require(permission, &roles)
+            require(permission, &roles, "on a project of your domain")
         }
     }
 }
@@ -501,13 +501,14 @@ pub fn domain_roles(state: &AppState, principal: &Principal) -> Result<RoleSet, 
     Ok(all)
 }
 
-fn require(permission: Permission, roles: &RoleSet) -> Result<(), ApiError> {
+fn require(permission: Permission, roles: &RoleSet, scope: &'static str) -> Result<(), ApiError> {
     if permission.allowed(roles) {
         return Ok(());
     }
     let names: Vec<&str> = permission.granted_by().iter().map(|r| r.name()).collect();
     Err(ApiError::MissingRole {
         needed: names.join(" or "),
+        scope,
     })
 }
 

@@ -65,8 +65,12 @@ pub enum ApiError {
     /// the caller must not learn which).
     #[error("{0}")]
     Forbidden(String),
-    #[error("no permission: this needs the role {needed} on the project")]
-    MissingRole { needed: String },
+    #[error("no permission: this needs the role {needed} {scope}")]
+    MissingRole {
+        needed: String,
+        /// Where the role is needed: on the project, or in the domain.
+        scope: &'static str,
+    },
     #[error("too many failed authentications; retry in {} s", retry_after.as_secs())]
     Throttled { retry_after: Duration },
     #[error("{what} {id} does not exist")]
