@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test of the project. Needs only the Rust toolchain.
+# Runs every test of the project. Needs the Rust toolchain and Python 3.11+
+# (the compatibility suite installs its packages from PyPI into
+# target/compat-venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,3 +11,6 @@ cargo test --workspace --no-fail-fast
 # The benchmark must keep working: a small smoke run against the debug server.
 target/debug/cts-bench --traces 20000 --queries 20 --baseline-traces 20000 \
   --server target/debug/ctsd --out target/bench-smoke.json
+# The official clients (huaweicloudsdkcts, openstacksdk + otcextensions)
+# against a live server.
+CTSD="$PWD/target/debug/ctsd" scripts/compat.sh

@@ -619,9 +619,9 @@ fn complete(
         time,
         record_time: ctx.now_ms,
         user,
-        request: t.request,
-        response: t.response,
-        code: t.code,
+        request: t.request.and_then(as_text),
+        response: t.response.and_then(as_text),
+        code: t.code.and_then(as_text),
         event_type: t
             .event_type
             .unwrap_or_else(|| kind.as_query_value().to_string()),
@@ -640,7 +640,7 @@ fn complete(
         trace_rating,
         trace_type,
         api_version: t.api_version,
-        message: t.message,
+        message: t.message.and_then(as_text),
         request_id: t.request_id,
         location_info: t.location_info,
         endpoint: t.endpoint,
@@ -650,6 +650,22 @@ fn complete(
         content_length: t.content_length,
         total_time: t.total_time,
     })
+}
+
+/// `request`, `response`, `message` and `code` are strings in the trace
+/// structure (and in the official SDK's model). A reporter may send JSON
+/// objects or a numeric code for convenience; they are stored as their JSON
+/// text, so every client reads a string. `null` is the same as absent.
+fn as_text(raw: Box<RawValue>) -> Option<Box<RawValue>> {
+    let text = raw.get().trim();
+    if text == "null" {
+        return None;
+    }
+    if text.starts_with('"') {
+        return Some(raw);
+    }
+    let quoted = serde_json::to_string(text).expect("a string serializes");
+    Some(RawValue::from_string(quoted).expect("a JSON string is a JSON value"))
 }
 
 fn check_user(c: &mut Checker, u: &UserInfo) {
@@ -744,10 +760,26 @@ mod tests {
         }
         let mut v = good();
         v["code"] = serde_json::json!(500);
+        let t = parse_report(&body(vec![v]), &ctx()).unwrap().remove(0);
+        assert_eq!(t.trace_rating, "incident");
+        // Stored as the string the trace structure declares.
+        assert_eq!(t.code.unwrap().get(), "\"500\"");
+    }
+
+    #[test]
+    fn objects_are_stored_as_json_text() {
+        let mut v = good();
+        v["request"] = serde_json::json!({"server": {"name": "web-1"}});
+        v["response"] = serde_json::json!("already text");
+        v["message"] = Value::Null;
+        let t = parse_report(&body(vec![v]), &ctx()).unwrap().remove(0);
+        let request: String = serde_json::from_str(t.request.unwrap().get()).unwrap();
         assert_eq!(
-            parse_report(&body(vec![v]), &ctx()).unwrap()[0].trace_rating,
-            "incident"
+            serde_json::from_str::<Value>(&request).unwrap(),
+            serde_json::json!({"server": {"name": "web-1"}})
         );
+        assert_eq!(t.response.unwrap().get(), "\"already text\"");
+        assert!(t.message.is_none());
     }
 
     #[test]

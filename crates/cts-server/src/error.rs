@@ -1,7 +1,9 @@
 //! Every error the API answers, and its one mapping to HTTP.
 //!
-//! The body is always `{"error_code": "CTS.XXXX", "error_msg": "..."}`; a
-//! refused report body also carries `"errors": [{"index", "field", "rule"}]`.
+//! The body is always `{"error_code": "CTS.XXXX", "error_msg": "..."}`, with
+//! the same message in Keystone's `"error": {"code", "title", "message"}` for
+//! OpenStack clients; a refused report body also carries
+//! `"errors": [{"index", "field", "rule"}]`.
 //! Codes from the CTS reference are used where one fits; the project's own
 //! codes, numbered from `CTS.9000`, are:
 //!
@@ -186,9 +188,16 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(detail) => tracing::warn!(%detail, "not ready"),
             _ => {}
         }
+        let msg = self.to_string();
         let mut body = json!({
             "error_code": self.code(),
-            "error_msg": self.to_string(),
+            "error_msg": msg,
+            // Keystone's shape, which keystoneauth and openstacksdk read.
+            "error": {
+                "code": status.as_u16(),
+                "title": status.canonical_reason().unwrap_or("Error"),
+                "message": format!("{}: {msg}", self.code()),
+            },
         });
         if let Some(errors) = self.field_errors() {
             body["errors"] = json!(errors);
@@ -278,6 +287,10 @@ mod tests {
             let (s, body) = body_of(e).await;
             assert_eq!(s.as_u16(), status);
             assert_eq!(body["error_code"], code);
+            // And Keystone's shape for OpenStack clients.
+            assert_eq!(body["error"]["code"], status);
+            let keystone = body["error"]["message"].as_str().unwrap();
+            assert!(keystone.starts_with(&format!("{code}: ")), "{keystone}");
             assert!(body.get("errors").is_none());
         }
         let (_, body) = body_of(ApiError::Query(QueryError {

@@ -838,6 +838,24 @@ pub struct AssignmentParams {
     user: Option<String>,
     #[serde(rename = "group.id")]
     group: Option<String>,
+    /// Keystone's `include_names`: names beside the ids (`openstack role
+    /// assignment list --names`).
+    include_names: Option<String>,
+}
+
+impl Call {
+    fn add_names(&self, v: &mut Value, project: &Project, actor: &Actor) -> Result<(), ApiError> {
+        let domain = json!({"id": self.caller.domain_id, "name": self.caller.domain_name});
+        v["scope"]["project"]["name"] = json!(project.name);
+        v["scope"]["project"]["domain"] = domain.clone();
+        let (kind, name) = match actor {
+            Actor::User(id) => ("user", self.user(id)?.name),
+            Actor::Group(id) => ("group", self.group(id)?.name),
+        };
+        v[kind]["name"] = json!(name);
+        v[kind]["domain"] = domain;
+        Ok(())
+    }
 }
 
 /// `GET /v3/role_assignments`, filtered by `scope.project.id`, `user.id`
@@ -873,7 +891,11 @@ pub async fn list_assignments(
             .list_assignments(&project.id, actor.as_ref())?
         {
             if let Some(role) = roles.iter().find(|r| r.role == a.role) {
-                out.push(assignment_json(&c.base, &project.id, &a.actor, role));
+                let mut v = assignment_json(&c.base, &project.id, &a.actor, role);
+                if params.include_names.is_some() {
+                    c.add_names(&mut v, project, &a.actor)?;
+                }
+                out.push(v);
             }
         }
     }
