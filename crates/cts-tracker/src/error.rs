@@ -1,0 +1,123 @@
+//! The one error type of the crate: a CTS error code with its HTTP status,
+//! so the server maps it to `{"error_code", "error_msg"}` without knowing
+//! the rules behind it.
+
+/// Why a tracker, tag, quota or catalog operation failed.
+///
+/// `code` and `status` come from the CTS error table
+/// (api-ref/source/appendix/error_codes.rst); `message` names the field and
+/// the rule it breaks, and is safe to return to the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct TrackerError {
+    /// `CTS.xxxx`.
+    pub code: &'static str,
+    /// HTTP status the code is documented with.
+    pub status: u16,
+    /// The request field or parameter at fault (`obs_info.bucket_name`,
+    /// `tags[2].key`), when one is.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl TrackerError {
+    fn new(code: &'static str, status: u16, field: Option<&str>, message: String) -> Self {
+        TrackerError {
+            code,
+            status,
+            field: field.map(str::to_owned),
+            message,
+        }
+    }
+
+    /// A 400 with `code` about `field`.
+    pub(crate) fn field(code: &'static str, field: &str, message: impl Into<String>) -> Self {
+        TrackerError::new(code, 400, Some(field), message.into())
+    }
+
+    /// CTS.0003: the body is not JSON, or a field has the wrong type or a
+    /// value outside its documented set (the table has no narrower code).
+    pub(crate) fn body(field: &str, message: impl Into<String>) -> Self {
+        TrackerError::field(codes::INVALID_BODY, field, message)
+    }
+
+    /// CTS.0003 about the body as a whole (not JSON, not an object).
+    pub(crate) fn whole_body(message: impl Into<String>) -> Self {
+        TrackerError::new(codes::INVALID_BODY, 400, None, message.into())
+    }
+
+    /// CTS.0300: an invalid query parameter.
+    pub(crate) fn param(field: &str, message: impl Into<String>) -> Self {
+        TrackerError::field(codes::INVALID_PARAM, field, message)
+    }
+
+    /// CTS.0214 (404): no such tracker in the project.
+    pub(crate) fn not_found(what: impl std::fmt::Display) -> Self {
+        TrackerError::new(
+            codes::NOT_FOUND,
+            404,
+            None,
+            format!("the tracker does not exist: {what}"),
+        )
+    }
+
+    /// A 400 about the tracker as a whole (quota, conflicts).
+    pub(crate) fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        TrackerError::new(code, 400, None, message.into())
+    }
+
+    /// CTS.0004 / CTS.0005 (500): the database failed; the detail is for the log.
+    pub(crate) fn storage(code: &'static str, e: impl std::fmt::Display) -> Self {
+        TrackerError::new(code, 500, None, format!("tracker storage: {e}"))
+    }
+}
+
+/// The codes this crate answers with, by rule.
+pub mod codes {
+    /// Body not JSON, wrong field type, value outside its set.
+    pub const INVALID_BODY: &str = "CTS.0003";
+    /// The database failed to write.
+    pub const WRITE_FAILED: &str = "CTS.0004";
+    /// The database failed to read.
+    pub const READ_FAILED: &str = "CTS.0005";
+    /// The data tracker quota is used up.
+    pub const TRACKER_QUOTA: &str = "CTS.0200";
+    /// The project already has its management tracker.
+    pub const SYSTEM_TRACKER_EXISTS: &str = "CTS.0201";
+    /// `tracker_name` breaks the naming rule.
+    pub const TRACKER_NAME_FORMAT: &str = "CTS.0203";
+    /// A management tracker's name is not `system`.
+    pub const SYSTEM_TRACKER_NAME: &str = "CTS.0204";
+    /// `status` is neither `enabled` nor `disabled`.
+    pub const STATUS_VALUE: &str = "CTS.0205";
+    /// A tracker with that name exists.
+    pub const TRACKER_EXISTS: &str = "CTS.0208";
+    /// Another data tracker tracks that operation type on that bucket.
+    pub const BUCKET_OPERATION_TRACKED: &str = "CTS.0209";
+    /// A data tracker without a bucket to track.
+    pub const TRACKED_BUCKET_EMPTY: &str = "CTS.0210";
+    /// The tracked bucket of a data tracker was changed.
+    pub const TRACKED_BUCKET_FIXED: &str = "CTS.0212";
+    /// A transfer bucket that is also a tracked bucket.
+    pub const TRANSFER_BUCKET_TRACKED: &str = "CTS.0213";
+    /// No such tracker (404).
+    pub const NOT_FOUND: &str = "CTS.0214";
+    /// `file_prefix_name` breaks its rule.
+    pub const FILE_PREFIX_FORMAT: &str = "CTS.0218";
+    /// `data_event` is empty.
+    pub const OPERATION_TYPE_EMPTY: &str = "CTS.0219";
+    /// Encryption asked of a data tracker.
+    pub const KMS_NOT_SUPPORTED: &str = "CTS.0220";
+    /// Encryption on without `kms_id`.
+    pub const KMS_ID_EMPTY: &str = "CTS.0221";
+    /// `kms_id` names no known key.
+    pub const KMS_VERIFICATION: &str = "CTS.0222";
+    /// `data_event` holds something other than `READ` / `WRITE`.
+    pub const OPERATION_TYPE_VALUE: &str = "CTS.0225";
+    /// Another project of the domain has the organization tracker.
+    pub const ORGANIZATION_TRACKER_EXISTS: &str = "CTS.0229";
+    /// A bucket name breaks the OBS naming rule.
+    pub const BUCKET_NAME: &str = "CTS.0231";
+    /// An invalid query parameter (this server's use of the code).
+    pub const INVALID_PARAM: &str = "CTS.0300";
+}

@@ -1,0 +1,1385 @@
+//! The tracker store: SQLite for durability, an in-memory view of what each
+//! project records for the ingest path, and the rules that need the stored
+//! trackers (one management tracker, unique names, quota, bucket rules).
+
+use std::collections::HashMap;
+use std::fs::{DirBuilder, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use serde::Serialize;
+
+use crate::error::{codes, TrackerError};
+use crate::model::{
+    DataBucket, DataEvent, Lts, ObsInfo, Tracker, TrackerStatus, TrackerType, LTS_GROUP,
+    LTS_SYSTEM_TOPIC, SYSTEM_TRACKER_NAME,
+};
+use crate::request::{system_name_error, TrackerSpec};
+
+/// Version of the schema below, kept in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+/// The tracker itself is the JSON `body` (its storage form); the columns
+/// beside it are what queries and constraints need. A data tracker cannot
+/// be named `system`, so the unique name also means one management tracker
+/// per project.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS trackers (
+    id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL,
+    domain_id TEXT NOT NULL,
+    tracker_name TEXT NOT NULL,
+    tracker_type TEXT NOT NULL CHECK (tracker_type IN ('system', 'data')),
+    create_time INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    UNIQUE (project_id, tracker_name)
+);
+CREATE INDEX IF NOT EXISTS trackers_domain ON trackers(domain_id, tracker_type);
+CREATE TABLE IF NOT EXISTS tags (
+    tracker_id TEXT NOT NULL REFERENCES trackers(id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (tracker_id, key)
+) WITHOUT ROWID;
+";
+
+/// Configurable quotas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Data trackers per project (the management tracker is always 1).
+    pub data_trackers: u64,
+    /// Key event notifications per project.
+    pub notifications: u64,
+}
+
+impl Default for Limits {
+    /// The public service's: 100 data trackers and 100 notifications.
+    fn default() -> Self {
+        Limits {
+            data_trackers: 100,
+            notifications: 100,
+        }
+    }
+}
+
+/// One entry of `GET /v3/{project_id}/quotas`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Quota {
+    /// `tracker` or `notification`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub used: u64,
+    pub quota: u64,
+}
+
+/// What the ingest path needs of a recording data tracker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingDataTracker {
+    pub id: String,
+    pub tracker_name: String,
+    pub data_bucket_name: String,
+    pub data_event: Vec<DataEvent>,
+}
+
+/// What a project records, kept in memory for the ingest path.
+#[derive(Debug, Default)]
+struct ProjectView {
+    management: bool,
+    data: HashMap<String, Arc<RecordingDataTracker>>,
+}
+
+impl ProjectView {
+    fn of(trackers: &[Tracker]) -> Self {
+        let mut view = ProjectView::default();
+        for t in trackers.iter().filter(|t| t.status.is_recording()) {
+            match &t.data_bucket {
+                None => view.management = true,
+                Some(b) => {
+                    view.data.insert(
+                        t.tracker_name.clone(),
+                        Arc::new(RecordingDataTracker {
+                            id: t.id.clone(),
+                            tracker_name: t.tracker_name.clone(),
+                            data_bucket_name: b.data_bucket_name.clone(),
+                            data_event: b.data_event.clone(),
+                        }),
+                    );
+                }
+            }
+        }
+        view
+    }
+}
+
+/// A failure inside a transaction: a broken rule, or the database.
+pub(crate) enum Failure {
+    Rule(TrackerError),
+    Db(String),
+}
+
+impl From<TrackerError> for Failure {
+    fn from(e: TrackerError) -> Self {
+        Failure::Rule(e)
+    }
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        Failure::Db(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for Failure {
+    fn from(e: serde_json::Error) -> Self {
+        Failure::Db(format!("stored tracker: {e}"))
+    }
+}
+
+impl Failure {
+    /// `db_code` tells a failed write (CTS.0004) from a failed read (CTS.0005).
+    fn into_error(self, db_code: &'static str) -> TrackerError {
+        match self {
+            Failure::Rule(e) => e,
+            Failure::Db(e) => TrackerError::storage(db_code, e),
+        }
+    }
+}
+
+/// The trackers of every project. Share it as `Arc<TrackerStore>`: it is
+/// `Send + Sync` and every method takes `&self`.
+///
+/// Writes go through one SQLite connection behind a mutex, each in one
+/// transaction, fsync'd (WAL, `synchronous=FULL`): async callers run them
+/// with `spawn_blocking`. [`management_enabled`](Self::management_enabled)
+/// and [`data_tracker_for`](Self::data_tracker_for) never touch SQLite: they
+/// read a per-project view that every write rebuilds from inside its
+/// transaction and installs after the commit, while still holding the
+/// connection, so a reader never sees a state that was not committed.
+pub struct TrackerStore {
+    conn: Mutex<Connection>,
+    limits: Limits,
+    views: RwLock<HashMap<String, ProjectView>>,
+}
+
+impl std::fmt::Debug for TrackerStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackerStore")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens `dir/name` as a SQLite database the way this crate's stores want
+/// it: a private file, WAL (readers never block the writer), FULL (a commit
+/// survives a power loss), foreign keys, `schema` applied.
+pub(crate) fn open_db(dir: &Path, name: &str, schema: &str) -> Result<Connection, TrackerError> {
+    let path = dir.join(name);
+    let setup = || -> Result<Connection, String> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| e.to_string())?;
+        // Create it private before SQLite does with the umask's mode; the
+        // -wal and -shm files inherit its mode.
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| e.to_string())?;
+        let sql = |e: rusqlite::Error| e.to_string();
+        let mut conn = Connection::open(&path).map_err(sql)?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(sql)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(format!("journal_mode is {mode}, WAL is required"));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(sql)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sql)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(sql)?;
+        if version > SCHEMA_VERSION {
+            return Err(format!(
+                "schema version {version}, this build knows up to {SCHEMA_VERSION}"
+            ));
+        }
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        tx.execute_batch(schema).map_err(sql)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        Ok(conn)
+    };
+    setup()
+        .map_err(|e| TrackerError::storage(codes::WRITE_FAILED, format!("{}: {e}", path.display())))
+}
+
+impl TrackerStore {
+    /// Opens (creating on first use) `dir/trackers.db`; `dir` is
+    /// `DATA_DIR/trackers`.
+    pub fn open(dir: &Path, limits: Limits) -> Result<TrackerStore, TrackerError> {
+        let conn = open_db(dir, "trackers.db", SCHEMA)?;
+        let all = load(&conn, "1 = 1", &[]).map_err(|e| e.into_error(codes::READ_FAILED))?;
+        let mut by_project: HashMap<String, Vec<Tracker>> = HashMap::new();
+        for t in all {
+            by_project.entry(t.project_id.clone()).or_default().push(t);
+        }
+        let views = by_project
+            .into_iter()
+            .map(|(p, ts)| (p, ProjectView::of(&ts)))
+            .collect();
+        Ok(TrackerStore {
+            conn: Mutex::new(conn),
+            limits,
+            views: RwLock::new(views),
+        })
+    }
+
+    /// Runs `f` in one immediate transaction that changes `project_id`'s
+    /// trackers, then installs the project's new view.
+    pub(crate) fn write<T>(
+        &self,
+        project_id: &str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, Failure>,
+    ) -> Result<T, TrackerError> {
+        let mut conn = self.conn.lock();
+        let run = || -> Result<(T, ProjectView), Failure> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            let view = ProjectView::of(&load_project(&tx, project_id)?);
+            tx.commit()?;
+            Ok((out, view))
+        };
+        let (out, view) = run().map_err(|e| e.into_error(codes::WRITE_FAILED))?;
+        let mut views = self.views.write();
+        if view.management || !view.data.is_empty() {
+            views.insert(project_id.to_owned(), view);
+        } else {
+            views.remove(project_id);
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, Failure>,
+    ) -> Result<T, TrackerError> {
+        let conn = self.conn.lock();
+        f(&conn).map_err(|e| e.into_error(codes::READ_FAILED))
+    }
+
+    /// Creates a tracker from a create request of either version.
+    /// `key_exists` says whether a `kms_id` names a key of the project.
+    pub fn create(
+        &self,
+        project_id: &str,
+        domain_id: &str,
+        spec: &TrackerSpec,
+        now_ms: i64,
+        key_exists: &dyn Fn(&str) -> bool,
+    ) -> Result<Tracker, TrackerError> {
+        self.write(project_id, |tx| {
+            let existing = load_project(tx, project_id)?;
+            match spec.tracker_type {
+                TrackerType::System => {
+                    if existing
+                        .iter()
+                        .any(|t| t.tracker_type == TrackerType::System)
+                    {
+                        return Err(TrackerError::conflict(
+                            codes::SYSTEM_TRACKER_EXISTS,
+                            "a management tracker has been created: the project has one already",
+                        )
+                        .into());
+                    }
+                }
+                TrackerType::Data => {
+                    if existing.iter().any(|t| t.tracker_name == spec.tracker_name) {
+                        return Err(TrackerError::field(
+                            codes::TRACKER_EXISTS,
+                            "tracker_name",
+                            format!("the tracker {:?} already exists", spec.tracker_name),
+                        )
+                        .into());
+                    }
+                    let data = existing.iter().filter(|t| t.data_bucket.is_some()).count();
+                    if data as u64 >= self.limits.data_trackers {
+                        return Err(TrackerError::conflict(
+                            codes::TRACKER_QUOTA,
+                            format!(
+                                "the number of trackers has reached the upper limit: at most \
+                                 {} data trackers per project",
+                                self.limits.data_trackers
+                            ),
+                        )
+                        .into());
+                    }
+                }
+            }
+            let mut t = new_tracker(project_id, domain_id, spec, now_ms);
+            spec.apply_to(&mut t);
+            spec.check_encryption(&t, key_exists)?;
+            check_buckets(&t, &existing)?;
+            check_organization(tx, &t)?;
+            insert(tx, &t)?;
+            Ok(t)
+        })
+    }
+
+    /// Applies an update request of either version to the tracker it names;
+    /// returns the tracker before and after.
+    pub fn update(
+        &self,
+        project_id: &str,
+        spec: &TrackerSpec,
+        key_exists: &dyn Fn(&str) -> bool,
+    ) -> Result<(Tracker, Tracker), TrackerError> {
+        self.write(project_id, |tx| {
+            let mut existing = load_project(tx, project_id)?;
+            let Some(i) = existing.iter().position(|t| {
+                t.tracker_type == spec.tracker_type && t.tracker_name == spec.tracker_name
+            }) else {
+                return Err(TrackerError::not_found(format!(
+                    "{} tracker {:?}",
+                    spec.tracker_type.as_str(),
+                    spec.tracker_name
+                ))
+                .into());
+            };
+            let before = existing.swap_remove(i);
+            if let (Some(asked), Some(b)) = (&spec.data_bucket_name, &before.data_bucket) {
+                if *asked != b.data_bucket_name {
+                    return Err(TrackerError::field(
+                        codes::TRACKED_BUCKET_FIXED,
+                        "data_bucket.data_bucket_name",
+                        format!(
+                            "the tracked OBS bucket cannot be modified: it is {:?}",
+                            b.data_bucket_name
+                        ),
+                    )
+                    .into());
+                }
+            }
+            let mut after = before.clone();
+            spec.apply_to(&mut after);
+            spec.check_encryption(&after, key_exists)?;
+            check_buckets(&after, &existing)?;
+            check_organization(tx, &after)?;
+            tx.execute(
+                "UPDATE trackers SET body = ?1 WHERE id = ?2",
+                params![serde_json::to_string(&after)?, after.id],
+            )?;
+            Ok((before, after))
+        })
+    }
+
+    /// The project's trackers, the management tracker first, then data
+    /// trackers by creation; `name` and `tracker_type` filter.
+    pub fn list(
+        &self,
+        project_id: &str,
+        name: Option<&str>,
+        tracker_type: Option<TrackerType>,
+    ) -> Result<Vec<Tracker>, TrackerError> {
+        let mut all = self.read(|c| load_project(c, project_id))?;
+        all.retain(|t| {
+            name.is_none_or(|n| t.tracker_name == n)
+                && tracker_type.is_none_or(|ty| t.tracker_type == ty)
+        });
+        Ok(all)
+    }
+
+    /// The tracker `id` of the project (CTS.0214 when missing or another
+    /// project's).
+    pub fn get(&self, project_id: &str, id: &str) -> Result<Tracker, TrackerError> {
+        self.read(|c| {
+            load(c, "project_id = ?1 AND id = ?2", &[&project_id, &id])?
+                .pop()
+                .ok_or_else(|| TrackerError::not_found(format!("id {id:?}")).into())
+        })
+    }
+
+    /// Deletes trackers; returns what was deleted, tags included.
+    ///
+    /// `tracker_type` defaults to `data`: without `name` every data tracker
+    /// goes (none is not an error); with a name, that data tracker.
+    /// `system` deletes the management tracker (its name, if given, must be
+    /// `system`). `name = system` without a type also means the management
+    /// tracker: the reference's own example deletes it that way, and no
+    /// data tracker can have that name.
+    pub fn delete(
+        &self,
+        project_id: &str,
+        name: Option<&str>,
+        tracker_type: Option<TrackerType>,
+    ) -> Result<Vec<Tracker>, TrackerError> {
+        let system = match (tracker_type, name) {
+            (Some(TrackerType::System), Some(n)) if n != SYSTEM_TRACKER_NAME => {
+                return Err(system_name_error(n))
+            }
+            (Some(TrackerType::System), _) | (None, Some(SYSTEM_TRACKER_NAME)) => true,
+            _ => false,
+        };
+        self.write(project_id, |tx| {
+            let all = load_project(tx, project_id)?;
+            let doomed: Vec<Tracker> = all
+                .into_iter()
+                .filter(|t| match (system, name) {
+                    (true, _) => t.tracker_type == TrackerType::System,
+                    (false, None) => t.tracker_type == TrackerType::Data,
+                    (false, Some(n)) => t.tracker_type == TrackerType::Data && t.tracker_name == n,
+                })
+                .collect();
+            if doomed.is_empty() && (system || name.is_some()) {
+                return Err(TrackerError::not_found(format!(
+                    "{} tracker {:?}",
+                    if system { "system" } else { "data" },
+                    name.unwrap_or(SYSTEM_TRACKER_NAME)
+                ))
+                .into());
+            }
+            for t in &doomed {
+                tx.execute("DELETE FROM trackers WHERE id = ?1", [&t.id])?;
+            }
+            Ok(doomed)
+        })
+    }
+
+    /// Sets the status of a tracker (the transfer marks a tracker `error`
+    /// with its cause, and `enabled` again when the cause is gone).
+    pub fn set_status(
+        &self,
+        project_id: &str,
+        tracker_name: &str,
+        status: TrackerStatus,
+    ) -> Result<Tracker, TrackerError> {
+        self.write(project_id, |tx| {
+            let mut t = load(
+                tx,
+                "project_id = ?1 AND tracker_name = ?2",
+                &[&project_id, &tracker_name],
+            )?
+            .pop()
+            .ok_or_else(|| TrackerError::not_found(format!("tracker {tracker_name:?}")))?;
+            t.status = status;
+            tx.execute(
+                "UPDATE trackers SET body = ?1 WHERE id = ?2",
+                params![serde_json::to_string(&t)?, t.id],
+            )?;
+            Ok(t)
+        })
+    }
+
+    /// Enabling CTS: creates the project's management tracker, enabled and
+    /// without transfer, unless it has one. Returns it when created.
+    pub fn ensure_system_tracker(
+        &self,
+        project_id: &str,
+        domain_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<Tracker>, TrackerError> {
+        if self.management_exists(project_id)? {
+            return Ok(None);
+        }
+        let spec = TrackerSpec::new(TrackerType::System, SYSTEM_TRACKER_NAME.into());
+        match self.create(project_id, domain_id, &spec, now_ms, &|_| false) {
+            Ok(t) => Ok(Some(t)),
+            // Created by a concurrent caller since the check.
+            Err(e) if e.code == codes::SYSTEM_TRACKER_EXISTS => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn management_exists(&self, project_id: &str) -> Result<bool, TrackerError> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT 1 FROM trackers WHERE project_id = ?1 AND tracker_type = 'system'",
+                [project_id],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+        })
+    }
+
+    /// `GET /v3/{project_id}/quotas`: trackers (1 management + the data
+    /// tracker quota) and notifications, whose count the caller supplies.
+    pub fn quotas(
+        &self,
+        project_id: &str,
+        notifications_used: u64,
+    ) -> Result<Vec<Quota>, TrackerError> {
+        let used: i64 = self.read(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM trackers WHERE project_id = ?1",
+                [project_id],
+                |r| r.get(0),
+            )?)
+        })?;
+        Ok(vec![
+            Quota {
+                kind: "tracker",
+                used: used.unsigned_abs(),
+                quota: 1 + self.limits.data_trackers,
+            },
+            Quota {
+                kind: "notification",
+                used: notifications_used,
+                quota: self.limits.notifications,
+            },
+        ])
+    }
+
+    /// Whether the project's management tracker records (exists and is not
+    /// disabled). From memory: called for every reported trace.
+    pub fn management_enabled(&self, project_id: &str) -> bool {
+        self.views
+            .read()
+            .get(project_id)
+            .is_some_and(|v| v.management)
+    }
+
+    /// The project's data tracker `tracker_name` if it records. From memory.
+    pub fn data_tracker_for(
+        &self,
+        project_id: &str,
+        tracker_name: &str,
+    ) -> Option<Arc<RecordingDataTracker>> {
+        self.views
+            .read()
+            .get(project_id)
+            .and_then(|v| v.data.get(tracker_name).cloned())
+    }
+}
+
+/// A fresh tracker of the spec's type and name with every default.
+fn new_tracker(project_id: &str, domain_id: &str, spec: &TrackerSpec, now_ms: i64) -> Tracker {
+    let data_bucket = spec.data_bucket_name.as_ref().map(|name| DataBucket {
+        data_bucket_name: name.clone(),
+        data_event: spec.data_event.clone().unwrap_or_default(),
+        search_enabled: true,
+    });
+    // A data tracker's traces go to a log topic of its own name.
+    let topic = match spec.tracker_type {
+        TrackerType::System => LTS_SYSTEM_TOPIC.to_owned(),
+        TrackerType::Data => spec.tracker_name.clone(),
+    };
+    Tracker {
+        id: uuid::Uuid::new_v4().to_string(),
+        tracker_name: spec.tracker_name.clone(),
+        tracker_type: spec.tracker_type,
+        project_id: project_id.to_owned(),
+        domain_id: domain_id.to_owned(),
+        status: TrackerStatus::Enabled,
+        create_time: now_ms,
+        obs_info: ObsInfo::default(),
+        data_bucket,
+        lts: Lts {
+            is_lts_enabled: false,
+            log_group_name: LTS_GROUP.to_owned(),
+            log_topic_name: topic,
+        },
+        group_id: None,
+        stream_id: None,
+        is_support_trace_files_encryption: false,
+        kms_id: None,
+        is_support_validate: false,
+        is_organization_tracker: false,
+        agency_name: None,
+        exclude_service: Vec::new(),
+        tags: Vec::new(),
+    }
+}
+
+/// Bucket rules against the project's other trackers: one data tracker per
+/// (bucket, operation type) (CTS.0209), and no transfer into a tracked
+/// bucket, which would record its own transfers forever (CTS.0213).
+fn check_buckets(t: &Tracker, others: &[Tracker]) -> Result<(), TrackerError> {
+    if let Some(b) = &t.data_bucket {
+        for o in others {
+            let Some(ob) = &o.data_bucket else { continue };
+            if ob.data_bucket_name == b.data_bucket_name {
+                if let Some(e) = b.data_event.iter().find(|e| ob.data_event.contains(e)) {
+                    return Err(TrackerError::field(
+                        codes::BUCKET_OPERATION_TRACKED,
+                        "data_bucket.data_event",
+                        format!(
+                            "a type of operations on an OBS bucket can be tracked by only one \
+                             tracker: {} on {:?} is tracked by {:?}",
+                            e.as_str(),
+                            b.data_bucket_name,
+                            o.tracker_name
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    let tracked = |bucket: &str| {
+        t.data_bucket
+            .iter()
+            .chain(others.iter().filter_map(|o| o.data_bucket.as_ref()))
+            .any(|b| b.data_bucket_name == bucket)
+    };
+    let transfer_loop = || {
+        TrackerError::field(
+            codes::TRANSFER_BUCKET_TRACKED,
+            "obs_info.bucket_name",
+            "the OBS bucket used for trace transfer cannot be a tracked OBS bucket",
+        )
+    };
+    if !t.obs_info.bucket_name.is_empty() && tracked(&t.obs_info.bucket_name) {
+        return Err(transfer_loop());
+    }
+    if let Some(b) = &t.data_bucket {
+        if others
+            .iter()
+            .any(|o| o.obs_info.bucket_name == b.data_bucket_name)
+        {
+            return Err(transfer_loop());
+        }
+    }
+    Ok(())
+}
+
+/// One organization tracker per domain (CTS.0229): the domain stands for the
+/// organization, which this server does not otherwise model.
+fn check_organization(tx: &Connection, t: &Tracker) -> Result<(), Failure> {
+    if !t.is_organization_tracker {
+        return Ok(());
+    }
+    let other: Option<String> = tx
+        .query_row(
+            "SELECT project_id FROM trackers WHERE domain_id = ?1 AND tracker_type = 'system' \
+             AND project_id <> ?2 AND json_extract(body, '$.is_organization_tracker') = 1",
+            [&t.domain_id, &t.project_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match other {
+        Some(p) => Err(TrackerError::field(
+            codes::ORGANIZATION_TRACKER_EXISTS,
+            "is_organization_tracker",
+            format!("the organization tracker already exists (project {p}): disable it first"),
+        )
+        .into()),
+        None => Ok(()),
+    }
+}
+
+fn insert(tx: &Connection, t: &Tracker) -> Result<(), Failure> {
+    tx.execute(
+        "INSERT INTO trackers (id, project_id, domain_id, tracker_name, tracker_type, create_time, body) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            t.id,
+            t.project_id,
+            t.domain_id,
+            t.tracker_name,
+            t.tracker_type.as_str(),
+            t.create_time,
+            serde_json::to_string(t)?
+        ],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn load_project(c: &Connection, project_id: &str) -> Result<Vec<Tracker>, Failure> {
+    load(c, "project_id = ?1", &[&project_id])
+}
+
+/// Trackers matching `filter` (an SQL condition on `trackers`), with their
+/// tags, the management tracker first, then by creation.
+pub(crate) fn load(
+    c: &Connection,
+    filter: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<Tracker>, Failure> {
+    let mut stmt = c.prepare(&format!(
+        "SELECT body FROM trackers WHERE {filter} \
+         ORDER BY tracker_type = 'data', create_time, tracker_name"
+    ))?;
+    let bodies = stmt
+        .query_map(args, |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut tags = c.prepare("SELECT key, value FROM tags WHERE tracker_id = ?1 ORDER BY key")?;
+    bodies
+        .iter()
+        .map(|b| {
+            let mut t: Tracker = serde_json::from_str(b)?;
+            t.tags = tags
+                .query_map([&t.id], |r| {
+                    Ok(crate::model::Tag {
+                        key: r.get(0)?,
+                        value: r.get(1)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(t)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::model::{CompressType, ErrorDetail};
+    use crate::request::{parse_v1_create, parse_v1_update, parse_v3_create, parse_v3_update};
+    use serde_json::{json, Value};
+
+    pub(crate) fn open() -> (tempfile::TempDir, TrackerStore) {
+        open_with(Limits::default())
+    }
+
+    fn open_with(limits: Limits) -> (tempfile::TempDir, TrackerStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TrackerStore::open(&dir.path().join("trackers"), limits).unwrap();
+        (dir, store)
+    }
+
+    pub(crate) fn sys_spec() -> TrackerSpec {
+        TrackerSpec::new(TrackerType::System, SYSTEM_TRACKER_NAME.into())
+    }
+
+    fn v3(v: Value) -> TrackerSpec {
+        parse_v3_create(v.to_string().as_bytes()).unwrap()
+    }
+
+    fn v3u(v: Value) -> TrackerSpec {
+        parse_v3_update(v.to_string().as_bytes()).unwrap()
+    }
+
+    fn data(name: &str, bucket: &str, events: &[&str]) -> TrackerSpec {
+        v3(json!({
+            "tracker_type": "data", "tracker_name": name,
+            "data_bucket": {"data_bucket_name": bucket, "data_event": events}
+        }))
+    }
+
+    const NO_KEYS: &dyn Fn(&str) -> bool = &|_| false;
+
+    fn create(s: &TrackerStore, p: &str, spec: &TrackerSpec) -> Result<Tracker, TrackerError> {
+        s.create(p, "d1", spec, 1_000, NO_KEYS)
+    }
+
+    fn err_code<T: std::fmt::Debug>(r: Result<T, TrackerError>) -> &'static str {
+        r.unwrap_err().code
+    }
+
+    #[test]
+    fn v3_create_is_seen_through_v1() {
+        let (_d, s) = open();
+        let spec = v3(json!({
+            "tracker_type": "system", "tracker_name": "system",
+            "obs_info": {"bucket_name": "test-bucket", "file_prefix_name": "11", "compress_type": "json"},
+            "is_lts_enabled": true, "is_support_validate": true
+        }));
+        let t = create(&s, "p1", &spec).unwrap();
+        assert_eq!(t.status, TrackerStatus::Enabled);
+        assert_eq!(t.create_time, 1_000);
+        assert_eq!(t.obs_info.compress_type, CompressType::Json);
+        let listed = s.list("p1", Some("system"), None).unwrap();
+        assert_eq!(listed, std::slice::from_ref(&t));
+        let v1 = listed[0].to_v1_json();
+        assert_eq!(v1["bucket_name"], "test-bucket");
+        assert_eq!(v1["file_prefix_name"], "11");
+        assert_eq!(v1["tracker_type"], "system");
+        assert_eq!(v1["id"], json!(t.id));
+        assert_eq!(
+            v1["lts"],
+            json!({"is_lts_enabled": true, "log_group_name": "CTS", "log_topic_name": "system-trace"})
+        );
+        assert!(v1["group_id"].is_string() && v1["stream_id"].is_string());
+        // A v1 update changes the same tracker, seen through v3.
+        let (before, after) = s
+            .update(
+                "p1",
+                &parse_v1_update(
+                    "system",
+                    br#"{"status": "disabled", "file_prefix_name": "x"}"#,
+                )
+                .unwrap(),
+                NO_KEYS,
+            )
+            .unwrap();
+        assert_eq!(before, t);
+        let v3 = s.list("p1", None, None).unwrap()[0].to_v3_json();
+        assert_eq!(v3["status"], "disabled");
+        assert_eq!(v3["obs_info"]["file_prefix_name"], "x");
+        assert_eq!(v3["obs_info"]["bucket_name"], "test-bucket");
+        assert_eq!(v3["obs_info"]["compress_type"], "json");
+        assert_eq!(after.to_v3_json(), v3);
+    }
+
+    #[test]
+    fn v1_create_is_seen_through_v3() {
+        let (_d, s) = open();
+        let spec = parse_v1_create(
+            br#"{"bucket_name": "obs-f1da", "file_prefix_name": "yO8Q", "is_obs_created": true,
+                 "is_support_trace_files_encryption": true, "kms_id": "key-1",
+                 "lts": {"is_lts_enabled": true, "log_group_name": "G", "log_topic_name": "T"},
+                 "log_file_validate": {"is_support_validate": true}}"#,
+        )
+        .unwrap();
+        let t = s.create("p1", "d1", &spec, 5, &|k| k == "key-1").unwrap();
+        let v1 = t.to_v1_created_json();
+        assert_eq!(v1["obs_info"]["bucket_name"], "obs-f1da");
+        assert_eq!(v1["kms_id"], "key-1");
+        let v3 = s.list("p1", None, Some(TrackerType::System)).unwrap()[0].to_v3_json();
+        assert_eq!(v3["tracker_name"], "system");
+        assert_eq!(v3["obs_info"]["is_obs_created"], true);
+        assert_eq!(v3["is_support_trace_files_encryption"], true);
+        assert_eq!(v3["kms_id"], "key-1");
+        assert_eq!(v3["is_support_validate"], true);
+        assert_eq!(
+            v3["lts"],
+            json!({"is_lts_enabled": true, "log_group_name": "G", "log_topic_name": "T"})
+        );
+        // And a v3 update of it is seen through v1.
+        s.update(
+            "p1",
+            &v3u(json!({"tracker_type": "system", "obs_info": {"bucket_name": "other"}})),
+            NO_KEYS,
+        )
+        .unwrap();
+        assert_eq!(
+            s.list("p1", None, None).unwrap()[0].to_v1_json()["bucket_name"],
+            "other"
+        );
+    }
+
+    #[test]
+    fn one_management_tracker_per_project() {
+        let (_d, s) = open();
+        create(&s, "p1", &sys_spec()).unwrap();
+        assert_eq!(err_code(create(&s, "p1", &sys_spec())), "CTS.0201");
+        let v1 = parse_v1_create(br#"{"bucket_name": "abc"}"#).unwrap();
+        assert_eq!(err_code(create(&s, "p1", &v1)), "CTS.0201");
+        create(&s, "p2", &v1).unwrap();
+    }
+
+    #[test]
+    fn data_tracker_names_are_unique_in_a_project() {
+        let (_d, s) = open();
+        create(&s, "p1", &data("d1", "bkt1", &["READ"])).unwrap();
+        let e = create(&s, "p1", &data("d1", "bkt2", &["READ"])).unwrap_err();
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            ("CTS.0208", Some("tracker_name"))
+        );
+        create(&s, "p2", &data("d1", "bkt1", &["READ"])).unwrap();
+    }
+
+    #[test]
+    fn data_tracker_quota() {
+        let (_d, s) = open_with(Limits {
+            data_trackers: 2,
+            notifications: 7,
+        });
+        create(&s, "p1", &sys_spec()).unwrap();
+        create(&s, "p1", &data("a", "bkt1", &["READ"])).unwrap();
+        create(&s, "p1", &data("b", "bkt2", &["READ"])).unwrap();
+        let e = create(&s, "p1", &data("c", "bkt3", &["READ"])).unwrap_err();
+        assert_eq!((e.code, e.status), ("CTS.0200", 400));
+        assert_eq!(
+            s.quotas("p1", 3).unwrap(),
+            [
+                Quota {
+                    kind: "tracker",
+                    used: 3,
+                    quota: 3
+                },
+                Quota {
+                    kind: "notification",
+                    used: 3,
+                    quota: 7
+                },
+            ]
+        );
+        s.delete("p1", Some("a"), None).unwrap();
+        create(&s, "p1", &data("c", "bkt3", &["READ"])).unwrap();
+    }
+
+    #[test]
+    fn default_quotas() {
+        let (_d, s) = open();
+        let q = s.quotas("p1", 0).unwrap();
+        assert_eq!(
+            serde_json::to_value(&q).unwrap(),
+            json!([{"type": "tracker", "used": 0, "quota": 101}, {"type": "notification", "used": 0, "quota": 100}])
+        );
+    }
+
+    #[test]
+    fn one_data_tracker_per_bucket_and_operation_type() {
+        let (_d, s) = open();
+        create(&s, "p1", &data("r", "bkt1", &["READ"])).unwrap();
+        create(&s, "p1", &data("w", "bkt1", &["WRITE"])).unwrap();
+        let e = create(&s, "p1", &data("rw", "bkt1", &["WRITE", "READ"])).unwrap_err();
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            ("CTS.0209", Some("data_bucket.data_event"))
+        );
+        // Also when an update widens the events.
+        let e = s
+            .update("p1", &v3u(json!({"tracker_type": "data", "tracker_name": "r", "data_bucket": {"data_event": ["READ", "WRITE"]}})), NO_KEYS)
+            .unwrap_err();
+        assert_eq!(e.code, "CTS.0209");
+        // Another project may track the same bucket.
+        create(&s, "p2", &data("rw", "bkt1", &["WRITE", "READ"])).unwrap();
+    }
+
+    #[test]
+    fn the_tracked_bucket_is_fixed() {
+        let (_d, s) = open();
+        create(&s, "p1", &data("d", "bkt1", &["READ"])).unwrap();
+        let upd = |bucket: &str| {
+            v3u(json!({"tracker_type": "data", "tracker_name": "d",
+                       "data_bucket": {"data_bucket_name": bucket, "data_event": ["WRITE"]}}))
+        };
+        let e = s.update("p1", &upd("bkt2"), NO_KEYS).unwrap_err();
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            ("CTS.0212", Some("data_bucket.data_bucket_name"))
+        );
+        let (_, after) = s.update("p1", &upd("bkt1"), NO_KEYS).unwrap();
+        assert_eq!(after.data_bucket.unwrap().data_event, [DataEvent::Write]);
+    }
+
+    #[test]
+    fn no_transfer_into_a_tracked_bucket() {
+        let (_d, s) = open();
+        let own = v3(json!({"tracker_type": "data", "tracker_name": "d",
+            "data_bucket": {"data_bucket_name": "bkt1", "data_event": ["READ"]},
+            "obs_info": {"bucket_name": "bkt1"}}));
+        let e = create(&s, "p1", &own).unwrap_err();
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            ("CTS.0213", Some("obs_info.bucket_name"))
+        );
+        create(&s, "p1", &data("d", "bkt1", &["READ"])).unwrap();
+        let sys = v3(json!({"tracker_type": "system", "obs_info": {"bucket_name": "bkt1"}}));
+        assert_eq!(err_code(create(&s, "p1", &sys)), "CTS.0213");
+        let sys = v3(json!({"tracker_type": "system", "obs_info": {"bucket_name": "logs"}}));
+        create(&s, "p1", &sys).unwrap();
+        // Tracking the management tracker's transfer bucket would loop too.
+        assert_eq!(
+            err_code(create(&s, "p1", &data("e", "logs", &["WRITE"]))),
+            "CTS.0213"
+        );
+        let e = s
+            .update(
+                "p1",
+                &v3u(json!({"tracker_type": "system", "obs_info": {"bucket_name": "bkt1"}})),
+                NO_KEYS,
+            )
+            .unwrap_err();
+        assert_eq!(e.code, "CTS.0213");
+    }
+
+    #[test]
+    fn encryption_needs_an_existing_key() {
+        let (_d, s) = open();
+        let keys: &dyn Fn(&str) -> bool = &|k| k == "k1";
+        let no_key =
+            v3(json!({"tracker_type": "system", "is_support_trace_files_encryption": true}));
+        let e = s.create("p1", "d1", &no_key, 1, keys).unwrap_err();
+        assert_eq!((e.code, e.field.as_deref()), ("CTS.0221", Some("kms_id")));
+        let empty = v3(
+            json!({"tracker_type": "system", "is_support_trace_files_encryption": true, "kms_id": ""}),
+        );
+        assert_eq!(err_code(s.create("p1", "d1", &empty, 1, keys)), "CTS.0221");
+        let unknown = v3(
+            json!({"tracker_type": "system", "is_support_trace_files_encryption": true, "kms_id": "k2"}),
+        );
+        let e = s.create("p1", "d1", &unknown, 1, keys).unwrap_err();
+        assert_eq!((e.code, e.field.as_deref()), ("CTS.0222", Some("kms_id")));
+        let ok = v3(
+            json!({"tracker_type": "system", "is_support_trace_files_encryption": true, "kms_id": "k1"}),
+        );
+        s.create("p1", "d1", &ok, 1, keys).unwrap();
+        // Switching it off keeps the key; removing the key while on is refused.
+        let off =
+            v3u(json!({"tracker_type": "system", "is_support_trace_files_encryption": false}));
+        let (_, after) = s.update("p1", &off, keys).unwrap();
+        assert_eq!(after.kms_id.as_deref(), Some("k1"));
+        // Switching it on again checks the key again (it may be gone).
+        let on = v3u(json!({"tracker_type": "system", "is_support_trace_files_encryption": true}));
+        assert_eq!(err_code(s.update("p1", &on, NO_KEYS)), "CTS.0222");
+        s.update("p1", &on, keys).unwrap();
+        let drop_key = v3u(json!({"tracker_type": "system", "kms_id": ""}));
+        assert_eq!(err_code(s.update("p1", &drop_key, keys)), "CTS.0221");
+        // Unrelated updates do not re-verify the key.
+        let unrelated = v3u(json!({"tracker_type": "system", "is_support_validate": true}));
+        s.update("p1", &unrelated, NO_KEYS).unwrap();
+    }
+
+    #[test]
+    fn one_organization_tracker_per_domain() {
+        let (_d, s) = open();
+        let org = v3(json!({"tracker_type": "system", "is_organization_tracker": true}));
+        s.create("p1", "d1", &org, 1, NO_KEYS).unwrap();
+        let e = s.create("p2", "d1", &org, 1, NO_KEYS).unwrap_err();
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            ("CTS.0229", Some("is_organization_tracker"))
+        );
+        s.create("p3", "d2", &org, 1, NO_KEYS).unwrap();
+        s.create("p2", "d1", &sys_spec(), 1, NO_KEYS).unwrap();
+        let on = v3u(json!({"tracker_type": "system", "is_organization_tracker": true}));
+        assert_eq!(err_code(s.update("p2", &on, NO_KEYS)), "CTS.0229");
+        let off = v3u(json!({"tracker_type": "system", "is_organization_tracker": false}));
+        s.update("p1", &off, NO_KEYS).unwrap();
+        s.update("p2", &on, NO_KEYS).unwrap();
+    }
+
+    #[test]
+    fn update_keeps_what_it_does_not_name() {
+        let (_d, s) = open();
+        let spec = v3(
+            json!({"tracker_type": "system", "is_lts_enabled": true, "agency_name": "cts_admin_trust",
+            "management_event_selector": {"exclude_service": ["KMS"]},
+            "obs_info": {"bucket_name": "abc", "file_prefix_name": "p", "is_sort_by_service": false, "bucket_lifecycle": 30}}),
+        );
+        let t = create(&s, "p1", &spec).unwrap();
+        let (before, after) = s
+            .update("p1", &v3u(json!({"tracker_type": "system", "is_lts_enabled": false, "obs_info": {"file_prefix_name": "q"}})), NO_KEYS)
+            .unwrap();
+        assert_eq!(before, t);
+        assert_eq!(after.obs_info.bucket_name, "abc");
+        assert_eq!(after.obs_info.file_prefix_name, "q");
+        assert!(!after.obs_info.is_sort_by_service);
+        assert_eq!(after.obs_info.bucket_lifecycle, 30);
+        assert_eq!(after.exclude_service, ["KMS"]);
+        assert_eq!(after.agency_name.as_deref(), Some("cts_admin_trust"));
+        // LTS ids stay assigned after switching off.
+        assert!(!after.lts.is_lts_enabled);
+        assert_eq!(after.group_id, t.group_id);
+        assert!(t.group_id.is_some());
+        // An empty bucket name switches transfer off.
+        let (_, after) = s
+            .update(
+                "p1",
+                &v3u(json!({"tracker_type": "system", "obs_info": {"bucket_name": ""}})),
+                NO_KEYS,
+            )
+            .unwrap();
+        assert_eq!(after.obs_info.bucket_name, "");
+    }
+
+    #[test]
+    fn missing_trackers_are_404() {
+        let (_d, s) = open();
+        let e = s
+            .update("p1", &v3u(json!({"tracker_type": "system"})), NO_KEYS)
+            .unwrap_err();
+        assert_eq!((e.code, e.status), ("CTS.0214", 404));
+        create(&s, "p1", &data("d", "bkt1", &["READ"])).unwrap();
+        // The name exists, but not as that type.
+        assert_eq!(
+            err_code(s.update(
+                "p1",
+                &v3u(json!({"tracker_type": "data", "tracker_name": "x"})),
+                NO_KEYS
+            )),
+            "CTS.0214"
+        );
+        assert_eq!(err_code(s.get("p1", "nope")), "CTS.0214");
+        assert_eq!(
+            err_code(s.set_status("p1", "nope", TrackerStatus::Enabled)),
+            "CTS.0214"
+        );
+        let t = s.list("p1", None, None).unwrap().remove(0);
+        assert_eq!(s.get("p1", &t.id).unwrap(), t);
+        assert_eq!(err_code(s.get("p2", &t.id)), "CTS.0214");
+    }
+
+    #[test]
+    fn list_filters_and_orders() {
+        let (_d, s) = open();
+        s.create("p1", "d1", &data("z", "bkt1", &["READ"]), 1, NO_KEYS)
+            .unwrap();
+        s.create("p1", "d1", &data("a", "bkt2", &["READ"]), 2, NO_KEYS)
+            .unwrap();
+        s.create("p1", "d1", &sys_spec(), 3, NO_KEYS).unwrap();
+        let names = |ts: Vec<Tracker>| ts.into_iter().map(|t| t.tracker_name).collect::<Vec<_>>();
+        assert_eq!(
+            names(s.list("p1", None, None).unwrap()),
+            ["system", "z", "a"]
+        );
+        assert_eq!(
+            names(s.list("p1", None, Some(TrackerType::Data)).unwrap()),
+            ["z", "a"]
+        );
+        assert_eq!(names(s.list("p1", Some("a"), None).unwrap()), ["a"]);
+        assert!(s
+            .list("p1", Some("a"), Some(TrackerType::System))
+            .unwrap()
+            .is_empty());
+        assert!(s.list("p1", Some("nope"), None).unwrap().is_empty());
+        assert!(s.list("p2", None, None).unwrap().is_empty());
+    }
+
+    fn names_of(ts: &[Tracker]) -> Vec<&str> {
+        ts.iter().map(|t| t.tracker_name.as_str()).collect()
+    }
+
+    fn three(s: &TrackerStore) {
+        create(s, "p1", &sys_spec()).unwrap();
+        create(s, "p1", &data("a", "bkt1", &["READ"])).unwrap();
+        create(s, "p1", &data("b", "bkt2", &["READ"])).unwrap();
+    }
+
+    #[test]
+    fn delete_without_name_deletes_every_data_tracker() {
+        let (_d, s) = open();
+        three(&s);
+        create(&s, "p2", &data("a", "bkt1", &["READ"])).unwrap();
+        assert_eq!(names_of(&s.delete("p1", None, None).unwrap()), ["a", "b"]);
+        assert_eq!(names_of(&s.list("p1", None, None).unwrap()), ["system"]);
+        assert!(s
+            .delete("p1", None, Some(TrackerType::Data))
+            .unwrap()
+            .is_empty());
+        assert_eq!(s.list("p2", None, None).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn delete_by_name_and_type() {
+        let (_d, s) = open();
+        three(&s);
+        assert_eq!(names_of(&s.delete("p1", Some("a"), None).unwrap()), ["a"]);
+        assert_eq!(
+            err_code(s.delete("p1", Some("a"), Some(TrackerType::Data))),
+            "CTS.0214"
+        );
+        // `system` as a data tracker name does not exist.
+        assert_eq!(
+            err_code(s.delete("p1", Some("system"), Some(TrackerType::Data))),
+            "CTS.0214"
+        );
+        let e = s
+            .delete("p1", Some("b"), Some(TrackerType::System))
+            .unwrap_err();
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            ("CTS.0204", Some("tracker_name"))
+        );
+        assert_eq!(
+            names_of(
+                &s.delete("p1", Some("system"), Some(TrackerType::System))
+                    .unwrap()
+            ),
+            ["system"]
+        );
+        assert_eq!(
+            err_code(s.delete("p1", None, Some(TrackerType::System))),
+            "CTS.0214"
+        );
+        assert_eq!(names_of(&s.list("p1", None, None).unwrap()), ["b"]);
+    }
+
+    #[test]
+    fn delete_system_by_name_alone_or_by_type_alone() {
+        let (_d, s) = open();
+        three(&s);
+        // The reference's example: `?tracker_name=system`, no type.
+        assert_eq!(
+            names_of(&s.delete("p1", Some("system"), None).unwrap()),
+            ["system"]
+        );
+        create(&s, "p1", &sys_spec()).unwrap();
+        assert_eq!(
+            names_of(&s.delete("p1", None, Some(TrackerType::System)).unwrap()),
+            ["system"]
+        );
+        assert_eq!(names_of(&s.list("p1", None, None).unwrap()), ["a", "b"]);
+    }
+
+    #[test]
+    fn ingest_view_follows_every_write() {
+        let (_d, s) = open();
+        assert!(!s.management_enabled("p1"));
+        assert_eq!(
+            s.ensure_system_tracker("p1", "d1", 9)
+                .unwrap()
+                .unwrap()
+                .create_time,
+            9
+        );
+        assert!(s.ensure_system_tracker("p1", "d1", 10).unwrap().is_none());
+        assert!(s.management_enabled("p1"));
+        assert!(!s.management_enabled("p2"));
+        let t = create(&s, "p1", &data("d", "bkt1", &["WRITE", "READ"])).unwrap();
+        let info = s.data_tracker_for("p1", "d").unwrap();
+        assert_eq!(
+            *info,
+            RecordingDataTracker {
+                id: t.id.clone(),
+                tracker_name: "d".into(),
+                data_bucket_name: "bkt1".into(),
+                data_event: vec![DataEvent::Read, DataEvent::Write],
+            }
+        );
+        assert!(s.data_tracker_for("p2", "d").is_none());
+        let disable = |name: &str, ty: &str| {
+            v3u(json!({"tracker_type": ty, "tracker_name": name, "status": "disabled"}))
+        };
+        s.update("p1", &disable("system", "system"), NO_KEYS)
+            .unwrap();
+        s.update("p1", &disable("d", "data"), NO_KEYS).unwrap();
+        assert!(!s.management_enabled("p1"));
+        assert!(s.data_tracker_for("p1", "d").is_none());
+        // `error` is about transfer: the tracker still records.
+        s.set_status("p1", "system", TrackerStatus::Error(ErrorDetail::NoBucket))
+            .unwrap();
+        assert!(s.management_enabled("p1"));
+        s.set_status("p1", "d", TrackerStatus::Enabled).unwrap();
+        assert!(s.data_tracker_for("p1", "d").is_some());
+        s.delete("p1", None, None).unwrap();
+        assert!(s.data_tracker_for("p1", "d").is_none());
+        assert!(s.management_enabled("p1"));
+        s.delete("p1", Some("system"), None).unwrap();
+        assert!(!s.management_enabled("p1"));
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_view_alone() {
+        let (_d, s) = open();
+        create(&s, "p1", &sys_spec()).unwrap();
+        assert!(create(&s, "p1", &sys_spec()).is_err());
+        assert!(s.management_enabled("p1"));
+    }
+
+    #[test]
+    fn status_error_carries_its_detail() {
+        let (_d, s) = open();
+        create(&s, "p1", &sys_spec()).unwrap();
+        let t = s
+            .set_status(
+                "p1",
+                "system",
+                TrackerStatus::Error(ErrorDetail::BucketPolicyError),
+            )
+            .unwrap();
+        let v = s.list("p1", None, None).unwrap()[0].to_v3_json();
+        assert_eq!(
+            (v["status"].as_str(), v["detail"].as_str()),
+            (Some("error"), Some("bucketPolicyError"))
+        );
+        assert_eq!(t.to_v3_json(), v);
+        // A user's enable clears the error.
+        s.update(
+            "p1",
+            &v3u(json!({"tracker_type": "system", "status": "enabled"})),
+            NO_KEYS,
+        )
+        .unwrap();
+        assert!(s.list("p1", None, None).unwrap()[0]
+            .to_v3_json()
+            .get("detail")
+            .is_none());
+    }
+
+    #[test]
+    fn reopen_keeps_trackers_and_rebuilds_the_view() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trackers");
+        let (sys, d) = {
+            let s = TrackerStore::open(&path, Limits::default()).unwrap();
+            let sys = create(&s, "p1", &sys_spec()).unwrap();
+            let d = create(&s, "p1", &data("d", "bkt1", &["READ"])).unwrap();
+            s.create_tags(
+                "p1",
+                &d.id,
+                &[crate::model::Tag {
+                    key: "k".into(),
+                    value: "v".into(),
+                }],
+            )
+            .unwrap();
+            s.update(
+                "p1",
+                &v3u(json!({"tracker_type": "system", "status": "disabled"})),
+                NO_KEYS,
+            )
+            .unwrap();
+            (sys, s.get("p1", &d.id).unwrap())
+        };
+        let s = TrackerStore::open(&path, Limits::default()).unwrap();
+        let sys = Tracker {
+            status: TrackerStatus::Disabled,
+            ..sys
+        };
+        assert_eq!(s.list("p1", None, None).unwrap(), [sys, d]);
+        assert!(!s.management_enabled("p1"));
+        assert!(s.data_tracker_for("p1", "d").is_some());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path.join("trackers.db"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn storage_failures_are_500() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        let e = TrackerStore::open(&file, Limits::default()).unwrap_err();
+        assert_eq!((e.code, e.status), ("CTS.0004", 500));
+        let (_d, s) = open();
+        create(&s, "p1", &sys_spec()).unwrap();
+        s.conn
+            .lock()
+            .execute("UPDATE trackers SET body = 'not json'", [])
+            .unwrap();
+        let e = s.list("p1", None, None).unwrap_err();
+        assert_eq!((e.code, e.status), ("CTS.0005", 500));
+        let e = create(&s, "p1", &data("d", "bkt1", &["READ"])).unwrap_err();
+        assert_eq!((e.code, e.status), ("CTS.0004", 500));
+    }
+
+    #[test]
+    fn concurrent_readers_and_writers() {
+        let (_d, s) = open();
+        let s = Arc::new(s);
+        create(&s, "p1", &sys_spec()).unwrap();
+        let writer = {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                for i in 0..20 {
+                    let status = if i % 2 == 0 { "disabled" } else { "enabled" };
+                    s.update(
+                        "p1",
+                        &v3u(json!({"tracker_type": "system", "status": status})),
+                        NO_KEYS,
+                    )
+                    .unwrap();
+                }
+            })
+        };
+        let mut reads = 0u64;
+        while !writer.is_finished() {
+            s.management_enabled("p1");
+            reads += 1;
+        }
+        writer.join().unwrap();
+        assert!(reads > 0);
+        assert!(s.management_enabled("p1"));
+    }
+}
