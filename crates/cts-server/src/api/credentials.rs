@@ -6,14 +6,14 @@
 use axum::body::Body;
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use cts_identity::{AccessKey, AccessKeyStatus};
 
-use crate::api::identity::{from_value, parse_body, Call};
+use crate::api::identity::{from_value, parse_body, Call, Change};
 use crate::api::tokens::iso_time;
 use crate::auth::{domain_roles, Permission};
 use crate::error::ApiError;
@@ -65,25 +65,20 @@ impl Call {
         self.key_owner(Some(&key.user_id)).map_err(|_| hidden())?;
         Ok(key)
     }
+}
 
-    async fn record_key(
-        &self,
-        trace_name: &'static str,
-        key: &AccessKey,
-        request: Option<&Value>,
-        code: u16,
-        response: Option<&Value>,
-    ) {
-        self.record(
-            "credential",
-            trace_name,
-            (&key.access, &key.user_id),
-            request,
-            code,
-            response,
-        )
-        .await;
-    }
+/// A change of `key`: the trace names the key and its user.
+fn key_change<'a>(
+    trace_name: &'static str,
+    key: &'a AccessKey,
+    request: Option<&'a Value>,
+) -> Change<'a> {
+    Change::new(
+        "credential",
+        trace_name,
+        (&key.access, &key.user_id),
+        request,
+    )
 }
 
 #[derive(Deserialize)]
@@ -108,9 +103,8 @@ pub async fn create(c: Call, body: Body) -> Result<Response, ApiError> {
     let mut credential = key_json(&key);
     credential["secret"] = json!(secret);
     let body = json!({ "credential": credential });
-    c.record_key("createCredential", &key, Some(&raw), 201, Some(&body))
-        .await;
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    let change = key_change("createCredential", &key, Some(&raw));
+    Ok(c.answer(change, StatusCode::CREATED, Some(body)).await)
 }
 
 #[derive(Deserialize)]
@@ -130,11 +124,7 @@ pub async fn show(c: Call, Path(access): Path<String>) -> Result<Json<Value>, Ap
     Ok(Json(json!({ "credential": key_json(&key) })))
 }
 
-pub async fn update(
-    c: Call,
-    Path(access): Path<String>,
-    body: Body,
-) -> Result<Json<Value>, ApiError> {
+pub async fn update(c: Call, Path(access): Path<String>, body: Body) -> Result<Response, ApiError> {
     let mut key = c.key(&access)?;
     let raw: Value = parse_body(&c.state, body).await?;
     let CredentialEnvelope { credential: b } = from_value(&raw)?;
@@ -163,15 +153,13 @@ pub async fn update(
         key = identity.set_access_key_description(&access, description)?;
     }
     let body = json!({ "credential": key_json(&key) });
-    c.record_key("updateCredential", &key, Some(&raw), 200, Some(&body))
-        .await;
-    Ok(Json(body))
+    let change = key_change("updateCredential", &key, Some(&raw));
+    Ok(c.answer(change, StatusCode::OK, Some(body)).await)
 }
 
-pub async fn delete(c: Call, Path(access): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(c: Call, Path(access): Path<String>) -> Result<Response, ApiError> {
     let key = c.key(&access)?;
     c.state.identity.delete_access_key(&access)?;
-    c.record_key("deleteCredential", &key, None, 204, None)
-        .await;
-    Ok(StatusCode::NO_CONTENT)
+    let change = key_change("deleteCredential", &key, None);
+    Ok(c.answer(change, StatusCode::NO_CONTENT, None).await)
 }

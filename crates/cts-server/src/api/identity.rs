@@ -156,8 +156,62 @@ impl Call {
         audit::record(&self.state, event).await;
     }
 
+    /// Records `change` (with the answer's status and body) and answers.
+    pub async fn answer(
+        &self,
+        change: Change<'_>,
+        status: StatusCode,
+        body: Option<Value>,
+    ) -> Response {
+        let Change {
+            resource_type,
+            trace_name,
+            resource,
+            request,
+        } = change;
+        let code = status.as_u16();
+        self.record(
+            resource_type,
+            trace_name,
+            resource,
+            request,
+            code,
+            body.as_ref(),
+        )
+        .await;
+        match body {
+            Some(body) => (status, Json(body)).into_response(),
+            None => status.into_response(),
+        }
+    }
+
     fn links(&self, path: &str) -> Value {
         json!({"self": format!("{}/v3/{path}", self.base), "previous": null, "next": null})
+    }
+}
+
+/// A successful identity change, for its audit trace.
+pub struct Change<'a> {
+    resource_type: &'static str,
+    trace_name: &'static str,
+    /// (id, name) of the resource.
+    resource: (&'a str, &'a str),
+    request: Option<&'a Value>,
+}
+
+impl<'a> Change<'a> {
+    pub fn new(
+        resource_type: &'static str,
+        trace_name: &'static str,
+        resource: (&'a str, &'a str),
+        request: Option<&'a Value>,
+    ) -> Change<'a> {
+        Change {
+            resource_type,
+            trace_name,
+            resource,
+            request,
+        }
     }
 }
 
@@ -209,10 +263,6 @@ fn role_json(base: &str, r: &RoleRecord) -> Value {
         "domain_id": null,
         "links": {"self": format!("{base}/v3/roles/{}", r.id)},
     })
-}
-
-fn created(body: Value) -> Response {
-    (StatusCode::CREATED, Json(body)).into_response()
 }
 
 #[derive(Deserialize, Default)]
@@ -309,16 +359,13 @@ pub async fn create_project(c: Call, body: Body) -> Result<Response, ApiError> {
         project = c.state.identity.update_project(&project.id, &update)?;
     }
     let body = json!({"project": project_json(&c.base, &project)});
-    c.record(
+    let change = Change::new(
         "project",
         "createProject",
         (&project.id, &project.name),
         Some(&raw),
-        201,
-        Some(&body),
-    )
-    .await;
-    Ok(created(body))
+    );
+    Ok(c.answer(change, StatusCode::CREATED, Some(body)).await)
 }
 
 pub async fn get_project(c: Call, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -330,7 +377,7 @@ pub async fn update_project(
     c: Call,
     Path(id): Path<String>,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     c.project(&id)?;
     let raw: Value = parse_body(&c.state, body).await?;
     let ProjectEnvelope { project: b } = from_value(&raw)?;
@@ -347,19 +394,11 @@ pub async fn update_project(
     };
     let project = c.state.identity.update_project(&id, &update)?;
     let body = json!({"project": project_json(&c.base, &project)});
-    c.record(
-        "project",
-        "updateProject",
-        (&id, &project.name),
-        Some(&raw),
-        200,
-        Some(&body),
-    )
-    .await;
-    Ok(Json(body))
+    let change = Change::new("project", "updateProject", (&id, &project.name), Some(&raw));
+    Ok(c.answer(change, StatusCode::OK, Some(body)).await)
 }
 
-pub async fn delete_project(c: Call, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete_project(c: Call, Path(id): Path<String>) -> Result<Response, ApiError> {
     let project = c.project(&id)?;
     if c.caller.project_scope.as_deref() == Some(id.as_str()) {
         return Err(ApiError::Conflict(
@@ -367,16 +406,8 @@ pub async fn delete_project(c: Call, Path(id): Path<String>) -> Result<StatusCod
         ));
     }
     c.state.identity.delete_project(&id)?;
-    c.record(
-        "project",
-        "deleteProject",
-        (&id, &project.name),
-        None,
-        204,
-        None,
-    )
-    .await;
-    Ok(StatusCode::NO_CONTENT)
+    let change = Change::new("project", "deleteProject", (&id, &project.name), None);
+    Ok(c.answer(change, StatusCode::NO_CONTENT, None).await)
 }
 
 // ---- users ----
@@ -429,16 +460,8 @@ pub async fn create_user(c: Call, body: Body) -> Result<Response, ApiError> {
     let identity = c.state.identity.clone();
     let user = blocking(move || identity.create_user(&new)).await?;
     let body = json!({"user": user_json(&c.base, &user)});
-    c.record(
-        "user",
-        "createUser",
-        (&user.id, &user.name),
-        Some(&raw),
-        201,
-        Some(&body),
-    )
-    .await;
-    Ok(created(body))
+    let change = Change::new("user", "createUser", (&user.id, &user.name), Some(&raw));
+    Ok(c.answer(change, StatusCode::CREATED, Some(body)).await)
 }
 
 pub async fn get_user(c: Call, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -450,7 +473,7 @@ pub async fn update_user(
     c: Call,
     Path(id): Path<String>,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     c.user(&id)?;
     let raw: Value = parse_body(&c.state, body).await?;
     let UserEnvelope { user: b } = from_value(&raw)?;
@@ -475,27 +498,18 @@ pub async fn update_user(
     let uid = id.clone();
     let user = blocking(move || identity.update_user(&uid, &update)).await?;
     let body = json!({"user": user_json(&c.base, &user)});
-    c.record(
-        "user",
-        "updateUser",
-        (&id, &user.name),
-        Some(&raw),
-        200,
-        Some(&body),
-    )
-    .await;
-    Ok(Json(body))
+    let change = Change::new("user", "updateUser", (&id, &user.name), Some(&raw));
+    Ok(c.answer(change, StatusCode::OK, Some(body)).await)
 }
 
-pub async fn delete_user(c: Call, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete_user(c: Call, Path(id): Path<String>) -> Result<Response, ApiError> {
     let user = c.user(&id)?;
     if id == c.caller.user_id {
         return Err(ApiError::Conflict("a user cannot delete itself".into()));
     }
     c.state.identity.delete_user(&id)?;
-    c.record("user", "deleteUser", (&id, &user.name), None, 204, None)
-        .await;
-    Ok(StatusCode::NO_CONTENT)
+    let change = Change::new("user", "deleteUser", (&id, &user.name), None);
+    Ok(c.answer(change, StatusCode::NO_CONTENT, None).await)
 }
 
 pub async fn groups_of_user(c: Call, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -540,16 +554,8 @@ pub async fn create_group(c: Call, body: Body) -> Result<Response, ApiError> {
     };
     let group = c.state.identity.create_group(&new)?;
     let body = json!({"group": group_json(&c.base, &group)});
-    c.record(
-        "group",
-        "createGroup",
-        (&group.id, &group.name),
-        Some(&raw),
-        201,
-        Some(&body),
-    )
-    .await;
-    Ok(created(body))
+    let change = Change::new("group", "createGroup", (&group.id, &group.name), Some(&raw));
+    Ok(c.answer(change, StatusCode::CREATED, Some(body)).await)
 }
 
 pub async fn get_group(c: Call, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -561,7 +567,7 @@ pub async fn update_group(
     c: Call,
     Path(id): Path<String>,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     c.group(&id)?;
     let raw: Value = parse_body(&c.state, body).await?;
     let GroupEnvelope { group: b } = from_value(&raw)?;
@@ -577,24 +583,15 @@ pub async fn update_group(
     };
     let group = c.state.identity.update_group(&id, &update)?;
     let body = json!({"group": group_json(&c.base, &group)});
-    c.record(
-        "group",
-        "updateGroup",
-        (&id, &group.name),
-        Some(&raw),
-        200,
-        Some(&body),
-    )
-    .await;
-    Ok(Json(body))
+    let change = Change::new("group", "updateGroup", (&id, &group.name), Some(&raw));
+    Ok(c.answer(change, StatusCode::OK, Some(body)).await)
 }
 
-pub async fn delete_group(c: Call, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete_group(c: Call, Path(id): Path<String>) -> Result<Response, ApiError> {
     let group = c.group(&id)?;
     c.state.identity.delete_group(&id)?;
-    c.record("group", "deleteGroup", (&id, &group.name), None, 204, None)
-        .await;
-    Ok(StatusCode::NO_CONTENT)
+    let change = Change::new("group", "deleteGroup", (&id, &group.name), None);
+    Ok(c.answer(change, StatusCode::NO_CONTENT, None).await)
 }
 
 pub async fn users_of_group(c: Call, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -611,21 +608,18 @@ pub struct MemberPath {
     user_id: String,
 }
 
-pub async fn add_member(c: Call, Path(m): Path<MemberPath>) -> Result<StatusCode, ApiError> {
+pub async fn add_member(c: Call, Path(m): Path<MemberPath>) -> Result<Response, ApiError> {
     let group = c.group(&m.id)?;
     let user = c.user(&m.user_id)?;
     c.state.identity.add_member(&m.id, &m.user_id)?;
     let request = json!({"group_id": m.id, "user_id": m.user_id, "user_name": user.name});
-    c.record(
+    let change = Change::new(
         "group",
         "addUserToGroup",
         (&group.id, &group.name),
         Some(&request),
-        204,
-        None,
-    )
-    .await;
-    Ok(StatusCode::NO_CONTENT)
+    );
+    Ok(c.answer(change, StatusCode::NO_CONTENT, None).await)
 }
 
 pub async fn check_member(c: Call, Path(m): Path<MemberPath>) -> Result<StatusCode, ApiError> {
@@ -641,21 +635,18 @@ pub async fn check_member(c: Call, Path(m): Path<MemberPath>) -> Result<StatusCo
     }
 }
 
-pub async fn remove_member(c: Call, Path(m): Path<MemberPath>) -> Result<StatusCode, ApiError> {
+pub async fn remove_member(c: Call, Path(m): Path<MemberPath>) -> Result<Response, ApiError> {
     let group = c.group(&m.id)?;
     c.user(&m.user_id)?;
     c.state.identity.remove_member(&m.id, &m.user_id)?;
     let request = json!({"group_id": m.id, "user_id": m.user_id});
-    c.record(
+    let change = Change::new(
         "group",
         "removeUserFromGroup",
         (&group.id, &group.name),
         Some(&request),
-        204,
-        None,
-    )
-    .await;
-    Ok(StatusCode::NO_CONTENT)
+    );
+    Ok(c.answer(change, StatusCode::NO_CONTENT, None).await)
 }
 
 // ---- roles and assignments ----
@@ -772,7 +763,7 @@ pub async fn roles_of_actor(c: Call, Path(a): Path<ActorPath>) -> Result<Json<Va
     Ok(Json(json!({"roles": roles, "links": links})))
 }
 
-pub async fn assign(c: Call, Path(a): Path<AssignmentPath>) -> Result<StatusCode, ApiError> {
+pub async fn assign(c: Call, Path(a): Path<AssignmentPath>) -> Result<Response, ApiError> {
     let project = c.project(&a.id)?;
     let (actor, name) = c.actor(&a.actor, &a.actor_id)?;
     let role = find_role(&c.state, &a.role_id)?;
@@ -780,16 +771,8 @@ pub async fn assign(c: Call, Path(a): Path<AssignmentPath>) -> Result<StatusCode
         .identity
         .assign_role(&project.id, &actor, role.role)?;
     let request = assignment_json(&c.base, &project.id, &actor, &role);
-    c.record(
-        "role",
-        "grantRole",
-        (&a.actor_id, &name),
-        Some(&request),
-        204,
-        None,
-    )
-    .await;
-    Ok(StatusCode::NO_CONTENT)
+    let change = Change::new("role", "grantRole", (&a.actor_id, &name), Some(&request));
+    Ok(c.answer(change, StatusCode::NO_CONTENT, None).await)
 }
 
 pub async fn check_assignment(
@@ -810,7 +793,7 @@ pub async fn check_assignment(
     }
 }
 
-pub async fn unassign(c: Call, Path(a): Path<AssignmentPath>) -> Result<StatusCode, ApiError> {
+pub async fn unassign(c: Call, Path(a): Path<AssignmentPath>) -> Result<Response, ApiError> {
     let project = c.project(&a.id)?;
     let (actor, name) = c.actor(&a.actor, &a.actor_id)?;
     let role = find_role(&c.state, &a.role_id)?;
@@ -818,16 +801,8 @@ pub async fn unassign(c: Call, Path(a): Path<AssignmentPath>) -> Result<StatusCo
         .identity
         .unassign_role(&project.id, &actor, role.role)?;
     let request = assignment_json(&c.base, &project.id, &actor, &role);
-    c.record(
-        "role",
-        "revokeRole",
-        (&a.actor_id, &name),
-        Some(&request),
-        204,
-        None,
-    )
-    .await;
-    Ok(StatusCode::NO_CONTENT)
+    let change = Change::new("role", "revokeRole", (&a.actor_id, &name), Some(&request));
+    Ok(c.answer(change, StatusCode::NO_CONTENT, None).await)
 }
 
 #[derive(Deserialize, Default)]
