@@ -297,13 +297,28 @@ class Admin:
         assert r.status_code == expect, f"{method} {path}: expected {expect}, got {r.status_code} {r.text}"
         return r.json() if r.content else None
 
-    def create_project(self, name: str | None = None, region: str | None = None) -> dict:
+    def create_project(
+        self, name: str | None = None, region: str | None = None, enable_cts: bool = True
+    ) -> dict:
         """A project; the name defaults to ``<bootstrap region>_<unique>``,
-        so its region (Huawei naming) is the bootstrap region."""
+        so its region (Huawei naming) is the bootstrap region. With
+        ``enable_cts`` the admin gets ``cts_admin`` there and creates the
+        management tracker: without it the project records no traces."""
         project: dict[str, Any] = {"name": name or unique(f"{self.region}_compat")}
         if region:
             project["region"] = region
-        return self.call("POST", "/v3/projects", 201, {"project": project})["project"]
+        created = self.call("POST", "/v3/projects", 201, {"project": project})["project"]
+        if enable_cts:
+            self.grant(created["id"], self.user.id, "cts_admin")
+            token = self.server.token(self.user.name, self.user.password, project_id=created["id"])
+            r = requests.post(
+                f"{self.server.url}/v3/{created['id']}/tracker",
+                headers={"X-Auth-Token": token},
+                json={"tracker_type": "system", "tracker_name": "system"},
+                timeout=HTTP_TIMEOUT,
+            )
+            assert r.status_code == 201, f"creating the management tracker: {r.status_code} {r.text}"
+        return created
 
     def create_user(self, name: str | None = None, password: str | None = None) -> User:
         name = name or unique("user")

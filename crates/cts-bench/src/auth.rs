@@ -93,8 +93,17 @@ impl Auth {
                 .as_str()
                 .with_context(|| format!("no project id in {created}"))?
                 .to_string();
-            let grant = format!("{url}/v3/projects/{id}/users/{admin}/roles/cts_reporter");
+            let grant = format!("{url}/v3/projects/{id}/users/{admin}/roles/cts_admin");
             auth.call(http, "PUT", &grant, None).await?;
+            // A project records nothing until its management tracker exists.
+            let tracker = json!({"tracker_type": "system", "tracker_name": "system"});
+            auth.call(
+                http,
+                "POST",
+                &format!("{url}/v3/{id}/tracker"),
+                Some(tracker),
+            )
+            .await?;
             auth.projects.push((tenant, id));
         }
         Ok(auth)

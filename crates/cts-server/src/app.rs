@@ -21,7 +21,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::api::{credentials, identity, ops, tokens, traces, versions};
+use crate::api::{credentials, identity, ops, tokens, traces, trackers, versions};
 use crate::auth::{authorize, Access, Permission};
 use crate::error::ApiError;
 use crate::state::{now_ms, AppState};
@@ -51,9 +51,9 @@ where
 /// Every route of the API with the access it needs; `docs/openapi.json`
 /// describes exactly these.
 pub(crate) fn routes() -> Vec<Route> {
-    use Access::{Authenticated, Domain, Metrics, Project, Public};
+    use Access::{Authenticated, Domain, Metrics, OwnDomain, Project, Public};
     use Method as M;
-    use Permission::{CtsRead, IdentityManage, TraceReport};
+    use Permission::{CtsRead, CtsWrite, IdentityManage, TraceReport};
     const IDM: Access = Domain(IdentityManage);
     vec![
         route(M::GET, "/healthz", Public, ops::healthz),
@@ -85,6 +85,92 @@ pub(crate) fn routes() -> Vec<Route> {
             "/v2.0/{project_id}/{tracker_name}/trace",
             Project(CtsRead),
             traces::list_v2,
+        ),
+        // Trackers: v3 and v1.0 views of the same trackers.
+        route(
+            M::POST,
+            "/v3/{project_id}/tracker",
+            Project(CtsWrite),
+            trackers::create_v3,
+        ),
+        route(
+            M::PUT,
+            "/v3/{project_id}/tracker",
+            Project(CtsWrite),
+            trackers::update_v3,
+        ),
+        route(
+            M::GET,
+            "/v3/{project_id}/trackers",
+            Project(CtsRead),
+            trackers::list_v3,
+        ),
+        route(
+            M::DELETE,
+            "/v3/{project_id}/trackers",
+            Project(CtsWrite),
+            trackers::delete_v3,
+        ),
+        route(
+            M::POST,
+            "/v1.0/{project_id}/tracker",
+            Project(CtsWrite),
+            trackers::create_v1,
+        ),
+        route(
+            M::PUT,
+            "/v1.0/{project_id}/tracker/{tracker_name}",
+            Project(CtsWrite),
+            trackers::update_v1,
+        ),
+        route(
+            M::GET,
+            "/v1.0/{project_id}/tracker",
+            Project(CtsRead),
+            trackers::list_v1,
+        ),
+        route(
+            M::DELETE,
+            "/v1.0/{project_id}/tracker",
+            Project(CtsWrite),
+            trackers::delete_v1,
+        ),
+        route(
+            M::POST,
+            "/v3/{project_id}/{resource_type}/{resource_id}/tags/create",
+            Project(CtsWrite),
+            trackers::create_tags,
+        ),
+        route(
+            M::DELETE,
+            "/v3/{project_id}/{resource_type}/{resource_id}/tags/delete",
+            Project(CtsWrite),
+            trackers::delete_tags,
+        ),
+        route(
+            M::GET,
+            "/v3/{project_id}/quotas",
+            Project(CtsRead),
+            trackers::quotas,
+        ),
+        route(
+            M::GET,
+            "/v3/{project_id}/operations",
+            Project(CtsRead),
+            trackers::operations,
+        ),
+        route(
+            M::GET,
+            "/v3/{project_id}/user-resources",
+            Project(CtsRead),
+            trackers::user_resources,
+        ),
+        // The segment is a domain id (named so to share the router's node).
+        route(
+            M::GET,
+            "/v3/{project_id}/resources",
+            OwnDomain(CtsRead),
+            trackers::resources,
         ),
         // Keystone v3: tokens.
         route(M::POST, "/v3/auth/tokens", Public, tokens::issue),
@@ -297,6 +383,8 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let retention = tokio::spawn(enforce_retention(state.clone()));
+    let catalog = tokio::spawn(flush_catalog(state.clone()));
+    let catalog_state = state.clone();
     // The peer address becomes the `source_ip` of audit traces and a key
     // of the login throttle.
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -320,7 +408,32 @@ where
         }
     };
     retention.abort();
+    catalog.abort();
+    // What the catalog learned since its last flush.
+    flush_catalog_once(catalog_state).await;
     result
+}
+
+/// Makes what the operation catalog learned durable, every minute.
+async fn flush_catalog(state: AppState) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(60));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        flush_catalog_once(state.clone()).await;
+    }
+}
+
+async fn flush_catalog_once(state: AppState) {
+    let catalog = state.catalog.clone();
+    let outcome = tokio::task::spawn_blocking(move || catalog.flush(now_ms()))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    if let Err(e) = outcome {
+        // Nothing is lost: the entries stay pending for the next flush.
+        tracing::warn!(error = %e, "could not flush the operation catalog");
+    }
 }
 
 /// Loads the certificate chain and key named by the configuration.

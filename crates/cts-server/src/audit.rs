@@ -7,6 +7,7 @@ use serde_json::{json, Map, Value};
 use cts_model::{parse_report, ReportContext};
 
 use crate::auth::{Origin, Principal};
+use crate::recording;
 use crate::state::{now_ms, AppState};
 
 /// Written instead of a secret in an audit trace.
@@ -29,6 +30,9 @@ pub struct AuditEvent {
     /// HTTP status of the answer.
     pub code: u16,
     pub message: Option<String>,
+    /// Recorded even when the project's management tracker does not record
+    /// (tracker changes: disabling must itself be on record).
+    pub always: bool,
 }
 
 impl AuditEvent {
@@ -52,6 +56,7 @@ impl AuditEvent {
             response: None,
             code: 200,
             message: None,
+            always: false,
         }
     }
 
@@ -214,6 +219,15 @@ pub fn home_project(
 /// Records `event` durably before returning. A failure is logged and
 /// counted, never hidden, but does not undo the operation it describes.
 pub async fn record(state: &AppState, event: AuditEvent) {
+    // CTS's own traces obey the project's management tracker like any other.
+    if !event.always && !state.trackers.management_enabled(&event.project_id) {
+        tracing::debug!(
+            project = %event.project_id,
+            trace_name = event.trace_name,
+            "not recorded: the project's management tracker does not record"
+        );
+        return;
+    }
     let now = now_ms();
     let body = json!({ "traces": [event.to_trace(now)] });
     let ctx_state = state.clone();
@@ -229,7 +243,7 @@ pub async fn record(state: &AppState, event: AuditEvent) {
                 max_traces: 1,
             };
             let traces = parse_report(&bytes, &ctx).map_err(|e| e.to_string())?;
-            store.append(traces).map_err(|e| e.to_string())
+            recording::append(&ctx_state, store, traces).map_err(|e| e.to_string())
         })
         .await;
     match result {

@@ -64,6 +64,9 @@ pub enum Access {
     Project(Permission),
     /// The permission in the caller's own domain (identity management).
     Domain(Permission),
+    /// The permission in the domain named by the path (its `project_id`
+    /// segment), which must be the caller's.
+    OwnDomain(Permission),
 }
 
 /// How the caller proved who it is.
@@ -472,6 +475,16 @@ async fn permit(
             require(permission, &roles, "on the project")
         }
         Access::Domain(permission) => {
+            let roles = domain_roles(state, principal)?;
+            require(permission, &roles, "on a project of your domain")
+        }
+        Access::OwnDomain(permission) => {
+            if project != Some(principal.domain_id.as_str()) {
+                return Err(ApiError::Forbidden(format!(
+                    "the credential is not authorized for domain {}",
+                    project.unwrap_or_default()
+                )));
+            }
             let roles = domain_roles(state, principal)?;
             require(permission, &roles, "on a project of your domain")
         }

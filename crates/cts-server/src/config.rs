@@ -39,6 +39,16 @@ pub struct Config {
     pub metrics: MetricsSettings,
     pub auth: AuthSettings,
     pub tls: TlsSettings,
+    pub quotas: QuotaSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaSettings {
+    /// Data trackers per project (besides the one management tracker).
+    pub data_trackers: u64,
+    /// Key event notifications per project.
+    pub notifications: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -144,6 +154,10 @@ impl Default for Config {
                 max_identity_body_bytes: 64 << 10,
             },
             tls: TlsSettings::default(),
+            quotas: QuotaSettings {
+                data_trackers: cts_tracker::Limits::default().data_trackers,
+                notifications: cts_tracker::Limits::default().notifications,
+            },
         }
     }
 }
@@ -267,6 +281,18 @@ impl Config {
 
     pub fn max_clock_skew_ms(&self) -> i64 {
         duration_ms(self.limits.max_clock_skew)
+    }
+
+    /// Where trackers, their tags and the operation catalog live.
+    pub fn trackers_dir(&self) -> PathBuf {
+        self.data_dir.join("trackers")
+    }
+
+    pub fn tracker_limits(&self) -> cts_tracker::Limits {
+        cts_tracker::Limits {
+            data_trackers: self.quotas.data_trackers,
+            notifications: self.quotas.notifications,
+        }
     }
 
     /// Where the identity store lives.

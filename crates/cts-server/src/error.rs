@@ -31,6 +31,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cts_identity::IdentityError;
 use cts_model::{FieldError, QueryError, ReportError};
+use cts_tracker::TrackerError;
 
 use crate::auth::AuthFailure;
 use serde_json::json;
@@ -81,6 +82,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("API version {0} is not supported; GET / lists the versions")]
     UnknownVersion(String),
+    /// A tracker, tag, quota or catalog rule, with its own CTS code.
+    #[error("{}", .0.message)]
+    Tracker(#[from] TrackerError),
 }
 
 impl From<IdentityError> for ApiError {
@@ -126,6 +130,9 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Tracker(e) => {
+                StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST)
+            }
         }
     }
 
@@ -146,6 +153,7 @@ impl ApiError {
             ApiError::ResourceNotFound { .. } => "CTS.9006",
             ApiError::Conflict(_) => "CTS.9007",
             ApiError::UnknownVersion(_) => "CTS.0100",
+            ApiError::Tracker(e) => e.code,
         }
     }
 
@@ -173,6 +181,11 @@ impl ApiError {
                 Some(one("traces", "must hold at least one trace".into()))
             }
             ApiError::BadRequest { field, rule } => Some(one(field, rule.clone())),
+            ApiError::Tracker(TrackerError {
+                field: Some(field),
+                message,
+                ..
+            }) => Some(one(field, message.clone())),
             _ => None,
         }
     }
@@ -186,6 +199,9 @@ impl IntoResponse for ApiError {
                 tracing::error!(code = self.code(), %detail, "request failed");
             }
             ApiError::Unavailable(detail) => tracing::warn!(%detail, "not ready"),
+            ApiError::Tracker(e) if e.status >= 500 => {
+                tracing::error!(code = e.code, detail = %e.message, "request failed");
+            }
             _ => {}
         }
         let msg = self.to_string();

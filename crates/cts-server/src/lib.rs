@@ -10,6 +10,7 @@ mod body;
 pub mod config;
 pub mod error;
 pub mod metrics;
+mod recording;
 pub mod state;
 
 #[cfg(test)]

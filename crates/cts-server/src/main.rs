@@ -176,8 +176,9 @@ fn client_addr(addr: SocketAddr) -> SocketAddr {
     a
 }
 
-/// On an empty data directory: creates the first domain, project, admin
-/// user and access key, and writes them to `DATA_DIR/bootstrap.json`,
+/// On an empty data directory: creates the first domain, project (with its
+/// management tracker), admin user and access key, and writes them to
+/// `DATA_DIR/bootstrap.json`,
 /// whose path it returns.
 async fn bootstrap(state: &AppState, endpoint: &str) -> Result<Option<PathBuf>> {
     let seed = bootstrap_seed();
@@ -190,6 +191,11 @@ async fn bootstrap(state: &AppState, endpoint: &str) -> Result<Option<PathBuf>> 
         .context("creating the first identities")?;
     Ok(match outcome {
         BootstrapOutcome::Created(b) => {
+            // CTS is enabled in the first project from the start.
+            state
+                .trackers
+                .ensure_system_tracker(&b.project_id, &b.domain_id, cts_server::state::now_ms())
+                .context("creating the management tracker of the first project")?;
             tracing::info!(
                 domain = %b.domain_name,
                 project_id = %b.project_id,

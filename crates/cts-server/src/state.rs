@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use cts_identity::{IdentityError, IdentityStore, LoginThrottle};
 use cts_store::{EmbeddedStore, StoreError, TraceStore};
+use cts_tracker::{Catalog, TrackerError, TrackerStore};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -18,6 +19,8 @@ pub struct Inner {
     pub config: Config,
     pub store: Arc<dyn TraceStore>,
     pub identity: Arc<IdentityStore>,
+    pub trackers: Arc<TrackerStore>,
+    pub catalog: Arc<Catalog>,
     pub login_throttle: LoginThrottle,
     pub metrics: Metrics,
 }
@@ -30,17 +33,15 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(
-        config: Config,
-        store: Arc<dyn TraceStore>,
-        identity: Arc<IdentityStore>,
-    ) -> AppState {
+    pub fn new(config: Config, store: Arc<dyn TraceStore>, settings: Settings) -> AppState {
         let login_throttle =
             LoginThrottle::new(config.auth.login_max_failures, config.auth.login_lockout);
         AppState(Arc::new(Inner {
             config,
             store,
-            identity,
+            identity: settings.identity,
+            trackers: settings.trackers,
+            catalog: settings.catalog,
             login_throttle,
             metrics: Metrics::new(),
         }))
@@ -51,15 +52,14 @@ impl AppState {
     /// around them.
     pub async fn open(config: Config) -> Result<AppState, OpenError> {
         let store_config = config.store_config();
-        let identity_dir = config.identity_dir();
-        let (store, identity) = tokio::task::spawn_blocking(move || {
+        let for_settings = config.clone();
+        let (store, settings) = tokio::task::spawn_blocking(move || {
             let store = EmbeddedStore::open(store_config)?;
-            let identity = IdentityStore::open(&identity_dir)?;
-            Ok::<_, OpenError>((store, identity))
+            Ok::<_, OpenError>((store, Settings::open(&for_settings)?))
         })
         .await
         .map_err(|e| OpenError::Store(StoreError::Unavailable(panic_message(e))))??;
-        Ok(AppState::new(config, Arc::new(store), Arc::new(identity)))
+        Ok(AppState::new(config, Arc::new(store), settings))
     }
 
     /// Runs a blocking store call off the async workers. `Err` carries the
@@ -76,12 +76,33 @@ impl AppState {
     }
 }
 
+/// The stores of everything but traces: identities, trackers, catalog.
+pub struct Settings {
+    pub identity: Arc<IdentityStore>,
+    pub trackers: Arc<TrackerStore>,
+    pub catalog: Arc<Catalog>,
+}
+
+impl Settings {
+    /// Opens them in the data directory of `config`.
+    pub fn open(config: &Config) -> Result<Settings, OpenError> {
+        let trackers_dir = config.trackers_dir();
+        Ok(Settings {
+            identity: Arc::new(IdentityStore::open(&config.identity_dir())?),
+            trackers: Arc::new(TrackerStore::open(&trackers_dir, config.tracker_limits())?),
+            catalog: Arc::new(Catalog::open(&trackers_dir)?),
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("opening the trace store: {0}")]
     Store(#[from] StoreError),
     #[error("opening the identity store: {0}")]
     Identity(#[from] IdentityError),
+    #[error("opening the tracker store: {0}")]
+    Trackers(#[from] TrackerError),
 }
 
 /// What a failed blocking task said, for the log.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::Router;
-use cts_identity::{BootstrapSeed, IdentityStore};
+use cts_identity::BootstrapSeed;
 use cts_store::{EmbeddedStore, TraceStore};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -19,7 +19,7 @@ use crate::app::routes;
 use crate::broken_store::BrokenStore;
 use crate::config::Config;
 use crate::router;
-use crate::state::{now_ms, AppState};
+use crate::state::{now_ms, AppState, Settings};
 
 struct Answer {
     status: StatusCode,
@@ -77,29 +77,32 @@ fn post_json(uri: &str, body: impl Into<Vec<u8>>) -> Request<Body> {
     signed("POST", uri, "application/json", body.into())
 }
 
-/// The router over `store`, with an identity store (in its own temporary
-/// directory) whose admin holds project `p1` and the key `AK`.
+/// The router over `store`, with identities and trackers (in their own
+/// temporary directory): the admin holds project `p1` and the key `AK`.
 fn app_with(mut config: Config, store: Arc<dyn TraceStore>) -> (tempfile::TempDir, Router) {
     let dir = tempfile::tempdir().unwrap();
     config.data_dir = dir.path().to_path_buf();
-    let identity = IdentityStore::open(&config.identity_dir()).unwrap();
+    let settings = Settings::open(&config).unwrap();
     let seed = BootstrapSeed {
         project_id: Some("p1".into()),
         access_key: Some(AK.into()),
         secret_key: Some(SK.into()),
         ..BootstrapSeed::default()
     };
-    identity
+    settings
+        .identity
         .bootstrap(
             &seed,
             "http://localhost",
             &dir.path().join("bootstrap.json"),
         )
         .unwrap();
-    (
-        dir,
-        router(AppState::new(config, store, Arc::new(identity))),
-    )
+    // CTS is enabled in p1: its management tracker records.
+    settings
+        .trackers
+        .ensure_system_tracker("p1", "d1", now_ms())
+        .unwrap();
+    (dir, router(AppState::new(config, store, settings)))
 }
 
 /// The embedded engine in a temporary directory (kept alive by the caller).

@@ -135,50 +135,38 @@ impl Call {
     /// Records a successful change (`code` is the answer's status) in the
     /// caller's project: the audit trail of identity changes lives with
     /// the administrators who make them.
-    pub async fn record(
-        &self,
-        resource_type: &'static str,
-        trace_name: &'static str,
-        resource: (&str, &str),
-        request: Option<&Value>,
-        code: u16,
-        response: Option<&Value>,
-    ) {
-        let Some(project) = self.audit_project() else {
-            tracing::warn!(trace_name, "no project to record an identity change in");
-            return;
-        };
-        let event = AuditEvent::new(&project, "IAM", resource_type, trace_name, &self.origin)
-            .by(&self.caller)
-            .resource(Some(resource.0), Some(resource.1))
-            .request(request)
-            .outcome(code, response);
-        audit::record(&self.state, event).await;
-    }
-
-    /// Records `change` (with the answer's status and body) and answers.
+    /// Records `change` with the answer's status and body, then answers.
     pub async fn answer(
         &self,
         change: Change<'_>,
         status: StatusCode,
         body: Option<Value>,
     ) -> Response {
-        let Change {
-            resource_type,
-            trace_name,
-            resource,
-            request,
-        } = change;
-        let code = status.as_u16();
-        self.record(
-            resource_type,
-            trace_name,
-            resource,
-            request,
-            code,
-            body.as_ref(),
-        )
-        .await;
+        let project = match change.project {
+            Some(p) => Some(p.to_string()),
+            None => self.audit_project(),
+        };
+        match project {
+            Some(project) => {
+                let mut event = AuditEvent::new(
+                    &project,
+                    change.service_type,
+                    change.resource_type,
+                    change.trace_name,
+                    &self.origin,
+                )
+                .by(&self.caller)
+                .resource(Some(change.resource.0), Some(change.resource.1))
+                .request(change.request)
+                .outcome(status.as_u16(), body.as_ref());
+                event.always = change.always;
+                audit::record(&self.state, event).await;
+            }
+            None => tracing::warn!(
+                trace_name = change.trace_name,
+                "no project to record a change in"
+            ),
+        }
         match body {
             Some(body) => (status, Json(body)).into_response(),
             None => status.into_response(),
@@ -190,16 +178,22 @@ impl Call {
     }
 }
 
-/// A successful identity change, for its audit trace.
+/// A successful change, for its audit trace.
 pub struct Change<'a> {
+    service_type: &'static str,
     resource_type: &'static str,
     trace_name: &'static str,
     /// (id, name) of the resource.
     resource: (&'a str, &'a str),
     request: Option<&'a Value>,
+    /// The project to record it in; by default the caller's.
+    project: Option<&'a str>,
+    /// Recorded even when the project's management tracker does not record.
+    always: bool,
 }
 
 impl<'a> Change<'a> {
+    /// An identity change (`IAM`), recorded in the caller's project.
     pub fn new(
         resource_type: &'static str,
         trace_name: &'static str,
@@ -207,10 +201,30 @@ impl<'a> Change<'a> {
         request: Option<&'a Value>,
     ) -> Change<'a> {
         Change {
+            service_type: "IAM",
             resource_type,
             trace_name,
             resource,
             request,
+            project: None,
+            always: false,
+        }
+    }
+
+    /// A change of a tracker (`CTS`) of `project`. Recorded whatever the
+    /// trackers say, so that turning recording off is itself on record.
+    pub fn tracker(
+        project: &'a str,
+        trace_name: &'static str,
+        resource: (&'a str, &'a str),
+        request: Option<&'a Value>,
+    ) -> Change<'a> {
+        Change {
+            service_type: "CTS",
+            resource_type: "tracker",
+            project: Some(project),
+            always: true,
+            ..Change::new("tracker", trace_name, resource, request)
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod identity;
 pub mod ops;
 pub mod tokens;
 pub mod traces;
+pub mod trackers;
 pub mod versions;
 
 use axum::http::{header, HeaderMap};

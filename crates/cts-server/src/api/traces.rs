@@ -18,6 +18,7 @@ use cts_store::{AppendOutcome, QueryPage};
 use crate::body::read_body;
 use crate::error::ApiError;
 use crate::metrics::ApiLabel;
+use crate::recording::{self, NotRecorded};
 use crate::state::{now_ms, AppState};
 
 /// Project ids: 1 to 64 letters, digits, `_` or `-`. They become part of
@@ -26,6 +27,10 @@ fn is_valid_project_id(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn not_any(n: &NotRecorded) -> bool {
+    n.count == 0
 }
 
 const PROJECT_ID_RULE: &str = "must be 1 to 64 letters, digits, underscores or hyphens";
@@ -38,6 +43,9 @@ struct ReportResponse {
     duplicates: usize,
     /// The id of each reported trace, in the order of the request.
     trace_ids: Vec<String>,
+    /// Traces the project's trackers do not record, and why.
+    #[serde(skip_serializing_if = "not_any")]
+    not_recorded: NotRecorded,
 }
 
 pub async fn report(
@@ -114,6 +122,7 @@ async fn record(
     let newest_time_ms = now.saturating_add(state.config.max_clock_skew_ms());
     // Parsing a body of several MiB is CPU work; it runs beside the blocking
     // append rather than on an async worker.
+    let state2 = state.clone();
     let outcome = state
         .with_store(move |store| {
             let ctx = ReportContext {
@@ -125,13 +134,14 @@ async fn record(
             };
             let traces = parse_report(&body, &ctx)?;
             let trace_ids: Vec<String> = traces.iter().map(|t| t.trace_id.clone()).collect();
-            let AppendOutcome { stored, duplicates } = store
-                .append(traces)
+            let (kept, not_recorded) = recording::admit(&state2, &project_id, traces);
+            let AppendOutcome { stored, duplicates } = recording::append(&state2, store, kept)
                 .map_err(|e| ApiError::Write(e.to_string()))?;
             Ok::<_, ApiError>(ReportResponse {
                 recorded: stored,
                 duplicates,
                 trace_ids,
+                not_recorded,
             })
         })
         .await

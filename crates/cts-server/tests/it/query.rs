@@ -38,6 +38,8 @@ fn population(base: i64) -> Vec<Value> {
         t["trace_type"] = json!(["ObsAPI", "ObsSDK"][i % 2]);
         t["service_type"] = json!("OBS");
         t["tracker_name"] = json!(["bucket-a", "bucket-b"][(i / 2) % 2]);
+        // Each data tracker records the bucket of its name.
+        t["resource_name"] = t["tracker_name"].clone();
         t["code"] = json!(["200", "404"][i % 2]);
         out.push(t);
     }
@@ -80,6 +82,11 @@ fn filters_alone_and_combined() {
     let server = TestServer::start();
     let base = now_ms() - 10 * MINUTE;
     let pop = population(base);
+    for project in ["filters", "filters-other"] {
+        for bucket in ["bucket-a", "bucket-b"] {
+            server.data_tracker(project, bucket);
+        }
+    }
     server.report("filters", &pop);
     // Another project's identical traces must never show.
     let mut other = pop.clone();
@@ -193,10 +200,13 @@ fn time_window_edges() {
     let recent = trace_with_id(now - 30 * MINUTE);
     let old = trace_with_id(now - 90 * MINUTE);
     server.report("default-window", &[recent.1.clone(), old.1.clone()]);
-    let page = server.query("default-window", &[]);
+    let page = server.query("default-window", &[ECS.clone()]);
     assert_eq!(ids(page["traces"].as_array().unwrap()), vec![recent.0]);
     // `to` alone: the hour before it.
-    let page = server.query("default-window", &[("to", (now - 80 * MINUTE).to_string())]);
+    let page = server.query(
+        "default-window",
+        &[("to", (now - 80 * MINUTE).to_string()), ECS.clone()],
+    );
     assert_eq!(ids(page["traces"].as_array().unwrap()), vec![old.0.clone()]);
     // The old one is still there for a wider window.
     let page = server.query(
@@ -204,13 +214,18 @@ fn time_window_edges() {
         &[
             ("from", (now - 2 * HOUR).to_string()),
             ("limit", "1".into()),
+            ECS.clone(),
         ],
     );
     assert_eq!(page["meta_data"]["count"], 1);
     let marker = page["meta_data"]["marker"].as_str().unwrap().to_string();
     let page = server.query(
         "default-window",
-        &[("from", (now - 2 * HOUR).to_string()), ("next", marker)],
+        &[
+            ("from", (now - 2 * HOUR).to_string()),
+            ("next", marker),
+            ECS.clone(),
+        ],
     );
     assert_eq!(ids(page["traces"].as_array().unwrap()), vec![old.0]);
 }
@@ -251,7 +266,10 @@ fn invalid_parameters_are_named() {
     a.assert_error(403, "CTS.0002");
 
     // Unknown parameters are ignored, as the public service does.
-    let a = server.get(&format!("/v3/{}/traces?colour=red", server.pid("empty")));
+    let a = server.get(&format!(
+        "/v3/{}/traces?colour=red&service_type=ECS",
+        server.pid("empty")
+    ));
     assert_eq!(a.status, 200, "{}", a.text);
     assert_eq!(
         a.body,

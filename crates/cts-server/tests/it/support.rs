@@ -14,6 +14,11 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 pub const MINUTE: i64 = 60_000;
+
+/// The service of every test trace: a filter that leaves out what CTS
+/// records about itself (a project's `createTracker`, identity changes).
+pub static ECS: std::sync::LazyLock<(&str, String)> =
+    std::sync::LazyLock::new(|| ("service_type", "ECS".to_string()));
 pub const HOUR: i64 = 60 * MINUTE;
 
 pub fn now_ms() -> i64 {
@@ -304,7 +309,7 @@ impl TestServer {
 
     /// The id of the test project `name`: the bootstrap project for
     /// `"main"`, else a project of that name created on first use, on which
-    /// the admin holds `cts_admin`.
+    /// the admin holds `cts_admin` and CTS is enabled (management tracker).
     pub fn pid(&self, name: &str) -> String {
         if name == "main" {
             return self.admin.project_id.clone();
@@ -334,11 +339,29 @@ impl TestServer {
             &format!("/v3/projects/{id}/users/{user}/roles/cts_admin"),
         );
         assert_eq!(a.status, 204, "{}", a.text);
+        // CTS records nothing in a project until its management tracker exists.
+        let a = self.post_json(
+            &format!("/v3/{id}/tracker"),
+            &json!({"tracker_type": "system", "tracker_name": "system"}),
+        );
+        assert_eq!(a.status, 201, "{}", a.text);
         self.projects
             .lock()
             .unwrap()
             .insert(name.to_string(), id.clone());
         id
+    }
+
+    /// Creates data tracker `name` in test project `project`, recording the
+    /// reads and writes of bucket `name`.
+    pub fn data_tracker(&self, project: &str, name: &str) {
+        let body = json!({
+            "tracker_type": "data",
+            "tracker_name": name,
+            "data_bucket": {"data_bucket_name": name, "data_event": ["READ", "WRITE"]},
+        });
+        let a = self.post_json(&format!("/v3/{}/tracker", self.pid(project)), &body);
+        assert_eq!(a.status, 201, "{}", a.text);
     }
 
     /// The id of the bootstrap admin user.

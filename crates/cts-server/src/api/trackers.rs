@@ -1,0 +1,351 @@
+//! Trackers through the v3 and v1.0 APIs (one tracker, two views), their
+//! tags, the tenant quotas, and the catalog calls (`operations`,
+//! `resources`, `user-resources`). The rules live in `cts-tracker`; this
+//! module reads bodies, calls the stores off the async workers, records
+//! every change as a `CTS` trace and renders the answers.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use cts_tracker::{
+    parse_tags_create, parse_tags_delete, parse_tracker_type_param, parse_v1_create,
+    parse_v1_update, parse_v3_create, parse_v3_update, Tracker, TrackerError, TrackerSpec,
+    TrackerStore, TrackerType, SYSTEM_TRACKER_NAME, TAG_RESOURCE_TYPE,
+};
+
+use crate::api::identity::{Call, Change};
+use crate::body::read_body;
+use crate::error::ApiError;
+use crate::state::now_ms;
+
+/// Runs a blocking tracker-store call off the async workers.
+async fn blocking<T, F>(store: &Arc<TrackerStore>, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&TrackerStore) -> Result<T, TrackerError> + Send + 'static,
+{
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::from)
+}
+
+/// No key registry yet (it comes with trace file encryption): no `kms_id`
+/// names a known key.
+fn no_keys(_: &str) -> bool {
+    false
+}
+
+/// The body as bytes for the parsers, and as JSON for the audit trace.
+async fn body_of(c: &Call, body: Body) -> Result<(Vec<u8>, Option<Value>), ApiError> {
+    let bytes = read_body(body, c.state.config.auth.max_identity_body_bytes, 0).await?;
+    let json = serde_json::from_slice(&bytes).ok();
+    Ok((bytes, json))
+}
+
+impl Call {
+    /// Creates a tracker from `spec`; records `createTracker`.
+    async fn create_tracker(
+        &self,
+        project_id: &str,
+        spec: TrackerSpec,
+        request: Option<&Value>,
+    ) -> Result<Tracker, ApiError> {
+        let (project, domain) = (project_id.to_string(), self.caller.domain_id.clone());
+        let tracker = blocking(&self.state.trackers, move |s| {
+            s.create(&project, &domain, &spec, now_ms(), &no_keys)
+        })
+        .await?;
+        self.tracker_trace("createTracker", &tracker, request, StatusCode::CREATED)
+            .await;
+        Ok(tracker)
+    }
+
+    async fn update_tracker(
+        &self,
+        project_id: &str,
+        spec: TrackerSpec,
+        request: Option<&Value>,
+    ) -> Result<Tracker, ApiError> {
+        let project = project_id.to_string();
+        let (_, after) = blocking(&self.state.trackers, move |s| {
+            s.update(&project, &spec, &no_keys)
+        })
+        .await?;
+        self.tracker_trace("updateTracker", &after, request, StatusCode::OK)
+            .await;
+        Ok(after)
+    }
+
+    async fn delete_trackers(
+        &self,
+        project_id: &str,
+        name: Option<String>,
+        kind: Option<TrackerType>,
+    ) -> Result<StatusCode, ApiError> {
+        let project = project_id.to_string();
+        let deleted = blocking(&self.state.trackers, move |s| {
+            s.delete(&project, name.as_deref(), kind)
+        })
+        .await?;
+        for t in &deleted {
+            self.tracker_trace("deleteTracker", t, None, StatusCode::NO_CONTENT)
+                .await;
+        }
+        Ok(StatusCode::NO_CONTENT)
+    }
+
+    /// Records a change of `tracker` (with its v3 view as the response).
+    async fn tracker_trace(
+        &self,
+        trace_name: &'static str,
+        tracker: &Tracker,
+        request: Option<&Value>,
+        status: StatusCode,
+    ) {
+        let change = Change::tracker(
+            &tracker.project_id,
+            trace_name,
+            (&tracker.id, &tracker.tracker_name),
+            request,
+        );
+        let body = (status != StatusCode::NO_CONTENT).then(|| tracker.to_v3_json());
+        // The answer built here is not the one sent: each API renders its own.
+        drop(self.answer(change, status, body).await);
+    }
+}
+
+// ---- v3 ----
+
+pub async fn create_v3(
+    c: Call,
+    Path(project_id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (bytes, json) = body_of(&c, body).await?;
+    let spec = parse_v3_create(&bytes)?;
+    let tracker = c.create_tracker(&project_id, spec, json.as_ref()).await?;
+    Ok((StatusCode::CREATED, Json(tracker.to_v3_json())).into_response())
+}
+
+pub async fn update_v3(
+    c: Call,
+    Path(project_id): Path<String>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let (bytes, json) = body_of(&c, body).await?;
+    let spec = parse_v3_update(&bytes)?;
+    c.update_tracker(&project_id, spec, json.as_ref()).await?;
+    Ok(StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+pub struct TrackerParams {
+    tracker_name: Option<String>,
+    tracker_type: Option<String>,
+}
+
+impl TrackerParams {
+    fn kind(&self) -> Result<Option<TrackerType>, ApiError> {
+        Ok(self
+            .tracker_type
+            .as_deref()
+            .map(parse_tracker_type_param)
+            .transpose()?)
+    }
+}
+
+pub async fn list_v3(
+    c: Call,
+    Path(project_id): Path<String>,
+    Query(params): Query<TrackerParams>,
+) -> Result<Json<Value>, ApiError> {
+    let kind = params.kind()?;
+    let trackers = blocking(&c.state.trackers, move |s| {
+        s.list(&project_id, params.tracker_name.as_deref(), kind)
+    })
+    .await?;
+    let trackers: Vec<Value> = trackers.iter().map(Tracker::to_v3_json).collect();
+    Ok(Json(json!({ "trackers": trackers })))
+}
+
+pub async fn delete_v3(
+    c: Call,
+    Path(project_id): Path<String>,
+    Query(params): Query<TrackerParams>,
+) -> Result<StatusCode, ApiError> {
+    let kind = params.kind()?;
+    c.delete_trackers(&project_id, params.tracker_name, kind)
+        .await
+}
+
+// ---- v1.0: the management tracker only ----
+
+pub async fn create_v1(
+    c: Call,
+    Path(project_id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (bytes, json) = body_of(&c, body).await?;
+    let spec = parse_v1_create(&bytes)?;
+    let tracker = c.create_tracker(&project_id, spec, json.as_ref()).await?;
+    Ok((StatusCode::CREATED, Json(tracker.to_v1_created_json())).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct V1Path {
+    project_id: String,
+    tracker_name: String,
+}
+
+pub async fn update_v1(c: Call, Path(p): Path<V1Path>, body: Body) -> Result<StatusCode, ApiError> {
+    let (bytes, json) = body_of(&c, body).await?;
+    let spec = parse_v1_update(&p.tracker_name, &bytes)?;
+    c.update_tracker(&p.project_id, spec, json.as_ref()).await?;
+    Ok(StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+pub struct V1Params {
+    tracker_name: Option<String>,
+}
+
+/// v1.0 answers one object: the management tracker.
+pub async fn list_v1(
+    c: Call,
+    Path(project_id): Path<String>,
+    Query(params): Query<V1Params>,
+) -> Result<Json<Value>, ApiError> {
+    let name = params.tracker_name.unwrap_or(SYSTEM_TRACKER_NAME.into());
+    let trackers = blocking(&c.state.trackers, move |s| {
+        s.list(&project_id, Some(&name), Some(TrackerType::System))
+    })
+    .await?;
+    let tracker = trackers.first().ok_or(ApiError::Tracker(TrackerError {
+        code: "CTS.0214",
+        status: 404,
+        field: None,
+        message: "the tracker does not exist".into(),
+    }))?;
+    Ok(Json(tracker.to_v1_json()))
+}
+
+pub async fn delete_v1(
+    c: Call,
+    Path(project_id): Path<String>,
+    Query(params): Query<V1Params>,
+) -> Result<StatusCode, ApiError> {
+    let name = params.tracker_name.unwrap_or(SYSTEM_TRACKER_NAME.into());
+    c.delete_trackers(&project_id, Some(name), Some(TrackerType::System))
+        .await
+}
+
+// ---- tags ----
+
+#[derive(Deserialize)]
+pub struct TagPath {
+    project_id: String,
+    resource_type: String,
+    resource_id: String,
+}
+
+impl TagPath {
+    fn check(&self) -> Result<(), ApiError> {
+        if self.resource_type == TAG_RESOURCE_TYPE {
+            Ok(())
+        } else {
+            Err(ApiError::BadRequest {
+                field: "resource_type",
+                rule: format!(
+                    "must be {TAG_RESOURCE_TYPE}: trackers are the only tagged resources"
+                ),
+            })
+        }
+    }
+}
+
+pub async fn create_tags(
+    c: Call,
+    Path(p): Path<TagPath>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    p.check()?;
+    let (bytes, json) = body_of(&c, body).await?;
+    let tags = parse_tags_create(&bytes)?;
+    let tracker = blocking(&c.state.trackers, move |s| {
+        s.create_tags(&p.project_id, &p.resource_id, &tags)
+    })
+    .await?;
+    c.tracker_trace("createTag", &tracker, json.as_ref(), StatusCode::NO_CONTENT)
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn delete_tags(
+    c: Call,
+    Path(p): Path<TagPath>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    p.check()?;
+    let (bytes, json) = body_of(&c, body).await?;
+    let filters = parse_tags_delete(&bytes)?;
+    let tracker = blocking(&c.state.trackers, move |s| {
+        s.delete_tags(&p.project_id, &p.resource_id, &filters)
+    })
+    .await?;
+    c.tracker_trace("deleteTag", &tracker, json.as_ref(), StatusCode::NO_CONTENT)
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- quotas and the catalog ----
+
+pub async fn quotas(c: Call, Path(project_id): Path<String>) -> Result<Json<Value>, ApiError> {
+    // Key event notifications come with their own issue: none exist yet.
+    let quotas = blocking(&c.state.trackers, move |s| s.quotas(&project_id, 0)).await?;
+    Ok(Json(json!({ "resources": quotas })))
+}
+
+#[derive(Deserialize)]
+pub struct OperationParams {
+    service_type: Option<String>,
+    resource_type: Option<String>,
+}
+
+pub async fn operations(
+    c: Call,
+    Query(params): Query<OperationParams>,
+) -> Result<Json<Value>, ApiError> {
+    let operations = c.state.catalog.operations(
+        &c.caller.domain_id,
+        params.service_type.as_deref(),
+        params.resource_type.as_deref(),
+    )?;
+    Ok(Json(json!({ "operations": operations })))
+}
+
+/// `GET /v3/{domain_id}/resources` (the route names the segment
+/// `project_id`; the authorization layer checks it is the caller's domain).
+pub async fn resources(c: Call) -> Json<Value> {
+    let resources = c.state.catalog.resources(&c.caller.domain_id);
+    Json(json!({ "resources": resources }))
+}
+
+pub async fn user_resources(c: Call, Path(project_id): Path<String>) -> Json<Value> {
+    let users: Vec<Value> = c
+        .state
+        .catalog
+        .users(&project_id, now_ms())
+        .into_iter()
+        .map(|name| json!({ "name": name }))
+        .collect();
+    Json(json!({ "users": users }))
+}

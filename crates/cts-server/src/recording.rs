@@ -1,0 +1,127 @@
+//! What gets recorded: a project's trackers decide which reported traces
+//! are kept, and every recorded trace teaches the operation catalog.
+
+use cts_model::{Trace, TraceKind};
+use cts_store::{AppendOutcome, StoreError, TraceStore};
+use cts_tracker::{DataEvent, RecordingDataTracker};
+use serde::Serialize;
+
+use crate::state::AppState;
+
+/// Why reported traces were not recorded, by cause.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct NotRecorded {
+    /// Traces left out.
+    pub count: usize,
+    /// One sentence per cause.
+    pub reasons: Vec<String>,
+}
+
+impl NotRecorded {
+    fn add(&mut self, n: usize, reason: String) {
+        if n > 0 {
+            self.count += n;
+            self.reasons.push(reason);
+        }
+    }
+}
+
+/// The bucket a data trace is about: its `resource_name` (or
+/// `resource_id`) up to the first `/` (`bucket/object/key` → `bucket`).
+fn bucket_of(t: &Trace) -> Option<&str> {
+    let name = t
+        .resource_name
+        .as_deref()
+        .or(t.resource_id.as_deref())
+        .filter(|n| !n.is_empty())?;
+    name.split('/').next()
+}
+
+/// Whether `tracker` records `t`: its bucket, and its operation type
+/// (`read_only: true` is a READ, anything else a WRITE).
+fn tracks(tracker: &RecordingDataTracker, t: &Trace) -> bool {
+    let event = if t.read_only == Some(true) {
+        DataEvent::Read
+    } else {
+        DataEvent::Write
+    };
+    bucket_of(t) == Some(tracker.data_bucket_name.as_str()) && tracker.data_event.contains(&event)
+}
+
+/// The traces of `project_id` that its trackers record, and what was left
+/// out and why. Answered from the trackers' in-memory view.
+pub fn admit(state: &AppState, project_id: &str, traces: Vec<Trace>) -> (Vec<Trace>, NotRecorded) {
+    let trackers = &state.trackers;
+    let management = trackers.management_enabled(project_id);
+    let (mut no_management, mut no_tracker, mut mismatch) = (0, 0, 0);
+    let kept: Vec<Trace> = traces
+        .into_iter()
+        .filter(|t| match t.kind() {
+            TraceKind::Management => {
+                no_management += usize::from(!management);
+                management
+            }
+            TraceKind::Data => match trackers.data_tracker_for(project_id, &t.tracker_name) {
+                Some(tracker) if tracks(&tracker, t) => true,
+                Some(_) => {
+                    mismatch += 1;
+                    false
+                }
+                None => {
+                    no_tracker += 1;
+                    false
+                }
+            },
+        })
+        .collect();
+    let mut out = NotRecorded::default();
+    out.add(
+        no_management,
+        format!(
+            "{no_management} management trace(s): project {project_id} has no enabled management \
+             tracker (POST /v3/{project_id}/tracker with tracker_type system enables CTS)"
+        ),
+    );
+    out.add(
+        no_tracker,
+        format!(
+            "{no_tracker} data trace(s): their tracker_name names no enabled data tracker of the \
+             project"
+        ),
+    );
+    out.add(
+        mismatch,
+        format!(
+            "{mismatch} data trace(s): not of the bucket (resource_name up to the first '/') or \
+             the operation type (read_only: READ, else WRITE) their data tracker records"
+        ),
+    );
+    (kept, out)
+}
+
+/// Appends `traces` durably and lets the catalog learn their service
+/// types, resource types, trace names and users. Blocking.
+pub fn append(
+    state: &AppState,
+    store: &dyn TraceStore,
+    traces: Vec<Trace>,
+) -> Result<AppendOutcome, StoreError> {
+    if traces.is_empty() {
+        return Ok(AppendOutcome::default());
+    }
+    // Learned before the traces move into the store, from references: no
+    // copies on the ingest path. A failed append may so teach the catalog
+    // an operation it then does not hold, which costs nothing.
+    for t in &traces {
+        state.catalog.observe(
+            &t.project_id,
+            &t.domain_id,
+            &t.service_type,
+            &t.resource_type,
+            &t.trace_name,
+            t.user.name.as_deref().unwrap_or_default(),
+            t.time,
+        );
+    }
+    store.append(traces)
+}
