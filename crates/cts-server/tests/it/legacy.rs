@@ -30,7 +30,7 @@ fn v1_and_v2_answer_like_v3() {
     let server = setup();
     let pid = server.pid("legacy");
     // Without the project's own createTracker trace (service CTS).
-    let v3 = server.query("legacy", &[ECS.clone()]);
+    let v3 = server.query("legacy", &[ecs()]);
     assert_eq!(v3["meta_data"]["count"], 4, "management traces only");
     for version in ["v1.0", "v2.0"] {
         let a = server.get(&format!("/{version}/{pid}/system/trace?service_type=ECS"));

@@ -200,12 +200,12 @@ fn time_window_edges() {
     let recent = trace_with_id(now - 30 * MINUTE);
     let old = trace_with_id(now - 90 * MINUTE);
     server.report("default-window", &[recent.1.clone(), old.1.clone()]);
-    let page = server.query("default-window", &[ECS.clone()]);
+    let page = server.query("default-window", &[ecs()]);
     assert_eq!(ids(page["traces"].as_array().unwrap()), vec![recent.0]);
     // `to` alone: the hour before it.
     let page = server.query(
         "default-window",
-        &[("to", (now - 80 * MINUTE).to_string()), ECS.clone()],
+        &[("to", (now - 80 * MINUTE).to_string()), ecs()],
     );
     assert_eq!(ids(page["traces"].as_array().unwrap()), vec![old.0.clone()]);
     // The old one is still there for a wider window.
@@ -214,7 +214,7 @@ fn time_window_edges() {
         &[
             ("from", (now - 2 * HOUR).to_string()),
             ("limit", "1".into()),
-            ECS.clone(),
+            ecs(),
         ],
     );
     assert_eq!(page["meta_data"]["count"], 1);
@@ -224,7 +224,7 @@ fn time_window_edges() {
         &[
             ("from", (now - 2 * HOUR).to_string()),
             ("next", marker),
-            ECS.clone(),
+            ecs(),
         ],
     );
     assert_eq!(ids(page["traces"].as_array().unwrap()), vec![old.0]);

@@ -331,7 +331,7 @@ fn every_field_round_trips() {
     assert_eq!(got, want);
 
     // The same through a listing.
-    let page = server.query("round", &[ECS.clone()]);
+    let page = server.query("round", &[ecs()]);
     let mut listed = page["traces"][0].clone();
     listed.as_object_mut().unwrap().remove("record_time");
     assert_eq!(listed, want);
@@ -354,10 +354,7 @@ fn retried_batches_are_stored_once() {
     for (id, _) in &traces {
         assert_eq!(server.by_id("retry", id).len(), 1);
     }
-    assert_eq!(
-        server.query("retry", &[ECS.clone()])["meta_data"]["count"],
-        3
-    );
+    assert_eq!(server.query("retry", &[ecs()])["meta_data"]["count"], 3);
 
     // The same trace_id in another project is another trace.
     let a = server.report("retry-other", &body[..1]);

@@ -34,7 +34,7 @@ fn expired_traces_disappear_from_queries_and_disk() {
         server.report("ret", chunk);
     }
     let times: Vec<i64> = body.iter().map(|t| t["time"].as_i64().unwrap()).collect();
-    let all = server.query_all("ret", &[("limit", "200".into()), ECS.clone()]);
+    let all = server.query_all("ret", &[("limit", "200".into()), ecs()]);
     assert_eq!(all.len(), 200);
 
     let dirs: Vec<_> = times
@@ -56,7 +56,7 @@ fn expired_traces_disappear_from_queries_and_disk() {
     while now_ms() < newest + 4000 + 100 {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let page = server.query("ret", &[("from", (now - 60_000).to_string()), ECS.clone()]);
+    let page = server.query("ret", &[("from", (now - 60_000).to_string()), ecs()]);
     assert_eq!(page["meta_data"]["count"], 0, "{page}");
     assert!(server.by_id("ret", &traces[199].0).is_empty());
 

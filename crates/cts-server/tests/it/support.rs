@@ -17,8 +17,9 @@ pub const MINUTE: i64 = 60_000;
 
 /// The service of every test trace: a filter that leaves out what CTS
 /// records about itself (a project's `createTracker`, identity changes).
-pub static ECS: std::sync::LazyLock<(&str, String)> =
-    std::sync::LazyLock::new(|| ("service_type", "ECS".to_string()));
+pub fn ecs() -> (&'static str, String) {
+    ("service_type", "ECS".to_string())
+}
 pub const HOUR: i64 = 60 * MINUTE;
 
 pub fn now_ms() -> i64 {
