@@ -6,5 +6,5 @@ pub mod report;
 pub mod trace;
 
 pub use query::{ApiVersion, Field, QueryError, TraceQuery};
-pub use report::{parse_report, FieldError, ReportContext, ReportError};
+pub use report::{is_valid_tracker_name, parse_report, FieldError, ReportContext, ReportError};
 pub use trace::{Trace, TraceKind, UserInfo, SYSTEM_TRACKER};

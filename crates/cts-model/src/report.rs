@@ -401,10 +401,12 @@ pub fn is_valid_service_type(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
-/// Tracker names: 1–64 letters, digits, `-`, `_`, starting with a letter.
+/// Tracker names: 1–64 letters, digits, `-`, `_`, starting with a letter or
+/// a digit (data tracker names may start with a digit; they are at most 32
+/// characters, which `cts-tracker` checks where trackers are created).
 pub fn is_valid_tracker_name(s: &str) -> bool {
     let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
         && s.len() <= 64
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
 }

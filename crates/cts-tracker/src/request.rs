@@ -160,12 +160,8 @@ pub fn is_valid_file_prefix(s: &str) -> bool {
 /// Data tracker names: 1–32 letters, digits, `-` and `_`, starting with a
 /// letter or digit, and neither `system` nor `system-trace`.
 pub fn is_valid_data_tracker_name(s: &str) -> bool {
-    let b = s.as_bytes();
-    (1..=32).contains(&b.len())
-        && b[0].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_'))
-        && !RESERVED_NAMES.contains(&s)
+    // The charset is the one trace queries accept for `tracker_name`.
+    s.len() <= 32 && cts_model::is_valid_tracker_name(s) && !RESERVED_NAMES.contains(&s)
 }
 
 impl TrackerSpec {
