@@ -414,9 +414,10 @@ where
     result
 }
 
-/// Makes what the operation catalog learned durable, every minute.
+/// Makes what the operation catalog learned durable, every few seconds (a
+/// flush with nothing new costs nothing).
 async fn flush_catalog(state: AppState) {
-    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(60));
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(5));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;

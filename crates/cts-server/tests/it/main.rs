@@ -10,3 +10,4 @@ mod query;
 mod report;
 mod retention;
 mod support;
+mod trackers;

@@ -180,13 +180,7 @@ fn sigterm_stops_gracefully_and_reindex_rebuilds() {
     let answer = server.report("main", &traces);
     let ids_before = answer["trace_ids"].as_array().unwrap().len();
 
-    let status = Command::new("kill")
-        .args(["-TERM", &server.process_id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let status = server.wait_exit(Duration::from_secs(10));
-    assert!(status.success(), "{status:?}; log:\n{}", server.log());
+    server.terminate();
 
     let out = Command::new(env!("CARGO_BIN_EXE_ctsd"))
         .args(["reindex", "--data-dir"])

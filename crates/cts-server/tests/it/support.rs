@@ -250,6 +250,22 @@ impl TestServer {
         self.child.wait().unwrap();
     }
 
+    /// SIGTERM, then waits for a clean exit.
+    pub fn terminate(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.process_id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let status = self.wait_exit(Duration::from_secs(10));
+        assert!(
+            status.success(),
+            "{status:?}; log:
+{}",
+            self.log()
+        );
+    }
+
     /// Waits for the process to exit by itself.
     pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + within;
