@@ -6,19 +6,13 @@
 //! delete), so one [`Kind`] table describes each and the commands are one
 //! generic call each. Wherever an id is needed a name is accepted too.
 
-use std::io::Write;
-
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use crate::client::{enc, is_status, Client};
-use crate::credentials::Credentials;
-use crate::table;
+use crate::client::{enc, is_status};
+use crate::ctx::{Column, Ctx};
 use crate::Output;
-
-/// A column: its header and the JSON pointer of its value.
-type Column = (&'static str, &'static str);
 
 /// A kind of identity resource and how it is shown.
 pub struct Kind {
@@ -298,19 +292,9 @@ pub struct LoginArgs {
     pub domain: Option<String>,
 }
 
-pub struct Ctx<'a> {
-    pub client: &'a Client,
-    pub creds: &'a Credentials,
-    pub output: Output,
-}
-
 impl Ctx<'_> {
     fn list(&self, kind: &Kind, path: &str, query: &[(&str, String)]) -> Result<Vec<Value>> {
-        let body = self.client.get(path, query)?;
-        match &body[kind.many] {
-            Value::Array(items) => Ok(items.clone()),
-            _ => bail!("the answer to GET {path} has no \"{}\" list", kind.many),
-        }
+        self.get_list(path, query, kind.many)
     }
 
     /// One resource by name or, failing that, by id.
@@ -373,50 +357,6 @@ impl Ctx<'_> {
         };
         let (id, name) = self.find_id(kind, key)?;
         Ok((kind, id, name))
-    }
-
-    fn print_list(&self, columns: &[Column], items: &[Value]) -> Result<()> {
-        let mut out = std::io::stdout().lock();
-        match self.output {
-            Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(items)?)?,
-            Output::Table => {
-                let header = columns.iter().map(|(h, _)| h.to_string()).collect();
-                let rows: Vec<Vec<String>> = std::iter::once(header)
-                    .chain(items.iter().map(|item| {
-                        columns
-                            .iter()
-                            .map(|(_, p)| table::text(item.pointer(p)))
-                            .collect()
-                    }))
-                    .collect();
-                out.write_all(table::render_rows(&rows).as_bytes())?;
-            }
-        }
-        Ok(())
-    }
-
-    fn print_one(&self, columns: &[Column], item: &Value) -> Result<()> {
-        let mut out = std::io::stdout().lock();
-        match self.output {
-            Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(item)?)?,
-            Output::Table => {
-                let rows: Vec<[String; 2]> = columns
-                    .iter()
-                    .map(|(h, p)| [h.to_ascii_lowercase(), table::text(item.pointer(p))])
-                    .collect();
-                out.write_all(table::render_rows(&rows).as_bytes())?;
-            }
-        }
-        Ok(())
-    }
-
-    /// What an action without an answer body did.
-    fn done(&self, message: String) -> Result<()> {
-        match self.output {
-            Output::Json => println!("{}", json!({ "message": message })),
-            Output::Table => println!("{message}"),
-        }
-        Ok(())
     }
 }
 

@@ -1,12 +1,14 @@
 //! `cts`: query and follow the traces of a Cloud Trace Service, and manage
-//! its identities.
+//! its trackers and identities.
 
 mod client;
 mod credentials;
+mod ctx;
 mod identity;
 mod table;
 mod tail;
 mod timefmt;
+mod trackers;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -19,9 +21,11 @@ use serde_json::Value;
 
 use client::{Client, ServerError};
 use credentials::{Auth, Credentials, Layer};
+use ctx::Ctx;
 use identity::{
-    AccessKeysCommand, Ctx, GroupsCommand, LoginArgs, ProjectsCommand, RolesCommand, UsersCommand,
+    AccessKeysCommand, GroupsCommand, LoginArgs, ProjectsCommand, RolesCommand, UsersCommand,
 };
+use trackers::TrackersCommand;
 
 #[derive(Parser)]
 #[command(
@@ -36,8 +40,8 @@ struct Cli {
     /// Base URL of the CTS server [env: CTS_ENDPOINT; default: http://127.0.0.1:8080].
     #[arg(long, global = true, help_heading = "Connection")]
     endpoint: Option<String>,
-    /// Project of the traces commands, of the login scope and the default
-    /// of `roles --project` [env: CTS_PROJECT_ID].
+    /// Project of the traces, trackers and quotas commands, of the login
+    /// scope and the default of `roles --project` [env: CTS_PROJECT_ID].
     #[arg(long, global = true, help_heading = "Connection")]
     project_id: Option<String>,
     /// Access key to sign requests with [env: CTS_ACCESS_KEY].
@@ -76,6 +80,11 @@ enum Command {
     /// Query traces.
     #[command(subcommand)]
     Traces(Box<TracesCommand>),
+    /// Manage the project's trackers: what it records, and where to.
+    #[command(subcommand)]
+    Trackers(TrackersCommand),
+    /// Show the project's quotas and their use.
+    Quotas,
     /// Get a token with a password; prints it and its expiry.
     Login(LoginArgs),
     /// Manage the projects of your domain.
@@ -268,6 +277,8 @@ fn run(cli: Cli) -> Result<()> {
             TracesCommand::List(args) => list(&client, creds.project()?, args, cli.output),
             TracesCommand::Tail(args) => tail::run(&client, creds.project()?, &args, cli.output),
         },
+        Command::Trackers(cmd) => trackers::trackers(&ctx, cmd),
+        Command::Quotas => trackers::quotas(&ctx),
         Command::Login(_) => identity::login(&ctx),
         Command::Projects(cmd) => identity::projects(&ctx, cmd),
         Command::Users(cmd) => identity::users(&ctx, cmd),

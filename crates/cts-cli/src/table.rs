@@ -1,4 +1,5 @@
-//! Plain-text table of traces.
+//! Plain-text tables: of traces, and the cells of the management commands'
+//! tables.
 
 use serde_json::Value;
 
@@ -30,6 +31,30 @@ pub fn text(v: Option<&Value>) -> String {
         Some(Value::String(s)) if s.is_empty() => "-".to_string(),
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
+    }
+}
+
+/// The cell of the value at JSON pointer `pointer`: as [`text`], but a
+/// list of scalars as its items joined by `,`, and an integer `*_time` (ms
+/// since the epoch, as every CTS time) as RFC 3339.
+pub fn cell(pointer: &str, v: Option<&Value>) -> String {
+    match v {
+        Some(Value::Number(n)) if pointer.ends_with("_time") => match n.as_i64() {
+            Some(ms) => format_rfc3339_ms(ms),
+            None => n.to_string(),
+        },
+        Some(Value::Array(items)) if items.iter().all(|i| !i.is_array() && !i.is_object()) => {
+            if items.is_empty() {
+                "-".to_string()
+            } else {
+                items
+                    .iter()
+                    .map(|i| text(Some(i)))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }
+        }
+        other => text(other),
     }
 }
 
@@ -142,6 +167,19 @@ mod tests {
             lines[2],
             "2023-11-14T22:13:20.000Z  deleteVolume  EVS      volume         -              bob    incident  500   -          7c9e6679-7425-40de-944b-e07fc1f90ae7"
         );
+    }
+
+    #[test]
+    fn cells_join_lists_and_format_times() {
+        let v = json!({"create_time": 1_700_000_000_123_i64, "events": ["READ", "WRITE"],
+                       "none": [], "tags": [{"key": "a"}], "n": 3});
+        let c = |p: &str| cell(p, v.pointer(p));
+        assert_eq!(c("/create_time"), "2023-11-14T22:13:20.123Z");
+        assert_eq!(c("/events"), "READ,WRITE");
+        assert_eq!(c("/none"), "-");
+        assert_eq!(c("/tags"), r#"[{"key":"a"}]"#);
+        assert_eq!(c("/n"), "3");
+        assert_eq!(c("/missing"), "-");
     }
 
     #[test]

@@ -754,3 +754,273 @@ fn credential_errors_are_explained() {
         .unwrap();
     assert!(stderr_of(&out).contains("no project: give --project-id"));
 }
+
+/// A data trace: a read (`read_only`) or write of `object` (`bucket/key`)
+/// for data tracker `tracker`.
+fn data_trace(tracker: &str, object: &str, read: bool) -> Value {
+    let name = if read { "getObject" } else { "putObject" };
+    let mut t = trace("OBS", name, "erin", "200", now_ms());
+    t["trace_type"] = json!("ObsAPI");
+    t["tracker_name"] = json!(tracker);
+    t["resource_type"] = json!("object");
+    t["resource_name"] = json!(object);
+    t["read_only"] = json!(read);
+    t
+}
+
+/// Reports `t` as the admin: (recorded, not_recorded reasons).
+fn report_one(server: &Server, t: Value) -> (u64, Vec<String>) {
+    let (status, body) = post_traces(server, (&server.access_key, &server.secret_key), vec![t]);
+    assert_eq!(status, 201, "{body}");
+    let reasons = body["not_recorded"]["reasons"]
+        .as_array()
+        .map(|r| r.iter().map(|s| s.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default();
+    (body["recorded"].as_u64().unwrap(), reasons)
+}
+
+#[test]
+fn trackers_decide_what_is_recorded() {
+    let server = start_server();
+    let admin = |args: &[&str]| stdout_ok(&cts(&server, args));
+    let admin_json = |args: &[&str]| {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        json_ok(&cts(&server, &all))
+    };
+    let trackers_used = || {
+        let quotas = admin_json(&["quotas"]);
+        let tracker = quotas
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["type"] == "tracker")
+            .unwrap_or_else(|| panic!("no tracker quota: {quotas}"))
+            .clone();
+        tracker["used"].as_u64().unwrap()
+    };
+    let tags_of = |name: &str| admin_json(&["trackers", "list", "--name", name])[0]["tags"].clone();
+
+    // The first project starts with its management tracker.
+    let table = admin(&["quotas"]);
+    assert!(
+        table.starts_with("TYPE") && table.contains("USED") && table.contains("QUOTA"),
+        "{table}"
+    );
+    assert_eq!(trackers_used(), 1);
+
+    let created = admin(&[
+        "trackers",
+        "create",
+        "data",
+        "--name",
+        "obs-reads",
+        "--data-bucket",
+        "logs-bucket",
+        "--events",
+        "READ,WRITE",
+        "--bucket",
+        "trace-dump",
+        "--compress",
+        "json",
+    ]);
+    assert!(created.starts_with("id "), "{created}");
+    for row in [
+        "obs-reads",
+        "logs-bucket",
+        "READ,WRITE",
+        "trace-dump",
+        "json",
+    ] {
+        assert!(created.contains(row), "{row}: {created}");
+    }
+    let table = admin(&["trackers", "list"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME ")
+            && lines[0].contains("DATA_BUCKET")
+            && lines[0].contains("CREATED"),
+        "{table}"
+    );
+    let row = lines
+        .iter()
+        .find(|l| l.starts_with("obs-reads "))
+        .unwrap_or_else(|| panic!("{table}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cells[..8],
+        [
+            "obs-reads",
+            "data",
+            "enabled",
+            "-",
+            "trace-dump",
+            "-",
+            "logs-bucket",
+            "READ,WRITE"
+        ],
+        "{table}"
+    );
+    assert!(cells[8].ends_with('Z'), "{table}");
+    assert!(
+        lines.iter().any(|l| l
+            .split_whitespace()
+            .take(3)
+            .eq(["system", "system", "enabled"])),
+        "{table}"
+    );
+    assert_eq!(trackers_used(), 2);
+
+    // Disabled, the tracker records nothing; enabled, it records again.
+    let read = || data_trace("obs-reads", "logs-bucket/2024/report.csv", true);
+    assert_eq!(
+        admin(&["trackers", "disable", "obs-reads"]).trim(),
+        "tracker obs-reads is disabled"
+    );
+    let listed = admin_json(&["trackers", "list", "--type", "data"]);
+    assert_eq!(listed[0]["status"], "disabled", "{listed}");
+    let (recorded, reasons) = report_one(&server, read());
+    assert_eq!(recorded, 0);
+    assert!(
+        reasons.len() == 1 && reasons[0].contains("no enabled data tracker"),
+        "{reasons:?}"
+    );
+    admin(&["trackers", "enable", "obs-reads"]);
+    assert_eq!(report_one(&server, read()), (1, vec![]));
+    let recorded = json_traces(&cts(
+        &server,
+        &[
+            "--output",
+            "json",
+            "traces",
+            "list",
+            "--trace-type",
+            "data",
+            "--tracker-name",
+            "obs-reads",
+        ],
+    ));
+    assert_eq!(names(&recorded), ["getObject"]);
+
+    // The same for the management tracker and management traces.
+    let ecs = || trace("ECS", "createServer", "erin", "202", now_ms());
+    admin(&["trackers", "disable", "system"]);
+    let (recorded, reasons) = report_one(&server, ecs());
+    assert_eq!(recorded, 0);
+    assert!(
+        reasons.len() == 1 && reasons[0].contains("no enabled management tracker"),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        admin(&["trackers", "enable", "system"]).trim(),
+        "tracker system is enabled"
+    );
+    assert_eq!(report_one(&server, ecs()), (1, vec![]));
+
+    // Tags: a bare key has the empty value; untagging a key with another
+    // value leaves it.
+    assert!(admin(&["trackers", "tag", "obs-reads", "env=prod", "team"])
+        .starts_with("tagged tracker obs-reads"));
+    assert_eq!(
+        tags_of("obs-reads"),
+        json!([{"key": "env", "value": "prod"}, {"key": "team", "value": ""}])
+    );
+    admin(&["trackers", "untag", "obs-reads", "team", "env=dev"]);
+    assert_eq!(
+        tags_of("obs-reads"),
+        json!([{"key": "env", "value": "prod"}])
+    );
+    admin(&["trackers", "untag", "obs-reads", "env"]);
+    assert_eq!(tags_of("obs-reads"), json!([]));
+
+    // An update changes the settings given and keeps the others.
+    assert_eq!(
+        admin(&[
+            "trackers",
+            "update",
+            "obs-reads",
+            "--events",
+            "READ",
+            "--prefix",
+            "cts"
+        ])
+        .trim(),
+        "updated tracker obs-reads"
+    );
+    let t = &admin_json(&["trackers", "list", "--name", "obs-reads"])[0];
+    assert_eq!(t["data_bucket"]["data_event"], json!(["READ"]), "{t}");
+    assert_eq!(t["obs_info"]["file_prefix_name"], "cts", "{t}");
+    assert_eq!(t["obs_info"]["bucket_name"], "trace-dump", "{t}");
+    assert_eq!(t["obs_info"]["compress_type"], "json", "{t}");
+    // Writes are no longer recorded.
+    let (recorded, reasons) = report_one(
+        &server,
+        data_trace("obs-reads", "logs-bucket/upload.bin", false),
+    );
+    assert_eq!((recorded, reasons.len()), (0, 1), "{reasons:?}");
+
+    // Deleting one by name, then every data tracker.
+    admin(&[
+        "trackers",
+        "create",
+        "data",
+        "--name",
+        "obs-writes",
+        "--data-bucket",
+        "uploads",
+        "--events",
+        "WRITE",
+    ]);
+    assert_eq!(trackers_used(), 3);
+    assert_eq!(
+        admin(&["trackers", "delete", "obs-reads"]).trim(),
+        "deleted tracker obs-reads"
+    );
+    assert_eq!(trackers_used(), 2);
+    assert_eq!(
+        admin(&["trackers", "delete", "--all-data"]).trim(),
+        "deleted data trackers obs-writes"
+    );
+    assert_eq!(
+        admin_json(&["trackers", "list", "--type", "data"]),
+        json!([])
+    );
+    assert_eq!(trackers_used(), 1);
+    let stderr = stderr_of(&cts(&server, &["trackers", "tag", "obs-reads", "a=b"]));
+    assert_eq!(stderr.trim(), "error: no data tracker named \"obs-reads\"");
+}
+
+#[test]
+fn tracker_rule_violations_show_the_server_message() {
+    let server = start_server();
+    let stderr = stderr_of(&cts(
+        &server,
+        &[
+            "trackers",
+            "create",
+            "data",
+            "--name",
+            "d1",
+            "--data-bucket",
+            "Bad_Bucket",
+            "--events",
+            "READ",
+        ],
+    ));
+    assert!(
+        stderr.starts_with("error CTS.0231 (HTTP 400): invalid bucket name \"Bad_Bucket\""),
+        "{stderr}"
+    );
+    let stderr = stderr_of(&cts(&server, &["trackers", "create", "system"]));
+    assert!(stderr.starts_with("error CTS.0201 (HTTP 400)"), "{stderr}");
+    let stderr = stderr_of(&cts(&server, &["trackers", "delete", "d1"]));
+    assert!(stderr.starts_with("error CTS.0214 (HTTP 404)"), "{stderr}");
+    let stderr = stderr_of(&cts(
+        &server,
+        &["trackers", "update", "system", "--events", "READ"],
+    ));
+    assert!(stderr.starts_with("error CTS.0003 (HTTP 400)"), "{stderr}");
+    // A data tracker needs a name before anything is sent.
+    let stderr = stderr_of(&cts(&server, &["trackers", "create", "data"]));
+    assert!(stderr.contains("--name"), "{stderr}");
+}

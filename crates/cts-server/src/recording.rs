@@ -49,29 +49,45 @@ fn tracks(tracker: &RecordingDataTracker, t: &Trace) -> bool {
 }
 
 /// The traces of `project_id` that its trackers record, and what was left
-/// out and why. Answered from the trackers' in-memory view.
-pub fn admit(state: &AppState, project_id: &str, traces: Vec<Trace>) -> (Vec<Trace>, NotRecorded) {
+/// out and why. The ids of the left-out traces are set to `None` in
+/// `ids` (the reported ids, in request order). Answered from the trackers'
+/// in-memory view.
+pub fn admit(
+    state: &AppState,
+    project_id: &str,
+    traces: Vec<Trace>,
+    ids: &mut [Option<String>],
+) -> (Vec<Trace>, NotRecorded) {
     let trackers = &state.trackers;
     let management = trackers.management_enabled(project_id);
     let (mut no_management, mut no_tracker, mut mismatch) = (0, 0, 0);
+    let mut records = |t: &Trace| match t.kind() {
+        TraceKind::Management => {
+            no_management += usize::from(!management);
+            management
+        }
+        TraceKind::Data => match trackers.data_tracker_for(project_id, &t.tracker_name) {
+            Some(tracker) if tracks(&tracker, t) => true,
+            Some(_) => {
+                mismatch += 1;
+                false
+            }
+            None => {
+                no_tracker += 1;
+                false
+            }
+        },
+    };
     let kept: Vec<Trace> = traces
         .into_iter()
-        .filter(|t| match t.kind() {
-            TraceKind::Management => {
-                no_management += usize::from(!management);
-                management
+        .zip(ids.iter_mut())
+        .filter_map(|(t, id)| {
+            if records(&t) {
+                Some(t)
+            } else {
+                *id = None;
+                None
             }
-            TraceKind::Data => match trackers.data_tracker_for(project_id, &t.tracker_name) {
-                Some(tracker) if tracks(&tracker, t) => true,
-                Some(_) => {
-                    mismatch += 1;
-                    false
-                }
-                None => {
-                    no_tracker += 1;
-                    false
-                }
-            },
         })
         .collect();
     let mut out = NotRecorded::default();

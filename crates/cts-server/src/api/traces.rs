@@ -42,7 +42,8 @@ struct ReportResponse {
     /// Traces already recorded under the same trace_id (a retried batch).
     duplicates: usize,
     /// The id of each reported trace, in the order of the request.
-    trace_ids: Vec<String>,
+    /// `null` for a trace the project's trackers do not record.
+    trace_ids: Vec<Option<String>>,
     /// Traces the project's trackers do not record, and why.
     #[serde(skip_serializing_if = "not_any")]
     not_recorded: NotRecorded,
@@ -133,8 +134,10 @@ async fn record(
                 max_traces,
             };
             let traces = parse_report(&body, &ctx)?;
-            let trace_ids: Vec<String> = traces.iter().map(|t| t.trace_id.clone()).collect();
-            let (kept, not_recorded) = recording::admit(&state2, &project_id, traces);
+            let mut trace_ids: Vec<Option<String>> =
+                traces.iter().map(|t| Some(t.trace_id.clone())).collect();
+            let (kept, not_recorded) =
+                recording::admit(&state2, &project_id, traces, &mut trace_ids);
             let AppendOutcome { stored, duplicates } = recording::append(&state2, store, kept)
                 .map_err(|e| ApiError::Write(e.to_string()))?;
             Ok::<_, ApiError>(ReportResponse {

@@ -191,6 +191,14 @@ fn data_trackers_record_their_bucket_and_operations() {
     let answer = report_to(&server, &pid, &all.map(|(_, t)| t.clone()));
     assert_eq!(answer["recorded"], 2, "{answer}");
     assert_eq!(answer["not_recorded"]["count"], 3, "{answer}");
+    // In request order, null where a trace was not recorded.
+    let recorded: Vec<bool> = answer["trace_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| !id.is_null())
+        .collect();
+    assert_eq!(recorded, vec![true, true, false, false, false]);
     assert_eq!(
         answer["not_recorded"]["reasons"].as_array().unwrap().len(),
         2
