@@ -74,6 +74,9 @@ impl TrackerError {
 
 /// The codes this crate answers with, by rule.
 pub mod codes {
+    /// No such encryption key in the project (404; the reference has no
+    /// code for the key registry this server adds).
+    pub const KEY_NOT_FOUND: &str = "CTS.9006";
     /// Body not JSON, wrong field type, value outside its set.
     pub const INVALID_BODY: &str = "CTS.0003";
     /// The database failed to write.

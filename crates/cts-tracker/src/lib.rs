@@ -33,6 +33,7 @@
 
 mod catalog;
 mod error;
+mod keys;
 mod model;
 mod request;
 mod store;
@@ -40,6 +41,7 @@ mod tags;
 
 pub use catalog::{Catalog, OperationList, TraceResource, SUPPORTED_SERVICES, USER_WINDOW_MS};
 pub use error::{codes, TrackerError};
+pub use keys::{is_valid_key_name, EncryptionKey};
 pub use model::{
     CompressType, DataBucket, DataEvent, ErrorDetail, Lts, ObsInfo, Tag, Tracker, TrackerStatus,
     TrackerType, SYSTEM_TRACKER_NAME,

@@ -231,7 +231,11 @@ impl TrackerStore {
     /// Opens (creating on first use) `dir/trackers.db`; `dir` is
     /// `DATA_DIR/trackers`.
     pub fn open(dir: &Path, limits: Limits) -> Result<TrackerStore, TrackerError> {
-        let conn = open_db(dir, "trackers.db", SCHEMA)?;
+        let conn = open_db(
+            dir,
+            "trackers.db",
+            &format!("{SCHEMA}{}", crate::keys::SCHEMA),
+        )?;
         let all = load(&conn, "1 = 1", &[]).map_err(|e| e.into_error(codes::READ_FAILED))?;
         let mut by_project: HashMap<String, Vec<Tracker>> = HashMap::new();
         for t in all {

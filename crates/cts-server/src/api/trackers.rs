@@ -38,10 +38,14 @@ where
         .map_err(ApiError::from)
 }
 
-/// No key registry yet (it comes with trace file encryption): no `kms_id`
-/// names a known key.
-fn no_keys(_: &str) -> bool {
-    false
+/// The ids of the project's encryption keys: what a `kms_id` may name.
+/// Read before the tracker write, whose transaction holds the store.
+fn key_ids(store: &TrackerStore, project_id: &str) -> Result<Vec<String>, TrackerError> {
+    Ok(store
+        .list_keys(project_id)?
+        .into_iter()
+        .map(|k| k.id)
+        .collect())
 }
 
 /// The body as bytes for the parsers, and as JSON for the audit trace.
@@ -61,7 +65,10 @@ impl Call {
     ) -> Result<Tracker, ApiError> {
         let (project, domain) = (project_id.to_string(), self.caller.domain_id.clone());
         let tracker = blocking(&self.state.trackers, move |s| {
-            s.create(&project, &domain, &spec, now_ms(), &no_keys)
+            let keys = key_ids(s, &project)?;
+            s.create(&project, &domain, &spec, now_ms(), &|id| {
+                keys.iter().any(|k| k == id)
+            })
         })
         .await?;
         self.tracker_trace("createTracker", &tracker, request, StatusCode::CREATED)
@@ -77,7 +84,8 @@ impl Call {
     ) -> Result<Tracker, ApiError> {
         let project = project_id.to_string();
         let (_, after) = blocking(&self.state.trackers, move |s| {
-            s.update(&project, &spec, &no_keys)
+            let keys = key_ids(s, &project)?;
+            s.update(&project, &spec, &|id| keys.iter().any(|k| k == id))
         })
         .await?;
         self.tracker_trace("updateTracker", &after, request, StatusCode::OK)
