@@ -2,7 +2,9 @@
 //! storage failures into CTS errors and never panics.
 
 use cts_model::{Trace, TraceQuery};
-use cts_store::{AppendOutcome, QueryPage, RetentionReport, StoreError, StoreStats, TraceStore};
+use cts_store::{
+    AppendOutcome, JournalBatch, QueryPage, RetentionReport, StoreError, StoreStats, TraceStore,
+};
 
 /// A store whose every operation fails, for the error paths.
 pub struct BrokenStore;
@@ -20,4 +22,9 @@ impl TraceStore for BrokenStore {
     fn stats(&self) -> StoreStats {
         panic!("disk on fire")
     }
+    fn read_journal(&self, _: u64, _: usize) -> Result<JournalBatch, StoreError> {
+        Err(StoreError::Unavailable("disk on fire".into()))
+    }
+    fn hold_journal(&self, _: &str, _: u64) {}
+    fn release_journal(&self, _: &str) {}
 }

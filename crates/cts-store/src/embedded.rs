@@ -19,7 +19,11 @@ use crate::dict::Dictionaries;
 use crate::journal::{self, ActiveFile, EncodedBatch, FrameRef, FRAME_DOCS};
 use crate::memtable::{Candidate, IndexValues, Key, Memtable, Probe, TopK};
 use crate::segment::{self, Segment};
-use crate::{AppendOutcome, QueryPage, RetentionReport, StoreError, StoreStats, TraceStore};
+use crate::{
+    AppendOutcome, JournalBatch, QueryPage, RetentionReport, StoreError, StoreStats, TraceStore,
+};
+
+mod feed;
 
 /// Settings of the embedded engine.
 #[derive(Debug, Clone)]
@@ -169,6 +173,8 @@ pub struct EmbeddedStore {
     /// Keys of recently handed-out markers: the next page starts without
     /// looking its marker up in every segment.
     markers: Mutex<MarkerCache>,
+    /// Journal consumers: where their batches ended, and their holds.
+    feed: feed::Feed,
 }
 
 const MARKER_CACHE: usize = 4096;
@@ -333,7 +339,15 @@ impl EmbeddedStore {
             Some((id, path, len)) if len < config.journal_segment_bytes => {
                 ActiveFile::reopen(id, path, len)?
             }
-            Some((id, ..)) => ActiveFile::create(&journal_dir, id + 1, config.fsync)?,
+            Some((id, path, len)) => {
+                // Full: cut its torn tail too, and close it with a summary,
+                // or the next start would find a bad record in a closed file.
+                drop(ActiveFile::reopen(id, path.clone(), len)?);
+                if let Some(info) = inner.journal_files.lock().get(&id) {
+                    write_sidecar(&path, info);
+                }
+                ActiveFile::create(&journal_dir, id + 1, config.fsync)?
+            }
             None => ActiveFile::create(&journal_dir, 1, config.fsync)?,
         };
         inner
@@ -367,6 +381,7 @@ impl EmbeddedStore {
             writer_tx: Mutex::new(Some(writer_tx)),
             threads: Mutex::new(vec![writer, flusher]),
             markers: Mutex::new(MarkerCache::default()),
+            feed: feed::Feed::default(),
         })
     }
 
@@ -685,20 +700,26 @@ impl TraceStore for EmbeddedStore {
             }
             report.index_partitions_dropped = partitions.len();
         }
-        // Journal: closed files whose every trace is in a dropped partition
-        // and already in a durable segment.
+        // Journal: closed files whose every trace is in a dropped partition,
+        // already in a durable segment and read by every journal consumer.
         let durable = self.inner.durable_seq.load(Ordering::Acquire);
         let mut files = self.inner.journal_files.lock();
+        let consumed_by_all = self.feed.consumed_by_all();
         let newest = files.keys().next_back().copied();
-        let expired: Vec<u32> = files
-            .iter()
-            .filter(|(id, f)| {
-                Some(**id) != newest
-                    && f.last_seq <= durable
-                    && (f.max_time == i64::MIN || f.max_time.div_euclid(pm) * pm + pm <= cutoff_ms)
-            })
-            .map(|(id, _)| *id)
-            .collect();
+        let mut expired = Vec::new();
+        for (id, f) in files.iter() {
+            if Some(*id) == newest
+                || f.last_seq > durable
+                || (f.max_time != i64::MIN && f.max_time.div_euclid(pm) * pm + pm > cutoff_ms)
+            {
+                continue;
+            }
+            if f.last_seq > consumed_by_all {
+                report.journal_segments_held += 1;
+            } else {
+                expired.push(*id);
+            }
+        }
         for id in expired {
             let path = self.inner.journal_dir.join(journal::file_name(id));
             fs::remove_file(&path).map_err(StoreError::io(&path))?;
@@ -716,6 +737,18 @@ impl TraceStore for EmbeddedStore {
         drop(files);
         self.inner.dicts.retain(min_dict)?;
         Ok(report)
+    }
+
+    fn read_journal(&self, after_seq: u64, max: usize) -> Result<JournalBatch, StoreError> {
+        self.read_journal_batch(after_seq, max)
+    }
+
+    fn hold_journal(&self, consumer: &str, seq: u64) {
+        self.feed.hold(consumer, seq);
+    }
+
+    fn release_journal(&self, consumer: &str) {
+        self.feed.release(consumer);
     }
 
     fn stats(&self) -> StoreStats {
@@ -942,12 +975,17 @@ fn write_group(
         fail_all(group, &e);
         return;
     }
-    inner.last_seq.store(seq, Ordering::Release);
-    if let Some(info) = inner.journal_files.lock().get_mut(&file.id) {
-        info.len = file.len;
-        info.last_seq = info.last_seq.max(seq);
-        info.max_time = info.max_time.max(max_time);
-        info.min_dict = info.min_dict.min(min_dict);
+    {
+        // The length and the sequence number are published together: a
+        // journal reader's snapshot covers exactly the acknowledged records.
+        let mut files = inner.journal_files.lock();
+        if let Some(info) = files.get_mut(&file.id) {
+            info.len = file.len;
+            info.last_seq = info.last_seq.max(seq);
+            info.max_time = info.max_time.max(max_time);
+            info.min_dict = info.min_dict.min(min_dict);
+        }
+        inner.last_seq.store(seq, Ordering::Release);
     }
     {
         let mut active = inner.active.write();

@@ -17,6 +17,17 @@ pub enum StoreError {
     },
     #[error("the store is shut down or its writer failed: {0}")]
     Unavailable(String),
+    /// Journal readers: traces after `after_seq` were removed by retention.
+    /// The first trace still held after the cursor is `oldest_seq`; reading
+    /// from `oldest_seq - 1` skips the lost ones knowingly.
+    #[error("the journal no longer holds the traces after sequence number {after_seq}; the oldest one left after it is {oldest_seq}")]
+    JournalGone { after_seq: u64, oldest_seq: u64 },
+    /// Journal readers: the cursor is past every acknowledged trace, so it
+    /// does not belong to this journal (restored or replaced data).
+    #[error(
+        "journal cursor {after_seq} is past the last acknowledged sequence number {durable_seq}"
+    )]
+    CursorAhead { after_seq: u64, durable_seq: u64 },
 }
 
 impl StoreError {

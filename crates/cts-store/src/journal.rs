@@ -164,6 +164,25 @@ pub fn with_frame<T>(
     })
 }
 
+/// Like [`with_frame`], for a frame already in memory (`frame` starts with
+/// its header, as [`body_frames`] yields it).
+pub fn with_frame_bytes<T>(
+    dicts: &Dictionaries,
+    path: &Path,
+    frame: &[u8],
+    f: impl FnOnce(&[u8]) -> T,
+) -> Result<T, StoreError> {
+    SCRATCH.with(|scratch| {
+        let (_, output) = &mut *scratch.borrow_mut();
+        decompress_frame(dicts, frame, output).map_err(|detail| StoreError::Corrupt {
+            what: "journal frame",
+            path: path.to_path_buf(),
+            detail,
+        })?;
+        Ok(f(output))
+    })
+}
+
 fn decompress_frame(dicts: &Dictionaries, frame: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
     if frame.len() < FRAME_HEADER {
         return Err("short frame".into());
@@ -236,50 +255,94 @@ pub struct FileScan {
     pub file_len: u64,
 }
 
+/// Bytes of a record before its first frame: record header and body header.
+pub const RECORD_PREFIX: usize = RECORD_HEADER + BODY_HEADER;
+
+/// The fixed part of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHead {
+    pub first_seq: u64,
+    pub count: u32,
+    pub max_time: i64,
+    /// Bytes of the whole record, header included.
+    pub len: u64,
+}
+
+/// Reads the fixed part of the record at the start of `data` (at least
+/// [`RECORD_PREFIX`] bytes), without checking its body; `None` if it does
+/// not start with a record header.
+pub fn parse_head(data: &[u8]) -> Option<RecordHead> {
+    let data = data.get(..RECORD_PREFIX)?;
+    let magic = u32::from_le_bytes(data[..4].try_into().unwrap());
+    let body_len = u32::from_le_bytes(data[4..8].try_into().unwrap()) as usize;
+    if magic != RECORD_MAGIC || body_len < BODY_HEADER {
+        return None;
+    }
+    let body = &data[RECORD_HEADER..];
+    Some(RecordHead {
+        first_seq: u64::from_le_bytes(body[..8].try_into().unwrap()),
+        count: u32::from_le_bytes(body[8..12].try_into().unwrap()),
+        max_time: i64::from_le_bytes(body[12..20].try_into().unwrap()),
+        len: (RECORD_HEADER + body_len) as u64,
+    })
+}
+
+/// Checks the record at the start of `data`: its header, that it is whole
+/// and its checksum. Returns its fixed part and its frames (the body after
+/// the body header); `None` for a torn or corrupt record.
+pub fn parse_record(data: &[u8]) -> Option<(RecordHead, &[u8])> {
+    if data.len() < RECORD_HEADER {
+        return None;
+    }
+    let body_len = u32::from_le_bytes(data[4..8].try_into().unwrap()) as usize;
+    let crc = u32::from_le_bytes(data[8..12].try_into().unwrap());
+    let body = data.get(RECORD_HEADER..RECORD_HEADER + body_len)?;
+    let head = parse_head(data)?;
+    (crc32fast::hash(body) == crc).then_some((head, &body[BODY_HEADER..]))
+}
+
+/// The frames of a record (`frames` as [`parse_record`] returns it): each
+/// frame's offset within `frames`, its bytes (header included) and how many
+/// documents it holds.
+pub fn body_frames(frames: &[u8]) -> impl Iterator<Item = (usize, &[u8], u8)> + '_ {
+    let mut pos = 0usize;
+    std::iter::from_fn(move || {
+        let header = frames.get(pos..pos + FRAME_HEADER)?;
+        let clen = u32::from_le_bytes(header[..4].try_into().unwrap()) as usize;
+        let ndocs = header[4];
+        let at = pos;
+        let frame = frames.get(pos..pos + FRAME_HEADER + clen)?;
+        pos += frame.len();
+        Some((at, frame, ndocs))
+    })
+}
+
 /// Reads every valid record of a file, stopping at the first torn or corrupt
 /// one.
 pub fn scan_file(file_id: u32, path: &Path) -> Result<FileScan, StoreError> {
     let data = fs::read(path).map_err(StoreError::io(path))?;
     let mut pos = 0usize;
     let mut records = Vec::new();
-    while pos + RECORD_HEADER <= data.len() {
-        let magic = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap());
-        let body_len = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap()) as usize;
-        let crc = u32::from_le_bytes(data[pos + 8..pos + 12].try_into().unwrap());
-        let body_start = pos + RECORD_HEADER;
-        if magic != RECORD_MAGIC
-            || body_len < BODY_HEADER
-            || body_start + body_len > data.len()
-            || crc32fast::hash(&data[body_start..body_start + body_len]) != crc
-        {
-            break;
-        }
-        let body = &data[body_start..body_start + body_len];
-        let first_seq = u64::from_le_bytes(body[..8].try_into().unwrap());
-        let count = u32::from_le_bytes(body[8..12].try_into().unwrap());
-        let max_time = i64::from_le_bytes(body[12..20].try_into().unwrap());
-        let mut frames = Vec::new();
+    while let Some((head, frames)) = parse_record(&data[pos..]) {
+        let frames_at = pos + RECORD_PREFIX;
+        let mut refs = Vec::new();
         let mut dict = 0;
-        let mut fpos = BODY_HEADER;
-        while fpos + FRAME_HEADER <= body.len() {
-            let clen = u32::from_le_bytes(body[fpos..fpos + 4].try_into().unwrap()) as usize;
-            dict = u32::from_le_bytes(body[fpos + 5..fpos + 9].try_into().unwrap());
-            let len = FRAME_HEADER + clen;
-            frames.push(FrameRef {
+        for (at, frame, _) in body_frames(frames) {
+            dict = u32::from_le_bytes(frame[5..9].try_into().unwrap());
+            refs.push(FrameRef {
                 file: file_id,
-                offset: (body_start + fpos) as u32,
-                len: len as u32,
+                offset: (frames_at + at) as u32,
+                len: frame.len() as u32,
             });
-            fpos += len;
         }
         records.push(ScannedRecord {
-            first_seq,
-            count,
-            max_time,
+            first_seq: head.first_seq,
+            count: head.count,
+            max_time: head.max_time,
             dict,
-            frames,
+            frames: refs,
         });
-        pos = body_start + body_len;
+        pos += head.len as usize;
     }
     Ok(FileScan {
         records,

@@ -54,6 +54,29 @@ pub struct StoreStats {
 pub struct RetentionReport {
     pub index_partitions_dropped: usize,
     pub journal_segments_dropped: usize,
+    /// Journal files that would have been dropped but are kept because a
+    /// journal consumer has not read them yet (see [`TraceStore::hold_journal`]).
+    pub journal_segments_held: usize,
+}
+
+/// One acknowledged trace, as the journal holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEntry {
+    /// The trace's journal sequence number: unique, assigned in the order
+    /// traces are acknowledged, without gaps.
+    pub seq: u64,
+    /// The stored JSON object: the same bytes a query returns for the trace.
+    pub doc: Vec<u8>,
+}
+
+/// What [`TraceStore::read_journal`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JournalBatch {
+    /// Traces in sequence order, consecutive sequence numbers.
+    pub entries: Vec<JournalEntry>,
+    /// The highest sequence number acknowledged when the read started: a
+    /// consumer whose cursor reached it is caught up (until the next append).
+    pub durable_seq: u64,
 }
 
 /// The storage seam between the API and an engine.
@@ -71,4 +94,46 @@ pub trait TraceStore: Send + Sync + 'static {
     fn enforce_retention(&self, cutoff_ms: i64) -> Result<RetentionReport, StoreError>;
 
     fn stats(&self) -> StoreStats;
+
+    /// Reads the journal for a consumer (transfer to object storage, …):
+    /// the acknowledged traces whose sequence number is `> after_seq`, in
+    /// sequence order. A trace is acknowledged once its journal record is
+    /// fsync'd (the 201 of its request waits for that); nothing written but
+    /// not yet fsync'd, and no torn tail, is ever returned.
+    ///
+    /// Returns `min(max, durable_seq - after_seq)` entries: never more than
+    /// `max` (a record is cut at `max`; the next call continues inside it),
+    /// and fewer only when the read reaches what was acknowledged when it
+    /// started, or a stretch of the journal that retention removed (the
+    /// next call then fails with [`StoreError::JournalGone`]). `max == 0`
+    /// reads nothing.
+    ///
+    /// Pass the last `seq` received as the next `after_seq`: the store
+    /// remembers where each batch ended, so a consumer that keeps polling
+    /// reads only new journal bytes. Any other `after_seq` (a consumer
+    /// restarting from its durable cursor) costs one pass over the record
+    /// headers of one journal file to find its place.
+    ///
+    /// Errors: [`StoreError::JournalGone`] when traces after `after_seq`
+    /// were removed by retention; [`StoreError::CursorAhead`] when
+    /// `after_seq` is past everything acknowledged (the journal is not the
+    /// one the cursor was read from). Blocking.
+    fn read_journal(&self, after_seq: u64, max: usize) -> Result<JournalBatch, StoreError>;
+
+    /// Registers or moves a retention hold: `consumer` has consumed every
+    /// trace up to and including `seq` (0: nothing yet, hold everything).
+    /// [`TraceStore::enforce_retention`] keeps every journal file holding a
+    /// trace with a sequence number above the lowest hold.
+    ///
+    /// Holds live in memory only: a consumer calls this with its durable
+    /// cursor when it starts, and whoever runs retention must let every
+    /// consumer register first (a file retention removed before its
+    /// consumer registered is gone: `read_journal` says so). The consumer
+    /// calls it again as its durable cursor advances, after storing the
+    /// cursor, never before.
+    fn hold_journal(&self, consumer: &str, seq: u64);
+
+    /// Removes the hold of `consumer` (it was deleted); unknown names are
+    /// ignored.
+    fn release_journal(&self, consumer: &str);
 }
