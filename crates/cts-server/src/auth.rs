@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -187,13 +188,17 @@ pub async fn authorize(
     response
 }
 
-async fn check_and_run(state: &AppState, access: Access, mut req: Request, next: Next) -> Response {
+async fn check_and_run(state: &AppState, access: Access, req: Request, next: Next) -> Response {
     let state = state.clone();
     let peer = peer_of(&req);
-    let origin = Origin::of(req.headers(), peer);
-    let project = path_project(&mut req).await;
-    let claimed = claimed_access_key(req.headers());
-    let (principal, req) = match authenticate(&state, req).await {
+    let (mut parts, body) = req.into_parts();
+    let origin = Origin::of(&parts.headers, peer);
+    let project = path_project(&mut parts).await;
+    let claimed = claimed_access_key(&parts.headers);
+    // The body stays unread unless a signature covers it; a refusal drains
+    // it, so the connection stays usable for the client's next request.
+    let mut body = Some(body);
+    let principal = match authenticate(&state, &parts, &mut body).await {
         Ok(v) => v,
         Err(e) => {
             if let ApiError::Unauthenticated(f) = &e {
@@ -220,17 +225,39 @@ async fn check_and_run(state: &AppState, access: Access, mut req: Request, next:
                     audit::spawn(&state, event);
                 }
             }
+            drain(body, state.config.limits.max_body_bytes).await;
             return e.into_response();
         }
     };
     if let Err(e) = permit(&state, &principal, access, project.as_deref()).await {
         state.metrics.access_denied.inc();
+        drain(body, state.config.limits.max_body_bytes).await;
         return e.into_response();
     }
-    let mut req = req;
-    req.extensions_mut().insert(principal);
-    req.extensions_mut().insert(origin);
-    next.run(req).await
+    parts.extensions.insert(principal);
+    parts.extensions.insert(origin);
+    next.run(Request::from_parts(parts, body.unwrap_or_default()))
+        .await
+}
+
+/// Reads and drops up to `limit` bytes of an unread body (for at most a
+/// few seconds): answering before the client finished sending would make
+/// the server close the connection under it.
+async fn drain(body: Option<Body>, limit: usize) {
+    use http_body_util::BodyExt;
+    let Some(mut body) = body else {
+        return;
+    };
+    let read = async {
+        let mut seen = 0;
+        while seen < limit {
+            match body.frame().await {
+                Some(Ok(f)) => seen += f.data_ref().map_or(0, |d| d.len()),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
 }
 
 /// The access key a signed request names, valid or not (for the audit
@@ -250,32 +277,32 @@ fn key_owner(state: &AppState, access: &str) -> Option<(cts_identity::User, cts_
 }
 
 /// The `project_id` of the matched route, if it has one.
-async fn path_project(req: &mut Request) -> Option<String> {
+async fn path_project(parts: &mut Parts) -> Option<String> {
     use axum::extract::FromRequestParts;
-    let (mut parts, body) = std::mem::take(req).into_parts();
-    let params = RawPathParams::from_request_parts(&mut parts, &())
-        .await
-        .ok();
-    *req = Request::from_parts(parts, body);
+    let params = RawPathParams::from_request_parts(parts, &()).await.ok();
     params?
         .iter()
         .find(|(k, _)| *k == "project_id")
         .map(|(_, v)| v.to_string())
 }
 
-/// Checks the credential of `req`. A signed request's body is read to hash
-/// it; the request handed back carries the same bytes.
-async fn authenticate(state: &AppState, req: Request) -> Result<(Principal, Request), ApiError> {
+/// Checks the credential of a request. A signed request's body is read to
+/// hash it, and put back as the same bytes.
+async fn authenticate(
+    state: &AppState,
+    parts: &Parts,
+    body: &mut Option<Body>,
+) -> Result<Principal, ApiError> {
     let unauth = |reason, msg: String| ApiError::Unauthenticated(AuthFailure::new(reason, msg));
-    if let Some(token) = req.headers().get("x-auth-token") {
+    if let Some(token) = parts.headers.get("x-auth-token") {
         let token = token
             .to_str()
             .map_err(|_| unauth("malformed", "X-Auth-Token is not visible ASCII".into()))?
             .to_string();
         let info = validate_token(state, &token).await?;
-        return Ok((Principal::of_token(&info), req));
+        return Ok(Principal::of_token(&info));
     }
-    let Some(authorization) = req.headers().get(header::AUTHORIZATION) else {
+    let Some(authorization) = parts.headers.get(header::AUTHORIZATION) else {
         return Err(unauth(
             "missing",
             "no credential: send an X-Auth-Token header (POST /v3/auth/tokens issues one) \
@@ -287,15 +314,16 @@ async fn authenticate(state: &AppState, req: Request) -> Result<(Principal, Requ
         .to_str()
         .map_err(|_| unauth("malformed", "Authorization is not visible ASCII".into()))?
         .to_string();
-    let (parts, body) = req.into_parts();
     let expected = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
         .unwrap_or(0);
-    let body = read_body(body, state.config.limits.max_body_bytes, expected).await?;
-    let principal = verify_signature(state, &parts, &authorization, &body).await?;
-    Ok((principal, Request::from_parts(parts, Body::from(body))))
+    let raw = body.take().unwrap_or_default();
+    let bytes = read_body(raw, state.config.limits.max_body_bytes, expected).await?;
+    let principal = verify_signature(state, parts, &authorization, &bytes).await?;
+    *body = Some(Body::from(bytes));
+    Ok(principal)
 }
 
 /// The token's owner, or why not.

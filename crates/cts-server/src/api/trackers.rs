@@ -214,11 +214,18 @@ pub struct V1Path {
     tracker_name: String,
 }
 
-pub async fn update_v1(c: Call, Path(p): Path<V1Path>, body: Body) -> Result<StatusCode, ApiError> {
+/// Answers the modified tracker: the reference shows no body, but the
+/// clients (otcextensions, OpenStack4j) read one, as the public service
+/// sends it.
+pub async fn update_v1(
+    c: Call,
+    Path(p): Path<V1Path>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
     let (bytes, json) = body_of(&c, body).await?;
     let spec = parse_v1_update(&p.tracker_name, &bytes)?;
-    c.update_tracker(&p.project_id, spec, json.as_ref()).await?;
-    Ok(StatusCode::OK)
+    let tracker = c.update_tracker(&p.project_id, spec, json.as_ref()).await?;
+    Ok(Json(tracker.to_v1_json()))
 }
 
 #[derive(Deserialize)]
