@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 VENV=target/s3-venv
 if [[ ! -x "$VENV/bin/moto_server" ]]; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
 fi
 echo "moto installed: $VENV/bin/moto_server"
 echo "start one by hand:  $VENV/bin/moto_server -H 127.0.0.1 -p 9000"

@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The age tool and a real S3 server (moto) for the transfer tests.
+scripts/test-deps.sh
 # The integration tests start the real binaries (ctsd, cts), so build them all first.
 cargo build --workspace --bins
 cargo test --workspace --no-fail-fast
