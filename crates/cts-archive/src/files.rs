@@ -187,6 +187,9 @@ pub struct TraceFileOptions {
     /// Encrypt to these recipients (`kms_id`'s key); none: not encrypted.
     pub recipients: Vec<AgeRecipient>,
     pub limits: SplitLimits,
+    /// The part number of the first file: a period written in several
+    /// calls (to bound memory) numbers its parts on.
+    pub first_part: u32,
 }
 
 /// One trace file, ready to upload.
@@ -245,7 +248,7 @@ pub fn build_trace_files<T: AsRef<[u8]>>(
         .into_iter()
         .enumerate()
         .map(|(part, range)| {
-            let part = u32::try_from(part).expect("fewer than 2^32 parts");
+            let part = options.first_part + u32::try_from(part).expect("fewer than 2^32 parts");
             let chunk = &traces[range];
             let json = json_array(chunk);
             let body = match options.compression {

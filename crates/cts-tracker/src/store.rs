@@ -392,6 +392,11 @@ impl TrackerStore {
 
     /// The project's trackers, the management tracker first, then data
     /// trackers by creation; `name` and `tracker_type` filter.
+    /// Every tracker of every project (the transfer walks them all).
+    pub fn all(&self) -> Result<Vec<Tracker>, TrackerError> {
+        self.read(|c| load(c, "1 = 1", &[]))
+    }
+
     pub fn list(
         &self,
         project_id: &str,

@@ -1,0 +1,594 @@
+//! Trace transfer: every tracker with a transfer bucket gets its traces as
+//! trace files in object storage, period by period, and (with
+//! `is_support_validate`) hourly signed digests chained together.
+//!
+//! The transfer is a consumer of the journal with its own durable cursor
+//! per tracker (`state`), holding the journal against retention until its
+//! traces are in files. A period `[start, end)` of a tracker holds the
+//! journaled traces, after the tracker's cursor, up to the first one
+//! recorded at or after `end`; it is written once `end` plus a grace has
+//! passed, so late group commits still fall in. Files are uploaded before
+//! the cursor moves (see `state`), and a failed upload leaves the cursor
+//! where it was: the traces wait, and the tracker shows `error` with
+//! `noBucket` or `bucketPolicyError` until an upload succeeds again.
+
+mod state;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cts_archive::{
+    build_digest, build_trace_files, AgeRecipient, ChainLink, Compression, DigestSpec, LogFile,
+    ObjectStorage, Period, PublicKeyInfo, SigningKey, TraceFileOptions, TrackerPath, WriteError,
+    WriteFailure, MAX_JSON_BYTES_PER_FILE, MAX_TRACES_PER_FILE,
+};
+use cts_store::{StoreError, TraceStore};
+use cts_tracker::{CompressType, ErrorDetail, Tracker, TrackerStatus, TrackerStore, TrackerType};
+use parking_lot::Mutex;
+use serde::Deserialize;
+
+use state::State;
+pub use state::{StoredKey, TrackerState};
+
+/// The journal consumer name of the transfer.
+pub const CONSUMER: &str = "transfer";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("transfer state: {0}")]
+    State(String),
+    #[error("reading the journal: {0}")]
+    Journal(#[from] StoreError),
+    #[error("trackers: {0}")]
+    Trackers(#[from] cts_tracker::TrackerError),
+    #[error("digest signing key: {0}")]
+    Key(String),
+    #[error("building trace files: {0}")]
+    Files(#[from] cts_archive::FileError),
+}
+
+/// How the transfer runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Width of a period, seconds.
+    pub period_secs: i64,
+    /// Width of a digest window, seconds.
+    pub digest_period_secs: i64,
+    /// How long after a period ends its files are written, seconds.
+    pub grace_secs: i64,
+    /// Traces read from the journal at a time.
+    pub batch: usize,
+    /// Longest wait between attempts on a failing bucket, seconds.
+    pub max_backoff_secs: i64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            period_secs: 300,
+            digest_period_secs: 3600,
+            grace_secs: 5,
+            batch: 10_000,
+            max_backoff_secs: 300,
+        }
+    }
+}
+
+/// What one tracker's transfer looks like, for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    pub project_id: String,
+    pub tracker_name: String,
+    /// Journaled traces after the tracker's cursor (of any project: an
+    /// upper bound of its own).
+    pub backlog: u64,
+    /// Seconds since the start of the oldest period not yet in files.
+    pub oldest_age_secs: i64,
+}
+
+/// The fields of a stored trace the transfer routes by.
+#[derive(Deserialize)]
+struct Meta<'a> {
+    #[serde(borrow)]
+    project_id: &'a str,
+    #[serde(borrow)]
+    trace_type: &'a str,
+    #[serde(borrow)]
+    tracker_name: &'a str,
+    #[serde(borrow)]
+    service_type: &'a str,
+    record_time: i64,
+}
+
+/// Resolves a project's region (the path of its files).
+pub type RegionOf = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+pub struct Transfer {
+    journal: Arc<dyn TraceStore>,
+    trackers: Arc<TrackerStore>,
+    storage: ObjectStorage,
+    state: State,
+    settings: Settings,
+    region_of: RegionOf,
+    keys: Mutex<Vec<StoredKey>>,
+}
+
+/// Why a period could not be written.
+enum Failed {
+    Write(WriteError),
+    Fatal(TransferError),
+}
+
+impl From<TransferError> for Failed {
+    fn from(e: TransferError) -> Self {
+        Failed::Fatal(e)
+    }
+}
+
+impl Transfer {
+    /// Opens the state in `dir` (`DATA_DIR/transfer`), makes the first
+    /// signing key if there is none, and holds the journal from the lowest
+    /// cursor before anything else runs.
+    pub fn open(
+        dir: &Path,
+        journal: Arc<dyn TraceStore>,
+        trackers: Arc<TrackerStore>,
+        storage: ObjectStorage,
+        settings: Settings,
+        region_of: RegionOf,
+        now_secs: i64,
+    ) -> Result<Transfer, TransferError> {
+        let state = State::open(dir)?;
+        let t = Transfer {
+            journal,
+            trackers,
+            storage,
+            state,
+            settings,
+            region_of,
+            keys: Mutex::new(Vec::new()),
+        };
+        *t.keys.lock() = t.state.keys()?;
+        if t.keys.lock().is_empty() {
+            t.rotate_key(now_secs)?;
+        }
+        t.hold()?;
+        Ok(t)
+    }
+
+    pub fn storage(&self) -> &ObjectStorage {
+        &self.storage
+    }
+
+    /// A new signing key from `now_secs` on; the previous one stays valid
+    /// for the digests it signed.
+    pub fn rotate_key(&self, now_secs: i64) -> Result<String, TransferError> {
+        let key = SigningKey::generate().map_err(|e| TransferError::Key(e.to_string()))?;
+        let stored = StoredKey {
+            fingerprint: key.fingerprint().to_string(),
+            private_pem: key.to_pkcs8_pem(),
+            public_pem: key.verifying_key().to_pem(),
+            valid_from: now_secs,
+            valid_to: None,
+        };
+        self.state.rotate_to(&stored)?;
+        *self.keys.lock() = self.state.keys()?;
+        Ok(stored.fingerprint)
+    }
+
+    /// The public halves of the keys valid at some point of `[from, to]`.
+    pub fn public_keys(&self, from: Option<i64>, to: Option<i64>) -> Vec<PublicKeyInfo> {
+        self.keys
+            .lock()
+            .iter()
+            .filter(|k| to.is_none_or(|to| k.valid_from <= to))
+            .filter(|k| from.is_none_or(|from| k.valid_to.is_none_or(|end| end >= from)))
+            .map(|k| PublicKeyInfo {
+                fingerprint: k.fingerprint.clone(),
+                public_key: k.public_pem.clone(),
+                valid_from: Some(k.valid_from),
+                valid_to: k.valid_to,
+            })
+            .collect()
+    }
+
+    /// The key that signs at `at`.
+    fn signing_key(&self, at: i64) -> Result<SigningKey, TransferError> {
+        let keys = self.keys.lock();
+        let k = keys
+            .iter()
+            .rev()
+            .find(|k| k.valid_from <= at)
+            .or_else(|| keys.first())
+            .ok_or_else(|| TransferError::Key("no signing key".into()))?;
+        SigningKey::from_pkcs8_pem(&k.private_pem).map_err(|e| TransferError::Key(e.to_string()))
+    }
+
+    /// Holds the journal from the lowest cursor of all trackers.
+    fn hold(&self) -> Result<(), TransferError> {
+        match self.state.all()?.iter().map(|(_, s)| s.cursor).min() {
+            Some(min) => self.journal.hold_journal(CONSUMER, min),
+            None => self.journal.release_journal(CONSUMER),
+        }
+        Ok(())
+    }
+
+    /// Progress of every tracker the transfer knows.
+    pub fn progress(&self, now_secs: i64) -> Result<Vec<Progress>, TransferError> {
+        let durable = self.journal.stats().journal_seq;
+        Ok(self
+            .state
+            .all()?
+            .into_iter()
+            .map(|(_, s)| Progress {
+                backlog: durable.saturating_sub(s.cursor),
+                oldest_age_secs: if durable > s.cursor {
+                    (now_secs - s.next_period).max(0)
+                } else {
+                    0
+                },
+                project_id: s.project_id,
+                tracker_name: s.tracker_name,
+            })
+            .collect())
+    }
+
+    /// One pass: every due period and digest of every transferring tracker.
+    pub async fn run_once(&self, now_secs: i64) -> Result<(), TransferError> {
+        let trackers = self.trackers.all()?;
+        let known = self.state.all()?;
+        for (id, _) in &known {
+            if !trackers.iter().any(|t| &t.id == id && transfers(t)) {
+                // Deleted, disabled or without a bucket: nothing more to do.
+                self.state.forget(id)?;
+            }
+        }
+        for t in trackers.iter().filter(|t| transfers(t)) {
+            self.run_tracker(t, now_secs).await?;
+        }
+        self.hold()
+    }
+
+    async fn run_tracker(&self, t: &Tracker, now: i64) -> Result<(), TransferError> {
+        let p = self.settings.period_secs;
+        let mut s = match self.state.tracker(&t.id)? {
+            Some(s) => s,
+            None => {
+                // From now on: what was recorded before the bucket was set
+                // is not the transfer's.
+                let start = now.div_euclid(p) * p;
+                let s = TrackerState {
+                    project_id: t.project_id.clone(),
+                    tracker_name: t.tracker_name.clone(),
+                    cursor: self.journal.stats().journal_seq,
+                    next_period: start,
+                    digest_start: start,
+                    pending: BTreeMap::new(),
+                    chains: BTreeMap::new(),
+                    failures: 0,
+                    retry_at: 0,
+                };
+                self.state.save(&t.id, &s)?;
+                s
+            }
+        };
+        if now < s.retry_at {
+            return Ok(());
+        }
+        let outcome = self.catch_up(t, &mut s, now).await;
+        match outcome {
+            Ok(()) => {
+                if s.failures > 0 || matches!(t.status, TrackerStatus::Error(_)) {
+                    s.failures = 0;
+                    s.retry_at = 0;
+                    self.state.save(&t.id, &s)?;
+                    self.trackers.set_status(
+                        &t.project_id,
+                        &t.tracker_name,
+                        TrackerStatus::Enabled,
+                    )?;
+                    tracing::info!(tracker = %t.tracker_name, project = %t.project_id, "transfer works again");
+                }
+                Ok(())
+            }
+            Err(Failed::Write(e)) => {
+                s.failures += 1;
+                let backoff = (5i64 << s.failures.min(10)).min(self.settings.max_backoff_secs);
+                s.retry_at = now + backoff;
+                self.state.save(&t.id, &s)?;
+                tracing::warn!(
+                    tracker = %t.tracker_name,
+                    project = %t.project_id,
+                    error = %e,
+                    retry_in_secs = backoff,
+                    "transfer failed; the traces wait"
+                );
+                let detail = match e.failure {
+                    WriteFailure::NoBucket => Some(ErrorDetail::NoBucket),
+                    WriteFailure::PolicyError => Some(ErrorDetail::BucketPolicyError),
+                    WriteFailure::Other => None,
+                };
+                if let Some(detail) = detail {
+                    if t.status != TrackerStatus::Error(detail) {
+                        self.trackers.set_status(
+                            &t.project_id,
+                            &t.tracker_name,
+                            TrackerStatus::Error(detail),
+                        )?;
+                    }
+                }
+                Ok(())
+            }
+            Err(Failed::Fatal(e)) => Err(e),
+        }
+    }
+
+    /// Writes every due period, then every due digest.
+    async fn catch_up(&self, t: &Tracker, s: &mut TrackerState, now: i64) -> Result<(), Failed> {
+        let (p, g) = (self.settings.period_secs, self.settings.grace_secs);
+        if t.obs_info.is_obs_created {
+            let bucket = &t.obs_info.bucket_name;
+            if !self.storage.bucket_exists(bucket).await.map_err(write)? {
+                self.storage.create_bucket(bucket).await.map_err(write)?;
+            }
+        }
+        while s.next_period + p + g <= now {
+            let period = Period {
+                start: s.next_period,
+                end: s.next_period + p,
+            };
+            self.write_period(t, s, period).await?;
+            s.next_period += p;
+            self.state.save(&t.id, s)?;
+        }
+        let dp = self.settings.digest_period_secs;
+        if t.is_support_validate {
+            while s.digest_start + dp <= s.next_period {
+                let end = s.digest_start + dp;
+                self.write_digests(t, s, end, false).await?;
+                s.digest_start = end;
+                self.state.save(&t.id, s)?;
+            }
+        } else if !s.chains.is_empty() {
+            // Validation was turned off: each chain ends here.
+            let end = s.next_period;
+            self.write_digests(t, s, end, true).await?;
+            s.chains.clear();
+            s.digest_start = end;
+            self.state.save(&t.id, s)?;
+        } else {
+            s.pending.clear();
+            s.digest_start = s.next_period;
+        }
+        Ok(())
+    }
+
+    fn path(&self, t: &Tracker) -> TrackerPath {
+        TrackerPath {
+            file_prefix: t.obs_info.file_prefix_name.clone(),
+            region: (self.region_of)(&t.project_id).unwrap_or_else(|| "default".into()),
+            tracker_name: t.tracker_name.clone(),
+        }
+    }
+
+    fn file_options(&self, t: &Tracker) -> Result<TraceFileOptions, Failed> {
+        let mut recipients = Vec::new();
+        if t.is_support_trace_files_encryption {
+            if let Some(kms) = &t.kms_id {
+                let key = self
+                    .trackers
+                    .key(&t.project_id, kms)
+                    .map_err(TransferError::from)?;
+                let r: AgeRecipient = key
+                    .recipient
+                    .parse()
+                    .map_err(|e: cts_archive::FileError| TransferError::Files(e))?;
+                recipients.push(r);
+            }
+        }
+        Ok(TraceFileOptions {
+            compression: match t.obs_info.compress_type {
+                CompressType::Gzip => Compression::Gzip,
+                CompressType::Json => Compression::Json,
+            },
+            recipients,
+            ..TraceFileOptions::default()
+        })
+    }
+
+    /// Reads the period's traces from the journal and uploads them, a file
+    /// (of at most 50,000 traces or 50 MB) at a time per service.
+    async fn write_period(
+        &self,
+        t: &Tracker,
+        s: &mut TrackerState,
+        period: Period,
+    ) -> Result<(), Failed> {
+        let path = self.path(t);
+        let options = self.file_options(t)?;
+        let by_service = t.obs_info.is_sort_by_service;
+        let end_ms = period.end * 1000;
+        let mut cursor = s.cursor;
+        let mut open: BTreeMap<String, Part> = BTreeMap::new();
+        let mut pending: Vec<(String, LogFile)> = Vec::new();
+        'read: loop {
+            let batch = self
+                .journal
+                .read_journal(cursor, self.settings.batch)
+                .map_err(TransferError::from)?;
+            if batch.entries.is_empty() {
+                break;
+            }
+            for entry in batch.entries {
+                // Routed first: the chain is copied out so the document can move.
+                let route = match serde_json::from_slice::<Meta>(&entry.doc) {
+                    Ok(meta) if meta.record_time >= end_ms => break 'read,
+                    Ok(meta) if belongs(t, &meta) => {
+                        Some(if by_service { meta.service_type } else { "" }.to_string())
+                    }
+                    _ => None,
+                };
+                cursor = entry.seq;
+                let Some(chain) = route else {
+                    continue;
+                };
+                let chain = chain.as_str();
+                let part = open.entry(chain.to_string()).or_default();
+                part.bytes += entry.doc.len() + 1;
+                part.docs.push(entry.doc);
+                if part.docs.len() >= MAX_TRACES_PER_FILE || part.bytes >= MAX_JSON_BYTES_PER_FILE {
+                    let full = std::mem::take(&mut part.docs);
+                    part.bytes = 0;
+                    let first = part.next;
+                    part.next += self
+                        .upload(
+                            t,
+                            &path,
+                            chain,
+                            period,
+                            &full,
+                            first,
+                            &options,
+                            &mut pending,
+                        )
+                        .await?;
+                }
+            }
+        }
+        for (chain, part) in open {
+            if !part.docs.is_empty() {
+                self.upload(
+                    t,
+                    &path,
+                    &chain,
+                    period,
+                    &part.docs,
+                    part.next,
+                    &options,
+                    &mut pending,
+                )
+                .await?;
+            }
+        }
+        s.cursor = cursor;
+        if t.is_support_validate {
+            for (chain, file) in pending {
+                s.pending.entry(chain).or_default().push(file);
+            }
+        }
+        Ok(())
+    }
+
+    /// Uploads the files of `docs`; returns how many parts they took.
+    #[allow(clippy::too_many_arguments)] // one period's file, described in full
+    async fn upload(
+        &self,
+        t: &Tracker,
+        path: &TrackerPath,
+        chain: &str,
+        period: Period,
+        docs: &[Vec<u8>],
+        first_part: u32,
+        options: &TraceFileOptions,
+        pending: &mut Vec<(String, LogFile)>,
+    ) -> Result<u32, Failed> {
+        let options = TraceFileOptions {
+            first_part,
+            ..options.clone()
+        };
+        let service = (!chain.is_empty()).then_some(chain);
+        let files = build_trace_files(path, &t.project_id, service, period, docs, &options)
+            .map_err(TransferError::from)?;
+        let bucket = &t.obs_info.bucket_name;
+        for f in &files {
+            self.storage
+                .put(bucket, &f.key, f.body.clone(), &[])
+                .await
+                .map_err(write)?;
+            pending.push((chain.to_string(), LogFile::new(bucket, &f.key, &f.body)));
+        }
+        Ok(files.len() as u32)
+    }
+
+    /// The digests of every chain for the window ending at `end`.
+    async fn write_digests(
+        &self,
+        t: &Tracker,
+        s: &mut TrackerState,
+        end: i64,
+        ending: bool,
+    ) -> Result<(), Failed> {
+        let path = self.path(t);
+        let key = self.signing_key(end)?;
+        let chains: Vec<String> = s
+            .chains
+            .keys()
+            .chain(s.pending.keys())
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for chain in chains {
+            let previous: Option<ChainLink> = s.chains.get(&chain).cloned();
+            let log_files = s.pending.get(&chain).cloned().unwrap_or_default();
+            let digest = build_digest(
+                DigestSpec {
+                    bucket: &t.obs_info.bucket_name,
+                    path: &path,
+                    project_id: &t.project_id,
+                    service: (!chain.is_empty()).then_some(chain.as_str()),
+                    start: previous.as_ref().map_or(s.digest_start, |p| p.end_time),
+                    end,
+                    ending,
+                    previous: previous.as_ref(),
+                    log_files,
+                },
+                &key,
+            );
+            self.storage
+                .put(
+                    &t.obs_info.bucket_name,
+                    &digest.key,
+                    Bytes::clone(&digest.body),
+                    &digest.metadata(),
+                )
+                .await
+                .map_err(write)?;
+            s.chains.insert(chain.clone(), digest.link());
+            s.pending.remove(&chain);
+        }
+        Ok(())
+    }
+}
+
+/// A file being filled.
+#[derive(Default)]
+struct Part {
+    docs: Vec<Vec<u8>>,
+    bytes: usize,
+    /// The number of the next part of this chain in the period.
+    next: u32,
+}
+
+fn write(e: cts_archive::StoreError) -> Failed {
+    Failed::Write(WriteError::from(e))
+}
+
+/// Whether `t` writes files at all: a bucket, and recording.
+fn transfers(t: &Tracker) -> bool {
+    !t.obs_info.bucket_name.is_empty() && t.status != TrackerStatus::Disabled
+}
+
+/// Whether a trace goes to `t`'s files.
+fn belongs(t: &Tracker, m: &Meta<'_>) -> bool {
+    if m.project_id != t.project_id {
+        return false;
+    }
+    let data = m.trace_type.starts_with("Obs");
+    match t.tracker_type {
+        TrackerType::System => !data && !t.exclude_service.iter().any(|s| s == m.service_type),
+        TrackerType::Data => data && m.tracker_name == t.tracker_name,
+    }
+}

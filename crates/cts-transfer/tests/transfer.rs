@@ -1,0 +1,221 @@
+//! The transfer over the real journal, tracker store and a local object
+//! directory: files per period, digests that verify, a missing bucket and
+//! its recovery, and exactly once across a redone period.
+
+use std::sync::Arc;
+
+use cts_archive::{
+    open_trace_file, verify_tracker, ObjectStorage, PublicKeySet, StorageConfig, TrackerPath,
+    VerifyOptions,
+};
+use cts_model::{parse_report, ReportContext};
+use cts_store::{EmbeddedStore, StoreConfig, TraceStore};
+use cts_tracker::{parse_v3_create, Limits, TrackerStatus, TrackerStore};
+use cts_transfer::{Settings, Transfer};
+use serde_json::{json, Value};
+
+const P: i64 = 10;
+
+struct World {
+    _dir: tempfile::TempDir,
+    obs: std::path::PathBuf,
+    journal: Arc<EmbeddedStore>,
+    trackers: Arc<TrackerStore>,
+    transfer: Transfer,
+}
+
+fn world(t0: i64) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let journal =
+        Arc::new(EmbeddedStore::open(StoreConfig::new(dir.path().join("store"))).unwrap());
+    let trackers =
+        Arc::new(TrackerStore::open(&dir.path().join("trackers"), Limits::default()).unwrap());
+    let obs = dir.path().join("obs");
+    std::fs::create_dir_all(&obs).unwrap();
+    let storage = ObjectStorage::new(StorageConfig::Local(obs.clone())).unwrap();
+    let settings = Settings {
+        period_secs: P,
+        digest_period_secs: 3 * P,
+        grace_secs: 2,
+        ..Settings::default()
+    };
+    let transfer = Transfer::open(
+        &dir.path().join("transfer"),
+        journal.clone(),
+        trackers.clone(),
+        storage,
+        settings,
+        Arc::new(|_| Some("eu-de".to_string())),
+        t0,
+    )
+    .unwrap();
+    World {
+        _dir: dir,
+        obs,
+        journal,
+        trackers,
+        transfer,
+    }
+}
+
+/// Records `n` traces of `project` at `at_secs` (their record_time).
+fn record(w: &World, project: &str, service: &str, n: usize, at_secs: i64) {
+    let traces: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"time": at_secs * 1000 - i as i64, "service_type": service, "resource_type": "vm",
+                   "trace_name": "createServer", "trace_type": "ApiCall", "code": "200",
+                   "source_ip": "10.0.0.1",
+                   "user": {"id": "u", "name": "alice", "domain": {"id": "d", "name": "acme"}}})
+        })
+        .collect();
+    let body = serde_json::to_vec(&json!({ "traces": traces })).unwrap();
+    let ctx = ReportContext {
+        project_id: project,
+        now_ms: at_secs * 1000,
+        oldest_time_ms: 0,
+        newest_time_ms: i64::MAX,
+        max_traces: 10_000,
+    };
+    w.journal
+        .append(parse_report(&body, &ctx).unwrap())
+        .unwrap();
+}
+
+fn tracker(w: &World, project: &str, body: Value) {
+    let spec = parse_v3_create(&serde_json::to_vec(&body).unwrap()).unwrap();
+    w.trackers
+        .create(project, "d1", &spec, 0, &|_| false)
+        .unwrap();
+}
+
+/// Every trace in the bucket's trace files, as (key, trace ids).
+fn files(w: &World, bucket: &str) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for entry in walk(&w.obs.join(bucket)) {
+        let key = entry
+            .strip_prefix(w.obs.join(bucket))
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        if !key.contains("CloudTrace_") || key.ends_with(".metadata.json") {
+            continue;
+        }
+        let bytes = std::fs::read(&entry).unwrap();
+        let json = open_trace_file(&key, &bytes, None).unwrap();
+        let traces: Vec<Value> = serde_json::from_slice(&json).unwrap();
+        let ids = traces
+            .iter()
+            .map(|t| t["trace_id"].as_str().unwrap().to_string())
+            .collect();
+        out.push((key, ids));
+    }
+    out.sort();
+    out
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn periods_become_files_and_digests_verify() {
+    let t0 = 1_800_000_000; // a multiple of P
+    let w = world(t0);
+    tracker(
+        &w,
+        "p1",
+        json!({"tracker_type": "system", "tracker_name": "system",
+        "obs_info": {"bucket_name": "archive", "file_prefix_name": "audit", "is_obs_created": true},
+        "is_support_validate": true}),
+    );
+    // Another project's traces never land in p1's files.
+    w.transfer.run_once(t0).await.unwrap();
+    record(&w, "p1", "ECS", 30, t0 + 1);
+    record(&w, "p1", "EVS", 5, t0 + 2);
+    record(&w, "p2", "ECS", 7, t0 + 3);
+    record(&w, "p1", "ECS", 4, t0 + P + 1);
+    // Not due before the period's end plus the grace.
+    w.transfer.run_once(t0 + P + 1).await.unwrap();
+    assert!(files(&w, "archive").is_empty());
+    w.transfer.run_once(t0 + P + 2).await.unwrap();
+    let f = files(&w, "archive");
+    assert_eq!(f.len(), 2, "{f:?}");
+    assert!(f[0].0.starts_with("audit/CloudTraces/eu-de/2027/1/15/system/ECS/audit_CloudTrace_eu-de-p1_2027-01-15T08-00-10Z_"), "{}", f[0].0);
+    assert_eq!(f[0].1.len(), 30);
+    assert_eq!(f[1].1.len(), 5);
+    // The next period, then the digest window closes.
+    w.transfer.run_once(t0 + 3 * P + 2).await.unwrap();
+    let f = files(&w, "archive");
+    let all: usize = f.iter().map(|(_, ids)| ids.len()).sum();
+    assert_eq!(all, 39);
+    let keys = PublicKeySet::new(w.transfer.public_keys(None, None)).unwrap();
+    let path = TrackerPath {
+        file_prefix: "audit".into(),
+        region: "eu-de".into(),
+        tracker_name: "system".into(),
+    };
+    let report = verify_tracker(
+        w.transfer.storage(),
+        "archive",
+        &path,
+        &keys,
+        &VerifyOptions {
+            digest_period_secs: 3 * P,
+            ..VerifyOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert!(report.digests_checked >= 2, "{report:?}");
+    assert_eq!(report.files_checked, 3);
+}
+
+#[tokio::test]
+async fn a_missing_bucket_waits_and_recovers_without_loss() {
+    let t0 = 1_800_000_000;
+    let w = world(t0);
+    tracker(
+        &w,
+        "p1",
+        json!({"tracker_type": "system", "tracker_name": "system",
+        "obs_info": {"bucket_name": "later", "is_obs_created": false}}),
+    );
+    w.transfer.run_once(t0).await.unwrap();
+    record(&w, "p1", "ECS", 12, t0 + 1);
+    w.transfer.run_once(t0 + P + 2).await.unwrap();
+    let t = &w.trackers.list("p1", None, None).unwrap()[0];
+    assert_eq!(
+        t.status,
+        TrackerStatus::Error(cts_tracker::ErrorDetail::NoBucket)
+    );
+    let progress = w.transfer.progress(t0 + P + 2).unwrap();
+    assert_eq!(progress[0].backlog, 12);
+    // Ingest goes on meanwhile.
+    record(&w, "p1", "ECS", 3, t0 + P + 3);
+    std::fs::create_dir_all(w.obs.join("later")).unwrap();
+    // After the backoff it writes everything, once, and is enabled again.
+    w.transfer.run_once(t0 + 4 * P).await.unwrap();
+    let t = &w.trackers.list("p1", None, None).unwrap()[0];
+    assert_eq!(t.status, TrackerStatus::Enabled);
+    let ids: Vec<String> = files(&w, "later")
+        .into_iter()
+        .flat_map(|(_, ids)| ids)
+        .collect();
+    assert_eq!(ids.len(), 15);
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), 15);
+    assert_eq!(w.transfer.progress(t0 + 4 * P).unwrap()[0].backlog, 0);
+}
