@@ -1,5 +1,5 @@
-//! `cts`: query and follow the traces of a Cloud Trace Service, and manage
-//! its trackers and identities.
+//! `cts`: query and follow the traces of a Cloud Trace Service, manage its
+//! trackers and identities, and verify a tracker's archive offline.
 
 mod client;
 mod credentials;
@@ -9,6 +9,7 @@ mod table;
 mod tail;
 mod timefmt;
 mod trackers;
+mod verify;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ use identity::{
     AccessKeysCommand, GroupsCommand, LoginArgs, ProjectsCommand, RolesCommand, UsersCommand,
 };
 use trackers::TrackersCommand;
+use verify::VerifyArgs;
 
 #[derive(Parser)]
 #[command(
@@ -41,7 +43,8 @@ struct Cli {
     #[arg(long, global = true, help_heading = "Connection")]
     endpoint: Option<String>,
     /// Project of the traces, trackers and quotas commands, of the login
-    /// scope and the default of `roles --project` [env: CTS_PROJECT_ID].
+    /// scope and the default of `roles --project` [env: CTS_PROJECT_ID]; for
+    /// `verify` (the flag only), the project the files must belong to.
     #[arg(long, global = true, help_heading = "Connection")]
     project_id: Option<String>,
     /// Access key to sign requests with [env: CTS_ACCESS_KEY].
@@ -102,6 +105,12 @@ enum Command {
     /// Manage access keys (AK/SK).
     #[command(subcommand)]
     AccessKeys(AccessKeysCommand),
+    /// Check a tracker's trace files and signed digest chain in a local
+    /// directory or an S3 bucket, offline (no CTS server, no credential):
+    /// reports each file altered, deleted, added or moved and each digest
+    /// missing, altered or badly signed; exits 1 on any finding. The global
+    /// --project-id, when given, must be the project the files belong to.
+    Verify(Box<VerifyArgs>),
 }
 
 #[derive(Subcommand)]
@@ -212,8 +221,13 @@ pub struct TailArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `verify` tells "could not verify" (2) from "found something" (1).
+    let failure = match cli.command {
+        Command::Verify(_) => ExitCode::from(verify::EXIT_ERROR),
+        _ => ExitCode::FAILURE,
+    };
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             match e.downcast_ref::<ServerError>() {
                 Some(server) => {
@@ -224,7 +238,7 @@ fn main() -> ExitCode {
                 }
                 None => eprintln!("error: {e:#}"),
             }
-            ExitCode::FAILURE
+            failure
         }
     }
 }
@@ -264,7 +278,11 @@ fn credentials(cli: &Cli) -> Result<Credentials> {
     Ok(creds)
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<ExitCode> {
+    // Offline: no server, so no credentials either.
+    if let Command::Verify(args) = &cli.command {
+        return verify::run(args, cli.project_id.as_deref(), cli.output);
+    }
     let creds = credentials(&cli)?;
     let client = Client::new(&creds)?;
     let ctx = Ctx {
@@ -272,7 +290,7 @@ fn run(cli: Cli) -> Result<()> {
         creds: &creds,
         output: cli.output,
     };
-    match cli.command {
+    let result = match cli.command {
         Command::Traces(cmd) => match *cmd {
             TracesCommand::List(args) => list(&client, creds.project()?, args, cli.output),
             TracesCommand::Tail(args) => tail::run(&client, creds.project()?, &args, cli.output),
@@ -285,7 +303,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Groups(cmd) => identity::groups(&ctx, cmd),
         Command::Roles(cmd) => identity::roles(&ctx, cmd),
         Command::AccessKeys(cmd) => identity::access_keys(&ctx, cmd),
-    }
+        Command::Verify(_) => unreachable!("verified above"),
+    };
+    result.map(|()| ExitCode::SUCCESS)
 }
 
 fn list(client: &Client, project: &str, args: ListArgs, output: Output) -> Result<()> {

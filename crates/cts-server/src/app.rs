@@ -21,7 +21,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::api::{credentials, identity, ops, tokens, traces, trackers, versions};
+use crate::api::{credentials, identity, ops, tokens, traces, trackers, transfer, versions};
 use crate::auth::{authorize, Access, Permission};
 use crate::error::ApiError;
 use crate::state::{now_ms, AppState};
@@ -164,6 +164,37 @@ pub(crate) fn routes() -> Vec<Route> {
             "/v3/{project_id}/user-resources",
             Project(CtsRead),
             trackers::user_resources,
+        ),
+        // Trace transfer: encryption keys, digest keys, bucket checks.
+        route(
+            M::POST,
+            "/v3/{project_id}/encryption-keys",
+            Project(CtsWrite),
+            transfer::create_key,
+        ),
+        route(
+            M::GET,
+            "/v3/{project_id}/encryption-keys",
+            Project(CtsRead),
+            transfer::list_keys,
+        ),
+        route(
+            M::DELETE,
+            "/v3/{project_id}/encryption-keys/{key_id}",
+            Project(CtsWrite),
+            transfer::delete_key,
+        ),
+        route(
+            M::GET,
+            "/v3/{project_id}/digest-public-keys",
+            Project(CtsRead),
+            transfer::public_keys,
+        ),
+        route(
+            M::POST,
+            "/v3/{project_id}/checkbucket",
+            OwnDomain(CtsWrite),
+            transfer::check_buckets,
         ),
         // The segment is a domain id (named so to share the router's node).
         route(
@@ -384,6 +415,7 @@ where
 {
     let retention = tokio::spawn(enforce_retention(state.clone()));
     let catalog = tokio::spawn(flush_catalog(state.clone()));
+    let transfer = tokio::spawn(run_transfer(state.clone()));
     let catalog_state = state.clone();
     // The peer address becomes the `source_ip` of audit traces and a key
     // of the login throttle.
@@ -409,9 +441,24 @@ where
     };
     retention.abort();
     catalog.abort();
+    transfer.abort();
     // What the catalog learned since its last flush.
     flush_catalog_once(catalog_state).await;
     result
+}
+
+/// Writes due trace files and digests, every second (a pass with nothing
+/// due reads the trackers and stops).
+async fn run_transfer(state: AppState) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(e) = state.transfer.run_once(now_ms() / 1000).await {
+            state.metrics.transfer_failures.inc();
+            tracing::warn!(error = %e, "transfer pass failed; it is retried");
+        }
+    }
 }
 
 /// Makes what the operation catalog learned durable, every few seconds (a

@@ -40,6 +40,41 @@ pub struct Config {
     pub auth: AuthSettings,
     pub tls: TlsSettings,
     pub quotas: QuotaSettings,
+    pub transfer: TransferSettings,
+    /// Where trace files go: an S3-compatible store, or (without
+    /// `endpoint`) the local directory `DATA_DIR/obs`.
+    pub obs: ObsSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferSettings {
+    /// Width of a transfer period: one trace file per period (and service).
+    #[serde(with = "humantime_serde")]
+    pub period: Duration,
+    /// Width of a digest window (`is_support_validate`).
+    #[serde(with = "humantime_serde")]
+    pub digest_period: Duration,
+    /// How long after a period ends its files are written, so that traces
+    /// committed at its very end are in.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// Longest wait between attempts on a failing bucket.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObsSettings {
+    /// `https://obs.example.com`, `http://127.0.0.1:9000`; unset: the local
+    /// directory `DATA_DIR/obs` (bucket = subdirectory).
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+    /// Virtual-host style (`bucket.host`) instead of path style.
+    pub virtual_host_style: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -154,6 +189,13 @@ impl Default for Config {
                 max_identity_body_bytes: 64 << 10,
             },
             tls: TlsSettings::default(),
+            transfer: TransferSettings {
+                period: Duration::from_secs(300),
+                digest_period: Duration::from_secs(3600),
+                grace: Duration::from_secs(5),
+                max_backoff: Duration::from_secs(300),
+            },
+            obs: ObsSettings::default(),
             quotas: QuotaSettings {
                 data_trackers: cts_tracker::Limits::default().data_trackers,
                 notifications: cts_tracker::Limits::default().notifications,
@@ -264,6 +306,17 @@ impl Config {
         if self.auth.token_ttl < Duration::from_secs(1) {
             return invalid("auth.token_ttl", "must be at least 1s");
         }
+        if self.transfer.period < Duration::from_secs(10) {
+            return invalid("transfer.period", "must be at least 10s");
+        }
+        if self.transfer.digest_period < Duration::from_secs(1) {
+            return invalid("transfer.digest_period", "must be at least 1s");
+        }
+        if self.obs.endpoint.is_some()
+            && (self.obs.access_key.is_none() || self.obs.secret_key.is_none())
+        {
+            return invalid("obs", "needs access_key and secret_key with an endpoint");
+        }
         if self.auth.login_max_failures == 0 {
             return invalid("auth.login_max_failures", positive);
         }
@@ -292,6 +345,36 @@ impl Config {
         cts_tracker::Limits {
             data_trackers: self.quotas.data_trackers,
             notifications: self.quotas.notifications,
+        }
+    }
+
+    /// The object storage of trace files.
+    pub fn storage_config(&self) -> cts_archive::StorageConfig {
+        match &self.obs.endpoint {
+            None => cts_archive::StorageConfig::Local(self.data_dir.join("obs")),
+            Some(endpoint) => cts_archive::StorageConfig::S3(cts_archive::S3Config {
+                endpoint: Some(endpoint.clone()),
+                region: self
+                    .obs
+                    .region
+                    .clone()
+                    .unwrap_or_else(|| "us-east-1".into()),
+                access_key: self.obs.access_key.clone().unwrap_or_default(),
+                secret_key: self.obs.secret_key.clone().unwrap_or_default(),
+                path_style: !self.obs.virtual_host_style,
+                allow_http: endpoint.starts_with("http://"),
+            }),
+        }
+    }
+
+    pub fn transfer_settings(&self) -> cts_transfer::Settings {
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        cts_transfer::Settings {
+            period_secs: secs(self.transfer.period),
+            digest_period_secs: secs(self.transfer.digest_period).max(1),
+            grace_secs: secs(self.transfer.grace),
+            max_backoff_secs: secs(self.transfer.max_backoff).max(1),
+            ..cts_transfer::Settings::default()
         }
     }
 

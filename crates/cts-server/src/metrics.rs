@@ -40,6 +40,12 @@ pub struct RouteLabel {
     pub code: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrackerLabel {
+    pub project_id: String,
+    pub tracker: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -75,6 +81,9 @@ pub struct Metrics {
     pub tokens_issued: Counter,
     pub audit_traces: Counter,
     pub audit_failures: Counter,
+    pub transfer_failures: Counter,
+    transfer_backlog: Family<TrackerLabel, Gauge>,
+    transfer_oldest_age: Family<TrackerLabel, Gauge>,
     store: StoreGauges,
 }
 
@@ -105,6 +114,9 @@ impl Metrics {
             tokens_issued: Counter::default(),
             audit_traces: Counter::default(),
             audit_failures: Counter::default(),
+            transfer_failures: Counter::default(),
+            transfer_backlog: Family::default(),
+            transfer_oldest_age: Family::default(),
             store: StoreGauges::default(),
         };
         let registry = &mut m.registry;
@@ -174,6 +186,21 @@ impl Metrics {
         ] {
             registry.register(name, help, counter.clone());
         }
+        registry.register(
+            "cts_transfer_failures",
+            "Transfer passes that failed (state or journal errors; see the log)",
+            m.transfer_failures.clone(),
+        );
+        registry.register(
+            "cts_transfer_backlog_traces",
+            "Journaled traces after a tracker's transfer cursor (not yet decided into files)",
+            m.transfer_backlog.clone(),
+        );
+        registry.register(
+            "cts_transfer_oldest_untransferred_seconds",
+            "Age of the oldest period of a tracker not yet in trace files",
+            m.transfer_oldest_age.clone(),
+        );
         let g = &m.store;
         for (name, help, gauge) in [
             (
@@ -215,6 +242,24 @@ impl Metrics {
             registry.register(name, help, gauge.clone());
         }
         m
+    }
+
+    /// Sets the transfer gauges, one series per tracker.
+    pub fn set_transfer(&self, progress: &[cts_transfer::Progress]) {
+        self.transfer_backlog.clear();
+        self.transfer_oldest_age.clear();
+        for p in progress {
+            let label = TrackerLabel {
+                project_id: p.project_id.clone(),
+                tracker: p.tracker_name.clone(),
+            };
+            self.transfer_backlog
+                .get_or_create(&label)
+                .set(gauge_value(p.backlog));
+            self.transfer_oldest_age
+                .get_or_create(&label)
+                .set(p.oldest_age_secs);
+        }
     }
 
     /// The text exposition; store gauges are refreshed from `stats` when the

@@ -5,9 +5,11 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use cts_archive::ObjectStorage;
 use cts_identity::{IdentityError, IdentityStore, LoginThrottle};
 use cts_store::{EmbeddedStore, StoreError, TraceStore};
 use cts_tracker::{Catalog, TrackerError, TrackerStore};
+use cts_transfer::Transfer;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -21,6 +23,7 @@ pub struct Inner {
     pub identity: Arc<IdentityStore>,
     pub trackers: Arc<TrackerStore>,
     pub catalog: Arc<Catalog>,
+    pub transfer: Arc<Transfer>,
     pub login_throttle: LoginThrottle,
     pub metrics: Metrics,
 }
@@ -42,6 +45,7 @@ impl AppState {
             identity: settings.identity,
             trackers: settings.trackers,
             catalog: settings.catalog,
+            transfer: settings.transfer,
             login_throttle,
             metrics: Metrics::new(),
         }))
@@ -54,12 +58,13 @@ impl AppState {
         let store_config = config.store_config();
         let for_settings = config.clone();
         let (store, settings) = tokio::task::spawn_blocking(move || {
-            let store = EmbeddedStore::open(store_config)?;
-            Ok::<_, OpenError>((store, Settings::open(&for_settings)?))
+            let store: Arc<dyn TraceStore> = Arc::new(EmbeddedStore::open(store_config)?);
+            let settings = Settings::open(&for_settings, store.clone())?;
+            Ok::<_, OpenError>((store, settings))
         })
         .await
         .map_err(|e| OpenError::Store(StoreError::Unavailable(panic_message(e))))??;
-        Ok(AppState::new(config, Arc::new(store), settings))
+        Ok(AppState::new(config, store, settings))
     }
 
     /// Runs a blocking store call off the async workers. `Err` carries the
@@ -76,21 +81,42 @@ impl AppState {
     }
 }
 
-/// The stores of everything but traces: identities, trackers, catalog.
+/// Everything around the trace store: identities, trackers, the catalog,
+/// and the transfer of traces to object storage.
 pub struct Settings {
     pub identity: Arc<IdentityStore>,
     pub trackers: Arc<TrackerStore>,
     pub catalog: Arc<Catalog>,
+    pub transfer: Arc<Transfer>,
 }
 
 impl Settings {
-    /// Opens them in the data directory of `config`.
-    pub fn open(config: &Config) -> Result<Settings, OpenError> {
+    /// Opens them in the data directory of `config`; the transfer reads
+    /// `store`'s journal (and holds it against retention at once).
+    pub fn open(config: &Config, store: Arc<dyn TraceStore>) -> Result<Settings, OpenError> {
         let trackers_dir = config.trackers_dir();
+        let identity = Arc::new(IdentityStore::open(&config.identity_dir())?);
+        let trackers = Arc::new(TrackerStore::open(&trackers_dir, config.tracker_limits())?);
+        let storage = ObjectStorage::new(config.storage_config())
+            .map_err(|e| OpenError::Transfer(e.to_string()))?;
+        let regions = identity.clone();
+        let region_of: cts_transfer::RegionOf =
+            Arc::new(move |project: &str| regions.get_project(project).ok().map(|p| p.region));
+        let transfer = Transfer::open(
+            &config.data_dir.join("transfer"),
+            store,
+            trackers.clone(),
+            storage,
+            config.transfer_settings(),
+            region_of,
+            now_ms() / 1000,
+        )
+        .map_err(|e| OpenError::Transfer(e.to_string()))?;
         Ok(Settings {
-            identity: Arc::new(IdentityStore::open(&config.identity_dir())?),
-            trackers: Arc::new(TrackerStore::open(&trackers_dir, config.tracker_limits())?),
+            identity,
+            trackers,
             catalog: Arc::new(Catalog::open(&trackers_dir)?),
+            transfer: Arc::new(transfer),
         })
     }
 }
@@ -103,6 +129,8 @@ pub enum OpenError {
     Identity(#[from] IdentityError),
     #[error("opening the tracker store: {0}")]
     Trackers(#[from] TrackerError),
+    #[error("opening the transfer: {0}")]
+    Transfer(String),
 }
 
 /// What a failed blocking task said, for the log.

@@ -82,7 +82,7 @@ fn post_json(uri: &str, body: impl Into<Vec<u8>>) -> Request<Body> {
 fn app_with(mut config: Config, store: Arc<dyn TraceStore>) -> (tempfile::TempDir, Router) {
     let dir = tempfile::tempdir().unwrap();
     config.data_dir = dir.path().to_path_buf();
-    let settings = Settings::open(&config).unwrap();
+    let settings = Settings::open(&config, store.clone()).unwrap();
     let seed = BootstrapSeed {
         project_id: Some("p1".into()),
         access_key: Some(AK.into()),

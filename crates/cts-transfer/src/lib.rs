@@ -215,9 +215,9 @@ impl Transfer {
         Ok(())
     }
 
-    /// Progress of every tracker the transfer knows.
-    pub fn progress(&self, now_secs: i64) -> Result<Vec<Progress>, TransferError> {
-        let durable = self.journal.stats().journal_seq;
+    /// Progress of every tracker the transfer knows, given the journal's
+    /// last durable sequence number.
+    pub fn progress(&self, now_secs: i64, durable: u64) -> Result<Vec<Progress>, TransferError> {
         Ok(self
             .state
             .all()?

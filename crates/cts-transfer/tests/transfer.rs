@@ -201,7 +201,8 @@ async fn a_missing_bucket_waits_and_recovers_without_loss() {
         t.status,
         TrackerStatus::Error(cts_tracker::ErrorDetail::NoBucket)
     );
-    let progress = w.transfer.progress(t0 + P + 2).unwrap();
+    let durable = w.journal.stats().journal_seq;
+    let progress = w.transfer.progress(t0 + P + 2, durable).unwrap();
     assert_eq!(progress[0].backlog, 12);
     // Ingest goes on meanwhile.
     record(&w, "p1", "ECS", 3, t0 + P + 3);
@@ -217,5 +218,9 @@ async fn a_missing_bucket_waits_and_recovers_without_loss() {
     assert_eq!(ids.len(), 15);
     let unique: std::collections::HashSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), 15);
-    assert_eq!(w.transfer.progress(t0 + 4 * P).unwrap()[0].backlog, 0);
+    let durable = w.journal.stats().journal_seq;
+    assert_eq!(
+        w.transfer.progress(t0 + 4 * P, durable).unwrap()[0].backlog,
+        0
+    );
 }

@@ -211,6 +211,21 @@ impl<'a> Change<'a> {
         }
     }
 
+    /// A change of another CTS setting (`CTS`) of `project`.
+    pub fn project_change(
+        project: &'a str,
+        resource_type: &'static str,
+        trace_name: &'static str,
+        resource: (&'a str, &'a str),
+        request: Option<&'a Value>,
+    ) -> Change<'a> {
+        Change {
+            service_type: "CTS",
+            project: Some(project),
+            ..Change::new(resource_type, trace_name, resource, request)
+        }
+    }
+
     /// A change of a tracker (`CTS`) of `project`. Recorded whatever the
     /// trackers say, so that turning recording off is itself on record.
     pub fn tracker(

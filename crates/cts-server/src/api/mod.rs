@@ -6,6 +6,7 @@ pub mod ops;
 pub mod tokens;
 pub mod traces;
 pub mod trackers;
+pub mod transfer;
 pub mod versions;
 
 use axum::http::{header, HeaderMap};

@@ -36,6 +36,15 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .await
         .inspect_err(|e| tracing::warn!(error = %e, "store statistics unavailable"))
         .ok();
+    if let Some(s) = &stats {
+        match state
+            .transfer
+            .progress(crate::state::now_ms() / 1000, s.journal_seq)
+        {
+            Ok(progress) => state.metrics.set_transfer(&progress),
+            Err(e) => tracing::warn!(error = %e, "transfer progress unavailable"),
+        }
+    }
     let text = state.metrics.render(stats.as_ref());
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
 }

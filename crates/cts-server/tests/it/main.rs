@@ -11,3 +11,4 @@ mod report;
 mod retention;
 mod support;
 mod trackers;
+mod transfer;

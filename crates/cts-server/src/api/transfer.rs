@@ -1,0 +1,176 @@
+//! What trace transfer adds to the API: the encryption keys a tracker's
+//! `kms_id` names, the public keys that verify digest signatures, and
+//! `checkbucket` (can the server write to these buckets, and if not why).
+
+use axum::body::Body;
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use cts_archive::{generate_age_key, AgeRecipient, WriteFailure};
+use cts_tracker::EncryptionKey;
+
+use crate::api::identity::{from_value, parse_body, Call, Change};
+use crate::api::tokens::iso_time;
+use crate::error::ApiError;
+use crate::state::now_ms;
+
+fn key_json(k: &EncryptionKey) -> Value {
+    json!({
+        "id": k.id,
+        "name": k.name,
+        "recipient": k.recipient,
+        "create_time": k.created_at,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    name: String,
+    recipient: Option<String>,
+    #[serde(default)]
+    generate: bool,
+}
+
+/// `POST /v3/{project_id}/encryption-keys`: registers `{"name",
+/// "recipient": "age1…"}`, or with `{"name", "generate": true}` makes a
+/// key pair, keeps the public half and answers the secret identity once.
+pub async fn create_key(
+    c: Call,
+    Path(project_id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let raw: Value = parse_body(&c.state, body).await?;
+    let b: NewKey = from_value(&raw)?;
+    let (recipient, identity) = match (b.recipient, b.generate) {
+        (Some(r), false) => {
+            let parsed: AgeRecipient = r.parse().map_err(|e| ApiError::BadRequest {
+                field: "recipient",
+                rule: format!("must be an age X25519 recipient (age1…): {e}"),
+            })?;
+            (parsed.to_string(), None)
+        }
+        (None, true) => {
+            let pair = generate_age_key();
+            (pair.recipient.to_string(), Some(pair.identity))
+        }
+        _ => {
+            return Err(ApiError::BadRequest {
+                field: "recipient",
+                rule: "give either recipient (age1…) or generate: true".into(),
+            })
+        }
+    };
+    let key = c
+        .state
+        .trackers
+        .create_key(&project_id, &b.name, &recipient, now_ms())?;
+    let mut body = json!({ "key": key_json(&key) });
+    if let Some(identity) = identity {
+        // Shown once: the server keeps only the public half.
+        body["identity"] = json!(identity.to_string());
+    }
+    let change = Change::project_change(
+        &project_id,
+        "encryption_key",
+        "createEncryptionKey",
+        (&key.id, &key.name),
+        Some(&raw),
+    );
+    Ok(c.answer(change, StatusCode::CREATED, Some(body)).await)
+}
+
+pub async fn list_keys(c: Call, Path(project_id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let keys: Vec<Value> = c
+        .state
+        .trackers
+        .list_keys(&project_id)?
+        .iter()
+        .map(key_json)
+        .collect();
+    Ok(Json(json!({ "keys": keys })))
+}
+
+#[derive(Deserialize)]
+pub struct KeyPath {
+    project_id: String,
+    key_id: String,
+}
+
+pub async fn delete_key(c: Call, Path(p): Path<KeyPath>) -> Result<Response, ApiError> {
+    let key = c.state.trackers.delete_key(&p.project_id, &p.key_id)?;
+    let change = Change::project_change(
+        &p.project_id,
+        "encryption_key",
+        "deleteEncryptionKey",
+        (&key.id, &key.name),
+        None,
+    );
+    Ok(c.answer(change, StatusCode::NO_CONTENT, None).await)
+}
+
+#[derive(Deserialize)]
+pub struct KeyWindow {
+    from: Option<i64>,
+    to: Option<i64>,
+}
+
+/// `GET /v3/{project_id}/digest-public-keys?from=&to=` (ms): the keys that
+/// signed digests in the window, for offline verification.
+pub async fn public_keys(c: Call, Query(w): Query<KeyWindow>) -> Json<Value> {
+    let secs = |ms: Option<i64>| ms.map(|v| v.div_euclid(1000));
+    let keys: Vec<Value> = c
+        .state
+        .transfer
+        .public_keys(secs(w.from), secs(w.to))
+        .into_iter()
+        .map(|k| {
+            json!({
+                "fingerprint": k.fingerprint,
+                "public_key": k.public_key,
+                "valid_from": k.valid_from.map(|s| iso_time(s * 1000)),
+                "valid_to": k.valid_to.map(|s| iso_time(s * 1000)),
+            })
+        })
+        .collect();
+    Json(json!({ "keys": keys }))
+}
+
+#[derive(Deserialize)]
+struct CheckBuckets {
+    buckets: Vec<Value>,
+}
+
+/// `POST /v3/{domain_id}/checkbucket`: per bucket, whether the server can
+/// write there (it writes and removes a probe object), and why not.
+pub async fn check_buckets(c: Call, body: Body) -> Result<Json<Value>, ApiError> {
+    let raw: Value = parse_body(&c.state, body).await?;
+    let b: CheckBuckets = from_value(&raw)?;
+    let mut out = Vec::with_capacity(b.buckets.len());
+    for mut bucket in b.buckets {
+        let name = bucket["bucket_name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let response = match c.state.transfer.storage().check_write(&name).await {
+            Ok(()) => json!({"success": true, "response_code": 200}),
+            Err(e) => json!({
+                "success": false,
+                "response_code": e.status.unwrap_or(match e.failure {
+                    WriteFailure::NoBucket => 404,
+                    WriteFailure::PolicyError => 403,
+                    WriteFailure::Other => 500,
+                }),
+                "error_code": e.detail().unwrap_or("error"),
+                "error_message": e.message,
+            }),
+        };
+        bucket["check_bucket_response"] = response;
+        out.push(bucket);
+    }
+    Ok(Json(json!({ "buckets": out })))
+}

@@ -1,0 +1,324 @@
+//! Trace transfer through the real server into the local object directory
+//! (`DATA_DIR/obs`): trace files per period, digests, a missing bucket and
+//! its recovery, age encryption decrypted with the `age` tool, checkbucket,
+//! and kill -9 in the middle of transfers.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cts_archive::open_trace_file;
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+/// A server whose periods are 10 s and digest windows 20 s.
+fn fast() -> Builder {
+    TestServer::builder()
+        .env("CTS_TRANSFER_PERIOD", "10s")
+        .env("CTS_TRANSFER_GRACE", "1s")
+        .env("CTS_TRANSFER_DIGEST_PERIOD", "20s")
+        .env("CTS_TRANSFER_MAX_BACKOFF", "2s")
+}
+
+fn put(server: &TestServer, path: &str, body: &Value) -> Answer {
+    server.signer().send(
+        server.client(),
+        "PUT",
+        path,
+        Some(("application/json", serde_json::to_vec(body).unwrap())),
+    )
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// trace_id → how many trace files of `bucket` hold it (ECS test traces only).
+fn archived(server: &TestServer, bucket: &str, identity: Option<&str>) -> HashMap<String, usize> {
+    let root = server.data_dir.join("obs").join(bucket);
+    let mut count = HashMap::new();
+    for f in files_under(&root) {
+        let key = f.strip_prefix(&root).unwrap().to_str().unwrap().to_string();
+        // Trace files are `…CloudTrace_…`; digests `…CloudTrace-Digest_…`.
+        if !key.contains("CloudTrace_") || key.ends_with(".metadata.json") {
+            continue;
+        }
+        let bytes = std::fs::read(&f).unwrap();
+        let identity = identity.map(|i| i.parse().unwrap());
+        let json = open_trace_file(&key, &bytes, identity.as_ref()).unwrap();
+        let traces: Vec<Value> = serde_json::from_slice(&json).unwrap();
+        for t in traces.iter().filter(|t| t["service_type"] == "ECS") {
+            *count
+                .entry(t["trace_id"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    count
+}
+
+fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if std::env::var("CTS_DEBUG_TRANSFER").is_ok() {
+            eprintln!("waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn tracker_status(server: &TestServer) -> Value {
+    let pid = &server.admin.project_id;
+    let a = server.get(&format!("/v3/{pid}/trackers?tracker_type=system"));
+    a.body["trackers"][0].clone()
+}
+
+#[test]
+fn traces_land_in_files_once_with_verifiable_digests() {
+    let server = fast().start();
+    let pid = server.admin.project_id.clone();
+    let a = put(
+        &server,
+        &format!("/v3/{pid}/tracker"),
+        &json!({"tracker_type": "system", "tracker_name": "system", "is_support_validate": true,
+                "obs_info": {"bucket_name": "cts-archive", "file_prefix_name": "audit", "is_obs_created": true}}),
+    );
+    assert_eq!(a.status, 200, "{}", a.text);
+    // From the next second on: let the transfer pick the tracker up first.
+    std::thread::sleep(Duration::from_millis(1500));
+    let now = now_ms();
+    let (ids, traces): (Vec<String>, Vec<Value>) = (0..40).map(|_| trace_with_id(now - 10)).unzip();
+    server.report("main", &traces);
+    wait_for("the trace files", Duration::from_secs(40), || {
+        archived(&server, "cts-archive", None).len() == ids.len()
+    });
+    let got = archived(&server, "cts-archive", None);
+    for id in &ids {
+        assert_eq!(got.get(id), Some(&1), "{id}");
+    }
+    let root = server.data_dir.join("obs/cts-archive");
+    let names: Vec<String> = files_under(&root)
+        .iter()
+        .map(|p| p.strip_prefix(&root).unwrap().to_str().unwrap().to_string())
+        .collect();
+    let region = &server.admin.region;
+    let file = names
+        .iter()
+        .find(|n| n.contains("/system/ECS/"))
+        .expect("a file in the ECS folder");
+    assert!(
+        file.starts_with(&format!("audit/CloudTraces/{region}/")),
+        "{file}"
+    );
+    assert!(
+        file.contains(&format!("/audit_CloudTrace_{region}-{pid}_")) && file.ends_with(".json.gz"),
+        "{file}"
+    );
+    // A digest with its signature in the metadata sidecar, and the key
+    // that verifies it.
+    wait_for("a digest", Duration::from_secs(40), || {
+        files_under(&root).iter().any(|p| {
+            p.to_str().unwrap().contains("/Digest/ECS/")
+                && !p.to_str().unwrap().ends_with(".metadata.json")
+        })
+    });
+    let sidecar = files_under(&root)
+        .into_iter()
+        .find(|p| {
+            p.to_str().unwrap().contains("/Digest/ECS/")
+                && p.to_str().unwrap().ends_with(".metadata.json")
+        })
+        .unwrap();
+    let meta: Value = serde_json::from_slice(&std::fs::read(sidecar).unwrap()).unwrap();
+    assert_eq!(meta["meta-signature-algorithm"], "SHA256withRSA");
+    assert!(meta["meta-signature"].as_str().unwrap().len() >= 512);
+    let keys = server.get(&format!("/v3/{pid}/digest-public-keys"));
+    assert_eq!(keys.status, 200, "{}", keys.text);
+    assert!(keys.body["keys"][0]["public_key"]
+        .as_str()
+        .unwrap()
+        .starts_with("-----BEGIN PUBLIC KEY-----"));
+    // The backlog is visible, and drained.
+    let metrics = server.get("/metrics").text;
+    assert!(
+        metrics.contains("cts_transfer_backlog_traces{project_id=\""),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_missing_bucket_turns_the_tracker_to_error_and_back() {
+    let server = fast().start();
+    let pid = server.admin.project_id.clone();
+    let a = put(
+        &server,
+        &format!("/v3/{pid}/tracker"),
+        &json!({"tracker_type": "system", "tracker_name": "system",
+                "obs_info": {"bucket_name": "not-yet", "is_obs_created": false}}),
+    );
+    assert_eq!(a.status, 200, "{}", a.text);
+    std::thread::sleep(Duration::from_millis(1500));
+    let now = now_ms();
+    let (ids, traces): (Vec<String>, Vec<Value>) = (0..10).map(|_| trace_with_id(now - 10)).unzip();
+    server.report("main", &traces);
+    wait_for("status error", Duration::from_secs(40), || {
+        tracker_status(&server)["status"] == "error"
+    });
+    assert_eq!(tracker_status(&server)["detail"], "noBucket");
+    // checkbucket says so too.
+    let domain = server.admin.domain_id.clone();
+    let a = server.post_json(
+        &format!("/v3/{domain}/checkbucket"),
+        &json!({"buckets": [{"bucket_name": "not-yet", "bucket_location": "eu-de"}]}),
+    );
+    assert_eq!(a.status, 200, "{}", a.text);
+    let r = &a.body["buckets"][0]["check_bucket_response"];
+    assert_eq!(r["success"], false, "{r}");
+    assert_eq!(r["error_code"], "noBucket", "{r}");
+    // Ingest and queries go on meanwhile.
+    let more = trace_with_id(now_ms() - 10);
+    server.report("main", std::slice::from_ref(&more.1));
+    assert_eq!(server.by_id("main", &more.0).len(), 1);
+    // The bucket appears: transfer resumes by itself, nothing lost.
+    std::fs::create_dir_all(server.data_dir.join("obs/not-yet")).unwrap();
+    wait_for("status enabled", Duration::from_secs(40), || {
+        tracker_status(&server)["status"] == "enabled"
+    });
+    wait_for("every trace in a file", Duration::from_secs(40), || {
+        let got = archived(&server, "not-yet", None);
+        ids.iter()
+            .chain([&more.0])
+            .all(|id| got.get(id) == Some(&1))
+    });
+    let a = server.post_json(
+        &format!("/v3/{domain}/checkbucket"),
+        &json!({"buckets": [{"bucket_name": "not-yet"}]}),
+    );
+    assert_eq!(
+        a.body["buckets"][0]["check_bucket_response"]["success"],
+        true
+    );
+}
+
+#[test]
+fn encrypted_trace_files_open_with_the_age_tool() {
+    let server = fast().start();
+    let pid = server.admin.project_id.clone();
+    let a = server.post_json(
+        &format!("/v3/{pid}/encryption-keys"),
+        &json!({"name": "archive-key", "generate": true}),
+    );
+    assert_eq!(a.status, 201, "{}", a.text);
+    let key_id = a.body["key"]["id"].as_str().unwrap().to_string();
+    let identity = a.body["identity"].as_str().unwrap().to_string();
+    assert!(identity.starts_with("AGE-SECRET-KEY-1"));
+    // Only the public half is kept.
+    let listed = server.get(&format!("/v3/{pid}/encryption-keys"));
+    assert!(!listed.text.contains("AGE-SECRET-KEY"), "{}", listed.text);
+    server
+        .post_json(
+            &format!("/v3/{pid}/encryption-keys"),
+            &json!({"name": "bad", "recipient": "age1nope"}),
+        )
+        .assert_error(400, "CTS.0003");
+    let a = put(
+        &server,
+        &format!("/v3/{pid}/tracker"),
+        &json!({"tracker_type": "system", "tracker_name": "system",
+                "is_support_trace_files_encryption": true, "kms_id": key_id,
+                "obs_info": {"bucket_name": "sealed", "is_obs_created": true}}),
+    );
+    assert_eq!(a.status, 200, "{}", a.text);
+    // A key in use cannot go.
+    let a = server.request(
+        reqwest::Method::DELETE,
+        &format!("/v3/{pid}/encryption-keys/{key_id}"),
+    );
+    a.assert_error(400, "CTS.0003");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (id, t) = trace_with_id(now_ms() - 10);
+    server.report("main", &[t]);
+    wait_for("an encrypted file", Duration::from_secs(40), || {
+        archived(&server, "sealed", Some(&identity)).contains_key(&id)
+    });
+    let file = files_under(&server.data_dir.join("obs/sealed"))
+        .into_iter()
+        .find(|p| p.to_str().unwrap().ends_with(".json.gz.age"))
+        .expect("an .age file");
+    let id_file = server.root.join("identity.txt");
+    std::fs::write(&id_file, &identity).unwrap();
+    let out = Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(&id_file)
+        .arg(&file)
+        .output()
+        .expect("the age tool (Debian package age; scripts/test-deps.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut json = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&out.stdout[..]),
+        &mut json,
+    )
+    .unwrap();
+    let traces: Vec<Value> = serde_json::from_slice(&json).unwrap();
+    assert!(traces.iter().any(|t| t["trace_id"] == id.as_str()));
+}
+
+#[test]
+fn kill_9_during_transfers_loses_and_duplicates_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let mut server = fast().root(root.path()).start();
+    let pid = server.admin.project_id.clone();
+    let a = put(
+        &server,
+        &format!("/v3/{pid}/tracker"),
+        &json!({"tracker_type": "system", "tracker_name": "system",
+                "obs_info": {"bucket_name": "crashy", "is_obs_created": true}}),
+    );
+    assert_eq!(a.status, 200, "{}", a.text);
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut ids = Vec::new();
+    // Several periods of traces, with a kill -9 in each.
+    for round in 0..3 {
+        let now = now_ms();
+        let (batch_ids, traces): (Vec<String>, Vec<Value>) =
+            (0..50).map(|_| trace_with_id(now - 10)).unzip();
+        server.report("main", &traces);
+        ids.extend(batch_ids);
+        // Kill at varying moments around the period's end.
+        std::thread::sleep(Duration::from_millis(7000 + round * 1700));
+        server.kill();
+        server = fast().root(root.path()).start();
+    }
+    wait_for(
+        "every acknowledged trace in exactly one file",
+        Duration::from_secs(60),
+        || {
+            let got = archived(&server, "crashy", None);
+            ids.iter().all(|id| got.contains_key(id))
+        },
+    );
+    let got = archived(&server, "crashy", None);
+    for id in &ids {
+        assert_eq!(got.get(id), Some(&1), "{id} is in {:?} files", got.get(id));
+    }
+    assert_eq!(got.len(), ids.len());
+}
