@@ -239,11 +239,24 @@ impl Transfer {
     pub async fn run_once(&self, now_secs: i64) -> Result<(), TransferError> {
         let trackers = self.trackers.all()?;
         let known = self.state.all()?;
-        for (id, _) in &known {
-            if !trackers.iter().any(|t| &t.id == id && transfers(t)) {
-                // Deleted, disabled or without a bucket: nothing more to do.
-                self.state.forget(id)?;
+        for (id, s) in &known {
+            let tracker = trackers.iter().find(|t| &t.id == id);
+            if tracker.is_some_and(transfers) {
+                continue;
             }
+            // Turned off (disabled, or its bucket removed): each chain ends
+            // with an ending digest, if the bucket still takes it. A deleted
+            // tracker's chains stay open: there is nothing left to write with.
+            if let Some(t) =
+                tracker.filter(|t| !s.chains.is_empty() && !t.obs_info.bucket_name.is_empty())
+            {
+                let mut s = s.clone();
+                let end = s.next_period;
+                if let Err(Failed::Fatal(e)) = self.write_digests(t, &mut s, end, true).await {
+                    return Err(e);
+                }
+            }
+            self.state.forget(id)?;
         }
         for t in trackers.iter().filter(|t| transfers(t)) {
             self.run_tracker(t, now_secs).await?;

@@ -181,6 +181,24 @@ async fn periods_become_files_and_digests_verify() {
     assert!(report.is_clean(), "{report:?}");
     assert!(report.digests_checked >= 2, "{report:?}");
     assert_eq!(report.files_checked, 3);
+
+    // Turning the tracker off ends each chain with an ending digest.
+    w.trackers
+        .set_status("p1", "system", TrackerStatus::Disabled)
+        .unwrap();
+    w.transfer.run_once(t0 + 4 * P).await.unwrap();
+    let endings = walk(&w.obs.join("archive"))
+        .into_iter()
+        .filter(|p| {
+            p.to_str().unwrap().contains("Digest") && !p.to_str().unwrap().ends_with(".json")
+        })
+        .filter(|p| {
+            let raw = std::fs::read(p).unwrap();
+            let d = cts_archive::parse_digest(&raw).unwrap();
+            d.digest_end
+        })
+        .count();
+    assert_eq!(endings, 2, "one per chain (ECS, EVS)");
 }
 
 #[tokio::test]

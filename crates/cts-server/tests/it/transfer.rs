@@ -151,12 +151,165 @@ fn traces_land_in_files_once_with_verifiable_digests() {
         .as_str()
         .unwrap()
         .starts_with("-----BEGIN PUBLIC KEY-----"));
-    // The backlog is visible, and drained.
+    // The backlog is visible.
     let metrics = server.get("/metrics").text;
     assert!(
         metrics.contains("cts_transfer_backlog_traces{project_id=\""),
         "{metrics}"
     );
+
+    // `cts verify` checks the files offline with the public keys only...
+    let keys_file = server.root.join("keys.json");
+    std::fs::write(&keys_file, &keys.text).unwrap();
+    let verify = || {
+        Command::new(cts_binary())
+            .args(["verify", "--local"])
+            .arg(server.data_dir.join("obs"))
+            .args([
+                "--bucket",
+                "cts-archive",
+                "--prefix",
+                "audit",
+                "--digest-period",
+                "20s",
+            ])
+            .arg("--public-keys")
+            .arg(&keys_file)
+            .args(["--output", "json"])
+            .output()
+            .unwrap()
+    };
+    let out = verify();
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert!(out.status.success(), "{report}");
+    assert_eq!(report["clean"], true, "{report}");
+    // ...and reports trace files that were altered.
+    for f in files_under(&root) {
+        let name = f.to_str().unwrap();
+        if name.contains("CloudTrace_") && !name.ends_with(".metadata.json") {
+            let mut bytes = std::fs::read(&f).unwrap();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0x55;
+            std::fs::write(&f, bytes).unwrap();
+        }
+    }
+    let out = verify();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!out.status.success(), "{report}");
+    assert!(report.to_string().contains("file_altered"), "{report}");
+}
+
+/// The `cts` binary, built by `cargo build --workspace --bins` (scripts/test.sh).
+fn cts_binary() -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/cts");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with cargo build -p cts-cli",
+        path.display()
+    );
+    path
+}
+
+/// moto's S3 server on a free loopback port (scripts/s3-test-server.sh
+/// installs it); killed when dropped.
+struct Moto {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let bin =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/s3-venv/bin/moto_server");
+        assert!(
+            bin.exists(),
+            "{} is missing: run scripts/s3-test-server.sh (scripts/test.sh does)",
+            bin.display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        wait_for("moto", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Moto { child, url }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn traces_land_in_an_s3_bucket() {
+    let moto = Moto::start();
+    let server = fast()
+        .env("CTS_OBS_ENDPOINT", &moto.url)
+        .env("CTS_OBS_REGION", "us-east-1")
+        .env("CTS_OBS_ACCESS_KEY", "testing")
+        .env("CTS_OBS_SECRET_KEY", "testing")
+        .start();
+    let pid = server.admin.project_id.clone();
+    let a = put(
+        &server,
+        &format!("/v3/{pid}/tracker"),
+        &json!({"tracker_type": "system", "tracker_name": "system",
+                "obs_info": {"bucket_name": "s3-archive", "file_prefix_name": "audit", "is_obs_created": true}}),
+    );
+    assert_eq!(a.status, 200, "{}", a.text);
+    std::thread::sleep(Duration::from_millis(1500));
+    let now = now_ms();
+    let (ids, traces): (Vec<String>, Vec<Value>) = (0..25).map(|_| trace_with_id(now - 10)).unzip();
+    server.report("main", &traces);
+    let storage =
+        cts_archive::ObjectStorage::new(cts_archive::StorageConfig::S3(cts_archive::S3Config {
+            endpoint: Some(moto.url.clone()),
+            region: "us-east-1".into(),
+            access_key: "testing".into(),
+            secret_key: "testing".into(),
+            path_style: true,
+            allow_http: true,
+        }))
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let in_s3 = || -> HashMap<String, usize> {
+        runtime.block_on(async {
+            let mut count = HashMap::new();
+            let Ok(objects) = storage.list("s3-archive", "audit/").await else {
+                return count;
+            };
+            for o in objects.iter().filter(|o| o.key.contains("CloudTrace_")) {
+                let bytes = storage.get("s3-archive", &o.key).await.unwrap();
+                let json = open_trace_file(&o.key, &bytes, None).unwrap();
+                let traces: Vec<Value> = serde_json::from_slice(&json).unwrap();
+                for t in traces.iter().filter(|t| t["service_type"] == "ECS") {
+                    let id = t["trace_id"].as_str().unwrap().to_string();
+                    *count.entry(id).or_default() += 1;
+                }
+            }
+            count
+        })
+    };
+    wait_for("the trace files in S3", Duration::from_secs(40), || {
+        in_s3().len() == ids.len()
+    });
+    let got = in_s3();
+    for id in &ids {
+        assert_eq!(got.get(id), Some(&1), "{id}");
+    }
 }
 
 #[test]
