@@ -654,13 +654,6 @@ def test_list_user_resources(tenant, make_trace):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ctsd does not serve POST /v3/{domain_id}/checkbucket (SDK check_obs_buckets, "
-    "../shared/spec/HUAWEI-EXTRAS.md): it answers 404 CTS.9002 'no such resource'; "
-    "expected 200 {\"buckets\": [{...request fields, \"check_bucket_response\": {success, "
-    "response_code, error_code, error_message}}]}",
-)
 def test_check_obs_buckets(tenant, admin):
     t = tenant()
     name = bucket("check")
@@ -675,7 +668,11 @@ def test_check_obs_buckets(tenant, admin):
     assert_parsed(resp)
     (checked,) = resp.buckets
     assert checked.bucket_name == name
-    assert checked.check_bucket_response is not None
+    # The bucket does not exist in the server's object storage.
+    answer = checked.check_bucket_response
+    assert answer.success is False
+    assert answer.response_code == 404
+    assert answer.error_code == "noBucket"
 
 
 # ---------------------------------------------------------------------------
