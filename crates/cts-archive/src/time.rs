@@ -2,6 +2,7 @@
 //! conversions (Howard Hinnant's algorithms, proleptic Gregorian, no leap
 //! seconds), as elsewhere in the workspace, so no date crate is needed.
 
+use cts_calendar::{civil_from_days, days_from_civil, days_in_month};
 const SECS_PER_DAY: i64 = 86_400;
 
 /// The civil date and time of Unix seconds, in UTC.
@@ -90,33 +91,6 @@ fn parse_fixed(s: &str, sep: u8) -> Option<i64> {
         return None;
     }
     Some(days_from_civil(year, month, day) * SECS_PER_DAY + hour * 3600 + minute * 60 + second)
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    let next = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-    days_from_civil(next.0, next.1, 1) - days_from_civil(y, m, 1)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 #[cfg(test)]

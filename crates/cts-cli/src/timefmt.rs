@@ -4,6 +4,7 @@
 //! Written by hand rather than pulling a date crate: only UTC civil-date
 //! conversion and one fixed format are needed.
 
+use cts_calendar::{civil_from_days, days_from_civil, days_in_month};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Result};
@@ -66,41 +67,6 @@ pub fn parse_time_arg(s: &str, now_ms: i64) -> Result<i64> {
     parse_rfc3339(s).map_err(|e| {
         anyhow!("invalid time {s:?}: {e}; use ms since the epoch, RFC 3339 (2024-05-01T10:00:00Z) or a duration ago (15m, 2h, 7d)")
     })
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (
-        if m <= 2 {
-            yoe + era * 400 + 1
-        } else {
-            yoe + era * 400
-        },
-        m,
-        d,
-    )
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    days_from_civil(if m == 12 { y + 1 } else { y }, m % 12 + 1, 1) - days_from_civil(y, m, 1)
 }
 
 fn parse_rfc3339(s: &str) -> Result<i64> {

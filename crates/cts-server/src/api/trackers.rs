@@ -292,16 +292,10 @@ pub async fn create_tags(
     Path(p): Path<TagPath>,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    p.check()?;
-    let (bytes, json) = body_of(&c, body).await?;
-    let tags = parse_tags_create(&bytes)?;
-    let tracker = blocking(&c.state.trackers, move |s| {
-        s.create_tags(&p.project_id, &p.resource_id, &tags)
+    change_tags(c, p, body, "createTag", |s, project, id, bytes| {
+        s.create_tags(project, id, &parse_tags_create(bytes)?)
     })
-    .await?;
-    c.tracker_trace("createTag", &tracker, json.as_ref(), StatusCode::NO_CONTENT)
-        .await;
-    Ok(StatusCode::NO_CONTENT)
+    .await
 }
 
 pub async fn delete_tags(
@@ -309,14 +303,30 @@ pub async fn delete_tags(
     Path(p): Path<TagPath>,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
+    change_tags(c, p, body, "deleteTag", |s, project, id, bytes| {
+        s.delete_tags(project, id, &parse_tags_delete(bytes)?)
+    })
+    .await
+}
+
+/// Applies a tag request to the tracker of the path, and records it.
+async fn change_tags<F>(
+    c: Call,
+    p: TagPath,
+    body: Body,
+    trace_name: &'static str,
+    apply: F,
+) -> Result<StatusCode, ApiError>
+where
+    F: FnOnce(&TrackerStore, &str, &str, &[u8]) -> Result<Tracker, TrackerError> + Send + 'static,
+{
     p.check()?;
     let (bytes, json) = body_of(&c, body).await?;
-    let filters = parse_tags_delete(&bytes)?;
     let tracker = blocking(&c.state.trackers, move |s| {
-        s.delete_tags(&p.project_id, &p.resource_id, &filters)
+        apply(s, &p.project_id, &p.resource_id, &bytes)
     })
     .await?;
-    c.tracker_trace("deleteTag", &tracker, json.as_ref(), StatusCode::NO_CONTENT)
+    c.tracker_trace(trace_name, &tracker, json.as_ref(), StatusCode::NO_CONTENT)
         .await;
     Ok(StatusCode::NO_CONTENT)
 }
