@@ -25,6 +25,9 @@ enum Command {
     Serve(ServeArgs),
     /// Rebuild the trace index from the journal (server stopped).
     Reindex(CommonArgs),
+    /// Start a new digest signing key now (the server may be running); the
+    /// previous key stays valid for the digests it signed.
+    RotateDigestKey(CommonArgs),
 }
 
 #[derive(Args)]
@@ -77,14 +80,14 @@ fn run(cli: Cli) -> Result<()> {
             tls_cert: a.tls_cert.clone(),
             tls_key: a.tls_key.clone(),
         },
-        Command::Reindex(a) => Overrides {
+        Command::Reindex(a) | Command::RotateDigestKey(a) => Overrides {
             data_dir: a.data_dir.clone(),
             ..Overrides::default()
         },
     };
     let common = match &cli.command {
         Command::Serve(a) => &a.common,
-        Command::Reindex(a) => a,
+        Command::Reindex(a) | Command::RotateDigestKey(a) => a,
     };
     let config = Config::load(common.config.as_deref(), &overrides)?;
     init_logging(config.log_format);
@@ -95,6 +98,14 @@ fn run(cli: Cli) -> Result<()> {
             let indexed = EmbeddedStore::reindex(config.store_config())
                 .with_context(|| format!("reindexing the store in {dir}"))?;
             println!("indexed {indexed} traces");
+            Ok(())
+        }
+        Command::RotateDigestKey(_) => {
+            let dir = config.data_dir.join("transfer");
+            let now = cts_server::state::now_ms() / 1000;
+            let fingerprint = cts_transfer::rotate_digest_key_in(&dir, now)
+                .with_context(|| format!("rotating the digest key in {}", dir.display()))?;
+            println!("new digest signing key {fingerprint}, valid from now on");
             Ok(())
         }
     }

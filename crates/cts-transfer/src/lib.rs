@@ -26,7 +26,6 @@ use cts_archive::{
 };
 use cts_store::{StoreError, TraceStore};
 use cts_tracker::{CompressType, ErrorDetail, Tracker, TrackerStatus, TrackerStore, TrackerType};
-use parking_lot::Mutex;
 use serde::Deserialize;
 
 use state::State;
@@ -88,6 +87,26 @@ pub struct Progress {
     pub oldest_age_secs: i64,
 }
 
+/// Starts a new digest signing key from `now_secs` on, in the transfer
+/// state of `dir` (`DATA_DIR/transfer`); the previous key stays valid for
+/// the digests it signed. Returns the new key's fingerprint.
+pub fn rotate_digest_key_in(dir: &Path, now_secs: i64) -> Result<String, TransferError> {
+    rotate_digest_key(&State::open(dir)?, now_secs)
+}
+
+fn rotate_digest_key(state: &State, now_secs: i64) -> Result<String, TransferError> {
+    let key = SigningKey::generate().map_err(|e| TransferError::Key(e.to_string()))?;
+    let stored = StoredKey {
+        fingerprint: key.fingerprint().to_string(),
+        private_pem: key.to_pkcs8_pem(),
+        public_pem: key.verifying_key().to_pem(),
+        valid_from: now_secs,
+        valid_to: None,
+    };
+    state.rotate_to(&stored)?;
+    Ok(stored.fingerprint)
+}
+
 /// The fields of a stored trace the transfer routes by.
 #[derive(Deserialize)]
 struct Meta<'a> {
@@ -112,7 +131,6 @@ pub struct Transfer {
     state: State,
     settings: Settings,
     region_of: RegionOf,
-    keys: Mutex<Vec<StoredKey>>,
 }
 
 /// Why a period could not be written.
@@ -148,11 +166,9 @@ impl Transfer {
             state,
             settings,
             region_of,
-            keys: Mutex::new(Vec::new()),
         };
-        *t.keys.lock() = t.state.keys()?;
-        if t.keys.lock().is_empty() {
-            t.rotate_key(now_secs)?;
+        if t.state.keys()?.is_empty() {
+            rotate_digest_key(&t.state, now_secs)?;
         }
         t.hold()?;
         Ok(t)
@@ -162,26 +178,17 @@ impl Transfer {
         &self.storage
     }
 
-    /// A new signing key from `now_secs` on; the previous one stays valid
-    /// for the digests it signed.
-    pub fn rotate_key(&self, now_secs: i64) -> Result<String, TransferError> {
-        let key = SigningKey::generate().map_err(|e| TransferError::Key(e.to_string()))?;
-        let stored = StoredKey {
-            fingerprint: key.fingerprint().to_string(),
-            private_pem: key.to_pkcs8_pem(),
-            public_pem: key.verifying_key().to_pem(),
-            valid_from: now_secs,
-            valid_to: None,
-        };
-        self.state.rotate_to(&stored)?;
-        *self.keys.lock() = self.state.keys()?;
-        Ok(stored.fingerprint)
-    }
-
     /// The public halves of the keys valid at some point of `[from, to]`.
-    pub fn public_keys(&self, from: Option<i64>, to: Option<i64>) -> Vec<PublicKeyInfo> {
-        self.keys
-            .lock()
+    /// Read from the state each time: `ctsd rotate-digest-key` may have
+    /// added one from another process.
+    pub fn public_keys(
+        &self,
+        from: Option<i64>,
+        to: Option<i64>,
+    ) -> Result<Vec<PublicKeyInfo>, TransferError> {
+        Ok(self
+            .state
+            .keys()?
             .iter()
             .filter(|k| to.is_none_or(|to| k.valid_from <= to))
             .filter(|k| from.is_none_or(|from| k.valid_to.is_none_or(|end| end >= from)))
@@ -191,12 +198,12 @@ impl Transfer {
                 valid_from: Some(k.valid_from),
                 valid_to: k.valid_to,
             })
-            .collect()
+            .collect())
     }
 
     /// The key that signs at `at`.
     fn signing_key(&self, at: i64) -> Result<SigningKey, TransferError> {
-        let keys = self.keys.lock();
+        let keys = self.state.keys()?;
         let k = keys
             .iter()
             .rev()

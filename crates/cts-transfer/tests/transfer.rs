@@ -160,7 +160,7 @@ async fn periods_become_files_and_digests_verify() {
     let f = files(&w, "archive");
     let all: usize = f.iter().map(|(_, ids)| ids.len()).sum();
     assert_eq!(all, 39);
-    let keys = PublicKeySet::new(w.transfer.public_keys(None, None)).unwrap();
+    let keys = PublicKeySet::new(w.transfer.public_keys(None, None).unwrap()).unwrap();
     let path = TrackerPath {
         file_prefix: "audit".into(),
         region: "eu-de".into(),

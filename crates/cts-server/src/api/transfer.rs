@@ -121,12 +121,13 @@ pub struct KeyWindow {
 
 /// `GET /v3/{project_id}/digest-public-keys?from=&to=` (ms): the keys that
 /// signed digests in the window, for offline verification.
-pub async fn public_keys(c: Call, Query(w): Query<KeyWindow>) -> Json<Value> {
+pub async fn public_keys(c: Call, Query(w): Query<KeyWindow>) -> Result<Json<Value>, ApiError> {
     let secs = |ms: Option<i64>| ms.map(|v| v.div_euclid(1000));
     let keys: Vec<Value> = c
         .state
         .transfer
         .public_keys(secs(w.from), secs(w.to))
+        .map_err(|e| ApiError::Internal(e.to_string()))?
         .into_iter()
         .map(|k| {
             json!({
@@ -137,7 +138,7 @@ pub async fn public_keys(c: Call, Query(w): Query<KeyWindow>) -> Json<Value> {
             })
         })
         .collect();
-    Json(json!({ "keys": keys }))
+    Ok(Json(json!({ "keys": keys })))
 }
 
 #[derive(Deserialize)]

@@ -475,3 +475,29 @@ fn kill_9_during_transfers_loses_and_duplicates_nothing() {
     }
     assert_eq!(got.len(), ids.len());
 }
+
+#[test]
+fn digest_keys_rotate_while_the_server_runs() {
+    let server = fast().start();
+    let pid = server.admin.project_id.clone();
+    let keys = || server.get(&format!("/v3/{pid}/digest-public-keys")).body["keys"].clone();
+    let before = keys();
+    assert_eq!(before.as_array().unwrap().len(), 1, "{before}");
+    assert!(before[0]["valid_to"].is_null());
+    let out = Command::new(env!("CARGO_BIN_EXE_ctsd"))
+        .args(["rotate-digest-key", "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = keys();
+    assert_eq!(after.as_array().unwrap().len(), 2, "{after}");
+    assert_eq!(after[0]["fingerprint"], before[0]["fingerprint"]);
+    assert!(after[0]["valid_to"].is_string(), "{after}");
+    assert!(after[1]["valid_to"].is_null());
+    assert_ne!(after[1]["fingerprint"], before[0]["fingerprint"]);
+}
