@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -49,7 +49,7 @@ fn key_ids(store: &TrackerStore, project_id: &str) -> Result<Vec<String>, Tracke
 }
 
 /// The body as bytes for the parsers, and as JSON for the audit trace.
-async fn body_of(c: &Call, body: Body) -> Result<(Vec<u8>, Option<Value>), ApiError> {
+async fn body_of(c: &Call, body: Body) -> Result<(Bytes, Option<Value>), ApiError> {
     let bytes = read_body(body, c.state.config.auth.max_identity_body_bytes, 0).await?;
     let json = serde_json::from_slice(&bytes).ok();
     Ok((bytes, json))
