@@ -434,10 +434,13 @@ impl Transfer {
         let mut open: BTreeMap<String, Part> = BTreeMap::new();
         let mut pending: Vec<(String, LogFile)> = Vec::new();
         'read: loop {
-            let batch = self
-                .journal
-                .read_journal(cursor, self.settings.batch)
-                .map_err(TransferError::from)?;
+            // Reading decompresses frames: off the async workers.
+            let (journal, batch_size) = (Arc::clone(&self.journal), self.settings.batch);
+            let batch =
+                tokio::task::spawn_blocking(move || journal.read_journal(cursor, batch_size))
+                    .await
+                    .map_err(|e| TransferError::State(format!("journal reader: {e}")))?
+                    .map_err(TransferError::from)?;
             if batch.entries.is_empty() {
                 break;
             }
