@@ -232,6 +232,12 @@ pub async fn record(state: &AppState, event: AuditEvent) {
     let body = json!({ "traces": [event.to_trace(now)] });
     let ctx_state = state.clone();
     let project = event.project_id.clone();
+    // Audit traces are rare: their project's domain is looked up.
+    let domain = state
+        .identity
+        .get_project(&project)
+        .map(|p| p.domain_id)
+        .unwrap_or_default();
     let result = state
         .with_store(move |store| {
             let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
@@ -243,7 +249,7 @@ pub async fn record(state: &AppState, event: AuditEvent) {
                 max_traces: 1,
             };
             let traces = parse_report(&bytes, &ctx).map_err(|e| e.to_string())?;
-            recording::append(&ctx_state, store, traces).map_err(|e| e.to_string())
+            recording::append(&ctx_state, store, traces, &domain).map_err(|e| e.to_string())
         })
         .await;
     match result {

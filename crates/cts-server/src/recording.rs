@@ -115,30 +115,26 @@ pub fn admit(
     (kept, out)
 }
 
-/// Appends `traces` (of one project) durably and lets the catalog learn
-/// their service types, resource types, trace names and users. Blocking.
+/// Appends `traces` of a project of `domain_id` durably and lets the
+/// catalog learn their service types, resource types, trace names and
+/// users (per the project's domain, not the one a reporter wrote into a
+/// trace's user). Blocking.
 pub fn append(
     state: &AppState,
     store: &dyn TraceStore,
     traces: Vec<Trace>,
+    domain_id: &str,
 ) -> Result<AppendOutcome, StoreError> {
     if traces.is_empty() {
         return Ok(AppendOutcome::default());
     }
-    // The catalog is kept per domain of the project, not per the domain a
-    // reporter wrote into the trace's user.
-    let domain = state
-        .identity
-        .get_project(&traces[0].project_id)
-        .map(|p| p.domain_id)
-        .unwrap_or_default();
     // Learned before the traces move into the store, from references: no
     // copies on the ingest path. A failed append may so teach the catalog
     // an operation it then does not hold, which costs nothing.
     for t in &traces {
         state.catalog.observe(
             &t.project_id,
-            &domain,
+            domain_id,
             &t.service_type,
             &t.resource_type,
             &t.trace_name,

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use cts_identity::{AccessKey, AccessKeyStatus};
 
-use crate::api::identity::{from_value, parse_body, Call, Change};
+use crate::api::identity::{fixed, from_value, parse_body, Call, Change};
 use crate::api::tokens::iso_time;
 use crate::auth::{domain_roles, Permission};
 use crate::error::ApiError;
@@ -128,12 +128,7 @@ pub async fn update(c: Call, Path(access): Path<String>, body: Body) -> Result<R
     let mut key = c.key(&access)?;
     let raw: Value = parse_body(&c.state, body).await?;
     let CredentialEnvelope { credential: b } = from_value(&raw)?;
-    if b.user_id.is_some() {
-        return Err(ApiError::BadRequest {
-            field: "credential.user_id",
-            rule: "is fixed at creation".into(),
-        });
-    }
+    fixed("credential.user_id", b.user_id.is_some())?;
     let status = match b.status.as_deref() {
         None => None,
         Some("active") => Some(AccessKeyStatus::Active),

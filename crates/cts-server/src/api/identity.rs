@@ -506,12 +506,7 @@ pub async fn update_user(
     c.user(&id)?;
     let raw: Value = parse_body(&c.state, body).await?;
     let UserEnvelope { user: b } = from_value(&raw)?;
-    if b.domain_id.is_some() {
-        return Err(ApiError::BadRequest {
-            field: "user.domain_id",
-            rule: "is fixed at creation".into(),
-        });
-    }
+    fixed("user.domain_id", b.domain_id.is_some())?;
     if let Some(project) = &b.default_project_id {
         c.project(project)?;
     }
@@ -600,12 +595,7 @@ pub async fn update_group(
     c.group(&id)?;
     let raw: Value = parse_body(&c.state, body).await?;
     let GroupEnvelope { group: b } = from_value(&raw)?;
-    if b.domain_id.is_some() {
-        return Err(ApiError::BadRequest {
-            field: "group.domain_id",
-            rule: "is fixed at creation".into(),
-        });
-    }
+    fixed("group.domain_id", b.domain_id.is_some())?;
     let update = GroupUpdate {
         name: b.name,
         description: b.description,
@@ -906,6 +896,17 @@ pub async fn list_assignments(
     Ok(Json(
         json!({"role_assignments": out, "links": c.links("role_assignments")}),
     ))
+}
+
+/// Refuses a change of `field`, which is set once at creation.
+pub fn fixed(field: &'static str, given: bool) -> Result<(), ApiError> {
+    if given {
+        return Err(ApiError::BadRequest {
+            field,
+            rule: "is fixed at creation".into(),
+        });
+    }
+    Ok(())
 }
 
 fn mandatory(field: &'static str) -> ApiError {

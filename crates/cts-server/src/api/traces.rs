@@ -9,12 +9,13 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use cts_model::{parse_report, ApiVersion, QueryError, ReportContext, ReportError, TraceQuery};
 use cts_store::{AppendOutcome, QueryPage};
 
+use crate::auth::Principal;
 use crate::body::read_body;
 use crate::error::ApiError;
 use crate::metrics::ApiLabel;
@@ -51,12 +52,14 @@ struct ReportResponse {
 
 pub async fn report(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let result = record(&state, path, &headers, body).await;
+    // Authorized for the project, the caller is of its domain.
+    let result = record(&state, &caller.domain_id, path, &headers, body).await;
     let m = &state.metrics;
     m.ingest_duration.observe(started.elapsed().as_secs_f64());
     match result {
@@ -87,6 +90,7 @@ fn rejected_traces(e: &ApiError) -> u64 {
 
 async fn record(
     state: &AppState,
+    domain_id: &str,
     path: Result<Path<String>, PathRejection>,
     headers: &HeaderMap,
     body: Body,
@@ -124,6 +128,7 @@ async fn record(
     // Parsing a body of several MiB is CPU work; it runs beside the blocking
     // append rather than on an async worker.
     let state2 = state.clone();
+    let domain_id = domain_id.to_string();
     let outcome = state
         .with_store(move |store| {
             let ctx = ReportContext {
@@ -138,8 +143,9 @@ async fn record(
                 traces.iter().map(|t| Some(t.trace_id.clone())).collect();
             let (kept, not_recorded) =
                 recording::admit(&state2, &project_id, traces, &mut trace_ids);
-            let AppendOutcome { stored, duplicates } = recording::append(&state2, store, kept)
-                .map_err(|e| ApiError::Write(e.to_string()))?;
+            let AppendOutcome { stored, duplicates } =
+                recording::append(&state2, store, kept, &domain_id)
+                    .map_err(|e| ApiError::Write(e.to_string()))?;
             Ok::<_, ApiError>(ReportResponse {
                 recorded: stored,
                 duplicates,
