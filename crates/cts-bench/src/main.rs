@@ -160,8 +160,10 @@ fn run(args: &Args) -> Result<()> {
         auth: auth.clone(),
     });
     let cpu_before = server::own_cpu();
+    let server_cpu_before = server::process_cpu(srv.pid())?;
     let ingest = rt.block_on(load::ingest(plan, args.clients))?;
     let loader_cpu = (server::own_cpu() - cpu_before).as_secs_f64();
+    let server_cpu = (server::process_cpu(srv.pid())? - server_cpu_before).as_secs_f64();
     let ingest_rate = ingest.traces as f64 / ingest.elapsed.as_secs_f64();
     let mean_trace_bytes = ingest.body_bytes as f64 / ingest.traces.max(1) as f64;
     progress(
@@ -410,6 +412,20 @@ fn run(args: &Args) -> Result<()> {
     );
     f.detail = "the bench's own share of the 2 cores while loading".into();
     figures.push(f);
+    // Steadier than the rate on a noisy machine: what each trace costs the
+    // server, however the cores were shared.
+    let mut f = Figure::new(
+        "ctsd CPU per trace while loading (µs)",
+        "",
+        Some(server_cpu * 1e6 / ingest.traces.max(1) as f64),
+        None,
+        false,
+    );
+    f.detail = format!(
+        "{:.2} cores busy",
+        server_cpu / ingest.elapsed.as_secs_f64()
+    );
+    figures.push(f);
 
     print_table(
         &figures,
@@ -440,6 +456,7 @@ fn run(args: &Args) -> Result<()> {
                 "request_p50_ms": percentile(&ingest.latencies_ms, 50.0),
                 "request_p99_ms": percentile(&ingest.latencies_ms, 99.0),
                 "retries": ingest.retries, "loader_cpu_s": loader_cpu,
+                "server_cpu_s": server_cpu,
             },
             "disk_bytes_after_load": disk_after_load, "disk_bytes": disk, "bytes_per_trace": bytes_per_trace,
             "bytes_per_kb_trace": per_kb(bytes_per_trace),

@@ -130,6 +130,29 @@ pub fn disk_usage(dir: &Path) -> Result<u64> {
     Ok(total)
 }
 
+/// CPU time process `pid` has used so far (user + system), from
+/// `/proc/{pid}/stat` (clock ticks: 10 ms resolution).
+pub fn process_cpu(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: state is field 3, utime 14, stime 15.
+    let after = stat
+        .rsplit_once(')')
+        .with_context(|| format!("no command name in /proc/{pid}/stat"))?
+        .1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<u64> {
+        Ok(fields
+            .get(i - 3)
+            .with_context(|| format!("/proc/{pid}/stat is short"))?
+            .parse()?)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let t = ticks(14)? + ticks(15)?;
+    Ok(Duration::from_secs(t / hz) + Duration::from_nanos((t % hz) * 1_000_000_000 / hz))
+}
+
 /// CPU time this process has used so far (user + system).
 pub fn own_cpu() -> Duration {
     // SAFETY: getrusage only writes into the struct we pass.

@@ -285,10 +285,97 @@ fn explain_type_errors(index: usize, raw: &RawValue, serde_msg: String) -> Vec<F
     out
 }
 
-/// A body in the shape a correct reporter sends: parsed in one pass.
+/// Traces checked and completed one by one as the parser reaches them, so
+/// that no array of parsed inputs is built, grown and moved.
+struct Completed {
+    traces: Vec<Trace>,
+    errors: Vec<FieldError>,
+    count: usize,
+}
+
+/// A body in the shape a correct reporter sends (`{"traces": [...]}`, other
+/// members ignored), parsed and checked in one pass.
+struct TypedBody<'c, 'p> {
+    ctx: &'c ReportContext<'p>,
+    capacity: usize,
+}
+
+/// The `traces` array of a [`TypedBody`].
+struct TypedTraces<'c, 'p>(TypedBody<'c, 'p>);
+
 #[derive(Deserialize)]
-struct TypedBody {
-    traces: Vec<TraceInput>,
+#[serde(field_identifier, rename_all = "lowercase")]
+enum BodyKey {
+    Traces,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for TypedBody<'_, '_> {
+    type Value = Completed;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Completed, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TypedBody<'_, '_> {
+    type Value = Completed;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object with a traces array")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Completed, A::Error> {
+        let mut traces = None;
+        while let Some(key) = map.next_key::<BodyKey>()? {
+            match key {
+                BodyKey::Traces if traces.is_some() => {
+                    return Err(serde::de::Error::duplicate_field("traces"))
+                }
+                BodyKey::Traces => {
+                    traces = Some(map.next_value_seed(TypedTraces(TypedBody { ..self }))?)
+                }
+                BodyKey::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        traces.ok_or_else(|| serde::de::Error::missing_field("traces"))
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for TypedTraces<'_, '_> {
+    type Value = Completed;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Completed, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TypedTraces<'_, '_> {
+    type Value = Completed;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of traces")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Completed, A::Error> {
+        let ctx = self.0.ctx;
+        let mut out = Completed {
+            traces: Vec::with_capacity(self.0.capacity),
+            errors: Vec::new(),
+            count: 0,
+        };
+        while let Some(input) = seq.next_element::<TraceInput>()? {
+            let index = out.count;
+            out.count += 1;
+            // An oversized batch is refused as a whole; its traces are only
+            // parsed, to tell a well-formed body from a broken one.
+            if out.count > ctx.max_traces {
+                continue;
+            }
+            match complete(index, input, ctx) {
+                Ok(t) => out.traces.push(t),
+                Err(mut e) => out.errors.append(&mut e),
+            }
+        }
+        Ok(out)
+    }
 }
 
 fn check_count(n: usize, ctx: &ReportContext<'_>) -> Result<(), ReportError> {
@@ -328,17 +415,28 @@ fn collect(
 pub fn parse_report(body: &[u8], ctx: &ReportContext<'_>) -> Result<Vec<Trace>, ReportError> {
     // Fast path: one pass into typed traces. Only a body that fails it is
     // parsed again, trace by trace, to name every wrongly typed field.
-    if let Ok(TypedBody { traces }) = serde_json::from_slice(body) {
-        check_count(traces.len(), ctx)?;
-        return collect(
-            traces
-                .into_iter()
-                .enumerate()
-                .map(|(index, input)| complete(index, input, ctx)),
-        );
+    let typed = TypedBody {
+        ctx,
+        // About one trace per 600 bytes, never more than a batch may carry.
+        capacity: (body.len() / 600).clamp(1, ctx.max_traces.max(1)),
+    };
+    // One UTF-8 check of the whole body is cheaper than serde_json's check
+    // of every string in it.
+    let body = std::str::from_utf8(body)
+        .map_err(|e| ReportError::Malformed(format!("the body is not UTF-8: {e}")))?;
+    let mut de = serde_json::Deserializer::from_str(body);
+    if let Ok(done) = serde::de::DeserializeSeed::deserialize(typed, &mut de) {
+        if de.end().is_ok() {
+            check_count(done.count, ctx)?;
+            return if done.errors.is_empty() {
+                Ok(done.traces)
+            } else {
+                Err(ReportError::Invalid(done.errors))
+            };
+        }
     }
     let parsed: ReportBody<'_> =
-        serde_json::from_slice(body).map_err(|e| ReportError::Malformed(e.to_string()))?;
+        serde_json::from_str(body).map_err(|e| ReportError::Malformed(e.to_string()))?;
     check_count(parsed.traces.len(), ctx)?;
     collect(parsed.traces.iter().enumerate().map(|(index, raw)| {
         serde_json::from_str::<TraceInput>(raw.get())
@@ -374,11 +472,14 @@ impl Checker {
             // Byte checks first: they decide almost every value without
             // decoding characters (bytes >= characters; C1 controls start
             // with 0xC2).
+            // One branch-free pass over the bytes (it vectorises): C0
+            // controls and DEL, and 0xC2, the lead byte of every C1 control.
+            let (c0, c2) = v.bytes().fold((false, false), |(c0, c2), b| {
+                (c0 | (b < 0x20) | (b == 0x7f), c2 | (b == 0xc2))
+            });
             if v.len() > max && v.chars().count() > max {
                 self.err(field, format!("must be at most {max} characters"));
-            } else if v.bytes().any(|b| b < 0x20 || b == 0x7f)
-                || (v.as_bytes().contains(&0xc2) && v.chars().any(char::is_control))
-            {
+            } else if c0 || (c2 && v.chars().any(char::is_control)) {
                 self.err(field, "must not contain control characters");
             }
         }
@@ -666,7 +767,9 @@ fn as_text(raw: Box<RawValue>) -> Option<Box<RawValue>> {
     if text.starts_with('"') {
         return Some(raw);
     }
-    let quoted = serde_json::to_string(text).expect("a string serializes");
+    let mut quoted = Vec::with_capacity(text.len() + text.len() / 4 + 2);
+    crate::json::write_str(&mut quoted, text);
+    let quoted = String::from_utf8(quoted).expect("escaping keeps UTF-8");
     Some(RawValue::from_string(quoted).expect("a JSON string is a JSON value"))
 }
 

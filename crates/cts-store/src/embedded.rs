@@ -485,7 +485,7 @@ impl EmbeddedStore {
         traces
             .into_iter()
             .map(|t| {
-                let json = serde_json::to_vec(&t).expect("a trace always serializes");
+                let json = t.to_json();
                 Prepared {
                     supplied: t.trace_id_supplied,
                     values: IndexValues::take(t),
