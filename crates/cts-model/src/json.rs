@@ -104,9 +104,9 @@ impl<'a> Obj<'a> {
     fn str(&mut self, key: &str, v: &str) {
         write_str(self.key(key), v);
     }
-    fn opt_str(&mut self, key: &str, v: &Option<String>) {
+    fn opt_str<S: AsRef<str>>(&mut self, key: &str, v: &Option<S>) {
         if let Some(v) = v {
-            self.str(key, v);
+            self.str(key, v.as_ref());
         }
     }
     fn int(&mut self, key: &str, v: i64) {
@@ -128,7 +128,7 @@ impl<'a> Obj<'a> {
     }
 }
 
-impl BaseUser {
+impl<S: AsRef<str>> BaseUser<S> {
     fn write_json(&self, out: &mut Vec<u8>) {
         let mut o = Obj::open(out);
         o.opt_str("id", &self.id);
@@ -137,7 +137,7 @@ impl BaseUser {
     }
 }
 
-impl SessionContext {
+impl<S: AsRef<str>> SessionContext<S> {
     fn write_json(&self, out: &mut Vec<u8>) {
         let mut o = Obj::open(out);
         if let Some(a) = &self.attributes {
@@ -150,7 +150,7 @@ impl SessionContext {
     }
 }
 
-impl UserInfo {
+impl<S: AsRef<str>> UserInfo<S> {
     fn write_json(&self, out: &mut Vec<u8>) {
         let mut o = Obj::open(out);
         o.opt_str("id", &self.id);
@@ -172,7 +172,7 @@ impl UserInfo {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_str(out, s);
+                write_str(out, s.as_ref());
             }
             out.push(b']');
         }
@@ -184,43 +184,43 @@ impl UserInfo {
     }
 }
 
-impl Trace {
+impl<S: AsRef<str>> Trace<S> {
     /// The trace as JSON, the same bytes as `serde_json::to_vec(self)`.
     pub fn to_json(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(2048);
         let mut o = Obj::open(&mut out);
-        o.str("trace_id", &self.trace_id);
+        o.str("trace_id", self.trace_id.as_ref());
         o.int("time", self.time);
         o.int("record_time", self.record_time);
         self.user.write_json(o.key("user"));
         o.opt_raw("request", &self.request);
         o.opt_raw("response", &self.response);
         o.opt_raw("code", &self.code);
-        o.str("service_type", &self.service_type);
-        o.str("event_type", &self.event_type);
-        o.str("project_id", &self.project_id);
-        o.str("resource_type", &self.resource_type);
+        o.str("service_type", self.service_type.as_ref());
+        o.str("event_type", self.event_type.as_ref());
+        o.str("project_id", self.project_id.as_ref());
+        o.str("resource_type", self.resource_type.as_ref());
         o.opt_str("resource_account_id", &self.resource_account_id);
         if let Some(v) = self.read_only {
             o.key("read_only")
                 .extend_from_slice(if v { b"true" } else { b"false" });
         }
-        o.str("tracker_name", &self.tracker_name);
-        o.str("operation_id", &self.operation_id);
+        o.str("tracker_name", self.tracker_name.as_ref());
+        o.str("operation_id", self.operation_id.as_ref());
         o.opt_str("resource_name", &self.resource_name);
         o.opt_str("resource_id", &self.resource_id);
-        o.str("source_ip", &self.source_ip);
-        o.str("domain_id", &self.domain_id);
-        o.str("trace_name", &self.trace_name);
-        o.str("trace_rating", &self.trace_rating);
-        o.str("trace_type", &self.trace_type);
+        o.str("source_ip", self.source_ip.as_ref());
+        o.str("domain_id", self.domain_id.as_ref());
+        o.str("trace_name", self.trace_name.as_ref());
+        o.str("trace_rating", self.trace_rating.as_ref());
+        o.str("trace_type", self.trace_type.as_ref());
         o.opt_str("api_version", &self.api_version);
         o.opt_raw("message", &self.message);
         o.opt_str("request_id", &self.request_id);
         o.opt_str("location_info", &self.location_info);
         o.opt_str("endpoint", &self.endpoint);
         o.opt_str("resource_url", &self.resource_url);
-        o.str("enterprise_project_id", &self.enterprise_project_id);
+        o.str("enterprise_project_id", self.enterprise_project_id.as_ref());
         o.opt_str("user_agent", &self.user_agent);
         o.opt_int("content_length", self.content_length);
         o.opt_int("total_time", self.total_time);
@@ -275,7 +275,7 @@ mod tests {
 
     #[test]
     fn a_trace_is_written_as_serde_json_writes_it() {
-        let full = Trace {
+        let full: Trace = Trace {
             trace_id: "0f8e2a1c-1b2d-4c3e-9f4a-5b6c7d8e9f00".into(),
             trace_id_supplied: true,
             time: 1_700_000_000_123,

@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::trace::{
-    rating_for_code, BaseUser, Trace, TraceKind, UserInfo, RATINGS, SYSTEM_TRACKER,
+    rating_for_code, BaseUser, Text, Trace, TraceKind, UserInfo, RATINGS, SYSTEM_TRACKER,
 };
 
 /// One broken rule: which trace of the batch, which field, which rule.
@@ -83,37 +83,38 @@ pub struct ReportContext<'a> {
 /// below (not serde) say what is missing.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TraceInput {
-    trace_id: Option<String>,
+#[serde(bound(deserialize = "'de: 'a"))]
+struct TraceInput<'a> {
+    trace_id: Option<Text<'a>>,
     time: Option<i64>,
     record_time: Option<i64>,
-    user: Option<UserInfo>,
+    user: Option<UserInfo<Text<'a>>>,
     request: Option<Box<RawValue>>,
     response: Option<Box<RawValue>>,
     code: Option<Box<RawValue>>,
-    service_type: Option<String>,
-    event_type: Option<String>,
-    project_id: Option<String>,
-    resource_type: Option<String>,
-    resource_account_id: Option<String>,
+    service_type: Option<Text<'a>>,
+    event_type: Option<Text<'a>>,
+    project_id: Option<Text<'a>>,
+    resource_type: Option<Text<'a>>,
+    resource_account_id: Option<Text<'a>>,
     read_only: Option<bool>,
-    tracker_name: Option<String>,
-    operation_id: Option<String>,
-    resource_name: Option<String>,
-    resource_id: Option<String>,
-    source_ip: Option<String>,
-    domain_id: Option<String>,
-    trace_name: Option<String>,
-    trace_rating: Option<String>,
-    trace_type: Option<String>,
-    api_version: Option<String>,
+    tracker_name: Option<Text<'a>>,
+    operation_id: Option<Text<'a>>,
+    resource_name: Option<Text<'a>>,
+    resource_id: Option<Text<'a>>,
+    source_ip: Option<Text<'a>>,
+    domain_id: Option<Text<'a>>,
+    trace_name: Option<Text<'a>>,
+    trace_rating: Option<Text<'a>>,
+    trace_type: Option<Text<'a>>,
+    api_version: Option<Text<'a>>,
     message: Option<Box<RawValue>>,
-    request_id: Option<String>,
-    location_info: Option<String>,
-    endpoint: Option<String>,
-    resource_url: Option<String>,
-    enterprise_project_id: Option<String>,
-    user_agent: Option<String>,
+    request_id: Option<Text<'a>>,
+    location_info: Option<Text<'a>>,
+    endpoint: Option<Text<'a>>,
+    resource_url: Option<Text<'a>>,
+    enterprise_project_id: Option<Text<'a>>,
+    user_agent: Option<Text<'a>>,
     content_length: Option<i64>,
     total_time: Option<i64>,
 }
@@ -287,8 +288,8 @@ fn explain_type_errors(index: usize, raw: &RawValue, serde_msg: String) -> Vec<F
 
 /// Traces checked and completed one by one as the parser reaches them, so
 /// that no array of parsed inputs is built, grown and moved.
-struct Completed {
-    traces: Vec<Trace>,
+struct Completed<'a> {
+    traces: Vec<Trace<Text<'a>>>,
     errors: Vec<FieldError>,
     count: usize,
 }
@@ -311,19 +312,22 @@ enum BodyKey {
     Other,
 }
 
-impl<'de> serde::de::DeserializeSeed<'de> for TypedBody<'_, '_> {
-    type Value = Completed;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Completed, D::Error> {
+impl<'de, 'p: 'de> serde::de::DeserializeSeed<'de> for TypedBody<'_, 'p> {
+    type Value = Completed<'de>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Completed<'de>, D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for TypedBody<'_, '_> {
-    type Value = Completed;
+impl<'de, 'p: 'de> serde::de::Visitor<'de> for TypedBody<'_, 'p> {
+    type Value = Completed<'de>;
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("an object with a traces array")
     }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Completed, A::Error> {
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> Result<Completed<'de>, A::Error> {
         let mut traces = None;
         while let Some(key) = map.next_key::<BodyKey>()? {
             match key {
@@ -342,19 +346,22 @@ impl<'de> serde::de::Visitor<'de> for TypedBody<'_, '_> {
     }
 }
 
-impl<'de> serde::de::DeserializeSeed<'de> for TypedTraces<'_, '_> {
-    type Value = Completed;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Completed, D::Error> {
+impl<'de, 'p: 'de> serde::de::DeserializeSeed<'de> for TypedTraces<'_, 'p> {
+    type Value = Completed<'de>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Completed<'de>, D::Error> {
         d.deserialize_seq(self)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for TypedTraces<'_, '_> {
-    type Value = Completed;
+impl<'de, 'p: 'de> serde::de::Visitor<'de> for TypedTraces<'_, 'p> {
+    type Value = Completed<'de>;
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("an array of traces")
     }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Completed, A::Error> {
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> Result<Completed<'de>, A::Error> {
         let ctx = self.0.ctx;
         let mut out = Completed {
             traces: Vec::with_capacity(self.0.capacity),
@@ -391,9 +398,9 @@ fn check_count(n: usize, ctx: &ReportContext<'_>) -> Result<(), ReportError> {
     Ok(())
 }
 
-fn collect(
-    results: impl Iterator<Item = Result<Trace, Vec<FieldError>>>,
-) -> Result<Vec<Trace>, ReportError> {
+fn collect<'a>(
+    results: impl Iterator<Item = Result<Trace<Text<'a>>, Vec<FieldError>>>,
+) -> Result<Vec<Trace<Text<'a>>>, ReportError> {
     let mut errors = Vec::new();
     let mut traces = Vec::new();
     for r in results {
@@ -412,7 +419,11 @@ fn collect(
 /// Parses and checks a whole report body. On success every trace is complete:
 /// ids, record time, rating, tracker and the defaults of mandatory fields are
 /// filled.
-pub fn parse_report(body: &[u8], ctx: &ReportContext<'_>) -> Result<Vec<Trace>, ReportError> {
+/// The traces borrow their text from `body`.
+pub fn parse_report<'a>(
+    body: &'a [u8],
+    ctx: &ReportContext<'a>,
+) -> Result<Vec<Trace<Text<'a>>>, ReportError> {
     // Fast path: one pass into typed traces. Only a body that fails it is
     // parsed again, trace by trace, to name every wrongly typed field.
     let typed = TypedBody {
@@ -456,19 +467,20 @@ impl Checker {
             .push(FieldError::new(Some(self.index), field, rule.into()));
     }
 
-    fn required(&mut self, field: &str, value: Option<String>) -> String {
+    fn required<'a>(&mut self, field: &str, value: Option<Text<'a>>) -> Text<'a> {
         match value {
             Some(v) if !v.is_empty() => v,
             _ => {
                 self.err(field, "is mandatory");
-                String::new()
+                Text::default()
             }
         }
     }
 
     /// Length limit and no control characters, for free-text identifiers.
-    fn text(&mut self, field: &str, value: &Option<String>, max: usize) {
+    fn text<S: AsRef<str>>(&mut self, field: &str, value: &Option<S>, max: usize) {
         if let Some(v) = value {
+            let v = v.as_ref();
             // Byte checks first: they decide almost every value without
             // decoding characters (bytes >= characters; C1 controls start
             // with 0xC2).
@@ -525,11 +537,11 @@ fn code_as_status(code: &RawValue) -> Option<u16> {
     digits.parse::<u16>().ok()
 }
 
-fn complete(
+fn complete<'a>(
     index: usize,
-    t: TraceInput,
-    ctx: &ReportContext<'_>,
-) -> Result<Trace, Vec<FieldError>> {
+    t: TraceInput<'a>,
+    ctx: &ReportContext<'a>,
+) -> Result<Trace<Text<'a>>, Vec<FieldError>> {
     let mut c = Checker {
         index,
         errors: Vec::new(),
@@ -537,11 +549,15 @@ fn complete(
 
     let trace_id_supplied = t.trace_id.is_some();
     let trace_id = match t.trace_id {
-        None => uuid::Uuid::new_v4().hyphenated().to_string(),
-        Some(id) => canonical_uuid(&id).unwrap_or_else(|| {
-            c.err("trace_id", "must be a UUID when the reporter supplies it");
-            id
-        }),
+        None => Text::from(uuid::Uuid::new_v4().hyphenated().to_string()),
+        Some(id) => match canonical_uuid(&id) {
+            Some(canonical) if canonical == *id => id,
+            Some(canonical) => Text::from(canonical),
+            None => {
+                c.err("trace_id", "must be a UUID when the reporter supplies it");
+                id
+            }
+        },
     };
 
     let time = match t.time {
@@ -590,7 +606,7 @@ fn complete(
         );
     }
     let resource_type = c.required("resource_type", t.resource_type);
-    c.text("resource_type", &Some(resource_type.clone()), 128);
+    c.text("resource_type", &Some(&*resource_type), 128);
 
     let trace_name = c.required("trace_name", t.trace_name);
     if !trace_name.is_empty() && !is_valid_trace_name(&trace_name) {
@@ -618,19 +634,19 @@ fn complete(
     }
     let trace_rating = match t.trace_rating {
         Some(r) => {
-            if !RATINGS.contains(&r.as_str()) {
+            if !RATINGS.contains(&&*r) {
                 c.err("trace_rating", "must be normal, warning or incident");
             }
             r
         }
         None => match status.and_then(rating_for_code) {
-            Some(r) => r.to_string(),
+            Some(r) => Text::from(r),
             None => {
                 c.err(
                     "trace_rating",
                     "is mandatory when code is not an HTTP status code (100-599)",
                 );
-                String::new()
+                Text::default()
             }
         },
     };
@@ -643,7 +659,7 @@ fn complete(
             );
             p
         }
-        _ => ctx.project_id.to_string(),
+        _ => Text::from(ctx.project_id),
     };
 
     let tracker_name = match (kind, t.tracker_name) {
@@ -656,7 +672,7 @@ fn complete(
                 "tracker_name",
                 "is mandatory for data traces (the data tracker)",
             );
-            String::new()
+            Text::default()
         }
         (Some(TraceKind::Data), Some(name)) => {
             if !is_valid_tracker_name(&name) || name == SYSTEM_TRACKER {
@@ -667,7 +683,7 @@ fn complete(
             }
             name
         }
-        (_, name) => name.unwrap_or_else(|| SYSTEM_TRACKER.to_string()),
+        (_, name) => name.unwrap_or(Text::from(SYSTEM_TRACKER)),
     };
 
     let source_ip = t.source_ip.unwrap_or_default();
@@ -725,9 +741,7 @@ fn complete(
         request: t.request.and_then(as_text),
         response: t.response.and_then(as_text),
         code: t.code.and_then(as_text),
-        event_type: t
-            .event_type
-            .unwrap_or_else(|| kind.as_query_value().to_string()),
+        event_type: t.event_type.unwrap_or(Text::from(kind.as_query_value())),
         operation_id: t.operation_id.unwrap_or_else(|| trace_name.clone()),
         service_type,
         project_id,
@@ -748,7 +762,7 @@ fn complete(
         location_info: t.location_info,
         endpoint: t.endpoint,
         resource_url: t.resource_url,
-        enterprise_project_id: t.enterprise_project_id.unwrap_or_else(|| "0".to_string()),
+        enterprise_project_id: t.enterprise_project_id.unwrap_or(Text::from("0")),
         user_agent: t.user_agent,
         content_length: t.content_length,
         total_time: t.total_time,
@@ -773,7 +787,7 @@ fn as_text(raw: Box<RawValue>) -> Option<Box<RawValue>> {
     Some(RawValue::from_string(quoted).expect("a JSON string is a JSON value"))
 }
 
-fn check_user(c: &mut Checker, u: &UserInfo) {
+fn check_user(c: &mut Checker, u: &UserInfo<Text<'_>>) {
     for (field, value) in [("user.id", &u.id), ("user.name", &u.name)] {
         if value.as_deref().is_none_or(str::is_empty) {
             c.err(field, "is mandatory");
@@ -845,8 +859,31 @@ mod tests {
     }
 
     #[test]
+    fn text_stays_in_the_body_unless_it_had_escapes() {
+        use std::borrow::Cow;
+        let mut v = good();
+        v["resource_name"] = "vm \"one\" / 2".into();
+        let bytes = body(vec![v]);
+        let t = parse_report(&bytes, &ctx()).unwrap().remove(0);
+        assert!(matches!(t.service_type.0, Cow::Borrowed("ECS")));
+        assert!(matches!(
+            &t.user.name.as_ref().unwrap().0,
+            Cow::Borrowed("alice")
+        ));
+        let name = t.resource_name.as_ref().unwrap();
+        assert!(matches!(name.0, Cow::Owned(_)));
+        assert_eq!(*name, "vm \"one\" / 2");
+        let owned = t.into_owned();
+        assert_eq!(owned.resource_name.as_deref(), Some("vm \"one\" / 2"));
+        assert_eq!(owned.service_type, "ECS");
+    }
+
+    #[test]
     fn fills_server_fields() {
-        let t = parse_report(&body(vec![good()]), &ctx()).unwrap().remove(0);
+        let t = parse_report(&body(vec![good()]), &ctx())
+            .unwrap()
+            .remove(0)
+            .into_owned();
         assert_eq!(t.trace_rating, "normal");
         assert_eq!(t.tracker_name, "system");
         assert_eq!(t.project_id, "p1");
@@ -860,12 +897,18 @@ mod tests {
         for (code, rating) in [("302", "normal"), ("404", "warning"), ("503", "incident")] {
             let mut v = good();
             v["code"] = Value::String(code.into());
-            let t = parse_report(&body(vec![v]), &ctx()).unwrap().remove(0);
+            let t = parse_report(&body(vec![v]), &ctx())
+                .unwrap()
+                .remove(0)
+                .into_owned();
             assert_eq!(t.trace_rating, rating);
         }
         let mut v = good();
         v["code"] = serde_json::json!(500);
-        let t = parse_report(&body(vec![v]), &ctx()).unwrap().remove(0);
+        let t = parse_report(&body(vec![v]), &ctx())
+            .unwrap()
+            .remove(0)
+            .into_owned();
         assert_eq!(t.trace_rating, "incident");
         // Stored as the string the trace structure declares.
         assert_eq!(t.code.unwrap().get(), "\"500\"");
@@ -877,7 +920,10 @@ mod tests {
         v["request"] = serde_json::json!({"server": {"name": "web-1"}});
         v["response"] = serde_json::json!("already text");
         v["message"] = Value::Null;
-        let t = parse_report(&body(vec![v]), &ctx()).unwrap().remove(0);
+        let t = parse_report(&body(vec![v]), &ctx())
+            .unwrap()
+            .remove(0)
+            .into_owned();
         let request: String = serde_json::from_str(t.request.unwrap().get()).unwrap();
         assert_eq!(
             serde_json::from_str::<Value>(&request).unwrap(),
@@ -934,7 +980,10 @@ mod tests {
         v["trace_type"] = "ObsSDK".into();
         assert!(parse_report(&body(vec![v.clone()]), &ctx()).is_err());
         v["tracker_name"] = "bucket-reads".into();
-        let t = parse_report(&body(vec![v]), &ctx()).unwrap().remove(0);
+        let t = parse_report(&body(vec![v]), &ctx())
+            .unwrap()
+            .remove(0)
+            .into_owned();
         assert_eq!(t.kind(), TraceKind::Data);
         assert_eq!(t.event_type, "data");
     }
@@ -973,7 +1022,8 @@ mod tests {
         v["trace_id"] = "6F9619FF-8B86-D011-B42D-00CF4FC964FF".into();
         let t = parse_report(&body(vec![v.clone()]), &ctx())
             .unwrap()
-            .remove(0);
+            .remove(0)
+            .into_owned();
         assert_eq!(t.trace_id, "6f9619ff-8b86-d011-b42d-00cf4fc964ff");
         v["trace_id"] = "nope".into();
         assert!(parse_report(&body(vec![v]), &ctx()).is_err());

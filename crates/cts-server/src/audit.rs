@@ -318,7 +318,8 @@ mod tests {
             newest_time_ms: now + 1,
             max_traces: 1,
         };
-        let traces = parse_report(&serde_json::to_vec(&body).unwrap(), &ctx).unwrap();
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let traces = parse_report(&bytes, &ctx).unwrap();
         let t = &traces[0];
         assert_eq!(t.trace_name, "createUser");
         assert_eq!(t.trace_rating, "normal");
@@ -327,7 +328,8 @@ mod tests {
         let failed =
             AuditEvent::failed_authentication("p1", &origin, Some("AK123"), None, "bad signature");
         let body = json!({ "traces": [failed.to_trace(now)] });
-        let traces = parse_report(&serde_json::to_vec(&body).unwrap(), &ctx).unwrap();
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let traces = parse_report(&bytes, &ctx).unwrap();
         assert_eq!(traces[0].trace_rating, "warning");
         assert_eq!(traces[0].trace_name, "authenticate");
         assert_eq!(traces[0].user.access_key_id.as_deref(), Some("AK123"));

@@ -1,16 +1,17 @@
 //! A store whose every operation fails, to show that the HTTP layer turns
 //! storage failures into CTS errors and never panics.
 
-use cts_model::{Trace, TraceQuery};
+use cts_model::TraceQuery;
 use cts_store::{
-    AppendOutcome, JournalBatch, QueryPage, RetentionReport, StoreError, StoreStats, TraceStore,
+    AppendOutcome, JournalBatch, PreparedTrace, QueryPage, RetentionReport, StoreError, StoreStats,
+    TraceStore,
 };
 
 /// A store whose every operation fails, for the error paths.
 pub struct BrokenStore;
 
 impl TraceStore for BrokenStore {
-    fn append(&self, _: Vec<Trace>) -> Result<AppendOutcome, StoreError> {
+    fn append_prepared(&self, _: Vec<PreparedTrace>) -> Result<AppendOutcome, StoreError> {
         Err(StoreError::Unavailable("disk on fire".into()))
     }
     fn query(&self, _: &TraceQuery) -> Result<QueryPage, StoreError> {

@@ -2,7 +2,7 @@
 //! are kept, and every recorded trace teaches the operation catalog.
 
 use cts_model::{Trace, TraceKind};
-use cts_store::{AppendOutcome, StoreError, TraceStore};
+use cts_store::{AppendOutcome, PreparedTrace, StoreError, TraceStore};
 use cts_tracker::{DataEvent, RecordingDataTracker};
 use serde::Serialize;
 
@@ -28,18 +28,18 @@ impl NotRecorded {
 
 /// The bucket a data trace is about: its `resource_name` (or
 /// `resource_id`) up to the first `/` (`bucket/object/key` → `bucket`).
-fn bucket_of(t: &Trace) -> Option<&str> {
-    let name = t
-        .resource_name
-        .as_deref()
-        .or(t.resource_id.as_deref())
-        .filter(|n| !n.is_empty())?;
+fn bucket_of<S: AsRef<str>>(t: &Trace<S>) -> Option<&str> {
+    let name = [&t.resource_name, &t.resource_id]
+        .into_iter()
+        .flatten()
+        .map(AsRef::as_ref)
+        .find(|n| !n.is_empty())?;
     name.split('/').next()
 }
 
 /// Whether `tracker` records `t`: its bucket, and its operation type
 /// (`read_only: true` is a READ, anything else a WRITE).
-fn tracks(tracker: &RecordingDataTracker, t: &Trace) -> bool {
+fn tracks<S: AsRef<str>>(tracker: &RecordingDataTracker, t: &Trace<S>) -> bool {
     let event = if t.read_only == Some(true) {
         DataEvent::Read
     } else {
@@ -52,21 +52,21 @@ fn tracks(tracker: &RecordingDataTracker, t: &Trace) -> bool {
 /// out and why. The ids of the left-out traces are set to `None` in
 /// `ids` (the reported ids, in request order). Answered from the trackers'
 /// in-memory view.
-pub fn admit(
+pub fn admit<S: AsRef<str>>(
     state: &AppState,
     project_id: &str,
-    traces: Vec<Trace>,
+    traces: Vec<Trace<S>>,
     ids: &mut [Option<String>],
-) -> (Vec<Trace>, NotRecorded) {
+) -> (Vec<Trace<S>>, NotRecorded) {
     let trackers = &state.trackers;
     let management = trackers.management_enabled(project_id);
     let (mut no_management, mut no_tracker, mut mismatch) = (0, 0, 0);
-    let mut records = |t: &Trace| match t.kind() {
+    let mut records = |t: &Trace<S>| match t.kind() {
         TraceKind::Management => {
             no_management += usize::from(!management);
             management
         }
-        TraceKind::Data => match trackers.data_tracker_for(project_id, &t.tracker_name) {
+        TraceKind::Data => match trackers.data_tracker_for(project_id, t.tracker_name.as_ref()) {
             Some(tracker) if tracks(&tracker, t) => true,
             Some(_) => {
                 mismatch += 1;
@@ -78,7 +78,7 @@ pub fn admit(
             }
         },
     };
-    let kept: Vec<Trace> = traces
+    let kept: Vec<Trace<S>> = traces
         .into_iter()
         .zip(ids.iter_mut())
         .filter_map(|(t, id)| {
@@ -119,28 +119,33 @@ pub fn admit(
 /// catalog learn their service types, resource types, trace names and
 /// users (per the project's domain, not the one a reporter wrote into a
 /// trace's user). Blocking.
-pub fn append(
+pub fn append<S: AsRef<str>>(
     state: &AppState,
     store: &dyn TraceStore,
-    traces: Vec<Trace>,
+    traces: Vec<Trace<S>>,
     domain_id: &str,
 ) -> Result<AppendOutcome, StoreError> {
     if traces.is_empty() {
         return Ok(AppendOutcome::default());
     }
-    // Learned before the traces move into the store, from references: no
+    // Learned as each trace is prepared for the store, from references: no
     // copies on the ingest path. A failed append may so teach the catalog
     // an operation it then does not hold, which costs nothing.
-    for t in &traces {
-        state.catalog.observe(
-            &t.project_id,
-            domain_id,
-            &t.service_type,
-            &t.resource_type,
-            &t.trace_name,
-            t.user.name.as_deref().unwrap_or_default(),
-            t.time,
-        );
-    }
-    store.append(traces)
+    let prepared = traces
+        .iter()
+        .map(|t| {
+            state.catalog.observe(
+                t.project_id.as_ref(),
+                domain_id,
+                t.service_type.as_ref(),
+                t.resource_type.as_ref(),
+                t.trace_name.as_ref(),
+                t.user.name.as_ref().map_or("", AsRef::as_ref),
+                t.time,
+            );
+            PreparedTrace::of(t)
+        })
+        .collect();
+    drop(traces);
+    store.append_prepared(prepared)
 }

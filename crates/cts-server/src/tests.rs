@@ -379,10 +379,11 @@ async fn expired_traces_never_show() {
         newest_time_ms: now,
         max_traces: 10,
     };
-    let traces =
-        cts_model::parse_report(json!({"traces": [old]}).to_string().as_bytes(), &ctx).unwrap();
-    let id = traces[0].trace_id.clone();
-    store.append(traces).unwrap();
+    let body = json!({"traces": [old]}).to_string();
+    let traces = cts_model::parse_report(body.as_bytes(), &ctx).unwrap();
+    let id = traces[0].trace_id.to_string();
+    let prepared = traces.iter().map(cts_store::PreparedTrace::of).collect();
+    store.append_prepared(prepared).unwrap();
 
     let from = now - 3 * 3_600_000;
     let a = call(&app, get(&format!("/v3/p1/traces?from={from}&to={now}"))).await;

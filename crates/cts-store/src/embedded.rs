@@ -19,6 +19,7 @@ use crate::dict::Dictionaries;
 use crate::journal::{self, ActiveFile, EncodedBatch, FrameRef, FRAME_DOCS};
 use crate::memtable::{Candidate, IndexValues, Key, Memtable, Probe, TopK};
 use crate::segment::{self, Segment};
+use crate::PreparedTrace;
 use crate::{
     AppendOutcome, JournalBatch, QueryPage, RetentionReport, StoreError, StoreStats, TraceStore,
 };
@@ -91,14 +92,8 @@ impl JournalFile {
     }
 }
 
-struct Prepared {
-    values: IndexValues,
-    json: Vec<u8>,
-    supplied: bool,
-}
-
 struct WriteRequest {
-    docs: Vec<Prepared>,
+    docs: Vec<PreparedTrace>,
     batch: EncodedBatch,
     duplicates: usize,
     reply: SyncSender<Result<(AppendOutcome, Spent), StoreError>>,
@@ -107,7 +102,7 @@ struct WriteRequest {
 /// The buffers of a written request, handed back so that the caller's
 /// thread, not the single writer thread, pays for freeing them.
 struct Spent {
-    _docs: Vec<Prepared>,
+    _docs: Vec<PreparedTrace>,
     _batch: EncodedBatch,
 }
 
@@ -324,7 +319,7 @@ impl EmbeddedStore {
                             detail: e.to_string(),
                         })?;
                     let mut active = inner.active.write();
-                    active.insert(&IndexValues::take(trace), frame, idx, seq);
+                    active.insert(&IndexValues::of(&trace), frame, idx, seq);
                     if active.len() >= config.memtable_max_traces {
                         let full = Arc::new(std::mem::take(&mut *active));
                         inner.index.write().frozen.push(full.clone());
@@ -480,20 +475,6 @@ impl EmbeddedStore {
         }
         Ok(out.into_iter().flatten().collect())
     }
-
-    fn prepare(traces: Vec<Trace>) -> Vec<Prepared> {
-        traces
-            .into_iter()
-            .map(|t| {
-                let json = t.to_json();
-                Prepared {
-                    supplied: t.trace_id_supplied,
-                    values: IndexValues::take(t),
-                    json,
-                }
-            })
-            .collect()
-    }
 }
 
 impl Drop for EmbeddedStore {
@@ -520,7 +501,7 @@ fn coalesce(sorted: &[FrameRef], gap: u32) -> Vec<FrameRef> {
     out
 }
 
-fn encode(dicts: &Arc<Dictionaries>, docs: &[Prepared]) -> Result<EncodedBatch, StoreError> {
+fn encode(dicts: &Arc<Dictionaries>, docs: &[PreparedTrace]) -> Result<EncodedBatch, StoreError> {
     journal::encode_frames(
         dicts,
         docs.iter().map(|d| (d.json.as_slice(), d.values.time)),
@@ -528,8 +509,7 @@ fn encode(dicts: &Arc<Dictionaries>, docs: &[Prepared]) -> Result<EncodedBatch, 
 }
 
 impl TraceStore for EmbeddedStore {
-    fn append(&self, traces: Vec<Trace>) -> Result<AppendOutcome, StoreError> {
-        let mut docs = Self::prepare(traces);
+    fn append_prepared(&self, mut docs: Vec<PreparedTrace>) -> Result<AppendOutcome, StoreError> {
         let before = docs.len();
         // Drop retries of traces already recorded (and repeats within the batch).
         if docs.iter().any(|d| d.supplied) {
@@ -537,10 +517,10 @@ impl TraceStore for EmbeddedStore {
             let mut keep = Vec::with_capacity(docs.len());
             for d in docs {
                 if d.supplied {
-                    let key = (d.values.project.clone(), d.values.id);
+                    let key = (d.values.project().to_string(), d.values.id);
                     if !seen.insert(key)
                         || self
-                            .find(&d.values.project, &d.values.id, Some(d.values.time))?
+                            .find(d.values.project(), &d.values.id, Some(d.values.time))?
                             .is_some()
                     {
                         continue;
@@ -930,8 +910,8 @@ fn write_group(
             // A failed lookup keeps the trace: storing a retry twice is
             // better than losing it.
             !d.supplied
-                || (!matches!(inner.find(&v.project, &v.id, Some(v.time)), Ok(Some(_)))
-                    && seen.insert((v.project.clone(), v.id)))
+                || (!matches!(inner.find(v.project(), &v.id, Some(v.time)), Ok(Some(_)))
+                    && seen.insert((v.project().to_string(), v.id)))
         });
         if r.docs.len() != before {
             r.duplicates += before - r.docs.len();

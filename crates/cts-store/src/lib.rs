@@ -15,6 +15,7 @@ use cts_model::{Trace, TraceQuery};
 
 pub use embedded::{EmbeddedStore, StoreConfig};
 pub use error::StoreError;
+use memtable::IndexValues;
 
 /// What an append did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -59,6 +60,26 @@ pub struct RetentionReport {
     pub journal_segments_held: usize,
 }
 
+/// A trace made ready for [`TraceStore::append_prepared`]: its stored JSON
+/// and its index values. Made from a trace of any text type, so that a
+/// reported trace is stored without first copying its text out of the
+/// request body.
+pub struct PreparedTrace {
+    pub(crate) json: Vec<u8>,
+    pub(crate) values: IndexValues,
+    pub(crate) supplied: bool,
+}
+
+impl PreparedTrace {
+    pub fn of<S: AsRef<str>>(t: &Trace<S>) -> PreparedTrace {
+        PreparedTrace {
+            json: t.to_json(),
+            values: IndexValues::of(t),
+            supplied: t.trace_id_supplied,
+        }
+    }
+}
+
 /// One acknowledged trace, as the journal holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalEntry {
@@ -84,7 +105,12 @@ pub trait TraceStore: Send + Sync + 'static {
     /// Records a batch; returns once it is durable (fsync'd). Traces whose
     /// reporter-supplied trace_id is already recorded in the project are not
     /// stored again. Blocking.
-    fn append(&self, traces: Vec<Trace>) -> Result<AppendOutcome, StoreError>;
+    fn append_prepared(&self, traces: Vec<PreparedTrace>) -> Result<AppendOutcome, StoreError>;
+
+    /// [`TraceStore::append_prepared`] for traces that own their text.
+    fn append(&self, traces: Vec<Trace>) -> Result<AppendOutcome, StoreError> {
+        self.append_prepared(traces.iter().map(PreparedTrace::of).collect())
+    }
 
     /// Answers a ListTraces query. Blocking.
     fn query(&self, query: &TraceQuery) -> Result<QueryPage, StoreError>;

@@ -77,39 +77,76 @@ pub struct Probe<'a> {
     pub filters: &'a [(Field, String)],
 }
 
-/// The index values of one trace, extracted once at ingest.
+/// The index values of one trace, extracted once at ingest: the project
+/// and the value of each [`Field`], copied into one allocation.
 pub struct IndexValues {
-    pub project: String,
     pub time: i64,
     pub id: [u8; 16],
-    pub values: [Option<String>; NF],
+    text: String,
+    /// Where the project (first) and each field's value lie in `text`;
+    /// `None` for a field the trace does not have.
+    spans: [Option<(u32, u32)>; NF + 1],
 }
 
 impl IndexValues {
-    /// Moves the values out of a trace that is no longer needed (ingest has
-    /// already serialized it), saving a copy of each string.
-    pub fn take(mut t: Trace) -> IndexValues {
-        let kind = t.kind().as_query_value().to_string();
-        let take = |s: &mut String| Some(std::mem::take(s));
-        let values = Field::ALL.map(|f| match f {
-            Field::ServiceType => take(&mut t.service_type),
-            Field::User => t.user.name.take(),
-            Field::ResourceId => t.resource_id.take(),
-            Field::ResourceName => t.resource_name.take(),
-            Field::ResourceType => take(&mut t.resource_type),
-            Field::TraceName => take(&mut t.trace_name),
-            Field::TraceRating => take(&mut t.trace_rating),
-            Field::AccessKeyId => t.user.access_key_id.take(),
-            Field::EnterpriseProjectId => take(&mut t.enterprise_project_id),
-            Field::TrackerName => take(&mut t.tracker_name),
-            Field::Kind => Some(kind.clone()),
-        });
-        IndexValues {
-            time: t.time,
-            id: cts_model::query::trace_id_bytes(&t.trace_id),
-            project: t.project_id,
-            values,
+    pub fn new(project: &str, time: i64, id: [u8; 16], values: [Option<&str>; NF]) -> Self {
+        let len = project.len() + values.iter().flatten().map(|v| v.len()).sum::<usize>();
+        let mut text = String::with_capacity(len);
+        let mut spans = [None; NF + 1];
+        for (span, value) in spans
+            .iter_mut()
+            .zip(std::iter::once(Some(project)).chain(values))
+        {
+            if let Some(v) = value {
+                *span = Some((text.len() as u32, (text.len() + v.len()) as u32));
+                text.push_str(v);
+            }
         }
+        IndexValues {
+            time,
+            id,
+            text,
+            spans,
+        }
+    }
+
+    /// The values of a trace of any text type.
+    pub fn of<S: AsRef<str>>(t: &Trace<S>) -> IndexValues {
+        fn opt<S: AsRef<str>>(s: &Option<S>) -> Option<&str> {
+            s.as_ref().map(AsRef::as_ref)
+        }
+        let values = Field::ALL.map(|f| match f {
+            Field::ServiceType => Some(t.service_type.as_ref()),
+            Field::User => opt(&t.user.name),
+            Field::ResourceId => opt(&t.resource_id),
+            Field::ResourceName => opt(&t.resource_name),
+            Field::ResourceType => Some(t.resource_type.as_ref()),
+            Field::TraceName => Some(t.trace_name.as_ref()),
+            Field::TraceRating => Some(t.trace_rating.as_ref()),
+            Field::AccessKeyId => opt(&t.user.access_key_id),
+            Field::EnterpriseProjectId => Some(t.enterprise_project_id.as_ref()),
+            Field::TrackerName => Some(t.tracker_name.as_ref()),
+            Field::Kind => Some(t.kind().as_query_value()),
+        });
+        IndexValues::new(
+            t.project_id.as_ref(),
+            t.time,
+            cts_model::query::trace_id_bytes(t.trace_id.as_ref()),
+            values,
+        )
+    }
+
+    fn span(&self, i: usize) -> Option<&str> {
+        self.spans[i].map(|(a, b)| &self.text[a as usize..b as usize])
+    }
+
+    pub fn project(&self) -> &str {
+        self.span(0).unwrap_or_default()
+    }
+
+    /// The value of the field in slot `i` of [`Field::ALL`].
+    pub fn value(&self, i: usize) -> Option<&str> {
+        self.span(i + 1)
     }
 }
 
@@ -158,10 +195,10 @@ impl Memtable {
     }
 
     pub fn insert(&mut self, v: &IndexValues, frame: FrameRef, idx: u8, seq: u64) {
-        let project = self.intern(&v.project);
+        let project = self.intern(v.project());
         let mut terms = [NONE; NF];
-        for (slot, value) in terms.iter_mut().zip(&v.values) {
-            if let Some(value) = value {
+        for (i, slot) in terms.iter_mut().enumerate() {
+            if let Some(value) = v.value(i) {
                 *slot = self.intern(value);
             }
         }
@@ -222,14 +259,9 @@ mod tests {
     use super::*;
 
     fn values(project: &str, time: i64, n: u8, service: &str) -> IndexValues {
-        let mut values: [Option<String>; NF] = Default::default();
-        values[0] = Some(service.to_string());
-        IndexValues {
-            project: project.into(),
-            time,
-            id: [n; 16],
-            values,
-        }
+        let mut values = [None; NF];
+        values[0] = Some(service);
+        IndexValues::new(project, time, [n; 16], values)
     }
 
     #[test]

@@ -44,7 +44,11 @@ fn traces(project: &str, items: &[(i64, &str, &str, Option<&str>)]) -> Vec<Trace
         newest_time_ms: now() + HOUR,
         max_traces: 100_000,
     };
-    cts_model::parse_report(&serde_json::to_vec(&body).unwrap(), &ctx).unwrap()
+    cts_model::parse_report(&serde_json::to_vec(&body).unwrap(), &ctx)
+        .unwrap()
+        .into_iter()
+        .map(cts_model::Trace::into_owned)
+        .collect()
 }
 
 fn query(

@@ -9,7 +9,7 @@ use cts_archive::{
     VerifyOptions,
 };
 use cts_model::{parse_report, ReportContext};
-use cts_store::{EmbeddedStore, StoreConfig, TraceStore};
+use cts_store::{EmbeddedStore, PreparedTrace, StoreConfig, TraceStore};
 use cts_tracker::{parse_v3_create, Limits, TrackerStatus, TrackerStore};
 use cts_transfer::{Settings, Transfer};
 use serde_json::{json, Value};
@@ -76,8 +76,9 @@ fn record(w: &World, project: &str, service: &str, n: usize, at_secs: i64) {
         newest_time_ms: i64::MAX,
         max_traces: 10_000,
     };
+    let traces = parse_report(&body, &ctx).unwrap();
     w.journal
-        .append(parse_report(&body, &ctx).unwrap())
+        .append_prepared(traces.iter().map(PreparedTrace::of).collect())
         .unwrap();
 }
 

@@ -139,8 +139,10 @@ async fn record(
                 max_traces,
             };
             let traces = parse_report(&body, &ctx)?;
-            let mut trace_ids: Vec<Option<String>> =
-                traces.iter().map(|t| Some(t.trace_id.clone())).collect();
+            let mut trace_ids: Vec<Option<String>> = traces
+                .iter()
+                .map(|t| Some(t.trace_id.to_string()))
+                .collect();
             let (kept, not_recorded) =
                 recording::admit(&state2, &project_id, traces, &mut trace_ids);
             let AppendOutcome { stored, duplicates } =

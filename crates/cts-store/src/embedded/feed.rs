@@ -420,7 +420,11 @@ mod tests {
             newest_time_ms: now + 3_600_000,
             max_traces: 100_000,
         };
-        cts_model::parse_report(&body, &ctx).unwrap()
+        cts_model::parse_report(&body, &ctx)
+            .unwrap()
+            .into_iter()
+            .map(cts_model::Trace::into_owned)
+            .collect()
     }
 
     #[test]
