@@ -55,7 +55,7 @@ fn tracks<S: AsRef<str>>(tracker: &RecordingDataTracker, t: &Trace<S>) -> bool {
 pub fn admit<S: AsRef<str>>(
     state: &AppState,
     project_id: &str,
-    traces: Vec<Trace<S>>,
+    mut traces: Vec<Trace<S>>,
     ids: &mut [Option<String>],
 ) -> (Vec<Trace<S>>, NotRecorded) {
     let trackers = &state.trackers;
@@ -78,18 +78,16 @@ pub fn admit<S: AsRef<str>>(
             }
         },
     };
-    let kept: Vec<Trace<S>> = traces
-        .into_iter()
-        .zip(ids.iter_mut())
-        .filter_map(|(t, id)| {
-            if records(&t) {
-                Some(t)
-            } else {
-                *id = None;
-                None
-            }
-        })
-        .collect();
+    // In place: a batch whose traces are all kept is not moved.
+    let mut ids = ids.iter_mut();
+    traces.retain(|t| {
+        let id = ids.next().expect("one id per trace");
+        let keep = records(t);
+        if !keep {
+            *id = None;
+        }
+        keep
+    });
     let mut out = NotRecorded::default();
     out.add(
         no_management,
@@ -112,7 +110,7 @@ pub fn admit<S: AsRef<str>>(
              the operation type (read_only: READ, else WRITE) their data tracker records"
         ),
     );
-    (kept, out)
+    (traces, out)
 }
 
 /// Appends `traces` of a project of `domain_id` durably and lets the
