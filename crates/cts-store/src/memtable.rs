@@ -3,6 +3,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::hash::BuildHasher;
 
 use cts_model::{Field, Trace};
 
@@ -168,7 +169,10 @@ pub struct MemDoc {
 #[derive(Default)]
 pub struct Memtable {
     pub docs: Vec<MemDoc>,
-    interner: foldhash::HashMap<Box<str>, u32>,
+    /// Ids into `strings`, found by the string's hash: a value is hashed
+    /// once and stored once.
+    interner: hashbrown::HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
     strings: Vec<Box<str>>,
     by_id: foldhash::HashMap<(u32, [u8; 16]), u32>,
     /// Highest journal sequence number held.
@@ -177,13 +181,31 @@ pub struct Memtable {
 
 impl Memtable {
     fn intern(&mut self, s: &str) -> u32 {
-        if let Some(id) = self.interner.get(s) {
-            return *id;
+        let strings = &self.strings;
+        let hasher = &self.hasher;
+        let entry = self.interner.entry(
+            hasher.hash_one(s),
+            |&id| &*strings[id as usize] == s,
+            |&id| hasher.hash_one(&*strings[id as usize]),
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(e) => *e.get(),
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                let id = strings.len() as u32;
+                e.insert(id);
+                self.strings.push(s.into());
+                id
+            }
         }
-        let id = self.strings.len() as u32;
-        self.strings.push(s.into());
-        self.interner.insert(s.into(), id);
-        id
+    }
+
+    /// The id of a value, if any trace here has it.
+    fn lookup(&self, s: &str) -> Option<u32> {
+        self.interner
+            .find(self.hasher.hash_one(s), |&id| {
+                &*self.strings[id as usize] == s
+            })
+            .copied()
     }
 
     pub fn string(&self, id: u32) -> Option<&str> {
@@ -217,7 +239,7 @@ impl Memtable {
 
     /// The key of a trace of the project, by id.
     pub fn find(&self, project: &str, id: &[u8; 16]) -> Option<Candidate> {
-        let p = *self.interner.get(project)?;
+        let p = self.lookup(project)?;
         let d = &self.docs[*self.by_id.get(&(p, *id))? as usize];
         Some(Candidate {
             key: (d.time, d.id),
@@ -228,13 +250,13 @@ impl Memtable {
 
     /// Offers every matching trace to `top`.
     pub fn probe(&self, probe: &Probe<'_>, top: &mut TopK) {
-        let Some(&project) = self.interner.get(probe.project) else {
+        let Some(project) = self.lookup(probe.project) else {
             return;
         };
         let mut wanted = Vec::with_capacity(probe.filters.len());
         for (field, value) in probe.filters {
-            match self.interner.get(value.as_str()) {
-                Some(id) => wanted.push((Field::ALL.iter().position(|f| f == field).unwrap(), *id)),
+            match self.lookup(value) {
+                Some(id) => wanted.push((Field::ALL.iter().position(|f| f == field).unwrap(), id)),
                 None => return,
             }
         }
