@@ -312,13 +312,6 @@ enum BodyKey {
     Other,
 }
 
-impl<'de, 'p: 'de> serde::de::DeserializeSeed<'de> for TypedBody<'_, 'p> {
-    type Value = Completed<'de>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Completed<'de>, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
 impl<'de, 'p: 'de> serde::de::Visitor<'de> for TypedBody<'_, 'p> {
     type Value = Completed<'de>;
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -436,7 +429,7 @@ pub fn parse_report<'a>(
     let body = std::str::from_utf8(body)
         .map_err(|e| ReportError::Malformed(format!("the body is not UTF-8: {e}")))?;
     let mut de = serde_json::Deserializer::from_str(body);
-    if let Ok(done) = serde::de::DeserializeSeed::deserialize(typed, &mut de) {
+    if let Ok(done) = serde::Deserializer::deserialize_map(&mut de, typed) {
         if de.end().is_ok() {
             check_count(done.count, ctx)?;
             return if done.errors.is_empty() {
