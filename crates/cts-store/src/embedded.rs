@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -170,6 +170,31 @@ pub struct EmbeddedStore {
     markers: Mutex<MarkerCache>,
     /// Journal consumers: where their batches ended, and their holds.
     feed: feed::Feed,
+    /// The directory's lock, held while the store is open.
+    _lock: File,
+}
+
+/// Name of the lock file in the store's directory.
+const LOCK_FILE: &str = "store.lock";
+
+/// Creates the directory and takes its exclusive lock: a second writer (a
+/// second server, or `reindex` beside a running one) would interleave
+/// journal records and delete index files under the first. The lock is the
+/// kernel's (`flock`), so it goes with the process, even after `kill -9`.
+fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
+    let path = dir.join(LOCK_FILE);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(StoreError::io(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(StoreError::Locked { path }),
+        Err(fs::TryLockError::Error(e)) => Err(StoreError::Io { path, source: e }),
+    }
 }
 
 const MARKER_CACHE: usize = 4096;
@@ -211,9 +236,14 @@ impl EmbeddedStore {
     /// Opens (or creates) the store: repairs the journal tail, loads the index
     /// and replays the journal past the index's durable position.
     pub fn open(config: StoreConfig) -> Result<EmbeddedStore, StoreError> {
+        let lock = lock_dir(&config.dir)?;
+        EmbeddedStore::open_locked(config, lock)
+    }
+
+    fn open_locked(config: StoreConfig, lock: File) -> Result<EmbeddedStore, StoreError> {
         let journal_dir = config.dir.join("journal");
         let index_dir = config.dir.join("index");
-        for d in [&config.dir, &journal_dir, &index_dir] {
+        for d in [&journal_dir, &index_dir] {
             fs::create_dir_all(d).map_err(StoreError::io(d))?;
         }
         let manifest = load_manifest(&index_dir)?;
@@ -377,16 +407,19 @@ impl EmbeddedStore {
             threads: Mutex::new(vec![writer, flusher]),
             markers: Mutex::new(MarkerCache::default()),
             feed: feed::Feed::default(),
+            _lock: lock,
         })
     }
 
     /// Rebuilds the index from the journal; returns the number of traces indexed.
     pub fn reindex(config: StoreConfig) -> Result<u64, StoreError> {
+        // Locked before anything is deleted: a running server keeps its index.
+        let lock = lock_dir(&config.dir)?;
         let index_dir = config.dir.join("index");
         if index_dir.exists() {
             fs::remove_dir_all(&index_dir).map_err(StoreError::io(&index_dir))?;
         }
-        let store = EmbeddedStore::open(config)?;
+        let store = EmbeddedStore::open_locked(config, lock)?;
         store.close()?;
         let indexed = store.stats().indexed_traces;
         Ok(indexed)
@@ -405,16 +438,7 @@ impl EmbeddedStore {
                 rest.push(t);
             }
         }
-        {
-            let mut active = self.inner.active.write();
-            if active.len() > 0 {
-                let full = Arc::new(std::mem::take(&mut *active));
-                self.inner.index.write().frozen.push(full.clone());
-                if let Some(tx) = self.inner.flush_tx.lock().as_ref() {
-                    let _ = tx.send(full);
-                }
-            }
-        }
+        freeze_active(&self.inner, &mut self.inner.active.write());
         self.inner.flush_tx.lock().take();
         for t in rest {
             let _ = t.join();
@@ -848,39 +872,74 @@ fn open_segments(index_dir: &Path, m: &Manifest) -> Result<Vec<Arc<Segment>>, St
 
 fn writer_loop(inner: Arc<Inner>, mut file: ActiveFile, rx: Receiver<WriteRequest>) {
     let mut buf = Vec::with_capacity(8 << 20);
-    while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        let mut bytes: usize = group[0].batch.frames.iter().map(Vec::len).sum();
-        while bytes < (16 << 20) {
-            match rx.try_recv() {
-                Ok(r) => {
-                    bytes += r.batch.frames.iter().map(Vec::len).sum::<usize>();
-                    group.push(r);
+    // A journal file is closed once it is a partition old, so that retention
+    // can drop it on a quiet server too; an idle writer wakes up to do so.
+    let max_age = Duration::from_millis(inner.config.partition_ms.max(1) as u64);
+    let tick = max_age.clamp(Duration::from_millis(100), Duration::from_secs(60));
+    loop {
+        let group = match rx.recv_timeout(tick) {
+            Ok(first) => {
+                let mut group = vec![first];
+                let mut bytes: usize = group[0].batch.frames.iter().map(Vec::len).sum();
+                while bytes < (16 << 20) {
+                    match rx.try_recv() {
+                        Ok(r) => {
+                            bytes += r.batch.frames.iter().map(Vec::len).sum::<usize>();
+                            group.push(r);
+                        }
+                        Err(_) => break,
+                    }
                 }
-                Err(_) => break,
+                group
+            }
+            Err(RecvTimeoutError::Timeout) => Vec::new(),
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let full = file.len >= inner.config.journal_segment_bytes;
+        let old = file.len > 0 && file.age() >= max_age;
+        if full || old {
+            if let Err(e) = rotate(&inner, &mut file, old) {
+                tracing::error!(error = %e, "could not start a new journal file");
+                fail_all(group, &e);
+                continue;
             }
         }
-        if file.len >= inner.config.journal_segment_bytes {
-            if let Some(info) = inner.journal_files.lock().get(&file.id) {
-                write_sidecar(&file.path, info);
-            }
-            match ActiveFile::create(&inner.journal_dir, file.id + 1, inner.config.fsync) {
-                Ok(f) => {
-                    inner
-                        .journal_files
-                        .lock()
-                        .insert(f.id, JournalFile::empty(0));
-                    file = f;
-                    // Let the next file start with a dictionary of recent traces.
-                    inner.dicts.request_new();
-                }
-                Err(e) => {
-                    fail_all(group, &e);
-                    continue;
-                }
-            }
+        if !group.is_empty() {
+            write_group(&inner, &mut file, &mut buf, group);
         }
-        write_group(&inner, &mut file, &mut buf, group);
+    }
+}
+
+/// Closes the active journal file (with its summary) and starts the next.
+/// A file closed for its age also sends the memtable to be flushed: its
+/// traces become durable in the index, so that the file can expire.
+fn rotate(inner: &Inner, file: &mut ActiveFile, flush: bool) -> Result<(), StoreError> {
+    if let Some(info) = inner.journal_files.lock().get(&file.id) {
+        write_sidecar(&file.path, info);
+    }
+    let next = ActiveFile::create(&inner.journal_dir, file.id + 1, inner.config.fsync)?;
+    inner
+        .journal_files
+        .lock()
+        .insert(next.id, JournalFile::empty(0));
+    *file = next;
+    // Let the next file start with a dictionary of recent traces.
+    inner.dicts.request_new();
+    if flush {
+        freeze_active(inner, &mut inner.active.write());
+    }
+    Ok(())
+}
+
+/// Hands the memtable, if it holds anything, to the flusher.
+fn freeze_active(inner: &Inner, active: &mut Memtable) {
+    if active.len() == 0 {
+        return;
+    }
+    let full = Arc::new(std::mem::take(active));
+    inner.index.write().frozen.push(full.clone());
+    if let Some(tx) = inner.flush_tx.lock().as_ref() {
+        let _ = tx.send(full);
     }
 }
 
@@ -980,11 +1039,7 @@ fn write_group(
             }
         }
         if active.len() >= inner.config.memtable_max_traces {
-            let full = Arc::new(std::mem::take(&mut *active));
-            inner.index.write().frozen.push(full.clone());
-            if let Some(tx) = inner.flush_tx.lock().as_ref() {
-                let _ = tx.send(full);
-            }
+            freeze_active(inner, &mut active);
         }
     }
     for r in group {

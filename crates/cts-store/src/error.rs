@@ -15,6 +15,8 @@ pub enum StoreError {
         path: PathBuf,
         detail: String,
     },
+    #[error("the data directory is in use by another process ({path} is locked); stop it first")]
+    Locked { path: PathBuf },
     #[error("the store is shut down or its writer failed: {0}")]
     Unavailable(String),
     /// Journal readers: traces after `after_seq` were removed by retention.

@@ -20,6 +20,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use zstd::zstd_safe::{CCtx, DCtx};
 
@@ -375,6 +376,8 @@ pub struct ActiveFile {
     pub path: PathBuf,
     file: File,
     pub len: u64,
+    /// When the file was started (for a reopened file: its creation time).
+    created: SystemTime,
 }
 
 impl ActiveFile {
@@ -393,6 +396,7 @@ impl ActiveFile {
             path,
             file,
             len: 0,
+            created: SystemTime::now(),
         })
     }
 
@@ -404,12 +408,22 @@ impl ActiveFile {
             .map_err(StoreError::io(&path))?;
         file.set_len(valid_len).map_err(StoreError::io(&path))?;
         file.sync_all().map_err(StoreError::io(&path))?;
+        let created = file
+            .metadata()
+            .and_then(|m| m.created())
+            .unwrap_or_else(|_| SystemTime::now());
         Ok(ActiveFile {
             id,
             path,
             file,
             len: valid_len,
+            created,
         })
+    }
+
+    /// How long ago the file was started.
+    pub fn age(&self) -> Duration {
+        self.created.elapsed().unwrap_or_default()
     }
 
     /// Lays out one record in `buf`; returns where each frame will be.

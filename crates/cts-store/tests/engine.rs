@@ -689,3 +689,20 @@ fn journal_read_speed() {
     );
     assert_eq!(batch.entries.len(), 1000);
 }
+
+#[test]
+fn a_second_opener_is_refused_until_the_first_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(config(dir.path())).unwrap();
+    let locked = |r: Result<_, StoreError>| matches!(r, Err(StoreError::Locked { .. }));
+    assert!(locked(EmbeddedStore::open(config(dir.path())).map(|_| ())));
+    // reindex beside an open store deletes nothing.
+    let witness = dir.path().join("index").join("witness");
+    std::fs::write(&witness, b"").unwrap();
+    assert!(locked(
+        EmbeddedStore::reindex(config(dir.path())).map(|_| ())
+    ));
+    assert!(witness.exists());
+    drop(store);
+    EmbeddedStore::open(config(dir.path())).unwrap();
+}

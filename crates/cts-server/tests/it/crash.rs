@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -78,26 +77,6 @@ fn check_all_present(server: &TestServer, acked: &[String], by_id: &[String], si
     });
 }
 
-fn newest_file(dir: &Path) -> PathBuf {
-    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let entry = entry.unwrap();
-            let meta = entry.metadata().unwrap();
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else {
-                let key = (meta.modified().unwrap(), entry.path());
-                if newest.as_ref().is_none_or(|n| key > *n) {
-                    newest = Some(key);
-                }
-            }
-        }
-    }
-    newest.expect("the journal has a file").1
-}
-
 #[test]
 fn acknowledged_traces_survive_kill_9_and_a_torn_tail() {
     let since = now_ms();
@@ -129,7 +108,9 @@ fn acknowledged_traces_survive_kill_9_and_a_torn_tail() {
     check_all_present(&restarted, &acked, &acked, since);
     drop(restarted);
 
-    let journal = newest_file(&server.data_dir.join("journal"));
+    // A torn write at the end of the active (newest) journal file.
+    let journal = wal_files(&server.data_dir).pop().expect("a journal file");
+    let valid_len = std::fs::metadata(&journal).unwrap().len() as usize;
     let garbage: Vec<u8> = (0..1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
@@ -140,6 +121,14 @@ fn acknowledged_traces_survive_kill_9_and_a_torn_tail() {
         .write_all(&garbage)
         .unwrap();
     let again = TestServer::builder().root(&root).start();
+    // The tail was cut: whatever follows the valid records now is new records.
+    let repaired = std::fs::read(&journal).unwrap();
+    assert!(
+        repaired.len() < valid_len + garbage.len()
+            || repaired[valid_len..valid_len + garbage.len()] != garbage[..],
+        "the torn tail is still in {}",
+        journal.display()
+    );
     // By id only the newest (those near the torn tail): the listing above
     // already covers the rest, and 2 × tens of thousands of lookups in a
     // debug build cost more than they tell.

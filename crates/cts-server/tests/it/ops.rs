@@ -106,6 +106,12 @@ fn serves_any_address_and_tls() {
     assert_eq!(server.get(&format!("/v3/{pid}/traces")).status, 200);
     // bootstrap.json names an endpoint a local client can reach.
     assert!(server.admin.endpoint.starts_with("http://127.0.0.1:"));
+    // Plain HTTP beyond loopback is allowed, but said to be unencrypted.
+    assert!(
+        server.log().contains("plain HTTP on a network address"),
+        "{}",
+        server.log()
+    );
 
     let certified =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
@@ -179,14 +185,28 @@ fn sigterm_stops_gracefully_and_reindex_rebuilds() {
     let traces: Vec<Value> = (0..30).map(|i| trace(now - i * 10)).collect();
     let answer = server.report("main", &traces);
     let ids_before = answer["trace_ids"].as_array().unwrap().len();
+    let data_dir = server.data_dir.clone();
+    let reindex = || {
+        Command::new(env!("CARGO_BIN_EXE_ctsd"))
+            .args(["reindex", "--data-dir"])
+            .arg(&data_dir)
+            .output()
+            .unwrap()
+    };
+
+    // Beside a running server, reindex refuses and deletes nothing.
+    let busy = reindex();
+    assert!(!busy.status.success());
+    let stderr = String::from_utf8_lossy(&busy.stderr);
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+    assert_eq!(
+        server.query_all("main", &[("limit", "7".into())]).len(),
+        ids_before
+    );
 
     server.terminate();
 
-    let out = Command::new(env!("CARGO_BIN_EXE_ctsd"))
-        .args(["reindex", "--data-dir"])
-        .arg(&server.data_dir)
-        .output()
-        .unwrap();
+    let out = reindex();
     assert!(
         out.status.success(),
         "{}",

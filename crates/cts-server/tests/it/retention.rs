@@ -1,5 +1,5 @@
-//! Retention: expired traces leave queries, then their partitions leave the
-//! disk.
+//! Retention: expired traces leave queries, then their partitions and
+//! journal files leave the disk.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -36,6 +36,9 @@ fn expired_traces_disappear_from_queries_and_disk() {
     let times: Vec<i64> = body.iter().map(|t| t["time"].as_i64().unwrap()).collect();
     let all = server.query_all("ret", &[("limit", "200".into()), ecs()]);
     assert_eq!(all.len(), 200);
+    // The journal files holding them (the bodies of the traces).
+    let journal_files = wal_files(&server.data_dir);
+    assert!(!journal_files.is_empty());
 
     let dirs: Vec<_> = times
         .iter()
@@ -72,6 +75,23 @@ fn expired_traces_disappear_from_queries_and_disk() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(server.log().contains("dropped expired traces"));
+
+    // The journal files go too, though the server is idle and its memtable
+    // far from full: a file a partition old is closed and its traces flushed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while journal_files.iter().any(|f| f.exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "expired journal files still on disk: {:?} (all: {:?}); log:\n{}",
+            journal_files
+                .iter()
+                .filter(|f| f.exists())
+                .collect::<Vec<_>>(),
+            wal_files(&server.data_dir),
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // The server goes on recording.
     let (id, t) = trace_with_id(now_ms());

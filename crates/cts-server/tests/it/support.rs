@@ -55,6 +55,18 @@ pub fn trace_with_id(time: i64) -> (String, Value) {
     (id, t)
 }
 
+/// The journal files of a data directory, oldest first (their names are
+/// their numbers, zero-padded).
+pub fn wal_files(data_dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(data_dir.join("journal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    files.sort();
+    files
+}
+
 pub fn batch(traces: &[Value]) -> Value {
     json!({ "traces": traces })
 }
@@ -331,17 +343,16 @@ impl TestServer {
         if name == "main" {
             return self.admin.project_id.clone();
         }
-        if let Some(id) = self.projects.lock().unwrap().get(name) {
+        // Held throughout: threads reporting to a new project create it once.
+        let mut projects = self.projects.lock().unwrap();
+        if let Some(id) = projects.get(name) {
             return id.clone();
         }
         // A restarted server has it already.
         let found = self.get(&format!("/v3/projects?name={name}"));
         if let Some(id) = found.body["projects"][0]["id"].as_str() {
             let id = id.to_string();
-            self.projects
-                .lock()
-                .unwrap()
-                .insert(name.to_string(), id.clone());
+            projects.insert(name.to_string(), id.clone());
             return id;
         }
         let a = self.post_json(
@@ -362,10 +373,7 @@ impl TestServer {
             &json!({"tracker_type": "system", "tracker_name": "system"}),
         );
         assert_eq!(a.status, 201, "{}", a.text);
-        self.projects
-            .lock()
-            .unwrap()
-            .insert(name.to_string(), id.clone());
+        projects.insert(name.to_string(), id.clone());
         id
     }
 
