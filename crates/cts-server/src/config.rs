@@ -454,12 +454,30 @@ fn key_shape() -> KeyShape {
     shape
 }
 
+/// The `cts` client's variables (after `CTS_`, lower-cased): one shell may
+/// export both, and `CTS_AUTH_TOKEN` would otherwise read as the key
+/// `auth.token` of the server's `[auth]` section and stop the start.
+const CLIENT_VARIABLES: [&str; 9] = [
+    "endpoint",
+    "project_id",
+    "access_key",
+    "secret_key",
+    "auth_token",
+    "user_name",
+    "password",
+    "domain_name",
+    "credentials",
+];
+
 /// Maps the part of a variable name after `CTS_` (lower-cased) to a dotted
-/// configuration key. Variables that name no top-level key and no section
-/// are left out: the `cts` client shares the prefix (`CTS_ENDPOINT`).
-/// Within a section every name is kept, so that a misspelt key is reported
-/// instead of silently ignored.
+/// configuration key. The client's variables and names that match no
+/// top-level key and no section are left out. Within a section every other
+/// name is kept, so that a misspelt key is reported instead of silently
+/// ignored.
 fn map_env_key(shape: &KeyShape, name: &str) -> Option<String> {
+    if CLIENT_VARIABLES.contains(&name) {
+        return None;
+    }
     if shape.top.iter().any(|k| k == name) {
         return Some(name.to_string());
     }
@@ -505,6 +523,8 @@ mod tests {
             // The client's variables are not the server's.
             ("endpoint", None),
             ("project_id", None),
+            ("auth_token", None),
+            ("credentials", None),
             ("store", None),
             ("store_", None),
         ];
@@ -576,6 +596,7 @@ mod tests {
             jail.set_env("CTS_STORE_PARTITION", "1s");
             jail.set_env("CTS_STORE_RETENTION_CHECK_INTERVAL", "500ms");
             jail.set_env("CTS_ENDPOINT", "http://elsewhere");
+            jail.set_env("CTS_AUTH_TOKEN", "a token of the cts client");
             let c = Config::load(file, &Overrides::default()).unwrap();
             assert_eq!(c.listen, "127.0.0.1:9001".parse().unwrap());
             assert_eq!(c.data_dir, PathBuf::from("/from/file"));

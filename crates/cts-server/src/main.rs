@@ -167,6 +167,13 @@ fn run_server(config: Config) -> Result<()> {
         stdout.flush()?;
         drop(stdout);
         tracing::info!(%addr, data_dir = %dir, "serving");
+        if tls.is_none() && !addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                "plain HTTP on a network address: tokens, passwords and traces cross the network \
+                 unencrypted; set tls.cert and tls.key (or put a TLS proxy in front)"
+            );
+        }
         serve(state, listener, tls, shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())
