@@ -189,11 +189,13 @@ fn names(traces: &[Value]) -> Vec<&str> {
 fn list_filters_in_table_and_json() {
     let server = start_server();
     let now = now_ms();
+    let mut volume = trace("EVS", "createVolume", "bob", "200", now - 50_000);
+    volume["enterprise_project_id"] = json!("ep-storage");
     report(
         &server,
         vec![
             trace("ECS", "createServer", "alice", "202", now - 60_000),
-            trace("EVS", "createVolume", "bob", "200", now - 50_000),
+            volume,
             trace("ECS", "deleteServer", "bob", "500", now - 40_000),
             trace("ECS", "stopServer", "alice", "200", now - 30 * 60_000),
         ],
@@ -275,6 +277,24 @@ fn list_filters_in_table_and_json() {
         &["--output", "json", "traces", "list", "--trace-id", id],
     ));
     assert_eq!(names(&by_id), ["deleteServer"]);
+
+    // The other filters, each alone, over the last two hours.
+    let resource_id = incidents[0]["resource_id"].as_str().unwrap();
+    for (flag, value, want) in [
+        ("--resource-id", resource_id, "deleteServer"),
+        ("--resource-name", "createServer-res", "createServer"),
+        ("--resource-type", "evs", "createVolume"),
+        ("--trace-name", "stopServer", "stopServer"),
+        ("--enterprise-project-id", "ep-storage", "createVolume"),
+    ] {
+        let found = json_traces(&cts(
+            &server,
+            &[
+                "--output", "json", "traces", "list", flag, value, "--from", "2h",
+            ],
+        ));
+        assert_eq!(names(&found), [want], "{flag} {value}");
+    }
 
     let to = (now - 45_000).to_string();
     let window = json_traces(&cts(

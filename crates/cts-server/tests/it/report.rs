@@ -82,6 +82,111 @@ const CASES: &[Case] = &[
         breaks: |t, _| t["source_ip"] = json!("not-an-ip"),
         field: "source_ip",
     },
+    Case {
+        name: "missing time",
+        breaks: |t, _| {
+            t.as_object_mut().unwrap().remove("time");
+        },
+        field: "time",
+    },
+    Case {
+        name: "missing user",
+        breaks: |t, _| {
+            t.as_object_mut().unwrap().remove("user");
+        },
+        field: "user",
+    },
+    Case {
+        name: "missing user id",
+        breaks: |t, _| {
+            t["user"].as_object_mut().unwrap().remove("id");
+        },
+        field: "user.id",
+    },
+    Case {
+        name: "missing user domain",
+        breaks: |t, _| {
+            t["user"].as_object_mut().unwrap().remove("domain");
+        },
+        field: "user.domain",
+    },
+    Case {
+        name: "missing resource_type",
+        breaks: |t, _| {
+            t.as_object_mut().unwrap().remove("resource_type");
+        },
+        field: "resource_type",
+    },
+    Case {
+        name: "missing trace_type",
+        breaks: |t, _| {
+            t.as_object_mut().unwrap().remove("trace_type");
+        },
+        field: "trace_type",
+    },
+    Case {
+        name: "trace_name of 65 characters",
+        breaks: |t, _| t["trace_name"] = json!(format!("a{}", "b".repeat(64))),
+        field: "trace_name",
+    },
+    Case {
+        name: "supplied trace_id not a UUID",
+        breaks: |t, _| t["trace_id"] = json!("trace-1"),
+        field: "trace_id",
+    },
+    Case {
+        name: "management trace of another tracker",
+        breaks: |t, _| t["tracker_name"] = json!("audit"),
+        field: "tracker_name",
+    },
+    Case {
+        name: "data trace of the system tracker",
+        breaks: |t, _| {
+            t["trace_type"] = json!("ObsAPI");
+            t["tracker_name"] = json!("system");
+        },
+        field: "tracker_name",
+    },
+    Case {
+        name: "principal_is_root_user not true or false",
+        breaks: |t, _| t["user"]["principal_is_root_user"] = json!("yes"),
+        field: "user.principal_is_root_user",
+    },
+    Case {
+        name: "invoked_by not an array of strings",
+        breaks: |t, _| t["user"]["invoked_by"] = json!([1, 2]),
+        field: "user.invoked_by",
+    },
+    Case {
+        name: "unknown field of the user",
+        breaks: |t, _| t["user"]["colour"] = json!("red"),
+        field: "user.colour",
+    },
+    Case {
+        name: "control character",
+        breaks: |t, _| t["resource_name"] = json!("vm\u{7}1"),
+        field: "resource_name",
+    },
+    Case {
+        name: "resource_id over 256 characters",
+        breaks: |t, _| t["resource_id"] = json!("r".repeat(257)),
+        field: "resource_id",
+    },
+    Case {
+        name: "code over 64 characters",
+        breaks: |t, _| t["code"] = json!("5".repeat(65)),
+        field: "code",
+    },
+    Case {
+        name: "negative content_length",
+        breaks: |t, _| t["content_length"] = json!(-1),
+        field: "content_length",
+    },
+    Case {
+        name: "negative total_time",
+        breaks: |t, _| t["total_time"] = json!(-5),
+        field: "total_time",
+    },
 ];
 
 #[test]
@@ -368,4 +473,25 @@ fn retried_batches_are_stored_once() {
         (Some(1), Some(1))
     );
     assert_eq!(server.by_id("retry", &new_id).len(), 1);
+}
+
+#[test]
+fn concurrent_retries_are_stored_once() {
+    let server = TestServer::start();
+    let now = now_ms();
+    for round in 0..5 {
+        let traces: Vec<(String, Value)> = (0..50).map(|i| trace_with_id(now - i)).collect();
+        let body: Vec<Value> = traces.iter().map(|(_, t)| t.clone()).collect();
+        // The same batch from four reporters at once: they race in the writer.
+        let recorded: u64 = std::thread::scope(|s| {
+            let senders: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| server.report("race", &body)["recorded"].as_u64().unwrap()))
+                .collect();
+            senders.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(recorded, 50, "round {round}");
+        for (id, _) in &traces {
+            assert_eq!(server.by_id("race", id).len(), 1, "round {round}");
+        }
+    }
 }
