@@ -391,13 +391,8 @@ fn doc_id(doc: &[u8]) -> String {
 }
 
 fn wal_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(dir.join("journal"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
-        .collect();
-    files.sort();
-    files
+    let files = cts_store::journal::list_files(&dir.join("journal")).unwrap();
+    files.into_iter().map(|(_, path)| path).collect()
 }
 
 #[test]

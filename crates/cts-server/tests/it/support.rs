@@ -55,16 +55,10 @@ pub fn trace_with_id(time: i64) -> (String, Value) {
     (id, t)
 }
 
-/// The journal files of a data directory, oldest first (their names are
-/// their numbers, zero-padded).
+/// The journal files of a data directory, oldest first.
 pub fn wal_files(data_dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(data_dir.join("journal"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
-        .collect();
-    files.sort();
-    files
+    let files = cts_store::journal::list_files(&data_dir.join("journal")).unwrap();
+    files.into_iter().map(|(_, path)| path).collect()
 }
 
 pub fn batch(traces: &[Value]) -> Value {
