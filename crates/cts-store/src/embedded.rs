@@ -360,19 +360,10 @@ impl EmbeddedStore {
             tracing::info!(file = id, "replayed journal file into the index");
         }
 
+        // A full tail file is closed (with its summary) by the writer before
+        // it writes again: the same rotation as while serving.
         let active_file = match tail {
-            Some((id, path, len)) if len < config.journal_segment_bytes => {
-                ActiveFile::reopen(id, path, len)?
-            }
-            Some((id, path, len)) => {
-                // Full: cut its torn tail too, and close it with a summary,
-                // or the next start would find a bad record in a closed file.
-                drop(ActiveFile::reopen(id, path.clone(), len)?);
-                if let Some(info) = inner.journal_files.lock().get(&id) {
-                    write_sidecar(&path, info);
-                }
-                ActiveFile::create(&journal_dir, id + 1, config.fsync)?
-            }
+            Some((id, path, len)) => ActiveFile::reopen(id, path, len)?,
             None => ActiveFile::create(&journal_dir, 1, config.fsync)?,
         };
         inner
