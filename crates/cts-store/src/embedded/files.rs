@@ -1,0 +1,112 @@
+//! The index's files beside the journal: the manifest (which segments make
+//! up the index, how far it is durable) and the summaries of closed journal
+//! files.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{JournalFile, Manifest, MANIFEST};
+use crate::journal;
+use crate::segment::Segment;
+use crate::StoreError;
+
+pub(super) fn rel(base: &Path, path: &Path) -> String {
+    path.strip_prefix(base)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned()
+}
+
+pub(super) fn sidecar_path(journal_file: &Path) -> PathBuf {
+    journal_file.with_extension("meta")
+}
+
+/// The summary of a closed journal file, if present and still matching the
+/// file's length (anything else means: scan the file).
+pub(super) fn read_sidecar(journal_file: &Path) -> Option<JournalFile> {
+    let info: JournalFile =
+        serde_json::from_slice(&fs::read(sidecar_path(journal_file)).ok()?).ok()?;
+    let len = fs::metadata(journal_file).ok()?.len();
+    (info.len == len).then_some(info)
+}
+
+/// Best effort: without it the next start scans the file instead.
+pub(super) fn write_sidecar(journal_file: &Path, info: &JournalFile) {
+    let path = sidecar_path(journal_file);
+    let tmp = path.with_extension("meta.tmp");
+    let body = serde_json::to_vec(info).expect("journal file info serializes");
+    if let Err(e) = fs::write(&tmp, body).and_then(|_| fs::rename(&tmp, &path)) {
+        tracing::warn!(file = %path.display(), error = %e, "could not write a journal summary; the next start scans the file");
+    }
+}
+
+pub(super) fn load_manifest(index_dir: &Path) -> Result<Manifest, StoreError> {
+    let path = index_dir.join(MANIFEST);
+    match fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| StoreError::Corrupt {
+            what: "index manifest",
+            path,
+            detail: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest {
+            next_flush_id: 1,
+            ..Manifest::default()
+        }),
+        Err(e) => Err(StoreError::Io { path, source: e }),
+    }
+}
+
+pub(super) fn store_manifest(
+    index_dir: &Path,
+    m: &Manifest,
+    fsync: bool,
+) -> Result<(), StoreError> {
+    let path = index_dir.join(MANIFEST);
+    let tmp = index_dir.join("MANIFEST.tmp");
+    let body = serde_json::to_vec(m).expect("manifest serializes");
+    {
+        use std::io::Write;
+        let mut f = File::create(&tmp).map_err(StoreError::io(&tmp))?;
+        f.write_all(&body).map_err(StoreError::io(&tmp))?;
+        if fsync {
+            f.sync_all().map_err(StoreError::io(&tmp))?;
+        }
+    }
+    fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
+    if fsync {
+        journal::sync_dir(index_dir)?;
+    }
+    Ok(())
+}
+
+/// Opens the manifest's segments and removes files a crash left behind.
+pub(super) fn open_segments(
+    index_dir: &Path,
+    m: &Manifest,
+) -> Result<Vec<Arc<Segment>>, StoreError> {
+    let listed: HashSet<&str> = m.segments.iter().map(String::as_str).collect();
+    for entry in fs::read_dir(index_dir).map_err(StoreError::io(index_dir))? {
+        let entry = entry.map_err(StoreError::io(index_dir))?;
+        if !entry.path().is_dir() {
+            continue;
+        }
+        let mut kept = 0;
+        for f in fs::read_dir(entry.path()).map_err(StoreError::io(entry.path()))? {
+            let f = f.map_err(StoreError::io(entry.path()))?;
+            if listed.contains(rel(index_dir, &f.path()).as_str()) {
+                kept += 1;
+            } else {
+                fs::remove_file(f.path()).map_err(StoreError::io(f.path()))?;
+            }
+        }
+        if kept == 0 {
+            fs::remove_dir(entry.path()).map_err(StoreError::io(entry.path()))?;
+        }
+    }
+    m.segments
+        .iter()
+        .map(|s| Segment::open(&index_dir.join(s)).map(Arc::new))
+        .collect()
+}

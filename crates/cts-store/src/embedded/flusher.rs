@@ -1,0 +1,68 @@
+//! The flusher thread: frozen memtables become index segments, and the
+//! manifest moves the index's durable position.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::files::{rel, store_manifest};
+use super::Inner;
+use crate::memtable::Memtable;
+use crate::segment::{self, Segment};
+use crate::StoreError;
+
+pub(super) fn flusher_loop(inner: Arc<Inner>, rx: Receiver<Arc<Memtable>>) {
+    while let Ok(mem) = rx.recv() {
+        // A failed flush (disk full, say) is retried: the memtable stays
+        // queryable and the journal still holds every trace.
+        let mut delay = Duration::from_millis(100);
+        while let Err(e) = flush(&inner, &mem) {
+            tracing::error!(error = %e, "writing an index segment failed; retrying");
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+}
+
+pub(super) fn flush(inner: &Inner, mem: &Arc<Memtable>) -> Result<(), StoreError> {
+    let pm = inner.config.partition_ms;
+    let mut by_partition: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+    for (i, d) in mem.docs.iter().enumerate() {
+        by_partition
+            .entry(d.time.div_euclid(pm) * pm)
+            .or_default()
+            .push(i as u32);
+    }
+    let flush_id = inner.manifest.lock().next_flush_id;
+    let mut opened = Vec::new();
+    for (partition, members) in &by_partition {
+        let path = segment::write(
+            &inner.index_dir,
+            *partition,
+            flush_id,
+            mem,
+            members,
+            inner.config.fsync,
+        )?;
+        opened.push(Arc::new(Segment::open(&path)?));
+    }
+    {
+        let mut m = inner.manifest.lock();
+        let mut next = m.clone();
+        next.next_flush_id = flush_id + 1;
+        next.durable_seq = next.durable_seq.max(mem.max_seq);
+        next.segments
+            .extend(opened.iter().map(|s| rel(&inner.index_dir, &s.path)));
+        store_manifest(&inner.index_dir, &next, inner.config.fsync)?;
+        *m = next;
+    }
+    {
+        let mut idx = inner.index.write();
+        idx.segments.extend(opened);
+        idx.frozen.retain(|f| !Arc::ptr_eq(f, mem));
+    }
+    inner.durable_seq.fetch_max(mem.max_seq, Ordering::AcqRel);
+    Ok(())
+}

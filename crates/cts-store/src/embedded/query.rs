@@ -1,0 +1,220 @@
+//! Query planning: which index sources a ListTraces page reads, in which
+//! order, and the reads of trace bodies from the journal.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::Arc;
+
+use cts_model::TraceQuery;
+
+use super::{now_ms, EmbeddedStore};
+use crate::journal::{self, FrameRef};
+use crate::memtable::{Candidate, Key, Probe, TopK};
+use crate::segment::{self, Segment};
+use crate::{QueryPage, StoreError};
+
+const MARKER_CACHE: usize = 4096;
+
+#[derive(Default)]
+pub(super) struct MarkerCache {
+    keys: HashMap<(String, [u8; 16]), i64>,
+    order: std::collections::VecDeque<(String, [u8; 16])>,
+}
+
+impl MarkerCache {
+    pub(super) fn get(&self, project: &str, id: &[u8; 16]) -> Option<Key> {
+        self.keys
+            .get(&(project.to_string(), *id))
+            .map(|time| (*time, *id))
+    }
+
+    pub(super) fn put(&mut self, project: &str, key: Key) {
+        let entry = (project.to_string(), key.1);
+        if self.keys.insert(entry.clone(), key.0).is_none() {
+            self.order.push_back(entry);
+            if self.order.len() > MARKER_CACHE {
+                if let Some(old) = self.order.pop_front() {
+                    self.keys.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+impl EmbeddedStore {
+    pub(super) fn reader(&self, file: u32) -> Option<Arc<File>> {
+        if let Some(f) = self.inner.readers.read().get(&file) {
+            return Some(f.clone());
+        }
+        let path = self.inner.journal_dir.join(journal::file_name(file));
+        let f = Arc::new(File::open(path).ok()?);
+        self.inner.readers.write().insert(file, f.clone());
+        Some(f)
+    }
+
+    /// Reads the bodies of the candidates, in their order. A body whose
+    /// journal file retention removed meanwhile is left out.
+    fn fetch(&self, cands: &[Candidate]) -> Result<Vec<Vec<u8>>, StoreError> {
+        // Each frame is read and decompressed once, however many of the
+        // page's traces it holds.
+        let mut by_frame: HashMap<FrameRef, Vec<(usize, u8)>> = HashMap::new();
+        for (pos, c) in cands.iter().enumerate() {
+            by_frame.entry(c.frame).or_default().push((pos, c.idx));
+        }
+        // Start every frame's read before waiting for the first, as a few
+        // large reads where frames lie close together (a page of traces is
+        // usually a stretch of the journal).
+        let mut ranges: Vec<FrameRef> = by_frame.keys().copied().collect();
+        ranges.sort_by_key(|f| (f.file, f.offset));
+        for span in coalesce(&ranges, READ_GAP) {
+            if let Some(file) = self.reader(span.file) {
+                segment::advise_willneed(&file, span.offset as u64, span.len as u64);
+            }
+        }
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; cands.len()];
+        for (frame, wanted) in by_frame {
+            let Some(file) = self.reader(frame.file) else {
+                continue;
+            };
+            let path = self.inner.journal_dir.join(journal::file_name(frame.file));
+            journal::with_frame(&self.inner.dicts, &file, &path, frame, |raw| {
+                let docs = journal::split_frame(raw);
+                for (pos, idx) in wanted {
+                    out[pos] = docs.get(idx as usize).map(|d| d.to_vec());
+                }
+            })?;
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    pub(super) fn query_page(&self, q: &TraceQuery) -> Result<QueryPage, StoreError> {
+        let cutoff = now_ms() - self.inner.config.retention_ms;
+        if let Some(id) = &q.trace_id {
+            let bytes = cts_model::query::trace_id_bytes(id);
+            let found = self.find(&q.project_id, &bytes, None)?;
+            let cands: Vec<Candidate> = found.into_iter().filter(|c| c.key.0 >= cutoff).collect();
+            return Ok(QueryPage {
+                traces: self.fetch(&cands)?,
+                marker: None,
+            });
+        }
+        let mut upper: Key = (q.to, [0u8; 16]);
+        if let Some(next) = &q.next {
+            let id = cts_model::query::trace_id_bytes(next);
+            let cached = self.markers.lock().get(&q.project_id, &id);
+            let key = match cached {
+                Some(key) => Some(key),
+                None => self.find(&q.project_id, &id, None)?.map(|c| c.key),
+            };
+            match key {
+                Some(key) => upper = upper.min(key),
+                // The marker's trace expired, and everything older with it.
+                None => return Ok(QueryPage::default()),
+            }
+        }
+        let probe = Probe {
+            project: &q.project_id,
+            from: q.from.max(cutoff - 1),
+            upper,
+            filters: &q.filters,
+        };
+        let k = q.limit + 1;
+        let mut top = TopK::new(k);
+        self.inner.active.read().probe(&probe, &mut top);
+        let (frozen, mut segments) = {
+            let idx = self.inner.index.read();
+            (idx.frozen.clone(), idx.segments.clone())
+        };
+        for m in &frozen {
+            m.probe(&probe, &mut top);
+        }
+        // Only segments that overlap the window; newest first.
+        segments.retain(|s| s.max_time() > probe.from && s.min_time() <= probe.upper.0);
+        segments.sort_by_key(|s| std::cmp::Reverse(s.max_time()));
+        // Most queries are answered by the newest one or two segments. Past
+        // those, segments go in growing windows (4, 8, 16) whose reads are
+        // all started before any is waited for: term blocks, then doc
+        // entries. When the index is not in the page cache this turns a
+        // chain of random reads into a few rounds of parallel ones, without
+        // reading ahead for segments a dense query never needs.
+        const SEQUENTIAL: usize = 2;
+        const MAX_WINDOW: usize = 16;
+        let passed = |s: &Segment, top: &TopK| {
+            top.floor()
+                .is_some_and(|floor| (s.max_time(), [0xff; 16]) < floor)
+        };
+        let mut i = 0;
+        let mut width = 4;
+        while i < segments.len() && !passed(&segments[i], &top) {
+            if i < SEQUENTIAL {
+                segments[i].probe(&probe, &mut top, k)?;
+                i += 1;
+                continue;
+            }
+            let window = &segments[i..(i + width).min(segments.len())];
+            for s in window {
+                s.prefetch(&probe);
+            }
+            let hits = window
+                .iter()
+                .map(|s| s.hits(&probe, k))
+                .collect::<Result<Vec<_>, _>>()?;
+            for (s, h) in window.iter().zip(&hits) {
+                if !passed(s, &top) {
+                    s.offer(h, &mut top)?;
+                }
+            }
+            i += window.len();
+            width = (width * 2).min(MAX_WINDOW);
+        }
+        let mut cands = top.into_sorted();
+        let more = cands.len() > q.limit;
+        cands.truncate(q.limit);
+        let last = cands.last().filter(|_| more);
+        if let Some(c) = last {
+            self.markers.lock().put(&q.project_id, c.key);
+        }
+        let marker = last.map(|c| uuid::Uuid::from_bytes(c.key.1).hyphenated().to_string());
+        Ok(QueryPage {
+            traces: self.fetch(&cands)?,
+            marker,
+        })
+    }
+}
+
+/// Frames closer than this are read as one range.
+const READ_GAP: u32 = 32 << 10;
+
+/// Merges sorted frame ranges of the same file whose gaps are below `gap`.
+fn coalesce(sorted: &[FrameRef], gap: u32) -> Vec<FrameRef> {
+    let mut out: Vec<FrameRef> = Vec::new();
+    for f in sorted {
+        match out.last_mut() {
+            Some(last) if last.file == f.file && f.offset <= last.offset + last.len + gap => {
+                last.len = last.len.max(f.offset + f.len - last.offset);
+            }
+            _ => out.push(*f),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_frames_are_read_as_one_range() {
+        let f = |file, offset, len| FrameRef { file, offset, len };
+        let spans = coalesce(
+            &[
+                f(1, 0, 100),
+                f(1, 150, 50),
+                f(1, 100_000, 10),
+                f(2, 120, 10),
+            ],
+            1000,
+        );
+        assert_eq!(spans, vec![f(1, 0, 200), f(1, 100_000, 10), f(2, 120, 10)]);
+    }
+}

@@ -1,0 +1,230 @@
+//! Opening the store: the directory lock, the journal scan and tail repair,
+//! and the replay of what the index has not made durable yet.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use cts_model::Trace;
+use parking_lot::{Mutex, RwLock};
+
+use super::files::{load_manifest, open_segments, read_sidecar, write_sidecar};
+use super::flusher::flusher_loop;
+use super::query::MarkerCache;
+use super::writer::{writer_loop, WriteRequest};
+use super::{feed, EmbeddedStore, IndexState, Inner, JournalFile, StoreConfig};
+use crate::dict::Dictionaries;
+use crate::journal::{self, ActiveFile};
+use crate::memtable::{IndexValues, Memtable};
+use crate::{StoreError, TraceStore};
+
+/// Name of the lock file in the store's directory.
+const LOCK_FILE: &str = "store.lock";
+
+/// Creates the directory and takes its exclusive lock: a second writer (a
+/// second server, or `reindex` beside a running one) would interleave
+/// journal records and delete index files under the first. The lock is the
+/// kernel's (`flock`), so it goes with the process, even after `kill -9`.
+fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
+    let path = dir.join(LOCK_FILE);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(StoreError::io(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(StoreError::Locked { path }),
+        Err(fs::TryLockError::Error(e)) => Err(StoreError::Io { path, source: e }),
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store: repairs the journal tail, loads the index
+    /// and replays the journal past the index's durable position.
+    pub fn open(config: StoreConfig) -> Result<EmbeddedStore, StoreError> {
+        let lock = lock_dir(&config.dir)?;
+        EmbeddedStore::open_locked(config, lock)
+    }
+
+    fn open_locked(config: StoreConfig, lock: File) -> Result<EmbeddedStore, StoreError> {
+        let journal_dir = config.dir.join("journal");
+        let index_dir = config.dir.join("index");
+        for d in [&journal_dir, &index_dir] {
+            fs::create_dir_all(d).map_err(StoreError::io(d))?;
+        }
+        let manifest = load_manifest(&index_dir)?;
+        let segments = open_segments(&index_dir, &manifest)?;
+
+        let files = journal::list_files(&journal_dir)?;
+        let mut journal_files = BTreeMap::new();
+        let mut last_seq = manifest.durable_seq;
+        let mut replay = Vec::new();
+        let mut tail = None;
+        for (n, (id, path)) in files.iter().enumerate() {
+            let is_last = n + 1 == files.len();
+            if !is_last {
+                if let Some(info) = read_sidecar(path) {
+                    if info.last_seq <= manifest.durable_seq {
+                        last_seq = last_seq.max(info.last_seq);
+                        journal_files.insert(*id, info);
+                        continue;
+                    }
+                }
+            }
+            let scan = journal::scan_file(*id, path)?;
+            if scan.valid_len < scan.file_len {
+                if !is_last {
+                    return Err(StoreError::Corrupt {
+                        what: "journal file",
+                        path: path.clone(),
+                        detail: format!(
+                            "invalid record at byte {} of a closed file; refusing to start",
+                            scan.valid_len
+                        ),
+                    });
+                }
+                tracing::warn!(
+                    file = %path.display(),
+                    cut_bytes = scan.file_len - scan.valid_len,
+                    "journal tail was torn by a crash; cutting it off (it was never acknowledged)"
+                );
+            }
+            let mut info = JournalFile::empty(scan.valid_len);
+            for r in &scan.records {
+                info.min_dict = info.min_dict.min(r.dict);
+                let end = r.first_seq + r.count as u64 - 1;
+                info.last_seq = info.last_seq.max(end);
+                info.max_time = info.max_time.max(r.max_time);
+                last_seq = last_seq.max(end);
+            }
+            if scan
+                .records
+                .iter()
+                .any(|r| r.first_seq + r.count as u64 - 1 > manifest.durable_seq)
+            {
+                replay.push((*id, path.clone(), scan.records));
+            }
+            journal_files.insert(*id, info);
+            if is_last {
+                tail = Some((*id, path.clone(), scan.valid_len));
+            } else {
+                write_sidecar(path, &info);
+            }
+        }
+
+        let dicts = Dictionaries::open(&journal_dir, config.fsync)?;
+        let inner = Arc::new(Inner {
+            journal_dir: journal_dir.clone(),
+            dicts,
+            index_dir,
+            active: RwLock::new(Memtable::default()),
+            index: RwLock::new(IndexState {
+                frozen: Vec::new(),
+                segments,
+            }),
+            manifest: Mutex::new(manifest.clone()),
+            journal_files: Mutex::new(journal_files),
+            readers: RwLock::new(HashMap::new()),
+            last_seq: AtomicU64::new(last_seq),
+            durable_seq: AtomicU64::new(manifest.durable_seq),
+            flush_tx: Mutex::new(None),
+            config: config.clone(),
+        });
+
+        // Replay what the index has not made durable yet.
+        let mut pending_flush = Vec::new();
+        for (id, path, records) in replay {
+            let file = File::open(&path).map_err(StoreError::io(&path))?;
+            for r in records {
+                if r.first_seq + r.count as u64 - 1 <= manifest.durable_seq {
+                    continue;
+                }
+                for (i, (frame, idx, json)) in
+                    journal::read_record_docs(&inner.dicts, &file, &path, &r)?
+                        .into_iter()
+                        .enumerate()
+                {
+                    let seq = r.first_seq + i as u64;
+                    if seq <= manifest.durable_seq {
+                        continue;
+                    }
+                    let trace: Trace =
+                        serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
+                            what: "journaled trace",
+                            path: path.clone(),
+                            detail: e.to_string(),
+                        })?;
+                    let mut active = inner.active.write();
+                    active.insert(&IndexValues::of(&trace), frame, idx, seq);
+                    if active.len() >= config.memtable_max_traces {
+                        let full = Arc::new(std::mem::take(&mut *active));
+                        inner.index.write().frozen.push(full.clone());
+                        pending_flush.push(full);
+                    }
+                }
+            }
+            tracing::info!(file = id, "replayed journal file into the index");
+        }
+
+        // A full tail file is closed (with its summary) by the writer before
+        // it writes again: the same rotation as while serving.
+        let active_file = match tail {
+            Some((id, path, len)) => ActiveFile::reopen(id, path, len)?,
+            None => ActiveFile::create(&journal_dir, 1, config.fsync)?,
+        };
+        inner
+            .journal_files
+            .lock()
+            .entry(active_file.id)
+            .or_insert(JournalFile::empty(active_file.len));
+
+        let (flush_tx, flush_rx) = mpsc::channel::<Arc<Memtable>>();
+        let (writer_tx, writer_rx) = mpsc::sync_channel::<WriteRequest>(256);
+        *inner.flush_tx.lock() = Some(flush_tx.clone());
+        for m in pending_flush {
+            let _ = flush_tx.send(m);
+        }
+        let flusher = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("cts-flusher".into())
+                .spawn(move || flusher_loop(inner, flush_rx))
+                .map_err(StoreError::io("<thread>"))?
+        };
+        let writer = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("cts-journal".into())
+                .spawn(move || writer_loop(inner, active_file, writer_rx))
+                .map_err(StoreError::io("<thread>"))?
+        };
+        Ok(EmbeddedStore {
+            inner,
+            writer_tx: Mutex::new(Some(writer_tx)),
+            threads: Mutex::new(vec![writer, flusher]),
+            markers: Mutex::new(MarkerCache::default()),
+            feed: feed::Feed::default(),
+            _lock: lock,
+        })
+    }
+
+    /// Rebuilds the index from the journal; returns the number of traces indexed.
+    pub fn reindex(config: StoreConfig) -> Result<u64, StoreError> {
+        // Locked before anything is deleted: a running server keeps its index.
+        let lock = lock_dir(&config.dir)?;
+        let index_dir = config.dir.join("index");
+        if index_dir.exists() {
+            fs::remove_dir_all(&index_dir).map_err(StoreError::io(&index_dir))?;
+        }
+        let store = EmbeddedStore::open_locked(config, lock)?;
+        store.close()?;
+        let indexed = store.stats().indexed_traces;
+        Ok(indexed)
+    }
+}
