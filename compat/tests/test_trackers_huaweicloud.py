@@ -713,12 +713,13 @@ CREATE_REFUSALS = [
     ("unknown kms_id", False, system_body(**KMS_ON, kms_id=str(uuid.uuid4())), 400, "CTS.0222"),
     ("management tracker not named system", False, system_body(tracker_name="mine"), 400, "CTS.0204"),
     ("bad data tracker name", True, data_body(tracker_name="-bad"), 400, "CTS.0203"),
-    ("data tracker named system", True, data_body(tracker_name="system"), 400, "CTS.0203"),
+    ("data tracker named system", True, data_body(tracker_name="system"), 400, "CTS.0207"),
     ("data tracker without bucket", True, data_body(data_bucket=None), 400, "CTS.0210"),
     ("no operation type", True, tracking(TRACKED, []), 400, "CTS.0219"),
     ("operation type DELETE", True, tracking(TRACKED, ["DELETE"]), 400, "CTS.0225"),
     ("encryption on a data tracker", True, data_body(**KMS_ON, kms_id="k"), 400, "CTS.0220"),
-    ("bad tracker_type", True, {"tracker_type": "audit"}, 400, "CTS.0003"),
+    ("bad tracker_type", True, {"tracker_type": "audit"}, 400, "CTS.0202"),
+    ("data bucket on the management tracker", False, system_body(data_bucket=data_bucket(TRACKED, ["READ"])), 400, "CTS.0206"),
 ]
 
 

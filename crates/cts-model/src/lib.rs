@@ -8,4 +8,4 @@ pub mod trace;
 
 pub use query::{ApiVersion, Field, QueryError, TraceQuery};
 pub use report::{is_valid_tracker_name, parse_report, FieldError, ReportContext, ReportError};
-pub use trace::{Text, Trace, TraceKind, UserInfo, SYSTEM_TRACKER};
+pub use trace::{Text, Trace, TraceKind, UserInfo, SYSTEM_ACTION, SYSTEM_TRACKER};

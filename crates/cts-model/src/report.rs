@@ -11,7 +11,8 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::trace::{
-    rating_for_code, BaseUser, Text, Trace, TraceKind, UserInfo, RATINGS, SYSTEM_TRACKER,
+    rating_for_code, BaseUser, Text, Trace, TraceKind, UserInfo, RATINGS, SYSTEM_ACTION,
+    SYSTEM_TRACKER,
 };
 
 /// One broken rule: which trace of the batch, which field, which rule.
@@ -580,17 +581,6 @@ fn complete<'a>(
     // record_time belongs to the server; a reporter's value is replaced.
     let _ = t.record_time;
 
-    let user = match t.user {
-        None => {
-            c.err("user", "is mandatory");
-            UserInfo::default()
-        }
-        Some(u) => {
-            check_user(&mut c, &u);
-            u
-        }
-    };
-
     let service_type = c.required("service_type", t.service_type);
     if !service_type.is_empty() && !is_valid_service_type(&service_type) {
         c.err(
@@ -617,6 +607,20 @@ fn complete<'a>(
             "must be ApiCall, ConsoleAction or SystemAction (management traces) or ObsSDK or ObsAPI (data traces)",
         );
     }
+
+    let user = match t.user {
+        // Operations the system performs by itself have no user (user guide,
+        // FAQs); every other trace names who did it.
+        None if &*trace_type == SYSTEM_ACTION => UserInfo::default(),
+        None => {
+            c.err("user", "is mandatory (except for SystemAction traces)");
+            UserInfo::default()
+        }
+        Some(u) => {
+            check_user(&mut c, &u);
+            u
+        }
+    };
 
     let status = t.code.as_deref().and_then(code_as_status);
     if let Some(code) = &t.code {
@@ -849,6 +853,26 @@ mod tests {
 
     fn body(traces: Vec<Value>) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({ "traces": traces })).unwrap()
+    }
+
+    #[test]
+    fn system_actions_may_have_no_user_and_no_source_ip() {
+        let mut v = good();
+        v["trace_type"] = "SystemAction".into();
+        let o = v.as_object_mut().unwrap();
+        o.remove("user");
+        o.remove("source_ip");
+        let bytes = body(vec![v.clone()]);
+        let t = parse_report(&bytes, &ctx()).unwrap().remove(0);
+        assert!(t.user.id.is_none() && t.user.name.is_none() && t.user.domain.is_none());
+        assert_eq!(t.source_ip, "");
+        // Any other operation names who did it.
+        v["trace_type"] = "ApiCall".into();
+        let errors = parse_report(&body(vec![v]), &ctx()).unwrap_err();
+        assert!(
+            matches!(&errors, ReportError::Invalid(e) if e.iter().any(|e| e.field == "user")),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -137,6 +137,10 @@ pub struct Attributes<S = String> {
 
 /// Management traces are recorded by the `system` tracker; data traces (OBS
 /// object operations) by data trackers.
+/// The `trace_type` of an operation the system performs by itself: such a
+/// trace may have no `user` and no `source_ip`.
+pub const SYSTEM_ACTION: &str = "SystemAction";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TraceKind {
     Management,
@@ -154,7 +158,7 @@ impl TraceKind {
 
     pub fn of_trace_type(trace_type: &str) -> Option<TraceKind> {
         match trace_type {
-            "ApiCall" | "ConsoleAction" | "SystemAction" => Some(TraceKind::Management),
+            "ApiCall" | "ConsoleAction" | SYSTEM_ACTION => Some(TraceKind::Management),
             "ObsSDK" | "ObsAPI" => Some(TraceKind::Data),
             _ => None,
         }

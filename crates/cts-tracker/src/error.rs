@@ -87,12 +87,19 @@ pub mod codes {
     pub const TRACKER_QUOTA: &str = "CTS.0200";
     /// The project already has its management tracker.
     pub const SYSTEM_TRACKER_EXISTS: &str = "CTS.0201";
+    /// `tracker_type` is missing or neither `system` nor `data` (Huawei
+    /// Cloud table; the OTC table has no code for it).
+    pub const TRACKER_TYPE_VALUE: &str = "CTS.0202";
     /// `tracker_name` breaks the naming rule.
     pub const TRACKER_NAME_FORMAT: &str = "CTS.0203";
     /// A management tracker's name is not `system`.
     pub const SYSTEM_TRACKER_NAME: &str = "CTS.0204";
     /// `status` is neither `enabled` nor `disabled`.
     pub const STATUS_VALUE: &str = "CTS.0205";
+    /// A management tracker's body has `data_bucket` (Huawei Cloud table).
+    pub const SYSTEM_TRACKER_DATA_BUCKET: &str = "CTS.0206";
+    /// A data tracker is named `system` (Huawei Cloud table).
+    pub const DATA_TRACKER_NAMED_SYSTEM: &str = "CTS.0207";
     /// A tracker with that name exists.
     pub const TRACKER_EXISTS: &str = "CTS.0208";
     /// Another data tracker tracks that operation type on that bucket.

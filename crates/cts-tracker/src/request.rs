@@ -278,13 +278,15 @@ fn parse_v3(body: &[u8], op: Op) -> Result<TrackerSpec, TrackerError> {
     let f = Fields::root(&v)?;
     let tracker_type = match f.string("tracker_type")? {
         None => {
-            return Err(TrackerError::body(
+            return Err(TrackerError::field(
+                codes::TRACKER_TYPE_VALUE,
                 "tracker_type",
                 "tracker_type is required: system or data",
             ))
         }
         Some(s) => TrackerType::parse(s).ok_or_else(|| {
-            TrackerError::body(
+            TrackerError::field(
+                codes::TRACKER_TYPE_VALUE,
                 "tracker_type",
                 format!("tracker_type must be system or data, not {s:?}"),
             )
@@ -336,7 +338,8 @@ fn check_type_fields(spec: &TrackerSpec, op: Op) -> Result<(), TrackerError> {
     match spec.tracker_type {
         TrackerType::System => {
             if spec.data_bucket_name.is_some() || spec.data_event.is_some() {
-                return Err(TrackerError::body(
+                return Err(TrackerError::field(
+                    codes::SYSTEM_TRACKER_DATA_BUCKET,
                     "data_bucket",
                     "data_bucket is for data trackers only",
                 ));
@@ -390,6 +393,11 @@ fn tracker_name(t: TrackerType, name: Option<&str>) -> Result<String, TrackerErr
         (TrackerType::System, Some(n)) if n == SYSTEM_TRACKER_NAME => Ok(n.into()),
         (TrackerType::System, Some(n)) => Err(system_name_error(n)),
         (TrackerType::Data, Some(n)) if is_valid_data_tracker_name(n) => Ok(n.into()),
+        (TrackerType::Data, Some(n)) if n == SYSTEM_TRACKER_NAME => Err(TrackerError::field(
+            codes::DATA_TRACKER_NAMED_SYSTEM,
+            "tracker_name",
+            "a data tracker cannot be named system: that name is the management tracker's",
+        )),
         (TrackerType::Data, n) => Err(TrackerError::field(
             codes::TRACKER_NAME_FORMAT,
             "tracker_name",
@@ -776,11 +784,11 @@ mod tests {
     fn tracker_type_is_required_and_enumerated() {
         assert_eq!(
             code(v3c(json!({"tracker_name": "system"}))),
-            ("CTS.0003", Some("tracker_type".into()))
+            ("CTS.0202", Some("tracker_type".into()))
         );
         assert_eq!(
             code(v3c(json!({"tracker_type": "admin"}))),
-            ("CTS.0003", Some("tracker_type".into()))
+            ("CTS.0202", Some("tracker_type".into()))
         );
         assert_eq!(code(v3c(json!({"tracker_type": 1}))).0, "CTS.0003");
         assert_eq!(parse_tracker_type_param("x").unwrap_err().code, "CTS.0300");
@@ -810,16 +818,11 @@ mod tests {
 
     #[test]
     fn data_tracker_name_rules() {
-        for bad in [
-            "",
-            "system",
-            "system-trace",
-            "-a",
-            "_a",
-            "a b",
-            "é",
-            &"a".repeat(33),
-        ] {
+        assert_eq!(
+            code(v3c(data(json!({"tracker_name": "system"})))),
+            ("CTS.0207", Some("tracker_name".into()))
+        );
+        for bad in ["", "system-trace", "-a", "_a", "a b", "é", &"a".repeat(33)] {
             assert_eq!(
                 code(v3c(data(json!({"tracker_name": bad})))),
                 ("CTS.0203", Some("tracker_name".into())),
@@ -992,7 +995,7 @@ mod tests {
             code(v3c(
                 json!({"tracker_type": "system", "data_bucket": {"data_bucket_name": "abc", "data_event": ["READ"]}})
             )),
-            ("CTS.0003", Some("data_bucket".into()))
+            ("CTS.0206", Some("data_bucket".into()))
         );
     }
 

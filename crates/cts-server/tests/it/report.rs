@@ -495,3 +495,21 @@ fn concurrent_retries_are_stored_once() {
         }
     }
 }
+
+#[test]
+fn system_actions_without_user_or_source_ip_are_recorded() {
+    let server = TestServer::start();
+    let mut t = trace(now_ms() - 1000);
+    t["trace_type"] = json!("SystemAction");
+    t["domain_id"] = json!("d-1");
+    let o = t.as_object_mut().unwrap();
+    o.remove("user");
+    o.remove("source_ip");
+    let answer = server.report("sys", &[t]);
+    assert_eq!(answer["recorded"], 1);
+    let id = answer["trace_ids"][0].as_str().unwrap();
+    let found = server.by_id("sys", id);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["trace_type"], "SystemAction");
+    assert_eq!(found[0]["source_ip"], "");
+}

@@ -283,7 +283,17 @@ fn tracker_rules_answer_their_codes() {
         ),
         (
             json!({"tracker_type": "nope", "tracker_name": "x"}),
-            "CTS.0003",
+            "CTS.0202",
+        ),
+        (
+            json!({"tracker_type": "system",
+                   "data_bucket": {"data_bucket_name": "bkt-one", "data_event": ["READ"]}}),
+            "CTS.0206",
+        ),
+        (
+            json!({"tracker_type": "data", "tracker_name": "system",
+                   "data_bucket": {"data_bucket_name": "bkt-one", "data_event": ["READ"]}}),
+            "CTS.0207",
         ),
         (json!([1, 2]), "CTS.0003"),
     ];
