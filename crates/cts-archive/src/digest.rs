@@ -6,8 +6,8 @@
 //! # Where
 //!
 //! ```text
-//! {prefix}/CloudTraces/{region}/{YYYY}/{M}/{D}/{tracker}/Digest/{service}/{prefix}_CloudTrace-Digest_{region}-{project_id}_{YYYY-MM-DDTHH-MM-SSZ}.json.gz
-//! logs/CloudTraces/eu-de/2017/3/28/system/Digest/ECS/logs_CloudTrace-Digest_eu-de-3cfb…_2017-03-28T02-09-17Z.json.gz
+//! CloudTraces/{region}/{YYYY}/{M}/{D}/{tracker}/Digest/{service}/{prefix}_CloudTrace-Digest_{region}-{project_id}_{YYYY-MM-DDTHH-MM-SSZ}.json.gz
+//! CloudTraces/eu-de/2017/3/28/system/Digest/ECS/logs_CloudTrace-Digest_eu-de-3cfb…_2017-03-28T02-09-17Z.json.gz
 //! ```
 //!
 //! The date and the time in the name are the digest's end time. Each
@@ -303,7 +303,7 @@ mod tests {
     fn digest_names() {
         assert_eq!(
             digest_key(&path(), "3cfb", Some("EVS"), END),
-            "mylog/CloudTraces/eu-de-01/2017/3/28/system/Digest/EVS/mylog_CloudTrace-Digest_eu-de-01-3cfb_2017-03-28T02-09-17Z.json.gz"
+            "CloudTraces/eu-de-01/2017/3/28/system/Digest/EVS/mylog_CloudTrace-Digest_eu-de-01-3cfb_2017-03-28T02-09-17Z.json.gz"
         );
         let bare = TrackerPath {
             file_prefix: String::new(),

@@ -2,12 +2,13 @@
 //!
 //! # Names
 //!
-//! As the reference (`querying_archived_traces.rst`) lays them out, under the
-//! tracker's `file_prefix_name` (issue 5: `{file_prefix_name}/CloudTraces/…`):
+//! As the reference (`querying_archived_traces.rst`) lays them out: the
+//! bucket, then `CloudTraces/`; the tracker's `file_prefix_name` is part of
+//! the file name only, never a directory:
 //!
 //! ```text
-//! {prefix}/CloudTraces/{region}/{YYYY}/{M}/{D}/{tracker}/{service}/{prefix}_CloudTrace_{region}-{project_id}_{YYYY-MM-DDTHH-MM-SSZ}_{16 hex}.json.gz
-//! logs/CloudTraces/eu-de/2016/5/30/system/ECS/logs_CloudTrace_eu-de-0a1b…_2016-05-30T16-20-56Z_21d36ced8c8af71e.json.gz
+//! CloudTraces/{region}/{YYYY}/{M}/{D}/{tracker}/{service}/{prefix}_CloudTrace_{region}-{project_id}_{YYYY-MM-DDTHH-MM-SSZ}_{16 hex}.json.gz
+//! CloudTraces/eu-de/2016/5/30/system/ECS/logs_CloudTrace_eu-de-0a1b…_2016-05-30T16-20-56Z_21d36ced8c8af71e.json.gz
 //! ```
 //!
 //! * Month and day are not zero-padded (the reference's `2016/5/19`); the
@@ -16,8 +17,10 @@
 //!   the date directories. The reference calls it the upload time; the
 //!   period end is when the upload starts, and unlike the clock at upload
 //!   it is the same when an interrupted upload is retried.
-//! * An empty `file_prefix_name` drops both the leading directory and the
-//!   name's `{prefix}_`: `CloudTraces/…/CloudTrace_eu-de-…json.gz`.
+//! * An empty `file_prefix_name` drops the name's `{prefix}_`:
+//!   `CloudTraces/…/CloudTrace_eu-de-…json.gz`. Trackers that differ only
+//!   in their prefix share directories; [`parse_object_name`] tells their
+//!   files apart.
 //! * Without `is_sort_by_service` the `{service}` directory is left out and
 //!   one file holds every service of the period.
 //! * The 16 hex digits are the first 8 bytes of SHA-256 over (region,
@@ -61,14 +64,10 @@ pub struct TrackerPath {
 }
 
 impl TrackerPath {
-    /// `{prefix}/CloudTraces/{region}` (`CloudTraces/{region}` without a
-    /// prefix): everything of the region's trackers lies below it.
+    /// `CloudTraces/{region}`: everything of the region's trackers lies
+    /// below it, whatever their prefix.
     pub fn region_root(&self) -> String {
-        if self.file_prefix.is_empty() {
-            format!("CloudTraces/{}", self.region)
-        } else {
-            format!("{}/CloudTraces/{}", self.file_prefix, self.region)
-        }
+        format!("CloudTraces/{}", self.region)
     }
 
     /// `{region_root}/{YYYY}/{M}/{D}/{tracker}` for the UTC day of `unix_secs`.
@@ -162,6 +161,59 @@ pub fn trace_file_key(
         hex::encode(&suffix[..8]),
         format.extension()
     )
+}
+
+/// What a trace or digest file's name says: the names of
+/// [`trace_file_key`] and [`crate::digest_key`], read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectName<'a> {
+    /// `file_prefix_name`; `""` without one.
+    pub file_prefix: &'a str,
+    pub digest: bool,
+    pub project_id: &'a str,
+    /// The period end (trace file) or digest end in the name.
+    pub time: i64,
+}
+
+const TRACE_MARK: &str = "CloudTrace_";
+const DIGEST_MARK: &str = "CloudTrace-Digest_";
+const EXTENSIONS: [&str; 4] = [".json", ".json.gz", ".json.age", ".json.gz.age"];
+
+/// Reads a file name (the last segment of a key) of `region`; `None` when
+/// it is not one of ours.
+pub fn parse_object_name<'a>(name: &'a str, region: &str) -> Option<ObjectName<'a>> {
+    // The last mark: a prefix may contain "CloudTrace" itself.
+    let at = name.rfind("CloudTrace")?;
+    let (head, tail) = name.split_at(at);
+    let file_prefix = match head {
+        "" => "",
+        _ => head.strip_suffix('_').filter(|p| !p.is_empty())?,
+    };
+    let (digest, rest) = match tail.strip_prefix(DIGEST_MARK) {
+        Some(rest) => (true, rest.strip_suffix(".json.gz")?),
+        None => {
+            let rest = tail.strip_prefix(TRACE_MARK)?;
+            let dot = rest.find(".json")?;
+            if !EXTENSIONS.contains(&&rest[dot..]) {
+                return None;
+            }
+            let (stem, hex) = rest[..dot].rsplit_once('_')?;
+            if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            (false, stem)
+        }
+    };
+    let (project_id, time) = rest
+        .strip_prefix(region)?
+        .strip_prefix('-')?
+        .split_once('_')?;
+    Some(ObjectName {
+        file_prefix,
+        digest,
+        project_id,
+        time: crate::time::parse_file_time(time)?,
+    })
 }
 
 /// Limits of one trace file.
@@ -477,7 +529,7 @@ mod tests {
             FileFormat::default(),
         );
         let (dir, name) = key.rsplit_once('/').unwrap();
-        assert_eq!(dir, "logs/CloudTraces/eu-de/2016/5/30/system/ECS");
+        assert_eq!(dir, "CloudTraces/eu-de/2016/5/30/system/ECS");
         let hex = name
             .strip_prefix("logs_CloudTrace_eu-de-p1_2016-05-30T16-20-56Z_")
             .and_then(|n| n.strip_suffix(".json.gz"))
@@ -560,6 +612,50 @@ mod tests {
             encrypted: true,
         };
         assert_eq!(gz_age.extension(), ".json.gz.age");
+    }
+
+    #[test]
+    fn names_read_back() {
+        let formats = [false, true].into_iter().flat_map(|encrypted| {
+            [Compression::Gzip, Compression::Json].map(|compression| FileFormat {
+                compression,
+                encrypted,
+            })
+        });
+        for (prefix, format) in ["", "logs", "a_b", "x_CloudTrace"]
+            .into_iter()
+            .flat_map(|p| formats.clone().map(move |f| (p, f)))
+        {
+            let key = trace_file_key(&path(prefix), "p1", Some("ECS"), PERIOD, 3, format);
+            let name = key.rsplit_once('/').unwrap().1;
+            let expected = ObjectName {
+                file_prefix: prefix,
+                digest: false,
+                project_id: "p1",
+                time: END,
+            };
+            assert_eq!(parse_object_name(name, "eu-de"), Some(expected), "{name}");
+            let digest = crate::digest_key(&path(prefix), "p1", None, END);
+            let name = digest.rsplit_once('/').unwrap().1;
+            let expected = ObjectName {
+                file_prefix: prefix,
+                digest: true,
+                project_id: "p1",
+                time: END,
+            };
+            assert_eq!(parse_object_name(name, "eu-de"), Some(expected), "{name}");
+        }
+        for other in [
+            "logs_CloudTrace_eu-nl-p1_2016-05-30T16-20-56Z_21d36ced8c8af71e.json.gz",
+            "_CloudTrace_eu-de-p1_2016-05-30T16-20-56Z_21d36ced8c8af71e.json.gz",
+            "logs_CloudTrace_eu-de-p1_2016-05-30T16-20-56Z_21d36ced8c8af71e.json.zip",
+            "logs_CloudTrace_eu-de-p1_2016-05-30T16-20-56Z_21d36c.json.gz",
+            "logs_CloudTrace-Digest_eu-de-p1_2016-05-30T16-20-56Z.json",
+            "logs_CloudTrace_eu-de-p1_yesterday_21d36ced8c8af71e.json.gz",
+            "notes.txt",
+        ] {
+            assert_eq!(parse_object_name(other, "eu-de"), None, "{other}");
+        }
     }
 
     #[test]

@@ -39,10 +39,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::digest::{
     parse_digest, sha256_hex, signing_string, DigestError, DigestFile, META_SIGNATURE,
 };
-use crate::files::TrackerPath;
+use crate::files::{parse_object_name, TrackerPath};
 use crate::keys::{KeyError, VerifyingKey};
 use crate::store::{ObjectStorage, StoreError};
-use crate::time::{format_file_time, parse_file_time, parse_rfc3339_utc};
+use crate::time::{format_file_time, parse_rfc3339_utc};
 
 /// One entry of `GET /v3/{project_id}/digest-public-keys`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -301,11 +301,12 @@ struct Parsed {
 }
 
 /// Recognises `{Y}/{M}/{D}/{tracker}/[Digest/][{service}/]{name}` below the
-/// region root.
-fn parse_key(root: &str, tracker: &str, key: &str) -> Option<Parsed> {
+/// region root, named with the tracker's prefix: trackers differing only in
+/// their prefix share the directories.
+fn parse_key(root: &str, path: &TrackerPath, key: &str) -> Option<Parsed> {
     let rest = key.strip_prefix(root)?.strip_prefix('/')?;
     let parts: Vec<&str> = rest.split('/').collect();
-    if parts.len() < 5 || parts[3] != tracker {
+    if parts.len() < 5 || parts[3] != path.tracker_name {
         return None;
     }
     let after = &parts[4..];
@@ -316,25 +317,15 @@ fn parse_key(root: &str, tracker: &str, key: &str) -> Option<Parsed> {
         [service, name] => (false, Some(*service), *name),
         _ => return None,
     };
-    let time = if digest {
-        let stem = name.strip_suffix(".json.gz")?;
-        if !stem.contains("CloudTrace-Digest_") {
-            return None;
-        }
-        stem.rsplit_once('_')?.1
-    } else {
-        // The last ".json" is the extension's: a prefix may contain one too.
-        let stem = &name[..name.rfind(".json")?];
-        if !stem.contains("CloudTrace_") {
-            return None;
-        }
-        stem.rsplit_once('_')?.0.rsplit_once('_')?.1
-    };
+    let named = parse_object_name(name, &path.region)?;
+    if named.digest != digest || named.file_prefix != path.file_prefix {
+        return None;
+    }
     Some(Parsed {
         key: key.to_string(),
         digest,
         chain: chain.map(str::to_string),
-        time: parse_file_time(time)?,
+        time: named.time,
     })
 }
 
@@ -383,7 +374,7 @@ pub async fn verify_tracker(
         .list(bucket, &root)
         .await?
         .into_iter()
-        .filter_map(|o| parse_key(&root, &path.tracker_name, &o.key))
+        .filter_map(|o| parse_key(&root, path, &o.key))
         .collect();
     let existing: HashSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
     let mut report = VerifyReport::default();
@@ -444,7 +435,7 @@ pub async fn verify_tracker(
                 // The chain came from another bucket: nothing here to compare.
             } else if !existing.contains(named) {
                 // Gone. Only in range (by its name's time) is it our business.
-                let named_time = parse_key(&root, &path.tracker_name, named).map(|p| p.time);
+                let named_time = parse_key(&root, path, named).map(|p| p.time);
                 if named_time.is_none_or(in_range) {
                     let gap_start = before.map(|b| b.end);
                     gaps.push(Gap {

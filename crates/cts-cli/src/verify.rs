@@ -3,11 +3,11 @@
 //! digest public keys (and, for encrypted files, an age identity) is
 //! needed, no CTS server. A shell over `cts_archive::verify_tracker`, plus:
 //!
-//! * the tracker's location: `--prefix`, `--tracker` and the region (found
-//!   in the bucket when there is one, else `--region`), checked to hold
-//!   files of exactly one project (the layout has no project directory, so
-//!   two projects sharing a bucket and prefix share a chain directory,
-//!   which no verification can untangle);
+//! * the tracker's location: `--tracker`, the file prefix and the region
+//!   (each found in the bucket when there is one, else `--prefix`,
+//!   `--region`), checked to hold files of exactly one project (the layout
+//!   has no project directory, so two projects sharing a bucket and prefix
+//!   share a chain directory, which no verification can untangle);
 //! * with `--identity`, every encrypted trace file of the range decrypted
 //!   and checked to be a JSON array (of objects), gzip'd when its name says
 //!   so;
@@ -26,9 +26,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use cts_archive::{
-    format_file_time, open_trace_file, parse_file_time, verify_tracker, AgeIdentity, Finding,
-    ObjectStorage, PublicKeySet, S3Config, StorageConfig, StoreError, TrackerPath, VerifyOptions,
-    VerifyReport,
+    format_file_time, open_trace_file, parse_object_name, verify_tracker, AgeIdentity, Finding,
+    ObjectName, ObjectStorage, PublicKeySet, S3Config, StorageConfig, StoreError, TrackerPath,
+    VerifyOptions, VerifyReport,
 };
 use serde::Serialize;
 use serde_json::{json, value::RawValue, Value};
@@ -90,15 +90,10 @@ pub struct VerifyArgs {
     /// /v3/{project_id}/digest-public-keys, {"keys": [...]}.
     #[arg(long, value_name = "FILE")]
     public_keys: PathBuf,
-    /// The tracker's file_prefix_name [default: none, files directly under
-    /// CloudTraces/].
-    #[arg(
-        long,
-        value_name = "FILE_PREFIX",
-        default_value = "",
-        hide_default_value = true
-    )]
-    prefix: String,
+    /// The tracker's file_prefix_name, the start of its file names ("" for
+    /// none) [default: the only one of the tracker's files in the bucket].
+    #[arg(long, value_name = "FILE_PREFIX")]
+    prefix: Option<String>,
     /// The region directory (the project's region) [default: the only one
     /// in the bucket].
     #[arg(long)]
@@ -149,6 +144,7 @@ struct Location {
 /// The tracker's objects as their names tell, from one listing.
 struct Scan {
     region: String,
+    file_prefix: String,
     projects: BTreeSet<String>,
     /// Encrypted trace files and the time in their names.
     encrypted: Vec<(String, i64)>,
@@ -187,7 +183,7 @@ pub fn run(args: &VerifyArgs, project: Option<&str>, output: Output) -> Result<E
         .ok()
         .filter(|&s| s > 0)
         .context("--digest-period must be at least 1s")?;
-    let prefix = args.prefix.trim_matches('/').to_string();
+    let prefix = args.prefix.as_deref().map(|p| p.trim_matches('/'));
 
     let location = open_storage(args)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -195,10 +191,10 @@ pub fn run(args: &VerifyArgs, project: Option<&str>, output: Output) -> Result<E
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let scan = scan(&location, &prefix, args.region.as_deref(), &args.tracker).await?;
+        let scan = scan(&location, prefix, args.region.as_deref(), &args.tracker).await?;
         check_projects(&scan, project, &location, &args.tracker)?;
         let path = TrackerPath {
-            file_prefix: prefix.clone(),
+            file_prefix: scan.file_prefix.clone(),
             region: scan.region.clone(),
             tracker_name: args.tracker.clone(),
         };
@@ -319,24 +315,18 @@ fn open_storage(args: &VerifyArgs) -> Result<Location> {
     })
 }
 
-/// Lists `{prefix}/CloudTraces[/{region}]` once and reads the tracker's
-/// object names: the region (when not given), the projects, and the
-/// encrypted trace files.
+/// Lists `CloudTraces[/{region}]` once and reads the tracker's object
+/// names: the region and the file prefix (when not given), the projects,
+/// and the encrypted trace files.
 async fn scan(
     location: &Location,
-    prefix: &str,
+    prefix: Option<&str>,
     region: Option<&str>,
     tracker: &str,
 ) -> Result<Scan> {
-    let base = match (prefix.is_empty(), region) {
-        (true, None) => "CloudTraces".to_string(),
-        (false, None) => format!("{prefix}/CloudTraces"),
-        (_, Some(region)) => TrackerPath {
-            file_prefix: prefix.to_string(),
-            region: region.to_string(),
-            tracker_name: tracker.to_string(),
-        }
-        .region_root(),
+    let base = match region {
+        None => "CloudTraces".to_string(),
+        Some(region) => format!("CloudTraces/{region}"),
     };
     let listed = match location.storage.list(&location.bucket, &base).await {
         Ok(listed) => listed,
@@ -345,14 +335,9 @@ async fn scan(
         }
         Err(e) => return Err(e).with_context(|| format!("listing {}", location.display)),
     };
-    let name_prefix = if prefix.is_empty() {
-        String::new()
-    } else {
-        format!("{prefix}_")
-    };
-    // Region -> the tracker's objects there: (key, name after the prefix).
-    let mut by_region: BTreeMap<String, Vec<(String, NameParts)>> = BTreeMap::new();
-    for object in listed {
+    // (region, file prefix) -> the tracker's objects there.
+    let mut found: BTreeMap<(String, String), Vec<(String, ObjectName)>> = BTreeMap::new();
+    for object in &listed {
         let Some(rest) = object
             .key
             .strip_prefix(base.as_str())
@@ -362,91 +347,77 @@ async fn scan(
         };
         let mut segments: Vec<&str> = rest.split('/').collect();
         let region = match region {
-            Some(r) => r.to_string(),
-            None if segments.len() > 1 => segments.remove(0).to_string(),
+            Some(r) => r,
+            None if segments.len() > 1 => segments.remove(0),
             None => continue,
         };
         // {Y}/{M}/{D}/{tracker}/[Digest/][{service}/]{name}
         if segments.len() < 5 || segments.len() > 7 || segments[3] != tracker {
             continue;
         }
-        let name = segments[segments.len() - 1];
-        if let Some(parts) = name
-            .strip_prefix(name_prefix.as_str())
-            .and_then(|n| NameParts::parse(n, &region))
-        {
-            by_region
-                .entry(region)
+        let Some(name) = parse_object_name(segments[segments.len() - 1], region) else {
+            continue;
+        };
+        if prefix.is_none_or(|p| p == name.file_prefix) {
+            found
+                .entry((region.to_string(), name.file_prefix.to_string()))
                 .or_default()
-                .push((object.key.clone(), parts));
+                .push((object.key.clone(), name));
         }
     }
-    let shown = |r: &str| {
-        if prefix.is_empty() {
-            format!("CloudTraces/{r}")
-        } else {
-            format!("{prefix}/CloudTraces/{r}")
-        }
-    };
-    let (region, objects) = match by_region.len() {
-        0 => bail!(
-            "no trace or digest files of tracker {tracker} under {}/{}: check --bucket, --prefix{}, and --tracker{}",
+    let regions: BTreeSet<&str> = found.keys().map(|(r, _)| r.as_str()).collect();
+    let prefixes: BTreeSet<&str> = found.keys().map(|(_, p)| p.as_str()).collect();
+    if found.is_empty() {
+        bail!(
+            "no trace or digest files of tracker {tracker}{} under {}/CloudTraces/{}: check --bucket{}, and --tracker{}",
+            prefix.map_or_else(String::new, |p| format!(" with prefix {p:?}")),
             location.display,
-            shown(region.unwrap_or("*")),
-            if region.is_some() { ", --region" } else { "" },
+            region.unwrap_or("*"),
+            match (prefix.is_some(), region.is_some()) {
+                (true, true) => ", --prefix, --region",
+                (true, false) => ", --prefix",
+                (false, true) => ", --region",
+                (false, false) => "",
+            },
             if location.bucket_from_dir {
                 " (without --bucket, --local is the bucket's own directory)"
             } else {
                 ""
             }
-        ),
-        1 => by_region.into_iter().next().expect("one region"),
-        _ => bail!(
+        );
+    }
+    if regions.len() > 1 {
+        bail!(
             "tracker {tracker} has files in several regions of {}: {}; choose one with --region",
             location.display,
-            by_region.keys().cloned().collect::<Vec<_>>().join(", ")
-        ),
-    };
+            regions.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
+    if prefixes.len() > 1 {
+        bail!(
+            "tracker {tracker} has files of several file prefixes in {}: {}; choose one with --prefix",
+            location.display,
+            prefixes
+                .into_iter()
+                .map(|p| format!("{p:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let ((region, file_prefix), objects) = found.into_iter().next().expect("one location");
     Ok(Scan {
-        region,
-        projects: objects.iter().map(|(_, p)| p.project.clone()).collect(),
+        projects: objects
+            .iter()
+            .map(|(_, n)| n.project_id.to_string())
+            .collect(),
         encrypted: objects
             .iter()
-            .filter(|(key, p)| !p.digest && key.ends_with(".age"))
-            .map(|(key, p)| (key.clone(), p.time))
+            .filter(|(key, n)| !n.digest && key.ends_with(".age"))
+            .map(|(key, n)| (key.clone(), n.time))
             .collect(),
+        region,
+        file_prefix,
     })
-}
-
-/// What a trace or digest file's name says, after `{prefix}_`.
-struct NameParts {
-    digest: bool,
-    project: String,
-    time: i64,
-}
-
-impl NameParts {
-    /// `CloudTrace_{region}-{project}_{time}_{hex}.json…` or
-    /// `CloudTrace-Digest_{region}-{project}_{time}.json.gz`.
-    fn parse(name: &str, region: &str) -> Option<NameParts> {
-        let (digest, rest) = match name.strip_prefix("CloudTrace-Digest_") {
-            Some(rest) => (true, rest.strip_suffix(".json.gz")?),
-            None => {
-                let rest = name.strip_prefix("CloudTrace_")?;
-                let stem = &rest[..rest.rfind(".json")?];
-                (false, stem.rsplit_once('_')?.0)
-            }
-        };
-        let (project, time) = rest
-            .strip_prefix(region)?
-            .strip_prefix('-')?
-            .split_once('_')?;
-        Some(NameParts {
-            digest,
-            project: project.to_string(),
-            time: parse_file_time(time)?,
-        })
-    }
 }
 
 /// One project's files only: the chain directories have no project in
@@ -595,6 +566,7 @@ impl Summary<'_> {
                     "location": self.location.display,
                     "bucket": self.location.bucket,
                     "root": self.path.region_root(),
+                    "prefix": self.path.file_prefix,
                     "region": self.path.region,
                     "tracker": self.path.tracker_name,
                     "from": self.from.map(format_file_time),
@@ -728,36 +700,6 @@ fn extra_row(e: &Extra) -> [String; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_tell_project_time_and_kind() {
-        let trace = NameParts::parse(
-            "CloudTrace_eu-de-0a1b2c_2016-05-30T16-20-56Z_21d36ced8c8af71e.json.gz.age",
-            "eu-de",
-        )
-        .unwrap();
-        assert!(!trace.digest);
-        assert_eq!(trace.project, "0a1b2c");
-        assert_eq!(trace.time, 1_464_625_256);
-        let digest = NameParts::parse(
-            "CloudTrace-Digest_eu-de-0a1b2c_2016-05-30T16-20-56Z.json.gz",
-            "eu-de",
-        )
-        .unwrap();
-        assert!(digest.digest);
-        assert_eq!(
-            (digest.project.as_str(), digest.time),
-            ("0a1b2c", 1_464_625_256)
-        );
-        // Another region, or not a CTS name.
-        assert!(NameParts::parse(
-            "CloudTrace_eu-nl-0a1b2c_2016-05-30T16-20-56Z_21d36ced8c8af71e.json",
-            "eu-de"
-        )
-        .is_none());
-        assert!(NameParts::parse("notes.txt", "eu-de").is_none());
-        assert!(NameParts::parse("CloudTrace-Digest_eu-de-p_bad.json.gz", "eu-de").is_none());
-    }
 
     #[test]
     fn finding_rows_name_the_object() {

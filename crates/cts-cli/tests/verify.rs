@@ -279,6 +279,51 @@ fn flip_byte(file: &Path, at: usize) {
     std::fs::write(file, bytes).unwrap();
 }
 
+/// The reference's layout: the prefix is part of the file names only, so
+/// trackers differing in their prefix share the directories, and each one
+/// verifies without the other's files as findings.
+#[test]
+fn prefixes_share_directories() {
+    let a = local_archive(Variant::default());
+    let ours = &a.files[0][0];
+    assert!(
+        ours.starts_with("CloudTraces/eu-de/2025/1/1/system/ECS/logs_CloudTrace_eu-de-"),
+        "{ours}"
+    );
+    let ours = a.object(ours);
+    let name = ours.file_name().unwrap().to_str().unwrap();
+    std::fs::copy(
+        &ours,
+        ours.with_file_name(name.replacen("logs_", "audit_", 1)),
+    )
+    .unwrap();
+    let bare = |args: &[&str]| {
+        cts_bare()
+            .args(["verify", "--local"])
+            .arg(a.root().join(BUCKET))
+            .arg("--public-keys")
+            .arg(&a.keys)
+            .args(["--from", FROM, "--to", TO, "--output", "json"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = bare(&[]);
+    assert_eq!(code(&out), 2, "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("several file prefixes") && stderr(&out).contains("--prefix"),
+        "{}",
+        stderr(&out)
+    );
+    let r = report(&bare(&["--prefix", "logs"]), 0);
+    assert_eq!(r["findings"], json!([]), "{r}");
+    assert_eq!(r["files_checked"], 10);
+    // The other prefix's file has no digest: a finding about it alone.
+    let r = report(&bare(&["--prefix", "audit"]), 1);
+    assert!(r.to_string().contains("/audit_CloudTrace_"), "{r}");
+    assert!(!r.to_string().contains("/logs_"), "{r}");
+}
+
 #[test]
 fn a_clean_archive_verifies() {
     let a = local_archive(Variant::default());
@@ -290,7 +335,8 @@ fn a_clean_archive_verifies() {
         (Some(6), Some(10))
     );
     assert_eq!(r["region"], "eu-de", "found in the bucket");
-    assert_eq!(r["root"], "logs/CloudTraces/eu-de");
+    assert_eq!(r["root"], "CloudTraces/eu-de");
+    assert_eq!(r["prefix"], "logs");
     assert_eq!(r["files_decrypted"], Value::Null);
     assert_eq!(r["pending_files"], json!([]));
 
@@ -308,12 +354,13 @@ fn a_clean_archive_verifies() {
         .arg(a.root().join(BUCKET))
         .arg("--public-keys")
         .arg(&a.keys)
-        .args(["--prefix", "logs/", "--from", "1735689600000", "--to", TO])
+        .args(["--from", "1735689600000", "--to", TO])
         .args(["--output", "json"])
         .output()
         .unwrap();
     let r = report(&out, 0);
     assert_eq!(r["bucket"], BUCKET);
+    assert_eq!(r["prefix"], "logs", "the bucket's only prefix, found");
     assert_eq!(r["digests_checked"], 6);
 
     // Encrypted files decrypt with the identity and hold JSON arrays.

@@ -153,7 +153,7 @@ async fn periods_become_files_and_digests_verify() {
     w.transfer.run_once(t0 + P + 2).await.unwrap();
     let f = files(&w, "archive");
     assert_eq!(f.len(), 2, "{f:?}");
-    assert!(f[0].0.starts_with("audit/CloudTraces/eu-de/2027/1/15/system/ECS/audit_CloudTrace_eu-de-p1_2027-01-15T08-00-10Z_"), "{}", f[0].0);
+    assert!(f[0].0.starts_with("CloudTraces/eu-de/2027/1/15/system/ECS/audit_CloudTrace_eu-de-p1_2027-01-15T08-00-10Z_"), "{}", f[0].0);
     assert_eq!(f[0].1.len(), 30);
     assert_eq!(f[1].1.len(), 5);
     // The next period, then the digest window closes.

@@ -119,8 +119,9 @@ fn traces_land_in_files_once_with_verifiable_digests() {
         .iter()
         .find(|n| n.contains("/system/ECS/"))
         .expect("a file in the ECS folder");
+    // The reference's layout: the prefix is in the name only.
     assert!(
-        file.starts_with(&format!("audit/CloudTraces/{region}/")),
+        file.starts_with(&format!("CloudTraces/{region}/")),
         "{file}"
     );
     assert!(
@@ -162,17 +163,11 @@ fn traces_land_in_files_once_with_verifiable_digests() {
     let keys_file = server.root.join("keys.json");
     std::fs::write(&keys_file, &keys.text).unwrap();
     let verify = || {
+        // The bucket's own directory; its only prefix is found.
         Command::new(cts_binary())
             .args(["verify", "--local"])
-            .arg(server.data_dir.join("obs"))
-            .args([
-                "--bucket",
-                "cts-archive",
-                "--prefix",
-                "audit",
-                "--digest-period",
-                "20s",
-            ])
+            .arg(&root)
+            .args(["--digest-period", "20s"])
             .arg("--public-keys")
             .arg(&keys_file)
             .args(["--output", "json"])
@@ -288,7 +283,7 @@ fn traces_land_in_an_s3_bucket() {
     let in_s3 = || -> HashMap<String, usize> {
         runtime.block_on(async {
             let mut count = HashMap::new();
-            let Ok(objects) = storage.list("s3-archive", "audit/").await else {
+            let Ok(objects) = storage.list("s3-archive", "CloudTraces/").await else {
                 return count;
             };
             for o in objects.iter().filter(|o| o.key.contains("CloudTrace_")) {
