@@ -4,6 +4,7 @@
 mod json;
 pub mod query;
 pub mod report;
+pub mod text;
 pub mod trace;
 
 pub use query::{ApiVersion, Field, QueryError, TraceQuery};

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::text::{NAME_MAX, USER_AGENT_MAX};
 use crate::trace::{
     rating_for_code, BaseUser, Text, Trace, TraceKind, UserInfo, RATINGS, SYSTEM_ACTION,
     SYSTEM_TRACKER,
@@ -705,14 +706,14 @@ fn complete<'a>(
         ("domain_id", &Some(domain_id.clone()), 128),
         ("enterprise_project_id", &t.enterprise_project_id, 128),
         ("resource_account_id", &t.resource_account_id, 128),
-        ("resource_name", &t.resource_name, 256),
-        ("resource_id", &t.resource_id, 256),
+        ("resource_name", &t.resource_name, NAME_MAX),
+        ("resource_id", &t.resource_id, NAME_MAX),
         ("api_version", &t.api_version, 64),
         ("request_id", &t.request_id, 256),
         ("location_info", &t.location_info, 2048),
         ("endpoint", &t.endpoint, 1024),
         ("resource_url", &t.resource_url, 2048),
-        ("user_agent", &t.user_agent, 1024),
+        ("user_agent", &t.user_agent, USER_AGENT_MAX),
     ] {
         c.text(field, value, max);
     }
@@ -797,7 +798,7 @@ fn check_user(c: &mut Checker, u: &UserInfo<Text<'_>>) {
                 if value.as_deref().is_none_or(str::is_empty) {
                     c.err(field, "is mandatory");
                 }
-                c.text(field, value, 256);
+                c.text(field, value, NAME_MAX);
             }
         }
     }
@@ -812,7 +813,7 @@ fn check_user(c: &mut Checker, u: &UserInfo<Text<'_>>) {
         ("user.type", &u.type_),
         ("user.OriginUser", &u.origin_user),
     ] {
-        c.text(field, value, 256);
+        c.text(field, value, NAME_MAX);
     }
     if let Some(v) = &u.principal_is_root_user {
         if v != "true" && v != "false" {

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use cts_model::{parse_report, ReportContext};
+use cts_model::{parse_report, text, ReportContext};
 
 use crate::auth::{Origin, Principal};
 use crate::recording;
@@ -108,10 +108,15 @@ impl AuditEvent {
         self
     }
 
+    /// The trace, valid by construction: every text a caller controls (its
+    /// user agent, a claimed key, names) is fitted to its field's limit,
+    /// so the report rules cannot drop the server's own record.
     fn to_trace(&self, now: i64) -> Value {
+        let mut user = self.user.clone().unwrap_or_else(unknown_user);
+        fit_strings(&mut user, text::NAME_MAX);
         let mut t = json!({
             "time": now,
-            "user": self.user.clone().unwrap_or_else(unknown_user),
+            "user": user,
             "service_type": self.service_type,
             "resource_type": self.resource_type,
             "trace_name": self.trace_name,
@@ -120,13 +125,13 @@ impl AuditEvent {
             "source_ip": self.origin.source_ip,
         });
         let fields = [
-            ("resource_id", self.resource_id.clone()),
-            ("resource_name", self.resource_name.clone()),
-            ("user_agent", self.origin.user_agent.clone()),
+            ("resource_id", &self.resource_id, text::NAME_MAX),
+            ("resource_name", &self.resource_name, text::NAME_MAX),
+            ("user_agent", &self.origin.user_agent, text::USER_AGENT_MAX),
         ];
-        for (key, value) in fields {
+        for (key, value, max) in fields {
             if let Some(v) = value {
-                t[key] = json!(v);
+                t[key] = json!(text::fit(v, max));
             }
         }
         // As in the public CTS, request and response are JSON text.
@@ -146,6 +151,15 @@ impl AuditEvent {
 /// The `user` of a trace whose caller is not known.
 fn unknown_user() -> Value {
     json!({"id": "unknown", "name": "anonymous", "domain": {"id": "unknown", "name": "unknown"}})
+}
+
+/// Fits every string in `v` (the `user` object) to `max` characters.
+fn fit_strings(v: &mut Value, max: usize) {
+    match v {
+        Value::String(s) => *s = text::fit(s, max),
+        Value::Object(map) => map.values_mut().for_each(|v| fit_strings(v, max)),
+        _ => {}
+    }
 }
 
 /// The trace's `user` object for a caller.
@@ -333,5 +347,32 @@ mod tests {
         assert_eq!(traces[0].trace_rating, "warning");
         assert_eq!(traces[0].trace_name, "authenticate");
         assert_eq!(traces[0].user.access_key_id.as_deref(), Some("AK123"));
+    }
+
+    #[test]
+    fn caller_text_never_makes_a_trace_invalid() {
+        let hostile = format!("\t\u{1b}\u{85}{}", "é".repeat(1500));
+        let origin = Origin {
+            source_ip: "::1".into(),
+            user_agent: Some(hostile.clone()),
+        };
+        let e = AuditEvent::failed_authentication("p1", &origin, Some(&hostile), None, &hostile)
+            .resource(Some(&hostile), Some(&hostile))
+            .request(Some(&json!({ "name": hostile })));
+        let now = 1_700_000_000_000;
+        let body = json!({ "traces": [e.to_trace(now)] });
+        let ctx = ReportContext {
+            project_id: "p1",
+            now_ms: now,
+            oldest_time_ms: 0,
+            newest_time_ms: now + 1,
+            max_traces: 1,
+        };
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let t = &parse_report(&bytes, &ctx).unwrap()[0];
+        assert_eq!(t.user_agent.as_deref().unwrap().chars().count(), 1024);
+        assert_eq!(t.resource_name.as_deref().unwrap().chars().count(), 256);
+        let ak = t.user.access_key_id.as_deref().unwrap();
+        assert!(ak.starts_with("\u{fffd}\u{fffd}\u{fffd}é"), "{ak}");
     }
 }

@@ -9,6 +9,7 @@ mod paging;
 mod query;
 mod report;
 mod retention;
+mod selfaudit;
 mod support;
 mod trackers;
 mod transfer;
