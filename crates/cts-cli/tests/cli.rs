@@ -1044,3 +1044,45 @@ fn tracker_rule_violations_show_the_server_message() {
     let stderr = stderr_of(&cts(&server, &["trackers", "create", "data"]));
     assert!(stderr.contains("--name"), "{stderr}");
 }
+
+/// A report whose text no client could decode is refused, naming the
+/// field, so `cts traces list` keeps working on every page.
+#[test]
+fn lone_surrogates_are_refused_at_ingest() {
+    let server = start_server();
+    let now = now_ms();
+    report(
+        &server,
+        vec![trace("ECS", "createServer", "alice", "200", now - 1000)],
+    );
+    let url = format!("{}/v3/{}/traces", server.url, server.project);
+    let mut bad = trace("ECS", "deleteServer", "alice", "200", now - 500);
+    bad["request"] = json!("PLACEHOLDER");
+    let body = serde_json::to_string(&json!({ "traces": [bad] }))
+        .unwrap()
+        .replace("PLACEHOLDER", "\\udc00");
+    let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
+    let (ak, sk) = (&server.access_key, &server.secret_key);
+    let now_s = cts_sign::unix_now();
+    cts_sign::sign_request("POST", &url, &mut headers, body.as_bytes(), ak, sk, now_s).unwrap();
+    let mut req = reqwest::blocking::Client::new().post(&url).body(body);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let resp = req.send().unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let answer: Value = resp.json().unwrap();
+    let errors = answer["errors"].as_array().unwrap();
+    assert_eq!(errors[0]["field"], "request", "{answer}");
+    assert_eq!(errors[0]["index"], 0, "{answer}");
+    let args = [
+        "--output",
+        "json",
+        "traces",
+        "list",
+        "--service-type",
+        "ECS",
+    ];
+    let listed = json_traces(&cts(&server, &args));
+    assert_eq!(names(&listed), vec!["createServer"]);
+}

@@ -280,12 +280,67 @@ fn explain_type_errors(index: usize, raw: &RawValue, serde_msg: String) -> Vec<F
             "",
             "a trace must be a JSON object",
         )),
-        Err(_) => {}
+        Err(_) => surrogate_errors(index, "", raw.get(), &mut out),
     }
     if out.is_empty() {
         out.push(FieldError::new(Some(index), "", serde_msg));
     }
     out
+}
+
+const LONE_SURROGATE: &str =
+    "must not contain a lone surrogate escape (\\uD800-\\uDFFF not forming a pair): \
+     no client could read the text back";
+
+/// Whether JSON text `raw` holds a `\\u` escape of a surrogate that is not
+/// half of a high-low pair. serde_json keeps such escapes in raw values,
+/// and every client decoding the stored text would then fail.
+pub fn has_lone_surrogate(raw: &str) -> bool {
+    let b = raw.as_bytes();
+    let hex = |at: usize| -> Option<u32> {
+        let digits = std::str::from_utf8(b.get(at..at + 4)?).ok()?;
+        u32::from_str_radix(digits, 16).ok()
+    };
+    let mut i = 0;
+    while let Some(off) = b[i..].iter().position(|&c| c == b'\\') {
+        i += off;
+        if b.get(i + 1) != Some(&b'u') {
+            i += 2;
+            continue;
+        }
+        match hex(i + 2) {
+            Some(0xD800..=0xDBFF) => {
+                let low = (b.get(i + 6..i + 8) == Some(b"\\u".as_slice()))
+                    .then(|| hex(i + 8))
+                    .flatten();
+                if !matches!(low, Some(0xDC00..=0xDFFF)) {
+                    return true;
+                }
+                i += 12;
+            }
+            Some(0xDC00..=0xDFFF) => return true,
+            _ => i += 6,
+        }
+    }
+    false
+}
+
+/// Names the members of JSON object `raw` (at any depth) whose strings hold
+/// a lone surrogate escape, which serde_json refuses without naming them.
+fn surrogate_errors(index: usize, prefix: &str, raw: &str, out: &mut Vec<FieldError>) {
+    let Ok(members) =
+        serde_json::from_str::<std::collections::BTreeMap<String, Box<RawValue>>>(raw)
+    else {
+        return;
+    };
+    for (key, value) in members {
+        let field = format!("{prefix}{key}");
+        if value.get().starts_with('{') {
+            surrogate_errors(index, &format!("{field}."), value.get(), out);
+        } else if has_lone_surrogate(value.get()) {
+            out.push(FieldError::new(Some(index), field, LONE_SURROGATE));
+        }
+    }
 }
 
 /// Traces checked and completed one by one as the parser reaches them, so
@@ -622,6 +677,17 @@ fn complete<'a>(
             u
         }
     };
+
+    for (field, value) in [
+        ("request", &t.request),
+        ("response", &t.response),
+        ("message", &t.message),
+        ("code", &t.code),
+    ] {
+        if value.as_ref().is_some_and(|v| has_lone_surrogate(v.get())) {
+            c.err(field, LONE_SURROGATE);
+        }
+    }
 
     let status = t.code.as_deref().and_then(code_as_status);
     if let Some(code) = &t.code {
@@ -1045,5 +1111,47 @@ mod tests {
         assert_eq!(t.trace_id, "6f9619ff-8b86-d011-b42d-00cf4fc964ff");
         v["trace_id"] = "nope".into();
         assert!(parse_report(&body(vec![v]), &ctx()).is_err());
+    }
+
+    #[test]
+    fn lone_surrogate_escapes_are_refused_with_their_field() {
+        assert!(has_lone_surrogate(r#""\udc00""#));
+        assert!(has_lone_surrogate(r#""a\uD800b""#));
+        assert!(has_lone_surrogate(r#""\ud800\u0041""#));
+        assert!(!has_lone_surrogate(r#""\ud834\udd1e \\udc00 \u00e9""#));
+        assert!(!has_lone_surrogate(r#"{"a": "\\\\", "b": 1}"#));
+        for field in [
+            "request",
+            "response",
+            "message",
+            "user_agent",
+            "resource_name",
+        ] {
+            let mut t = good();
+            t[field] = serde_json::json!("PLACEHOLDER");
+            let text = String::from_utf8(body(vec![good(), t]))
+                .unwrap()
+                .replace("PLACEHOLDER", "x\\udc00");
+            match parse_report(text.as_bytes(), &ctx()) {
+                Err(ReportError::Invalid(errors)) => {
+                    assert_eq!(errors.len(), 1, "{errors:?}");
+                    assert_eq!(errors[0].index, Some(1));
+                    assert_eq!(errors[0].field, field);
+                    assert!(errors[0].rule.contains("lone surrogate"), "{errors:?}");
+                }
+                other => panic!("{field}: {:?}", other.map(|v| v.len())),
+            }
+        }
+        let mut t = good();
+        t["user"]["domain"]["name"] = serde_json::json!("PLACEHOLDER");
+        let text = String::from_utf8(body(vec![t]))
+            .unwrap()
+            .replace("PLACEHOLDER", "\\ud800");
+        match parse_report(text.as_bytes(), &ctx()) {
+            Err(ReportError::Invalid(errors)) => {
+                assert_eq!(errors[0].field, "user.domain.name", "{errors:?}")
+            }
+            other => panic!("{:?}", other.map(|v| v.len())),
+        }
     }
 }
