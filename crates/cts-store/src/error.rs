@@ -9,7 +9,7 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("corrupt {what} in {path}: {detail}")]
+    #[error("corrupt {what} in {path}: {detail}; {}", remedy(what))]
     Corrupt {
         what: &'static str,
         path: PathBuf,
@@ -30,6 +30,18 @@ pub enum StoreError {
         "journal cursor {after_seq} is past the last acknowledged sequence number {durable_seq}"
     )]
     CursorAhead { after_seq: u64, durable_seq: u64 },
+}
+
+/// What an operator does about a damaged file of the given kind.
+fn remedy(what: &str) -> &'static str {
+    match what {
+        "index segment" | "index manifest" => {
+            "the index is rebuilt from the journal by `ctsd reindex` (server stopped)"
+        }
+        _ => {
+            "`ctsd check` lists the damage and the traces it affects; `ctsd repair` quarantines it (server stopped)"
+        }
+    }
 }
 
 impl StoreError {

@@ -8,8 +8,14 @@
 //! tsample  every TERM_SAMPLE-th term hash                       (kept in memory)
 //! dsample  every DOC_SAMPLE-th doc key                          (kept in memory)
 //! bloom    Bloom filter of the term hashes                      (kept in memory)
-//! meta     JSON footer | len u32 | magic u32
+//! meta     JSON footer | len u32 | crc32 u32 | magic u32
 //! ```
+//!
+//! The CRC covers every byte before it and is checked when a segment is
+//! opened; every offset and count of the footer is checked against the file
+//! before anything is read with it, and every read checks its bounds, so a
+//! damaged segment is an error naming it, never a panic or a wrong answer.
+//! Format 1 (magic `MAGIC_V1`, no CRC) is still read.
 //!
 //! A term is (field, project, value) hashed to 64 bits; a trace id is a term
 //! too. Ordinals grow with age inside a project, so a query reads the first
@@ -29,7 +35,12 @@ use crate::journal::{sync_dir, FrameRef};
 use crate::memtable::{Candidate, Key, Memtable, Probe, TopK, NF};
 use crate::StoreError;
 
-const MAGIC: u32 = 0x4354_5347; // "CTSG"
+/// Format 1: footer without a checksum.
+const MAGIC_V1: u32 = 0x4354_5347; // "CTSG"
+/// Format 2: footer with the CRC of the file.
+const MAGIC: u32 = 0x4354_5332; // "CTS2"
+/// A segment's CRC is computed over pieces of this size when it is opened.
+const CHECK_CHUNK: usize = 1 << 20;
 const DOC_ENTRY: usize = 29;
 const TERM_ENTRY: usize = 20;
 const TERM_SAMPLE: usize = 128;
@@ -78,6 +89,110 @@ struct Meta {
     #[serde(default)]
     bloom_words: u64,
     projects: Vec<(String, u32, u32)>,
+}
+
+impl Meta {
+    fn dsample_end(&self, meta_at: u64) -> u64 {
+        if self.bloom_words > 0 {
+            self.bloom_at
+        } else {
+            meta_at
+        }
+    }
+
+    /// Checks that the sections lie in order inside the `meta_at` bytes
+    /// before the footer and have the sizes the counts imply.
+    fn check(&self, meta_at: u64) -> Result<(), &'static str> {
+        let (docs, terms) = (self.docs as u64, self.terms as u64);
+        let sizes = [
+            (self.frames_at, self.docs_at, self.frames as u64 * 12),
+            (self.docs_at, self.postings_at, docs * DOC_ENTRY as u64),
+            (self.terms_at, self.tsample_at, terms * TERM_ENTRY as u64),
+            (
+                self.tsample_at,
+                self.dsample_at,
+                terms.div_ceil(TERM_SAMPLE as u64) * 8,
+            ),
+            (
+                self.dsample_at,
+                self.dsample_end(meta_at),
+                docs.div_ceil(DOC_SAMPLE as u64) * 24,
+            ),
+        ];
+        if sizes
+            .iter()
+            .any(|&(from, to, len)| from.checked_add(len) != Some(to))
+        {
+            return Err("section sizes do not match the counts");
+        }
+        let bloom_end = self
+            .bloom_words
+            .checked_mul(8)
+            .and_then(|n| n.checked_add(self.bloom_at));
+        let ordered = self.postings_at <= self.terms_at
+            && self.dsample_end(meta_at) <= meta_at
+            && (self.bloom_words == 0 || bloom_end == Some(meta_at));
+        if !ordered {
+            return Err("sections out of order or past the footer");
+        }
+        let mut prev: Option<&str> = None;
+        for (name, start, end) in &self.projects {
+            if start >= end || *end > self.docs || prev.is_some_and(|p| p >= name.as_str()) {
+                return Err("project ranges out of order or past the doc table");
+            }
+            prev = Some(name);
+        }
+        Ok(())
+    }
+}
+
+/// CRC-32 of the first `len` bytes of a file, read in pieces.
+fn crc_of(file: &File, len: u64) -> std::io::Result<u32> {
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; CHECK_CHUNK.min(len as usize)];
+    let mut at = 0u64;
+    while at < len {
+        let n = buf.len().min((len - at) as usize);
+        file.read_exact_at(&mut buf[..n], at)?;
+        hasher.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(hasher.finalize())
+}
+
+/// Decodes a posting list: `count` ordinals, varint deltas, each below
+/// `docs`, in ascending order. Any other input is an error, never a panic.
+pub fn decode_postings(bytes: &[u8], count: u32, docs: u32) -> Result<Vec<u32>, &'static str> {
+    if count as usize > bytes.len() {
+        return Err("posting list shorter than its count");
+    }
+    let mut out = Vec::with_capacity(count as usize);
+    let (mut cur, mut shift, mut prev) = (0u32, 0u32, 0u32);
+    for &byte in bytes {
+        let part = (byte & 0x7f) as u32;
+        if shift > 28 || (shift == 28 && part > 0x0f) {
+            return Err("posting varint overflows 32 bits");
+        }
+        cur |= part << shift;
+        if byte & 0x80 != 0 {
+            shift += 7;
+            continue;
+        }
+        prev = if out.is_empty() {
+            cur
+        } else {
+            prev.checked_add(cur).ok_or("posting ordinal overflows")?
+        };
+        if prev >= docs {
+            return Err("posting ordinal past the doc table");
+        }
+        out.push(prev);
+        (cur, shift) = (0, 0);
+    }
+    if shift != 0 || out.len() != count as usize {
+        return Err("posting list does not hold its count of ordinals");
+    }
+    Ok(out)
 }
 
 /// An open segment; the small parts live in memory, the rest is read with
@@ -250,6 +365,8 @@ pub fn write(
     let meta_json = serde_json::to_vec(&meta).expect("meta serializes");
     out.extend_from_slice(&meta_json);
     out.extend_from_slice(&(meta_json.len() as u32).to_le_bytes());
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(&MAGIC.to_le_bytes());
 
     let pdir = dir.join(partition_dir_name(partition));
@@ -311,39 +428,47 @@ impl Posting {
 
 impl Segment {
     pub fn open(path: &Path) -> Result<Segment, StoreError> {
-        let corrupt = |detail: &str| StoreError::Corrupt {
+        let corrupt = |detail: String| StoreError::Corrupt {
             what: "index segment",
             path: path.to_path_buf(),
-            detail: detail.to_string(),
+            detail,
         };
         let file = File::open(path).map_err(StoreError::io(path))?;
         let size = file.metadata().map_err(StoreError::io(path))?.len();
-        if size < 8 {
-            return Err(corrupt("too short"));
-        }
-        let mut tail = [0u8; 8];
-        file.read_exact_at(&mut tail, size - 8)
-            .map_err(StoreError::io(path))?;
-        if u32::from_le_bytes(tail[4..].try_into().unwrap()) != MAGIC {
-            return Err(corrupt("bad magic"));
-        }
-        let meta_len = u32::from_le_bytes(tail[..4].try_into().unwrap()) as u64;
-        if meta_len + 8 > size {
-            return Err(corrupt("bad footer length"));
-        }
-        let mut meta_buf = vec![0u8; meta_len as usize];
-        file.read_exact_at(&mut meta_buf, size - 8 - meta_len)
-            .map_err(StoreError::io(path))?;
-        let meta: Meta = serde_json::from_slice(&meta_buf).map_err(|e| corrupt(&e.to_string()))?;
-
         let read = |at: u64, len: u64| -> Result<Vec<u8>, StoreError> {
             let mut b = vec![0u8; len as usize];
             file.read_exact_at(&mut b, at)
                 .map_err(StoreError::io(path))?;
             Ok(b)
         };
-        let fb = read(meta.frames_at, meta.docs_at - meta.frames_at)?;
-        let frames = fb
+        if size < 8 {
+            return Err(corrupt("too short".into()));
+        }
+        let magic = u32::from_le_bytes(read(size - 4, 4)?.try_into().unwrap());
+        let trailer = match magic {
+            MAGIC if size >= 12 => 12,
+            MAGIC_V1 => 8,
+            _ => return Err(corrupt("bad magic".into())),
+        };
+        let meta_len = u32::from_le_bytes(read(size - trailer, 4)?.try_into().unwrap()) as u64;
+        if meta_len + trailer > size {
+            return Err(corrupt("bad footer length".into()));
+        }
+        if magic == MAGIC {
+            let stored = u32::from_le_bytes(read(size - 8, 4)?.try_into().unwrap());
+            let actual = crc_of(&file, size - 8).map_err(StoreError::io(path))?;
+            if stored != actual {
+                return Err(corrupt(format!(
+                    "checksum mismatch (stored {stored:08x}, computed {actual:08x})"
+                )));
+            }
+        }
+        let meta_at = size - trailer - meta_len;
+        let meta: Meta = serde_json::from_slice(&read(meta_at, meta_len)?)
+            .map_err(|e| corrupt(e.to_string()))?;
+        meta.check(meta_at).map_err(|d| corrupt(d.into()))?;
+
+        let frames = read(meta.frames_at, meta.docs_at - meta.frames_at)?
             .chunks_exact(12)
             .map(|c| FrameRef {
                 file: u32::from_le_bytes(c[0..4].try_into().unwrap()),
@@ -351,22 +476,11 @@ impl Segment {
                 len: u32::from_le_bytes(c[8..12].try_into().unwrap()),
             })
             .collect();
-        let tb = read(meta.tsample_at, meta.dsample_at - meta.tsample_at)?;
-        let term_samples = tb
+        let term_samples = read(meta.tsample_at, meta.dsample_at - meta.tsample_at)?
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
             .collect();
-        let dsample_end = if meta.bloom_words > 0 {
-            meta.bloom_at
-        } else {
-            size - 8 - meta_len
-        };
-        let db = read(meta.dsample_at, dsample_end - meta.dsample_at)?;
-        let bloom = read(meta.bloom_at, meta.bloom_words * 8)?
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        let doc_samples = db
+        let doc_samples = read(meta.dsample_at, meta.dsample_end(meta_at) - meta.dsample_at)?
             .chunks_exact(24)
             .map(|c| {
                 (
@@ -374,6 +488,10 @@ impl Segment {
                     c[8..24].try_into().unwrap(),
                 )
             })
+            .collect();
+        let bloom = read(meta.bloom_at, meta.bloom_words * 8)?
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
             .collect();
         Ok(Segment {
             path: path.to_path_buf(),
@@ -385,6 +503,14 @@ impl Segment {
             bloom,
             size,
         })
+    }
+
+    fn corrupt(&self, detail: impl Into<String>) -> StoreError {
+        StoreError::Corrupt {
+            what: "index segment",
+            path: self.path.clone(),
+            detail: detail.into(),
+        }
     }
 
     pub fn partition(&self) -> i64 {
@@ -412,6 +538,9 @@ impl Segment {
     }
 
     fn read_docs(&self, first: u32, n: u32) -> Result<Vec<(Key, u32, u8)>, StoreError> {
+        if first as u64 + n as u64 > self.meta.docs as u64 {
+            return Err(self.corrupt("doc ordinal past the doc table"));
+        }
         let mut b = vec![0u8; n as usize * DOC_ENTRY];
         self.io(self
             .file
@@ -430,11 +559,7 @@ impl Segment {
         let frame = *self
             .frames
             .get(entry.1 as usize)
-            .ok_or_else(|| StoreError::Corrupt {
-                what: "index segment",
-                path: self.path.clone(),
-                detail: "frame index out of range".into(),
-            })?;
+            .ok_or_else(|| self.corrupt("frame index out of range"))?;
         Ok(Candidate {
             key: entry.0,
             frame,
@@ -552,24 +677,15 @@ impl Segment {
 
     fn decode(&self, p: &Posting) -> Result<Vec<u32>, StoreError> {
         match p {
-            Posting::Single(o) => Ok(vec![*o]),
+            Posting::Single(o) if *o < self.meta.docs => Ok(vec![*o]),
+            Posting::Single(_) => Err(self.corrupt("posting ordinal past the doc table")),
             Posting::List { at, count, bytes } => {
+                if at + *bytes as u64 > self.meta.terms_at {
+                    return Err(self.corrupt("posting list past its section"));
+                }
                 let mut b = vec![0u8; *bytes as usize];
                 self.io(self.file.read_exact_at(&mut b, *at))?;
-                let mut out = Vec::with_capacity(*count as usize);
-                let (mut cur, mut shift, mut prev) = (0u32, 0u32, 0u32);
-                for byte in b {
-                    cur |= ((byte & 0x7f) as u32) << shift;
-                    if byte & 0x80 == 0 {
-                        prev = if out.is_empty() { cur } else { prev + cur };
-                        out.push(prev);
-                        cur = 0;
-                        shift = 0;
-                    } else {
-                        shift += 7;
-                    }
-                }
-                Ok(out)
+                decode_postings(&b, *count, self.meta.docs).map_err(|d| self.corrupt(d))
             }
         }
     }
@@ -701,5 +817,126 @@ impl Segment {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memtable::IndexValues;
+
+    fn sample_segment(dir: &Path) -> PathBuf {
+        let mut mem = Memtable::default();
+        for i in 0..120u32 {
+            let mut values = [None; NF];
+            let service = format!("S{}", i % 3);
+            values[0] = Some(service.as_str());
+            let project = if i % 2 == 0 { "a" } else { "b" };
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&i.to_le_bytes());
+            let frame = FrameRef {
+                file: 1,
+                offset: i / 8 * 100,
+                len: 100,
+            };
+            mem.insert(
+                &IndexValues::new(project, 1000 + i as i64, id, values),
+                frame,
+                (i % 8) as u8,
+                i as u64 + 1,
+            );
+        }
+        let members: Vec<u32> = (0..120).collect();
+        write(dir, 0, 1, &mem, &members, false).unwrap()
+    }
+
+    /// Opens the bytes as a segment and runs every kind of read on it.
+    fn exercise(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        fs::write(path, bytes).unwrap();
+        let s = Segment::open(path)?;
+        let filters = vec![(Field::ServiceType, "S1".to_string())];
+        for project in ["a", "b"] {
+            let probe = Probe {
+                project,
+                from: 0,
+                upper: (i64::MAX, [0xff; 16]),
+                filters: &filters,
+            };
+            let mut top = TopK::new(50);
+            s.probe(&probe, &mut top, 50)?;
+            let unfiltered = Probe {
+                filters: &[],
+                from: 1100,
+                upper: (1200, [0; 16]),
+                ..probe
+            };
+            s.probe(&unfiltered, &mut top, 50)?;
+            s.find(project, &[7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_damaged_segment_is_refused_by_its_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = sample_segment(dir.path());
+        let good = fs::read(&path).unwrap();
+        let probe = dir.path().join("probe.seg");
+        exercise(&probe, &good).unwrap();
+        for at in (0..good.len()).step_by(7) {
+            let mut bad = good.clone();
+            bad[at] ^= 0x10;
+            let err = exercise(&probe, &bad).expect_err("a flipped byte is noticed");
+            assert!(
+                matches!(
+                    err,
+                    StoreError::Corrupt {
+                        what: "index segment",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn damage_behind_a_valid_checksum_is_an_error_never_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = sample_segment(dir.path());
+        let good = fs::read(&path).unwrap();
+        let probe = dir.path().join("probe.seg");
+        let body = good.len() - 8;
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        for at in (0..body).step_by(3) {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let mut bad = good.clone();
+            bad[at] = rng as u8;
+            // As if written that way: the checksum matches the damage.
+            let crc = crc32fast::hash(&bad[..body]);
+            bad[body..body + 4].copy_from_slice(&crc.to_le_bytes());
+            let _ = exercise(&probe, &bad);
+        }
+    }
+
+    #[test]
+    fn posting_lists_decode_or_fail_cleanly() {
+        let mut buf = Vec::new();
+        for o in [3u32, 200, 70_000, 1 << 30] {
+            varint(&mut buf, o);
+        }
+        assert_eq!(
+            decode_postings(&buf, 4, u32::MAX),
+            Ok(vec![3, 203, 70_203, (1 << 30) + 70_203])
+        );
+        assert!(decode_postings(&buf, 4, 100).is_err());
+        assert!(decode_postings(&buf, 5, u32::MAX).is_err());
+        assert!(decode_postings(&[0xff; 6], 1, u32::MAX).is_err());
+        assert!(decode_postings(&[0xff, 0xff, 0xff, 0xff, 0x1f], 1, u32::MAX).is_err());
+        assert!(decode_postings(&[0x80], 1, u32::MAX).is_err());
+        let wrap = [0xff, 0xff, 0xff, 0xff, 0x0f, 0xff, 0xff, 0xff, 0xff, 0x0f];
+        assert!(decode_postings(&wrap, 2, u32::MAX).is_err());
     }
 }
