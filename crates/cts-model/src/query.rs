@@ -114,6 +114,68 @@ fn parse_ms(params: &HashMap<String, String>, name: &str) -> Result<Option<i64>,
     }
 }
 
+/// The query parameters of the v1.0 ListTraces (api-ref, querying_traces_v1.0).
+const V1_PARAMS: &[&str] = &[
+    "service_type",
+    "user",
+    "from",
+    "limit",
+    "next",
+    "resource_id",
+    "resource_name",
+    "resource_type",
+    "to",
+    "trace_id",
+    "trace_name",
+    "trace_rating",
+];
+
+impl ApiVersion {
+    /// Whether `name` is a query parameter of this version's ListTraces: v2.0
+    /// adds `trace_status` (its name for the rating), v3 the trace type, the
+    /// data tracker and the access key and enterprise project filters.
+    fn has_param(self, name: &str) -> bool {
+        V1_PARAMS.contains(&name)
+            || match self {
+                ApiVersion::V1 => false,
+                ApiVersion::V2 => name == "trace_status",
+                ApiVersion::V3 => matches!(
+                    name,
+                    "trace_type" | "tracker_name" | "access_key_id" | "enterprise_project_id"
+                ),
+            }
+    }
+}
+
+/// A parameter the query does not know would otherwise be ignored silently,
+/// answering unfiltered traces to a misspelt filter.
+fn check_names(version: ApiVersion, params: &HashMap<String, String>) -> Result<(), QueryError> {
+    let mut unknown: Vec<&str> = params
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !version.has_param(k))
+        .collect();
+    unknown.sort_unstable();
+    match unknown.first() {
+        None => Ok(()),
+        Some(name) => Err(qerr(
+            name,
+            "is not a parameter of this trace query (check its spelling)",
+        )),
+    }
+}
+
+/// The rating filter: one of [`RATINGS`] in any case (otcextensions sends
+/// `--level INCIDENT` as it is typed).
+fn rating(param: &str, value: &str) -> Result<String, QueryError> {
+    let lower = value.to_ascii_lowercase();
+    if RATINGS.contains(&lower.as_str()) {
+        Ok(lower)
+    } else {
+        Err(qerr(param, "must be normal, warning or incident"))
+    }
+}
+
 impl TraceQuery {
     /// Checks the query parameters of a ListTraces call. `path_tracker` is the
     /// `{tracker_name}` of the legacy paths.
@@ -124,6 +186,7 @@ impl TraceQuery {
         params: &HashMap<String, String>,
         now_ms: i64,
     ) -> Result<TraceQuery, QueryError> {
+        check_names(version, params)?;
         let limit = match params.get("limit") {
             None => DEFAULT_LIMIT,
             Some(v) => v
@@ -187,22 +250,11 @@ impl TraceQuery {
         }
 
         // v2.0 calls the rating trace_status.
-        let rating = match version {
-            ApiVersion::V2 => params
-                .get("trace_status")
-                .or_else(|| params.get("trace_rating")),
-            _ => params.get("trace_rating"),
-        };
-        if let Some(r) = rating {
-            if !RATINGS.contains(&r.as_str()) {
-                let name = if version == ApiVersion::V2 && params.contains_key("trace_status") {
-                    "trace_status"
-                } else {
-                    "trace_rating"
-                };
-                return Err(qerr(name, "must be normal, warning or incident"));
-            }
-            filters.push((Field::TraceRating, r.clone()));
+        let rating_param = ["trace_status", "trace_rating"]
+            .into_iter()
+            .find(|name| params.contains_key(*name));
+        if let Some(name) = rating_param {
+            filters.push((Field::TraceRating, rating(name, &params[name])?));
         }
 
         let mut string_filters = vec![
@@ -298,6 +350,76 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.param, "from");
+    }
+
+    #[test]
+    fn ratings_in_any_case() {
+        for (version, param) in [
+            (ApiVersion::V3, "trace_rating"),
+            (ApiVersion::V1, "trace_rating"),
+            (ApiVersion::V2, "trace_status"),
+            (ApiVersion::V2, "trace_rating"),
+        ] {
+            let q = TraceQuery::parse(
+                version,
+                "p",
+                Some("system"),
+                &p(&[(param, "INCIDENT")]),
+                10_000_000,
+            )
+            .unwrap();
+            assert!(q.filters.contains(&(Field::TraceRating, "incident".into())));
+            let e = TraceQuery::parse(
+                version,
+                "p",
+                Some("system"),
+                &p(&[(param, "Fatal")]),
+                10_000_000,
+            )
+            .unwrap_err();
+            assert_eq!(e.param, param);
+        }
+    }
+
+    #[test]
+    fn unknown_parameters_are_named() {
+        let e = TraceQuery::parse(
+            ApiVersion::V3,
+            "p",
+            None,
+            &p(&[("servicetype", "ECS")]),
+            10_000_000,
+        )
+        .unwrap_err();
+        assert_eq!(e.param, "servicetype");
+        // Each version knows its own set: what the reference documents and
+        // the clients (huaweicloudsdkcts, otcextensions) send.
+        let v3 = [
+            "trace_type",
+            "limit",
+            "from",
+            "next",
+            "to",
+            "tracker_name",
+            "service_type",
+            "user",
+            "resource_id",
+            "resource_name",
+            "resource_type",
+            "trace_id",
+            "trace_name",
+            "trace_rating",
+            "access_key_id",
+            "enterprise_project_id",
+        ];
+        for version in [ApiVersion::V1, ApiVersion::V2, ApiVersion::V3] {
+            for name in v3.iter().chain(&["trace_status"]) {
+                let known = V1_PARAMS.contains(name)
+                    || (version == ApiVersion::V2 && *name == "trace_status")
+                    || (version == ApiVersion::V3 && *name != "trace_status");
+                assert_eq!(version.has_param(name), known, "{version:?} {name}");
+            }
+        }
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub(crate) fn routes() -> Vec<Route> {
         route(M::GET, "/openapi.json", Public, ops::openapi),
         route(M::GET, "/", Public, versions::list),
         route(M::GET, "/{version}", Public, versions::show),
+        // The version documents link to `/{version}/`.
+        route(M::GET, "/{version}/", Public, versions::show),
         route(
             M::GET,
             "/v3/{project_id}/traces",

@@ -495,7 +495,15 @@ fn public_routes_need_no_credential() {
     }
     let v3 = anon.get(c, "/v3");
     assert_eq!(v3.body["version"]["id"], "v3");
+    // The document links to itself with a trailing slash: that answers too.
+    let link = v3.body["version"]["links"][0]["href"].as_str().unwrap();
+    let path = &link[link.find("/v3").unwrap()..];
+    assert_eq!(path, "/v3/");
+    let slash = anon.get(c, path);
+    assert_eq!(slash.status, 200, "{}", slash.text);
+    assert_eq!(slash.body, v3.body);
     anon.get(c, "/v9").assert_error(404, "CTS.0100");
+    anon.get(c, "/v9/").assert_error(404, "CTS.0100");
     anon.get(c, "/v3/users").assert_error(401, "CTS.0002");
 
     let closed = TestServer::builder()

@@ -265,14 +265,41 @@ fn invalid_parameters_are_named() {
     let a = server.get("/v3/bad.project/traces");
     a.assert_error(403, "CTS.0002");
 
-    // Unknown parameters are ignored, as the public service does.
+    // An unknown parameter is refused by name: a misspelt filter must not
+    // answer unfiltered traces.
     let a = server.get(&format!(
-        "/v3/{}/traces?colour=red&service_type=ECS",
-        server.pid("empty")
+        "/v3/{}/traces?servicetype=ECS",
+        server.admin.project_id
     ));
-    assert_eq!(a.status, 200, "{}", a.text);
-    assert_eq!(
-        a.body,
-        json!({"traces": [], "meta_data": {"count": 0, "marker": null}})
-    );
+    a.assert_error(400, "CTS.0300");
+    assert!(a.text.contains("servicetype"), "{}", a.text);
+    // trace_status is the v2.0 name of the rating only.
+    let a = server.get(&format!(
+        "/v3/{}/traces?trace_status=normal",
+        server.admin.project_id
+    ));
+    a.assert_error(400, "CTS.0300");
+    let a = server.get(&format!(
+        "/v1.0/{}/system/trace?trace_type=system",
+        server.admin.project_id
+    ));
+    a.assert_error(400, "CTS.0300");
+    assert!(a.text.contains("trace_type"), "{}", a.text);
+
+    // Ratings in any case (otcextensions sends `--level INCIDENT` as typed);
+    // the project holds one normal trace, its createTracker.
+    let pid = server.pid("empty");
+    for (path, found) in [
+        (format!("/v3/{pid}/traces?trace_rating=INCIDENT"), 0),
+        (format!("/v3/{pid}/traces?trace_rating=Normal"), 1),
+        (format!("/v1.0/{pid}/system/trace?trace_rating=NORMAL"), 1),
+        (format!("/v2.0/{pid}/system/trace?trace_status=NORMAL"), 1),
+        (format!("/v2.0/{pid}/system/trace?trace_status=WARNING"), 0),
+    ] {
+        let a = server.get(&path);
+        assert_eq!(a.status, 200, "{path}: {}", a.text);
+        let traces = a.body["traces"].as_array().unwrap();
+        assert_eq!(traces.len(), found, "{path}");
+        assert!(traces.iter().all(|t| t["trace_rating"] == "normal"));
+    }
 }
