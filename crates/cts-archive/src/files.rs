@@ -54,6 +54,18 @@ pub const MAX_TRACES_PER_FILE: usize = 50_000;
 /// The most bytes of JSON in one trace file (before compression).
 pub const MAX_JSON_BYTES_PER_FILE: usize = 50_000_000;
 
+/// `file_prefix_name` as the reference allows it: 0–64 letters, digits,
+/// `-`, `_` and `.`, and not `.` or `..` (the names of directories, not the
+/// start of a file's). The tracker API refuses what this refuses (CTS.0218).
+pub fn is_valid_file_prefix(prefix: &str) -> bool {
+    prefix.len() <= 64
+        && prefix
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'))
+        && prefix != "."
+        && prefix != ".."
+}
+
 /// Where a tracker's files go inside its bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackerPath {

@@ -24,15 +24,16 @@ pub use digest::{
     META_SIGNATURE_ALGORITHM,
 };
 pub use files::{
-    build_trace_files, generate_age_key, open_trace_file, parse_object_name, trace_file_key,
-    AgeIdentity, AgeKeyPair, AgeRecipient, Compression, FileError, FileFormat, ObjectName, Period,
-    SplitLimits, TraceFile, TraceFileOptions, TrackerPath, MAX_JSON_BYTES_PER_FILE,
-    MAX_TRACES_PER_FILE,
+    build_trace_files, generate_age_key, is_valid_file_prefix, open_trace_file, parse_object_name,
+    trace_file_key, AgeIdentity, AgeKeyPair, AgeRecipient, Compression, FileError, FileFormat,
+    ObjectName, Period, SplitLimits, TraceFile, TraceFileOptions, TrackerPath,
+    MAX_JSON_BYTES_PER_FILE, MAX_TRACES_PER_FILE,
 };
 pub use keys::{KeyError, SigningKey, VerifyingKey, MIN_RSA_BITS, SIGNATURE_ALGORITHM};
 pub use store::{
-    classify_write_failure, ListedObject, ObjectHead, ObjectStorage, S3Config, StorageConfig,
-    StoreError, WriteError, WriteFailure, METADATA_SIDECAR_SUFFIX, WRITE_CHECK_KEY,
+    classify_write_failure, is_valid_bucket_name, ListedObject, ObjectHead, ObjectStorage,
+    S3Config, StorageConfig, StoreError, WriteError, WriteFailure, METADATA_SIDECAR_SUFFIX,
+    WRITE_CHECK_KEY,
 };
 pub use time::{format_file_time, parse_file_time};
 pub use verify::{

@@ -103,7 +103,7 @@ pub struct ObjectHead {
 /// What went wrong talking to the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("invalid bucket name {0:?}: 3-63 lowercase letters, digits, '-' and '.', starting and ending with a letter or digit")]
+    #[error("invalid bucket name {0:?}: 3-63 lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, no '..', '.-' or '-.', not an IP address")]
     InvalidBucketName(String),
     #[error("invalid object key {0:?}: 1-1024 bytes of '/'-separated non-empty segments (not '.' or '..'), without '#', '\\\\' or control characters, not ending in {METADATA_SIDECAR_SUFFIX}")]
     InvalidKey(String),
@@ -149,13 +149,15 @@ pub enum WriteFailure {
 }
 
 /// Classifies a failed write by the HTTP status and the S3 error code
-/// (`<Code>` of the error body) the store answered: `NoSuchBucket` or a
-/// bare 404 is a missing bucket; `AccessDenied` and other 401/403 answers
-/// are a refusal (bucket policy, ACL, wrong credentials); anything else
+/// (`<Code>` of the error body) the store answered: `NoSuchBucket`, a bare
+/// 404 or a bucket name no store takes is a missing bucket; `AccessDenied`,
+/// other 401/403 answers and an object name the store refuses are a
+/// refusal (bucket policy, ACL, wrong credentials); anything else
 /// (network, 5xx, throttling) is neither and is worth retrying.
 pub fn classify_write_failure(status: Option<u16>, code: Option<&str>) -> WriteFailure {
     match (code, status) {
-        (Some("NoSuchBucket"), _) => WriteFailure::NoBucket,
+        (Some("NoSuchBucket" | "InvalidBucketName"), _) => WriteFailure::NoBucket,
+        (Some("InvalidObjectName"), _) => WriteFailure::PolicyError,
         (Some("AccessDenied" | "AllAccessDisabled" | "AccountProblem"), _) => {
             WriteFailure::PolicyError
         }
@@ -199,6 +201,9 @@ impl From<StoreError> for WriteError {
                 Some(s3_error_code(message).unwrap_or_else(|| "AccessDenied".to_string()))
             }
             StoreError::Other { message, .. } => s3_error_code(message),
+            // A name no store takes: the tracker's settings, not the weather.
+            StoreError::InvalidBucketName(_) => Some("InvalidBucketName".to_string()),
+            StoreError::InvalidKey(_) => Some("InvalidObjectName".to_string()),
             _ => None,
         };
         WriteError {
@@ -726,16 +731,26 @@ fn s3_error_code(text: &str) -> Option<String> {
     Some(text[start..start + len].to_string())
 }
 
-/// Bucket names as S3 and OBS allow them (and safe as a directory name).
-fn check_bucket_name(bucket: &str) -> Result<(), StoreError> {
+/// Bucket names as S3 and OBS allow them (and safe as a directory name):
+/// 3–63 lowercase letters, digits, `-` and `.`, starting and ending with a
+/// letter or digit, no `..`, no `.` next to `-`, not an IPv4 address. The
+/// tracker API refuses what this refuses (CTS.0231), so a tracker never
+/// names a bucket the store cannot write.
+pub fn is_valid_bucket_name(bucket: &str) -> bool {
     let b = bucket.as_bytes();
-    let ok = (3..=63).contains(&b.len())
+    (3..=63).contains(&b.len())
         && b.iter()
             .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && !bucket.contains("..");
-    if ok {
+        && !bucket.contains("..")
+        && !bucket.contains(".-")
+        && !bucket.contains("-.")
+        && bucket.parse::<std::net::Ipv4Addr>().is_err()
+}
+
+fn check_bucket_name(bucket: &str) -> Result<(), StoreError> {
+    if is_valid_bucket_name(bucket) {
         Ok(())
     } else {
         Err(StoreError::InvalidBucketName(bucket.to_string()))
@@ -867,12 +882,30 @@ mod tests {
             message: "connection refused".into(),
         });
         assert_eq!((e.failure, e.detail()), (WriteFailure::Other, None));
+
+        // Names the tracker's settings chose: never a silent retry.
+        let e = WriteError::from(StoreError::InvalidBucketName("end-".into()));
+        assert_eq!(e.detail(), Some("noBucket"));
+        let e = WriteError::from(StoreError::InvalidKey("a/../b".into()));
+        assert_eq!(e.detail(), Some("bucketPolicyError"));
     }
 
     #[test]
     fn names_and_keys() {
         assert!(check_bucket_name("my-bucket.1").is_ok());
-        for bad in ["ab", "Upper", "-start", "end-", "a..b", "../etc", "a/b"] {
+        for bad in [
+            "ab",
+            "Upper",
+            "-start",
+            "end-",
+            "end.",
+            "a..b",
+            "a.-b",
+            "a-.b",
+            "192.168.1.1",
+            "../etc",
+            "a/b",
+        ] {
             assert!(check_bucket_name(bad).is_err(), "{bad}");
         }
         assert!(check_key("CloudTraces/r/2016/5/19/system/ECS/x.json.gz").is_ok());

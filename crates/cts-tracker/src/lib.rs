@@ -47,9 +47,9 @@ pub use model::{
     TrackerType, SYSTEM_TRACKER_NAME,
 };
 pub use request::{
-    is_valid_bucket_name, is_valid_data_tracker_name, is_valid_file_prefix,
-    parse_tracker_type_param, parse_v1_create, parse_v1_update, parse_v3_create, parse_v3_update,
-    ObsSpec, TrackerSpec, AGENCY_NAME, BUCKET_LIFECYCLES, EXCLUDABLE_SERVICES,
+    is_valid_data_tracker_name, parse_tracker_type_param, parse_v1_create, parse_v1_update,
+    parse_v3_create, parse_v3_update, ObsSpec, TrackerSpec, AGENCY_NAME, BUCKET_LIFECYCLES,
+    EXCLUDABLE_SERVICES,
 };
 pub use store::{Limits, Quota, RecordingDataTracker, TrackerStore};
 pub use tags::{parse_tags_create, parse_tags_delete, TagFilter, MAX_TAGS, TAG_RESOURCE_TYPE};

@@ -9,8 +9,7 @@
 //! JSON type is CTS.0003. `null` counts as absent (the SDK sends it for
 //! unset fields of nested objects).
 
-use std::net::Ipv4Addr;
-
+use cts_archive::{is_valid_bucket_name, is_valid_file_prefix};
 use serde_json::{Map, Value};
 
 use crate::error::{codes, TrackerError};
@@ -133,28 +132,6 @@ pub fn parse_tracker_type_param(value: &str) -> Result<TrackerType, TrackerError
             format!("tracker_type must be system or data, not {value:?}"),
         )
     })
-}
-
-/// OBS bucket names: 3–63 lowercase letters, digits, `-` and `.`, starting
-/// with a letter or digit (CTS.0231); and, from the user guide, no `..`,
-/// no `.` next to `-`, not an IPv4 address.
-pub fn is_valid_bucket_name(s: &str) -> bool {
-    let b = s.as_bytes();
-    (3..=63).contains(&b.len())
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'.'))
-        && !s.contains("..")
-        && !s.contains(".-")
-        && !s.contains("-.")
-        && s.parse::<Ipv4Addr>().is_err()
-}
-
-/// File prefixes: 0–64 of `0-9 a-z A-Z - . _`.
-pub fn is_valid_file_prefix(s: &str) -> bool {
-    s.len() <= 64
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'))
 }
 
 /// Data tracker names: 1–32 letters, digits, `-` and `_`, starting with a
@@ -475,7 +452,8 @@ fn file_prefix(f: &Fields<'_>, name: &str) -> Result<Option<String>, TrackerErro
         Some(p) if !is_valid_file_prefix(p) => Err(TrackerError::field(
             codes::FILE_PREFIX_FORMAT,
             &f.path(name),
-            "file_prefix_name must be 0 to 64 letters, digits, hyphens, underscores and periods",
+            "file_prefix_name must be 0 to 64 letters, digits, hyphens, underscores and periods, \
+             and not . or ..",
         )),
         p => Ok(p.map(str::to_owned)),
     }
@@ -491,8 +469,8 @@ fn check_bucket_name(field: &str, name: &str) -> Result<(), TrackerError> {
         format!(
             "invalid bucket name {name:?}: a bucket name must be a string of 3 to 63 \
              characters, including only lowercase letters, digits, hyphens (-), or periods \
-             (.), start with a digit or a lowercase letter, have no two adjacent periods nor \
-             a period next to a hyphen, and not be an IP address"
+             (.), start and end with a digit or a lowercase letter, have no two adjacent \
+             periods nor a period next to a hyphen, and not be an IP address"
         ),
     ))
 }
@@ -849,6 +827,8 @@ mod tests {
             "a.-b",
             "a-.b",
             "192.168.1.1",
+            "abc-",
+            "abc.",
             &"a".repeat(64),
         ] {
             assert!(!is_valid_bucket_name(bad), "{bad:?}");
@@ -876,7 +856,7 @@ mod tests {
     #[test]
     fn file_prefix_rules() {
         let long = "a".repeat(65);
-        for bad in ["a/b", "a b", "ä", long.as_str()] {
+        for bad in ["a/b", "a b", "ä", ".", "..", long.as_str()] {
             assert_eq!(
                 code(v3c(
                     json!({"tracker_type": "system", "obs_info": {"file_prefix_name": bad}})

@@ -243,3 +243,33 @@ async fn a_missing_bucket_waits_and_recovers_without_loss() {
         0
     );
 }
+
+/// A tracker whose settings no store takes (a bucket name from before the
+/// API checked it with the store's own rule) is `error` with a detail, not
+/// `enabled` with its traces silently held.
+#[tokio::test]
+async fn a_bucket_name_no_store_takes_is_an_error_with_detail() {
+    let t0 = 1_800_000_000;
+    let w = world(t0);
+    tracker(
+        &w,
+        "p1",
+        json!({"tracker_type": "system", "tracker_name": "system",
+        "obs_info": {"bucket_name": "archive", "is_obs_created": true}}),
+    );
+    let db = rusqlite::Connection::open(w._dir.path().join("trackers/trackers.db")).unwrap();
+    let changed = db
+        .execute(
+            "UPDATE trackers SET body = json_set(body, '$.obs_info.bucket_name', 'archive-')",
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    record(&w, "p1", "ECS", 3, t0 + 1);
+    w.transfer.run_once(t0 + P + 2).await.unwrap();
+    let t = &w.trackers.list("p1", None, None).unwrap()[0];
+    assert_eq!(
+        t.status,
+        TrackerStatus::Error(cts_tracker::ErrorDetail::NoBucket)
+    );
+}
