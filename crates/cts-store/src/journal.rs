@@ -11,8 +11,9 @@
 //! Traces are compressed in small frames, with a trained dictionary (see
 //! `dict`), so that the index can point at a single trace and a query
 //! decompresses only a few kilobytes to return it.
-//! A torn or corrupt tail of the newest file is cut off on open; it was never
-//! acknowledged, because acknowledgement waits for the fsync of the record.
+//! A torn tail (see [`Tail`]) is cut off on open; it was never acknowledged,
+//! because acknowledgement waits for the fsync of the record. Anything else
+//! that does not check out is corruption: it is never cut nor overwritten.
 
 use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
@@ -254,6 +255,57 @@ pub struct FileScan {
     pub valid_len: u64,
     /// Length of the file on disk.
     pub file_len: u64,
+    /// What follows the valid prefix.
+    pub tail: Tail,
+}
+
+/// What follows the valid records of a journal file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tail {
+    /// Nothing: the file ends with its last valid record.
+    Clean,
+    /// An incomplete final record that runs to the end of the file (its
+    /// header cut short, or its length past the end), or bytes that were
+    /// never written (zeros): a write the crash interrupted, never
+    /// acknowledged.
+    Torn,
+    /// A record that does not check out and is not a torn tail: damage.
+    /// `resumes` is where the next valid record starts, if one does.
+    Corrupt { resumes: Option<u64> },
+}
+
+/// Classifies the bytes after the valid prefix (`rest`, the file from the
+/// first record that does not check out).
+pub fn classify_tail(rest: &[u8]) -> Tail {
+    if rest.is_empty() {
+        return Tail::Clean;
+    }
+    if let Some(at) = next_record(rest) {
+        return Tail::Corrupt {
+            resumes: Some(at as u64),
+        };
+    }
+    let magic = RECORD_MAGIC.to_le_bytes();
+    let starts_a_record = rest[..rest.len().min(4)] == magic[..rest.len().min(4)];
+    let torn = rest.iter().all(|b| *b == 0)
+        || (starts_a_record
+            && (rest.len() < RECORD_HEADER
+                || RECORD_HEADER as u64
+                    + u32::from_le_bytes(rest[4..8].try_into().unwrap()) as u64
+                    > rest.len() as u64));
+    if torn {
+        Tail::Torn
+    } else {
+        Tail::Corrupt { resumes: None }
+    }
+}
+
+/// The offset in `data` (after its first byte) of the next record that
+/// checks out, if any.
+pub fn next_record(data: &[u8]) -> Option<usize> {
+    let magic = RECORD_MAGIC.to_le_bytes();
+    (1..data.len().saturating_sub(RECORD_PREFIX - 1))
+        .find(|&at| data[at..at + 4] == magic && parse_record(&data[at..]).is_some())
 }
 
 /// Bytes of a record before its first frame: record header and body header.
@@ -322,6 +374,11 @@ pub fn body_frames(frames: &[u8]) -> impl Iterator<Item = (usize, &[u8], u8)> + 
 /// one.
 pub fn scan_file(file_id: u32, path: &Path) -> Result<FileScan, StoreError> {
     let data = fs::read(path).map_err(StoreError::io(path))?;
+    Ok(scan_bytes(file_id, &data))
+}
+
+/// [`scan_file`] of a file's bytes.
+pub fn scan_bytes(file_id: u32, data: &[u8]) -> FileScan {
     let mut pos = 0usize;
     let mut records = Vec::new();
     while let Some((head, frames)) = parse_record(&data[pos..]) {
@@ -345,11 +402,38 @@ pub fn scan_file(file_id: u32, path: &Path) -> Result<FileScan, StoreError> {
         });
         pos += head.len as usize;
     }
-    Ok(FileScan {
+    FileScan {
         records,
         valid_len: pos as u64,
         file_len: data.len() as u64,
-    })
+        tail: classify_tail(&data[pos..]),
+    }
+}
+
+/// The error for a record that does not check out at `at` of `path` and is
+/// not a torn tail.
+pub fn damage(path: &Path, at: u64, resumes: Option<u64>) -> StoreError {
+    let follows = match resumes {
+        Some(n) => format!("valid records follow at byte {}", at + n),
+        None => "bytes that are not a torn write follow it".to_string(),
+    };
+    StoreError::Corrupt {
+        what: "journal record",
+        path: path.to_path_buf(),
+        detail: format!(
+            "the record at byte {at} does not check out and {follows}: this is damage, not a torn write, so nothing was cut"
+        ),
+    }
+}
+
+/// Cuts a file to its valid prefix (a torn tail) and makes the cut durable.
+pub fn cut(path: &Path, valid_len: u64) -> Result<(), StoreError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(StoreError::io(path))?;
+    file.set_len(valid_len).map_err(StoreError::io(path))?;
+    file.sync_all().map_err(StoreError::io(path))
 }
 
 /// Decompresses the frames of a scanned record into (frame, doc index, JSON).
@@ -481,6 +565,61 @@ pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn three_records(dir: &Path) -> (Vec<u8>, Vec<u64>) {
+        let dicts = Dictionaries::open(dir, false).unwrap();
+        let mut active = ActiveFile::create(dir, 1, false).unwrap();
+        let mut ends = Vec::new();
+        for r in 0..3u64 {
+            let docs: Vec<Vec<u8>> = (0..20)
+                .map(|i| format!("{{\"r\":{r},\"n\":{i}}}").into_bytes())
+                .collect();
+            let batch = encode_frames(&dicts, docs.iter().map(|d| (d.as_slice(), 7))).unwrap();
+            let mut buf = Vec::new();
+            active.encode_record(&mut buf, 1 + r * 20, &batch);
+            active.write_durable(&buf, false).unwrap();
+            ends.push(active.len);
+        }
+        (fs::read(&active.path).unwrap(), ends)
+    }
+
+    #[test]
+    fn a_tail_cut_at_any_byte_of_the_last_record_is_torn() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, ends) = three_records(dir.path());
+        for len in ends[1] + 1..ends[2] {
+            let scan = scan_bytes(1, &data[..len as usize]);
+            assert_eq!(scan.records.len(), 2, "cut at {len}");
+            assert_eq!(scan.valid_len, ends[1]);
+            assert_eq!(scan.tail, Tail::Torn, "cut at {len}");
+        }
+        let mut zeros = data.clone();
+        zeros.extend_from_slice(&[0; 4096]);
+        assert_eq!(scan_bytes(1, &zeros).tail, Tail::Torn);
+        assert_eq!(scan_bytes(1, &data).tail, Tail::Clean);
+    }
+
+    #[test]
+    fn a_flipped_byte_before_valid_records_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, ends) = three_records(dir.path());
+        for at in (0..ends[1] as usize).step_by(5) {
+            let mut bad = data.clone();
+            bad[at] ^= 0x04;
+            let scan = scan_bytes(1, &bad);
+            let first_bad = if at < ends[0] as usize { 0 } else { ends[0] };
+            assert_eq!(scan.valid_len, first_bad, "flip at {at}");
+            assert!(
+                matches!(scan.tail, Tail::Corrupt { resumes: Some(_) }),
+                "flip at {at}: {:?}",
+                scan.tail
+            );
+        }
+        // A damaged last record that is whole is damage too, not a torn write.
+        let mut bad = data.clone();
+        bad[ends[1] as usize + 40] ^= 0x01;
+        assert_eq!(scan_bytes(1, &bad).tail, Tail::Corrupt { resumes: None });
+    }
 
     #[test]
     fn records_round_trip_and_torn_tail_is_cut() {

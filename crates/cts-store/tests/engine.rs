@@ -701,3 +701,6 @@ fn a_second_opener_is_refused_until_the_first_closes() {
     drop(store);
     EmbeddedStore::open(config(dir.path())).unwrap();
 }
+
+#[path = "engine/damage.rs"]
+mod damage;

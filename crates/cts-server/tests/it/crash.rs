@@ -111,9 +111,11 @@ fn acknowledged_traces_survive_kill_9_and_a_torn_tail() {
     // A torn write at the end of the active (newest) journal file.
     let journal = wal_files(&server.data_dir).pop().expect("a journal file");
     let valid_len = std::fs::metadata(&journal).unwrap().len() as usize;
-    let garbage: Vec<u8> = (0..1024u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    // The start of a record (magic, a length past the end) and then what
+    // the interrupted write left.
+    let mut garbage = vec![0x52, 0x53, 0x54, 0x43];
+    garbage.extend_from_slice(&4096u32.to_le_bytes());
+    garbage.extend((8..1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
     std::fs::OpenOptions::new()
         .append(true)
         .open(&journal)

@@ -63,9 +63,10 @@ impl EmbeddedStore {
 
         let files = journal::list_files(&journal_dir)?;
         let mut journal_files = BTreeMap::new();
-        let mut last_seq = manifest.durable_seq;
+        let mut last_seq = 0;
         let mut replay = Vec::new();
         let mut tail = None;
+        let mut torn_closed = Vec::new();
         for (n, (id, path)) in files.iter().enumerate() {
             let is_last = n + 1 == files.len();
             if !is_last {
@@ -78,22 +79,22 @@ impl EmbeddedStore {
                 }
             }
             let scan = journal::scan_file(*id, path)?;
-            if scan.valid_len < scan.file_len {
-                if !is_last {
-                    return Err(StoreError::Corrupt {
-                        what: "journal file",
-                        path: path.clone(),
-                        detail: format!(
-                            "invalid record at byte {} of a closed file; refusing to start",
-                            scan.valid_len
-                        ),
-                    });
+            match scan.tail {
+                journal::Tail::Clean => {}
+                journal::Tail::Torn => {
+                    tracing::warn!(
+                        file = %path.display(),
+                        at = scan.valid_len,
+                        cut_bytes = scan.file_len - scan.valid_len,
+                        "journal tail was torn by a crash; cutting it off (it was never acknowledged)"
+                    );
+                    if !is_last {
+                        torn_closed.push((path.clone(), scan.valid_len));
+                    }
                 }
-                tracing::warn!(
-                    file = %path.display(),
-                    cut_bytes = scan.file_len - scan.valid_len,
-                    "journal tail was torn by a crash; cutting it off (it was never acknowledged)"
-                );
+                journal::Tail::Corrupt { resumes } => {
+                    return Err(journal::damage(path, scan.valid_len, resumes));
+                }
             }
             let mut info = JournalFile::empty(scan.valid_len);
             for r in &scan.records {
@@ -118,6 +119,20 @@ impl EmbeddedStore {
             }
         }
 
+        if last_seq < manifest.durable_seq {
+            // What looked like a torn tail was acknowledged: the index has it.
+            return Err(StoreError::Corrupt {
+                what: "journal",
+                path: journal_dir,
+                detail: format!(
+                    "the index holds traces up to sequence number {} but the journal ends at {last_seq}: acknowledged records are missing or damaged (or the index manifest is)",
+                    manifest.durable_seq
+                ),
+            });
+        }
+        for (path, valid_len) in torn_closed {
+            journal::cut(&path, valid_len)?;
+        }
         let dicts = Dictionaries::open(&journal_dir, config.fsync)?;
         let inner = Arc::new(Inner {
             journal_dir: journal_dir.clone(),

@@ -1,0 +1,102 @@
+//! Damaged files: what the store does when a byte of its directory is not
+//! what it wrote. No acknowledged trace is ever cut, overwritten or answered
+//! altered; the error names the file and what to do.
+
+use super::*;
+
+/// A store with `batches` appends of 50 traces each, closed cleanly; returns
+/// the ids in append order.
+fn filled(cfg: &StoreConfig, batches: usize) -> Vec<String> {
+    let store = EmbeddedStore::open(cfg.clone()).unwrap();
+    let t = now() - HOUR;
+    for b in 0..batches {
+        let items: Vec<(i64, &str, &str, Option<&str>)> = (0..50)
+            .map(|i| (t + (b * 50 + i) as i64, "ECS", "bob", None))
+            .collect();
+        store.append(traces("p", &items)).unwrap();
+    }
+    store.close().unwrap();
+    read_all(&store, 0, 10_000)
+        .iter()
+        .map(|e| doc_id(&e.doc))
+        .collect()
+}
+
+#[test]
+fn a_flipped_byte_in_the_middle_of_the_newest_journal_file_refuses_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.journal_segment_bytes = 64 << 20;
+    let ids = filled(&cfg, 6);
+    let wal = wal_files(dir.path()).pop().unwrap();
+    let mut data = std::fs::read(&wal).unwrap();
+    let at = data.len() / 2;
+    data[at] ^= 0x20;
+    std::fs::write(&wal, &data).unwrap();
+
+    let err = EmbeddedStore::open(cfg.clone()).err().expect("refused");
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{msg}");
+    assert!(msg.contains(&wal.display().to_string()), "{msg}");
+    assert!(
+        msg.contains("ctsd check") && msg.contains("ctsd repair"),
+        "{msg}"
+    );
+    assert!(msg.contains("at byte"), "{msg}");
+    // Nothing was cut or overwritten.
+    assert_eq!(std::fs::read(&wal).unwrap(), data);
+
+    // Undo the damage: every trace is still there.
+    data[at] ^= 0x20;
+    std::fs::write(&wal, &data).unwrap();
+    let store = EmbeddedStore::open(cfg).unwrap();
+    let got = all_pages(&store, "p", &[], 200);
+    assert_eq!(got.len(), ids.len());
+}
+
+/// Where the last record of a journal file starts.
+fn last_record_start(data: &[u8]) -> usize {
+    let scan = cts_store::journal::scan_bytes(1, data);
+    let r = scan.records.last().unwrap();
+    r.frames[0].offset as usize - cts_store::journal::RECORD_PREFIX
+}
+
+#[test]
+fn a_torn_write_after_the_last_record_is_cut_and_everything_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.journal_segment_bytes = 64 << 20;
+    let ids = filled(&cfg, 3);
+    let wal = wal_files(dir.path()).pop().unwrap();
+    let data = std::fs::read(&wal).unwrap();
+    let last = &data[last_record_start(&data)..];
+    // A write of one more record, interrupted (every byte of it is covered
+    // by the journal's unit test).
+    for cut in [1, 11, 40, last.len() - 1] {
+        let mut torn = data.clone();
+        torn.extend_from_slice(&last[..cut]);
+        std::fs::write(&wal, &torn).unwrap();
+        let store = EmbeddedStore::open(cfg.clone()).unwrap();
+        assert_eq!(all_pages(&store, "p", &[], 200).len(), ids.len());
+        drop(store);
+        assert_eq!(std::fs::read(&wal).unwrap(), data);
+    }
+}
+
+#[test]
+fn an_acknowledged_record_cut_like_a_torn_write_refuses_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.journal_segment_bytes = 64 << 20;
+    filled(&cfg, 3);
+    let wal = wal_files(dir.path()).pop().unwrap();
+    let data = std::fs::read(&wal).unwrap();
+    let cut = &data[..data.len() - 10];
+    std::fs::write(&wal, cut).unwrap();
+    let err = EmbeddedStore::open(cfg).err().expect("refused");
+    assert!(
+        err.to_string().contains("acknowledged records are missing"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&wal).unwrap(), cut);
+}
