@@ -83,6 +83,16 @@ def pytest_unconfigure(config):
     shutil.rmtree(_HOME, ignore_errors=True)
 
 
+def make_bucket(prefix: str = "bkt") -> str:
+    """A valid OBS bucket name no other test uses, existing in the local
+    object store (DATA_DIR/obs) of every server: a tracker with
+    is_obs_created false is refused a bucket that does not exist."""
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    for server in Ctsd.started:
+        (server.data_dir / "obs" / name).mkdir(parents=True, exist_ok=True)
+    return name
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -117,9 +127,13 @@ class Ctsd:
     ``log_path``.
     """
 
+    # Every server started, for make_bucket.
+    started: list["Ctsd"] = []
+
     def __init__(self, binary: Path, workdir: Path, env: dict[str, str] | None = None):
         self.workdir = workdir
         self.data_dir = workdir / "data"
+        Ctsd.started.append(self)
         self.log_path = workdir / "ctsd.log"
         self.env = {**DEFAULT_SERVER_ENV, **(env or {})}
         full_env = {**os.environ, **self.env}

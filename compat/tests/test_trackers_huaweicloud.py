@@ -58,6 +58,8 @@ from huaweicloudsdkcts.v3 import (
     UpdateTrackerRequestBody,
 )
 
+from conftest import make_bucket
+
 MINUTE = 60_000
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -198,8 +200,7 @@ def tenant(ctsd, admin):
 
 
 def bucket(prefix: str = "bkt") -> str:
-    """A valid OBS bucket name no other test uses."""
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+    return make_bucket(prefix)
 
 
 def create_request(**body) -> CreateTrackerRequest:

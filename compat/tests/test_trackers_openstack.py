@@ -35,6 +35,8 @@ from otcextensions import sdk as otc_sdk
 from otcextensions.sdk.cts.v1 import tracker as v1_tracker
 from otcextensions.sdk.ctsv3.v3 import tracker as v3_tracker
 
+from conftest import make_bucket
+
 MINUTE = 60_000
 
 
@@ -56,7 +58,7 @@ def connect(server, user, project_id):
 
 
 def bucket(prefix: str = "bkt") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+    return make_bucket(prefix)
 
 
 @pytest.fixture(scope="module")

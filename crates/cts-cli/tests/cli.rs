@@ -841,6 +841,7 @@ fn trackers_decide_what_is_recorded() {
         "READ,WRITE",
         "--bucket",
         "trace-dump",
+        "--create-bucket",
         "--compress",
         "json",
     ]);

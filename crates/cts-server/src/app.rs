@@ -460,6 +460,8 @@ async fn run_transfer(state: AppState) {
             state.metrics.transfer_failures.inc();
             tracing::warn!(error = %e, "transfer pass failed; it is retried");
         }
+        let failed_writes = state.transfer.take_failed_writes();
+        state.metrics.transfer_failures.inc_by(failed_writes);
     }
 }
 

@@ -188,7 +188,7 @@ impl Metrics {
         }
         registry.register(
             "cts_transfer_failures",
-            "Transfer passes that failed (state or journal errors; see the log)",
+            "Failed transfer writes (a bucket missing or refusing, the store unreachable) and transfer passes that failed (state or journal errors); see the log",
             m.transfer_failures.clone(),
         );
         registry.register(

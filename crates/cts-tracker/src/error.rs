@@ -61,6 +61,19 @@ impl TrackerError {
         )
     }
 
+    /// CTS.0211: the transfer bucket does not exist and the tracker is not
+    /// to create it (`is_obs_created: false`).
+    pub fn bucket_missing(bucket: &str) -> Self {
+        TrackerError::field(
+            codes::BUCKET_MISSING,
+            "obs_info.bucket_name",
+            format!(
+                "the OBS bucket {bucket:?} does not exist: create it first, or set \
+                 is_obs_created to true"
+            ),
+        )
+    }
+
     /// A 400 about the tracker as a whole (quota, conflicts).
     pub(crate) fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         TrackerError::new(code, 400, None, message.into())
@@ -106,6 +119,9 @@ pub mod codes {
     pub const BUCKET_OPERATION_TRACKED: &str = "CTS.0209";
     /// A data tracker without a bucket to track.
     pub const TRACKED_BUCKET_EMPTY: &str = "CTS.0210";
+    /// The bucket does not exist (the reference's "tracked OBS bucket does
+    /// not exist"; here also a transfer bucket not to be created).
+    pub const BUCKET_MISSING: &str = "CTS.0211";
     /// The tracked bucket of a data tracker was changed.
     pub const TRACKED_BUCKET_FIXED: &str = "CTS.0212";
     /// A transfer bucket that is also a tracked bucket.

@@ -16,6 +16,7 @@ mod state;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -131,6 +132,8 @@ pub struct Transfer {
     state: State,
     settings: Settings,
     region_of: RegionOf,
+    /// Writes that failed since the last [`Transfer::take_failed_writes`].
+    failed_writes: AtomicU64,
 }
 
 /// Why a period could not be written.
@@ -166,6 +169,7 @@ impl Transfer {
             state,
             settings,
             region_of,
+            failed_writes: AtomicU64::new(0),
         };
         if t.state.keys()?.is_empty() {
             rotate_digest_key(&t.state, now_secs)?;
@@ -176,6 +180,11 @@ impl Transfer {
 
     pub fn storage(&self) -> &ObjectStorage {
         &self.storage
+    }
+
+    /// How many writes failed since the last call (for a counter metric).
+    pub fn take_failed_writes(&self) -> u64 {
+        self.failed_writes.swap(0, Ordering::Relaxed)
     }
 
     /// The public halves of the keys valid at some point of `[from, to]`.
@@ -314,6 +323,7 @@ impl Transfer {
                 Ok(())
             }
             Err(Failed::Write(e)) => {
+                self.failed_writes.fetch_add(1, Ordering::Relaxed);
                 s.failures += 1;
                 let backoff = (5i64 << s.failures.min(10)).min(self.settings.max_backoff_secs);
                 s.retry_at = now + backoff;

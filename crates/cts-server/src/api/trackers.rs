@@ -56,6 +56,50 @@ async fn body_of(c: &Call, body: Body) -> Result<(Bytes, Option<Value>), ApiErro
 }
 
 impl Call {
+    /// Refuses a transfer bucket that does not exist when the tracker is
+    /// not to create it (CTS.0211), rather than accepting a tracker whose
+    /// every transfer fails. A store that cannot tell (unreachable, access
+    /// refused) lets the change through: the tracker's status says why
+    /// later.
+    async fn check_bucket(
+        &self,
+        project_id: &str,
+        spec: &TrackerSpec,
+        create: bool,
+    ) -> Result<(), ApiError> {
+        let Some(bucket) = spec.obs.bucket_name.clone().filter(|b| !b.is_empty()) else {
+            return Ok(());
+        };
+        let created = match spec.obs.is_obs_created {
+            Some(created) => created,
+            None if create => false,
+            None => {
+                let (project, name, kind) = (
+                    project_id.to_string(),
+                    spec.tracker_name.clone(),
+                    spec.tracker_type,
+                );
+                blocking(&self.state.trackers, move |s| {
+                    s.list(&project, Some(&name), Some(kind))
+                })
+                .await?
+                .first()
+                .is_some_and(|t| t.obs_info.is_obs_created)
+            }
+        };
+        if created {
+            return Ok(());
+        }
+        match self.state.transfer.storage().bucket_exists(&bucket).await {
+            Ok(false) => Err(TrackerError::bucket_missing(&bucket).into()),
+            Ok(true) => Ok(()),
+            Err(e) => {
+                tracing::warn!(bucket = %bucket, error = %e, "cannot tell whether the bucket exists");
+                Ok(())
+            }
+        }
+    }
+
     /// Creates a tracker from `spec`; records `createTracker`.
     async fn create_tracker(
         &self,
@@ -63,6 +107,7 @@ impl Call {
         spec: TrackerSpec,
         request: Option<&Value>,
     ) -> Result<Tracker, ApiError> {
+        self.check_bucket(project_id, &spec, true).await?;
         let (project, domain) = (project_id.to_string(), self.caller.domain_id.clone());
         let tracker = blocking(&self.state.trackers, move |s| {
             let keys = key_ids(s, &project)?;
@@ -82,6 +127,7 @@ impl Call {
         spec: TrackerSpec,
         request: Option<&Value>,
     ) -> Result<Tracker, ApiError> {
+        self.check_bucket(project_id, &spec, false).await?;
         let project = project_id.to_string();
         let (_, after) = blocking(&self.state.trackers, move |s| {
             let keys = key_ids(s, &project)?;

@@ -73,13 +73,30 @@ fn management_tracker_decides_what_is_recorded() {
     assert!(why.contains("management tracker"), "{why}");
     assert!(list_ecs(&server, &pid).is_empty());
 
-    // Enabled with the v1.0 API...
-    let a = server.post_json(
-        &format!("/v1.0/{pid}/tracker"),
-        &json!({"bucket_name": "cts-archive", "file_prefix_name": "audit",
-                "lts": {"is_lts_enabled": false, "log_group_name": "CTS", "log_topic_name": "system-trace"},
-                "log_file_validate": {"is_support_validate": false}}),
+    // Enabled with the v1.0 API: a transfer bucket that does not exist
+    // (and is not to be created) is refused at once...
+    let v1_create = || {
+        server.post_json(
+            &format!("/v1.0/{pid}/tracker"),
+            &json!({"bucket_name": "cts-archive", "file_prefix_name": "audit",
+                    "lts": {"is_lts_enabled": false, "log_group_name": "CTS", "log_topic_name": "system-trace"},
+                    "log_file_validate": {"is_support_validate": false}}),
+        )
+    };
+    let a = v1_create();
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert_eq!(a.body["error_code"], "CTS.0211", "{}", a.text);
+    assert!(a.text.contains("cts-archive"), "{}", a.text);
+    let a = put_json(
+        &server,
+        &format!("/v3/{pid}/tracker"),
+        &json!({"tracker_type": "system", "tracker_name": "system",
+                "obs_info": {"bucket_name": "cts-archive", "is_obs_created": false}}),
     );
+    assert_eq!(a.body["error_code"], "CTS.0211", "{}", a.text);
+    // ...and accepted once it exists.
+    std::fs::create_dir_all(server.data_dir.join("obs/cts-archive")).unwrap();
+    let a = v1_create();
     assert_eq!(a.status, 201, "{}", a.text);
     assert_eq!(a.body["tracker_name"], "system");
     let answer = report_to(&server, &pid, &[trace(now - 2000)]);

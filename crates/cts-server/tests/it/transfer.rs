@@ -311,6 +311,10 @@ fn traces_land_in_an_s3_bucket() {
 fn a_missing_bucket_turns_the_tracker_to_error_and_back() {
     let server = fast().start();
     let pid = server.admin.project_id.clone();
+    // The bucket exists when the tracker is set (else it is refused), and
+    // is removed after.
+    let bucket_dir = server.data_dir.join("obs/not-yet");
+    std::fs::create_dir_all(&bucket_dir).unwrap();
     let a = put(
         &server,
         &format!("/v3/{pid}/tracker"),
@@ -318,6 +322,7 @@ fn a_missing_bucket_turns_the_tracker_to_error_and_back() {
                 "obs_info": {"bucket_name": "not-yet", "is_obs_created": false}}),
     );
     assert_eq!(a.status, 200, "{}", a.text);
+    std::fs::remove_dir(&bucket_dir).unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     let now = now_ms();
     let (ids, traces): (Vec<String>, Vec<Value>) = (0..10).map(|_| trace_with_id(now - 10)).unzip();
@@ -326,6 +331,15 @@ fn a_missing_bucket_turns_the_tracker_to_error_and_back() {
         tracker_status(&server)["status"] == "error"
     });
     assert_eq!(tracker_status(&server)["detail"], "noBucket");
+    let metrics = server.get("/metrics").text;
+    let failures: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cts_transfer_failures_total "))
+        .unwrap_or_else(|| panic!("{metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(failures >= 1, "every failed write counts: {metrics}");
     // checkbucket says so too.
     let domain = server.admin.domain_id.clone();
     let a = server.post_json(
