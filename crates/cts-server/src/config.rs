@@ -300,6 +300,12 @@ impl Config {
         if self.store.journal_segment_bytes < 4096 {
             return invalid("store.journal_segment_bytes", "must be at least 4096");
         }
+        if self.store.journal_segment_bytes > cts_store::journal::MAX_FILE_BYTES {
+            return invalid(
+                "store.journal_segment_bytes",
+                "must be at most 1073741824 (1 GiB)",
+            );
+        }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return invalid("tls", "needs both cert and key, or neither");
         }

@@ -29,6 +29,8 @@ mod flusher;
 mod query;
 mod recovery;
 mod retention;
+#[cfg(test)]
+mod write_faults;
 mod writer;
 
 use query::MarkerCache;

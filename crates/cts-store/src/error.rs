@@ -17,6 +17,8 @@ pub enum StoreError {
     },
     #[error("the data directory is in use by another process ({path} is locked); stop it first")]
     Locked { path: PathBuf },
+    #[error("invalid store setting: {0}")]
+    Setting(String),
     #[error("the store is shut down or its writer failed: {0}")]
     Unavailable(String),
     /// Journal readers: traces after `after_seq` were removed by retention.

@@ -37,6 +37,10 @@ const FRAME_HEADER: usize = 9;
 /// Fewer per frame cost more CPU at ingest (zstd's per-frame tables).
 pub const FRAME_DOCS: usize = 8;
 pub const ZSTD_LEVEL: i32 = 1;
+/// Largest `journal_segment_bytes`: a file is rotated before a group would
+/// take it past this, and a group is far below 3 GiB, so every offset in a
+/// file fits the 32 bits of a [`FrameRef`].
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
 /// Upper bound of a decompressed frame (a few traces of a 5 MiB request).
 const MAX_FRAME_RAW: u64 = 64 << 20;
 
@@ -428,6 +432,10 @@ pub fn damage(path: &Path, at: u64, resumes: Option<u64>) -> StoreError {
 
 /// Cuts a file to its valid prefix (a torn tail) and makes the cut durable.
 pub fn cut(path: &Path, valid_len: u64) -> Result<(), StoreError> {
+    #[cfg(test)]
+    if let Some(e) = faults::on_cut(path) {
+        return Err(StoreError::io(path)(e));
+    }
     let file = OpenOptions::new()
         .write(true)
         .open(path)
@@ -545,6 +553,16 @@ impl ActiveFile {
 
     /// Appends encoded records and makes them durable.
     pub fn write_durable(&mut self, buf: &[u8], fsync: bool) -> Result<(), StoreError> {
+        if self.len + buf.len() as u64 > u32::MAX as u64 {
+            return Err(StoreError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other("record past the 4 GiB a frame offset can address"),
+            });
+        }
+        #[cfg(test)]
+        if let Some(e) = faults::on_write(&self.path, &mut self.file, buf) {
+            return Err(StoreError::io(&self.path)(e));
+        }
         self.file
             .write_all(buf)
             .map_err(StoreError::io(&self.path))?;
@@ -553,6 +571,61 @@ impl ActiveFile {
         }
         self.len += buf.len() as u64;
         Ok(())
+    }
+}
+
+/// Test-only failures of the disk under the journal, planned per journal
+/// directory: the writer sees the errors a failing disk gives.
+#[cfg(test)]
+pub(crate) mod faults {
+    use std::fs::File;
+    use std::io::{Error, ErrorKind, Write};
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Fault {
+        /// write() fails before writing anything.
+        Write,
+        /// Half of the batch is written, then the write fails.
+        ShortWrite,
+        /// A third is written, then the disk is full.
+        NoSpace,
+        /// Everything is written, then fsync fails.
+        Fsync,
+        /// Cutting the failed write off the file fails too.
+        Cut,
+    }
+
+    static PLANNED: Mutex<Vec<(PathBuf, Fault)>> = Mutex::new(Vec::new());
+
+    /// The next write (or cut) of a file in `dir` fails so.
+    pub(crate) fn inject(dir: &Path, fault: Fault) {
+        PLANNED.lock().unwrap().push((dir.to_path_buf(), fault));
+    }
+
+    fn take(file: &Path, wanted: impl Fn(Fault) -> bool) -> Option<Fault> {
+        let mut planned = PLANNED.lock().unwrap();
+        let at = planned
+            .iter()
+            .position(|(dir, f)| Some(dir.as_path()) == file.parent() && wanted(*f))?;
+        Some(planned.remove(at).1)
+    }
+
+    pub(super) fn on_write(path: &Path, file: &mut File, buf: &[u8]) -> Option<Error> {
+        let fault = take(path, |f| f != Fault::Cut)?;
+        let (written, error) = match fault {
+            Fault::Write => (0, Error::other("injected write error")),
+            Fault::ShortWrite => (buf.len() / 2, Error::from(ErrorKind::WriteZero)),
+            Fault::NoSpace => (buf.len() / 3, Error::from(ErrorKind::StorageFull)),
+            Fault::Fsync | Fault::Cut => (buf.len(), Error::other("injected fsync error")),
+        };
+        file.write_all(&buf[..written]).unwrap();
+        Some(error)
+    }
+
+    pub(super) fn on_cut(path: &Path) -> Option<Error> {
+        take(path, |f| f == Fault::Cut).map(|_| Error::other("injected truncate error"))
     }
 }
 

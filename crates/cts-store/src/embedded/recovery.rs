@@ -53,6 +53,13 @@ impl EmbeddedStore {
     }
 
     fn open_locked(config: StoreConfig, lock: File) -> Result<EmbeddedStore, StoreError> {
+        if config.journal_segment_bytes > journal::MAX_FILE_BYTES {
+            return Err(StoreError::Setting(format!(
+                "journal_segment_bytes {} is above the largest journal file, {} bytes",
+                config.journal_segment_bytes,
+                journal::MAX_FILE_BYTES
+            )));
+        }
         let journal_dir = config.dir.join("journal");
         let index_dir = config.dir.join("index");
         for d in [&journal_dir, &index_dir] {

@@ -44,6 +44,9 @@ pub(super) fn writer_loop(inner: Arc<Inner>, mut file: ActiveFile, rx: Receiver<
     // can drop it on a quiet server too; an idle writer wakes up to do so.
     let max_age = Duration::from_millis(inner.config.partition_ms.max(1) as u64);
     let tick = max_age.clamp(Duration::from_millis(100), Duration::from_secs(60));
+    // A write or fsync failed and the file could not be left yet (see
+    // `abandon`): the next group first tries again.
+    let mut stuck: Option<u64> = None;
     loop {
         let group = match rx.recv_timeout(tick) {
             Ok(first) => {
@@ -63,7 +66,21 @@ pub(super) fn writer_loop(inner: Arc<Inner>, mut file: ActiveFile, rx: Receiver<
             Err(RecvTimeoutError::Timeout) => Vec::new(),
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        let full = file.len >= inner.config.journal_segment_bytes;
+        if let Some(valid_len) = stuck {
+            match abandon(&inner, &mut file, valid_len) {
+                Ok(()) => stuck = None,
+                Err(e) => {
+                    fail_all(group, &e);
+                    continue;
+                }
+            }
+        }
+        let bytes: u64 = group
+            .iter()
+            .flat_map(|r| &r.batch.frames)
+            .map(|f| f.len() as u64)
+            .sum();
+        let full = file.len > 0 && file.len + bytes > inner.config.journal_segment_bytes;
         let old = file.len > 0 && file.age() >= max_age;
         if full || old {
             if let Err(e) = rotate(&inner, &mut file, old) {
@@ -73,7 +90,12 @@ pub(super) fn writer_loop(inner: Arc<Inner>, mut file: ActiveFile, rx: Receiver<
             }
         }
         if !group.is_empty() {
-            write_group(&inner, &mut file, &mut buf, group);
+            if let Err(valid_len) = write_group(&inner, &mut file, &mut buf, group) {
+                if let Err(e) = abandon(&inner, &mut file, valid_len) {
+                    tracing::error!(error = %e, "could not leave a journal file after a failed write; writes fail until it can");
+                    stuck = Some(valid_len);
+                }
+            }
         }
     }
 }
@@ -99,6 +121,16 @@ pub(super) fn rotate(inner: &Inner, file: &mut ActiveFile, flush: bool) -> Resul
     Ok(())
 }
 
+/// Leaves a file whose write or fsync failed. After a failed fsync the
+/// kernel may have dropped the written pages and forgotten the error
+/// (PostgreSQL's "fsyncgate"), so the file is never written again: what
+/// the failed write left after the acknowledged `valid_len` bytes is cut
+/// off (it was never acknowledged), and the writer goes on in a new file.
+fn abandon(inner: &Inner, file: &mut ActiveFile, valid_len: u64) -> Result<(), StoreError> {
+    journal::cut(&file.path, valid_len)?;
+    rotate(inner, file, false)
+}
+
 /// Hands the memtable, if it holds anything, to the flusher.
 pub(super) fn freeze_active(inner: &Inner, active: &mut Memtable) {
     if active.len() == 0 {
@@ -117,12 +149,15 @@ pub(super) fn fail_all(group: Vec<WriteRequest>, e: &StoreError) {
     }
 }
 
+/// Writes a group of requests as one durable write and answers them. On a
+/// failed write or fsync, answers them with the error and returns the
+/// file's acknowledged length: the caller must leave the file.
 pub(super) fn write_group(
     inner: &Inner,
     file: &mut ActiveFile,
     buf: &mut Vec<u8>,
     mut group: Vec<WriteRequest>,
-) {
+) -> Result<(), u64> {
     // A concurrent request may have recorded the same supplied id since the
     // caller checked (and it may already sit in a frozen memtable or a
     // segment); the writer is the one place that sees both.
@@ -167,20 +202,10 @@ pub(super) fn write_group(
         max_time = max_time.max(r.batch.max_time);
         min_dict = min_dict.min(r.batch.dict);
     }
-    let old_len = file.len;
     if let Err(e) = file.write_durable(buf, inner.config.fsync) {
-        tracing::error!(error = %e, "journal write failed; the batch is refused");
-        // Cut the partial record so later records stay readable.
-        if let Err(e2) = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&file.path)
-            .and_then(|f| f.set_len(old_len))
-        {
-            tracing::error!(error = %e2, "could not cut a failed journal write");
-        }
-        file.len = old_len;
+        tracing::error!(error = %e, "journal write failed; the batch is refused and the writer moves to a new file");
         fail_all(group, &e);
-        return;
+        return Err(file.len);
     }
     {
         // The length and the sequence number are published together: a
@@ -221,4 +246,5 @@ pub(super) fn write_group(
         };
         let _ = r.reply.send(Ok((outcome, spent)));
     }
+    Ok(())
 }
