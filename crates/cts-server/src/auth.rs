@@ -287,7 +287,7 @@ async fn path_project(parts: &mut Parts) -> Option<String> {
 }
 
 /// Checks the credential of a request. A signed request's body is read to
-/// hash it, and put back as the same bytes.
+/// hash it (only once its key is known), and put back as the same bytes.
 async fn authenticate(
     state: &AppState,
     parts: &Parts,
@@ -314,6 +314,11 @@ async fn authenticate(
         .to_str()
         .map_err(|_| unauth("malformed", "Authorization is not visible ASCII".into()))?
         .to_string();
+    // Everything that needs no body first: a request with a malformed
+    // header, a stale date or an unknown key costs no buffered body.
+    let auth = cts_sign::parse_authorization(&authorization)
+        .map_err(|e| unauth("malformed", format!("Authorization: {e}")))?;
+    let key = signature_claim(state, parts, &auth)?;
     let expected = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -321,7 +326,7 @@ async fn authenticate(
         .unwrap_or(0);
     let raw = body.take().unwrap_or_default();
     let bytes = read_body(raw, state.config.limits.max_body_bytes, expected).await?;
-    let principal = verify_signature(state, parts, &authorization, &bytes).await?;
+    let principal = verify_signature(state, parts, &auth, key, &bytes).await?;
     *body = Some(Body::from(bytes));
     Ok(principal)
 }
@@ -345,15 +350,48 @@ pub async fn validate_token(state: &AppState, token: &str) -> Result<TokenInfo, 
     })
 }
 
+fn unauthenticated(reason: &'static str, message: String) -> ApiError {
+    ApiError::Unauthenticated(AuthFailure::new(reason, message))
+}
+
+/// Checks of a signed request that need no body: a well-formed
+/// `Authorization`, a fresh `X-Sdk-Date` and an active access key, whose
+/// secret it returns.
+fn signature_claim(
+    state: &AppState,
+    parts: &Parts,
+    auth: &cts_sign::Authorization<'_>,
+) -> Result<cts_identity::SigningKey, ApiError> {
+    let fail = unauthenticated;
+    let date = parts
+        .headers
+        .get(cts_sign::DATE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| fail("missing_date", "the X-Sdk-Date header is missing".into()))?;
+    let skew = state.config.auth.signature_max_skew.as_secs() as i64;
+    cts_sign::check_date(date, unix_now(), skew)
+        .map_err(|e| fail("stale_date", format!("X-Sdk-Date: {e}")))?;
+    state
+        .identity
+        .access_key_secret(auth.access_key)
+        .map_err(|e| match e {
+            IdentityError::UnknownAccessKey | IdentityError::InactiveAccessKey => fail(
+                "unknown_key",
+                format!("access key {}: {e}", auth.access_key),
+            ),
+            other => ApiError::from(other),
+        })
+}
+
+/// Checks the signature of `body` with the key [`signature_claim`] found.
 async fn verify_signature(
     state: &AppState,
-    parts: &axum::http::request::Parts,
-    authorization: &str,
+    parts: &Parts,
+    auth: &cts_sign::Authorization<'_>,
+    key: cts_identity::SigningKey,
     body: &[u8],
 ) -> Result<Principal, ApiError> {
-    let unauth = |reason, msg: String| ApiError::Unauthenticated(AuthFailure::new(reason, msg));
-    let auth = cts_sign::parse_authorization(authorization)
-        .map_err(|e| unauth("malformed", format!("Authorization: {e}")))?;
+    let fail = unauthenticated;
     let headers: Vec<(&str, &str)> = parts
         .headers
         .iter()
@@ -369,28 +407,7 @@ async fn verify_signature(
     // Not throttled: a secret key is not guessable like a password, and
     // access key ids are not secret (traces show them), so counting bad
     // signatures per key would let anyone lock a reporter out.
-    let fail = |reason: &'static str, message: String| {
-        ApiError::Unauthenticated(AuthFailure::new(reason, message))
-    };
-    let date = parts
-        .headers
-        .get(cts_sign::DATE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| fail("missing_date", "the X-Sdk-Date header is missing".into()))?;
-    let skew = state.config.auth.signature_max_skew.as_secs() as i64;
-    cts_sign::check_date(date, unix_now(), skew)
-        .map_err(|e| fail("stale_date", format!("X-Sdk-Date: {e}")))?;
-    let key = state
-        .identity
-        .access_key_secret(auth.access_key)
-        .map_err(|e| match e {
-            IdentityError::UnknownAccessKey | IdentityError::InactiveAccessKey => fail(
-                "unknown_key",
-                format!("access key {}: {e}", auth.access_key),
-            ),
-            other => ApiError::from(other),
-        })?;
-    cts_sign::verify(&request, &auth, &key.secret)
+    cts_sign::verify(&request, auth, &key.secret)
         .and_then(|v| v.require_signed_payload())
         .map_err(|e| fail("bad_signature", format!("signature: {e}")))
         .map(drop)?;

@@ -4,6 +4,7 @@
 mod auth;
 mod crash;
 mod legacy;
+mod limits;
 mod ops;
 mod paging;
 mod query;
