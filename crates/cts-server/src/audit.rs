@@ -7,6 +7,7 @@ use serde_json::{json, Map, Value};
 use cts_model::{parse_report, text, ReportContext};
 
 use crate::auth::{Origin, Principal};
+use crate::error::ApiError;
 use crate::recording;
 use crate::state::{now_ms, AppState};
 
@@ -231,8 +232,9 @@ pub fn home_project(
 }
 
 /// Records `event` durably before returning. A failure is logged and
-/// counted, never hidden, but does not undo the operation it describes.
-pub async fn record(state: &AppState, event: AuditEvent) {
+/// counted, and returned: the caller refuses (or undoes) the change it
+/// describes (see `Call::audited`).
+pub async fn record(state: &AppState, event: AuditEvent) -> Result<(), ApiError> {
     // CTS's own traces obey the project's management tracker like any other.
     if !event.always && !state.trackers.management_enabled(&event.project_id) {
         tracing::debug!(
@@ -240,7 +242,7 @@ pub async fn record(state: &AppState, event: AuditEvent) {
             trace_name = event.trace_name,
             "not recorded: the project's management tracker does not record"
         );
-        return;
+        return Ok(());
     }
     let now = now_ms();
     let body = json!({ "traces": [event.to_trace(now)] });
@@ -269,6 +271,7 @@ pub async fn record(state: &AppState, event: AuditEvent) {
     match result {
         Ok(Ok(_)) => {
             state.metrics.audit_traces.inc();
+            Ok(())
         }
         Ok(Err(e)) | Err(e) => {
             state.metrics.audit_failures.inc();
@@ -278,6 +281,7 @@ pub async fn record(state: &AppState, event: AuditEvent) {
                 trace_name = event.trace_name,
                 "could not record an audit trace"
             );
+            Err(ApiError::NotAudited(e))
         }
     }
 }
@@ -286,7 +290,9 @@ pub async fn record(state: &AppState, event: AuditEvent) {
 /// wait on the store).
 pub fn spawn(state: &AppState, event: AuditEvent) {
     let state = state.clone();
-    tokio::spawn(async move { record(&state, event).await });
+    // Nothing to refuse: the request was refused anyway, and a failure is
+    // logged and counted by `record`.
+    tokio::spawn(async move { drop(record(&state, event).await) });
 }
 
 #[cfg(test)]

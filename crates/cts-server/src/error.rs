@@ -17,6 +17,7 @@
 //! | 429  | CTS.9005 | Too many failed authentications; retry after `Retry-After`|
 //! | 404  | CTS.9006 | No such identity resource (user, group, project, key, …)  |
 //! | 409  | CTS.9007 | Name already taken, or a quota reached                    |
+//! | 503  | CTS.9008 | Change refused: its audit trace could not be written      |
 //!
 //! Codes of the reference in use: `CTS.0003` (400, invalid request body),
 //! `CTS.0300` (400, invalid query parameter), `CTS.0004` (500, the store
@@ -62,6 +63,12 @@ pub enum ApiError {
     Internal(String),
     #[error("not ready: {0}")]
     Unavailable(String),
+    /// An audited change refused (or undone) because its trace could not
+    /// be written: no change is made unaudited.
+    #[error(
+        "the change was refused: its audit trace could not be written, so nothing was changed"
+    )]
+    NotAudited(String),
     #[error("authentication failed: {}", .0.message)]
     Unauthenticated(AuthFailure),
     /// Not authorized for the project in the path (or it does not exist:
@@ -122,7 +129,7 @@ impl ApiError {
             ApiError::Write(_) | ApiError::Read(_) | ApiError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::NotAudited(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::MissingRole { .. } => StatusCode::FORBIDDEN,
             ApiError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -152,6 +159,7 @@ impl ApiError {
             ApiError::Throttled { .. } => "CTS.9005",
             ApiError::ResourceNotFound { .. } => "CTS.9006",
             ApiError::Conflict(_) => "CTS.9007",
+            ApiError::NotAudited(_) => "CTS.9008",
             ApiError::UnknownVersion(_) => "CTS.0100",
             ApiError::Tracker(e) => e.code,
         }
@@ -195,7 +203,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         match &self {
-            ApiError::Write(detail) | ApiError::Read(detail) | ApiError::Internal(detail) => {
+            ApiError::Write(detail)
+            | ApiError::Read(detail)
+            | ApiError::Internal(detail)
+            | ApiError::NotAudited(detail) => {
                 tracing::error!(code = self.code(), %detail, "request failed");
             }
             ApiError::Unavailable(detail) => tracing::warn!(%detail, "not ready"),
@@ -298,6 +309,7 @@ mod tests {
             (ApiError::Read("corrupt".into()), 500, "CTS.0005"),
             (ApiError::Internal("bug".into()), 500, "CTS.9000"),
             (ApiError::Unavailable("store".into()), 503, "CTS.9004"),
+            (ApiError::NotAudited("disk full".into()), 503, "CTS.9008"),
         ];
         for (e, status, code) in cases {
             let (s, body) = body_of(e).await;

@@ -435,36 +435,24 @@ impl TrackerStore {
         name: Option<&str>,
         tracker_type: Option<TrackerType>,
     ) -> Result<Vec<Tracker>, TrackerError> {
-        let system = match (tracker_type, name) {
-            (Some(TrackerType::System), Some(n)) if n != SYSTEM_TRACKER_NAME => {
-                return Err(system_name_error(n))
-            }
-            (Some(TrackerType::System), _) | (None, Some(SYSTEM_TRACKER_NAME)) => true,
-            _ => false,
-        };
         self.write(project_id, |tx| {
-            let all = load_project(tx, project_id)?;
-            let doomed: Vec<Tracker> = all
-                .into_iter()
-                .filter(|t| match (system, name) {
-                    (true, _) => t.tracker_type == TrackerType::System,
-                    (false, None) => t.tracker_type == TrackerType::Data,
-                    (false, Some(n)) => t.tracker_type == TrackerType::Data && t.tracker_name == n,
-                })
-                .collect();
-            if doomed.is_empty() && (system || name.is_some()) {
-                return Err(TrackerError::not_found(format!(
-                    "{} tracker {:?}",
-                    if system { "system" } else { "data" },
-                    name.unwrap_or(SYSTEM_TRACKER_NAME)
-                ))
-                .into());
-            }
+            let doomed = doomed(load_project(tx, project_id)?, name, tracker_type)?;
             for t in &doomed {
                 tx.execute("DELETE FROM trackers WHERE id = ?1", [&t.id])?;
             }
             Ok(doomed)
         })
+    }
+
+    /// What [`TrackerStore::delete`] with these arguments would delete now
+    /// (for the audit trace written before the deletion).
+    pub fn to_delete(
+        &self,
+        project_id: &str,
+        name: Option<&str>,
+        tracker_type: Option<TrackerType>,
+    ) -> Result<Vec<Tracker>, TrackerError> {
+        self.read(|c| doomed(load_project(c, project_id)?, name, tracker_type))
     }
 
     /// Sets the status of a tracker (the transfer marks a tracker `error`
@@ -740,6 +728,39 @@ pub(crate) fn load(
             Ok(t)
         })
         .collect()
+}
+
+/// The trackers of `all` that a deletion by `name` and `tracker_type`
+/// removes (see [`TrackerStore::delete`]).
+fn doomed(
+    all: Vec<Tracker>,
+    name: Option<&str>,
+    tracker_type: Option<TrackerType>,
+) -> Result<Vec<Tracker>, Failure> {
+    let system = match (tracker_type, name) {
+        (Some(TrackerType::System), Some(n)) if n != SYSTEM_TRACKER_NAME => {
+            return Err(system_name_error(n).into())
+        }
+        (Some(TrackerType::System), _) | (None, Some(SYSTEM_TRACKER_NAME)) => true,
+        _ => false,
+    };
+    let doomed: Vec<Tracker> = all
+        .into_iter()
+        .filter(|t| match (system, name) {
+            (true, _) => t.tracker_type == TrackerType::System,
+            (false, None) => t.tracker_type == TrackerType::Data,
+            (false, Some(n)) => t.tracker_type == TrackerType::Data && t.tracker_name == n,
+        })
+        .collect();
+    if doomed.is_empty() && (system || name.is_some()) {
+        return Err(TrackerError::not_found(format!(
+            "{} tracker {:?}",
+            if system { "system" } else { "data" },
+            name.unwrap_or(SYSTEM_TRACKER_NAME)
+        ))
+        .into());
+    }
+    Ok(doomed)
 }
 
 #[cfg(test)]

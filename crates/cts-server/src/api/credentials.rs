@@ -6,7 +6,7 @@
 use axum::body::Body;
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -104,7 +104,12 @@ pub async fn create(c: Call, body: Body) -> Result<Response, ApiError> {
     credential["secret"] = json!(secret);
     let body = json!({ "credential": credential });
     let change = key_change("createCredential", &key, Some(&raw));
-    Ok(c.answer(change, StatusCode::CREATED, Some(body)).await)
+    let (identity, access) = (c.state.identity.clone(), key.access.clone());
+    c.created(change, &body, move || {
+        Ok(identity.delete_access_key(&access)?)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -125,7 +130,7 @@ pub async fn show(c: Call, Path(access): Path<String>) -> Result<Json<Value>, Ap
 }
 
 pub async fn update(c: Call, Path(access): Path<String>, body: Body) -> Result<Response, ApiError> {
-    let mut key = c.key(&access)?;
+    let key = c.key(&access)?;
     let raw: Value = parse_body(&c.state, body).await?;
     let CredentialEnvelope { credential: b } = from_value(&raw)?;
     fixed("credential.user_id", b.user_id.is_some())?;
@@ -140,21 +145,29 @@ pub async fn update(c: Call, Path(access): Path<String>, body: Body) -> Result<R
             })
         }
     };
-    let identity = &c.state.identity;
-    if let Some(status) = status {
-        key = identity.set_access_key_status(&access, status)?;
-    }
-    if let Some(description) = &b.description {
-        key = identity.set_access_key_description(&access, description)?;
-    }
-    let body = json!({ "credential": key_json(&key) });
     let change = key_change("updateCredential", &key, Some(&raw));
-    Ok(c.answer(change, StatusCode::OK, Some(body)).await)
+    let update = async {
+        let identity = &c.state.identity;
+        let mut after = None;
+        if let Some(status) = status {
+            after = Some(identity.set_access_key_status(&access, status)?);
+        }
+        if let Some(description) = &b.description {
+            after = Some(identity.set_access_key_description(&access, description)?);
+        }
+        Ok(after)
+    };
+    let key = c
+        .audited(&change, StatusCode::OK, update)
+        .await?
+        .unwrap_or(key);
+    Ok(Json(json!({ "credential": key_json(&key) })).into_response())
 }
 
 pub async fn delete(c: Call, Path(access): Path<String>) -> Result<Response, ApiError> {
     let key = c.key(&access)?;
-    c.state.identity.delete_access_key(&access)?;
     let change = key_change("deleteCredential", &key, None);
-    Ok(c.answer(change, StatusCode::NO_CONTENT, None).await)
+    let delete = async { Ok(c.state.identity.delete_access_key(&access)?) };
+    c.audited(&change, StatusCode::NO_CONTENT, delete).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

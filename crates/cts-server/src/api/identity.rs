@@ -132,45 +132,102 @@ impl Call {
         )
     }
 
-    /// Records a successful change (`code` is the answer's status) in the
-    /// caller's project: the audit trail of identity changes lives with
-    /// the administrators who make them.
-    /// Records `change` with the answer's status and body, then answers.
-    pub async fn answer(
+    /// The trace of `change` answered with `status` (and `response`, or
+    /// the error `message`), if there is a project to record it in.
+    fn event(
         &self,
-        change: Change<'_>,
+        change: &Change<'_>,
         status: StatusCode,
-        body: Option<Value>,
-    ) -> Response {
-        let project = match change.project {
-            Some(p) => Some(p.to_string()),
-            None => self.audit_project(),
-        };
-        match project {
-            Some(project) => {
-                let mut event = AuditEvent::new(
-                    &project,
-                    change.service_type,
-                    change.resource_type,
-                    change.trace_name,
-                    &self.origin,
-                )
-                .by(&self.caller)
-                .resource(Some(change.resource.0), Some(change.resource.1))
-                .request(change.request)
-                .outcome(status.as_u16(), body.as_ref());
-                event.always = change.always;
-                audit::record(&self.state, event).await;
-            }
-            None => tracing::warn!(
+        response: Option<&Value>,
+        message: Option<String>,
+    ) -> Option<AuditEvent> {
+        // The audit trail of identity changes lives with the
+        // administrators who make them: the caller's project.
+        let project = change
+            .project
+            .map(str::to_string)
+            .or_else(|| self.audit_project());
+        let Some(project) = project else {
+            tracing::warn!(
                 trace_name = change.trace_name,
                 "no project to record a change in"
-            ),
+            );
+            return None;
+        };
+        let mut event = AuditEvent::new(
+            &project,
+            change.service_type,
+            change.resource_type,
+            change.trace_name,
+            &self.origin,
+        )
+        .by(&self.caller)
+        .resource(Some(change.resource.0), Some(change.resource.1))
+        .request(change.request)
+        .outcome(status.as_u16(), response);
+        event.always = change.always;
+        event.message = message;
+        Some(event)
+    }
+
+    async fn record(
+        &self,
+        change: &Change<'_>,
+        status: StatusCode,
+        response: Option<&Value>,
+        message: Option<String>,
+    ) -> Result<(), ApiError> {
+        match self.event(change, status, response, message) {
+            Some(event) => audit::record(&self.state, event).await,
+            None => Ok(()),
         }
-        match body {
-            Some(body) => (status, Json(body)).into_response(),
-            None => status.into_response(),
+    }
+
+    /// Makes the change `op` only once its trace (answer `status`) is
+    /// durable: a trace that cannot be written refuses the change (fail
+    /// closed). A change that then fails is recorded again with its error.
+    pub async fn audited<T>(
+        &self,
+        change: &Change<'_>,
+        status: StatusCode,
+        op: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        self.record(change, status, None, None).await?;
+        match op.await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                let message = Some(e.to_string());
+                // Best effort: the refusal stands whether it is recorded or not.
+                drop(self.record(change, e.status(), None, message).await);
+                Err(e)
+            }
         }
+    }
+
+    /// Records a creation already made (its id is known only now) with
+    /// `response` (`201`); when the trace cannot be written, `undo` removes
+    /// what was created and the request is refused (fail closed).
+    pub async fn created<U>(
+        &self,
+        change: Change<'_>,
+        response: &Value,
+        undo: U,
+    ) -> Result<(), ApiError>
+    where
+        U: FnOnce() -> Result<(), ApiError> + Send + 'static,
+    {
+        let status = StatusCode::CREATED;
+        if let Err(e) = self.record(&change, status, Some(response), None).await {
+            let undone = tokio::task::spawn_blocking(undo)
+                .await
+                .map_err(|j| ApiError::Internal(j.to_string()))
+                .and_then(|r| r);
+            if let Err(u) = undone {
+                tracing::error!(error = %u, trace_name = change.trace_name, "could not undo an unaudited creation");
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn links(&self, path: &str) -> Value {
@@ -394,7 +451,10 @@ pub async fn create_project(c: Call, body: Body) -> Result<Response, ApiError> {
         (&project.id, &project.name),
         Some(&raw),
     );
-    Ok(c.answer(change, StatusCode::CREATED, Some(body)).await)
+    let (identity, id) = (c.state.identity.clone(), project.id.clone());
+    c.created(change, &body, move || Ok(identity.delete_project(&id)?))
+        .await?;
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 pub async fn get_project(c: Call, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -407,7 +467,7 @@ pub async fn update_project(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    c.project(&id)?;
+    let old = c.project(&id)?;
     let raw: Value = parse_body(&c.state, body).await?;
     let ProjectEnvelope { project: b } = from_value(&raw)?;
     if b.region.is_some() || b.domain_id.is_some() {
@@ -421,10 +481,10 @@ pub async fn update_project(
         description: b.description,
         enabled: b.enabled,
     };
-    let project = c.state.identity.update_project(&id, &update)?;
-    let body = json!({"project": project_json(&c.base, &project)});
-    let change = Change::new("project", "updateProject", (&id, &project.name), Some(&raw));
-    Ok(c.answer(change, StatusCode::OK, Some(body)).await)
+    let change = Change::new("project", "updateProject", (&id, &old.name), Some(&raw));
+    let update = async { Ok(c.state.identity.update_project(&id, &update)?) };
+    let project = c.audited(&change, StatusCode::OK, update).await?;
+    Ok(Json(json!({"project": project_json(&c.base, &project)})).into_response())
 }
 
 pub async fn delete_project(c: Call, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -434,9 +494,10 @@ pub async fn delete_project(c: Call, Path(id): Path<String>) -> Result<Response,
             "a credential cannot delete the project it is scoped to".into(),
         ));
     }
-    c.state.identity.delete_project(&id)?;
     let change = Change::new("project", "deleteProject", (&id, &project.name), None);
-    Ok(c.answer(change, StatusCode::NO_CONTENT, None).await)
+    let delete = async { Ok(c.state.identity.delete_project(&id)?) };
+    c.audited(&change, StatusCode::NO_CONTENT, delete).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 // ---- users ----
@@ -490,7 +551,10 @@ pub async fn create_user(c: Call, body: Body) -> Result<Response, ApiError> {
     let user = blocking(move || identity.create_user(&new)).await?;
     let body = json!({"user": user_json(&c.base, &user)});
     let change = Change::new("user", "createUser", (&user.id, &user.name), Some(&raw));
-    Ok(c.answer(change, StatusCode::CREATED, Some(body)).await)
+    let (identity, id) = (c.state.identity.clone(), user.id.clone());
+    c.created(change, &body, move || Ok(identity.delete_user(&id)?))
+        .await?;
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 pub async fn get_user(c: Call, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -503,7 +567,7 @@ pub async fn update_user(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    c.user(&id)?;
+    let old = c.user(&id)?;
     let raw: Value = parse_body(&c.state, body).await?;
     let UserEnvelope { user: b } = from_value(&raw)?;
     fixed("user.domain_id", b.domain_id.is_some())?;
@@ -520,10 +584,10 @@ pub async fn update_user(
     };
     let identity = c.state.identity.clone();
     let uid = id.clone();
-    let user = blocking(move || identity.update_user(&uid, &update)).await?;
-    let body = json!({"user": user_json(&c.base, &user)});
-    let change = Change::new("user", "updateUser", (&id, &user.name), Some(&raw));
-    Ok(c.answer(change, StatusCode::OK, Some(body)).await)
+    let change = Change::new("user", "updateUser", (&id, &old.name), Some(&raw));
+    let update = blocking(move || identity.update_user(&uid, &update));
+    let user = c.audited(&change, StatusCode::OK, update).await?;
+    Ok(Json(json!({"user": user_json(&c.base, &user)})).into_response())
 }
 
 pub async fn delete_user(c: Call, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -531,9 +595,10 @@ pub async fn delete_user(c: Call, Path(id): Path<String>) -> Result<Response, Ap
     if id == c.caller.user_id {
         return Err(ApiError::Conflict("a user cannot delete itself".into()));
     }
-    c.state.identity.delete_user(&id)?;
     let change = Change::new("user", "deleteUser", (&id, &user.name), None);
-    Ok(c.answer(change, StatusCode::NO_CONTENT, None).await)
+    let delete = async { Ok(c.state.identity.delete_user(&id)?) };
+    c.audited(&change, StatusCode::NO_CONTENT, delete).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub async fn groups_of_user(c: Call, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -579,7 +644,10 @@ pub async fn create_group(c: Call, body: Body) -> Result<Response, ApiError> {
     let group = c.state.identity.create_group(&new)?;
     let body = json!({"group": group_json(&c.base, &group)});
     let change = Change::new("group", "createGroup", (&group.id, &group.name), Some(&raw));
-    Ok(c.answer(change, StatusCode::CREATED, Some(body)).await)
+    let (identity, id) = (c.state.identity.clone(), group.id.clone());
+    c.created(change, &body, move || Ok(identity.delete_group(&id)?))
+        .await?;
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 pub async fn get_group(c: Call, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -592,7 +660,7 @@ pub async fn update_group(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    c.group(&id)?;
+    let old = c.group(&id)?;
     let raw: Value = parse_body(&c.state, body).await?;
     let GroupEnvelope { group: b } = from_value(&raw)?;
     fixed("group.domain_id", b.domain_id.is_some())?;
@@ -600,17 +668,18 @@ pub async fn update_group(
         name: b.name,
         description: b.description,
     };
-    let group = c.state.identity.update_group(&id, &update)?;
-    let body = json!({"group": group_json(&c.base, &group)});
-    let change = Change::new("group", "updateGroup", (&id, &group.name), Some(&raw));
-    Ok(c.answer(change, StatusCode::OK, Some(body)).await)
+    let change = Change::new("group", "updateGroup", (&id, &old.name), Some(&raw));
+    let update = async { Ok(c.state.identity.update_group(&id, &update)?) };
+    let group = c.audited(&change, StatusCode::OK, update).await?;
+    Ok(Json(json!({"group": group_json(&c.base, &group)})).into_response())
 }
 
 pub async fn delete_group(c: Call, Path(id): Path<String>) -> Result<Response, ApiError> {
     let group = c.group(&id)?;
-    c.state.identity.delete_group(&id)?;
     let change = Change::new("group", "deleteGroup", (&id, &group.name), None);
-    Ok(c.answer(change, StatusCode::NO_CONTENT, None).await)
+    let delete = async { Ok(c.state.identity.delete_group(&id)?) };
+    c.audited(&change, StatusCode::NO_CONTENT, delete).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub async fn users_of_group(c: Call, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -630,7 +699,6 @@ pub struct MemberPath {
 pub async fn add_member(c: Call, Path(m): Path<MemberPath>) -> Result<Response, ApiError> {
     let group = c.group(&m.id)?;
     let user = c.user(&m.user_id)?;
-    c.state.identity.add_member(&m.id, &m.user_id)?;
     let request = json!({"group_id": m.id, "user_id": m.user_id, "user_name": user.name});
     let change = Change::new(
         "group",
@@ -638,7 +706,9 @@ pub async fn add_member(c: Call, Path(m): Path<MemberPath>) -> Result<Response, 
         (&group.id, &group.name),
         Some(&request),
     );
-    Ok(c.answer(change, StatusCode::NO_CONTENT, None).await)
+    let add = async { Ok(c.state.identity.add_member(&m.id, &m.user_id)?) };
+    c.audited(&change, StatusCode::NO_CONTENT, add).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub async fn check_member(c: Call, Path(m): Path<MemberPath>) -> Result<StatusCode, ApiError> {
@@ -657,7 +727,6 @@ pub async fn check_member(c: Call, Path(m): Path<MemberPath>) -> Result<StatusCo
 pub async fn remove_member(c: Call, Path(m): Path<MemberPath>) -> Result<Response, ApiError> {
     let group = c.group(&m.id)?;
     c.user(&m.user_id)?;
-    c.state.identity.remove_member(&m.id, &m.user_id)?;
     let request = json!({"group_id": m.id, "user_id": m.user_id});
     let change = Change::new(
         "group",
@@ -665,7 +734,9 @@ pub async fn remove_member(c: Call, Path(m): Path<MemberPath>) -> Result<Respons
         (&group.id, &group.name),
         Some(&request),
     );
-    Ok(c.answer(change, StatusCode::NO_CONTENT, None).await)
+    let remove = async { Ok(c.state.identity.remove_member(&m.id, &m.user_id)?) };
+    c.audited(&change, StatusCode::NO_CONTENT, remove).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 // ---- roles and assignments ----
@@ -786,12 +857,14 @@ pub async fn assign(c: Call, Path(a): Path<AssignmentPath>) -> Result<Response, 
     let project = c.project(&a.id)?;
     let (actor, name) = c.actor(&a.actor, &a.actor_id)?;
     let role = find_role(&c.state, &a.role_id)?;
-    c.state
-        .identity
-        .assign_role(&project.id, &actor, role.role)?;
     let request = assignment_json(&c.base, &project.id, &actor, &role);
     let change = Change::new("role", "grantRole", (&a.actor_id, &name), Some(&request));
-    Ok(c.answer(change, StatusCode::NO_CONTENT, None).await)
+    let grant = async {
+        let identity = &c.state.identity;
+        Ok(identity.assign_role(&project.id, &actor, role.role)?)
+    };
+    c.audited(&change, StatusCode::NO_CONTENT, grant).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub async fn check_assignment(
@@ -816,12 +889,14 @@ pub async fn unassign(c: Call, Path(a): Path<AssignmentPath>) -> Result<Response
     let project = c.project(&a.id)?;
     let (actor, name) = c.actor(&a.actor, &a.actor_id)?;
     let role = find_role(&c.state, &a.role_id)?;
-    c.state
-        .identity
-        .unassign_role(&project.id, &actor, role.role)?;
     let request = assignment_json(&c.base, &project.id, &actor, &role);
     let change = Change::new("role", "revokeRole", (&a.actor_id, &name), Some(&request));
-    Ok(c.answer(change, StatusCode::NO_CONTENT, None).await)
+    let revoke = async {
+        let identity = &c.state.identity;
+        Ok(identity.unassign_role(&project.id, &actor, role.role)?)
+    };
+    c.audited(&change, StatusCode::NO_CONTENT, revoke).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[derive(Deserialize, Default)]

@@ -238,7 +238,13 @@ pub async fn issue(
             .by(&principal)
             .resource(Some(&info.user_id), Some(&info.user_name))
             .outcome(201, None);
-        audit::record(&state, event).await;
+        // Fail closed: a token whose issue is not on record is withdrawn.
+        if let Err(e) = audit::record(&state, event).await {
+            if let Err(r) = state.identity.revoke_token(&token) {
+                tracing::error!(error = %r, "could not withdraw an unaudited token");
+            }
+            return Err(e);
+        }
     }
     let mut response = (StatusCode::CREATED, Json(body)).into_response();
     response.headers_mut().insert(
@@ -412,14 +418,15 @@ pub async fn revoke(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let info = subject_info(&state, &caller, &headers).await?;
-    state.identity.revoke_token(subject(&headers)?)?;
+    // Recorded first: a revocation not on record is not made.
     if let Some(project) = audit_project(&state, &info) {
         let event = AuditEvent::new(&project, "IAM", "token", "revokeToken", &origin)
             .by(&caller)
             .resource(Some(&info.user_id), Some(&info.user_name))
             .outcome(204, None);
-        audit::record(&state, event).await;
+        audit::record(&state, event).await?;
     }
+    state.identity.revoke_token(subject(&headers)?)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

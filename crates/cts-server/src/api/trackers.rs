@@ -100,7 +100,8 @@ impl Call {
         }
     }
 
-    /// Creates a tracker from `spec`; records `createTracker`.
+    /// Creates a tracker from `spec`; records `createTracker`, and deletes
+    /// the tracker again when that trace cannot be written.
     async fn create_tracker(
         &self,
         project_id: &str,
@@ -116,11 +117,20 @@ impl Call {
             })
         })
         .await?;
-        self.tracker_trace("createTracker", &tracker, request, StatusCode::CREATED)
-            .await;
+        let change = tracker_change("createTracker", &tracker, request);
+        let store = Arc::clone(&self.state.trackers);
+        let t = tracker.clone();
+        let undo = move || {
+            let kind = Some(t.tracker_type);
+            Ok(store
+                .delete(&t.project_id, Some(&t.tracker_name), kind)
+                .map(drop)?)
+        };
+        self.created(change, &tracker.to_v3_json(), undo).await?;
         Ok(tracker)
     }
 
+    /// Updates the tracker `spec` names; `updateTracker` is recorded first.
     async fn update_tracker(
         &self,
         project_id: &str,
@@ -128,53 +138,67 @@ impl Call {
         request: Option<&Value>,
     ) -> Result<Tracker, ApiError> {
         self.check_bucket(project_id, &spec, false).await?;
-        let project = project_id.to_string();
-        let (_, after) = blocking(&self.state.trackers, move |s| {
-            let keys = key_ids(s, &project)?;
-            s.update(&project, &spec, &|id| keys.iter().any(|k| k == id))
+        let (project, name, kind) = (
+            project_id.to_string(),
+            spec.tracker_name.clone(),
+            spec.tracker_type,
+        );
+        let current = blocking(&self.state.trackers, move |s| {
+            s.list(&project, Some(&name), Some(kind))
         })
         .await?;
-        self.tracker_trace("updateTracker", &after, request, StatusCode::OK)
-            .await;
+        let project = project_id.to_string();
+        let update = blocking(&self.state.trackers, move |s| {
+            let keys = key_ids(s, &project)?;
+            s.update(&project, &spec, &|id| keys.iter().any(|k| k == id))
+        });
+        // No such tracker: the update fails and changes nothing.
+        let Some(before) = current.first() else {
+            return Ok(update.await?.1);
+        };
+        let change = tracker_change("updateTracker", before, request);
+        let (_, after) = self.audited(&change, StatusCode::OK, update).await?;
         Ok(after)
     }
 
+    /// Deletes trackers, each recorded (`deleteTracker`) first.
     async fn delete_trackers(
         &self,
         project_id: &str,
         name: Option<String>,
         kind: Option<TrackerType>,
     ) -> Result<StatusCode, ApiError> {
-        let project = project_id.to_string();
-        let deleted = blocking(&self.state.trackers, move |s| {
-            s.delete(&project, name.as_deref(), kind)
+        let (project, n) = (project_id.to_string(), name.clone());
+        let doomed = blocking(&self.state.trackers, move |s| {
+            s.to_delete(&project, n.as_deref(), kind)
         })
         .await?;
-        for t in &deleted {
-            self.tracker_trace("deleteTracker", t, None, StatusCode::NO_CONTENT)
-                .await;
+        for t in &doomed {
+            let change = tracker_change("deleteTracker", t, None);
+            let (project, id) = (t.project_id.clone(), t.id.clone());
+            let delete = blocking(&self.state.trackers, move |s| {
+                let t = s.get(&project, &id)?;
+                s.delete(&project, Some(&t.tracker_name), Some(t.tracker_type))
+            });
+            self.audited(&change, StatusCode::NO_CONTENT, delete)
+                .await?;
         }
         Ok(StatusCode::NO_CONTENT)
     }
+}
 
-    /// Records a change of `tracker` (with its v3 view as the response).
-    async fn tracker_trace(
-        &self,
-        trace_name: &'static str,
-        tracker: &Tracker,
-        request: Option<&Value>,
-        status: StatusCode,
-    ) {
-        let change = Change::tracker(
-            &tracker.project_id,
-            trace_name,
-            (&tracker.id, &tracker.tracker_name),
-            request,
-        );
-        let body = (status != StatusCode::NO_CONTENT).then(|| tracker.to_v3_json());
-        // The answer built here is not the one sent: each API renders its own.
-        drop(self.answer(change, status, body).await);
-    }
+/// A change of `tracker`.
+fn tracker_change<'a>(
+    trace_name: &'static str,
+    tracker: &'a Tracker,
+    request: Option<&'a Value>,
+) -> Change<'a> {
+    Change::tracker(
+        &tracker.project_id,
+        trace_name,
+        (&tracker.id, &tracker.tracker_name),
+        request,
+    )
 }
 
 // ---- v3 ----
@@ -368,12 +392,13 @@ where
 {
     p.check()?;
     let (bytes, json) = body_of(&c, body).await?;
-    let tracker = blocking(&c.state.trackers, move |s| {
+    let (project, id) = (p.project_id.clone(), p.resource_id.clone());
+    let tracker = blocking(&c.state.trackers, move |s| s.get(&project, &id)).await?;
+    let change = tracker_change(trace_name, &tracker, json.as_ref());
+    let tag = blocking(&c.state.trackers, move |s| {
         apply(s, &p.project_id, &p.resource_id, &bytes)
-    })
-    .await?;
-    c.tracker_trace(trace_name, &tracker, json.as_ref(), StatusCode::NO_CONTENT)
-        .await;
+    });
+    c.audited(&change, StatusCode::NO_CONTENT, tag).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -5,7 +5,7 @@
 use axum::body::Body;
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -70,10 +70,6 @@ pub async fn create_key(
         .trackers
         .create_key(&project_id, &b.name, &recipient, now_ms())?;
     let mut body = json!({ "key": key_json(&key) });
-    if let Some(identity) = identity {
-        // Shown once: the server keeps only the public half.
-        body["identity"] = json!(identity.to_string());
-    }
     let change = Change::project_change(
         &project_id,
         "encryption_key",
@@ -81,7 +77,15 @@ pub async fn create_key(
         (&key.id, &key.name),
         Some(&raw),
     );
-    Ok(c.answer(change, StatusCode::CREATED, Some(body)).await)
+    // Recorded without the secret identity.
+    let (store, project, id) = (c.state.trackers.clone(), project_id.clone(), key.id.clone());
+    let undo = move || Ok(store.delete_key(&project, &id).map(drop)?);
+    c.created(change, &body, undo).await?;
+    if let Some(identity) = identity {
+        // Shown once: the server keeps only the public half.
+        body["identity"] = json!(identity.to_string());
+    }
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 pub async fn list_keys(c: Call, Path(project_id): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -102,7 +106,7 @@ pub struct KeyPath {
 }
 
 pub async fn delete_key(c: Call, Path(p): Path<KeyPath>) -> Result<Response, ApiError> {
-    let key = c.state.trackers.delete_key(&p.project_id, &p.key_id)?;
+    let key = c.state.trackers.key(&p.project_id, &p.key_id)?;
     let change = Change::project_change(
         &p.project_id,
         "encryption_key",
@@ -110,7 +114,9 @@ pub async fn delete_key(c: Call, Path(p): Path<KeyPath>) -> Result<Response, Api
         (&key.id, &key.name),
         None,
     );
-    Ok(c.answer(change, StatusCode::NO_CONTENT, None).await)
+    let delete = async { Ok(c.state.trackers.delete_key(&p.project_id, &p.key_id)?) };
+    c.audited(&change, StatusCode::NO_CONTENT, delete).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[derive(Deserialize)]

@@ -116,3 +116,98 @@ fn hostile_user_agents_are_recorded_not_dropped() {
         server.log()
     );
 }
+
+/// A small tmpfs mounted on a directory, unmounted when dropped (root only:
+/// the tests run as root on the developers' machines and in CI).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mounting a tmpfs needs root");
+        Tmpfs(dir.to_path_buf())
+    }
+
+    /// Fills the file system with `filler` until it is full.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        while f.write_all(&chunk[..512]).is_ok() {}
+        while f.write_all(&chunk[..1]).is_ok() {}
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn changes_whose_trace_cannot_be_written_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    // Declared before the server: unmounted after it stops.
+    let journal = Tmpfs::mount(&root.path().join("data").join("journal"), "16m");
+    let server = TestServer::builder().root(root.path()).start();
+    let pid = server.admin.project_id.clone();
+    let user = |name: &str| {
+        server.post_json(
+            "/v3/users",
+            &json!({"user": {"name": name, "password": "Secret-pass-1"}}),
+        )
+    };
+    let a = user("before");
+    assert_eq!(a.status, 201, "{}", a.text);
+    let uid = a.body["user"]["id"].as_str().unwrap().to_string();
+
+    let filler = journal.fill();
+    // The journal file's last page may still have room: reports use it up.
+    let full = (0..200).any(|_| {
+        let a = server.post_traces("main", &batch(&[trace(now_ms())]));
+        a.status == 500
+    });
+    assert!(full, "the journal never filled up");
+    // A creation is undone, other changes are not made.
+    user("unaudited").assert_error(503, "CTS.9008");
+    let found = server.get("/v3/users?name=unaudited");
+    assert_eq!(found.body["users"], json!([]), "{}", found.text);
+    let grant = format!("/v3/projects/{pid}/users/{uid}/roles/cts_admin");
+    server
+        .request(reqwest::Method::PUT, &grant)
+        .assert_error(503, "CTS.9008");
+    assert_eq!(server.request(reqwest::Method::HEAD, &grant).status, 404);
+    let disable = json!({"tracker_type": "system", "tracker_name": "system", "status": "disabled"});
+    let a = server.signer().send(
+        server.client(),
+        "PUT",
+        &format!("/v3/{pid}/tracker"),
+        Some(("application/json", serde_json::to_vec(&disable).unwrap())),
+    );
+    a.assert_error(503, "CTS.9008");
+    let t = server.get(&format!("/v3/{pid}/trackers?tracker_type=system"));
+    assert_eq!(t.body["trackers"][0]["status"], "enabled", "{}", t.text);
+    let a = server.request(reqwest::Method::DELETE, &format!("/v3/users/{uid}"));
+    a.assert_error(503, "CTS.9008");
+    assert_eq!(server.get(&format!("/v3/users/{uid}")).status, 200);
+
+    // With room again, the same changes are made and on record.
+    std::fs::remove_file(filler).unwrap();
+    assert_eq!(user("unaudited").status, 201);
+    assert_eq!(server.request(reqwest::Method::PUT, &grant).status, 204);
+    assert_eq!(named(&server, &pid, "createUser").len(), 2);
+    assert_eq!(named(&server, &pid, "grantRole").len(), 1);
+    assert!(named(&server, &pid, "updateTracker").is_empty());
+    drop(server);
+}
