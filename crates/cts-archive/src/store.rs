@@ -12,8 +12,9 @@
 //! * **Local writes.** `LocalFileSystem::put` renames a staged file into
 //!   place without fsync; a trace file must survive a crash complete or not
 //!   at all, so local puts write `{path}#{digits}` (a name `LocalFileSystem`
-//!   never lists), fsync it, rename it and fsync the directory. An S3 `PUT`
-//!   is atomic by itself.
+//!   never lists), fsync it, rename it and fsync the directory
+//!   ([`cts_fs::write_atomic`], files 0600 in directories 0700: they hold
+//!   traces). An S3 `PUT` is atomic by itself.
 //! * **Metadata.** On S3 it is user metadata: the pair `("meta-signature",
 //!   v)` is sent as the header `x-amz-meta-meta-signature` and read back by
 //!   any S3 client as the metadata key `meta-signature`, which is what the
@@ -26,9 +27,7 @@
 //!   behave the same.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path as FsPath, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -263,7 +262,7 @@ impl ObjectStorage {
                 }))
             }
             StorageConfig::Local(root) => {
-                std::fs::create_dir_all(&root).map_err(|e| {
+                cts_fs::create_dir_all(&root).map_err(|e| {
                     StoreError::Config(format!("cannot create {}: {e}", root.display()))
                 })?;
                 let root = root.canonicalize().map_err(|e| {
@@ -327,7 +326,7 @@ impl ObjectStorage {
                     }
                     let io = |e: std::io::Error| map_io_error(&bucket, &key, e);
                     if let Some(parent) = path.parent() {
-                        std::fs::create_dir_all(parent).map_err(io)?;
+                        cts_fs::create_dir_all(parent).map_err(io)?;
                     }
                     let sidecar = sidecar_path(&path);
                     if metadata.is_empty() {
@@ -340,9 +339,9 @@ impl ObjectStorage {
                         }
                     } else {
                         let json = serde_json::to_vec(&metadata).expect("a string map serializes");
-                        write_atomic(&sidecar, &json).map_err(io)?;
+                        cts_fs::write_atomic(&sidecar, &json, true).map_err(io)?;
                     }
-                    write_atomic(&path, &bytes).map_err(io)
+                    cts_fs::write_atomic(&path, &bytes, true).map_err(io)
                 })
                 .await
             }
@@ -516,8 +515,8 @@ impl ObjectStorage {
                 let dir = local.root.join(bucket);
                 let b = bucket.to_string();
                 blocking(move || {
-                    std::fs::create_dir_all(&dir)
-                        .and_then(|()| sync_dir(dir.parent().expect("a bucket has a parent")))
+                    cts_fs::create_dir_all(&dir)
+                        .and_then(|()| cts_fs::sync_dir(cts_fs::parent_dir(&dir)))
                         .map_err(|e| map_io_error(&b, "", e))
                 })
                 .await
@@ -793,35 +792,6 @@ fn sidecar_path(object: &FsPath) -> PathBuf {
     let mut s = object.as_os_str().to_owned();
     s.push(METADATA_SIDECAR_SUFFIX);
     s.into()
-}
-
-/// Writes `path` completely or not at all, durably: a staged file named
-/// `{path}#{digits}` (ignored by listings), fsync, rename, fsync of the
-/// directory.
-fn write_atomic(path: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let mut staged = path.as_os_str().to_owned();
-    staged.push(format!(
-        "#{}{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let staged = PathBuf::from(staged);
-    let result = (|| {
-        let mut file = std::fs::File::create(&staged)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&staged, path)?;
-        sync_dir(path.parent().expect("an object path has a parent"))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&staged);
-    }
-    result
-}
-
-fn sync_dir(dir: &FsPath) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }
 
 async fn blocking<T: Send + 'static>(

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::project::NewProject;
 use crate::user::{self, NewUser};
-use crate::{domain, fsutil, project, rules, Actor, IdentityError, IdentityStore, Role};
+use crate::{domain, project, rules, Actor, IdentityError, IdentityStore, Role};
 
 const DEFAULT_DOMAIN_NAME: &str = "cts";
 const DEFAULT_REGION: &str = "eu-de";
@@ -127,7 +127,7 @@ impl Bootstrap {
         let mut json = serde_json::to_vec_pretty(self)
             .map_err(|e| IdentityError::Storage(format!("bootstrap file: {e}")))?;
         json.push(b'\n');
-        fsutil::write_atomic(file, &json)
+        cts_fs::write_atomic(file, &json, true).map_err(|e| IdentityError::io(file, e))
     }
 }
 

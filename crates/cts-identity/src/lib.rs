@@ -37,7 +37,6 @@ mod access_key;
 mod bootstrap;
 mod domain;
 mod error;
-mod fsutil;
 mod group;
 mod project;
 mod role;

@@ -1,9 +1,9 @@
 //! Opening the store: directory, SQLite schema, server key, built-in roles,
 //! and the locking and caching rules every operation follows.
 
-use std::fs::{self, DirBuilder, OpenOptions};
+use std::fs;
 use std::io::{ErrorKind, Read};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,7 +15,6 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use sha2::{Digest, Sha256};
 
 use crate::access_key::KeyCache;
-use crate::fsutil;
 use crate::role::Role;
 use crate::rules;
 use crate::token::TokenCache;
@@ -159,22 +158,10 @@ impl IdentityStore {
     /// the database was written with: a new key would make every stored
     /// secret undecryptable, so it is never silently replaced.
     pub fn open(dir: &Path) -> Result<IdentityStore, IdentityError> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| IdentityError::io(dir, e))?;
+        cts_fs::create_dir_all(dir).map_err(|e| IdentityError::io(dir, e))?;
         let db_path = dir.join("identity.db");
-        // SQLite would create the file with the umask's mode; it holds
-        // password hashes, so create it private first. The -wal and -shm
-        // files inherit its mode.
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&db_path)
-            .map_err(|e| IdentityError::io(&db_path, e))?;
+        // It holds password hashes.
+        cts_fs::create_private(&db_path).map_err(|e| IdentityError::io(&db_path, e))?;
         let mut conn = Connection::open(&db_path)?;
         // WAL: readers never block the writer; FULL: a commit survives a
         // power loss, which matters for revocations and new credentials.
@@ -385,12 +372,12 @@ fn read_key(path: &Path) -> Result<Option<[u8; 32]>, IdentityError> {
 /// concurrent creator's key is never overwritten.
 fn create_key(path: &Path) -> Result<[u8; 32], IdentityError> {
     let key = rules::random_bytes::<32>();
-    let tmp = fsutil::write_temp_sibling(path, &key)?;
+    let tmp = cts_fs::write_staged(path, &key, true).map_err(|e| IdentityError::io(path, e))?;
     let linked = fs::hard_link(&tmp, path);
     let _ = fs::remove_file(&tmp);
     match linked {
         Ok(()) => {
-            fsutil::sync_dir(fsutil::parent_dir(path))?;
+            cts_fs::sync_dir(cts_fs::parent_dir(path)).map_err(|e| IdentityError::io(path, e))?;
             Ok(key)
         }
         Err(e) if e.kind() == ErrorKind::AlreadyExists => read_key(path)?
@@ -473,13 +460,13 @@ pub(crate) mod tests {
         assert_crypto_error(IdentityStore::open(&dir), "missing");
         assert!(!key_path.exists(), "a missing key must not be regenerated");
 
-        fsutil::write_atomic(&key_path, &[7u8; 32]).unwrap();
+        cts_fs::write_atomic(&key_path, &[7u8; 32], false).unwrap();
         assert_crypto_error(IdentityStore::open(&dir), "not the key");
 
-        fsutil::write_atomic(&key_path, &key[..31]).unwrap();
+        cts_fs::write_atomic(&key_path, &key[..31], false).unwrap();
         assert_crypto_error(IdentityStore::open(&dir), "31 bytes");
 
-        fsutil::write_atomic(&key_path, &key).unwrap();
+        cts_fs::write_atomic(&key_path, &key, false).unwrap();
         fs::set_permissions(&key_path, fs::Permissions::from_mode(0o644)).unwrap();
         assert_crypto_error(IdentityStore::open(&dir), "chmod 600");
 

@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,7 +17,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use zstd::zstd_safe::{CDict, DDict};
 
-use crate::journal::{sync_dir, ZSTD_LEVEL};
+use crate::journal::ZSTD_LEVEL;
 use crate::StoreError;
 
 /// Traces kept as training samples (one in `SAMPLE_EVERY` is offered).
@@ -168,16 +167,7 @@ impl Dictionaries {
             .max(list(&self.dir)?.last().copied().unwrap_or(0))
             + 1;
         let path = self.dir.join(file_name(id));
-        let tmp = path.with_extension("tmp");
-        let mut f = fs::File::create(&tmp).map_err(StoreError::io(&tmp))?;
-        f.write_all(&dict).map_err(StoreError::io(&tmp))?;
-        if self.fsync {
-            f.sync_all().map_err(StoreError::io(&tmp))?;
-        }
-        fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
-        if self.fsync {
-            sync_dir(&self.dir)?;
-        }
+        cts_fs::write_atomic(&path, &dict, self.fsync).map_err(StoreError::io(&path))?;
         self.decoders
             .write()
             .insert(id, Arc::new(DDict::create(&dict)));

@@ -475,7 +475,7 @@ pub struct ActiveFile {
 impl ActiveFile {
     pub fn create(dir: &Path, id: u32, fsync: bool) -> Result<ActiveFile, StoreError> {
         let path = dir.join(file_name(id));
-        let file = OpenOptions::new()
+        let file = cts_fs::options()
             .create(true)
             .append(true)
             .open(&path)
@@ -630,9 +630,7 @@ pub(crate) mod faults {
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(StoreError::io(dir))
+    cts_fs::sync_dir(dir).map_err(StoreError::io(dir))
 }
 
 #[cfg(test)]

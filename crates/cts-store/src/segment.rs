@@ -22,8 +22,7 @@
 //! few entries of a posting list and stops.
 
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -370,17 +369,11 @@ pub fn write(
     out.extend_from_slice(&MAGIC.to_le_bytes());
 
     let pdir = dir.join(partition_dir_name(partition));
-    fs::create_dir_all(&pdir).map_err(StoreError::io(&pdir))?;
+    cts_fs::create_dir_all(&pdir).map_err(StoreError::io(&pdir))?;
     let path = pdir.join(format!("{flush_id:010}.seg"));
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(StoreError::io(&tmp))?;
-    f.write_all(&out).map_err(StoreError::io(&tmp))?;
+    cts_fs::write_atomic(&path, &out, fsync).map_err(StoreError::io(&path))?;
     if fsync {
-        f.sync_all().map_err(StoreError::io(&tmp))?;
-    }
-    fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
-    if fsync {
-        sync_dir(&pdir)?;
+        // The partition directory may be new.
         sync_dir(dir)?;
     }
     Ok(path)
@@ -824,6 +817,7 @@ impl Segment {
 mod tests {
     use super::*;
     use crate::memtable::IndexValues;
+    use std::fs;
 
     fn sample_segment(dir: &Path) -> PathBuf {
         let mut mem = Memtable::default();

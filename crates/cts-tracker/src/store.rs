@@ -3,8 +3,6 @@
 //! trackers (one management tracker, unique names, quota, bucket rules).
 
 use std::collections::HashMap;
-use std::fs::{DirBuilder, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -178,20 +176,8 @@ impl std::fmt::Debug for TrackerStore {
 pub(crate) fn open_db(dir: &Path, name: &str, schema: &str) -> Result<Connection, TrackerError> {
     let path = dir.join(name);
     let setup = || -> Result<Connection, String> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| e.to_string())?;
-        // Create it private before SQLite does with the umask's mode; the
-        // -wal and -shm files inherit its mode.
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| e.to_string())?;
+        cts_fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        cts_fs::create_private(&path).map_err(|e| e.to_string())?;
         let sql = |e: rusqlite::Error| e.to_string();
         let mut conn = Connection::open(&path).map_err(sql)?;
         let mode: String = conn

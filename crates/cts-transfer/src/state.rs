@@ -9,8 +9,6 @@
 //! in exactly one file.
 
 use std::collections::BTreeMap;
-use std::fs::DirBuilder;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 use cts_archive::{ChainLink, LogFile};
@@ -78,19 +76,11 @@ fn db(e: rusqlite::Error) -> TransferError {
 
 impl State {
     pub fn open(dir: &Path) -> Result<State, TransferError> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
+        cts_fs::create_dir_all(dir)
             .map_err(|e| TransferError::State(format!("{}: {e}", dir.display())))?;
         let path = dir.join("transfer.db");
-        // Private before SQLite creates it: it holds the signing keys.
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
+        // It holds the signing keys.
+        cts_fs::create_private(&path)
             .map_err(|e| TransferError::State(format!("{}: {e}", path.display())))?;
         let conn = Connection::open(&path).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL")

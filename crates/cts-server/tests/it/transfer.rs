@@ -88,7 +88,8 @@ fn tracker_status(server: &TestServer) -> Value {
 
 #[test]
 fn traces_land_in_files_once_with_verifiable_digests() {
-    let server = fast().start();
+    // Small memtables: index segments are written too.
+    let server = fast().env("CTS_STORE_MEMTABLE_MAX_TRACES", "16").start();
     let pid = server.admin.project_id.clone();
     let a = put(
         &server,
@@ -179,6 +180,15 @@ fn traces_land_in_files_once_with_verifiable_digests() {
         .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
     assert!(out.status.success(), "{report}");
     assert_eq!(report["clean"], true, "{report}");
+
+    // Everything the server wrote (journal, index segments, archive files,
+    // keys, databases, transfer state) is private to its user.
+    wait_for("an index segment", Duration::from_secs(10), || {
+        files_under(&server.data_dir.join("index"))
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "seg"))
+    });
+    assert_private(&server.data_dir);
     // ...and reports trace files that were altered.
     for f in files_under(&root) {
         let name = f.to_str().unwrap();
@@ -193,6 +203,27 @@ fn traces_land_in_files_once_with_verifiable_digests() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(!out.status.success(), "{report}");
     assert!(report.to_string().contains("file_altered"), "{report}");
+}
+
+/// Every file under `dir` is 0600 and every directory 0700.
+fn assert_private(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut open = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let meta = e.metadata().unwrap();
+            let want = if meta.is_dir() { 0o700 } else { 0o600 };
+            let mode = meta.permissions().mode() & 0o777;
+            if mode != want {
+                open.push(format!("{:o} {}", mode, e.path().display()));
+            }
+            if meta.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    assert!(open.is_empty(), "not private:\n{}", open.join("\n"));
 }
 
 /// The `cts` binary, built by `cargo build --workspace --bins` (scripts/test.sh).

@@ -3,12 +3,11 @@
 //! files.
 
 use std::collections::HashSet;
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{JournalFile, Manifest, MANIFEST};
-use crate::journal;
 use crate::segment::Segment;
 use crate::StoreError;
 
@@ -35,9 +34,8 @@ pub(super) fn read_sidecar(journal_file: &Path) -> Option<JournalFile> {
 /// Best effort: without it the next start scans the file instead.
 pub(super) fn write_sidecar(journal_file: &Path, info: &JournalFile) {
     let path = sidecar_path(journal_file);
-    let tmp = path.with_extension("meta.tmp");
     let body = serde_json::to_vec(info).expect("journal file info serializes");
-    if let Err(e) = fs::write(&tmp, body).and_then(|_| fs::rename(&tmp, &path)) {
+    if let Err(e) = cts_fs::write_atomic(&path, &body, false) {
         tracing::warn!(file = %path.display(), error = %e, "could not write a journal summary; the next start scans the file");
     }
 }
@@ -64,21 +62,8 @@ pub(super) fn store_manifest(
     fsync: bool,
 ) -> Result<(), StoreError> {
     let path = index_dir.join(MANIFEST);
-    let tmp = index_dir.join("MANIFEST.tmp");
     let body = serde_json::to_vec(m).expect("manifest serializes");
-    {
-        use std::io::Write;
-        let mut f = File::create(&tmp).map_err(StoreError::io(&tmp))?;
-        f.write_all(&body).map_err(StoreError::io(&tmp))?;
-        if fsync {
-            f.sync_all().map_err(StoreError::io(&tmp))?;
-        }
-    }
-    fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
-    if fsync {
-        journal::sync_dir(index_dir)?;
-    }
-    Ok(())
+    cts_fs::write_atomic(&path, &body, fsync).map_err(StoreError::io(&path))
 }
 
 /// Opens the manifest's segments and removes files a crash left behind.

@@ -29,9 +29,9 @@ const LOCK_FILE: &str = "store.lock";
 /// journal records and delete index files under the first. The lock is the
 /// kernel's (`flock`), so it goes with the process, even after `kill -9`.
 fn lock_dir(dir: &Path) -> Result<File, StoreError> {
-    fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
+    cts_fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
     let path = dir.join(LOCK_FILE);
-    let file = fs::OpenOptions::new()
+    let file = cts_fs::options()
         .create(true)
         .truncate(false)
         .write(true)
@@ -63,7 +63,7 @@ impl EmbeddedStore {
         let journal_dir = config.dir.join("journal");
         let index_dir = config.dir.join("index");
         for d in [&journal_dir, &index_dir] {
-            fs::create_dir_all(d).map_err(StoreError::io(d))?;
+            cts_fs::create_dir_all(d).map_err(StoreError::io(d))?;
         }
         let manifest = load_manifest(&index_dir)?;
         let segments = open_segments(&index_dir, &manifest)?;
