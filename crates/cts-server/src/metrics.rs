@@ -64,6 +64,7 @@ struct StoreGauges {
     journal_seq: Gauge,
     index_durable_seq: Gauge,
     index_consumer_lag: Gauge,
+    corrupt_reads: Gauge,
 }
 
 pub struct Metrics {
@@ -238,6 +239,11 @@ impl Metrics {
                 "Journaled traces not yet durable in the index",
                 &g.index_consumer_lag,
             ),
+            (
+                "cts_store_corrupt_reads",
+                "Reads since the start that found stored data failing its check (each is logged with its file and offset)",
+                &g.corrupt_reads,
+            ),
         ] {
             registry.register(name, help, gauge.clone());
         }
@@ -273,6 +279,7 @@ impl Metrics {
             g.indexed_traces.set(gauge_value(s.indexed_traces));
             g.journal_seq.set(gauge_value(s.journal_seq));
             g.index_durable_seq.set(gauge_value(s.index_durable_seq));
+            g.corrupt_reads.set(gauge_value(s.corrupt_reads));
             g.index_consumer_lag.set(gauge_value(
                 s.journal_seq.saturating_sub(s.index_durable_seq),
             ));

@@ -118,6 +118,8 @@ struct Inner {
     journal_files: Mutex<BTreeMap<u32, JournalFile>>,
     readers: RwLock<HashMap<u32, Arc<File>>>,
     last_seq: AtomicU64,
+    /// Reads that found stored data failing its check, since the start.
+    corrupt_reads: AtomicU64,
     durable_seq: AtomicU64,
     flush_tx: Mutex<Option<Sender<Arc<Memtable>>>>,
 }
@@ -304,6 +306,7 @@ impl TraceStore for EmbeddedStore {
                 + idx.frozen.iter().map(|m| m.len() as u64).sum::<u64>()
                 + idx.segments.iter().map(|s| s.docs() as u64).sum::<u64>(),
             journal_seq: self.inner.last_seq.load(Ordering::Acquire),
+            corrupt_reads: self.inner.corrupt_reads.load(Ordering::Relaxed),
             index_durable_seq: self.inner.durable_seq.load(Ordering::Acquire),
         }
     }

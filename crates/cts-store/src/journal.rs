@@ -8,6 +8,13 @@
 //! frame   = clen u32 | ndocs u8 | dict u32 | zstd(doc...)   doc = len u32 | JSON
 //! ```
 //!
+//! The record CRC covers a record's body; it is checked whenever a record
+//! is read whole (recovery, journal consumers). A query reads single frames:
+//! each zstd frame carries zstd's content checksum (a hash of its documents),
+//! which zstd checks on every decompression, so a damaged frame is an error,
+//! never altered documents. Frames written before the checksum existed have
+//! none and are read as before.
+//!
 //! Traces are compressed in small frames, with a trained dictionary (see
 //! `dict`), so that the index can point at a single trace and a query
 //! decompresses only a few kilobytes to return it.
@@ -23,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use zstd::zstd_safe::{CCtx, DCtx};
+use zstd::zstd_safe::{CCtx, CParameter, DCtx};
 
 use crate::dict::Dictionaries;
 use crate::StoreError;
@@ -93,10 +100,18 @@ pub fn encode_frames<'a>(
         let mut body = Vec::with_capacity(zstd::zstd_safe::compress_bound(raw.len()));
         CCTX.with(|c| {
             let mut c = c.borrow_mut();
+            // Parameters stick to the context; setting them is a store.
+            c.set_parameter(CParameter::ChecksumFlag(true))?;
             match &dict {
-                Some((_, cdict)) => c.compress_using_cdict(&mut body, raw, cdict),
-                None => c.compress(&mut body, raw, ZSTD_LEVEL),
+                Some((_, cdict)) => {
+                    c.ref_cdict(cdict)?;
+                }
+                None => {
+                    c.disable_dictionary()?;
+                    c.set_parameter(CParameter::CompressionLevel(ZSTD_LEVEL))?;
+                }
             }
+            c.compress2(&mut body, raw)
         })
         .map_err(zstd_err)?;
         let mut frame = Vec::with_capacity(FRAME_HEADER + body.len());
@@ -158,14 +173,20 @@ pub fn with_frame<T>(
 ) -> Result<T, StoreError> {
     SCRATCH.with(|scratch| {
         let (input, output) = &mut *scratch.borrow_mut();
+        if frame.len as u64 > MAX_FRAME_RAW {
+            return Err(StoreError::Corrupt {
+                what: "journal frame",
+                path: path.to_path_buf(),
+                detail: format!(
+                    "a frame of {} bytes at byte {} is impossibly long",
+                    frame.len, frame.offset
+                ),
+            });
+        }
         input.resize(frame.len as usize, 0);
         file.read_exact_at(input, frame.offset as u64)
             .map_err(StoreError::io(path))?;
-        decompress_frame(dicts, input, output).map_err(|detail| StoreError::Corrupt {
-            what: "journal frame",
-            path: path.to_path_buf(),
-            detail,
-        })?;
+        decompress_frame(dicts, path, input, output)?;
         Ok(f(output))
     })
 }
@@ -180,33 +201,42 @@ pub fn with_frame_bytes<T>(
 ) -> Result<T, StoreError> {
     SCRATCH.with(|scratch| {
         let (_, output) = &mut *scratch.borrow_mut();
-        decompress_frame(dicts, frame, output).map_err(|detail| StoreError::Corrupt {
-            what: "journal frame",
-            path: path.to_path_buf(),
-            detail,
-        })?;
+        decompress_frame(dicts, path, frame, output)?;
         Ok(f(output))
     })
 }
 
-fn decompress_frame(dicts: &Dictionaries, frame: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
-    if frame.len() < FRAME_HEADER {
-        return Err("short frame".into());
-    }
-    let clen = u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize;
-    let dict = u32::from_le_bytes(frame[5..9].try_into().unwrap());
+/// Decompresses a frame (header included) of the journal file `path`. A
+/// frame that does not check out is a corrupt journal frame; a dictionary
+/// that does not is named itself.
+fn decompress_frame(
+    dicts: &Dictionaries,
+    path: &Path,
+    frame: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), StoreError> {
+    let corrupt = |detail: &str| StoreError::Corrupt {
+        what: "journal frame",
+        path: path.to_path_buf(),
+        detail: detail.to_string(),
+    };
+    let header = frame
+        .get(..FRAME_HEADER)
+        .ok_or_else(|| corrupt("short frame"))?;
+    let clen = u32::from_le_bytes(header[..4].try_into().unwrap()) as usize;
+    let dict = u32::from_le_bytes(header[5..9].try_into().unwrap());
     let data = frame
         .get(FRAME_HEADER..FRAME_HEADER + clen)
-        .ok_or("frame shorter than its header says")?;
+        .ok_or_else(|| corrupt("frame shorter than its header says"))?;
     let size = match zstd::zstd_safe::get_frame_content_size(data) {
         Ok(Some(n)) if n <= MAX_FRAME_RAW => n as usize,
-        _ => return Err("frame without a valid content size".into()),
+        _ => return Err(corrupt("frame without a valid content size")),
     };
     out.clear();
     out.reserve(size);
     let ddict = match dict {
         0 => None,
-        id => Some(dicts.decoder(id).map_err(|e| e.to_string())?),
+        id => Some(dicts.decoder(id)?),
     };
     DCTX.with(|d| {
         let mut d = d.borrow_mut();
@@ -215,8 +245,11 @@ fn decompress_frame(dicts: &Dictionaries, frame: &[u8], out: &mut Vec<u8>) -> Re
             None => d.decompress(out, data),
         }
     })
-    .map(|_| ())
-    .map_err(|code| zstd::zstd_safe::get_error_name(code).to_string())
+    .map_err(|code| corrupt(zstd::zstd_safe::get_error_name(code)))?;
+    if out.len() != size {
+        return Err(corrupt("frame shorter than its content size"));
+    }
+    Ok(())
 }
 
 pub fn file_name(file_id: u32) -> String {

@@ -48,6 +48,10 @@ pub struct StoreStats {
     pub journal_seq: u64,
     /// Sequence number up to which the index is durable on disk.
     pub index_durable_seq: u64,
+    /// Reads that found stored data failing its check (checksum, or not the
+    /// trace the index named) since the start; each is logged with its
+    /// file and offset.
+    pub corrupt_reads: u64,
 }
 
 /// What a retention pass removed.

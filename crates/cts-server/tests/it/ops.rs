@@ -49,6 +49,7 @@ fn health_metrics_and_api_description() {
         "cts_journal_seq ",
         "cts_index_durable_seq ",
         "cts_index_consumer_lag ",
+        "cts_store_corrupt_reads 0",
     ] {
         assert!(a.text.contains(needle), "{needle} missing in\n{}", a.text);
     }

@@ -5,11 +5,13 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::sync::Arc;
 
-use cts_model::TraceQuery;
+use std::sync::atomic::Ordering;
+
+use cts_model::{Field, Trace, TraceQuery};
 
 use super::{now_ms, EmbeddedStore};
 use crate::journal::{self, FrameRef};
-use crate::memtable::{Candidate, Key, Probe, TopK};
+use crate::memtable::{Candidate, IndexValues, Key, Probe, TopK};
 use crate::segment::{self, Segment};
 use crate::{QueryPage, StoreError};
 
@@ -52,9 +54,15 @@ impl EmbeddedStore {
         Some(f)
     }
 
-    /// Reads the bodies of the candidates, in their order. A body whose
+    /// Reads the bodies of the candidates, in their order, each checked
+    /// against what the index said of it (see [`checked`]). A body whose
     /// journal file retention removed meanwhile is left out.
-    fn fetch(&self, cands: &[Candidate]) -> Result<Vec<Vec<u8>>, StoreError> {
+    fn fetch(
+        &self,
+        cands: &[Candidate],
+        project: &str,
+        filters: &[(Field, String)],
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
         // Each frame is read and decompressed once, however many of the
         // page's traces it holds.
         let mut by_frame: HashMap<FrameRef, Vec<(usize, u8)>> = HashMap::new();
@@ -77,12 +85,33 @@ impl EmbeddedStore {
                 continue;
             };
             let path = self.inner.journal_dir.join(journal::file_name(frame.file));
-            journal::with_frame(&self.inner.dicts, &file, &path, frame, |raw| {
+            let read = journal::with_frame(&self.inner.dicts, &file, &path, frame, |raw| {
                 let docs = journal::split_frame(raw);
                 for (pos, idx) in wanted {
-                    out[pos] = docs.get(idx as usize).map(|d| d.to_vec());
+                    let doc = docs.get(idx as usize).copied().unwrap_or_default();
+                    out[pos] = checked(doc, &cands[pos], project, filters)?;
                 }
-            })?;
+                Ok::<(), String>(())
+            });
+            if let Err(e) = read.and_then(|r| {
+                r.map_err(|detail| StoreError::Corrupt {
+                    what: "journal frame",
+                    path: path.clone(),
+                    detail: format!("{detail} (frame at byte {})", frame.offset),
+                })
+            }) {
+                if matches!(e, StoreError::Corrupt { .. }) {
+                    self.inner.corrupt_reads.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        file = %path.display(),
+                        offset = frame.offset,
+                        len = frame.len,
+                        error = %e,
+                        "a stored trace failed its check; its page is answered with an error"
+                    );
+                }
+                return Err(e);
+            }
         }
         Ok(out.into_iter().flatten().collect())
     }
@@ -94,7 +123,7 @@ impl EmbeddedStore {
             let found = self.find(&q.project_id, &bytes, None)?;
             let cands: Vec<Candidate> = found.into_iter().filter(|c| c.key.0 >= cutoff).collect();
             return Ok(QueryPage {
-                traces: self.fetch(&cands)?,
+                traces: self.fetch(&cands, &q.project_id, &[])?,
                 marker: None,
             });
         }
@@ -176,10 +205,36 @@ impl EmbeddedStore {
         }
         let marker = last.map(|c| uuid::Uuid::from_bytes(c.key.1).hyphenated().to_string());
         Ok(QueryPage {
-            traces: self.fetch(&cands)?,
+            traces: self.fetch(&cands, &q.project_id, &q.filters)?,
             marker,
         })
     }
+}
+
+/// A fetched trace, checked: it must be the trace the index named (its
+/// project, time and id), or the index points at the wrong bytes (an
+/// error); and it must match the query's filters, which the index matched
+/// only by 64-bit hashes (on a collision the trace is left out, `None`).
+fn checked(
+    doc: &[u8],
+    cand: &Candidate,
+    project: &str,
+    filters: &[(Field, String)],
+) -> Result<Option<Vec<u8>>, String> {
+    let trace: Trace = serde_json::from_slice(doc)
+        .map_err(|e| format!("document {} of the frame is not a trace: {e}", cand.idx))?;
+    let v = IndexValues::of(&trace);
+    if v.project() != project || (v.time, v.id) != cand.key {
+        return Err(format!(
+            "document {} of the frame is not the trace the index names",
+            cand.idx
+        ));
+    }
+    let matches = filters.iter().all(|(field, value)| {
+        let slot = Field::ALL.iter().position(|f| f == field);
+        slot.and_then(|s| v.value(s)) == Some(value.as_str())
+    });
+    Ok(matches.then(|| doc.to_vec()))
 }
 
 /// Frames closer than this are read as one range.

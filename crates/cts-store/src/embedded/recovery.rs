@@ -154,6 +154,7 @@ impl EmbeddedStore {
             journal_files: Mutex::new(journal_files),
             readers: RwLock::new(HashMap::new()),
             last_seq: AtomicU64::new(last_seq),
+            corrupt_reads: AtomicU64::new(0),
             durable_seq: AtomicU64::new(manifest.durable_seq),
             flush_tx: Mutex::new(None),
             config: config.clone(),

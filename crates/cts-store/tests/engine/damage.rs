@@ -100,3 +100,60 @@ fn an_acknowledged_record_cut_like_a_torn_write_refuses_the_start() {
     );
     assert_eq!(std::fs::read(&wal).unwrap(), cut);
 }
+
+#[test]
+fn a_flipped_byte_in_a_closed_journal_file_is_an_error_never_altered_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.journal_segment_bytes = 8 << 10;
+    filled(&cfg, 8);
+    let store = EmbeddedStore::open(cfg.clone()).unwrap();
+    let entries = read_all(&store, 0, 10_000);
+    drop(store);
+    let closed = wal_files(dir.path()).remove(1);
+    let mut data = std::fs::read(&closed).unwrap();
+    let scan = cts_store::journal::scan_bytes(2, &data);
+    let frame = scan.records[0].frames[1];
+    // The traces of that frame (the second eight of the record).
+    let first_seq = scan.records[0].first_seq;
+    let originals: HashMap<String, Vec<u8>> = entries
+        .into_iter()
+        .filter(|e| (first_seq + 8..first_seq + 16).contains(&e.seq))
+        .map(|e| (doc_id(&e.doc), e.doc))
+        .collect();
+    assert_eq!(originals.len(), 8);
+    // Every byte of a frame's compressed documents, one at a time. A few
+    // bits of a zstd frame change nothing it decodes to; all others are
+    // noticed.
+    let store = EmbeddedStore::open(cfg).unwrap();
+    let mut noticed = 0;
+    let first = frame.offset as usize + 9;
+    for at in first..(frame.offset + frame.len) as usize {
+        data[at] ^= 0x01;
+        std::fs::write(&closed, &data).unwrap();
+        let mut failed = 0;
+        for (id, doc) in &originals {
+            match store.query(&by_id("p", id)) {
+                Ok(page) => assert_eq!(page.traces, vec![doc.clone()], "flip at {at}"),
+                Err(StoreError::Corrupt { path, .. }) => {
+                    assert_eq!(path, closed);
+                    failed += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        noticed += (failed > 0) as usize;
+        data[at] ^= 0x01;
+    }
+    let flips = frame.len as usize - 9;
+    assert!(
+        noticed * 100 >= flips * 95,
+        "{noticed} of {flips} flips noticed"
+    );
+    assert!(store.stats().corrupt_reads >= noticed as u64);
+}
+
+fn by_id(project: &str, id: &str) -> TraceQuery {
+    let p: HashMap<String, String> = [("trace_id".to_string(), id.to_string())].into();
+    TraceQuery::parse(ApiVersion::V3, project, None, &p, now()).unwrap()
+}
