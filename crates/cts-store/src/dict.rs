@@ -6,6 +6,10 @@
 //! return a trace instead of ~20 KB. Dictionaries are files
 //! `journal/dict-{id}.zdict`, durable before any frame uses them; a frame
 //! names its dictionary (0: none).
+//!
+//! A dictionary file is `magic u32 | format u32 | crc32 u32 | zstd
+//! dictionary`; the CRC is checked when it is loaded. Files of format 1 are
+//! the bare zstd dictionary and are read as they are.
 
 use std::collections::HashMap;
 use std::fs;
@@ -42,6 +46,49 @@ pub struct Dictionaries {
     training: AtomicBool,
     want_new: AtomicBool,
     trained_at: Mutex<Option<Instant>>,
+}
+
+const DICT_MAGIC: u32 = 0x4354_5344; // "CTSD"
+const DICT_FORMAT: u32 = 2;
+const DICT_HEADER: usize = 12;
+
+/// A dictionary's file: header and CRC, then the zstd dictionary.
+fn encode_file(dict: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(DICT_HEADER + dict.len());
+    out.extend_from_slice(&DICT_MAGIC.to_le_bytes());
+    out.extend_from_slice(&DICT_FORMAT.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(dict).to_le_bytes());
+    out.extend_from_slice(dict);
+    out
+}
+
+/// The zstd dictionary in a dictionary file, checked.
+fn read_file(path: &Path) -> Result<Vec<u8>, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        what: "compression dictionary",
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut bytes = fs::read(path).map_err(StoreError::io(path))?;
+    let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+    if bytes.len() < DICT_HEADER || word(0) != DICT_MAGIC {
+        // Format 1: the bare dictionary, without a check.
+        return Ok(bytes);
+    }
+    if word(4) != DICT_FORMAT {
+        return Err(corrupt(format!(
+            "format {} is not one this version reads",
+            word(4)
+        )));
+    }
+    let (stored, actual) = (word(8), crc32fast::hash(&bytes[DICT_HEADER..]));
+    if stored != actual {
+        return Err(corrupt(format!(
+            "checksum mismatch (stored {stored:08x}, computed {actual:08x}); the journal frames compressed with it cannot be read"
+        )));
+    }
+    bytes.drain(..DICT_HEADER);
+    Ok(bytes)
 }
 
 fn file_name(id: u32) -> String {
@@ -83,8 +130,22 @@ impl Dictionaries {
         };
         if let Some(&id) = list(dir)?.last() {
             let path = dir.join(file_name(id));
-            let bytes = fs::read(&path).map_err(StoreError::io(&path))?;
-            *d.current.write() = Some((id, Arc::new(CDict::create(&bytes, ZSTD_LEVEL))));
+            // A damaged newest dictionary stops no write: new frames go
+            // without one until a new one is trained. Reads of the frames
+            // that use it fail, naming it.
+            let loaded = read_file(&path).and_then(|bytes| {
+                CDict::try_create(&bytes, ZSTD_LEVEL).ok_or_else(|| StoreError::Corrupt {
+                    what: "compression dictionary",
+                    path: path.clone(),
+                    detail: "zstd refused it".into(),
+                })
+            });
+            match loaded {
+                Ok(cdict) => *d.current.write() = Some((id, Arc::new(cdict))),
+                Err(e) => {
+                    tracing::error!(error = %e, "the newest compression dictionary is damaged; compressing without it until a new one is trained")
+                }
+            }
         }
         Ok(Arc::new(d))
     }
@@ -100,7 +161,7 @@ impl Dictionaries {
             return Ok(d.clone());
         }
         let path = self.dir.join(file_name(id));
-        let bytes = fs::read(&path).map_err(StoreError::io(&path))?;
+        let bytes = read_file(&path)?;
         let d = Arc::new(
             DDict::try_create(&bytes).ok_or_else(|| StoreError::Corrupt {
                 what: "compression dictionary",
@@ -167,7 +228,8 @@ impl Dictionaries {
             .max(list(&self.dir)?.last().copied().unwrap_or(0))
             + 1;
         let path = self.dir.join(file_name(id));
-        cts_fs::write_atomic(&path, &dict, self.fsync).map_err(StoreError::io(&path))?;
+        cts_fs::write_atomic(&path, &encode_file(&dict), self.fsync)
+            .map_err(StoreError::io(&path))?;
         self.decoders
             .write()
             .insert(id, Arc::new(DDict::create(&dict)));
@@ -194,5 +256,39 @@ impl Dictionaries {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_damaged_dictionary_is_named_and_stops_no_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let dicts = Dictionaries::open(dir.path(), false).unwrap();
+        dicts.sampler.lock().docs = (0..SAMPLES)
+            .map(|i| format!("{{\"trace\":{i},\"service_type\":\"ECS{}\"}}", i % 7).into_bytes())
+            .collect();
+        dicts.train().unwrap();
+        let (id, _) = dicts.current().unwrap();
+        let path = dir.path().join(file_name(id));
+        assert!(Dictionaries::open(dir.path(), false)
+            .unwrap()
+            .decoder(id)
+            .is_ok());
+
+        let mut bytes = fs::read(&path).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x40;
+        fs::write(&path, bytes).unwrap();
+        let reopened = Dictionaries::open(dir.path(), false).unwrap();
+        assert!(reopened.current().is_none());
+        match reopened.decoder(id) {
+            Err(StoreError::Corrupt { what, path: p, .. }) => {
+                assert_eq!((what, p), ("compression dictionary", path));
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
     }
 }

@@ -9,6 +9,7 @@ mod embedded;
 mod error;
 pub mod journal;
 mod memtable;
+mod sealed;
 pub mod segment;
 
 use cts_model::{Trace, TraceQuery};

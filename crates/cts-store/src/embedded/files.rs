@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::{JournalFile, Manifest, MANIFEST};
 use crate::segment::Segment;
-use crate::StoreError;
+use crate::{sealed, StoreError};
 
 pub(super) fn rel(base: &Path, path: &Path) -> String {
     path.strip_prefix(base)
@@ -22,11 +22,17 @@ pub(super) fn sidecar_path(journal_file: &Path) -> PathBuf {
     journal_file.with_extension("meta")
 }
 
-/// The summary of a closed journal file, if present and still matching the
-/// file's length (anything else means: scan the file).
+/// The summary of a closed journal file, if present, intact and still
+/// matching the file's length (anything else means: scan the file).
 pub(super) fn read_sidecar(journal_file: &Path) -> Option<JournalFile> {
-    let info: JournalFile =
-        serde_json::from_slice(&fs::read(sidecar_path(journal_file)).ok()?).ok()?;
+    let path = sidecar_path(journal_file);
+    let info: JournalFile = match sealed::unseal(&fs::read(&path).ok()?) {
+        Ok(info) => info,
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "a journal summary does not check out; scanning its journal file instead");
+            return None;
+        }
+    };
     let len = fs::metadata(journal_file).ok()?.len();
     (info.len == len).then_some(info)
 }
@@ -34,7 +40,7 @@ pub(super) fn read_sidecar(journal_file: &Path) -> Option<JournalFile> {
 /// Best effort: without it the next start scans the file instead.
 pub(super) fn write_sidecar(journal_file: &Path, info: &JournalFile) {
     let path = sidecar_path(journal_file);
-    let body = serde_json::to_vec(info).expect("journal file info serializes");
+    let body = sealed::seal(info);
     if let Err(e) = cts_fs::write_atomic(&path, &body, false) {
         tracing::warn!(file = %path.display(), error = %e, "could not write a journal summary; the next start scans the file");
     }
@@ -43,10 +49,10 @@ pub(super) fn write_sidecar(journal_file: &Path, info: &JournalFile) {
 pub(super) fn load_manifest(index_dir: &Path) -> Result<Manifest, StoreError> {
     let path = index_dir.join(MANIFEST);
     match fs::read(&path) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| StoreError::Corrupt {
+        Ok(b) => sealed::unseal(&b).map_err(|detail| StoreError::Corrupt {
             what: "index manifest",
             path,
-            detail: e.to_string(),
+            detail,
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest {
             next_flush_id: 1,
@@ -62,7 +68,7 @@ pub(super) fn store_manifest(
     fsync: bool,
 ) -> Result<(), StoreError> {
     let path = index_dir.join(MANIFEST);
-    let body = serde_json::to_vec(m).expect("manifest serializes");
+    let body = sealed::seal(m);
     cts_fs::write_atomic(&path, &body, fsync).map_err(StoreError::io(&path))
 }
 

@@ -157,3 +157,73 @@ fn by_id(project: &str, id: &str) -> TraceQuery {
     let p: HashMap<String, String> = [("trace_id".to_string(), id.to_string())].into();
     TraceQuery::parse(ApiVersion::V3, project, None, &p, now()).unwrap()
 }
+
+fn index_file(dir: &std::path::Path, ext: &str) -> std::path::PathBuf {
+    let mut found = Vec::new();
+    for part in std::fs::read_dir(dir.join("index")).unwrap() {
+        let part = part.unwrap().path();
+        if part.is_dir() {
+            for f in std::fs::read_dir(&part).unwrap() {
+                found.push(f.unwrap().path());
+            }
+        } else {
+            found.push(part);
+        }
+    }
+    found.sort();
+    found
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == ext))
+        .unwrap()
+}
+
+/// Opening fails naming `damaged` and `ctsd reindex`; a reindex brings
+/// every trace back.
+fn refused_until_reindexed(cfg: &StoreConfig, damaged: &std::path::Path, traces: usize) {
+    let err = EmbeddedStore::open(cfg.clone()).err().expect("refused");
+    let msg = err.to_string();
+    assert!(msg.contains(&damaged.display().to_string()), "{msg}");
+    assert!(msg.contains("ctsd reindex"), "{msg}");
+    EmbeddedStore::reindex(cfg.clone()).unwrap();
+    let store = EmbeddedStore::open(cfg.clone()).unwrap();
+    assert_eq!(all_pages(&store, "p", &[], 200).len(), traces);
+}
+
+#[test]
+fn a_hand_edited_manifest_is_refused_not_believed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let ids = filled(&cfg, 4);
+    let manifest = dir.path().join("index/MANIFEST.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let edited = text.replace("\"durable_seq\":200", "\"durable_seq\":150");
+    assert_ne!(edited, text);
+    std::fs::write(&manifest, edited).unwrap();
+    refused_until_reindexed(&cfg, &manifest, ids.len());
+}
+
+#[test]
+fn a_damaged_segment_is_named_and_reindex_restores_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let ids = filled(&cfg, 4);
+    let seg = index_file(dir.path(), "seg");
+    let mut data = std::fs::read(&seg).unwrap();
+    data[100] ^= 0x08;
+    std::fs::write(&seg, data).unwrap();
+    refused_until_reindexed(&cfg, &seg, ids.len());
+}
+
+#[test]
+fn a_damaged_journal_summary_is_ignored_and_its_file_scanned() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.journal_segment_bytes = 8 << 10;
+    let ids = filled(&cfg, 8);
+    let meta = wal_files(dir.path())[0].with_extension("meta");
+    let text = std::fs::read_to_string(&meta).unwrap();
+    std::fs::write(&meta, text.replace("\"last_seq\":", "\"last_seq\":1")).unwrap();
+    let store = EmbeddedStore::open(cfg).unwrap();
+    assert_eq!(all_pages(&store, "p", &[], 200).len(), ids.len());
+    assert_eq!(read_all(&store, 0, 1000).len(), ids.len());
+}
