@@ -418,6 +418,7 @@ where
     let retention = tokio::spawn(enforce_retention(state.clone()));
     let catalog = tokio::spawn(flush_catalog(state.clone()));
     let transfer = tokio::spawn(run_transfer(state.clone()));
+    let refusals = tokio::spawn(summarize_refusals(state.clone()));
     let catalog_state = state.clone();
     // The peer address becomes the `source_ip` of audit traces and a key
     // of the login throttle.
@@ -444,6 +445,7 @@ where
     retention.abort();
     catalog.abort();
     transfer.abort();
+    refusals.abort();
     // What the catalog learned since its last flush.
     flush_catalog_once(catalog_state).await;
     result
@@ -462,6 +464,20 @@ async fn run_transfer(state: AppState) {
         }
         let failed_writes = state.transfer.take_failed_writes();
         state.metrics.transfer_failures.inc_by(failed_writes);
+    }
+}
+
+/// Records how many refused credentials each address sent in its ended
+/// rate-limit window.
+async fn summarize_refusals(state: AppState) {
+    let mut ticks = tokio::time::interval(state.refusals.sweep_interval());
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let ended = state.refusals.ended(std::time::Instant::now(), now_ms());
+        for summary in ended {
+            crate::audit::spawn(&state, summary.event());
+        }
     }
 }
 

@@ -286,8 +286,22 @@ pub async fn record(state: &AppState, event: AuditEvent) -> Result<(), ApiError>
     }
 }
 
-/// Records `event` in the background (for refusals, whose answer must not
-/// wait on the store).
+/// Records the refusal `event` in the background (its answer must not
+/// wait on the store), rate-limited per source address (see
+/// [`crate::refusals`]).
+pub fn refused(state: &AppState, event: AuditEvent) {
+    let (full, ended) = state
+        .refusals
+        .admit(&event, std::time::Instant::now(), now_ms());
+    if let Some(summary) = ended {
+        spawn(state, summary.event());
+    }
+    if full {
+        spawn(state, event);
+    }
+}
+
+/// Records `event` in the background.
 pub fn spawn(state: &AppState, event: AuditEvent) {
     let state = state.clone();
     // Nothing to refuse: the request was refused anyway, and a failure is

@@ -222,7 +222,7 @@ async fn check_and_run(state: &AppState, access: Access, req: Request, next: Nex
                         owner.as_ref().map(|(u, d)| (u, d)),
                         &f.message,
                     );
-                    audit::spawn(&state, event);
+                    audit::refused(&state, event);
                 }
             }
             drain(body, state.config.limits.max_body_bytes).await;

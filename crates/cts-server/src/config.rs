@@ -100,6 +100,10 @@ pub struct AuthSettings {
     pub login_max_failures: u32,
     #[serde(with = "humantime_serde")]
     pub login_lockout: Duration,
+    /// Refused credentials from one address are recorded in full once per
+    /// window; the others of the window are counted in one trace.
+    #[serde(with = "humantime_serde")]
+    pub refusal_audit_window: Duration,
     /// Largest body of an identity request, in bytes.
     pub max_identity_body_bytes: usize,
 }
@@ -186,6 +190,7 @@ impl Default for Config {
                 signature_max_skew: Duration::from_secs(15 * 60),
                 login_max_failures: 5,
                 login_lockout: Duration::from_secs(15 * 60),
+                refusal_audit_window: Duration::from_secs(60),
                 max_identity_body_bytes: 64 << 10,
             },
             tls: TlsSettings::default(),
@@ -322,6 +327,9 @@ impl Config {
             && (self.obs.access_key.is_none() || self.obs.secret_key.is_none())
         {
             return invalid("obs", "needs access_key and secret_key with an endpoint");
+        }
+        if self.auth.refusal_audit_window < Duration::from_secs(1) {
+            return invalid("auth.refusal_audit_window", "must be at least 1s");
         }
         if self.auth.login_max_failures == 0 {
             return invalid("auth.login_max_failures", positive);

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 mod recording;
+mod refusals;
 pub mod state;
 
 #[cfg(test)]

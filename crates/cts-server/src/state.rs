@@ -13,6 +13,7 @@ use cts_transfer::Transfer;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::refusals::RefusalAudit;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -25,6 +26,7 @@ pub struct Inner {
     pub catalog: Arc<Catalog>,
     pub transfer: Arc<Transfer>,
     pub login_throttle: LoginThrottle,
+    pub refusals: RefusalAudit,
     pub metrics: Metrics,
 }
 
@@ -39,6 +41,7 @@ impl AppState {
     pub fn new(config: Config, store: Arc<dyn TraceStore>, settings: Settings) -> AppState {
         let login_throttle =
             LoginThrottle::new(config.auth.login_max_failures, config.auth.login_lockout);
+        let refusals = RefusalAudit::new(config.auth.refusal_audit_window);
         AppState(Arc::new(Inner {
             config,
             store,
@@ -47,6 +50,7 @@ impl AppState {
             catalog: settings.catalog,
             transfer: settings.transfer,
             login_throttle,
+            refusals,
             metrics: Metrics::new(),
         }))
     }

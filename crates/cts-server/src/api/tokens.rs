@@ -196,7 +196,7 @@ pub async fn issue(
                     .outcome(401, None);
                 let mut event = event;
                 event.message = Some(e.to_string());
-                audit::spawn(&state, event);
+                audit::refused(&state, event);
             }
             return Err(ApiError::Unauthenticated(AuthFailure {
                 reason: "invalid_credentials",

@@ -211,3 +211,52 @@ fn changes_whose_trace_cannot_be_written_are_refused() {
     assert!(named(&server, &pid, "updateTracker").is_empty());
     drop(server);
 }
+
+/// How many refusals the `authenticate` traces of `project` stand for: one
+/// per trace recorded in full, N per summary ("N more refused …").
+fn refusals_on_record(server: &TestServer, project: &str) -> (usize, u64) {
+    let traces = named(server, project, "authenticate");
+    let total = traces
+        .iter()
+        .map(|t| {
+            let msg = t["message"].as_str().unwrap_or_default();
+            match msg.split_once(" more refused credential(s)") {
+                Some((n, _)) => n.parse::<u64>().unwrap(),
+                None => 1,
+            }
+        })
+        .sum();
+    (traces.len(), total)
+}
+
+#[test]
+fn refused_credentials_are_recorded_once_per_address_and_window() {
+    let server = TestServer::builder()
+        .env("CTS_AUTH_REFUSAL_AUDIT_WINDOW", "3s")
+        .start();
+    let pid = server.admin.project_id.clone();
+    let path = format!("/v3/{pid}/traces");
+    let bad_key = server.with(Cred::Key {
+        ak: server.admin.access_key.clone(),
+        sk: "not-the-secret-key-0000".into(),
+    });
+    let anonymous = server.with(Cred::Anonymous);
+    for i in 0..300 {
+        let who = if i % 2 == 0 { &bad_key } else { &anonymous };
+        assert_eq!(who.get(server.client(), &path).status, 401);
+    }
+    // Every refusal is accounted for once its window has ended ...
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let (traces, total) = loop {
+        let (traces, total) = refusals_on_record(&server, &pid);
+        if total >= 300 || std::time::Instant::now() > deadline {
+            break (traces, total);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(total, 300, "{traces} traces");
+    // ... in a handful of traces, not 300.
+    assert!(traces <= 4, "{traces} traces for 300 refusals");
+    let metrics = server.get("/metrics").text;
+    assert!(metrics.contains("cts_audit_traces_total"), "{metrics}");
+}
