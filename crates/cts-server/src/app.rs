@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::SocketAddr;
 
 use axum::body::Body;
 use axum::handler::Handler;
@@ -402,7 +401,8 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
 }
 
 /// Serves `state` on `listener` until `shutdown` completes, then finishes the
-/// requests in flight. Expired traces are dropped in the background.
+/// requests in flight (within `limits.shutdown_grace`). Expired traces are
+/// dropped in the background.
 ///
 /// With `tls`, every connection is TLS (rustls); there is no plain-HTTP
 /// port beside it.
@@ -420,35 +420,18 @@ where
     let transfer = tokio::spawn(run_transfer(state.clone()));
     let refusals = tokio::spawn(summarize_refusals(state.clone()));
     let catalog_state = state.clone();
+    let limits = state.config.limits.clone();
     // The peer address becomes the `source_ip` of audit traces and a key
     // of the login throttle.
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let result = match tls {
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-        Some(tls) => {
-            let handle = axum_server::Handle::new();
-            let stopper = handle.clone();
-            tokio::spawn(async move {
-                shutdown.await;
-                stopper.graceful_shutdown(None);
-            });
-            axum_server::from_tcp_rustls(listener.into_std()?, tls)
-                .handle(handle)
-                .serve(app)
-                .await
-        }
-    };
+    let tls = tls.map(|t| tokio_rustls::TlsAcceptor::from(t.get_inner()));
+    crate::connections::accept_loop(listener, router(state), limits, tls, shutdown).await;
     retention.abort();
     catalog.abort();
     transfer.abort();
     refusals.abort();
     // What the catalog learned since its last flush.
     flush_catalog_once(catalog_state).await;
-    result
+    Ok(())
 }
 
 /// Writes due trace files and digests, every second (a pass with nothing

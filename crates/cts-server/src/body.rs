@@ -2,6 +2,7 @@
 
 use axum::body::{Body, Bytes};
 use http_body_util::BodyExt;
+use tower_http::timeout::TimeoutError;
 
 use crate::error::ApiError;
 
@@ -13,9 +14,14 @@ use crate::error::ApiError;
 /// its signature) is returned as it is, without a copy: report bodies are
 /// up to 5 MiB.
 pub async fn read_body(mut body: Body, limit: usize, expected: usize) -> Result<Bytes, ApiError> {
-    let unreadable = |e: axum::Error| ApiError::BadRequest {
-        field: "body",
-        rule: format!("could not be read: {e}"),
+    // A stalled client (`limits.body_read_timeout`) is told so, not that
+    // its body is bad.
+    let unreadable = |e: axum::Error| match e.into_inner().downcast::<TimeoutError>() {
+        Ok(_) => ApiError::BodyTimeout,
+        Err(e) => ApiError::BadRequest {
+            field: "body",
+            rule: format!("could not be read: {e}"),
+        },
     };
     let mut first: Option<Bytes> = None;
     let mut buf = Vec::new();

@@ -134,6 +134,24 @@ pub struct Limits {
     /// Traces whose `time` is further in the future than this are refused.
     #[serde(with = "humantime_serde")]
     pub max_clock_skew: Duration,
+    /// Open connections; one more is answered 503 (`CTS.9009`) and closed.
+    pub max_connections: usize,
+    /// From when the server waits for a request (connection opened, or
+    /// previous answer sent) to its complete head; slower, the connection
+    /// is closed. Also bounds a TLS handshake.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Longest pause of a client in the middle of a body: answered 408
+    /// (`CTS.9010`) and the connection closed.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// On SIGTERM, how long requests in flight may take to finish before
+    /// the server exits anyway.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,6 +193,11 @@ impl Default for Config {
                 max_traces_per_request: 1000,
                 max_body_bytes: 5 << 20,
                 max_clock_skew: Duration::from_secs(15 * 60),
+                max_connections: 1024,
+                header_read_timeout: Duration::from_secs(30),
+                body_read_timeout: Duration::from_secs(30),
+                idle_timeout: Duration::from_secs(60),
+                shutdown_grace: Duration::from_secs(30),
             },
             store: StoreSettings {
                 retention: ms(store.retention_ms),
@@ -284,7 +307,16 @@ impl Config {
         if self.limits.max_body_bytes < 1024 {
             return invalid("limits.max_body_bytes", "must be at least 1024");
         }
+        if self.limits.max_connections == 0 {
+            return invalid("limits.max_connections", positive);
+        }
         for (key, value) in [
+            (
+                "limits.header_read_timeout",
+                self.limits.header_read_timeout,
+            ),
+            ("limits.body_read_timeout", self.limits.body_read_timeout),
+            ("limits.idle_timeout", self.limits.idle_timeout),
             ("store.retention", self.store.retention),
             ("store.partition", self.store.partition),
             (

@@ -18,6 +18,8 @@
 //! | 404  | CTS.9006 | No such identity resource (user, group, project, key, …)  |
 //! | 409  | CTS.9007 | Name already taken, or a quota reached                    |
 //! | 503  | CTS.9008 | Change refused: its audit trace could not be written      |
+//! | 503  | CTS.9009 | More connections than `limits.max_connections`            |
+//! | 408  | CTS.9010 | The body stalled longer than `limits.body_read_timeout`   |
 //!
 //! Codes of the reference in use: `CTS.0003` (400, invalid request body),
 //! `CTS.0300` (400, invalid query parameter), `CTS.0004` (500, the store
@@ -69,6 +71,10 @@ pub enum ApiError {
         "the change was refused: its audit trace could not be written, so nothing was changed"
     )]
     NotAudited(String),
+    #[error("too many connections (at most {max}); retry later")]
+    TooManyConnections { max: usize },
+    #[error("body: the client stopped sending it; the connection is closed")]
+    BodyTimeout,
     #[error("authentication failed: {}", .0.message)]
     Unauthenticated(AuthFailure),
     /// Not authorized for the project in the path (or it does not exist:
@@ -130,6 +136,10 @@ impl ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             ApiError::Unavailable(_) | ApiError::NotAudited(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::TooManyConnections { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::MissingRole { .. } => StatusCode::FORBIDDEN,
             ApiError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -154,6 +164,8 @@ impl ApiError {
             ApiError::NotFound => "CTS.9002",
             ApiError::MethodNotAllowed => "CTS.9003",
             ApiError::Unavailable(_) => "CTS.9004",
+            ApiError::TooManyConnections { .. } => "CTS.9009",
+            ApiError::BodyTimeout => "CTS.9010",
             ApiError::Unauthenticated(_) | ApiError::Forbidden(_) => "CTS.0002",
             ApiError::MissingRole { .. } => "CTS.0013",
             ApiError::Throttled { .. } => "CTS.9005",
@@ -235,6 +247,13 @@ impl IntoResponse for ApiError {
             ApiError::Throttled { retry_after } => {
                 headers.insert(header::RETRY_AFTER, retry_after.as_secs().into());
             }
+            ApiError::TooManyConnections { .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            ApiError::BodyTimeout => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             ApiError::Unauthenticated(_) => {
                 // What keystoneauth and browsers expect of a 401.
                 headers.insert(
@@ -310,6 +329,8 @@ mod tests {
             (ApiError::Internal("bug".into()), 500, "CTS.9000"),
             (ApiError::Unavailable("store".into()), 503, "CTS.9004"),
             (ApiError::NotAudited("disk full".into()), 503, "CTS.9008"),
+            (ApiError::TooManyConnections { max: 2 }, 503, "CTS.9009"),
+            (ApiError::BodyTimeout, 408, "CTS.9010"),
         ];
         for (e, status, code) in cases {
             let (s, body) = body_of(e).await;

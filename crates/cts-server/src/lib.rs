@@ -8,6 +8,7 @@ mod audit;
 pub mod auth;
 mod body;
 pub mod config;
+mod connections;
 pub mod error;
 pub mod metrics;
 mod recording;

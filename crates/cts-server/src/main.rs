@@ -125,6 +125,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn run_server(config: Config) -> Result<()> {
+    raise_open_file_limit();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let listen = config.listen;
@@ -178,6 +179,34 @@ fn run_server(config: Config) -> Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Raises the soft limit of open files to the hard limit: each connection,
+/// journal file and index partition holds one, and the usual soft limit
+/// (1024) is below `limits.max_connections` plus the store's files.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    let raised = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return tracing::warn!("cannot read the open-file limit");
+        }
+        let before = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        (libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0).then_some(before)
+    };
+    match raised {
+        Some(before) => {
+            tracing::info!(before, now = limit.rlim_max, "open-file soft limit raised")
+        }
+        None => tracing::warn!(
+            hard = limit.rlim_max,
+            "cannot raise the open-file soft limit to the hard limit"
+        ),
+    }
 }
 
 /// The address a client on this machine connects to: a wildcard listen

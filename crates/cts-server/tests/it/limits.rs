@@ -103,3 +103,128 @@ fn bogus_credentials_cost_no_buffered_body() {
         growth >> 20
     );
 }
+
+/// A raw connection to `server`.
+fn connect(server: &TestServer) -> TcpStream {
+    TcpStream::connect(server.base.trim_start_matches("http://")).unwrap()
+}
+
+/// What the server sends before it closes `c`, if it closes it within
+/// `within`; `None` if it is still open then.
+fn closed_within(c: &mut TcpStream, within: Duration) -> Option<String> {
+    c.set_read_timeout(Some(within)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => return Some(String::from_utf8_lossy(&got).into_owned()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Some(String::from_utf8_lossy(&got).into_owned())
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+fn healthz(server: &TestServer) -> String {
+    let host = server.base.trim_start_matches("http://");
+    format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n")
+}
+
+/// A head sent too slowly, an idle keep-alive connection and a body that
+/// stops in the middle are each cut off after their timeout.
+#[test]
+fn slow_heads_idle_connections_and_stalled_bodies_are_cut_off() {
+    let server = TestServer::builder()
+        .env("CTS_LIMITS_HEADER_READ_TIMEOUT", "1s")
+        .env("CTS_LIMITS_IDLE_TIMEOUT", "1s")
+        .env("CTS_LIMITS_BODY_READ_TIMEOUT", "1s")
+        .start();
+    // Half a request head, then nothing.
+    let mut slow = connect(&server);
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHo").unwrap();
+    // One request, then nothing: the connection is idle.
+    let mut idle = connect(&server);
+    idle.write_all(healthz(&server).as_bytes()).unwrap();
+    // A signed report that stops after 10 of its 1000 bytes.
+    let path = format!("/v3/{}/traces", server.pid("main"));
+    let (ak, sk) = (&server.admin.access_key, &server.admin.secret_key);
+    let mut stalled = connect(&server);
+    stalled
+        .write_all(signed_head(&server, &path, 1000, ak, sk).as_bytes())
+        .unwrap();
+    stalled.write_all(b"{\"traces\":").unwrap();
+
+    let within = Duration::from_secs(4);
+    assert!(closed_within(&mut slow, within).is_some(), "slow head kept");
+    let idle_got = closed_within(&mut idle, within).expect("idle connection kept");
+    assert!(idle_got.starts_with("HTTP/1.1 200"), "{idle_got}");
+    let stalled_got = closed_within(&mut stalled, within).expect("stalled body kept");
+    assert!(stalled_got.starts_with("HTTP/1.1 408"), "{stalled_got}");
+    assert!(stalled_got.contains("CTS.9010"), "{stalled_got}");
+    // The server itself is fine.
+    assert_eq!(server.get("/healthz").status, 200);
+}
+
+/// Beyond `limits.max_connections`, a connection is answered 503 at once
+/// (not left unaccepted); once one closes, the next is served again.
+#[test]
+fn connections_beyond_the_limit_get_503() {
+    let server = TestServer::builder()
+        .env("CTS_LIMITS_MAX_CONNECTIONS", "2")
+        .start();
+    let held: Vec<TcpStream> = (0..2).map(|_| connect(&server)).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = connect(&server);
+    extra.write_all(healthz(&server).as_bytes()).unwrap();
+    let got = closed_within(&mut extra, Duration::from_secs(5)).expect("answered and closed");
+    assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+    assert!(got.contains("CTS.9009"), "{got}");
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(server.get("/healthz").status, 200);
+}
+
+/// `ctsd` raises its open-file soft limit to the hard limit.
+#[test]
+fn the_open_file_limit_is_raised() {
+    let limits = |pid: u32| {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap()
+            .to_string();
+        let fields: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        (fields[3].clone(), fields[4].clone())
+    };
+    let server = TestServer::builder().open_files(256).start();
+    let (soft, hard) = limits(server.process_id());
+    assert_ne!(soft, "256");
+    assert_eq!(soft, hard);
+}
+
+/// SIGTERM with a request stalled mid-body: the server exits after
+/// `limits.shutdown_grace`, not never.
+#[test]
+fn shutdown_is_bounded_by_the_grace() {
+    let mut server = TestServer::builder()
+        .env("CTS_LIMITS_SHUTDOWN_GRACE", "1s")
+        .env("CTS_LIMITS_BODY_READ_TIMEOUT", "1h")
+        .start();
+    let path = format!("/v3/{}/traces", server.pid("main"));
+    let (ak, sk) = (
+        server.admin.access_key.clone(),
+        server.admin.secret_key.clone(),
+    );
+    let mut stalled = connect(&server);
+    stalled
+        .write_all(signed_head(&server, &path, 1000, &ak, &sk).as_bytes())
+        .unwrap();
+    stalled.write_all(b"{\"traces\":").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    server.terminate();
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

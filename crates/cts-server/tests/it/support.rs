@@ -103,6 +103,7 @@ pub struct Builder {
     root: Option<PathBuf>,
     listen: String,
     ca: Option<Vec<u8>>,
+    open_files: Option<u64>,
 }
 
 impl Builder {
@@ -120,6 +121,12 @@ impl Builder {
     /// The `--listen` address (default `127.0.0.1:0`).
     pub fn listen(mut self, addr: &str) -> Builder {
         self.listen = addr.into();
+        self
+    }
+
+    /// Starts `ctsd` with this soft limit of open files.
+    pub fn open_files(mut self, soft: u64) -> Builder {
+        self.open_files = Some(soft);
         self
     }
 
@@ -164,6 +171,26 @@ impl Builder {
             }
         }
         cmd.envs(self.env);
+        if let Some(soft) = self.open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only getrlimit/setrlimit between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut l = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    l.rlim_cur = soft.min(l.rlim_max);
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = cmd.spawn().expect("ctsd starts");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
@@ -235,6 +262,7 @@ impl TestServer {
             root: None,
             listen: "127.0.0.1:0".into(),
             ca: None,
+            open_files: None,
         }
     }
 
