@@ -447,6 +447,8 @@ async fn run_transfer(state: AppState) {
         }
         let failed_writes = state.transfer.take_failed_writes();
         state.metrics.transfer_failures.inc_by(failed_writes);
+        let skipped = state.transfer.take_skipped();
+        state.metrics.transfer_skipped.inc_by(skipped);
     }
 }
 

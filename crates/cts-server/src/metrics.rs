@@ -83,6 +83,7 @@ pub struct Metrics {
     pub audit_traces: Counter,
     pub audit_failures: Counter,
     pub transfer_failures: Counter,
+    pub transfer_skipped: Counter,
     transfer_backlog: Family<TrackerLabel, Gauge>,
     transfer_oldest_age: Family<TrackerLabel, Gauge>,
     store: StoreGauges,
@@ -116,6 +117,7 @@ impl Metrics {
             audit_traces: Counter::default(),
             audit_failures: Counter::default(),
             transfer_failures: Counter::default(),
+            transfer_skipped: Counter::default(),
             transfer_backlog: Family::default(),
             transfer_oldest_age: Family::default(),
             store: StoreGauges::default(),
@@ -191,6 +193,11 @@ impl Metrics {
             "cts_transfer_failures",
             "Failed transfer writes (a bucket missing or refusing, the store unreachable) and transfer passes that failed (state or journal errors); see the log",
             m.transfer_failures.clone(),
+        );
+        registry.register(
+            "cts_transfer_skipped_traces",
+            "Traces a tracker should have archived that the transfer passed over (unreadable, or removed from the journal first); should stay 0, each is logged",
+            m.transfer_skipped.clone(),
         );
         registry.register(
             "cts_transfer_backlog_traces",

@@ -206,12 +206,23 @@ pub struct Tracker {
     pub agency_name: Option<String>,
     /// `management_event_selector.exclude_service`; management trackers only.
     pub exclude_service: Vec<String>,
+    /// When (ms) the tracker last began to transfer (created with a
+    /// bucket, given one, or enabled with one), set in the transaction of
+    /// that change: its first transfer period is the one holding this
+    /// instant, from the period's start on. Not part of the API.
+    #[serde(default)]
+    pub transfer_since: Option<i64>,
     /// Sorted by key; stored apart, so not part of the JSON column.
     #[serde(skip)]
     pub tags: Vec<Tag>,
 }
 
 impl Tracker {
+    /// Whether the tracker writes trace files: a bucket, and recording.
+    pub fn transfers(&self) -> bool {
+        !self.obs_info.bucket_name.is_empty() && self.status.is_recording()
+    }
+
     /// The tracker as one element of `trackers` in the v3 query response,
     /// which is also the v3 create response. Type-specific fields appear
     /// only for their type, optional ones only when set; `tags` is an
@@ -399,6 +410,7 @@ pub(crate) mod tests {
             is_organization_tracker: false,
             agency_name: None,
             exclude_service: vec![],
+            transfer_since: None,
             tags: vec![],
         }
     }

@@ -321,6 +321,7 @@ impl TrackerStore {
             }
             let mut t = new_tracker(project_id, domain_id, spec, now_ms);
             spec.apply_to(&mut t);
+            t.transfer_since = t.transfers().then_some(now_ms);
             spec.check_encryption(&t, key_exists)?;
             check_buckets(&t, &existing)?;
             check_organization(tx, &t)?;
@@ -329,12 +330,13 @@ impl TrackerStore {
         })
     }
 
-    /// Applies an update request of either version to the tracker it names;
-    /// returns the tracker before and after.
+    /// Applies an update request of either version to the tracker it names,
+    /// at `now_ms`; returns the tracker before and after.
     pub fn update(
         &self,
         project_id: &str,
         spec: &TrackerSpec,
+        now_ms: i64,
         key_exists: &dyn Fn(&str) -> bool,
     ) -> Result<(Tracker, Tracker), TrackerError> {
         self.write(project_id, |tx| {
@@ -365,6 +367,9 @@ impl TrackerStore {
             }
             let mut after = before.clone();
             spec.apply_to(&mut after);
+            if after.transfers() && !before.transfers() {
+                after.transfer_since = Some(now_ms);
+            }
             spec.check_encryption(&after, key_exists)?;
             check_buckets(&after, &existing)?;
             check_organization(tx, &after)?;
@@ -583,6 +588,7 @@ fn new_tracker(project_id: &str, domain_id: &str, spec: &TrackerSpec, now_ms: i6
         is_organization_tracker: false,
         agency_name: None,
         exclude_service: Vec::new(),
+        transfer_since: None,
         tags: Vec::new(),
     }
 }
@@ -828,6 +834,7 @@ pub(crate) mod tests {
                     br#"{"status": "disabled", "file_prefix_name": "x"}"#,
                 )
                 .unwrap(),
+                0,
                 NO_KEYS,
             )
             .unwrap();
@@ -868,6 +875,7 @@ pub(crate) mod tests {
         s.update(
             "p1",
             &v3u(json!({"tracker_type": "system", "obs_info": {"bucket_name": "other"}})),
+            0,
             NO_KEYS,
         )
         .unwrap();
@@ -951,7 +959,7 @@ pub(crate) mod tests {
         );
         // Also when an update widens the events.
         let e = s
-            .update("p1", &v3u(json!({"tracker_type": "data", "tracker_name": "r", "data_bucket": {"data_event": ["READ", "WRITE"]}})), NO_KEYS)
+            .update("p1", &v3u(json!({"tracker_type": "data", "tracker_name": "r", "data_bucket": {"data_event": ["READ", "WRITE"]}})), 0, NO_KEYS)
             .unwrap_err();
         assert_eq!(e.code, "CTS.0209");
         // Another project may track the same bucket.
@@ -966,12 +974,12 @@ pub(crate) mod tests {
             v3u(json!({"tracker_type": "data", "tracker_name": "d",
                        "data_bucket": {"data_bucket_name": bucket, "data_event": ["WRITE"]}}))
         };
-        let e = s.update("p1", &upd("bkt2"), NO_KEYS).unwrap_err();
+        let e = s.update("p1", &upd("bkt2"), 0, NO_KEYS).unwrap_err();
         assert_eq!(
             (e.code, e.field.as_deref()),
             ("CTS.0212", Some("data_bucket.data_bucket_name"))
         );
-        let (_, after) = s.update("p1", &upd("bkt1"), NO_KEYS).unwrap();
+        let (_, after) = s.update("p1", &upd("bkt1"), 0, NO_KEYS).unwrap();
         assert_eq!(after.data_bucket.unwrap().data_event, [DataEvent::Write]);
     }
 
@@ -1000,6 +1008,7 @@ pub(crate) mod tests {
             .update(
                 "p1",
                 &v3u(json!({"tracker_type": "system", "obs_info": {"bucket_name": "bkt1"}})),
+                0,
                 NO_KEYS,
             )
             .unwrap_err();
@@ -1030,17 +1039,17 @@ pub(crate) mod tests {
         // Switching it off keeps the key; removing the key while on is refused.
         let off =
             v3u(json!({"tracker_type": "system", "is_support_trace_files_encryption": false}));
-        let (_, after) = s.update("p1", &off, keys).unwrap();
+        let (_, after) = s.update("p1", &off, 0, keys).unwrap();
         assert_eq!(after.kms_id.as_deref(), Some("k1"));
         // Switching it on again checks the key again (it may be gone).
         let on = v3u(json!({"tracker_type": "system", "is_support_trace_files_encryption": true}));
-        assert_eq!(err_code(s.update("p1", &on, NO_KEYS)), "CTS.0222");
-        s.update("p1", &on, keys).unwrap();
+        assert_eq!(err_code(s.update("p1", &on, 0, NO_KEYS)), "CTS.0222");
+        s.update("p1", &on, 0, keys).unwrap();
         let drop_key = v3u(json!({"tracker_type": "system", "kms_id": ""}));
-        assert_eq!(err_code(s.update("p1", &drop_key, keys)), "CTS.0221");
+        assert_eq!(err_code(s.update("p1", &drop_key, 0, keys)), "CTS.0221");
         // Unrelated updates do not re-verify the key.
         let unrelated = v3u(json!({"tracker_type": "system", "is_support_validate": true}));
-        s.update("p1", &unrelated, NO_KEYS).unwrap();
+        s.update("p1", &unrelated, 0, NO_KEYS).unwrap();
     }
 
     #[test]
@@ -1056,10 +1065,10 @@ pub(crate) mod tests {
         s.create("p3", "d2", &org, 1, NO_KEYS).unwrap();
         s.create("p2", "d1", &sys_spec(), 1, NO_KEYS).unwrap();
         let on = v3u(json!({"tracker_type": "system", "is_organization_tracker": true}));
-        assert_eq!(err_code(s.update("p2", &on, NO_KEYS)), "CTS.0229");
+        assert_eq!(err_code(s.update("p2", &on, 0, NO_KEYS)), "CTS.0229");
         let off = v3u(json!({"tracker_type": "system", "is_organization_tracker": false}));
-        s.update("p1", &off, NO_KEYS).unwrap();
-        s.update("p2", &on, NO_KEYS).unwrap();
+        s.update("p1", &off, 0, NO_KEYS).unwrap();
+        s.update("p2", &on, 0, NO_KEYS).unwrap();
     }
 
     #[test]
@@ -1072,7 +1081,7 @@ pub(crate) mod tests {
         );
         let t = create(&s, "p1", &spec).unwrap();
         let (before, after) = s
-            .update("p1", &v3u(json!({"tracker_type": "system", "is_lts_enabled": false, "obs_info": {"file_prefix_name": "q"}})), NO_KEYS)
+            .update("p1", &v3u(json!({"tracker_type": "system", "is_lts_enabled": false, "obs_info": {"file_prefix_name": "q"}})), 0, NO_KEYS)
             .unwrap();
         assert_eq!(before, t);
         assert_eq!(after.obs_info.bucket_name, "abc");
@@ -1090,6 +1099,7 @@ pub(crate) mod tests {
             .update(
                 "p1",
                 &v3u(json!({"tracker_type": "system", "obs_info": {"bucket_name": ""}})),
+                0,
                 NO_KEYS,
             )
             .unwrap();
@@ -1100,7 +1110,7 @@ pub(crate) mod tests {
     fn missing_trackers_are_404() {
         let (_d, s) = open();
         let e = s
-            .update("p1", &v3u(json!({"tracker_type": "system"})), NO_KEYS)
+            .update("p1", &v3u(json!({"tracker_type": "system"})), 0, NO_KEYS)
             .unwrap_err();
         assert_eq!((e.code, e.status), ("CTS.0214", 404));
         create(&s, "p1", &data("d", "bkt1", &["READ"])).unwrap();
@@ -1109,6 +1119,7 @@ pub(crate) mod tests {
             err_code(s.update(
                 "p1",
                 &v3u(json!({"tracker_type": "data", "tracker_name": "x"})),
+                0,
                 NO_KEYS
             )),
             "CTS.0214"
@@ -1254,9 +1265,9 @@ pub(crate) mod tests {
         let disable = |name: &str, ty: &str| {
             v3u(json!({"tracker_type": ty, "tracker_name": name, "status": "disabled"}))
         };
-        s.update("p1", &disable("system", "system"), NO_KEYS)
+        s.update("p1", &disable("system", "system"), 0, NO_KEYS)
             .unwrap();
-        s.update("p1", &disable("d", "data"), NO_KEYS).unwrap();
+        s.update("p1", &disable("d", "data"), 0, NO_KEYS).unwrap();
         assert!(!s.management_enabled("p1"));
         assert!(s.data_tracker_for("p1", "d").is_none());
         // `error` is about transfer: the tracker still records.
@@ -1301,6 +1312,7 @@ pub(crate) mod tests {
         s.update(
             "p1",
             &v3u(json!({"tracker_type": "system", "status": "enabled"})),
+            0,
             NO_KEYS,
         )
         .unwrap();
@@ -1330,6 +1342,7 @@ pub(crate) mod tests {
             s.update(
                 "p1",
                 &v3u(json!({"tracker_type": "system", "status": "disabled"})),
+                0,
                 NO_KEYS,
             )
             .unwrap();
@@ -1383,6 +1396,7 @@ pub(crate) mod tests {
                     s.update(
                         "p1",
                         &v3u(json!({"tracker_type": "system", "status": status})),
+                        0,
                         NO_KEYS,
                     )
                     .unwrap();

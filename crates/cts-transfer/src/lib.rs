@@ -11,7 +11,16 @@
 //! the cursor moves (see `state`), and a failed upload leaves the cursor
 //! where it was: the traces wait, and the tracker shows `error` with
 //! `noBucket` or `bucketPolicyError` until an upload succeeds again.
+//!
+//! A tracker's first period is the one holding the instant it gained a
+//! bucket (`Tracker::transfer_since`, set with the change itself), read
+//! from its start on (`start`): traces reported right after the change,
+//! and the change's own trace, are in files however late the transfer
+//! notices the tracker. A trace the transfer had to pass over (unreadable,
+//! or removed from the journal before it was in files) is counted and
+//! logged, never skipped silently.
 
+mod start;
 mod state;
 
 use std::collections::BTreeMap;
@@ -34,6 +43,10 @@ pub use state::{StoredKey, TrackerState};
 
 /// The journal consumer name of the transfer.
 pub const CONSUMER: &str = "transfer";
+
+/// How long journal marks are kept: longer than the journal itself (7 days
+/// by default), so every period a tracker may begin at has one.
+const MARKS_KEPT_SECS: i64 = 8 * 86_400;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
@@ -134,6 +147,10 @@ pub struct Transfer {
     region_of: RegionOf,
     /// Writes that failed since the last [`Transfer::take_failed_writes`].
     failed_writes: AtomicU64,
+    /// Traces passed over since the last [`Transfer::take_skipped`].
+    skipped: AtomicU64,
+    /// When (Unix seconds) the last journal mark was written.
+    marked_at: parking_lot::Mutex<i64>,
 }
 
 /// Why a period could not be written.
@@ -170,6 +187,8 @@ impl Transfer {
             settings,
             region_of,
             failed_writes: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            marked_at: parking_lot::Mutex::new(i64::MIN),
         };
         if t.state.keys()?.is_empty() {
             rotate_digest_key(&t.state, now_secs)?;
@@ -185,6 +204,41 @@ impl Transfer {
     /// How many writes failed since the last call (for a counter metric).
     pub fn take_failed_writes(&self) -> u64 {
         self.failed_writes.swap(0, Ordering::Relaxed)
+    }
+
+    /// How many traces a tracker should have archived were passed over
+    /// since the last call (for a counter metric; there should be none).
+    pub fn take_skipped(&self) -> u64 {
+        self.skipped.swap(0, Ordering::Relaxed)
+    }
+
+    fn skip(&self, t: &Tracker, count: u64, why: &str) {
+        self.skipped.fetch_add(count, Ordering::Relaxed);
+        tracing::error!(
+            tracker = %t.tracker_name,
+            project = %t.project_id,
+            count,
+            why,
+            "traces passed over: they are in no trace file"
+        );
+    }
+
+    /// Marks the journal for the next period start: nothing recorded from
+    /// then on is at or below the sequence number durable now. Written a
+    /// few times per period, so a search from it reads little.
+    fn mark_journal(&self, now: i64) -> Result<(), TransferError> {
+        let p = self.settings.period_secs;
+        let mut marked_at = self.marked_at.lock();
+        if now < marked_at.saturating_add((p / 10).max(1)) {
+            return Ok(());
+        }
+        // `now` was read a moment before the sequence number is: a start
+        // closer than that moment is left to the next mark.
+        let start = (now + 2).div_euclid(p) * p + p;
+        let seq = self.journal.stats().journal_seq;
+        self.state.mark_journal(start, seq, now - MARKS_KEPT_SECS)?;
+        *marked_at = now;
+        Ok(())
     }
 
     /// The public halves of the keys valid at some point of `[from, to]`.
@@ -253,63 +307,84 @@ impl Transfer {
 
     /// One pass: every due period and digest of every transferring tracker.
     pub async fn run_once(&self, now_secs: i64) -> Result<(), TransferError> {
+        self.mark_journal(now_secs)?;
         let trackers = self.trackers.all()?;
         let known = self.state.all()?;
-        for (id, s) in &known {
-            let tracker = trackers.iter().find(|t| &t.id == id);
-            if tracker.is_some_and(transfers) {
-                continue;
-            }
-            // Turned off (disabled, or its bucket removed): each chain ends
-            // with an ending digest, if the bucket still takes it. A deleted
-            // tracker's chains stay open: there is nothing left to write with.
-            if let Some(t) =
-                tracker.filter(|t| !s.chains.is_empty() && !t.obs_info.bucket_name.is_empty())
-            {
-                let mut s = s.clone();
-                let end = s.next_period;
-                if let Err(Failed::Fatal(e)) = self.write_digests(t, &mut s, end, true).await {
-                    return Err(e);
+        for (id, _) in &known {
+            match trackers.iter().find(|t| &t.id == id) {
+                Some(t) if t.transfers() => {}
+                // Disabled: what it recorded while enabled is still written
+                // (`wind_down`), then each chain ends.
+                Some(t) if !t.obs_info.bucket_name.is_empty() => {
+                    self.run_tracker(t, now_secs).await?;
                 }
+                // Deleted, or its bucket removed: nothing left to write
+                // with; the chains stay open.
+                _ => self.state.forget(id)?,
             }
-            self.state.forget(id)?;
         }
-        for t in trackers.iter().filter(|t| transfers(t)) {
+        for t in trackers.iter().filter(|t| t.transfers()) {
             self.run_tracker(t, now_secs).await?;
         }
         self.hold()
     }
 
+    /// The state of a tracker that begins to transfer: its first period is
+    /// the one holding `transfer_since` (trackers from before it existed:
+    /// now), read from the period's start on.
+    async fn begin(&self, t: &Tracker, now: i64) -> Result<TrackerState, TransferError> {
+        let p = self.settings.period_secs;
+        let since = t.transfer_since.map_or(now, |ms| ms.div_euclid(1000));
+        let start = since.div_euclid(p) * p;
+        let from = self.state.journal_mark(start)?.unwrap_or(0);
+        let (journal, batch) = (Arc::clone(&self.journal), self.settings.batch);
+        let cursor = tokio::task::spawn_blocking(move || {
+            start::start_cursor(journal.as_ref(), from, start * 1000, batch)
+        })
+        .await
+        .map_err(|e| TransferError::State(format!("journal reader: {e}")))??;
+        let s = TrackerState {
+            project_id: t.project_id.clone(),
+            tracker_name: t.tracker_name.clone(),
+            cursor,
+            next_period: start,
+            digest_start: start,
+            pending: BTreeMap::new(),
+            chains: BTreeMap::new(),
+            failures: 0,
+            retry_at: 0,
+            until: None,
+        };
+        self.state.save(&t.id, &s)?;
+        Ok(s)
+    }
+
+    /// Writes what is due for `t`. A disabled tracker winds down: the
+    /// periods up to the one it was found disabled in are written (it
+    /// recorded nothing after), each chain ends, and its state goes.
     async fn run_tracker(&self, t: &Tracker, now: i64) -> Result<(), TransferError> {
         let p = self.settings.period_secs;
         let mut s = match self.state.tracker(&t.id)? {
             Some(s) => s,
-            None => {
-                // From now on: what was recorded before the bucket was set
-                // is not the transfer's.
-                let start = now.div_euclid(p) * p;
-                let s = TrackerState {
-                    project_id: t.project_id.clone(),
-                    tracker_name: t.tracker_name.clone(),
-                    cursor: self.journal.stats().journal_seq,
-                    next_period: start,
-                    digest_start: start,
-                    pending: BTreeMap::new(),
-                    chains: BTreeMap::new(),
-                    failures: 0,
-                    retry_at: 0,
-                };
-                self.state.save(&t.id, &s)?;
-                s
-            }
+            None => self.begin(t, now).await?,
         };
+        let on = t.transfers();
+        let until = (!on).then(|| s.until.unwrap_or(now.div_euclid(p) * p + p));
+        if s.until != until {
+            s.until = until;
+            self.state.save(&t.id, &s)?;
+        }
         if now < s.retry_at {
             return Ok(());
         }
         let outcome = self.catch_up(t, &mut s, now).await;
         match outcome {
+            Ok(()) if s.until.is_some_and(|u| s.next_period >= u) => {
+                self.state.forget(&t.id)?;
+                Ok(())
+            }
             Ok(()) => {
-                if s.failures > 0 || matches!(t.status, TrackerStatus::Error(_)) {
+                if on && (s.failures > 0 || matches!(t.status, TrackerStatus::Error(_))) {
                     s.failures = 0;
                     s.retry_at = 0;
                     self.state.save(&t.id, &s)?;
@@ -340,7 +415,7 @@ impl Transfer {
                     WriteFailure::PolicyError => Some(ErrorDetail::BucketPolicyError),
                     WriteFailure::Other => None,
                 };
-                if let Some(detail) = detail {
+                if let Some(detail) = detail.filter(|_| on) {
                     if t.status != TrackerStatus::Error(detail) {
                         self.trackers.set_status(
                             &t.project_id,
@@ -364,7 +439,7 @@ impl Transfer {
                 self.storage.create_bucket(bucket).await.map_err(write)?;
             }
         }
-        while s.next_period + p + g <= now {
+        while s.next_period + p + g <= now && s.until.is_none_or(|u| s.next_period < u) {
             let period = Period {
                 start: s.next_period,
                 end: s.next_period + p,
@@ -374,7 +449,13 @@ impl Transfer {
             self.state.save(&t.id, s)?;
         }
         let dp = self.settings.digest_period_secs;
-        if t.is_support_validate {
+        if s.until.is_some_and(|u| s.next_period >= u) {
+            // Wound down: each chain ends here.
+            if !s.chains.is_empty() || !s.pending.is_empty() {
+                let end = s.next_period;
+                self.write_digests(t, s, end, true).await?;
+            }
+        } else if t.is_support_validate {
             while s.digest_start + dp <= s.next_period {
                 let end = s.digest_start + dp;
                 self.write_digests(t, s, end, false).await?;
@@ -446,11 +527,22 @@ impl Transfer {
         'read: loop {
             // Reading decompresses frames: off the async workers.
             let (journal, batch_size) = (Arc::clone(&self.journal), self.settings.batch);
-            let batch =
+            let read =
                 tokio::task::spawn_blocking(move || journal.read_journal(cursor, batch_size))
                     .await
-                    .map_err(|e| TransferError::State(format!("journal reader: {e}")))?
-                    .map_err(TransferError::from)?;
+                    .map_err(|e| TransferError::State(format!("journal reader: {e}")))?;
+            let batch = match read {
+                Err(StoreError::JournalGone { oldest_seq, .. }) => {
+                    self.skip(
+                        t,
+                        oldest_seq - 1 - cursor,
+                        "journal entries (of any project) removed before they were in files",
+                    );
+                    cursor = oldest_seq - 1;
+                    continue;
+                }
+                read => read.map_err(TransferError::from)?,
+            };
             if batch.entries.is_empty() {
                 break;
             }
@@ -461,7 +553,11 @@ impl Transfer {
                     Ok(meta) if belongs(t, &meta) => {
                         Some(if by_service { meta.service_type } else { "" }.to_string())
                     }
-                    _ => None,
+                    Ok(_) => None,
+                    Err(_) => {
+                        self.skip(t, 1, "a stored trace that does not read");
+                        None
+                    }
                 };
                 cursor = entry.seq;
                 let Some(chain) = route else {
@@ -607,11 +703,6 @@ struct Part {
 
 fn write(e: cts_archive::StoreError) -> Failed {
     Failed::Write(WriteError::from(e))
-}
-
-/// Whether `t` writes files at all: a bucket, and recording.
-fn transfers(t: &Tracker) -> bool {
-    !t.obs_info.bucket_name.is_empty() && t.status != TrackerStatus::Disabled
 }
 
 /// Whether a trace goes to `t`'s files.

@@ -1,7 +1,13 @@
 //! The durable state of the transfer (`DATA_DIR/transfer/transfer.db`):
 //! per tracker, the journal cursor up to which its traces are in files, the
 //! next period to write, the trace files not yet in a digest and the last
-//! digest of each chain; and the digest signing keys.
+//! digest of each chain; the digest signing keys; and journal marks.
+//!
+//! A journal mark `(period start, seq)` says: no trace recorded at or after
+//! the period start has a sequence number at or below `seq` (it is the
+//! durable sequence number read before that start). A consumer that begins
+//! at a period (a tracker that gained a bucket in it) searches its first
+//! trace forward from the mark instead of from the journal's beginning.
 //!
 //! A period's files are uploaded first and its state is committed after, in
 //! one transaction: a crash in between redoes the period, which writes the
@@ -22,6 +28,10 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS trackers (
     tracker_id TEXT PRIMARY KEY,
     body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS journal_marks (
+    period_start INTEGER PRIMARY KEY,
+    seq INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS signing_keys (
     fingerprint TEXT PRIMARY KEY,
@@ -53,6 +63,10 @@ pub struct TrackerState {
     pub failures: u32,
     /// Unix seconds before which no attempt is made.
     pub retry_at: i64,
+    /// Set when the tracker was found disabled: the end of the last period
+    /// to write (it recorded nothing after), then the chains end.
+    #[serde(default)]
+    pub until: Option<i64>,
 }
 
 /// A digest signing key as stored.
@@ -147,6 +161,45 @@ impl State {
             .execute("DELETE FROM trackers WHERE tracker_id = ?1", [tracker_id])
             .map_err(db)?;
         Ok(())
+    }
+
+    /// Records that no trace recorded at or after `period_start` is at or
+    /// below `seq`, and forgets marks older than `keep_from`.
+    pub fn mark_journal(
+        &self,
+        period_start: i64,
+        seq: u64,
+        keep_from: i64,
+    ) -> Result<(), TransferError> {
+        let conn = self.conn.lock();
+        conn.execute(
+            "INSERT INTO journal_marks (period_start, seq) VALUES (?1, ?2) \
+             ON CONFLICT (period_start) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+            params![period_start, seq as i64],
+        )
+        .map_err(db)?;
+        conn.execute(
+            "DELETE FROM journal_marks WHERE period_start < ?1",
+            [keep_from],
+        )
+        .map_err(db)?;
+        Ok(())
+    }
+
+    /// The best mark for traces recorded at or after `at`: that of the
+    /// latest period start at or before it.
+    pub fn journal_mark(&self, at: i64) -> Result<Option<u64>, TransferError> {
+        self.conn
+            .lock()
+            .query_row(
+                "SELECT seq FROM journal_marks WHERE period_start <= ?1 \
+                 ORDER BY period_start DESC LIMIT 1",
+                [at],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|seq| seq.map(|s| s as u64))
+            .map_err(db)
     }
 
     pub fn keys(&self) -> Result<Vec<StoredKey>, TransferError> {

@@ -82,10 +82,11 @@ fn record(w: &World, project: &str, service: &str, n: usize, at_secs: i64) {
         .unwrap();
 }
 
-fn tracker(w: &World, project: &str, body: Value) {
+/// Creates a tracker at `at_secs`.
+fn tracker(w: &World, project: &str, at_secs: i64, body: Value) {
     let spec = parse_v3_create(&serde_json::to_vec(&body).unwrap()).unwrap();
     w.trackers
-        .create(project, "d1", &spec, 0, &|_| false)
+        .create(project, "d1", &spec, at_secs * 1000, &|_| false)
         .unwrap();
 }
 
@@ -137,6 +138,7 @@ async fn periods_become_files_and_digests_verify() {
     tracker(
         &w,
         "p1",
+        t0,
         json!({"tracker_type": "system", "tracker_name": "system",
         "obs_info": {"bucket_name": "archive", "file_prefix_name": "audit", "is_obs_created": true},
         "is_support_validate": true}),
@@ -187,7 +189,9 @@ async fn periods_become_files_and_digests_verify() {
     w.trackers
         .set_status("p1", "system", TrackerStatus::Disabled)
         .unwrap();
+    // Not before the periods it recorded in are written.
     w.transfer.run_once(t0 + 4 * P).await.unwrap();
+    w.transfer.run_once(t0 + 6 * P).await.unwrap();
     let endings = walk(&w.obs.join("archive"))
         .into_iter()
         .filter(|p| {
@@ -209,6 +213,7 @@ async fn a_missing_bucket_waits_and_recovers_without_loss() {
     tracker(
         &w,
         "p1",
+        t0,
         json!({"tracker_type": "system", "tracker_name": "system",
         "obs_info": {"bucket_name": "later", "is_obs_created": false}}),
     );
@@ -254,6 +259,7 @@ async fn a_bucket_name_no_store_takes_is_an_error_with_detail() {
     tracker(
         &w,
         "p1",
+        t0,
         json!({"tracker_type": "system", "tracker_name": "system",
         "obs_info": {"bucket_name": "archive", "is_obs_created": true}}),
     );
@@ -272,4 +278,77 @@ async fn a_bucket_name_no_store_takes_is_an_error_with_detail() {
         t.status,
         TrackerStatus::Error(cts_tracker::ErrorDetail::NoBucket)
     );
+}
+
+/// Issue 11.1 and 11.2: a tracker that gains a bucket mid-period archives
+/// that period from its start, traces journaled before the change included
+/// (the reference: a bucket set at 12:02 gets the traces from 12:00), and
+/// its backlog counts them before the transfer has written anything.
+#[tokio::test]
+async fn the_first_period_is_read_from_its_start() {
+    let t0 = 1_800_000_000;
+    let w = world(t0);
+    // The transfer runs before the period (it marks the journal).
+    w.transfer.run_once(t0 - 5).await.unwrap();
+    record(&w, "p1", "ECS", 2, t0 - 3); // the period before: not this tracker's
+    record(&w, "p1", "ECS", 5, t0 + 1); // this period, before the change
+    record(&w, "p2", "ECS", 3, t0 + 1);
+    tracker(
+        &w,
+        "p1",
+        t0 + 2,
+        json!({"tracker_type": "system", "tracker_name": "system",
+        "obs_info": {"bucket_name": "archive", "is_obs_created": true}}),
+    );
+    record(&w, "p1", "ECS", 4, t0 + 2); // right after the change
+    w.transfer.run_once(t0 + 3).await.unwrap();
+    let durable = w.journal.stats().journal_seq;
+    let progress = w.transfer.progress(t0 + 3, durable).unwrap();
+    assert_eq!(progress[0].backlog, 12, "{progress:?}");
+    w.transfer.run_once(t0 + P + 2).await.unwrap();
+    let f = files(&w, "archive");
+    let ids: Vec<&String> = f.iter().flat_map(|(_, ids)| ids).collect();
+    assert_eq!(ids.len(), 9, "{f:?}");
+    assert_eq!(
+        ids.iter().collect::<std::collections::HashSet<_>>().len(),
+        9
+    );
+    let durable = w.journal.stats().journal_seq;
+    assert_eq!(
+        w.transfer.progress(t0 + P + 2, durable).unwrap()[0].backlog,
+        0
+    );
+    assert_eq!(w.transfer.take_skipped(), 0);
+}
+
+/// A tracker disabled mid-period still archives what it recorded while
+/// enabled, then ends its chains.
+#[tokio::test]
+async fn a_disabled_tracker_writes_what_it_recorded() {
+    let t0 = 1_800_000_000;
+    let w = world(t0);
+    w.transfer.run_once(t0 - 5).await.unwrap();
+    tracker(
+        &w,
+        "p1",
+        t0 + 1,
+        json!({"tracker_type": "system", "tracker_name": "system",
+        "obs_info": {"bucket_name": "archive", "is_obs_created": true},
+        "is_support_validate": true}),
+    );
+    record(&w, "p1", "ECS", 6, t0 + 2);
+    w.transfer.run_once(t0 + 3).await.unwrap();
+    w.trackers
+        .set_status("p1", "system", TrackerStatus::Disabled)
+        .unwrap();
+    w.transfer.run_once(t0 + 4).await.unwrap();
+    w.transfer.run_once(t0 + P + 2).await.unwrap();
+    let f = files(&w, "archive");
+    assert_eq!(
+        f.iter().map(|(_, ids)| ids.len()).sum::<usize>(),
+        6,
+        "{f:?}"
+    );
+    let durable = w.journal.stats().journal_seq;
+    assert!(w.transfer.progress(t0 + P + 2, durable).unwrap().is_empty());
 }

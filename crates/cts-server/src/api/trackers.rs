@@ -148,9 +148,12 @@ impl Call {
         })
         .await?;
         let project = project_id.to_string();
+        // Before the trace is recorded: a tracker that begins to transfer
+        // with this change has the change's own trace in its first period.
+        let at = now_ms();
         let update = blocking(&self.state.trackers, move |s| {
             let keys = key_ids(s, &project)?;
-            s.update(&project, &spec, &|id| keys.iter().any(|k| k == id))
+            s.update(&project, &spec, at, &|id| keys.iter().any(|k| k == id))
         });
         // No such tracker: the update fails and changes nothing.
         let Some(before) = current.first() else {

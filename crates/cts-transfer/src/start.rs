@@ -1,0 +1,50 @@
+//! Where a journal consumer begins when it begins at a period: the cursor
+//! before the first trace recorded at or after the period's start, so that
+//! every trace of the period from its start on is the consumer's, even the
+//! ones journaled before the consumer was set up.
+//!
+//! The search runs forward from a journal mark (`state`), which lies at or
+//! before every such trace; it reads at most the traces since the mark.
+//! The rule is the one that ends a period (the first trace recorded at or
+//! after its end): a trace a little out of time order near the start falls
+//! on the same side as it would at a period end, once.
+
+use cts_store::{StoreError, TraceStore};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct RecordTime {
+    record_time: i64,
+}
+
+/// The cursor (last sequence number before the first trace recorded at or
+/// after `start_ms`), searched from `from`. Traces retention removed are
+/// passed over: they are days older than any period a consumer begins at.
+/// Blocking.
+pub(crate) fn start_cursor(
+    journal: &dyn TraceStore,
+    from: u64,
+    start_ms: i64,
+    batch: usize,
+) -> Result<u64, StoreError> {
+    let mut cursor = from;
+    loop {
+        let read = match journal.read_journal(cursor, batch) {
+            Err(StoreError::JournalGone { oldest_seq, .. }) => {
+                cursor = oldest_seq - 1;
+                continue;
+            }
+            read => read?,
+        };
+        if read.entries.is_empty() {
+            return Ok(cursor);
+        }
+        for entry in read.entries {
+            let recorded = serde_json::from_slice::<RecordTime>(&entry.doc).map(|t| t.record_time);
+            if recorded.is_ok_and(|t| t >= start_ms) {
+                return Ok(entry.seq - 1);
+            }
+            cursor = entry.seq;
+        }
+    }
+}
