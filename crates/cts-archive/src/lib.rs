@@ -37,5 +37,6 @@ pub use store::{
 };
 pub use time::{format_file_time, parse_file_time};
 pub use verify::{
-    verify_tracker, Finding, PublicKeyInfo, PublicKeySet, VerifyError, VerifyOptions, VerifyReport,
+    gap_text, verify_tracker, Finding, PublicKeyInfo, PublicKeySet, VerifyError, VerifyOptions,
+    VerifyReport,
 };

@@ -22,12 +22,15 @@
 //!    under a key no digest lists, or under another listed key, are
 //!    reported as a move.
 //! 4. Trace files of the tracker that no digest lists are added files when
-//!    their time lies in the span the chain covers, part of a missing
-//!    digest's finding when it lies in a gap, and "pending" (not a
-//!    finding) when it is after the newest digest: their digest is not
-//!    written yet. Before a file is called added, the validly signed
-//!    digests after the range are searched for it: a file uploaded late
-//!    (after a bucket outage) is listed by the digest of its upload.
+//!    their time lies in the span the chain covers, and part of a missing
+//!    digest's finding when it lies in a gap. After the newest digest of
+//!    their chain, or in a chain without digests, they are "pending" (not
+//!    a finding) while their digest is not due yet
+//!    ([`VerifyOptions::digest_due_secs`] after the file's time, counted
+//!    back from the range end), and in a gap once it is. Before a file is
+//!    called added, the validly signed digests after the range are
+//!    searched for it: a file uploaded late (after a bucket outage) is
+//!    listed by the digest of its upload.
 //!
 //! Everything of the region prefix is listed once and filtered by the
 //! tracker's path, so the range costs downloads, not listings.
@@ -119,10 +122,13 @@ impl PublicKeySet {
 
     /// The key with this fingerprint, if it was valid at `at`.
     fn key_at(&self, fingerprint: &str, at: i64) -> Result<&VerifyingKey, String> {
-        let (key, from, to) = self
-            .keys
-            .get(fingerprint)
-            .ok_or_else(|| format!("signed with unknown key {fingerprint}"))?;
+        let (key, from, to) = self.keys.get(fingerprint).ok_or_else(|| {
+            format!(
+                "signed with unknown key {fingerprint}: the public keys file may be older \
+                     than the signing key (keys rotate); fetch GET \
+                     /v3/{{project_id}}/digest-public-keys again"
+            )
+        })?;
         if from.is_some_and(|f| at < f) || to.is_some_and(|t| at > t) {
             return Err(format!(
                 "key {fingerprint} was not valid at {}",
@@ -141,11 +147,39 @@ pub struct VerifyOptions {
     /// Digests ending at or before this Unix second (default: all). With
     /// it, a chain whose newest digest is older than two digest periods
     /// before `to`, and not an ending digest, is reported as missing its
-    /// newest digests.
+    /// newest digests, and a trace file no digest lists is pending or in a
+    /// gap by whether its digest was due at `to`. Without it, such files
+    /// after a chain's newest digest are pending, and those of a chain
+    /// without digests are in a gap.
     pub to: Option<i64>,
     /// How long a digest normally covers (`transfer.digest_period`): for
     /// estimating how many digests a gap is missing.
     pub digest_period_secs: i64,
+}
+
+/// How late a digest may be written after its window ends, at most: the
+/// transfer's grace, retries after a failed write, a slow pass.
+const DIGEST_LATENESS_SECS: i64 = 300;
+
+impl VerifyOptions {
+    /// How long after a trace file's time the digest listing it is due: it
+    /// ends within one digest period of the file (the window holding it),
+    /// and is written once that window is over, allowing for lateness (at
+    /// most one period).
+    pub fn digest_due_secs(&self) -> i64 {
+        self.digest_period_secs + self.digest_lateness_secs()
+    }
+
+    /// How late a digest may be written after its window ends.
+    pub fn digest_lateness_secs(&self) -> i64 {
+        self.digest_period_secs.min(DIGEST_LATENESS_SECS)
+    }
+
+    /// Whether the digest of a trace file of `time` should exist by the
+    /// range end (without one: cannot tell, `None`).
+    fn digest_due(&self, time: i64) -> Option<bool> {
+        self.to.map(|to| time + self.digest_due_secs() <= to)
+    }
 }
 
 impl Default for VerifyOptions {
@@ -229,9 +263,8 @@ impl std::fmt::Display for Finding {
                 }
                 write!(
                     f,
-                    "about {estimated_count} between {} and {}",
-                    gap_start.as_deref().unwrap_or("?"),
-                    gap_end.as_deref().unwrap_or("?")
+                    "about {estimated_count} {}",
+                    gap_text(gap_start.as_deref(), gap_end.as_deref())
                 )?;
                 if !unverified_files.is_empty() {
                     write!(f, "; {} trace files unverifiable", unverified_files.len())?;
@@ -252,6 +285,18 @@ impl std::fmt::Display for Finding {
             ),
             Self::ChainBroken { key, reason } => write!(f, "chain broken at {key}: {reason}"),
         }
+    }
+}
+
+/// Where a gap of a chain lies, in words: `between A and B`, or what is
+/// known of it when a bound is missing (a chain's first or newest digests).
+pub fn gap_text(start: Option<&str>, end: Option<&str>) -> String {
+    match (start, end) {
+        (Some(s), Some(e)) if s != e => format!("between {s} and {e}"),
+        (Some(s), Some(_)) => format!("at {s}"),
+        (Some(s), None) => format!("after {s}"),
+        (None, Some(e)) => format!("before {e}"),
+        (None, None) => "at an unknown time".to_string(),
     }
 }
 
@@ -583,6 +628,8 @@ pub async fn verify_tracker(
 
     // 4. Unlisted files: added, in a gap, or pending.
     let mut uncovered: BTreeMap<Option<String>, Vec<&Parsed>> = BTreeMap::new();
+    // After the newest digest of their chain, which should exist by now.
+    let mut overdue: BTreeMap<Option<String>, Vec<&Parsed>> = BTreeMap::new();
     let mut added: Vec<&Parsed> = Vec::new();
     for o in unlisted {
         let gap = gaps
@@ -597,13 +644,22 @@ pub async fn verify_tracker(
             }
             continue;
         }
-        let span = chains
+        let due = options.digest_due(o.time);
+        match chains
             .get(&o.chain)
-            .and_then(|l| Some((l.first()?.start, l.last()?.end)));
-        match span {
-            Some((_, last)) if o.time > last => report.pending_files.push(o.key.clone()),
-            Some((first, _)) if o.time > first => added.push(o),
+            .and_then(|l| Some((l.first()?, l.last()?)))
+        {
+            // After an ending digest no digest is to come.
+            Some((_, last)) if o.time > last.end && !last.d.digest_end && due == Some(true) => {
+                overdue.entry(o.chain.clone()).or_default().push(o)
+            }
+            Some((_, last)) if o.time > last.end => report.pending_files.push(o.key.clone()),
+            Some((first, _)) if o.time > first.start => added.push(o),
             Some(_) => {} // Before the range: an earlier digest's business.
+            // A new chain's first digest is not due yet.
+            None if in_range(o.time) && due == Some(false) => {
+                report.pending_files.push(o.key.clone())
+            }
             None if in_range(o.time) => uncovered.entry(o.chain.clone()).or_default().push(o),
             None => {}
         }
@@ -632,18 +688,38 @@ pub async fn verify_tracker(
             .into_iter()
             .map(|o| Finding::FileAdded { key: o.key.clone() }),
     );
+    let period = options.digest_period_secs;
+    // The digests after the newest one, up to the window of the newest
+    // overdue file (windows follow each other from the newest digest's end).
+    for (chain, files) in overdue {
+        let last = chains[&chain].last().expect("a chain with digests");
+        let newest = files.iter().map(|o| o.time).max().unwrap_or(last.end);
+        let count = (newest - last.end + period - 1)
+            .div_euclid(period.max(1))
+            .max(1);
+        report.findings.push(Finding::DigestMissing {
+            key: None,
+            previous: Some(last.read.parsed.key.clone()),
+            next: None,
+            gap_start: Some(format_file_time(last.end)),
+            gap_end: Some(format_file_time(last.end + count * period)),
+            estimated_count: count,
+            unverified_files: files.into_iter().map(|o| o.key.clone()).collect(),
+        });
+    }
     // Files in range of a chain without a single digest: nothing vouches
-    // for them (validation off, or every digest deleted).
+    // for them (validation off, or every digest deleted). The digests that
+    // would list them cover windows of one period holding their times.
     for files in uncovered.into_values() {
-        let first = files.iter().map(|o| o.time).min();
-        let last = files.iter().map(|o| o.time).max();
+        let first = files.iter().map(|o| o.time).min().unwrap_or_default();
+        let last = files.iter().map(|o| o.time).max().unwrap_or_default();
         report.findings.push(Finding::DigestMissing {
             key: None,
             previous: None,
             next: None,
-            gap_start: first.map(format_file_time),
-            gap_end: last.map(format_file_time),
-            estimated_count: 1,
+            gap_start: Some(format_file_time(first - period)),
+            gap_end: Some(format_file_time(last + period)),
+            estimated_count: (last - first).div_euclid(period.max(1)) + 1,
             unverified_files: files.into_iter().map(|o| o.key.clone()).collect(),
         });
     }

@@ -26,9 +26,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use cts_archive::{
-    format_file_time, open_trace_file, parse_object_name, verify_tracker, AgeIdentity, Finding,
-    ObjectName, ObjectStorage, PublicKeySet, S3Config, StorageConfig, StoreError, TrackerPath,
-    VerifyOptions, VerifyReport,
+    format_file_time, gap_text, open_trace_file, parse_object_name, verify_tracker, AgeIdentity,
+    Finding, ObjectName, ObjectStorage, PublicKeySet, S3Config, StorageConfig, StoreError,
+    TrackerPath, VerifyOptions, VerifyReport,
 };
 use serde::Serialize;
 use serde_json::{json, value::RawValue, Value};
@@ -208,7 +208,12 @@ pub fn run(args: &VerifyArgs, project: Option<&str>, output: Output) -> Result<E
             .context("verification failed")?;
 
         let mut extra = Vec::new();
-        if report.digests_checked == 0 {
+        // Digest windows follow each other, so a digest ends in any range of
+        // one period that is over (allowing for lateness); a tracker whose
+        // first digests are not due yet has pending files instead.
+        let settled = to.min(now.div_euclid(1000) - options.digest_lateness_secs());
+        let digest_due = from.is_none_or(|f| settled - f >= digest_period);
+        if report.digests_checked == 0 && report.pending_files.is_empty() && digest_due {
             extra.push(Extra::NoDigest {
                 from: from.map_or_else(|| "the beginning".to_string(), format_file_time),
                 to: format_file_time(to),
@@ -597,7 +602,7 @@ impl Summary<'_> {
                 if pending > 0 {
                     writeln!(
                         out,
-                        "{pending} trace files are newer than the newest digest: not covered yet (--output json lists them)"
+                        "{pending} trace files pending: their digest is not due yet (--output json lists them)"
                     )?;
                 }
             }
@@ -644,9 +649,8 @@ fn finding_row(f: &Finding) -> [String; 3] {
             unverified_files,
         } => {
             let mut detail = format!(
-                "about {estimated_count} missing between {} and {}",
-                gap_start.as_deref().unwrap_or("?"),
-                gap_end.as_deref().unwrap_or("?")
+                "about {estimated_count} missing {}",
+                gap_text(gap_start.as_deref(), gap_end.as_deref())
             );
             if let Some(p) = previous {
                 detail.push_str(&format!("; after {p}"));

@@ -380,7 +380,8 @@ fn a_clean_archive_verifies() {
     );
     assert_eq!(r["files_decrypted"], 2);
 
-    // A trace file newer than the newest digest: pending, not a finding.
+    // A trace file newer than the newest digest: pending, not a finding,
+    // while its digest is not due (one period and some lateness after it).
     let late = build_trace_files(
         &tracker_path(),
         PROJECT,
@@ -396,10 +397,29 @@ fn a_clean_archive_verifies() {
     let late_file = a.object(&late[0].key);
     std::fs::create_dir_all(late_file.parent().unwrap()).unwrap();
     std::fs::write(&late_file, &late[0].body).unwrap();
-    let r = report(&verify_local(&a, &["--output", "json"]), 0);
+    let soon = ["--to", "2025-01-01T07:00:00Z"];
+    let r = report(
+        &verify_local(&a, &["--output", "json", soon[0], soon[1]]),
+        0,
+    );
     assert_eq!(r["pending_files"], json!([late[0].key]));
-    let out = verify_local(&a, &[]);
-    assert!(stdout(&out).contains("1 trace files are newer than the newest digest"));
+    let out = verify_local(&a, &soon);
+    assert_eq!(code(&out), 0);
+    assert!(
+        stdout(&out).contains("1 trace files pending"),
+        "{}",
+        stdout(&out)
+    );
+    // Once it is due, the digest that should list it is missing: the gap
+    // is the window after the newest digest.
+    let due = ["--output", "json", "--to", "2025-01-01T08:00:00Z"];
+    let r = report(&verify_local(&a, &due), 1);
+    assert_eq!(findings(&r), [("digest_missing".into(), "-".into())]);
+    let f = &r["findings"][0];
+    assert_eq!(f["previous"], a.digests[5].key.as_str());
+    assert_eq!(f["gap_start"], "2025-01-01T06-00-00Z");
+    assert_eq!(f["gap_end"], "2025-01-01T07-00-00Z");
+    assert_eq!(f["unverified_files"], json!([late[0].key]));
 }
 
 #[test]
@@ -605,7 +625,14 @@ fn signatures_need_the_right_public_key() {
         .filter(|f| f["finding"] == "digest_bad_signature")
         .collect();
     assert_eq!(bad.len(), 6, "{r:#}");
-    assert!(bad[0]["reason"].as_str().unwrap().contains("unknown key"));
+    let reason = bad[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("unknown key"), "{reason}");
+    // Keys rotate: the likely cause, and the cure.
+    assert!(
+        reason.contains("may be older than the signing key")
+            && reason.contains("/digest-public-keys"),
+        "{reason}"
+    );
 
     // A digest re-signed by another key that claims to be the real one.
     let a = local_archive(Variant::default());
@@ -1000,4 +1027,71 @@ fn an_s3_bucket_verifies_with_the_cts_obs_settings() {
         .unwrap();
     assert_eq!(code(&out), 2, "{}", stdout(&out));
     assert!(stderr(&out).contains("no bucket"), "{}", stderr(&out));
+}
+
+/// Writes one trace file of `service` for the period ending at `end` into
+/// the local archive.
+fn put_trace_file(a: &Archive, service: &str, end: i64) -> String {
+    let period = Period {
+        start: end - 600,
+        end,
+    };
+    let files = build_trace_files(
+        &tracker_path(),
+        PROJECT,
+        Some(service),
+        period,
+        &["{}"],
+        &TraceFileOptions::default(),
+    )
+    .unwrap();
+    let file = a.object(&files[0].key);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, &files[0].body).unwrap();
+    files[0].key.clone()
+}
+
+#[test]
+fn new_chains_and_trackers_are_pending_until_their_first_digest_is_due() {
+    // A new service: its chain has no digest yet.
+    let a = local_archive(Variant::default());
+    let new = put_trace_file(&a, "RDS", T0 + HOURS * HOUR - 600);
+    let r = report(&verify_local(&a, &["--output", "json"]), 0);
+    assert_eq!(r["pending_files"], json!([new]));
+    assert_eq!(r["findings"], json!([]));
+    // An hour and more later, the digest is overdue: a gap around the file,
+    // not one instant named twice.
+    let out = verify_local(&a, &["--output", "json", "--to", "2025-01-01T07:00:00Z"]);
+    let r = report(&out, 1);
+    assert_eq!(findings(&r), [("digest_missing".into(), "-".into())]);
+    let f = &r["findings"][0];
+    assert_eq!(f["unverified_files"], json!([new]));
+    assert_eq!(f["gap_start"], "2025-01-01T04-50-00Z");
+    assert_eq!(f["gap_end"], "2025-01-01T06-50-00Z");
+    let out = verify_local(&a, &["--to", "2025-01-01T07:00:00Z"]);
+    assert!(
+        stdout(&out).contains("between 2025-01-01T04-50-00Z and 2025-01-01T06-50-00Z"),
+        "{}",
+        stdout(&out)
+    );
+
+    // A new tracker: files, no digest at all yet.
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = Archive {
+        dir: Some(dir),
+        digests: Vec::new(),
+        files: Vec::new(),
+        keys: a.keys.clone(),
+        identity: a.identity.clone(),
+        work: tempfile::tempdir().unwrap(),
+    };
+    let first = put_trace_file(&fresh, "ECS", T0 + 600);
+    let young = ["--output", "json", "--to", "2025-01-01T00:30:00Z"];
+    let r = report(&verify_local(&fresh, &young), 0);
+    assert_eq!(r["pending_files"], json!([first]));
+    assert_eq!(r["findings"], json!([]));
+    // Its first digest overdue: a finding.
+    let late = ["--output", "json", "--to", "2025-01-01T02:00:00Z"];
+    let r = report(&verify_local(&fresh, &late), 1);
+    assert_eq!(findings(&r)[0].0, "digest_missing");
 }
