@@ -116,6 +116,12 @@ CREATE TABLE IF NOT EXISTS tokens (
 );
 CREATE INDEX IF NOT EXISTS tokens_expiry ON tokens(expires_at);
 CREATE INDEX IF NOT EXISTS tokens_user ON tokens(user_id);
+CREATE TABLE IF NOT EXISTS login_lockouts (
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    source TEXT NOT NULL,
+    locked_until INTEGER NOT NULL,
+    PRIMARY KEY (user_id, source)
+) WITHOUT ROWID;
 ";
 
 /// The identity store. Share it as `Arc<IdentityStore>`: it is `Send + Sync`

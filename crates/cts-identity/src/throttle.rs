@@ -66,8 +66,9 @@ impl LoginThrottle {
 
     /// Counts a failed login; the `max_failures`-th failure within the
     /// window locks the key out for `window`. A failure during a lockout
-    /// (callers normally refuse before trying) extends it.
-    pub fn record_failure(&self, key: &str, now: Instant) {
+    /// (callers normally refuse before trying) extends it. Returns whether
+    /// this failure locked the key.
+    pub fn record_failure(&self, key: &str, now: Instant) -> bool {
         let mut entries = self.entries.lock();
         if !entries.contains_key(key) && entries.len() >= self.capacity {
             self.evict(&mut entries, now);
@@ -89,11 +90,23 @@ impl LoginThrottle {
         if entry.failures >= self.max_failures {
             entry.locked_until = Some(now + self.window);
         }
+        entry.failures == self.max_failures
+    }
+
+    /// How long a lockout lasts.
+    pub fn window(&self) -> Duration {
+        self.window
     }
 
     /// A successful login clears the key's failures.
     pub fn record_success(&self, key: &str) {
         self.entries.lock().remove(key);
+    }
+
+    /// Forgets every key starting with `prefix` (an unlocked user's
+    /// per-address counts).
+    pub fn forget_prefix(&self, prefix: &str) {
+        self.entries.lock().retain(|k, _| !k.starts_with(prefix));
     }
 
     /// Drops entries that no longer matter; when all still do, the one that

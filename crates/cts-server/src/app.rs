@@ -231,6 +231,7 @@ pub(crate) fn routes() -> Vec<Route> {
         route(M::GET, "/v3/users/{id}", IDM, identity::get_user),
         route(M::PATCH, "/v3/users/{id}", IDM, identity::update_user),
         route(M::DELETE, "/v3/users/{id}", IDM, identity::delete_user),
+        route(M::POST, "/v3/users/{id}/unlock", IDM, identity::unlock_user),
         route(
             M::GET,
             "/v3/users/{id}/groups",

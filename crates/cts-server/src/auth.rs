@@ -6,8 +6,8 @@
 //! A denied request learns nothing about the project it asked about: the
 //! answer for "no such project" and "not yours" is the same 403.
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State};
@@ -434,48 +434,6 @@ async fn verify_signature(
         project_scope,
         via: Via::Signature,
     })
-}
-
-/// The throttle keys of one credential: the credential itself and the
-/// address it came from.
-pub fn throttle_keys(credential: &str, peer: Option<SocketAddr>) -> Vec<String> {
-    let mut keys = vec![credential.to_string()];
-    if let Some(ip) = peer
-        .map(|p| p.ip())
-        .filter(|ip: &IpAddr| !ip.is_unspecified())
-    {
-        keys.push(format!("ip:{ip}"));
-    }
-    keys
-}
-
-/// Refuses a credential or address with too many recent failures.
-pub fn check_throttle(state: &AppState, keys: &[String]) -> Result<(), ApiError> {
-    let now = Instant::now();
-    for key in keys {
-        if let Err(retry_after) = state.login_throttle.check(key, now) {
-            state.metrics.auth_throttled.inc();
-            return Err(ApiError::Throttled {
-                retry_after: retry_after.max(Duration::from_secs(1)),
-            });
-        }
-    }
-    Ok(())
-}
-
-pub fn record_throttle_failure(state: &AppState, keys: &[String]) {
-    let now = Instant::now();
-    for key in keys {
-        state.login_throttle.record_failure(key, now);
-    }
-}
-
-pub fn record_throttle_success(state: &AppState, keys: &[String]) {
-    // Only the credential's own count is cleared: one good login from an
-    // address must not wipe the failures of others guessed from there.
-    if let Some(key) = keys.first() {
-        state.login_throttle.record_success(key);
-    }
 }
 
 fn unix_now() -> i64 {

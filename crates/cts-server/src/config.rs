@@ -95,9 +95,15 @@ pub struct AuthSettings {
     /// How far `X-Sdk-Date` of a signed request may be from the server clock.
     #[serde(with = "humantime_serde")]
     pub signature_max_skew: Duration,
-    /// Failed authentications of one user, key or address before it is
-    /// refused for `login_lockout`.
+    /// Failed password logins of one user from one address before that
+    /// pair is refused for `login_lockout`.
     pub login_max_failures: u32,
+    /// Failed password logins of one user, from any address, before the
+    /// user is refused for `login_lockout`.
+    pub login_user_max_failures: u32,
+    /// Failed password logins from one address, for any user, before the
+    /// address is refused for `login_lockout` (against password spraying).
+    pub login_address_max_failures: u32,
     #[serde(with = "humantime_serde")]
     pub login_lockout: Duration,
     /// Refused credentials from one address are recorded in full once per
@@ -212,6 +218,8 @@ impl Default for Config {
                 token_ttl: Duration::from_secs(24 * 3600),
                 signature_max_skew: Duration::from_secs(15 * 60),
                 login_max_failures: 5,
+                login_user_max_failures: 20,
+                login_address_max_failures: 100,
                 login_lockout: Duration::from_secs(15 * 60),
                 refusal_audit_window: Duration::from_secs(60),
                 max_identity_body_bytes: 64 << 10,
@@ -363,8 +371,20 @@ impl Config {
         if self.auth.refusal_audit_window < Duration::from_secs(1) {
             return invalid("auth.refusal_audit_window", "must be at least 1s");
         }
-        if self.auth.login_max_failures == 0 {
-            return invalid("auth.login_max_failures", positive);
+        for (key, v) in [
+            ("auth.login_max_failures", self.auth.login_max_failures),
+            (
+                "auth.login_user_max_failures",
+                self.auth.login_user_max_failures,
+            ),
+            (
+                "auth.login_address_max_failures",
+                self.auth.login_address_max_failures,
+            ),
+        ] {
+            if v == 0 {
+                return invalid(key, positive);
+            }
         }
         if let Some(url) = &self.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {

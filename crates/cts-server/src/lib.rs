@@ -10,6 +10,7 @@ mod body;
 pub mod config;
 mod connections;
 pub mod error;
+pub mod lockout;
 pub mod metrics;
 mod recording;
 mod refusals;

@@ -28,6 +28,21 @@ enum Command {
     /// Start a new digest signing key now (the server may be running); the
     /// previous key stays valid for the digests it signed.
     RotateDigestKey(CommonArgs),
+    /// Lift the login lockouts of a user (the server may be running:
+    /// lockouts live in the identity database).
+    Unlock(UnlockArgs),
+}
+
+#[derive(Args)]
+struct UnlockArgs {
+    /// The user's name (or id).
+    #[arg(long, value_name = "NAME")]
+    user: String,
+    /// The user's domain (name), when its name is taken in several domains.
+    #[arg(long, value_name = "DOMAIN")]
+    domain: Option<String>,
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 #[derive(Args)]
@@ -84,10 +99,15 @@ fn run(cli: Cli) -> Result<()> {
             data_dir: a.data_dir.clone(),
             ..Overrides::default()
         },
+        Command::Unlock(a) => Overrides {
+            data_dir: a.common.data_dir.clone(),
+            ..Overrides::default()
+        },
     };
     let common = match &cli.command {
         Command::Serve(a) => &a.common,
         Command::Reindex(a) | Command::RotateDigestKey(a) => a,
+        Command::Unlock(a) => &a.common,
     };
     let config = Config::load(common.config.as_deref(), &overrides)?;
     init_logging(config.log_format);
@@ -108,7 +128,45 @@ fn run(cli: Cli) -> Result<()> {
             println!("new digest signing key {fingerprint}, valid from now on");
             Ok(())
         }
+        Command::Unlock(a) => unlock(&config, &a.user, a.domain.as_deref()),
     }
+}
+
+/// `ctsd unlock`: lifts the stored lockouts of one user.
+fn unlock(config: &Config, user: &str, domain: Option<&str>) -> Result<()> {
+    use cts_identity::{DomainRef, Filter, IdentityStore, UserRef};
+    let dir = config.identity_dir();
+    let identity = IdentityStore::open(&dir)
+        .with_context(|| format!("opening the identity store in {}", dir.display()))?;
+    let found = match domain {
+        Some(d) => identity.find_user(&UserRef::Name {
+            name: user.to_string(),
+            domain: DomainRef::Name(d.to_string()),
+        })?,
+        None => match identity.find_user(&UserRef::Id(user.to_string())) {
+            Ok(u) => u,
+            Err(_) => {
+                let filter = Filter {
+                    name: Some(user.to_string()),
+                    ..Filter::default()
+                };
+                let mut users = identity.list_users(&filter)?;
+                match users.len() {
+                    1 => users.remove(0),
+                    0 => anyhow::bail!("no user {user:?}"),
+                    n => {
+                        anyhow::bail!("{n} users are named {user:?}: name the domain with --domain")
+                    }
+                }
+            }
+        },
+    };
+    let lifted = identity.unlock_login(&found.id)?;
+    println!(
+        "lifted {lifted} lockout(s) of user {} ({})",
+        found.name, found.id
+    );
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cts_archive::ObjectStorage;
-use cts_identity::{IdentityError, IdentityStore, LoginThrottle};
+use cts_identity::{IdentityError, IdentityStore};
 use cts_store::{EmbeddedStore, StoreError, TraceStore};
 use cts_tracker::{Catalog, TrackerError, TrackerStore};
 use cts_transfer::Transfer;
 
 use crate::config::Config;
+use crate::lockout::LoginLockout;
 use crate::metrics::Metrics;
 use crate::refusals::RefusalAudit;
 
@@ -25,7 +26,7 @@ pub struct Inner {
     pub trackers: Arc<TrackerStore>,
     pub catalog: Arc<Catalog>,
     pub transfer: Arc<Transfer>,
-    pub login_throttle: LoginThrottle,
+    pub login_lockout: LoginLockout,
     pub refusals: RefusalAudit,
     pub metrics: Metrics,
 }
@@ -39,8 +40,7 @@ impl Deref for AppState {
 
 impl AppState {
     pub fn new(config: Config, store: Arc<dyn TraceStore>, settings: Settings) -> AppState {
-        let login_throttle =
-            LoginThrottle::new(config.auth.login_max_failures, config.auth.login_lockout);
+        let login_lockout = LoginLockout::new(&config.auth);
         let refusals = RefusalAudit::new(config.auth.refusal_audit_window);
         AppState(Arc::new(Inner {
             config,
@@ -49,7 +49,7 @@ impl AppState {
             trackers: settings.trackers,
             catalog: settings.catalog,
             transfer: settings.transfer,
-            login_throttle,
+            login_lockout,
             refusals,
             metrics: Metrics::new(),
         }))

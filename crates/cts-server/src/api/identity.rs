@@ -601,6 +601,20 @@ pub async fn delete_user(c: Call, Path(id): Path<String>) -> Result<Response, Ap
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// `POST /v3/users/{id}/unlock`: lifts the user's login lockouts (an
+/// `admin` of its domain), as `ctsd unlock --user` does offline.
+pub async fn unlock_user(c: Call, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let user = c.user(&id)?;
+    let change = Change::new("user", "unlockUser", (&id, &user.name), None);
+    let (state, uid) = (c.state.clone(), id.clone());
+    let unlock = blocking(move || crate::lockout::unlock(&state, &uid));
+    let lifted = c.audited(&change, StatusCode::OK, unlock).await?;
+    Ok(
+        Json(json!({"user": {"id": id, "name": user.name, "lockouts_lifted": lifted}}))
+            .into_response(),
+    )
+}
+
 pub async fn groups_of_user(c: Call, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     c.user(&id)?;
     let groups = c.state.identity.list_user_groups(&id)?;

@@ -18,13 +18,13 @@ use cts_identity::{
 };
 
 use crate::api::base_url;
-use crate::api::identity::{blocking, parse_body, project_json};
+use crate::api::identity::{parse_body, project_json};
 use crate::audit::{self, AuditEvent};
 use crate::auth::{
-    check_throttle, domain_roles, peer_of, record_throttle_failure, record_throttle_success,
-    throttle_keys, validate_token, AuthFailure, Origin, Permission, Principal,
+    domain_roles, peer_of, validate_token, AuthFailure, Origin, Permission, Principal,
 };
 use crate::error::ApiError;
+use crate::lockout;
 use crate::metrics::ReasonLabel;
 use crate::state::{now_ms, AppState};
 
@@ -157,14 +157,11 @@ pub async fn issue(
         )
     })?;
     let user = password.user;
-    let (user_ref, throttle_name) = match (user.id, user.name) {
-        (Some(id), _) => (UserRef::Id(id.clone()), format!("user:{id}")),
+    let user_ref = match (user.id, user.name) {
+        (Some(id), _) => UserRef::Id(id),
         (None, Some(name)) => {
             let domain = domain_ref(user.domain, "auth.identity.password.user.domain")?;
-            let key = match &domain {
-                DomainRef::Id(d) | DomainRef::Name(d) => format!("user:{d}/{name}"),
-            };
-            (UserRef::Name { name, domain }, key)
+            UserRef::Name { name, domain }
         }
         (None, None) => {
             return Err(bad(
@@ -174,16 +171,28 @@ pub async fn issue(
         }
     };
     let scope = scope_of(scope)?;
-    let keys = throttle_keys(&throttle_name, peer);
-    check_throttle(&state, &keys)?;
 
-    let identity = state.identity.clone();
-    let secret = user.password;
-    let authenticated = blocking(move || identity.authenticate_password(&user_ref, &secret)).await;
+    // For the log of a lockout: what the request named the user by.
+    let named = match &user_ref {
+        UserRef::Id(id) => id.clone(),
+        UserRef::Name { name, .. } => name.clone(),
+    };
+    let (st, secret) = (state.clone(), user.password);
+    let authenticated = tokio::task::spawn_blocking(move || {
+        let attempt = lockout::attempt(&st, &user_ref, peer);
+        lockout::check(&st, &attempt)?;
+        let result = st.identity.authenticate_password(&user_ref, &secret);
+        match &result {
+            Ok(_) => lockout::succeeded(&st, &attempt),
+            Err(_) => lockout::failed(&st, &attempt, &named),
+        }
+        Ok::<_, ApiError>(result)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
     let user = match authenticated {
         Ok(user) => user,
         Err(e) => {
-            record_throttle_failure(&state, &keys);
             state
                 .metrics
                 .auth_failures
@@ -204,7 +213,6 @@ pub async fn issue(
             }));
         }
     };
-    record_throttle_success(&state, &keys);
 
     let token_scope = match &scope {
         Scope::Unscoped => TokenScope::Unscoped,

@@ -5,6 +5,7 @@ mod auth;
 mod crash;
 mod legacy;
 mod limits;
+mod lockout;
 mod ops;
 mod paging;
 mod query;
