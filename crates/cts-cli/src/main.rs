@@ -11,14 +11,13 @@ mod timefmt;
 mod trackers;
 mod verify;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use serde_json::Value;
 
 use client::{Client, ServerError};
 use credentials::{Auth, Credentials, Layer};
@@ -189,20 +188,22 @@ impl Filters {
 struct ListArgs {
     #[command(flatten)]
     filters: Filters,
-    /// Start (exclusive): ms since the epoch, RFC 3339, or a duration ago (15m, 2h, 7d).
-    /// Default: one hour before --to.
+    /// Start (exclusive): RFC 3339, seconds or ms since the epoch, now, today,
+    /// yesterday (midnight UTC), or a duration ago (15m, 2h ago, 7d), counted
+    /// back from now. Default: one hour before --to.
     #[arg(long)]
     from: Option<String>,
     /// End (exclusive), in the same forms as --from. Default: now.
     #[arg(long)]
     to: Option<String>,
-    /// Traces per page, 1 to 200.
+    /// Traces per page, 1 to 200 [default: 10, with --all 200].
     #[arg(long)]
     limit: Option<u32>,
     /// The marker printed with the previous page.
     #[arg(long)]
     next: Option<String>,
-    /// Follow markers through every page.
+    /// Follow markers through every page (progress on stderr when it is a
+    /// terminal).
     #[arg(long)]
     all: bool,
 }
@@ -308,25 +309,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
     result.map(|()| ExitCode::SUCCESS)
 }
 
+/// The largest page the trace query serves.
+const MAX_PAGE: u32 = 200;
+
 fn list(client: &Client, project: &str, args: ListArgs, output: Output) -> Result<()> {
     let now = timefmt::now_ms();
     let mut params = args.filters.params();
-    // A relative --from counts back from --to when both are given.
-    let to = args
-        .to
-        .as_deref()
-        .map(|t| timefmt::parse_time_arg(t, now))
-        .transpose()?;
-    if let Some(from) = &args.from {
-        params.push((
-            "from",
-            timefmt::parse_time_arg(from, to.unwrap_or(now))?.to_string(),
-        ));
+    // Relative times count back from now, whichever flag they are given to.
+    for (name, value) in [("from", &args.from), ("to", &args.to)] {
+        if let Some(v) = value {
+            params.push((name, timefmt::parse_time_arg(v, now)?.to_string()));
+        }
     }
-    if let Some(to) = to {
-        params.push(("to", to.to_string()));
-    }
-    if let Some(limit) = args.limit {
+    // --all fetches everything: the largest pages mean the fewest requests.
+    let limit = args.limit.or(args.all.then_some(MAX_PAGE));
+    if let Some(limit) = limit {
         params.push(("limit", limit.to_string()));
     }
     if let Some(next) = args.next {
@@ -335,7 +332,16 @@ fn list(client: &Client, project: &str, args: ListArgs, output: Output) -> Resul
 
     let (traces, marker) = if args.all {
         let mut traces = Vec::new();
-        client.list_all(project, &params, |page| traces.extend(page.traces))?;
+        let progress = std::io::stderr().is_terminal();
+        client.list_all(project, &params, |page| {
+            traces.extend(page.traces);
+            if progress {
+                eprint!("\r{} traces fetched", traces.len());
+            }
+        })?;
+        if progress {
+            eprintln!();
+        }
         (traces, None)
     } else {
         let page = client.list(project, &params)?;
@@ -345,12 +351,11 @@ fn list(client: &Client, project: &str, args: ListArgs, output: Output) -> Resul
     let mut out = std::io::stdout().lock();
     match output {
         Output::Json => {
-            serde_json::to_writer_pretty(&mut out, &Value::Array(traces))?;
+            // The marker is part of the answer: scripts page on without
+            // reading stderr (null on the last page).
+            let doc = serde_json::json!({ "traces": traces, "next": marker });
+            serde_json::to_writer_pretty(&mut out, &doc)?;
             writeln!(out)?;
-            // stdout stays a plain JSON array; the marker goes to stderr.
-            if let Some(m) = marker {
-                eprintln!("next page: --next {m}");
-            }
         }
         Output::Table => {
             out.write_all(table::render(&traces).as_bytes())?;

@@ -59,7 +59,7 @@ fn poll(
     let mut params = filters.to_vec();
     params.push(("from", from.to_string()));
     params.push(("to", (now + SKEW_MS).to_string()));
-    params.push(("limit", "200".to_string()));
+    params.push(("limit", crate::MAX_PAGE.to_string()));
     let mut traces = Vec::new();
     client.list_all(project, &params, |page| traces.extend(page.traces))?;
     Ok((traces, from))

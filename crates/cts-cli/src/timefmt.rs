@@ -52,20 +52,39 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     Ok(Duration::from_millis(total_ms))
 }
 
-/// A `--from`/`--to` value: ms since the epoch, an RFC 3339 time (or a bare
-/// `YYYY-MM-DD`, midnight UTC), or a duration meaning that long before `now_ms`.
+/// Below this a timestamp is in seconds, from it on in milliseconds: 10^11
+/// seconds is the year 5138, 10^11 ms is March 1973.
+const SECONDS_BELOW: i64 = 100_000_000_000;
+
+/// A `--from`/`--to` value: seconds or ms since the epoch (told apart by
+/// magnitude), an RFC 3339 time (or a bare `YYYY-MM-DD`, midnight UTC),
+/// `now`, `today` or `yesterday` (midnight UTC), or a duration meaning that
+/// long before `now_ms` (`2h`, `2h ago`).
 pub fn parse_time_arg(s: &str, now_ms: i64) -> Result<i64> {
     let s = s.trim();
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s
+        let n: i64 = s
             .parse()
-            .map_err(|_| anyhow!("timestamp {s:?} is out of range"));
+            .map_err(|_| anyhow!("timestamp {s:?} is out of range"))?;
+        return if n < SECONDS_BELOW {
+            Ok(n * 1000)
+        } else {
+            Ok(n)
+        };
     }
-    if let Ok(d) = parse_duration(s) {
+    let midnight = now_ms.div_euclid(MS_PER_DAY) * MS_PER_DAY;
+    match s.to_ascii_lowercase().as_str() {
+        "now" => return Ok(now_ms),
+        "today" => return Ok(midnight),
+        "yesterday" => return Ok(midnight - MS_PER_DAY),
+        _ => {}
+    }
+    let ago = s.strip_suffix(" ago").unwrap_or(s).trim_end();
+    if let Ok(d) = parse_duration(ago) {
         return Ok(now_ms - d.as_millis() as i64);
     }
     parse_rfc3339(s).map_err(|e| {
-        anyhow!("invalid time {s:?}: {e}; use ms since the epoch, RFC 3339 (2024-05-01T10:00:00Z) or a duration ago (15m, 2h, 7d)")
+        anyhow!("invalid time {s:?}: {e}; use RFC 3339 (2024-05-01T10:00:00Z), seconds or ms since the epoch, now, today, yesterday or a duration ago (15m, 2h ago, 7d)")
     })
 }
 
@@ -178,6 +197,18 @@ mod tests {
             parse_time_arg("1699999999999", now).unwrap(),
             1_699_999_999_999
         );
+        // Seconds, told by magnitude.
+        assert_eq!(parse_time_arg("1700000000", now).unwrap(), now);
+        assert_eq!(parse_time_arg("0", now).unwrap(), 0);
+        assert_eq!(parse_time_arg("now", now).unwrap(), now);
+        // 2023-11-14T22:13:20Z: midnight of that day, and of the day before.
+        assert_eq!(parse_time_arg("today", now).unwrap(), 1_699_920_000_000);
+        assert_eq!(
+            parse_time_arg("Yesterday", now).unwrap(),
+            1_699_920_000_000 - MS_PER_DAY
+        );
+        assert_eq!(parse_time_arg("2h ago", now).unwrap(), now - 7_200_000);
+        assert_eq!(parse_time_arg("1h30m ago", now).unwrap(), now - 5_400_000);
         assert_eq!(parse_time_arg("15m", now).unwrap(), now - 900_000);
         assert_eq!(parse_time_arg("7d", now).unwrap(), now - 7 * MS_PER_DAY);
         assert_eq!(parse_time_arg("2023-11-14T22:13:20Z", now).unwrap(), now);
@@ -204,7 +235,9 @@ mod tests {
             1_709_251_200_000
         );
         for bad in [
-            "yesterday",
+            "tomorrow",
+            "ago",
+            "2h before",
             "2023-11-14T22:13:20",
             "2023-02-29T00:00:00Z",
             "2023-13-01",

@@ -171,10 +171,12 @@ fn stdout_ok(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
+/// The traces of `cts --output json traces list`: `{"traces": [...], "next": …}`.
 fn json_traces(out: &Output) -> Vec<Value> {
-    match serde_json::from_str(&stdout_ok(out)).unwrap() {
-        Value::Array(a) => a,
-        other => panic!("not an array: {other}"),
+    let doc: Value = serde_json::from_str(&stdout_ok(out)).unwrap();
+    match &doc["traces"] {
+        Value::Array(a) => a.clone(),
+        _ => panic!("no traces array: {doc}"),
     }
 }
 
@@ -385,8 +387,104 @@ fn server_errors_are_shown() {
     assert!(stderr.starts_with("error CTS."), "{stderr}");
     assert!(stderr.contains("limit"), "{stderr}");
 
-    let out = cts(&server, &["traces", "list", "--from", "yesterday"]);
+    let out = cts(&server, &["traces", "list", "--from", "tomorrow"]);
     assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("yesterday"), "names the forms");
+}
+
+#[test]
+fn times_count_back_from_now_in_every_form() {
+    let server = start_server();
+    let now = now_ms();
+    report(
+        &server,
+        vec![
+            trace("ECS", "before", "eve", "200", now - 65 * 60_000),
+            trace("ECS", "within", "eve", "200", now - 30 * 60_000),
+        ],
+    );
+    let listed = |from: &str, to: Option<&str>| {
+        let mut args = vec!["--output", "json", "traces", "list", "--user", "eve"];
+        args.extend(["--from", from]);
+        if let Some(to) = to {
+            args.extend(["--to", to]);
+        }
+        let traces = json_traces(&cts(&server, &args));
+        names(&traces)
+            .into_iter()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    // A relative --from counts back from now, not from --to.
+    assert_eq!(listed("1h", Some("10m")), ["within"]);
+    assert_eq!(listed("1h ago", Some("10m ago")), ["within"]);
+    assert_eq!(listed("2h ago", None), ["within", "before"]);
+    // Epoch seconds and milliseconds, told apart by magnitude.
+    let secs = ((now - 60 * 60_000) / 1000).to_string();
+    assert_eq!(listed(&secs, None), ["within"]);
+    let ms = (now - 60 * 60_000).to_string();
+    assert_eq!(listed(&ms, None), ["within"]);
+    // Calendar words (midnight UTC); "yesterday" spans at least a day.
+    assert_eq!(listed("yesterday", None), ["within", "before"]);
+    assert!(cts(&server, &["traces", "list", "--from", "today"])
+        .status
+        .success());
+}
+
+#[test]
+fn json_pages_carry_their_marker_and_all_takes_the_largest_pages() {
+    let server = start_server();
+    let now = now_ms();
+    let traces: Vec<Value> = (0..250)
+        .map(|i| {
+            trace(
+                "VPC",
+                &format!("createVpc{i}"),
+                "carol",
+                "200",
+                now - 1_000 - i,
+            )
+        })
+        .collect();
+    report(&server, traces);
+    let page = |args: &[&str]| {
+        let out = cts(
+            &server,
+            &[
+                &["--output", "json", "traces", "list", "--user", "carol"],
+                args,
+            ]
+            .concat(),
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str::<Value>(&stdout_ok(&out)).unwrap()
+    };
+    let first = page(&["--limit", "100"]);
+    assert_eq!(first["traces"].as_array().unwrap().len(), 100);
+    let next = first["next"].as_str().expect("the marker in the output");
+    let second = page(&["--limit", "100", "--next", next]);
+    assert_eq!(second["traces"][0]["trace_name"], "createVpc100");
+
+    // --all: 200 a request, so two requests for 250 traces; no marker.
+    let queries = || {
+        let metrics = reqwest::blocking::get(format!("{}/metrics", server.url))
+            .unwrap()
+            .text()
+            .unwrap();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("cts_query_duration_seconds_count{api=\"v3\"} "))
+            .map_or(0, |n| n.trim().parse::<u64>().unwrap())
+    };
+    let before = queries();
+    let all = page(&["--all"]);
+    assert_eq!(queries() - before, 2);
+    assert_eq!(all["traces"].as_array().unwrap().len(), 250);
+    assert_eq!(all["next"], Value::Null);
 }
 
 #[test]
@@ -1040,7 +1138,8 @@ fn tracker_rule_violations_show_the_server_message() {
         &server,
         &["trackers", "update", "system", "--events", "READ"],
     ));
-    assert!(stderr.starts_with("error CTS.0003 (HTTP 400)"), "{stderr}");
+    // data_bucket on the management tracker (Huawei Cloud's code).
+    assert!(stderr.starts_with("error CTS.0206 (HTTP 400)"), "{stderr}");
     // A data tracker needs a name before anything is sent.
     let stderr = stderr_of(&cts(&server, &["trackers", "create", "data"]));
     assert!(stderr.contains("--name"), "{stderr}");
