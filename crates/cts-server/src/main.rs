@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use cts_identity::{BootstrapOutcome, BootstrapSeed};
 use cts_server::{load_tls, serve, AppState, Config, LogFormat, Overrides};
-use cts_store::EmbeddedStore;
+use cts_store::{EmbeddedStore, StoreConfig};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -25,6 +25,12 @@ enum Command {
     Serve(ServeArgs),
     /// Rebuild the trace index from the journal (server stopped).
     Reindex(CommonArgs),
+    /// Verify every file of the store (server stopped); exits non-zero on
+    /// damage, listing it and the trace sequence numbers it affects.
+    Check(CommonArgs),
+    /// Move damaged journal ranges into DATA_DIR/quarantine/ and rebuild the
+    /// index (server stopped).
+    Repair(RepairArgs),
     /// Start a new digest signing key now (the server may be running); the
     /// previous key stays valid for the digests it signed.
     RotateDigestKey(CommonArgs),
@@ -53,6 +59,16 @@ struct CommonArgs {
     /// Directory of the store (overrides `data_dir`).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct RepairArgs {
+    /// Only mark the quarantined ranges as dealt with: they are no longer
+    /// reported by /readyz and the metrics.
+    #[arg(long)]
+    acknowledge: bool,
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 #[derive(Args)]
@@ -95,7 +111,7 @@ fn run(cli: Cli) -> Result<()> {
             tls_cert: a.tls_cert.clone(),
             tls_key: a.tls_key.clone(),
         },
-        Command::Reindex(a) | Command::RotateDigestKey(a) => Overrides {
+        Command::Reindex(a) | Command::Check(a) | Command::RotateDigestKey(a) => Overrides {
             data_dir: a.data_dir.clone(),
             ..Overrides::default()
         },
@@ -103,10 +119,15 @@ fn run(cli: Cli) -> Result<()> {
             data_dir: a.common.data_dir.clone(),
             ..Overrides::default()
         },
+        Command::Repair(a) => Overrides {
+            data_dir: a.common.data_dir.clone(),
+            ..Overrides::default()
+        },
     };
     let common = match &cli.command {
         Command::Serve(a) => &a.common,
-        Command::Reindex(a) | Command::RotateDigestKey(a) => a,
+        Command::Repair(a) => &a.common,
+        Command::Reindex(a) | Command::Check(a) | Command::RotateDigestKey(a) => a,
         Command::Unlock(a) => &a.common,
     };
     let config = Config::load(common.config.as_deref(), &overrides)?;
@@ -120,6 +141,8 @@ fn run(cli: Cli) -> Result<()> {
             println!("indexed {indexed} traces");
             Ok(())
         }
+        Command::Check(_) => check(&config.store_config()),
+        Command::Repair(a) => repair(config.store_config(), a.acknowledge),
         Command::RotateDigestKey(_) => {
             let dir = config.data_dir.join("transfer");
             let now = cts_server::state::now_ms() / 1000;
@@ -166,6 +189,79 @@ fn unlock(config: &Config, user: &str, domain: Option<&str>) -> Result<()> {
         "lifted {lifted} lockout(s) of user {} ({})",
         found.name, found.id
     );
+    Ok(())
+}
+
+fn check(config: &StoreConfig) -> Result<()> {
+    let dir = config.dir.display().to_string();
+    let report =
+        EmbeddedStore::check(config).with_context(|| format!("checking the store in {dir}"))?;
+    println!(
+        "checked {} journal files ({} records, {} traces) and {} index segments",
+        report.journal_files, report.records, report.traces, report.segments
+    );
+    for path in &report.torn_tails {
+        println!(
+            "torn tail (a write a crash interrupted, never acknowledged; cut at the next start): {}",
+            path.display()
+        );
+    }
+    for d in &report.damage {
+        let mut line = format!("DAMAGED {}", d.path.display());
+        if let Some((offset, len)) = d.range {
+            line.push_str(&format!(" bytes {offset}..{}", offset + len));
+        }
+        match d.seqs {
+            Some((first, u64::MAX)) => line.push_str(&format!(" traces {first}.. (to the end)")),
+            Some((first, last)) => line.push_str(&format!(" traces {first}..={last}")),
+            None => {}
+        }
+        println!("{line}: {}", d.detail);
+    }
+    if !report.damage.is_empty() {
+        anyhow::bail!(
+            "{} damaged item(s) in {dir}; `ctsd repair` moves damaged journal ranges into quarantine and rebuilds the index",
+            report.damage.len()
+        );
+    }
+    println!("no damage");
+    Ok(())
+}
+
+fn repair(config: StoreConfig, acknowledge: bool) -> Result<()> {
+    let dir = config.dir.display().to_string();
+    if acknowledge {
+        let n = EmbeddedStore::acknowledge_quarantine(&config)
+            .with_context(|| format!("acknowledging the quarantine of {dir}"))?;
+        println!("acknowledged {n} quarantined journal range(s)");
+        return Ok(());
+    }
+    let report =
+        EmbeddedStore::repair(config).with_context(|| format!("repairing the store in {dir}"))?;
+    for q in &report.quarantined {
+        println!(
+            "quarantined {} bytes {}..{} (traces {}..={}) as quarantine/{}",
+            q.file,
+            q.offset,
+            q.offset + q.len,
+            q.first_seq,
+            q.last_seq,
+            q.saved_as
+        );
+    }
+    if report.summaries_dropped > 0 {
+        println!(
+            "dropped {} damaged journal summaries (rewritten at the next start)",
+            report.summaries_dropped
+        );
+    }
+    println!("rebuilt the index: {} traces", report.indexed);
+    for d in &report.unrepaired {
+        println!("NOT REPAIRED {}: {}", d.path.display(), d.detail);
+    }
+    if !report.quarantined.is_empty() {
+        println!("the quarantine is reported until `ctsd repair --acknowledge`");
+    }
     Ok(())
 }
 

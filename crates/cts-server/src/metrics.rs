@@ -65,6 +65,7 @@ struct StoreGauges {
     index_durable_seq: Gauge,
     index_consumer_lag: Gauge,
     corrupt_reads: Gauge,
+    quarantined_ranges: Gauge,
 }
 
 pub struct Metrics {
@@ -251,6 +252,11 @@ impl Metrics {
                 "Reads since the start that found stored data failing its check (each is logged with its file and offset)",
                 &g.corrupt_reads,
             ),
+            (
+                "cts_store_quarantined_ranges",
+                "Damaged journal ranges in quarantine not yet acknowledged (ctsd repair --acknowledge)",
+                &g.quarantined_ranges,
+            ),
         ] {
             registry.register(name, help, gauge.clone());
         }
@@ -287,6 +293,8 @@ impl Metrics {
             g.journal_seq.set(gauge_value(s.journal_seq));
             g.index_durable_seq.set(gauge_value(s.index_durable_seq));
             g.corrupt_reads.set(gauge_value(s.corrupt_reads));
+            g.quarantined_ranges
+                .set(gauge_value(s.quarantined.len() as u64));
             g.index_consumer_lag.set(gauge_value(
                 s.journal_seq.saturating_sub(s.index_durable_seq),
             ));

@@ -91,11 +91,11 @@ fn read_file(path: &Path) -> Result<Vec<u8>, StoreError> {
     Ok(bytes)
 }
 
-fn file_name(id: u32) -> String {
+pub(crate) fn file_name(id: u32) -> String {
     format!("dict-{id:06}.zdict")
 }
 
-fn list(dir: &Path) -> Result<Vec<u32>, StoreError> {
+pub(crate) fn list(dir: &Path) -> Result<Vec<u32>, StoreError> {
     let mut ids = Vec::new();
     for entry in fs::read_dir(dir).map_err(StoreError::io(dir))? {
         let name = entry.map_err(StoreError::io(dir))?.file_name();

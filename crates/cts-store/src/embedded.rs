@@ -23,11 +23,13 @@ use crate::{
     AppendOutcome, JournalBatch, QueryPage, RetentionReport, StoreError, StoreStats, TraceStore,
 };
 
+mod check;
 mod feed;
 mod files;
 mod flusher;
 mod query;
 mod recovery;
+mod repair;
 mod retention;
 #[cfg(test)]
 mod write_faults;
@@ -35,6 +37,9 @@ mod writer;
 
 use query::MarkerCache;
 use writer::{encode, freeze_active, WriteRequest};
+
+pub use check::{CheckReport, Damage};
+pub use repair::{Quarantined, RepairReport};
 
 /// Settings of the embedded engine.
 #[derive(Debug, Clone)]
@@ -120,6 +125,8 @@ struct Inner {
     last_seq: AtomicU64,
     /// Reads that found stored data failing its check, since the start.
     corrupt_reads: AtomicU64,
+    /// Quarantined journal ranges no operator has acknowledged yet.
+    quarantined: Vec<Quarantined>,
     durable_seq: AtomicU64,
     flush_tx: Mutex<Option<Sender<Arc<Memtable>>>>,
 }
@@ -307,6 +314,7 @@ impl TraceStore for EmbeddedStore {
                 + idx.segments.iter().map(|s| s.docs() as u64).sum::<u64>(),
             journal_seq: self.inner.last_seq.load(Ordering::Acquire),
             corrupt_reads: self.inner.corrupt_reads.load(Ordering::Relaxed),
+            quarantined: self.inner.quarantined.clone(),
             index_durable_seq: self.inner.durable_seq.load(Ordering::Acquire),
         }
     }

@@ -14,7 +14,7 @@ pub mod segment;
 
 use cts_model::{Trace, TraceQuery};
 
-pub use embedded::{EmbeddedStore, StoreConfig};
+pub use embedded::{CheckReport, Damage, EmbeddedStore, Quarantined, RepairReport, StoreConfig};
 pub use error::StoreError;
 use memtable::IndexValues;
 
@@ -53,6 +53,9 @@ pub struct StoreStats {
     /// trace the index named) since the start; each is logged with its
     /// file and offset.
     pub corrupt_reads: u64,
+    /// Journal ranges `ctsd repair` moved into quarantine that no operator
+    /// has acknowledged yet.
+    pub quarantined: Vec<Quarantined>,
 }
 
 /// What a retention pass removed.

@@ -23,10 +23,18 @@ pub async fn healthz() -> Json<serde_json::Value> {
 }
 
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    stats(&state)
-        .await
-        .map(|_| Json(json!({"status": "ready"})))
-        .map_err(ApiError::Unavailable)
+    // Quarantined journal ranges do not stop the service; they are reported
+    // until an operator acknowledges them (`ctsd repair --acknowledge`).
+    let s = stats(&state).await.map_err(ApiError::Unavailable)?;
+    if s.quarantined.is_empty() {
+        return Ok(Json(json!({"status": "ready"})));
+    }
+    Ok(Json(
+        json!({"status": "ready", "quarantined": s.quarantined.iter().map(|q| json!({
+        "file": q.file, "offset": q.offset, "len": q.len, "saved_as": q.saved_as,
+        "first_seq": q.first_seq, "last_seq": q.last_seq,
+    })).collect::<Vec<_>>()}),
+    ))
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {

@@ -28,7 +28,7 @@ const LOCK_FILE: &str = "store.lock";
 /// second server, or `reindex` beside a running one) would interleave
 /// journal records and delete index files under the first. The lock is the
 /// kernel's (`flock`), so it goes with the process, even after `kill -9`.
-fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+pub(super) fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     cts_fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
     let path = dir.join(LOCK_FILE);
     let file = cts_fs::options()
@@ -52,7 +52,10 @@ impl EmbeddedStore {
         EmbeddedStore::open_locked(config, lock)
     }
 
-    fn open_locked(config: StoreConfig, lock: File) -> Result<EmbeddedStore, StoreError> {
+    pub(super) fn open_locked(
+        config: StoreConfig,
+        lock: File,
+    ) -> Result<EmbeddedStore, StoreError> {
         if config.journal_segment_bytes > journal::MAX_FILE_BYTES {
             return Err(StoreError::Setting(format!(
                 "journal_segment_bytes {} is above the largest journal file, {} bytes",
@@ -141,6 +144,13 @@ impl EmbeddedStore {
             journal::cut(&path, valid_len)?;
         }
         let dicts = Dictionaries::open(&journal_dir, config.fsync)?;
+        let quarantined: Vec<_> = super::repair::load_list(&config.dir)?
+            .into_iter()
+            .filter(|q| !q.acknowledged)
+            .collect();
+        for q in &quarantined {
+            tracing::warn!(file = %q.file, offset = q.offset, len = q.len, first_seq = q.first_seq, last_seq = q.last_seq, saved_as = %q.saved_as, "a damaged journal range is in quarantine; `ctsd repair --acknowledge` once it is dealt with");
+        }
         let inner = Arc::new(Inner {
             journal_dir: journal_dir.clone(),
             dicts,
@@ -155,6 +165,7 @@ impl EmbeddedStore {
             readers: RwLock::new(HashMap::new()),
             last_seq: AtomicU64::new(last_seq),
             corrupt_reads: AtomicU64::new(0),
+            quarantined,
             durable_seq: AtomicU64::new(manifest.durable_seq),
             flush_tx: Mutex::new(None),
             config: config.clone(),

@@ -227,3 +227,68 @@ fn a_damaged_journal_summary_is_ignored_and_its_file_scanned() {
     assert_eq!(all_pages(&store, "p", &[], 200).len(), ids.len());
     assert_eq!(read_all(&store, 0, 1000).len(), ids.len());
 }
+
+#[test]
+fn check_finds_the_damage_and_repair_quarantines_it_keeping_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.journal_segment_bytes = 64 << 20;
+    let ids = filled(&cfg, 6);
+    let report = EmbeddedStore::check(&cfg).unwrap();
+    assert!(report.damage.is_empty(), "{:?}", report.damage);
+    assert_eq!((report.records, report.traces), (6, 300));
+
+    let store = EmbeddedStore::open(cfg.clone()).unwrap();
+    assert!(matches!(
+        EmbeddedStore::check(&cfg),
+        Err(StoreError::Locked { .. })
+    ));
+    drop(store);
+
+    // The third record (traces 101..=150) gets a flipped byte.
+    let wal = wal_files(dir.path()).pop().unwrap();
+    let mut data = std::fs::read(&wal).unwrap();
+    let scan = cts_store::journal::scan_bytes(1, &data);
+    let third = scan.records[2].frames[2];
+    let bad = &data[third.offset as usize + 20..third.offset as usize + 21].to_vec();
+    data[third.offset as usize + 20] ^= 0x01;
+    std::fs::write(&wal, &data).unwrap();
+
+    let report = EmbeddedStore::check(&cfg).unwrap();
+    assert_eq!(report.damage.len(), 1, "{:?}", report.damage);
+    let d = &report.damage[0];
+    assert_eq!(d.path, wal);
+    assert_eq!(d.seqs, Some((101, 150)));
+    let (offset, len) = d.range.unwrap();
+    assert!(offset < third.offset as u64 && offset + len > third.offset as u64);
+
+    let repaired = EmbeddedStore::repair(cfg.clone()).unwrap();
+    assert_eq!(repaired.quarantined.len(), 1);
+    assert_eq!(repaired.indexed, 250);
+    let q = &repaired.quarantined[0];
+    let saved = std::fs::read(dir.path().join("quarantine").join(&q.saved_as)).unwrap();
+    assert_eq!(saved.len() as u64, len);
+    assert_eq!(
+        &saved[(third.offset as u64 + 20 - offset) as usize..][..1],
+        &[bad[0] ^ 0x01]
+    );
+    assert!(EmbeddedStore::check(&cfg).unwrap().damage.is_empty());
+
+    let store = EmbeddedStore::open(cfg.clone()).unwrap();
+    let got: std::collections::HashSet<String> = all_pages(&store, "p", &[], 200)
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    let expect: std::collections::HashSet<String> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !(100..150).contains(i))
+        .map(|(_, id)| id.clone())
+        .collect();
+    assert_eq!(got, expect);
+    assert_eq!(store.stats().quarantined, repaired.quarantined);
+    drop(store);
+    assert_eq!(EmbeddedStore::acknowledge_quarantine(&cfg).unwrap(), 1);
+    let store = EmbeddedStore::open(cfg).unwrap();
+    assert!(store.stats().quarantined.is_empty());
+}
