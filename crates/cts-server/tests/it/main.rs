@@ -3,6 +3,7 @@
 
 mod auth;
 mod crash;
+mod damage;
 mod legacy;
 mod limits;
 mod lockout;
