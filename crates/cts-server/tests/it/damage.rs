@@ -32,10 +32,10 @@ fn text(out: &Output) -> String {
 fn a_damaged_journal_refuses_the_start_and_check_and_repair_recover_the_rest() {
     let mut server = TestServer::start();
     let now = now_ms();
-    let mut ids = Vec::new();
+    let mut reported = Vec::new();
     for b in 0..3 {
         let traces: Vec<Value> = (0..40).map(|i| trace(now - b * 1000 - i)).collect();
-        ids.push(server.report("main", &traces)["trace_ids"].clone());
+        reported.push(server.report("main", &traces)["trace_ids"].clone());
     }
     server.terminate();
 
@@ -77,7 +77,7 @@ fn a_damaged_journal_refuses_the_start_and_check_and_repair_recover_the_rest() {
     let again = TestServer::builder().root(&server.root).start();
     let mut got = ids(&again.query_all("main", &[("limit", "50".into())]));
     got.sort();
-    let mut expect: Vec<String> = [&ids[0], &ids[2]]
+    let mut expect: Vec<String> = [&reported[0], &reported[2]]
         .iter()
         .flat_map(|a| {
             a.as_array()
