@@ -575,25 +575,31 @@ mod tests {
         let (token, _) = store
             .issue_token(&alice.id, &scope, &["password"], HOUR, T0)
             .unwrap();
-        let revoked = |store: &IdentityStore| {
+        let revoked = |store: &IdentityStore, token: &str| {
             matches!(
-                store.validate_token(&token, T0),
+                store.validate_token(token, T0),
                 Err(IdentityError::TokenRevoked)
             )
         };
         store.validate_token(&token, T0).unwrap(); // cached
 
+        // Disabling a user revokes its tokens for good: enabling it again
+        // does not bring them back.
         set_user_enabled(&store, &alice.id, false);
-        assert!(revoked(&store));
+        assert!(revoked(&store, &token));
         set_user_enabled(&store, &alice.id, true);
+        assert!(revoked(&store, &token));
+        let (token, _) = store
+            .issue_token(&alice.id, &scope, &["password"], HOUR, T0)
+            .unwrap();
         store.validate_token(&token, T0).unwrap();
 
         set_domain_enabled(&store, &domain.id, false);
-        assert!(revoked(&store));
+        assert!(revoked(&store, &token));
         set_domain_enabled(&store, &domain.id, true);
 
         set_project_enabled(&store, &project.id, false);
-        assert!(revoked(&store));
+        assert!(revoked(&store, &token));
         set_project_enabled(&store, &project.id, true);
 
         // A rename shows in the next validation.

@@ -310,8 +310,12 @@ impl IdentityStore {
                     "UPDATE users SET password_hash = ?2, password_changed_at = ?3 WHERE id = ?1",
                     params![id, hash, now],
                 )?;
-                tx.execute("UPDATE tokens SET revoked = 1 WHERE user_id = ?1", [id])?;
                 user.password_changed_at = Some(now);
+            }
+            // A new password, or disabling, ends every token for good:
+            // enabling the user again must not bring them back.
+            if hash.is_some() || update.enabled == Some(false) {
+                tx.execute("UPDATE tokens SET revoked = 1 WHERE user_id = ?1", [id])?;
             }
             // Tokens carry the user name; a disabled user's tokens and keys
             // must stop working at once.

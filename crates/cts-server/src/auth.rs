@@ -460,6 +460,14 @@ async fn permit(
                     "the credential is not authorized for project {project}"
                 ))
             };
+            // Keystone: a token acts on a project only when scoped to it;
+            // an unscoped or domain-scoped token must be exchanged first.
+            if principal.via == Via::Token && principal.project_scope.is_none() {
+                return Err(ApiError::Forbidden(format!(
+                    "the token is not scoped to a project: issue one scoped to project \
+                     {project} (auth.scope.project) to use it here"
+                )));
+            }
             if principal
                 .project_scope
                 .as_deref()

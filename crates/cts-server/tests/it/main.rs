@@ -14,5 +14,6 @@ mod report;
 mod retention;
 mod selfaudit;
 mod support;
+mod tokens;
 mod trackers;
 mod transfer;
