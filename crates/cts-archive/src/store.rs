@@ -42,6 +42,8 @@ use object_store::{
     RetryConfig,
 };
 
+mod lifecycle;
+
 /// Suffix of the local sidecar that holds an object's metadata.
 pub const METADATA_SIDECAR_SUFFIX: &str = ".metadata.json";
 
@@ -475,7 +477,7 @@ impl ObjectStorage {
         match &self.backend {
             Backend::S3(s3) => {
                 let (status, body) = s3
-                    .bucket_request(http::Method::HEAD, bucket, Bytes::new())
+                    .bucket_request(http::Method::HEAD, bucket, "", &[], Bytes::new())
                     .await?;
                 match status {
                     200..=299 => Ok(true),
@@ -502,7 +504,9 @@ impl ObjectStorage {
                         s3.config.region
                     ))
                 };
-                let (status, body) = s3.bucket_request(http::Method::PUT, bucket, body).await?;
+                let (status, body) = s3
+                    .bucket_request(http::Method::PUT, bucket, "", &[], body)
+                    .await?;
                 match status {
                     200..=299 => Ok(()),
                     409 if s3_error_code(&body).as_deref() == Some("BucketAlreadyOwnedByYou") => {
@@ -608,16 +612,25 @@ impl S3Backend {
         }
     }
 
-    /// One signed request on the bucket itself: its status and body.
+    /// One signed request on the bucket itself (`subresource`: `""`, or
+    /// e.g. `lifecycle` for `?lifecycle`): its status and body.
     async fn bucket_request(
         &self,
         method: http::Method,
         bucket: &str,
+        subresource: &str,
+        headers: &[(&str, String)],
         body: Bytes,
     ) -> Result<(u16, String), StoreError> {
-        let mut request = http::Request::builder()
-            .method(method)
-            .uri(self.bucket_url(bucket))
+        let mut url = self.bucket_url(bucket);
+        if !subresource.is_empty() {
+            url = format!("{url}?{subresource}");
+        }
+        let mut builder = http::Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            builder = builder.header(*name, value);
+        }
+        let mut request = builder
             .body(HttpRequestBody::from(body))
             .map_err(|e| StoreError::Config(format!("bad endpoint: {e}")))?;
         AwsAuthorizer::new(&self.credential, "s3", &self.config.region)

@@ -74,6 +74,26 @@ impl TrackerError {
         )
     }
 
+    /// CTS.0216: the transfer bucket (`is_obs_created: true`) could not be
+    /// created.
+    pub fn bucket_not_created(bucket: &str) -> Self {
+        TrackerError::field(
+            codes::BUCKET_NOT_CREATED,
+            "obs_info.bucket_name",
+            format!("failed to create the OBS bucket {bucket:?}"),
+        )
+    }
+
+    /// CTS.0217: the bucket's lifecycle rule (`bucket_lifecycle`) could not
+    /// be set.
+    pub fn lifecycle_not_set(bucket: &str, days: i64) -> Self {
+        TrackerError::field(
+            codes::LIFECYCLE_NOT_SET,
+            "obs_info.bucket_lifecycle",
+            format!("failed to set a lifecycle rule of {days} days for the OBS bucket {bucket:?}"),
+        )
+    }
+
     /// A 400 about the tracker as a whole (quota, conflicts).
     pub(crate) fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         TrackerError::new(code, 400, None, message.into())
@@ -128,6 +148,10 @@ pub mod codes {
     pub const TRANSFER_BUCKET_TRACKED: &str = "CTS.0213";
     /// No such tracker (404).
     pub const NOT_FOUND: &str = "CTS.0214";
+    /// The transfer bucket could not be created.
+    pub const BUCKET_NOT_CREATED: &str = "CTS.0216";
+    /// The transfer bucket's lifecycle rule could not be set.
+    pub const LIFECYCLE_NOT_SET: &str = "CTS.0217";
     /// `file_prefix_name` breaks its rule.
     pub const FILE_PREFIX_FORMAT: &str = "CTS.0218";
     /// `data_event` is empty.

@@ -48,6 +48,9 @@ pub const CONSUMER: &str = "transfer";
 /// by default), so every period a tracker may begin at has one.
 const MARKS_KEPT_SECS: i64 = 8 * 86_400;
 
+/// How often a local bucket's files are checked for expiry.
+const EXPIRY_EVERY_SECS: i64 = 3600;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
     #[error("transfer state: {0}")]
@@ -151,6 +154,8 @@ pub struct Transfer {
     skipped: AtomicU64,
     /// When (Unix seconds) the last journal mark was written.
     marked_at: parking_lot::Mutex<i64>,
+    /// When (Unix seconds) each local bucket's old files were last expired.
+    expired_at: parking_lot::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 /// Why a period could not be written.
@@ -189,6 +194,7 @@ impl Transfer {
             failed_writes: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             marked_at: parking_lot::Mutex::new(i64::MIN),
+            expired_at: parking_lot::Mutex::default(),
         };
         if t.state.keys()?.is_empty() {
             rotate_digest_key(&t.state, now_secs)?;
@@ -326,7 +332,40 @@ impl Transfer {
         for t in trackers.iter().filter(|t| t.transfers()) {
             self.run_tracker(t, now_secs).await?;
         }
+        self.expire(&trackers, now_secs).await;
         self.hold()
+    }
+
+    /// `bucket_lifecycle` where the store has no lifecycle rules (a local
+    /// directory; on S3 the bucket's rule, set with the tracker, does it):
+    /// hourly, the files written more than that many days ago go.
+    async fn expire(&self, trackers: &[Tracker], now: i64) {
+        for t in trackers.iter().filter(|t| t.transfers()) {
+            let Ok(days @ 1..) = u32::try_from(t.obs_info.bucket_lifecycle) else {
+                continue;
+            };
+            let bucket = &t.obs_info.bucket_name;
+            {
+                let mut expired_at = self.expired_at.lock();
+                if expired_at
+                    .get(bucket)
+                    .is_some_and(|at| now < at + EXPIRY_EVERY_SECS)
+                {
+                    continue;
+                }
+                expired_at.insert(bucket.clone(), now);
+            }
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(now.max(0) as u64);
+            match self.storage.expire(bucket, days, at).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(bucket = %bucket, days, files = n, "expired old trace files")
+                }
+                Err(e) => {
+                    tracing::warn!(bucket = %bucket, error = %e, "expiring old trace files failed")
+                }
+            }
+        }
     }
 
     /// The state of a tracker that begins to transfer: its first period is

@@ -352,3 +352,39 @@ async fn a_disabled_tracker_writes_what_it_recorded() {
     let durable = w.journal.stats().journal_seq;
     assert!(w.transfer.progress(t0 + P + 2, durable).unwrap().is_empty());
 }
+
+/// Issue 11.4: `bucket_lifecycle` in a local store: hourly, the files
+/// written more than that many days ago go.
+#[tokio::test]
+async fn bucket_lifecycle_expires_old_files_locally() {
+    // Real time: the expiry compares with the files' modification times.
+    let real = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let t0 = real / P * P;
+    let w = world(t0);
+    tracker(
+        &w,
+        "p1",
+        t0,
+        json!({"tracker_type": "system", "tracker_name": "system",
+        "obs_info": {"bucket_name": "archive", "is_obs_created": true, "bucket_lifecycle": 30}}),
+    );
+    record(&w, "p1", "ECS", 3, t0 + 1);
+    w.transfer.run_once(t0 + 1).await.unwrap();
+    w.transfer.run_once(t0 + P + 2).await.unwrap();
+    let f = files(&w, "archive");
+    assert_eq!(f.len(), 1, "{f:?}");
+    let file = std::fs::File::options()
+        .write(true)
+        .open(w.obs.join("archive").join(&f[0].0))
+        .unwrap();
+    let day = std::time::Duration::from_secs(86_400);
+    file.set_modified(std::time::SystemTime::now() - 31 * day)
+        .unwrap();
+    w.transfer.run_once(t0 + 1800).await.unwrap();
+    assert_eq!(files(&w, "archive").len(), 1, "checked hourly");
+    w.transfer.run_once(t0 + 3700).await.unwrap();
+    assert!(files(&w, "archive").is_empty());
+}

@@ -242,3 +242,56 @@ async fn s3_refused_write_is_a_policy_error() {
         (Some("bucketPolicyError"), Some(403))
     );
 }
+
+/// `bucket_lifecycle` on S3: one rule of the bucket, on `CloudTraces/`.
+#[tokio::test]
+async fn s3_lifecycle_rule() {
+    let moto = Moto::start();
+    let storage = moto.storage();
+    storage.create_bucket("cts-life").await.unwrap();
+    assert_eq!(storage.lifecycle_days("cts-life").await.unwrap(), None);
+    storage.set_lifecycle("cts-life", 30).await.unwrap();
+    assert_eq!(storage.lifecycle_days("cts-life").await.unwrap(), Some(30));
+    storage.set_lifecycle("cts-life", 180).await.unwrap();
+    assert_eq!(storage.lifecycle_days("cts-life").await.unwrap(), Some(180));
+    let missing = storage.set_lifecycle("cts-nothing", 30).await;
+    assert!(
+        matches!(missing, Err(StoreError::NoSuchBucket { .. })),
+        "{missing:?}"
+    );
+}
+
+/// `bucket_lifecycle` in a local directory: objects under `CloudTraces/`
+/// written more than the days ago go, with their sidecars; nothing else.
+#[tokio::test]
+async fn local_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = ObjectStorage::new(StorageConfig::Local(dir.path().to_path_buf())).unwrap();
+    storage.create_bucket("life").await.unwrap();
+    let old = "CloudTraces/r/2026/1/1/system/ECS/a_CloudTrace_x.json.gz";
+    let new = "CloudTraces/r/2026/3/1/system/ECS/a_CloudTrace_y.json.gz";
+    let elsewhere = "other/old.txt";
+    for key in [old, new, elsewhere] {
+        storage
+            .put("life", key, Bytes::from_static(b"z"), &meta(&[("m", "v")]))
+            .await
+            .unwrap();
+    }
+    let day = std::time::Duration::from_secs(86_400);
+    let now = std::time::SystemTime::now();
+    for key in [old, elsewhere] {
+        for f in [key.to_string(), format!("{key}.metadata.json")] {
+            let file = std::fs::File::options()
+                .write(true)
+                .open(dir.path().join("life").join(f))
+                .unwrap();
+            file.set_modified(now - 40 * day).unwrap();
+        }
+    }
+    assert_eq!(storage.expire("life", 30, now).await.unwrap(), 2);
+    assert_eq!(keys(&storage, "life", "").await, [new, elsewhere]);
+    assert!(!dir.path().join("life/CloudTraces/r/2026/1").exists());
+    assert_eq!(storage.expire("life", 30, now).await.unwrap(), 0);
+    // S3 keeps its own rule: nothing to set locally.
+    storage.set_lifecycle("life", 30).await.unwrap();
+}

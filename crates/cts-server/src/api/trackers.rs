@@ -56,48 +56,75 @@ async fn body_of(c: &Call, body: Body) -> Result<(Bytes, Option<Value>), ApiErro
 }
 
 impl Call {
-    /// Refuses a transfer bucket that does not exist when the tracker is
-    /// not to create it (CTS.0211), rather than accepting a tracker whose
-    /// every transfer fails. A store that cannot tell (unreachable, access
-    /// refused) lets the change through: the tracker's status says why
-    /// later.
-    async fn check_bucket(
+    /// Makes the transfer bucket ready before the change: a bucket that
+    /// does not exist is refused unless the tracker is to create it
+    /// (CTS.0211; created now, CTS.0216), and `bucket_lifecycle` becomes
+    /// the bucket's lifecycle rule (CTS.0217). A store that cannot tell
+    /// whether the bucket exists (unreachable, access refused) lets the
+    /// change through: the tracker's status says why later.
+    async fn prepare_bucket(
         &self,
         project_id: &str,
         spec: &TrackerSpec,
         create: bool,
     ) -> Result<(), ApiError> {
-        let Some(bucket) = spec.obs.bucket_name.clone().filter(|b| !b.is_empty()) else {
-            return Ok(());
-        };
-        let created = match spec.obs.is_obs_created {
-            Some(created) => created,
-            None if create => false,
-            None => {
-                let (project, name, kind) = (
-                    project_id.to_string(),
-                    spec.tracker_name.clone(),
-                    spec.tracker_type,
-                );
-                blocking(&self.state.trackers, move |s| {
-                    s.list(&project, Some(&name), Some(kind))
-                })
-                .await?
-                .first()
-                .is_some_and(|t| t.obs_info.is_obs_created)
-            }
-        };
-        if created {
+        let obs = &spec.obs;
+        if obs.bucket_name.is_none() && obs.bucket_lifecycle.is_none() {
             return Ok(());
         }
-        match self.state.transfer.storage().bucket_exists(&bucket).await {
-            Ok(false) => Err(TrackerError::bucket_missing(&bucket).into()),
-            Ok(true) => Ok(()),
+        let current = if create {
+            None
+        } else {
+            let (project, name, kind) = (
+                project_id.to_string(),
+                spec.tracker_name.clone(),
+                spec.tracker_type,
+            );
+            blocking(&self.state.trackers, move |s| {
+                s.list(&project, Some(&name), Some(kind))
+            })
+            .await?
+            .into_iter()
+            .next()
+            .map(|t| t.obs_info)
+        };
+        let current = current.as_ref();
+        let bucket = obs
+            .bucket_name
+            .clone()
+            .or_else(|| current.map(|o| o.bucket_name.clone()))
+            .unwrap_or_default();
+        if bucket.is_empty() {
+            return Ok(());
+        }
+        let created = obs
+            .is_obs_created
+            .or(current.map(|o| o.is_obs_created))
+            .unwrap_or(false);
+        let days = obs
+            .bucket_lifecycle
+            .or(current.map(|o| o.bucket_lifecycle))
+            .unwrap_or(0);
+        let storage = self.state.transfer.storage();
+        match storage.bucket_exists(&bucket).await {
+            Ok(true) => {}
+            Ok(false) if !created => return Err(TrackerError::bucket_missing(&bucket).into()),
+            Ok(false) => storage.create_bucket(&bucket).await.map_err(|e| {
+                tracing::warn!(bucket = %bucket, error = %e, "cannot create the bucket");
+                TrackerError::bucket_not_created(&bucket)
+            })?,
             Err(e) => {
                 tracing::warn!(bucket = %bucket, error = %e, "cannot tell whether the bucket exists");
-                Ok(())
+                return Ok(());
             }
         }
+        if let Ok(d @ 1..) = u32::try_from(days) {
+            storage.set_lifecycle(&bucket, d).await.map_err(|e| {
+                tracing::warn!(bucket = %bucket, error = %e, "cannot set the lifecycle rule");
+                TrackerError::lifecycle_not_set(&bucket, days)
+            })?;
+        }
+        Ok(())
     }
 
     /// Creates a tracker from `spec`; records `createTracker`, and deletes
@@ -108,7 +135,7 @@ impl Call {
         spec: TrackerSpec,
         request: Option<&Value>,
     ) -> Result<Tracker, ApiError> {
-        self.check_bucket(project_id, &spec, true).await?;
+        self.prepare_bucket(project_id, &spec, true).await?;
         let (project, domain) = (project_id.to_string(), self.caller.domain_id.clone());
         let tracker = blocking(&self.state.trackers, move |s| {
             let keys = key_ids(s, &project)?;
@@ -137,7 +164,7 @@ impl Call {
         spec: TrackerSpec,
         request: Option<&Value>,
     ) -> Result<Tracker, ApiError> {
-        self.check_bucket(project_id, &spec, false).await?;
+        self.prepare_bucket(project_id, &spec, false).await?;
         let (project, name, kind) = (
             project_id.to_string(),
             spec.tracker_name.clone(),

@@ -301,7 +301,8 @@ fn traces_land_in_an_s3_bucket() {
         &server,
         &format!("/v3/{pid}/tracker"),
         &json!({"tracker_type": "system", "tracker_name": "system",
-                "obs_info": {"bucket_name": "s3-archive", "file_prefix_name": "audit", "is_obs_created": true}}),
+                "obs_info": {"bucket_name": "s3-archive", "file_prefix_name": "audit", "is_obs_created": true,
+                             "bucket_lifecycle": 30}}),
     );
     assert_eq!(a.status, 200, "{}", a.text);
     std::thread::sleep(Duration::from_millis(1500));
@@ -319,6 +320,9 @@ fn traces_land_in_an_s3_bucket() {
         }))
         .unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    // bucket_lifecycle is the bucket's lifecycle rule, set with the tracker.
+    let days = runtime.block_on(storage.lifecycle_days("s3-archive"));
+    assert_eq!(days.unwrap(), Some(30));
     let in_s3 = || -> HashMap<String, usize> {
         runtime.block_on(async {
             let mut count = HashMap::new();
