@@ -382,27 +382,13 @@ fn a_clean_archive_verifies() {
 
     // A trace file newer than the newest digest: pending, not a finding,
     // while its digest is not due (one period and some lateness after it).
-    let late = build_trace_files(
-        &tracker_path(),
-        PROJECT,
-        Some("ECS"),
-        Period {
-            start: T0 + HOURS * HOUR,
-            end: T0 + HOURS * HOUR + 600,
-        },
-        &["{}"],
-        &TraceFileOptions::default(),
-    )
-    .unwrap();
-    let late_file = a.object(&late[0].key);
-    std::fs::create_dir_all(late_file.parent().unwrap()).unwrap();
-    std::fs::write(&late_file, &late[0].body).unwrap();
+    let late = put_trace_file(&a, "ECS", T0 + HOURS * HOUR + 600);
     let soon = ["--to", "2025-01-01T07:00:00Z"];
     let r = report(
         &verify_local(&a, &["--output", "json", soon[0], soon[1]]),
         0,
     );
-    assert_eq!(r["pending_files"], json!([late[0].key]));
+    assert_eq!(r["pending_files"], json!([late]));
     let out = verify_local(&a, &soon);
     assert_eq!(code(&out), 0);
     assert!(
@@ -419,7 +405,7 @@ fn a_clean_archive_verifies() {
     assert_eq!(f["previous"], a.digests[5].key.as_str());
     assert_eq!(f["gap_start"], "2025-01-01T06-00-00Z");
     assert_eq!(f["gap_end"], "2025-01-01T07-00-00Z");
-    assert_eq!(f["unverified_files"], json!([late[0].key]));
+    assert_eq!(f["unverified_files"], json!([late]));
 }
 
 #[test]

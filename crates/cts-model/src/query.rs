@@ -360,24 +360,12 @@ mod tests {
             (ApiVersion::V2, "trace_status"),
             (ApiVersion::V2, "trace_rating"),
         ] {
-            let q = TraceQuery::parse(
-                version,
-                "p",
-                Some("system"),
-                &p(&[(param, "INCIDENT")]),
-                10_000_000,
-            )
-            .unwrap();
+            let parse = |value: &str| {
+                TraceQuery::parse(version, "p", Some("system"), &p(&[(param, value)]), 1)
+            };
+            let q = parse("INCIDENT").unwrap();
             assert!(q.filters.contains(&(Field::TraceRating, "incident".into())));
-            let e = TraceQuery::parse(
-                version,
-                "p",
-                Some("system"),
-                &p(&[(param, "Fatal")]),
-                10_000_000,
-            )
-            .unwrap_err();
-            assert_eq!(e.param, param);
+            assert_eq!(parse("Fatal").unwrap_err().param, param);
         }
     }
 
