@@ -186,6 +186,11 @@ impl IdentityStore {
             for role in [Role::Admin, Role::CtsAdmin] {
                 self.assign(tx, &project.id, &Actor::User(admin.id.clone()), role)?;
             }
+            // The first admin manages the whole domain.
+            tx.execute(
+                "INSERT INTO domain_assignments (domain_id, user_id, role_id) VALUES (?1, ?2, ?3)",
+                rusqlite::params![admin.domain_id, admin.id, self.role_id(Role::Admin)],
+            )?;
             self.insert_access_key(
                 tx,
                 &admin.id,

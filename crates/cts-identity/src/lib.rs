@@ -36,6 +36,7 @@
 mod access_key;
 mod bootstrap;
 mod domain;
+mod domain_role;
 mod error;
 mod group;
 mod lockout;
@@ -50,6 +51,7 @@ mod user;
 pub use access_key::{AccessKey, AccessKeyStatus, SigningKey, MAX_ACCESS_KEYS_PER_USER};
 pub use bootstrap::{Bootstrap, BootstrapOutcome, BootstrapSeed};
 pub use domain::{Domain, DomainRef, DomainUpdate};
+pub use domain_role::DOMAIN_ROLES;
 pub use error::IdentityError;
 pub use group::{Group, GroupUpdate, NewGroup};
 pub use lockout::ANY_SOURCE;

@@ -177,7 +177,7 @@ pub(crate) fn domain_of(conn: &Connection, kind: Owned, id: &str) -> Result<Stri
     found(conn.query_row(sql, [id], |r| r.get(0)), what, id)
 }
 
-fn role_from_row(name: String) -> Result<Role, IdentityError> {
+pub(crate) fn role_from_row(name: String) -> Result<Role, IdentityError> {
     Role::from_name(&name).ok_or_else(|| IdentityError::Storage(format!("unknown role {name:?}")))
 }
 

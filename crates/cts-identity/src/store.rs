@@ -21,7 +21,8 @@ use crate::token::TokenCache;
 use crate::IdentityError;
 
 /// Version of the schema below, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+/// Version 2 added `domain_assignments`.
+const SCHEMA_VERSION: i64 = 2;
 
 /// Length of the AES-GCM nonce stored in front of each ciphertext.
 const NONCE_LEN: usize = 12;
@@ -94,6 +95,13 @@ CREATE TABLE IF NOT EXISTS group_assignments (
     PRIMARY KEY (project_id, group_id, role_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS group_assignments_group ON group_assignments(group_id);
+CREATE TABLE IF NOT EXISTS domain_assignments (
+    domain_id TEXT NOT NULL REFERENCES domains(id) ON DELETE CASCADE,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    role_id TEXT NOT NULL REFERENCES roles(id),
+    PRIMARY KEY (domain_id, user_id, role_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS domain_assignments_user ON domain_assignments(user_id);
 CREATE TABLE IF NOT EXISTS access_keys (
     access TEXT PRIMARY KEY,
     user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
@@ -194,6 +202,17 @@ impl IdentityStore {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         let key = load_or_create_key(dir, &tx)?;
         let role_ids = ensure_roles(&tx)?;
+        if version == 1 {
+            // Before version 2, `admin` on any project managed the whole
+            // domain: those users keep that power as domain admins (the
+            // README tells operators to review them).
+            tx.execute(
+                "INSERT OR IGNORE INTO domain_assignments (domain_id, user_id, role_id) \
+                 SELECT p.domain_id, a.user_id, a.role_id FROM user_assignments a \
+                 JOIN projects p ON p.id = a.project_id WHERE a.role_id = ?1",
+                [&role_ids[Role::Admin as usize]],
+            )?;
+        }
         tx.commit()?;
         let cipher = Aes256Gcm::new_from_slice(&key)
             .map_err(|e| IdentityError::Crypto(format!("server.key: {e}")))?;

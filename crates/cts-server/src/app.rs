@@ -20,7 +20,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::api::{credentials, identity, ops, tokens, traces, trackers, transfer, versions};
+use crate::api::{
+    credentials, domain_roles, identity, ops, tokens, traces, trackers, transfer, versions,
+};
 use crate::auth::{authorize, Access, Permission};
 use crate::error::ApiError;
 use crate::state::{now_ms, AppState};
@@ -50,7 +52,7 @@ where
 /// Every route of the API with the access it needs; `docs/openapi.json`
 /// describes exactly these.
 pub(crate) fn routes() -> Vec<Route> {
-    use Access::{Authenticated, Domain, Metrics, OwnDomain, Project, Public};
+    use Access::{Authenticated, Domain, Metrics, OwnDomain, Project, ProjectRoles, Public};
     use Method as M;
     use Permission::{CtsRead, CtsWrite, IdentityManage, TraceReport};
     const IDM: Access = Domain(IdentityManage);
@@ -229,7 +231,12 @@ pub(crate) fn routes() -> Vec<Route> {
         route(M::GET, "/v3/users", IDM, identity::list_users),
         route(M::POST, "/v3/users", IDM, identity::create_user),
         route(M::GET, "/v3/users/{id}", IDM, identity::get_user),
-        route(M::PATCH, "/v3/users/{id}", IDM, identity::update_user),
+        route(
+            M::PATCH,
+            "/v3/users/{id}",
+            Access::UserChange,
+            identity::update_user,
+        ),
         route(M::DELETE, "/v3/users/{id}", IDM, identity::delete_user),
         route(M::POST, "/v3/users/{id}/unlock", IDM, identity::unlock_user),
         route(
@@ -278,26 +285,51 @@ pub(crate) fn routes() -> Vec<Route> {
         route(
             M::GET,
             "/v3/projects/{id}/{actor}/{actor_id}/roles",
-            IDM,
+            ProjectRoles,
             identity::roles_of_actor,
         ),
         route(
             M::PUT,
             "/v3/projects/{id}/{actor}/{actor_id}/roles/{role_id}",
-            IDM,
+            ProjectRoles,
             identity::assign,
         ),
         route(
             M::HEAD,
             "/v3/projects/{id}/{actor}/{actor_id}/roles/{role_id}",
-            IDM,
+            ProjectRoles,
             identity::check_assignment,
         ),
         route(
             M::DELETE,
             "/v3/projects/{id}/{actor}/{actor_id}/roles/{role_id}",
-            IDM,
+            ProjectRoles,
             identity::unassign,
+        ),
+        // Keystone v3: domain admins.
+        route(
+            M::GET,
+            "/v3/domains/{domain_id}/users/{user_id}/roles",
+            IDM,
+            domain_roles::roles_of_user,
+        ),
+        route(
+            M::PUT,
+            "/v3/domains/{domain_id}/users/{user_id}/roles/{role_id}",
+            IDM,
+            domain_roles::assign,
+        ),
+        route(
+            M::HEAD,
+            "/v3/domains/{domain_id}/users/{user_id}/roles/{role_id}",
+            IDM,
+            domain_roles::check,
+        ),
+        route(
+            M::DELETE,
+            "/v3/domains/{domain_id}/users/{user_id}/roles/{role_id}",
+            IDM,
+            domain_roles::unassign,
         ),
         // Huawei Cloud IAM: access keys.
         route(

@@ -32,7 +32,9 @@ pub enum Permission {
     CtsWrite,
     /// Report traces.
     TraceReport,
-    /// Manage the identities (projects, users, groups, keys) of a domain.
+    /// Manage the identities (projects, users, groups, keys) of a domain:
+    /// only `admin` assigned on the domain grants it, never `admin` on a
+    /// project.
     IdentityManage,
 }
 
@@ -68,6 +70,13 @@ pub enum Access {
     /// The permission in the domain named by the path (its `project_id`
     /// segment), which must be the caller's.
     OwnDomain(Permission),
+    /// The role assignments on the project named by the path's `id`: a
+    /// domain admin, or `admin` on that project.
+    ProjectRoles,
+    /// A change of the user named by the path's `id`: a domain admin, or
+    /// the `admin` of every project on which that user holds a role (a user
+    /// with a domain role, or with no role at all: domain admins only).
+    UserChange,
 }
 
 /// How the caller proved who it is.
@@ -193,7 +202,8 @@ async fn check_and_run(state: &AppState, access: Access, req: Request, next: Nex
     let peer = peer_of(&req);
     let (mut parts, body) = req.into_parts();
     let origin = Origin::of(&parts.headers, peer);
-    let project = path_project(&mut parts).await;
+    let project = path_param(&mut parts, "project_id").await;
+    let target = path_param(&mut parts, "id").await;
     let claimed = claimed_access_key(&parts.headers);
     // The body stays unread unless a signature covers it; a refusal drains
     // it, so the connection stays usable for the client's next request.
@@ -229,7 +239,14 @@ async fn check_and_run(state: &AppState, access: Access, req: Request, next: Nex
             return e.into_response();
         }
     };
-    if let Err(e) = permit(&state, &principal, access, project.as_deref()).await {
+    let permitted = permit(
+        &state,
+        &principal,
+        access,
+        project.as_deref(),
+        target.as_deref(),
+    );
+    if let Err(e) = permitted {
         state.metrics.access_denied.inc();
         drain(body, state.config.limits.max_body_bytes).await;
         return e.into_response();
@@ -276,13 +293,13 @@ fn key_owner(state: &AppState, access: &str) -> Option<(cts_identity::User, cts_
     Some((user, domain))
 }
 
-/// The `project_id` of the matched route, if it has one.
-async fn path_project(parts: &mut Parts) -> Option<String> {
+/// The path parameter `name` of the matched route, if it has one.
+async fn path_param(parts: &mut Parts, name: &str) -> Option<String> {
     use axum::extract::FromRequestParts;
     let params = RawPathParams::from_request_parts(parts, &()).await.ok();
     params?
         .iter()
-        .find(|(k, _)| *k == "project_id")
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
 }
 
@@ -443,18 +460,20 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Whether `principal` may do what `access` declares.
-async fn permit(
+/// Whether `principal` may do what `access` declares; `project` and
+/// `target` are the path's `project_id` and `id`.
+fn permit(
     state: &AppState,
     principal: &Principal,
     access: Access,
     project: Option<&str>,
+    target: Option<&str>,
 ) -> Result<(), ApiError> {
+    let missing = |what: &'static str| ApiError::Internal(format!("a route without {{{what}}}"));
     match access {
         Access::Public | Access::Metrics | Access::Authenticated => Ok(()),
         Access::Project(permission) => {
-            let project = project
-                .ok_or_else(|| ApiError::Internal("a project route without {project_id}".into()))?;
+            let project = project.ok_or_else(|| missing("project_id"))?;
             let denied = || {
                 ApiError::Forbidden(format!(
                     "the credential is not authorized for project {project}"
@@ -468,27 +487,13 @@ async fn permit(
                      {project} (auth.scope.project) to use it here"
                 )));
             }
-            if principal
-                .project_scope
-                .as_deref()
-                .is_some_and(|scope| scope != project)
-            {
-                return Err(denied());
-            }
-            let roles = match state.identity.effective_roles(&principal.user_id, project) {
-                Ok(roles) => roles,
-                Err(IdentityError::NotFound { .. }) => return Err(denied()),
-                Err(e) => return Err(e.into()),
+            let roles = match project_roles(state, principal, project)? {
+                Some(roles) if !roles.is_empty() => roles,
+                _ => return Err(denied()),
             };
-            if roles.is_empty() {
-                return Err(denied());
-            }
             require(permission, &roles, "on the project")
         }
-        Access::Domain(permission) => {
-            let roles = domain_roles(state, principal)?;
-            require(permission, &roles, "on a project of your domain")
-        }
+        Access::Domain(permission) => require_in_domain(state, principal, permission),
         Access::OwnDomain(permission) => {
             if project != Some(principal.domain_id.as_str()) {
                 return Err(ApiError::Forbidden(format!(
@@ -496,19 +501,104 @@ async fn permit(
                     project.unwrap_or_default()
                 )));
             }
-            let roles = domain_roles(state, principal)?;
-            require(permission, &roles, "on a project of your domain")
+            require_in_domain(state, principal, permission)
+        }
+        Access::ProjectRoles => {
+            let project = target.ok_or_else(|| missing("id"))?;
+            if is_domain_admin(state, principal)? || is_project_admin(state, principal, project)? {
+                return Ok(());
+            }
+            Err(ApiError::MissingRole {
+                needed: Role::Admin.name().into(),
+                scope: "on the domain or on this project",
+            })
+        }
+        Access::UserChange => {
+            let user = target.ok_or_else(|| missing("id"))?;
+            if is_domain_admin(state, principal)? || administers_user(state, principal, user)? {
+                return Ok(());
+            }
+            Err(ApiError::MissingRole {
+                needed: Role::Admin.name().into(),
+                scope: "on the domain, or on every project where the user holds a role",
+            })
         }
     }
 }
 
-/// The roles of the caller in its domain: on the scoped project if the
-/// credential has one, else on any project of the domain.
-pub fn domain_roles(state: &AppState, principal: &Principal) -> Result<RoleSet, ApiError> {
+/// The caller's roles on `project`; `None` when the credential is scoped to
+/// another project or the project does not exist.
+fn project_roles(
+    state: &AppState,
+    principal: &Principal,
+    project: &str,
+) -> Result<Option<RoleSet>, ApiError> {
+    if principal
+        .project_scope
+        .as_deref()
+        .is_some_and(|scope| scope != project)
+    {
+        return Ok(None);
+    }
+    match state.identity.effective_roles(&principal.user_id, project) {
+        Ok(roles) => Ok(Some(roles)),
+        Err(IdentityError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn is_project_admin(
+    state: &AppState,
+    principal: &Principal,
+    project: &str,
+) -> Result<bool, ApiError> {
+    Ok(project_roles(state, principal, project)?.is_some_and(|r| r.contains(Role::Admin)))
+}
+
+/// Whether the caller holds `admin` on its domain (a domain role
+/// assignment).
+pub fn is_domain_admin(state: &AppState, principal: &Principal) -> Result<bool, ApiError> {
+    let roles = state.identity.domain_roles(&principal.user_id)?;
+    Ok(Permission::IdentityManage.allowed(&roles))
+}
+
+/// Whether `user` holds roles only on projects the caller administers (at
+/// least one, and no domain role).
+fn administers_user(state: &AppState, principal: &Principal, user: &str) -> Result<bool, ApiError> {
+    match state.identity.domain_roles(user) {
+        Ok(roles) if roles.is_empty() => {}
+        Ok(_) | Err(IdentityError::NotFound { .. }) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    let projects = state.identity.projects_with_roles(user)?;
+    if projects.is_empty() {
+        return Ok(false);
+    }
+    for project in &projects {
+        if !is_project_admin(state, principal, project)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// A permission in the caller's domain: identity management by a domain
+/// admin; a CTS permission through the roles on the scoped project, or on
+/// any project of the domain.
+fn require_in_domain(
+    state: &AppState,
+    principal: &Principal,
+    permission: Permission,
+) -> Result<(), ApiError> {
+    if permission == Permission::IdentityManage {
+        let roles = state.identity.domain_roles(&principal.user_id)?;
+        return require(permission, &roles, "on your domain");
+    }
     if let Some(project) = &principal.project_scope {
-        return Ok(state
+        let roles = state
             .identity
-            .effective_roles(&principal.user_id, project)?);
+            .effective_roles(&principal.user_id, project)?;
+        return require(permission, &roles, "on the project");
     }
     let mut all = RoleSet::default();
     let filter = Filter {
@@ -522,7 +612,7 @@ pub fn domain_roles(state: &AppState, principal: &Principal) -> Result<RoleSet, 
                 .effective_roles(&principal.user_id, &project.id)?,
         );
     }
-    Ok(all)
+    require(permission, &all, "on a project of your domain")
 }
 
 fn require(permission: Permission, roles: &RoleSet, scope: &'static str) -> Result<(), ApiError> {

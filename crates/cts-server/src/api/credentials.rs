@@ -15,7 +15,7 @@ use cts_identity::{AccessKey, AccessKeyStatus};
 
 use crate::api::identity::{fixed, from_value, parse_body, Call, Change};
 use crate::api::tokens::iso_time;
-use crate::auth::{domain_roles, Permission};
+use crate::auth::is_domain_admin;
 use crate::error::ApiError;
 
 fn key_json(k: &AccessKey) -> Value {
@@ -36,12 +36,11 @@ impl Call {
         if user_id == self.caller.user_id {
             return Ok(user_id.to_string());
         }
-        // Someone else's keys: only for an identity admin of the user's
+        // Someone else's keys: only for a domain admin of the user's
         // domain. Others get the same 404 as for a user that does not
         // exist.
         let user = self.user(user_id)?;
-        let roles = domain_roles(&self.state, &self.caller)?;
-        if Permission::IdentityManage.allowed(&roles) {
+        if is_domain_admin(&self.state, &self.caller)? {
             Ok(user.id)
         } else {
             Err(ApiError::ResourceNotFound {

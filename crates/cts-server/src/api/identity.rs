@@ -23,6 +23,7 @@ use cts_identity::{
 };
 
 use crate::api::base_url;
+use crate::api::domain_roles::domain_assignment_json;
 use crate::audit::{self, AuditEvent};
 use crate::auth::{Origin, Principal};
 use crate::body::read_body;
@@ -230,7 +231,7 @@ impl Call {
         Ok(())
     }
 
-    fn links(&self, path: &str) -> Value {
+    pub(crate) fn links(&self, path: &str) -> Value {
         json!({"self": format!("{}/v3/{path}", self.base), "previous": null, "next": null})
     }
 }
@@ -341,7 +342,7 @@ fn group_json(base: &str, g: &Group) -> Value {
     })
 }
 
-fn role_json(base: &str, r: &RoleRecord) -> Value {
+pub(crate) fn role_json(base: &str, r: &RoleRecord) -> Value {
     json!({
         "id": r.id,
         "name": r.role.name(),
@@ -778,7 +779,7 @@ pub async fn list_roles(
 }
 
 /// A role named by its id or, for convenience, its name.
-fn find_role(state: &AppState, id_or_name: &str) -> Result<RoleRecord, ApiError> {
+pub(crate) fn find_role(state: &AppState, id_or_name: &str) -> Result<RoleRecord, ApiError> {
     state
         .identity
         .list_roles()?
@@ -942,7 +943,8 @@ impl Call {
 }
 
 /// `GET /v3/role_assignments`, filtered by `scope.project.id`, `user.id`
-/// or `group.id`; over every project of the caller's domain otherwise.
+/// or `group.id`; over every project of the caller's domain, and the
+/// domain itself, otherwise.
 pub async fn list_assignments(
     c: Call,
     Query(params): Query<AssignmentParams>,
@@ -979,6 +981,16 @@ pub async fn list_assignments(
                     c.add_names(&mut v, project, &a.actor)?;
                 }
                 out.push(v);
+            }
+        }
+    }
+    // Domain admins, unless the filter names a project or a group.
+    if params.project.is_none() && params.group.is_none() {
+        let domain = &c.caller.domain_id;
+        let user = params.user.as_deref();
+        for (user_id, role) in c.state.identity.list_domain_assignments(domain, user)? {
+            if let Some(role) = roles.iter().find(|r| r.role == role) {
+                out.push(domain_assignment_json(&c.base, domain, &user_id, role));
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The HTTP endpoints.
 
 pub mod credentials;
+pub mod domain_roles;
 pub mod identity;
 pub mod ops;
 pub mod tokens;

@@ -21,7 +21,7 @@ use crate::api::base_url;
 use crate::api::identity::{parse_body, project_json};
 use crate::audit::{self, AuditEvent};
 use crate::auth::{
-    domain_roles, peer_of, validate_token, AuthFailure, Origin, Permission, Principal,
+    is_domain_admin, peer_of, validate_token, AuthFailure, Origin, Principal,
 };
 use crate::error::ApiError;
 use crate::lockout;
@@ -393,8 +393,7 @@ async fn subject_info(
     };
     let info = validate_token(state, token).await.map_err(|_| missing())?;
     let own = info.user_id == caller.user_id;
-    let admin = info.domain_id == caller.domain_id
-        && Permission::IdentityManage.allowed(&domain_roles(state, caller)?);
+    let admin = info.domain_id == caller.domain_id && is_domain_admin(state, caller)?;
     if own || admin {
         Ok(info)
     } else {

@@ -11,7 +11,12 @@ use crate::support::*;
 
 /// Creates a user with `role` on `project` and an access key; returns
 /// (user id, credential signing with that key).
-fn user_with_role(server: &TestServer, name: &str, project: &str, role: &str) -> (String, Cred) {
+pub(crate) fn user_with_role(
+    server: &TestServer,
+    name: &str,
+    project: &str,
+    role: &str,
+) -> (String, Cred) {
     let a = server.post_json(
         "/v3/users",
         &json!({"user": {"name": name, "password": "Secret-pass-1"}}),

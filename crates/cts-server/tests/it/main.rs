@@ -4,6 +4,7 @@
 mod auth;
 mod crash;
 mod damage;
+mod isolation;
 mod legacy;
 mod limits;
 mod lockout;

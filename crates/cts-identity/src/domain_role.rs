@@ -1,0 +1,207 @@
+//! Roles held on a whole domain. Only `admin` is: a domain admin manages
+//! the identities of its domain, while `admin` on a project manages only
+//! that project's role assignments.
+
+use rusqlite::{params, Connection};
+
+use crate::role::{domain_of, role_from_row, Owned};
+use crate::store::found;
+use crate::{IdentityError, IdentityStore, Role, RoleSet};
+
+/// Assigned at domain scope.
+pub const DOMAIN_ROLES: [Role; 1] = [Role::Admin];
+
+impl IdentityStore {
+    /// Gives `user_id` the `role` on its own domain `domain_id`; holding it
+    /// already changes nothing.
+    pub fn assign_domain_role(
+        &self,
+        domain_id: &str,
+        user_id: &str,
+        role: Role,
+    ) -> Result<(), IdentityError> {
+        self.write(|tx| {
+            check_domain_role(tx, domain_id, user_id, role)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO domain_assignments (domain_id, user_id, role_id) \
+                 VALUES (?1, ?2, ?3)",
+                params![domain_id, user_id, self.role_id(role)],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Removes a domain assignment; `NotFound` when it does not exist.
+    pub fn unassign_domain_role(
+        &self,
+        domain_id: &str,
+        user_id: &str,
+        role: Role,
+    ) -> Result<(), IdentityError> {
+        self.write(|tx| {
+            let removed = tx.execute(
+                "DELETE FROM domain_assignments \
+                 WHERE domain_id = ?1 AND user_id = ?2 AND role_id = ?3",
+                params![domain_id, user_id, self.role_id(role)],
+            )?;
+            match removed {
+                0 => Err(IdentityError::not_found(
+                    "role assignment",
+                    &format!("{role} of user {user_id} on domain {domain_id}"),
+                )),
+                _ => Ok(()),
+            }
+        })
+    }
+
+    /// The domain roles of `user_id` (an enabled user of an enabled domain;
+    /// empty otherwise), on its own domain.
+    pub fn domain_roles(&self, user_id: &str) -> Result<RoleSet, IdentityError> {
+        self.read(|conn| domain_roles(conn, user_id))
+    }
+
+    /// The domain assignments of `domain_id`, optionally of one user, as
+    /// `(user_id, role)`.
+    pub fn list_domain_assignments(
+        &self,
+        domain_id: &str,
+        user_id: Option<&str>,
+    ) -> Result<Vec<(String, Role)>, IdentityError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT a.user_id, r.name FROM domain_assignments a \
+                 JOIN roles r ON r.id = a.role_id \
+                 WHERE a.domain_id = ?1 AND (?2 IS NULL OR a.user_id = ?2) ORDER BY 1, 2",
+            )?;
+            let rows = stmt.query_map(params![domain_id, user_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (user, role) = row?;
+                out.push((user, role_from_row(role)?));
+            }
+            Ok(out)
+        })
+    }
+
+    /// The projects on which `user_id` holds a role, directly or through a
+    /// group.
+    pub fn projects_with_roles(&self, user_id: &str) -> Result<Vec<String>, IdentityError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT project_id FROM user_assignments WHERE user_id = ?1 \
+                 UNION \
+                 SELECT a.project_id FROM group_assignments a \
+                   JOIN memberships m ON m.group_id = a.group_id WHERE m.user_id = ?1 \
+                 ORDER BY 1",
+            )?;
+            let rows = stmt.query_map([user_id], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+}
+
+fn check_domain_role(
+    conn: &Connection,
+    domain_id: &str,
+    user_id: &str,
+    role: Role,
+) -> Result<(), IdentityError> {
+    if !DOMAIN_ROLES.contains(&role) {
+        return Err(IdentityError::invalid(
+            "role_id",
+            format!("{role} is a project role; only admin is assigned on a domain"),
+        ));
+    }
+    if domain_of(conn, Owned::User, user_id)? != domain_id {
+        return Err(IdentityError::invalid(
+            "domain_id",
+            "the domain must be the user's own",
+        ));
+    }
+    Ok(())
+}
+
+fn domain_roles(conn: &Connection, user_id: &str) -> Result<RoleSet, IdentityError> {
+    let enabled: bool = found(
+        conn.query_row(
+            "SELECT u.enabled AND d.enabled FROM users u JOIN domains d ON d.id = u.domain_id \
+             WHERE u.id = ?1",
+            [user_id],
+            |r| r.get(0),
+        ),
+        "user",
+        user_id,
+    )?;
+    if !enabled {
+        return Ok(RoleSet::default());
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.name FROM domain_assignments a JOIN roles r ON r.id = a.role_id \
+         JOIN users u ON u.id = a.user_id AND u.domain_id = a.domain_id \
+         WHERE a.user_id = ?1",
+    )?;
+    let names = stmt.query_map([user_id], |r| r.get::<_, String>(0))?;
+    let mut set = RoleSet::default();
+    for name in names {
+        set.insert(role_from_row(name?)?);
+    }
+    Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::temp_store;
+    use crate::testutil::*;
+    use crate::Actor;
+
+    #[test]
+    fn only_admin_on_the_users_own_domain() {
+        let (_tmp, store) = temp_store();
+        let (d1, p1) = domain_and_project(&store, "d1");
+        let (d2, _) = domain_and_project(&store, "d2");
+        let alice = user(&store, &d1.id, "alice");
+        assert!(store.domain_roles(&alice.id).unwrap().is_empty());
+        // admin on a project is not admin of the domain
+        store
+            .assign_role(&p1.id, &Actor::User(alice.id.clone()), Role::Admin)
+            .unwrap();
+        assert!(store.domain_roles(&alice.id).unwrap().is_empty());
+        assert!(matches!(
+            store.assign_domain_role(&d1.id, &alice.id, Role::CtsAdmin),
+            Err(IdentityError::Invalid {
+                field: "role_id",
+                ..
+            })
+        ));
+        assert!(matches!(
+            store.assign_domain_role(&d2.id, &alice.id, Role::Admin),
+            Err(IdentityError::Invalid {
+                field: "domain_id",
+                ..
+            })
+        ));
+        store
+            .assign_domain_role(&d1.id, &alice.id, Role::Admin)
+            .unwrap();
+        store
+            .assign_domain_role(&d1.id, &alice.id, Role::Admin)
+            .unwrap();
+        assert!(store.domain_roles(&alice.id).unwrap().contains(Role::Admin));
+        assert_eq!(
+            store.list_domain_assignments(&d1.id, None).unwrap(),
+            [(alice.id.clone(), Role::Admin)]
+        );
+        assert_eq!(store.projects_with_roles(&alice.id).unwrap(), [p1.id]);
+        store
+            .unassign_domain_role(&d1.id, &alice.id, Role::Admin)
+            .unwrap();
+        assert!(store.domain_roles(&alice.id).unwrap().is_empty());
+        assert!(matches!(
+            store.unassign_domain_role(&d1.id, &alice.id, Role::Admin),
+            Err(IdentityError::NotFound { .. })
+        ));
+    }
+}
