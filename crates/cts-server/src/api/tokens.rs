@@ -20,9 +20,7 @@ use cts_identity::{
 use crate::api::base_url;
 use crate::api::identity::{parse_body, project_json};
 use crate::audit::{self, AuditEvent};
-use crate::auth::{
-    is_domain_admin, peer_of, validate_token, AuthFailure, Origin, Principal,
-};
+use crate::auth::{is_domain_admin, peer_of, validate_token, AuthFailure, Origin, Principal};
 use crate::error::ApiError;
 use crate::lockout;
 use crate::metrics::ReasonLabel;
