@@ -165,7 +165,15 @@ pub async fn authorize(
 ) -> Response {
     match access {
         Access::Public => return next.run(req).await,
-        Access::Metrics if state.config.metrics.public => return next.run(req).await,
+        // Public metrics are label-free; a scraper that sends a credential
+        // is authenticated, and sees its own projects' series too.
+        Access::Metrics
+            if state.config.metrics.public
+                && !req.headers().contains_key("x-auth-token")
+                && !req.headers().contains_key(header::AUTHORIZATION) =>
+        {
+            return next.run(req).await
+        }
         _ => {}
     }
     let method = req.method().to_string();

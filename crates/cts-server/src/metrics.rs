@@ -85,8 +85,10 @@ pub struct Metrics {
     pub audit_failures: Counter,
     pub transfer_failures: Counter,
     pub transfer_skipped: Counter,
-    transfer_backlog: Family<TrackerLabel, Gauge>,
-    transfer_oldest_age: Family<TrackerLabel, Gauge>,
+    /// Label-free: project ids and tracker names only go to authenticated
+    /// scrapers (see [`render_trackers`]).
+    transfer_backlog_all: Gauge,
+    transfer_oldest_age_max: Gauge,
     store: StoreGauges,
 }
 
@@ -119,8 +121,8 @@ impl Metrics {
             audit_failures: Counter::default(),
             transfer_failures: Counter::default(),
             transfer_skipped: Counter::default(),
-            transfer_backlog: Family::default(),
-            transfer_oldest_age: Family::default(),
+            transfer_backlog_all: Gauge::default(),
+            transfer_oldest_age_max: Gauge::default(),
             store: StoreGauges::default(),
         };
         let registry = &mut m.registry;
@@ -201,14 +203,14 @@ impl Metrics {
             m.transfer_skipped.clone(),
         );
         registry.register(
-            "cts_transfer_backlog_traces",
-            "Journaled traces after a tracker's transfer cursor (not yet decided into files)",
-            m.transfer_backlog.clone(),
+            "cts_transfer_backlog_all_traces",
+            "Journaled traces after the transfer cursors, summed over every tracker",
+            m.transfer_backlog_all.clone(),
         );
         registry.register(
-            "cts_transfer_oldest_untransferred_seconds",
-            "Age of the oldest period of a tracker not yet in trace files",
-            m.transfer_oldest_age.clone(),
+            "cts_transfer_oldest_untransferred_max_seconds",
+            "Age of the oldest period not yet in trace files, over every tracker",
+            m.transfer_oldest_age_max.clone(),
         );
         let g = &m.store;
         for (name, help, gauge) in [
@@ -263,27 +265,22 @@ impl Metrics {
         m
     }
 
-    /// Sets the transfer gauges, one series per tracker.
+    /// Sets the label-free transfer gauges from every tracker's progress.
     pub fn set_transfer(&self, progress: &[cts_transfer::Progress]) {
-        self.transfer_backlog.clear();
-        self.transfer_oldest_age.clear();
-        for p in progress {
-            let label = TrackerLabel {
-                project_id: p.project_id.clone(),
-                tracker: p.tracker_name.clone(),
-            };
-            self.transfer_backlog
-                .get_or_create(&label)
-                .set(gauge_value(p.backlog));
-            self.transfer_oldest_age
-                .get_or_create(&label)
-                .set(p.oldest_age_secs);
-        }
+        let backlog = progress.iter().map(|p| p.backlog).sum();
+        self.transfer_backlog_all.set(gauge_value(backlog));
+        let oldest = progress.iter().map(|p| p.oldest_age_secs).max();
+        self.transfer_oldest_age_max.set(oldest.unwrap_or(0));
     }
 
     /// The text exposition; store gauges are refreshed from `stats` when the
-    /// store answered.
-    pub fn render(&self, stats: Option<&StoreStats>) -> String {
+    /// store answered. `trackers` (for authenticated scrapers) adds the
+    /// per-tracker series, labelled with project ids and tracker names.
+    pub fn render(
+        &self,
+        stats: Option<&StoreStats>,
+        trackers: Option<&[cts_transfer::Progress]>,
+    ) -> String {
         if let Some(s) = stats {
             let g = &self.store;
             g.journal_bytes.set(gauge_value(s.journal_bytes));
@@ -301,8 +298,42 @@ impl Metrics {
         }
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        if let Some(progress) = trackers {
+            // One exposition: one `# EOF`, at the end.
+            if let Some(body) = out.strip_suffix("# EOF\n") {
+                out.truncate(body.len());
+            }
+            encode(&mut out, &tracker_registry(progress)).expect("writing to a String cannot fail");
+        }
         out
     }
+}
+
+/// The per-tracker transfer gauges of `progress`, in a registry of their
+/// own, made at each scrape.
+fn tracker_registry(progress: &[cts_transfer::Progress]) -> Registry {
+    let backlog = Family::<TrackerLabel, Gauge>::default();
+    let oldest = Family::<TrackerLabel, Gauge>::default();
+    for p in progress {
+        let label = TrackerLabel {
+            project_id: p.project_id.clone(),
+            tracker: p.tracker_name.clone(),
+        };
+        backlog.get_or_create(&label).set(gauge_value(p.backlog));
+        oldest.get_or_create(&label).set(p.oldest_age_secs);
+    }
+    let mut registry = Registry::default();
+    registry.register(
+        "cts_transfer_backlog_traces",
+        "Journaled traces after a tracker's transfer cursor (not yet decided into files)",
+        backlog,
+    );
+    registry.register(
+        "cts_transfer_oldest_untransferred_seconds",
+        "Age of the oldest period of a tracker not yet in trace files",
+        oldest,
+    );
+    registry
 }
 
 #[cfg(test)]
@@ -324,7 +355,30 @@ mod tests {
             index_durable_seq: 4,
             ..StoreStats::default()
         };
-        let text = m.render(Some(&stats));
+        let progress = [cts_transfer::Progress {
+            project_id: "p1".into(),
+            tracker_name: "system".into(),
+            backlog: 7,
+            oldest_age_secs: 30,
+        }];
+        m.set_transfer(&progress);
+        let public = m.render(Some(&stats), None);
+        assert!(!public.contains("p1"), "{public}");
+        assert!(
+            public.contains("cts_transfer_backlog_all_traces 7"),
+            "{public}"
+        );
+        assert!(
+            public.contains("cts_transfer_oldest_untransferred_max_seconds 30"),
+            "{public}"
+        );
+        let text = m.render(Some(&stats), Some(&progress));
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(
+            text.contains("cts_transfer_backlog_traces{project_id=\"p1\",tracker=\"system\"} 7"),
+            "{text}"
+        );
         for needle in [
             "cts_traces_accepted_total 3",
             "cts_traces_rejected_total 0",

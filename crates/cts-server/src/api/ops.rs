@@ -5,9 +5,12 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
+use cts_identity::Filter;
 use serde_json::json;
 
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::metrics::CONTENT_TYPE;
 use crate::state::AppState;
@@ -37,24 +40,56 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Va
     ))
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+/// `GET /metrics`. Label-free for anonymous scrapers (`metrics.public`):
+/// series naming projects and trackers go only to an authenticated
+/// scraper, for the projects of its own domain.
+pub async fn metrics(
+    State(state): State<AppState>,
+    caller: Option<Extension<Principal>>,
+) -> Response {
     // A store that does not answer leaves the gauges at their last values;
     // the counters are still worth scraping.
     let stats = stats(&state)
         .await
         .inspect_err(|e| tracing::warn!(error = %e, "store statistics unavailable"))
         .ok();
+    let mut progress = Vec::new();
     if let Some(s) = &stats {
         match state
             .transfer
             .progress(crate::state::now_ms() / 1000, s.journal_seq)
         {
-            Ok(progress) => state.metrics.set_transfer(&progress),
+            Ok(p) => progress = p,
             Err(e) => tracing::warn!(error = %e, "transfer progress unavailable"),
         }
+        state.metrics.set_transfer(&progress);
     }
-    let text = state.metrics.render(stats.as_ref());
+    let trackers = match caller {
+        Some(Extension(caller)) => Some(own_domain(&state, &caller, progress).await),
+        None => None,
+    };
+    let text = state.metrics.render(stats.as_ref(), trackers.as_deref());
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
+}
+
+/// The entries of `progress` whose project is in `caller`'s domain.
+async fn own_domain(
+    state: &AppState,
+    caller: &Principal,
+    mut progress: Vec<cts_transfer::Progress>,
+) -> Vec<cts_transfer::Progress> {
+    let identity = state.identity.clone();
+    let filter = Filter {
+        domain_id: Some(caller.domain_id.clone()),
+        ..Filter::default()
+    };
+    let projects = tokio::task::spawn_blocking(move || identity.list_projects(&filter))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    progress.retain(|p| projects.iter().any(|own| own.id == p.project_id));
+    progress
 }
 
 pub async fn openapi() -> Response {

@@ -220,3 +220,45 @@ fn sigterm_stops_gracefully_and_reindex_rebuilds() {
     let all = again.query_all("main", &[("limit", "7".into())]);
     assert_eq!(all.len(), ids_before);
 }
+
+/// Anonymous scrapers of the public `/metrics` learn no project id or
+/// tracker name; an authenticated one sees its own projects' series.
+#[test]
+fn public_metrics_name_no_project_or_tracker() {
+    let server = TestServer::start();
+    let pid = server.admin.project_id.clone();
+    let body = serde_json::json!({"tracker_type": "system", "tracker_name": "system",
+        "obs_info": {"bucket_name": "metrics-archive", "is_obs_created": true}});
+    let a = server.signer().send(
+        server.client(),
+        "PUT",
+        &format!("/v3/{pid}/tracker"),
+        Some(("application/json", serde_json::to_vec(&body).unwrap())),
+    );
+    assert_eq!(a.status, 200, "{}", a.text);
+    server.report("main", &[trace(now_ms() - 1000)]);
+    // The transfer's first pass (each second) sees the tracker.
+    let series = format!("cts_transfer_backlog_traces{{project_id=\"{pid}\",tracker=\"system\"}}");
+    let mut scraper = server.get("/metrics");
+    for _ in 0..100 {
+        if scraper.text.contains(&series) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        scraper = server.get("/metrics");
+    }
+    assert!(scraper.text.contains(&series), "{}", scraper.text);
+    assert_eq!(scraper.text.matches("# EOF").count(), 1);
+
+    let public = server
+        .with(Cred::Anonymous)
+        .get(server.client(), "/metrics");
+    assert_eq!(public.status, 200);
+    assert!(!public.text.contains(&pid), "{}", public.text);
+    assert!(!public.text.contains("tracker="), "{}", public.text);
+    assert!(
+        public.text.contains("cts_transfer_backlog_all_traces"),
+        "{}",
+        public.text
+    );
+}
