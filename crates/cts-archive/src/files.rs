@@ -638,24 +638,18 @@ mod tests {
             .into_iter()
             .flat_map(|p| formats.clone().map(move |f| (p, f)))
         {
-            let key = trace_file_key(&path(prefix), "p1", Some("ECS"), PERIOD, 3, format);
-            let name = key.rsplit_once('/').unwrap().1;
-            let expected = ObjectName {
-                file_prefix: prefix,
-                digest: false,
-                project_id: "p1",
-                time: END,
-            };
-            assert_eq!(parse_object_name(name, "eu-de"), Some(expected), "{name}");
+            let trace = trace_file_key(&path(prefix), "p1", Some("ECS"), PERIOD, 3, format);
             let digest = crate::digest_key(&path(prefix), "p1", None, END);
-            let name = digest.rsplit_once('/').unwrap().1;
-            let expected = ObjectName {
-                file_prefix: prefix,
-                digest: true,
-                project_id: "p1",
-                time: END,
-            };
-            assert_eq!(parse_object_name(name, "eu-de"), Some(expected), "{name}");
+            for (key, is_digest) in [(trace, false), (digest, true)] {
+                let name = key.rsplit_once('/').unwrap().1;
+                let expected = ObjectName {
+                    file_prefix: prefix,
+                    digest: is_digest,
+                    project_id: "p1",
+                    time: END,
+                };
+                assert_eq!(parse_object_name(name, "eu-de"), Some(expected), "{name}");
+            }
         }
         for other in [
             "logs_CloudTrace_eu-nl-p1_2016-05-30T16-20-56Z_21d36ced8c8af71e.json.gz",

@@ -375,13 +375,23 @@ impl Transfer {
         let p = self.settings.period_secs;
         let since = t.transfer_since.map_or(now, |ms| ms.div_euclid(1000));
         let start = since.div_euclid(p) * p;
-        let from = self.state.journal_mark(start)?.unwrap_or(0);
+        // No mark (a first start, or marks older than the journal): the
+        // journal from its beginning, whose removed part is older still.
+        let mark = self.state.journal_mark(start)?;
         let (journal, batch) = (Arc::clone(&self.journal), self.settings.batch);
-        let cursor = tokio::task::spawn_blocking(move || {
-            start::start_cursor(journal.as_ref(), from, start * 1000, batch)
+        let found = tokio::task::spawn_blocking(move || {
+            start::start_cursor(journal.as_ref(), mark.unwrap_or(0), start * 1000, batch)
         })
         .await
         .map_err(|e| TransferError::State(format!("journal reader: {e}")))??;
+        if mark.is_some() && found.gone > 0 {
+            self.skip(
+                t,
+                found.gone,
+                "journal entries (of any project) of its first period removed before it began",
+            );
+        }
+        let cursor = found.cursor;
         let s = TrackerState {
             project_id: t.project_id.clone(),
             tracker_name: t.tracker_name.clone(),

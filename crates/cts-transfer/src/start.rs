@@ -5,6 +5,7 @@
 //!
 //! The search runs forward from a journal mark (`state`), which lies at or
 //! before every such trace; it reads at most the traces since the mark.
+//! Without a mark it reads the journal from its beginning.
 //! The rule is the one that ends a period (the first trace recorded at or
 //! after its end): a trace a little out of time order near the start falls
 //! on the same side as it would at a period end, once.
@@ -17,32 +18,43 @@ struct RecordTime {
     record_time: i64,
 }
 
-/// The cursor (last sequence number before the first trace recorded at or
-/// after `start_ms`), searched from `from`. Traces retention removed are
-/// passed over: they are days older than any period a consumer begins at.
+/// Where a consumer begins.
+pub(crate) struct Start {
+    /// The last sequence number before the first trace recorded at or
+    /// after the start.
+    pub cursor: u64,
+    /// Journal entries after `from` that retention had removed. After a
+    /// mark they may be the consumer's (there should be none: retention
+    /// keeps days, a period is minutes).
+    pub gone: u64,
+}
+
+/// Where a consumer beginning at `start_ms` begins, searched from `from`.
 /// Blocking.
 pub(crate) fn start_cursor(
     journal: &dyn TraceStore,
     from: u64,
     start_ms: i64,
     batch: usize,
-) -> Result<u64, StoreError> {
-    let mut cursor = from;
+) -> Result<Start, StoreError> {
+    let (mut cursor, mut gone) = (from, 0);
     loop {
         let read = match journal.read_journal(cursor, batch) {
             Err(StoreError::JournalGone { oldest_seq, .. }) => {
+                gone += oldest_seq - 1 - cursor;
                 cursor = oldest_seq - 1;
                 continue;
             }
             read => read?,
         };
         if read.entries.is_empty() {
-            return Ok(cursor);
+            return Ok(Start { cursor, gone });
         }
         for entry in read.entries {
             let recorded = serde_json::from_slice::<RecordTime>(&entry.doc).map(|t| t.record_time);
             if recorded.is_ok_and(|t| t >= start_ms) {
-                return Ok(entry.seq - 1);
+                let cursor = entry.seq - 1;
+                return Ok(Start { cursor, gone });
             }
             cursor = entry.seq;
         }

@@ -90,6 +90,15 @@ fn tracker(w: &World, project: &str, at_secs: i64, body: Value) {
         .unwrap();
 }
 
+/// Creates p1's management tracker at `at_secs` with `obs_info` and the
+/// other fields of `more`.
+fn system_tracker(w: &World, at_secs: i64, obs_info: Value, mut more: Value) {
+    more["tracker_type"] = json!("system");
+    more["tracker_name"] = json!("system");
+    more["obs_info"] = obs_info;
+    tracker(w, "p1", at_secs, more);
+}
+
 /// Every trace in the bucket's trace files, as (key, trace ids).
 fn files(w: &World, bucket: &str) -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
@@ -135,13 +144,11 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 async fn periods_become_files_and_digests_verify() {
     let t0 = 1_800_000_000; // a multiple of P
     let w = world(t0);
-    tracker(
+    system_tracker(
         &w,
-        "p1",
         t0,
-        json!({"tracker_type": "system", "tracker_name": "system",
-        "obs_info": {"bucket_name": "archive", "file_prefix_name": "audit", "is_obs_created": true},
-        "is_support_validate": true}),
+        json!({"bucket_name": "archive", "file_prefix_name": "audit", "is_obs_created": true}),
+        json!({"is_support_validate": true}),
     );
     // Another project's traces never land in p1's files.
     w.transfer.run_once(t0).await.unwrap();
@@ -210,12 +217,11 @@ async fn periods_become_files_and_digests_verify() {
 async fn a_missing_bucket_waits_and_recovers_without_loss() {
     let t0 = 1_800_000_000;
     let w = world(t0);
-    tracker(
+    system_tracker(
         &w,
-        "p1",
         t0,
-        json!({"tracker_type": "system", "tracker_name": "system",
-        "obs_info": {"bucket_name": "later", "is_obs_created": false}}),
+        json!({"bucket_name": "later", "is_obs_created": false}),
+        json!({}),
     );
     w.transfer.run_once(t0).await.unwrap();
     record(&w, "p1", "ECS", 12, t0 + 1);
@@ -256,12 +262,11 @@ async fn a_missing_bucket_waits_and_recovers_without_loss() {
 async fn a_bucket_name_no_store_takes_is_an_error_with_detail() {
     let t0 = 1_800_000_000;
     let w = world(t0);
-    tracker(
+    system_tracker(
         &w,
-        "p1",
         t0,
-        json!({"tracker_type": "system", "tracker_name": "system",
-        "obs_info": {"bucket_name": "archive", "is_obs_created": true}}),
+        json!({"bucket_name": "archive", "is_obs_created": true}),
+        json!({}),
     );
     let db = rusqlite::Connection::open(w._dir.path().join("trackers/trackers.db")).unwrap();
     let changed = db
@@ -293,12 +298,11 @@ async fn the_first_period_is_read_from_its_start() {
     record(&w, "p1", "ECS", 2, t0 - 3); // the period before: not this tracker's
     record(&w, "p1", "ECS", 5, t0 + 1); // this period, before the change
     record(&w, "p2", "ECS", 3, t0 + 1);
-    tracker(
+    system_tracker(
         &w,
-        "p1",
         t0 + 2,
-        json!({"tracker_type": "system", "tracker_name": "system",
-        "obs_info": {"bucket_name": "archive", "is_obs_created": true}}),
+        json!({"bucket_name": "archive", "is_obs_created": true}),
+        json!({}),
     );
     record(&w, "p1", "ECS", 4, t0 + 2); // right after the change
     w.transfer.run_once(t0 + 3).await.unwrap();
@@ -328,13 +332,11 @@ async fn a_disabled_tracker_writes_what_it_recorded() {
     let t0 = 1_800_000_000;
     let w = world(t0);
     w.transfer.run_once(t0 - 5).await.unwrap();
-    tracker(
+    system_tracker(
         &w,
-        "p1",
         t0 + 1,
-        json!({"tracker_type": "system", "tracker_name": "system",
-        "obs_info": {"bucket_name": "archive", "is_obs_created": true},
-        "is_support_validate": true}),
+        json!({"bucket_name": "archive", "is_obs_created": true}),
+        json!({"is_support_validate": true}),
     );
     record(&w, "p1", "ECS", 6, t0 + 2);
     w.transfer.run_once(t0 + 3).await.unwrap();
@@ -364,12 +366,11 @@ async fn bucket_lifecycle_expires_old_files_locally() {
         .as_secs() as i64;
     let t0 = real / P * P;
     let w = world(t0);
-    tracker(
+    system_tracker(
         &w,
-        "p1",
         t0,
-        json!({"tracker_type": "system", "tracker_name": "system",
-        "obs_info": {"bucket_name": "archive", "is_obs_created": true, "bucket_lifecycle": 30}}),
+        json!({"bucket_name": "archive", "is_obs_created": true, "bucket_lifecycle": 30}),
+        json!({}),
     );
     record(&w, "p1", "ECS", 3, t0 + 1);
     w.transfer.run_once(t0 + 1).await.unwrap();

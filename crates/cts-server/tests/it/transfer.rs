@@ -22,6 +22,17 @@ fn fast() -> Builder {
         .env("CTS_TRANSFER_MAX_BACKOFF", "2s")
 }
 
+/// Sets the obs_info of the main project's management tracker.
+fn set_transfer(server: &TestServer, obs_info: Value) {
+    let pid = &server.admin.project_id;
+    let a = put(
+        server,
+        &format!("/v3/{pid}/tracker"),
+        &json!({"tracker_type": "system", "tracker_name": "system", "obs_info": obs_info}),
+    );
+    assert_eq!(a.status, 200, "{}", a.text);
+}
+
 fn put(server: &TestServer, path: &str, body: &Value) -> Answer {
     server.signer().send(
         server.client(),
@@ -296,15 +307,11 @@ fn traces_land_in_an_s3_bucket() {
         .env("CTS_OBS_ACCESS_KEY", "testing")
         .env("CTS_OBS_SECRET_KEY", "testing")
         .start();
-    let pid = server.admin.project_id.clone();
-    let a = put(
+    set_transfer(
         &server,
-        &format!("/v3/{pid}/tracker"),
-        &json!({"tracker_type": "system", "tracker_name": "system",
-                "obs_info": {"bucket_name": "s3-archive", "file_prefix_name": "audit", "is_obs_created": true,
-                             "bucket_lifecycle": 30}}),
+        json!({"bucket_name": "s3-archive", "file_prefix_name": "audit", "is_obs_created": true,
+                             "bucket_lifecycle": 30}),
     );
-    assert_eq!(a.status, 200, "{}", a.text);
     std::thread::sleep(Duration::from_millis(1500));
     let now = now_ms();
     let (ids, traces): (Vec<String>, Vec<Value>) = (0..25).map(|_| trace_with_id(now - 10)).unzip();
@@ -353,18 +360,14 @@ fn traces_land_in_an_s3_bucket() {
 #[test]
 fn a_missing_bucket_turns_the_tracker_to_error_and_back() {
     let server = fast().start();
-    let pid = server.admin.project_id.clone();
     // The bucket exists when the tracker is set (else it is refused), and
     // is removed after.
     let bucket_dir = server.data_dir.join("obs/not-yet");
     std::fs::create_dir_all(&bucket_dir).unwrap();
-    let a = put(
+    set_transfer(
         &server,
-        &format!("/v3/{pid}/tracker"),
-        &json!({"tracker_type": "system", "tracker_name": "system",
-                "obs_info": {"bucket_name": "not-yet", "is_obs_created": false}}),
+        json!({"bucket_name": "not-yet", "is_obs_created": false}),
     );
-    assert_eq!(a.status, 200, "{}", a.text);
     std::fs::remove_dir(&bucket_dir).unwrap();
     let now = now_ms();
     let (ids, traces): (Vec<String>, Vec<Value>) = (0..10).map(|_| trace_with_id(now - 10)).unzip();
@@ -490,14 +493,10 @@ fn encrypted_trace_files_open_with_the_age_tool() {
 fn kill_9_during_transfers_loses_and_duplicates_nothing() {
     let root = tempfile::tempdir().unwrap();
     let mut server = fast().root(root.path()).start();
-    let pid = server.admin.project_id.clone();
-    let a = put(
+    set_transfer(
         &server,
-        &format!("/v3/{pid}/tracker"),
-        &json!({"tracker_type": "system", "tracker_name": "system",
-                "obs_info": {"bucket_name": "crashy", "is_obs_created": true}}),
+        json!({"bucket_name": "crashy", "is_obs_created": true}),
     );
-    assert_eq!(a.status, 200, "{}", a.text);
     let mut ids = Vec::new();
     // Killed right after the change, before the transfer may have seen
     // the tracker: the period still counts from its start.
@@ -543,13 +542,10 @@ fn kill_9_during_transfers_loses_and_duplicates_nothing() {
 fn traces_right_after_tracker_changes_are_archived() {
     let server = fast().start();
     let pid = server.admin.project_id.clone();
-    let a = put(
+    set_transfer(
         &server,
-        &format!("/v3/{pid}/tracker"),
-        &json!({"tracker_type": "system", "tracker_name": "system",
-                "obs_info": {"bucket_name": "sys-archive", "is_obs_created": true}}),
+        json!({"bucket_name": "sys-archive", "is_obs_created": true}),
     );
-    assert_eq!(a.status, 200, "{}", a.text);
     let (mut ids, traces): (Vec<String>, Vec<Value>) =
         (0..100).map(|_| trace_with_id(now_ms() - 10)).unzip();
     server.report("main", &traces);
