@@ -259,6 +259,56 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_fetched_trace_must_be_the_named_one_and_match_the_filters() {
+        let now = now_ms();
+        let body = serde_json::json!({"traces": [{
+            "time": now, "service_type": "ECS", "resource_type": "vm",
+            "trace_name": "deleteServer", "trace_type": "ApiCall", "code": "200",
+            "user": {"id": "u", "name": "bob", "domain": {"id": "d", "name": "dn"}},
+        }]});
+        let ctx = cts_model::ReportContext {
+            project_id: "p",
+            now_ms: now,
+            oldest_time_ms: now - 1000,
+            newest_time_ms: now + 1000,
+            max_traces: 10,
+        };
+        let trace = cts_model::parse_report(&serde_json::to_vec(&body).unwrap(), &ctx)
+            .unwrap()
+            .remove(0)
+            .into_owned();
+        let doc = trace.to_json();
+        let v = IndexValues::of(&trace);
+        let cand = Candidate {
+            key: (v.time, v.id),
+            frame: FrameRef {
+                file: 1,
+                offset: 0,
+                len: 0,
+            },
+            idx: 0,
+        };
+        let filter = |field, value: &str| vec![(field, value.to_string())];
+        let ecs = filter(Field::ServiceType, "ECS");
+        assert_eq!(checked(&doc, &cand, "p", &ecs), Ok(Some(doc.clone())));
+        // A 64-bit hash collision in a segment: the trace is left out.
+        let evs = filter(Field::ServiceType, "EVS");
+        assert_eq!(checked(&doc, &cand, "p", &evs), Ok(None));
+        assert_eq!(
+            checked(&doc, &cand, "p", &filter(Field::User, "eve")),
+            Ok(None)
+        );
+        // Not the trace the index named: an error, never the wrong trace.
+        assert!(checked(&doc, &cand, "q", &ecs).is_err());
+        let other = Candidate {
+            key: (v.time + 1, v.id),
+            ..cand
+        };
+        assert!(checked(&doc, &other, "p", &[]).is_err());
+        assert!(checked(b"{\"trace_id\":1}", &cand, "p", &[]).is_err());
+    }
+
+    #[test]
     fn close_frames_are_read_as_one_range() {
         let f = |file, offset, len| FrameRef { file, offset, len };
         let spans = coalesce(
