@@ -83,6 +83,11 @@ struct Manifest {
 
 const MANIFEST: &str = "MANIFEST.json";
 
+/// Decodes a manifest file's bytes (for fuzzing).
+pub(crate) fn decode_manifest(bytes: &[u8]) -> Result<(), String> {
+    crate::sealed::unseal::<Manifest>(bytes).map(drop)
+}
+
 /// What the store knows of each journal file, for retention and stats.
 /// Kept beside a closed file as `{file}.meta` so that a restart need not read
 /// every closed file again.
@@ -219,9 +224,14 @@ impl EmbeddedStore {
 }
 
 impl Drop for EmbeddedStore {
+    /// Stops the threads before the directory lock goes with `self`: a
+    /// flusher still writing a segment and the manifest after the lock is
+    /// released would race the next opener (which deletes segments its
+    /// manifest does not list) and lose index entries.
     fn drop(&mut self) {
-        self.writer_tx.lock().take();
-        self.inner.flush_tx.lock().take();
+        if let Err(e) = self.close() {
+            tracing::error!(error = %e, "closing the store failed; the next start replays the journal");
+        }
     }
 }
 

@@ -7,6 +7,8 @@
 mod dict;
 mod embedded;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod journal;
 mod memtable;
 mod sealed;

@@ -847,27 +847,7 @@ mod tests {
     /// Opens the bytes as a segment and runs every kind of read on it.
     fn exercise(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         fs::write(path, bytes).unwrap();
-        let s = Segment::open(path)?;
-        let filters = vec![(Field::ServiceType, "S1".to_string())];
-        for project in ["a", "b"] {
-            let probe = Probe {
-                project,
-                from: 0,
-                upper: (i64::MAX, [0xff; 16]),
-                filters: &filters,
-            };
-            let mut top = TopK::new(50);
-            s.probe(&probe, &mut top, 50)?;
-            let unfiltered = Probe {
-                filters: &[],
-                from: 1100,
-                upper: (1200, [0; 16]),
-                ..probe
-            };
-            s.probe(&unfiltered, &mut top, 50)?;
-            s.find(project, &[7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])?;
-        }
-        Ok(())
+        crate::fuzzing::segment_file(path)
     }
 
     #[test]

@@ -704,3 +704,6 @@ fn a_second_opener_is_refused_until_the_first_closes() {
 
 #[path = "engine/damage.rs"]
 mod damage;
+
+#[path = "engine/model.rs"]
+mod model;
