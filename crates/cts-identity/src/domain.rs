@@ -98,7 +98,7 @@ impl IdentityStore {
     }
 
     pub fn get_domain(&self, id: &str) -> Result<Domain, IdentityError> {
-        self.read(|conn| get(conn, id))
+        self.cached(|c| &mut c.domains, id.to_string(), |conn| get(conn, id))
     }
 
     pub fn find_domain(&self, domain: &DomainRef) -> Result<Domain, IdentityError> {

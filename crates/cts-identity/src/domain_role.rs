@@ -57,7 +57,11 @@ impl IdentityStore {
     /// The domain roles of `user_id` (an enabled user of an enabled domain;
     /// empty otherwise), on its own domain.
     pub fn domain_roles(&self, user_id: &str) -> Result<RoleSet, IdentityError> {
-        self.read(|conn| domain_roles(conn, user_id))
+        self.cached(
+            |c| &mut c.domain_roles,
+            user_id.to_string(),
+            |conn| domain_roles(conn, user_id),
+        )
     }
 
     /// The domain assignments of `domain_id`, optionally of one user, as

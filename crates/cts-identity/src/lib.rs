@@ -41,6 +41,7 @@ mod error;
 mod group;
 mod lockout;
 mod project;
+mod read_cache;
 mod role;
 mod rules;
 mod store;

@@ -321,7 +321,12 @@ impl IdentityStore {
         user_id: &str,
         project_id: &str,
     ) -> Result<RoleSet, IdentityError> {
-        self.read(|conn| effective_roles(conn, user_id, project_id))
+        let key = (user_id.to_string(), project_id.to_string());
+        self.cached(
+            |c| &mut c.project_roles,
+            key,
+            |conn| effective_roles(conn, user_id, project_id),
+        )
     }
 }
 

@@ -15,6 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use sha2::{Digest, Sha256};
 
 use crate::access_key::KeyCache;
+use crate::read_cache::ReadCache;
 use crate::role::Role;
 use crate::rules;
 use crate::token::TokenCache;
@@ -138,8 +139,9 @@ CREATE TABLE IF NOT EXISTS login_lockouts (
 /// All methods are synchronous and some are slow on purpose (password
 /// hashing, fsync'd SQLite commits): async callers run them with
 /// `spawn_blocking`. One SQLite connection behind a mutex serialises all
-/// database work; the two hot read paths (access key secrets and token
-/// validation) are answered from in-memory caches without it.
+/// database work; the hot read paths (access key secrets, token validation,
+/// a key owner's user and domain, roles) are answered from in-memory caches
+/// without it.
 ///
 /// Cache coherence: caches are filled only while the connection lock is
 /// held, and every write that can make a cached answer wrong clears it while
@@ -152,6 +154,8 @@ pub struct IdentityStore {
     role_ids: [String; Role::ALL.len()],
     pub(crate) tokens: Mutex<TokenCache>,
     pub(crate) keys: Mutex<KeyCache>,
+    /// Users, domains and roles read by every request.
+    pub(crate) reads: Mutex<ReadCache>,
     /// Hash of a random password, verified when a login names no usable user
     /// so that such a login costs as much as a real one.
     dummy_hash: OnceLock<String>,
@@ -222,6 +226,7 @@ impl IdentityStore {
             role_ids,
             tokens: Mutex::new(TokenCache::default()),
             keys: Mutex::new(KeyCache::default()),
+            reads: Mutex::new(ReadCache::default()),
             dummy_hash: OnceLock::new(),
         })
     }
@@ -235,6 +240,8 @@ impl IdentityStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
+        // Under the connection lock, like every fill.
+        self.reads.lock().clear();
         Ok(out)
     }
 

@@ -227,7 +227,7 @@ impl IdentityStore {
     }
 
     pub fn get_user(&self, id: &str) -> Result<User, IdentityError> {
-        self.read(|conn| get(conn, id))
+        self.cached(|c| &mut c.users, id.to_string(), |conn| get(conn, id))
     }
 
     pub fn find_user(&self, user: &UserRef) -> Result<User, IdentityError> {

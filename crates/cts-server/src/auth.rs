@@ -227,12 +227,17 @@ async fn check_and_run(state: &AppState, access: Access, req: Request, next: Nex
                     .inc();
                 // The project asked about, else the home project of the
                 // key's owner (a known key with a bad signature).
-                let owner = claimed.as_deref().and_then(|ak| key_owner(&state, ak));
-                let concerned = project.clone().or_else(|| {
-                    let (o, _) = owner.as_ref()?;
-                    audit::home_project(&state, &o.id, &o.domain_id, None)
-                });
-                if let Some(project) = concerned {
+                let (claim, asked) = (claimed.clone(), project.clone());
+                let found = off_workers(&state, move |state| {
+                    let owner = claim.as_deref().and_then(|ak| key_owner(state, ak));
+                    let concerned = asked.or_else(|| {
+                        let (o, _) = owner.as_ref()?;
+                        audit::home_project(state, &o.id, &o.domain_id, None)
+                    });
+                    Ok((owner, concerned))
+                })
+                .await;
+                if let Ok((owner, Some(project))) = found {
                     let event = AuditEvent::failed_authentication(
                         &project,
                         &origin,
@@ -247,13 +252,17 @@ async fn check_and_run(state: &AppState, access: Access, req: Request, next: Nex
             return e.into_response();
         }
     };
-    let permitted = permit(
-        &state,
-        &principal,
-        access,
-        project.as_deref(),
-        target.as_deref(),
-    );
+    let caller = principal.clone();
+    let permitted = off_workers(&state, move |state| {
+        permit(
+            state,
+            &caller,
+            access,
+            project.as_deref(),
+            target.as_deref(),
+        )
+    })
+    .await;
     if let Err(e) = permitted {
         state.metrics.access_denied.inc();
         drain(body, state.config.limits.max_body_bytes).await;
@@ -263,6 +272,18 @@ async fn check_and_run(state: &AppState, access: Access, req: Request, next: Nex
     parts.extensions.insert(origin);
     next.run(Request::from_parts(parts, body.unwrap_or_default()))
         .await
+}
+
+/// Runs identity lookups (SQLite on a cache miss) off the async workers.
+async fn off_workers<T, F>(state: &AppState, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&AppState) -> Result<T, ApiError> + Send + 'static,
+{
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || f(&state))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
 }
 
 /// Reads and drops up to `limit` bytes of an unread body (for at most a
@@ -343,7 +364,7 @@ async fn authenticate(
     // header, a stale date or an unknown key costs no buffered body.
     let auth = cts_sign::parse_authorization(&authorization)
         .map_err(|e| unauth("malformed", format!("Authorization: {e}")))?;
-    let key = signature_claim(state, parts, &auth)?;
+    let key = signature_claim(state, parts, &auth).await?;
     let expected = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -382,7 +403,7 @@ fn unauthenticated(reason: &'static str, message: String) -> ApiError {
 /// Checks of a signed request that need no body: a well-formed
 /// `Authorization`, a fresh `X-Sdk-Date` and an active access key, whose
 /// secret it returns.
-fn signature_claim(
+async fn signature_claim(
     state: &AppState,
     parts: &Parts,
     auth: &cts_sign::Authorization<'_>,
@@ -396,16 +417,19 @@ fn signature_claim(
     let skew = state.config.auth.signature_max_skew.as_secs() as i64;
     cts_sign::check_date(date, unix_now(), skew)
         .map_err(|e| fail("stale_date", format!("X-Sdk-Date: {e}")))?;
-    state
-        .identity
-        .access_key_secret(auth.access_key)
-        .map_err(|e| match e {
-            IdentityError::UnknownAccessKey | IdentityError::InactiveAccessKey => fail(
-                "unknown_key",
-                format!("access key {}: {e}", auth.access_key),
-            ),
-            other => ApiError::from(other),
-        })
+    let access = auth.access_key.to_string();
+    off_workers(state, move |state| {
+        state
+            .identity
+            .access_key_secret(&access)
+            .map_err(|e| match e {
+                IdentityError::UnknownAccessKey | IdentityError::InactiveAccessKey => {
+                    fail("unknown_key", format!("access key {access}: {e}"))
+                }
+                other => ApiError::from(other),
+            })
+    })
+    .await
 }
 
 /// Checks the signature of `body` with the key [`signature_claim`] found.
@@ -436,15 +460,20 @@ async fn verify_signature(
         .and_then(|v| v.require_signed_payload())
         .map_err(|e| fail("bad_signature", format!("signature: {e}")))
         .map(drop)?;
-    let user = state.identity.get_user(&key.user_id)?;
-    let domain = state.identity.get_domain(&user.domain_id)?;
-    // Coalesced by the store: at most one write a minute per key.
-    if let Err(e) = state
-        .identity
-        .touch_access_key(&key.access, crate::state::now_ms())
-    {
-        tracing::warn!(error = %e, "could not record the last use of an access key");
-    }
+    let (user_id, access) = (key.user_id.clone(), key.access.clone());
+    let (user, domain) = off_workers(state, move |state| {
+        let user = state.identity.get_user(&user_id)?;
+        let domain = state.identity.get_domain(&user.domain_id)?;
+        // Coalesced by the store: at most one write a minute per key.
+        if let Err(e) = state
+            .identity
+            .touch_access_key(&access, crate::state::now_ms())
+        {
+            tracing::warn!(error = %e, "could not record the last use of an access key");
+        }
+        Ok((user, domain))
+    })
+    .await?;
     let project_scope = parts
         .headers
         .get(cts_sign::PROJECT_HEADER)
