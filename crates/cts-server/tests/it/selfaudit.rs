@@ -35,16 +35,7 @@ pub fn send_with_agent(
     for (k, v) in headers {
         req = req.header(k, v);
     }
-    let res = req.send().unwrap();
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    let text = res.text().unwrap();
-    Answer {
-        status,
-        body: serde_json::from_str(&text).unwrap_or(Value::Null),
-        text,
-        headers,
-    }
+    answer(req.send().unwrap())
 }
 
 /// The traces of `project` named `trace_name`, newest first.

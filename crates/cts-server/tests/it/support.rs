@@ -575,7 +575,8 @@ impl Signer {
     }
 }
 
-fn answer(res: reqwest::blocking::Response) -> Answer {
+/// The status, headers and body of a response.
+pub fn answer(res: reqwest::blocking::Response) -> Answer {
     let status = res.status().as_u16();
     let headers = res.headers().clone();
     let text = res.text().unwrap();
