@@ -657,7 +657,7 @@ def test_list_user_resources(tenant, make_trace):
 
 def test_check_obs_buckets(tenant, admin):
     t = tenant()
-    name = bucket("check")
+    name = f"check-{uuid.uuid4().hex[:10]}"  # a valid name, never created
     resp = t.client.check_obs_buckets(
         CheckObsBucketsRequest(
             domain_id=admin.domain_id,
