@@ -312,28 +312,40 @@ impl Transfer {
     }
 
     /// One pass: every due period and digest of every transferring tracker.
+    /// A tracker that fails does not stop the others: the pass goes on and
+    /// answers the first failure at its end.
     pub async fn run_once(&self, now_secs: i64) -> Result<(), TransferError> {
         self.mark_journal(now_secs)?;
         let trackers = self.trackers.all()?;
         let known = self.state.all()?;
+        let mut due = Vec::new();
         for (id, _) in &known {
             match trackers.iter().find(|t| &t.id == id) {
                 Some(t) if t.transfers() => {}
                 // Disabled: what it recorded while enabled is still written
-                // (`wind_down`), then each chain ends.
-                Some(t) if !t.obs_info.bucket_name.is_empty() => {
-                    self.run_tracker(t, now_secs).await?;
-                }
+                // (`run_tracker`), then each chain ends.
+                Some(t) if !t.obs_info.bucket_name.is_empty() => due.push(t),
                 // Deleted, or its bucket removed: nothing left to write
                 // with; the chains stay open.
                 _ => self.state.forget(id)?,
             }
         }
-        for t in trackers.iter().filter(|t| t.transfers()) {
-            self.run_tracker(t, now_secs).await?;
+        due.extend(trackers.iter().filter(|t| t.transfers()));
+        let mut failed = None;
+        for t in due {
+            if let Err(e) = self.run_tracker(t, now_secs).await {
+                tracing::warn!(
+                    tracker = %t.tracker_name,
+                    project = %t.project_id,
+                    error = %e,
+                    "transfer of a tracker failed; the others go on"
+                );
+                failed.get_or_insert(e);
+            }
         }
         self.expire(&trackers, now_secs).await;
-        self.hold()
+        self.hold()?;
+        failed.map_or(Ok(()), Err)
     }
 
     /// `bucket_lifecycle` where the store has no lifecycle rules (a local

@@ -389,3 +389,35 @@ async fn bucket_lifecycle_expires_old_files_locally() {
     w.transfer.run_once(t0 + 3700).await.unwrap();
     assert!(files(&w, "archive").is_empty());
 }
+
+/// A tracker whose transfer fails for good (here: its encryption key is
+/// gone) does not stop the others'.
+#[tokio::test]
+async fn a_failing_tracker_does_not_stop_the_others() {
+    let t0 = 1_800_000_000;
+    let w = world(t0);
+    // Created first: it comes first in every pass.
+    let broken = json!({"tracker_type": "system", "tracker_name": "system",
+        "obs_info": {"bucket_name": "sealed", "is_obs_created": true},
+        "is_support_trace_files_encryption": true, "kms_id": "gone"});
+    let spec = parse_v3_create(&serde_json::to_vec(&broken).unwrap()).unwrap();
+    w.trackers
+        .create("p0", "d1", &spec, (t0 - 1) * 1000, &|_| true)
+        .unwrap();
+    system_tracker(
+        &w,
+        t0,
+        json!({"bucket_name": "archive", "is_obs_created": true}),
+        json!({}),
+    );
+    record(&w, "p0", "ECS", 2, t0 + 1);
+    record(&w, "p1", "ECS", 3, t0 + 1);
+    w.transfer.run_once(t0 + 1).await.unwrap();
+    assert!(w.transfer.run_once(t0 + P + 2).await.is_err());
+    let f = files(&w, "archive");
+    assert_eq!(
+        f.iter().map(|(_, ids)| ids.len()).sum::<usize>(),
+        3,
+        "{f:?}"
+    );
+}
