@@ -48,6 +48,10 @@ pub const CONSUMER: &str = "transfer";
 /// by default), so every period a tracker may begin at has one.
 const MARKS_KEPT_SECS: i64 = 8 * 86_400;
 
+/// Failed attempts after which a disabled tracker's last periods are given
+/// up (counted as skipped): with the backoff, about an hour.
+const WIND_DOWN_ATTEMPTS: u32 = 16;
+
 /// How often a local bucket's files are checked for expiry.
 const EXPIRY_EVERY_SECS: i64 = 3600;
 
@@ -456,6 +460,18 @@ impl Transfer {
                     )?;
                     tracing::info!(tracker = %t.tracker_name, project = %t.project_id, "transfer works again");
                 }
+                Ok(())
+            }
+            Err(Failed::Write(e)) if !on && s.failures + 1 >= WIND_DOWN_ATTEMPTS => {
+                // A disabled tracker must not hold the journal for ever.
+                self.failed_writes.fetch_add(1, Ordering::Relaxed);
+                let backlog = self.journal.stats().journal_seq.saturating_sub(s.cursor);
+                self.skip(
+                    t,
+                    backlog,
+                    &format!("journal entries (of any project) left unwritten by a disabled tracker: {e}"),
+                );
+                self.state.forget(&t.id)?;
                 Ok(())
             }
             Err(Failed::Write(e)) => {

@@ -421,3 +421,40 @@ async fn a_failing_tracker_does_not_stop_the_others() {
         "{f:?}"
     );
 }
+
+/// A disabled tracker whose bucket is gone does not hold the journal for
+/// ever: after about an hour of attempts its last periods are given up,
+/// counted as skipped.
+#[tokio::test]
+async fn a_disabled_tracker_gives_up_a_missing_bucket() {
+    let t0 = 1_800_000_000;
+    let w = world(t0);
+    system_tracker(
+        &w,
+        t0,
+        json!({"bucket_name": "gone", "is_obs_created": false}),
+        json!({}),
+    );
+    record(&w, "p1", "ECS", 4, t0 + 1);
+    w.transfer.run_once(t0 + 1).await.unwrap();
+    w.trackers
+        .set_status("p1", "system", TrackerStatus::Disabled)
+        .unwrap();
+    let mut now = t0 + P + 2;
+    for _ in 0..15 {
+        w.transfer.run_once(now).await.unwrap();
+        now += 400;
+    }
+    let durable = w.journal.stats().journal_seq;
+    assert_eq!(
+        w.transfer.progress(now, durable).unwrap().len(),
+        1,
+        "still trying"
+    );
+    assert_eq!(w.transfer.take_skipped(), 0);
+    w.transfer.run_once(now).await.unwrap();
+    assert!(w.transfer.progress(now, durable).unwrap().is_empty());
+    assert_eq!(w.transfer.take_skipped(), 4);
+    let t = &w.trackers.list("p1", None, None).unwrap()[0];
+    assert_eq!(t.status, TrackerStatus::Disabled, "not turned to error");
+}
