@@ -22,12 +22,18 @@ fn filled(cfg: &StoreConfig, batches: usize) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn a_flipped_byte_in_the_middle_of_the_newest_journal_file_refuses_the_start() {
+/// [`filled`] in a new directory, with journal files of `segment_bytes`.
+fn filled_dir(segment_bytes: u64, batches: usize) -> (tempfile::TempDir, StoreConfig, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
-    cfg.journal_segment_bytes = 64 << 20;
-    let ids = filled(&cfg, 6);
+    cfg.journal_segment_bytes = segment_bytes;
+    let ids = filled(&cfg, batches);
+    (dir, cfg, ids)
+}
+
+#[test]
+fn a_flipped_byte_in_the_middle_of_the_newest_journal_file_refuses_the_start() {
+    let (dir, cfg, ids) = filled_dir(64 << 20, 6);
     let wal = wal_files(dir.path()).pop().unwrap();
     let mut data = std::fs::read(&wal).unwrap();
     let at = data.len() / 2;
@@ -63,10 +69,7 @@ fn last_record_start(data: &[u8]) -> usize {
 
 #[test]
 fn a_torn_write_after_the_last_record_is_cut_and_everything_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
-    cfg.journal_segment_bytes = 64 << 20;
-    let ids = filled(&cfg, 3);
+    let (dir, cfg, ids) = filled_dir(64 << 20, 3);
     let wal = wal_files(dir.path()).pop().unwrap();
     let data = std::fs::read(&wal).unwrap();
     let last = &data[last_record_start(&data)..];
@@ -85,10 +88,7 @@ fn a_torn_write_after_the_last_record_is_cut_and_everything_kept() {
 
 #[test]
 fn an_acknowledged_record_cut_like_a_torn_write_refuses_the_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
-    cfg.journal_segment_bytes = 64 << 20;
-    filled(&cfg, 3);
+    let (dir, cfg, _) = filled_dir(64 << 20, 3);
     let wal = wal_files(dir.path()).pop().unwrap();
     let data = std::fs::read(&wal).unwrap();
     let cut = &data[..data.len() - 10];
@@ -103,10 +103,7 @@ fn an_acknowledged_record_cut_like_a_torn_write_refuses_the_start() {
 
 #[test]
 fn a_flipped_byte_in_a_closed_journal_file_is_an_error_never_altered_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
-    cfg.journal_segment_bytes = 8 << 10;
-    filled(&cfg, 8);
+    let (dir, cfg, _) = filled_dir(8 << 10, 8);
     let store = EmbeddedStore::open(cfg.clone()).unwrap();
     let entries = read_all(&store, 0, 10_000);
     drop(store);
@@ -191,9 +188,7 @@ fn refused_until_reindexed(cfg: &StoreConfig, damaged: &std::path::Path, traces:
 
 #[test]
 fn a_hand_edited_manifest_is_refused_not_believed() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
-    let ids = filled(&cfg, 4);
+    let (dir, cfg, ids) = filled_dir(64 << 10, 4);
     let manifest = dir.path().join("index/MANIFEST.json");
     let text = std::fs::read_to_string(&manifest).unwrap();
     let edited = text.replace("\"durable_seq\":200", "\"durable_seq\":150");
@@ -204,9 +199,7 @@ fn a_hand_edited_manifest_is_refused_not_believed() {
 
 #[test]
 fn a_damaged_segment_is_named_and_reindex_restores_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
-    let ids = filled(&cfg, 4);
+    let (dir, cfg, ids) = filled_dir(64 << 10, 4);
     let seg = index_file(dir.path(), "seg");
     let mut data = std::fs::read(&seg).unwrap();
     data[100] ^= 0x08;
@@ -216,10 +209,7 @@ fn a_damaged_segment_is_named_and_reindex_restores_it() {
 
 #[test]
 fn a_damaged_journal_summary_is_ignored_and_its_file_scanned() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
-    cfg.journal_segment_bytes = 8 << 10;
-    let ids = filled(&cfg, 8);
+    let (dir, cfg, ids) = filled_dir(8 << 10, 8);
     let meta = wal_files(dir.path())[0].with_extension("meta");
     let text = std::fs::read_to_string(&meta).unwrap();
     std::fs::write(&meta, text.replace("\"last_seq\":", "\"last_seq\":1")).unwrap();
@@ -230,10 +220,7 @@ fn a_damaged_journal_summary_is_ignored_and_its_file_scanned() {
 
 #[test]
 fn check_finds_the_damage_and_repair_quarantines_it_keeping_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
-    cfg.journal_segment_bytes = 64 << 20;
-    let ids = filled(&cfg, 6);
+    let (dir, cfg, ids) = filled_dir(64 << 20, 6);
     let report = EmbeddedStore::check(&cfg).unwrap();
     assert!(report.damage.is_empty(), "{:?}", report.damage);
     assert_eq!((report.records, report.traces), (6, 300));
