@@ -40,6 +40,12 @@ fn remedy(what: &str) -> &'static str {
         "index segment" | "index manifest" => {
             "the index is rebuilt from the journal by `ctsd reindex` (server stopped)"
         }
+        "compression dictionary" => {
+            "the traces compressed with it cannot be read without it: restore the file from a backup; `ctsd check` lists them"
+        }
+        "quarantine list" => {
+            "the quarantined ranges themselves are the `*.damaged` files beside it; restore the list from a backup or remove it to stop reporting them"
+        }
         _ => {
             "`ctsd check` lists the damage and the traces it affects; `ctsd repair` quarantines it (server stopped)"
         }
