@@ -274,6 +274,16 @@ fn check_finds_the_damage_and_repair_quarantines_it_keeping_the_rest() {
         .collect();
     assert_eq!(got, expect);
     assert_eq!(store.stats().quarantined, repaired.quarantined);
+    // A journal consumer reading across the quarantined range is told.
+    assert_eq!(store.read_journal(0, 1000).unwrap().entries.len(), 100);
+    assert!(matches!(
+        store.read_journal(100, 10),
+        Err(StoreError::JournalGone {
+            after_seq: 100,
+            oldest_seq: 151
+        })
+    ));
+    assert_eq!(read_all(&store, 150, 1000).len(), 150);
     drop(store);
     assert_eq!(EmbeddedStore::acknowledge_quarantine(&cfg).unwrap(), 1);
     let store = EmbeddedStore::open(cfg).unwrap();
