@@ -1071,6 +1071,64 @@ pub(crate) mod tests {
         s.update("p2", &on, 0, NO_KEYS).unwrap();
     }
 
+    /// `transfer_since` is the instant a tracker begins to transfer: with a
+    /// bucket at creation, a bucket given, or enabled again; other changes
+    /// keep it.
+    #[test]
+    fn transfer_since_marks_the_change_that_starts_transfer() {
+        let (_d, s) = open();
+        let t = s
+            .create(
+                "p1",
+                "d1",
+                &v3(json!({"tracker_type": "system"})),
+                1_000,
+                NO_KEYS,
+            )
+            .unwrap();
+        assert_eq!(t.transfer_since, None, "no bucket");
+        let to = |bucket: &str, at: i64| {
+            s.update(
+                "p1",
+                &v3u(json!({"tracker_type": "system", "obs_info": {"bucket_name": bucket}})),
+                at,
+                NO_KEYS,
+            )
+            .unwrap()
+            .1
+        };
+        assert_eq!(to("abc", 2_000).transfer_since, Some(2_000));
+        assert_eq!(
+            to("def", 3_000).transfer_since,
+            Some(2_000),
+            "still transferring"
+        );
+        let status = |st: &str, at: i64| {
+            s.update(
+                "p1",
+                &v3u(json!({"tracker_type": "system", "status": st})),
+                at,
+                NO_KEYS,
+            )
+            .unwrap()
+            .1
+        };
+        assert_eq!(status("disabled", 4_000).transfer_since, Some(2_000));
+        assert_eq!(status("enabled", 5_000).transfer_since, Some(5_000));
+        let d = s
+            .create(
+                "p1",
+                "d1",
+                &v3(json!({"tracker_type": "data", "tracker_name": "d",
+                    "data_bucket": {"data_bucket_name": "src", "data_event": ["READ"]},
+                    "obs_info": {"bucket_name": "dst"}})),
+                6_000,
+                NO_KEYS,
+            )
+            .unwrap();
+        assert_eq!(d.transfer_since, Some(6_000));
+    }
+
     #[test]
     fn update_keeps_what_it_does_not_name() {
         let (_d, s) = open();
