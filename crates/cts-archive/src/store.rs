@@ -43,6 +43,7 @@ use object_store::{
 };
 
 mod lifecycle;
+mod owner;
 
 /// Suffix of the local sidecar that holds an object's metadata.
 pub const METADATA_SIDECAR_SUFFIX: &str = ".metadata.json";

@@ -74,6 +74,21 @@ impl TrackerError {
         )
     }
 
+    /// CTS.0002 (403, the reference's "you do not have the permissions
+    /// required"): the transfer bucket belongs to another project (the
+    /// tracker detail `bucketPolicyError`).
+    pub fn bucket_of_another_project(bucket: &str) -> Self {
+        TrackerError::new(
+            codes::NO_PERMISSION,
+            403,
+            Some("obs_info.bucket_name"),
+            format!(
+                "bucketPolicyError: the OBS bucket {bucket:?} belongs to another project; use a \
+                 bucket of this project's own"
+            ),
+        )
+    }
+
     /// CTS.0216: the transfer bucket (`is_obs_created: true`) could not be
     /// created.
     pub fn bucket_not_created(bucket: &str) -> Self {
@@ -148,6 +163,8 @@ pub mod codes {
     pub const TRANSFER_BUCKET_TRACKED: &str = "CTS.0213";
     /// No such tracker (404).
     pub const NOT_FOUND: &str = "CTS.0214";
+    /// Not permitted: here, a transfer bucket of another project.
+    pub const NO_PERMISSION: &str = "CTS.0002";
     /// The transfer bucket could not be created.
     pub const BUCKET_NOT_CREATED: &str = "CTS.0216";
     /// The transfer bucket's lifecycle rule could not be set.

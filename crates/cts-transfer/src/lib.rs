@@ -516,6 +516,12 @@ impl Transfer {
                 self.storage.create_bucket(bucket).await.map_err(write)?;
             }
         }
+        // A local bucket is its first user's: another project's files
+        // would break the owner's `cts verify` (bucketPolicyError).
+        self.storage
+            .claim_bucket(&t.obs_info.bucket_name, &t.project_id)
+            .await
+            .map_err(write)?;
         while s.next_period + p + g <= now && s.until.is_none_or(|u| s.next_period < u) {
             let period = Period {
                 start: s.next_period,

@@ -24,6 +24,7 @@ use crate::api::identity::{Call, Change};
 use crate::body::read_body;
 use crate::error::ApiError;
 use crate::state::now_ms;
+use cts_archive::store::StoreError;
 
 /// Runs a blocking tracker-store call off the async workers.
 async fn blocking<T, F>(store: &Arc<TrackerStore>, f: F) -> Result<T, ApiError>
@@ -59,7 +60,8 @@ impl Call {
     /// Makes the transfer bucket ready before the change: a bucket that
     /// does not exist is refused unless the tracker is to create it
     /// (CTS.0211; created now, CTS.0216), and `bucket_lifecycle` becomes
-    /// the bucket's lifecycle rule (CTS.0217). A store that cannot tell
+    /// the bucket's lifecycle rule (CTS.0217); a local bucket another
+    /// project owns is refused (403 CTS.0002, bucketPolicyError). A store that cannot tell
     /// whether the bucket exists (unreachable, access refused) lets the
     /// change through: the tracker's status says why later.
     async fn prepare_bucket(
@@ -117,6 +119,13 @@ impl Call {
                 tracing::warn!(bucket = %bucket, error = %e, "cannot tell whether the bucket exists");
                 return Ok(());
             }
+        }
+        match storage.claim_bucket(&bucket, project_id).await {
+            Ok(()) => {}
+            Err(StoreError::AccessDenied { .. }) => {
+                return Err(TrackerError::bucket_of_another_project(&bucket).into())
+            }
+            Err(e) => tracing::warn!(bucket = %bucket, error = %e, "cannot claim the bucket"),
         }
         if let Ok(d @ 1..) = u32::try_from(days) {
             storage.set_lifecycle(&bucket, d).await.map_err(|e| {

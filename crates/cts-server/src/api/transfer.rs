@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use cts_archive::{generate_age_key, AgeRecipient, WriteFailure};
 use cts_tracker::EncryptionKey;
 
-use crate::api::identity::{from_value, parse_body, Call, Change};
+use crate::api::identity::{blocking, from_value, parse_body, Call, Change};
 use crate::api::tokens::iso_time;
 use crate::error::ApiError;
 use crate::state::now_ms;
@@ -153,18 +153,36 @@ struct CheckBuckets {
 }
 
 /// `POST /v3/{domain_id}/checkbucket`: per bucket, whether the server can
-/// write there (it writes and removes a probe object), and why not.
+/// write there (it writes and removes a probe object), and why not; a
+/// writable bucket holding trace files of a project other than the
+/// caller's (its scoped project, else any of its domain) is reported as
+/// `bucketPolicyError` too: on S3, sharing buckets is the operator's
+/// policy, so this is where a tenant learns of it.
 pub async fn check_buckets(c: Call, body: Body) -> Result<Json<Value>, ApiError> {
     let raw: Value = parse_body(&c.state, body).await?;
     let b: CheckBuckets = from_value(&raw)?;
+    let own = own_projects(&c).await?;
     let mut out = Vec::with_capacity(b.buckets.len());
     for mut bucket in b.buckets {
         let name = bucket["bucket_name"]
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let response = match c.state.transfer.storage().check_write(&name).await {
-            Ok(()) => json!({"success": true, "response_code": 200}),
+        let storage = c.state.transfer.storage();
+        let response = match storage.check_write(&name).await {
+            Ok(()) => match foreign_projects(&c, &name, &own).await {
+                Some(others) => json!({
+                    "success": false,
+                    "response_code": 403,
+                    "error_code": "bucketPolicyError",
+                    "error_message": format!(
+                        "the bucket holds trace files of other projects ({}): use a bucket \
+                         of this project's own",
+                        others.join(", ")
+                    ),
+                }),
+                None => json!({"success": true, "response_code": 200}),
+            },
             Err(e) => json!({
                 "success": false,
                 "response_code": e.status.unwrap_or(match e.failure {
@@ -180,4 +198,65 @@ pub async fn check_buckets(c: Call, body: Body) -> Result<Json<Value>, ApiError>
         out.push(bucket);
     }
     Ok(Json(json!({ "buckets": out })))
+}
+
+/// The projects whose files belong in the caller's buckets.
+async fn own_projects(c: &Call) -> Result<Vec<String>, ApiError> {
+    if let Some(p) = &c.caller.project_scope {
+        return Ok(vec![p.clone()]);
+    }
+    let identity = c.state.identity.clone();
+    let filter = cts_identity::Filter {
+        domain_id: Some(c.caller.domain_id.clone()),
+        ..cts_identity::Filter::default()
+    };
+    let projects = blocking(move || identity.list_projects(&filter)).await?;
+    Ok(projects.into_iter().map(|p| p.id).collect())
+}
+
+/// The other projects whose trace files lie in `bucket` (by the
+/// `CloudTrace_{region}-{project_id}_` of their names), if any; nothing
+/// when the bucket cannot be listed.
+async fn foreign_projects(c: &Call, bucket: &str, own: &[String]) -> Option<Vec<String>> {
+    let objects = c
+        .state
+        .transfer
+        .storage()
+        .list(bucket, "CloudTraces")
+        .await
+        .ok()?;
+    let mut others: Vec<String> = objects
+        .iter()
+        .filter_map(|o| project_of(&o.key))
+        .filter(|p| !own.iter().any(|o| o == p))
+        .map(str::to_string)
+        .collect();
+    others.sort();
+    others.dedup();
+    (!others.is_empty()).then_some(others)
+}
+
+/// The project id in a trace file key
+/// `CloudTraces/{region}/…/{prefix}_CloudTrace_{region}-{project_id}_…`.
+fn project_of(key: &str) -> Option<&str> {
+    let region = key.strip_prefix("CloudTraces/")?.split('/').next()?;
+    let name = key.rsplit('/').next()?;
+    let (_, rest) = name.split_once("CloudTrace_")?;
+    let rest = rest.strip_prefix(region)?.strip_prefix('-')?;
+    rest.split('_').next().filter(|p| !p.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::project_of;
+
+    #[test]
+    fn the_project_of_a_trace_file() {
+        let key = "CloudTraces/eu-de/2016/5/30/system/ECS/logs_CloudTrace_eu-de-0a1b2c_2016-05-30T16-20-56Z_21d36ced8c8af71e.json.gz";
+        assert_eq!(project_of(key), Some("0a1b2c"));
+        let key = "CloudTraces/eu-de/2016/5/30/system/CloudTrace_eu-de-p1_2016-05-30T16-20-56Z_21d36ced8c8af71e.json.gz";
+        assert_eq!(project_of(key), Some("p1"));
+        assert_eq!(project_of("CloudTraces/eu-de/digest/x.json"), None);
+        assert_eq!(project_of("other/eu-de/CloudTrace_eu-de-p1_x"), None);
+    }
 }

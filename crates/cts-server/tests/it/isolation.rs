@@ -187,3 +187,70 @@ fn project_admin_manages_only_its_project() {
     assert_eq!(status(&server, &badmin, Method::GET, "/v3/users"), 403);
     assert_eq!(server.request(Method::DELETE, &make_root).status, 404);
 }
+
+/// Issue 12.4: a local bucket is its first project's; another project's
+/// tracker naming it is refused, and `checkbucket` reports a bucket that
+/// holds another project's trace files.
+#[test]
+fn a_local_bucket_belongs_to_its_first_project() {
+    let server = TestServer::start();
+    let a = server.pid("a");
+    let b = server.pid("b");
+    let admin = Cred::Key {
+        ak: server.admin.access_key.clone(),
+        sk: server.admin.secret_key.clone(),
+    };
+    let transfer_to = |pid: &str, bucket: &str| {
+        send_json(
+            &server,
+            &admin,
+            Method::PUT,
+            &format!("/v3/{pid}/tracker"),
+            json!({"tracker_type": "system", "tracker_name": "system",
+                   "obs_info": {"bucket_name": bucket, "file_prefix_name": "audit",
+                                "is_obs_created": true}}),
+        )
+    };
+    let ok = transfer_to(&a, "shared-bucket");
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    let refused = transfer_to(&b, "shared-bucket");
+    refused.assert_error(403, "CTS.0002");
+    assert!(
+        refused.text.contains("bucketPolicyError"),
+        "{}",
+        refused.text
+    );
+    assert_eq!(transfer_to(&b, "b-bucket").status, 200);
+    assert_eq!(transfer_to(&a, "shared-bucket").status, 200);
+
+    // A trace file of a project outside the domain, as another server
+    // sharing the S3 bucket would leave.
+    let region = &server.admin.region;
+    let dir = server
+        .data_dir
+        .join(format!("obs/b-bucket/CloudTraces/{region}/2026/1/1/system"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let stranger = format!("{region}-ffffffffffffffffffffffffffffffff");
+    std::fs::write(
+        dir.join(format!(
+            "audit_CloudTrace_{stranger}_2026-01-01T00-05-00Z_0123456789abcdef.json.gz"
+        )),
+        b"x",
+    )
+    .unwrap();
+    let domain = &server.admin.domain_id;
+    let checked = server.post_json(
+        &format!("/v3/{domain}/checkbucket"),
+        &json!({"buckets": [{"bucket_name": "b-bucket"}, {"bucket_name": "shared-bucket"}]}),
+    );
+    assert_eq!(checked.status, 200, "{}", checked.text);
+    let foreign = &checked.body["buckets"][0]["check_bucket_response"];
+    assert_eq!(foreign["success"], false, "{}", checked.text);
+    assert_eq!(foreign["error_code"], "bucketPolicyError");
+    assert!(foreign["error_message"]
+        .as_str()
+        .unwrap()
+        .contains("ffffffff"));
+    let own = &checked.body["buckets"][1]["check_bucket_response"];
+    assert_eq!(own["success"], true, "{}", checked.text);
+}
