@@ -707,6 +707,16 @@ mod tests {
                 "{e}"
             );
 
+            // Frame offsets are 32-bit: a journal file is at most 1 GiB.
+            jail.clear_env();
+            jail.set_env("CTS_STORE_JOURNAL_SEGMENT_BYTES", "2147483648");
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("store.journal_segment_bytes must be at most 1073741824"),
+                "{e}"
+            );
+
             jail.clear_env();
             jail.create_file("bad.toml", "[store]\nretention = \"1h\"\nbogus = 1\n")?;
             let e = Config::load(Some(Path::new("bad.toml")), &Overrides::default()).unwrap_err();
