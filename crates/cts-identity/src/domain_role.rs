@@ -4,8 +4,7 @@
 
 use rusqlite::{params, Connection};
 
-use crate::role::{domain_of, role_from_row, Owned};
-use crate::store::found;
+use crate::role::{domain_of, role_from_row, user_enabled, Owned};
 use crate::{IdentityError, IdentityStore, Role, RoleSet};
 
 /// Assigned at domain scope.
@@ -128,17 +127,7 @@ fn check_domain_role(
 }
 
 fn domain_roles(conn: &Connection, user_id: &str) -> Result<RoleSet, IdentityError> {
-    let enabled: bool = found(
-        conn.query_row(
-            "SELECT u.enabled AND d.enabled FROM users u JOIN domains d ON d.id = u.domain_id \
-             WHERE u.id = ?1",
-            [user_id],
-            |r| r.get(0),
-        ),
-        "user",
-        user_id,
-    )?;
-    if !enabled {
+    if !user_enabled(conn, user_id)? {
         return Ok(RoleSet::default());
     }
     let mut stmt = conn.prepare_cached(
@@ -207,5 +196,31 @@ mod tests {
             store.unassign_domain_role(&d1.id, &alice.id, Role::Admin),
             Err(IdentityError::NotFound { .. })
         ));
+    }
+
+    /// A store of schema 1 (no domain roles, `admin` on a project managed
+    /// the domain) keeps that power for those users, and only for them.
+    #[test]
+    fn schema_1_project_admins_become_domain_admins() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("identity");
+        let store = IdentityStore::open(&dir).unwrap();
+        let (d1, p1) = domain_and_project(&store, "d1");
+        let admin = user(&store, &d1.id, "old-admin");
+        let viewer = user(&store, &d1.id, "viewer");
+        store
+            .assign_role(&p1.id, &Actor::User(admin.id.clone()), Role::Admin)
+            .unwrap();
+        store
+            .assign_role(&p1.id, &Actor::User(viewer.id.clone()), Role::CtsViewer)
+            .unwrap();
+        drop(store);
+        let conn = Connection::open(dir.join("identity.db")).unwrap();
+        conn.execute_batch("DROP TABLE domain_assignments; PRAGMA user_version = 1;")
+            .unwrap();
+        drop(conn);
+        let store = IdentityStore::open(&dir).unwrap();
+        assert!(store.domain_roles(&admin.id).unwrap().contains(Role::Admin));
+        assert!(store.domain_roles(&viewer.id).unwrap().is_empty());
     }
 }

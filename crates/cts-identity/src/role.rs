@@ -330,12 +330,9 @@ impl IdentityStore {
     }
 }
 
-pub(crate) fn effective_roles(
-    conn: &Connection,
-    user_id: &str,
-    project_id: &str,
-) -> Result<RoleSet, IdentityError> {
-    let user_enabled: bool = found(
+/// Whether the user and its domain are enabled (`NotFound` for no user).
+pub(crate) fn user_enabled(conn: &Connection, user_id: &str) -> Result<bool, IdentityError> {
+    found(
         conn.query_row(
             "SELECT u.enabled AND d.enabled FROM users u JOIN domains d ON d.id = u.domain_id \
              WHERE u.id = ?1",
@@ -344,7 +341,15 @@ pub(crate) fn effective_roles(
         ),
         "user",
         user_id,
-    )?;
+    )
+}
+
+pub(crate) fn effective_roles(
+    conn: &Connection,
+    user_id: &str,
+    project_id: &str,
+) -> Result<RoleSet, IdentityError> {
+    let user_enabled = user_enabled(conn, user_id)?;
     let project_enabled: bool = found(
         conn.query_row(
             "SELECT enabled FROM projects WHERE id = ?1",

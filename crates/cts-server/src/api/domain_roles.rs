@@ -10,7 +10,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::identity::{find_role, role_json, Call, Change};
+use crate::api::identity::{find_role, Call, Change};
 use crate::error::ApiError;
 use cts_identity::{RoleRecord, User};
 
@@ -59,14 +59,7 @@ pub async fn roles_of_user(c: Call, Path(p): Path<UserPath>) -> Result<Json<Valu
         .into_iter()
         .map(|(_, role)| role)
         .collect();
-    let roles: Vec<Value> = c
-        .state
-        .identity
-        .list_roles()?
-        .iter()
-        .filter(|r| held.contains(&r.role))
-        .map(|r| role_json(&c.base, r))
-        .collect();
+    let roles = c.roles_json(&held)?;
     let links = c.links(&format!(
         "domains/{}/users/{}/roles",
         p.domain_id, p.user_id

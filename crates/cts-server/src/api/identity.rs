@@ -843,6 +843,20 @@ fn assignment_json(base: &str, project: &str, actor: &Actor, role: &RoleRecord) 
     v
 }
 
+impl Call {
+    /// The Keystone role objects of `held`, in the order of `GET /v3/roles`.
+    pub(crate) fn roles_json(&self, held: &[Role]) -> Result<Vec<Value>, ApiError> {
+        Ok(self
+            .state
+            .identity
+            .list_roles()?
+            .iter()
+            .filter(|r| held.contains(&r.role))
+            .map(|r| role_json(&self.base, r))
+            .collect())
+    }
+}
+
 pub async fn roles_of_actor(c: Call, Path(a): Path<ActorPath>) -> Result<Json<Value>, ApiError> {
     c.project(&a.id)?;
     let (actor, _) = c.actor(&a.actor, &a.actor_id)?;
@@ -853,14 +867,7 @@ pub async fn roles_of_actor(c: Call, Path(a): Path<ActorPath>) -> Result<Json<Va
         .into_iter()
         .map(|x| x.role)
         .collect();
-    let roles: Vec<Value> = c
-        .state
-        .identity
-        .list_roles()?
-        .iter()
-        .filter(|r| held.contains(&r.role))
-        .map(|r| role_json(&c.base, r))
-        .collect();
+    let roles = c.roles_json(&held)?;
     let links = c.links(&format!(
         "projects/{}/{}/{}/roles",
         a.id, a.actor, a.actor_id
