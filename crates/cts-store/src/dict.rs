@@ -278,6 +278,19 @@ mod tests {
             .decoder(id)
             .is_ok());
 
+        // A dictionary of the previous format (the bare zstd dictionary).
+        let bytes = fs::read(&path).unwrap();
+        fs::write(&path, &bytes[DICT_HEADER..]).unwrap();
+        assert!(Dictionaries::open(dir.path(), false)
+            .unwrap()
+            .current()
+            .is_some());
+        assert!(Dictionaries::open(dir.path(), false)
+            .unwrap()
+            .decoder(id)
+            .is_ok());
+        fs::write(&path, &bytes).unwrap();
+
         let mut bytes = fs::read(&path).unwrap();
         let at = bytes.len() / 2;
         bytes[at] ^= 0x40;

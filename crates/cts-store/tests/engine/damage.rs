@@ -289,3 +289,51 @@ fn check_finds_the_damage_and_repair_quarantines_it_keeping_the_rest() {
     let store = EmbeddedStore::open(cfg).unwrap();
     assert!(store.stats().quarantined.is_empty());
 }
+
+/// Rewrites every file that has a format version in the previous format:
+/// manifest and summaries as bare JSON, segments without their CRC.
+fn to_previous_format(dir: &std::path::Path) {
+    let unwrap_body = |path: &std::path::Path| {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        std::fs::write(path, serde_json::to_vec(&v["body"]).unwrap()).unwrap();
+    };
+    unwrap_body(&dir.join("index/MANIFEST.json"));
+    for wal in wal_files(dir) {
+        let meta = wal.with_extension("meta");
+        if meta.exists() {
+            unwrap_body(&meta);
+        }
+    }
+    for part in std::fs::read_dir(dir.join("index")).unwrap() {
+        let part = part.unwrap().path();
+        if !part.is_dir() {
+            continue;
+        }
+        for seg in std::fs::read_dir(&part).unwrap() {
+            let seg = seg.unwrap().path();
+            let mut data = std::fs::read(&seg).unwrap();
+            let n = data.len();
+            data.truncate(n - 8);
+            data.extend_from_slice(&0x4354_5347u32.to_le_bytes());
+            std::fs::write(&seg, data).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_data_directory_of_the_previous_format_still_opens() {
+    let (dir, cfg, ids) = filled_dir(8 << 10, 6);
+    to_previous_format(dir.path());
+    let report = EmbeddedStore::check(&cfg).unwrap();
+    assert!(report.damage.is_empty(), "{:?}", report.damage);
+    assert!(report.segments > 0);
+    let store = EmbeddedStore::open(cfg.clone()).unwrap();
+    assert_eq!(all_pages(&store, "p", &[], 200).len(), ids.len());
+    assert_eq!(read_all(&store, 0, 1000).len(), ids.len());
+    store
+        .append(traces("p", &[(now(), "ECS", "bob", None)]))
+        .unwrap();
+    drop(store);
+    let store = EmbeddedStore::open(cfg).unwrap();
+    assert_eq!(all_pages(&store, "p", &[], 200).len(), ids.len() + 1);
+}
