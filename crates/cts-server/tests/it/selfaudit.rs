@@ -251,3 +251,26 @@ fn refused_credentials_are_recorded_once_per_address_and_window() {
     let metrics = server.get("/metrics").text;
     assert!(metrics.contains("cts_audit_traces_total"), "{metrics}");
 }
+
+/// A generated key pair's secret identity is answered once and never put
+/// into the `createEncryptionKey` trace.
+#[test]
+fn generated_key_identities_stay_out_of_traces() {
+    let server = TestServer::start();
+    let pid = server.admin.project_id.clone();
+    let a = server.post_json(
+        &format!("/v3/{pid}/encryption-keys"),
+        &json!({"name": "archive", "generate": true}),
+    );
+    assert_eq!(a.status, 201, "{}", a.text);
+    let identity = a.body["identity"].as_str().unwrap();
+    assert!(identity.starts_with("AGE-SECRET-KEY-"), "{}", a.text);
+    let created = named(&server, &pid, "createEncryptionKey");
+    assert_eq!(created.len(), 1, "{created:?}");
+    let text = created[0].to_string();
+    assert!(!text.contains(identity), "{text}");
+    assert!(
+        text.contains(a.body["key"]["id"].as_str().unwrap()),
+        "{text}"
+    );
+}
