@@ -652,3 +652,44 @@ fn digest_keys_rotate_while_the_server_runs() {
     assert!(after[1]["valid_to"].is_null());
     assert_ne!(after[1]["fingerprint"], before[0]["fingerprint"]);
 }
+
+/// Enabling a disabled management tracker with a bucket is itself on
+/// record: its `updateTracker` trace is queryable, and in a trace file
+/// once, with nothing else reported.
+#[test]
+fn the_change_that_enables_recording_is_recorded_and_archived() {
+    let server = fast().start();
+    let pid = server.admin.project_id.clone();
+    let path = format!("/v3/{pid}/tracker");
+    let a = put(
+        &server,
+        &path,
+        &json!({"tracker_type": "system", "tracker_name": "system", "status": "disabled"}),
+    );
+    assert_eq!(a.status, 200, "{}", a.text);
+    let a = put(
+        &server,
+        &path,
+        &json!({"tracker_type": "system", "tracker_name": "system", "status": "enabled",
+                "obs_info": {"bucket_name": "enable-archive", "is_obs_created": true}}),
+    );
+    assert_eq!(a.status, 200, "{}", a.text);
+    let enables = |traces: &[Value]| {
+        traces
+            .iter()
+            .filter(|t| {
+                t["trace_name"] == "updateTracker"
+                    && t["request"].as_str().unwrap_or("").contains("enable-archive")
+            })
+            .count()
+    };
+    let listed = server.get(&format!("/v3/{pid}/traces?trace_name=updateTracker"));
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    let listed = listed.body["traces"].as_array().cloned().unwrap_or_default();
+    assert_eq!(enables(&listed), 1, "{listed:?}");
+    wait_for("the enable in a trace file", Duration::from_secs(40), || {
+        enables(&archived_traces(&server, "enable-archive", None)) > 0
+    });
+    let own = archived_traces(&server, "enable-archive", None);
+    assert_eq!(enables(&own), 1, "{own:?}");
+}
