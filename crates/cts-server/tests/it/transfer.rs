@@ -679,17 +679,25 @@ fn the_change_that_enables_recording_is_recorded_and_archived() {
             .iter()
             .filter(|t| {
                 t["trace_name"] == "updateTracker"
-                    && t["request"].as_str().unwrap_or("").contains("enable-archive")
+                    && t["request"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("enable-archive")
             })
             .count()
     };
     let listed = server.get(&format!("/v3/{pid}/traces?trace_name=updateTracker"));
     assert_eq!(listed.status, 200, "{}", listed.text);
-    let listed = listed.body["traces"].as_array().cloned().unwrap_or_default();
+    let listed = listed.body["traces"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(enables(&listed), 1, "{listed:?}");
-    wait_for("the enable in a trace file", Duration::from_secs(40), || {
-        enables(&archived_traces(&server, "enable-archive", None)) > 0
-    });
+    wait_for(
+        "the enable in a trace file",
+        Duration::from_secs(40),
+        || enables(&archived_traces(&server, "enable-archive", None)) > 0,
+    );
     let own = archived_traces(&server, "enable-archive", None);
     assert_eq!(enables(&own), 1, "{own:?}");
 }
