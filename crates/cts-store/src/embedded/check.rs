@@ -55,15 +55,14 @@ pub(super) fn check_unlocked(config: &StoreConfig) -> Result<CheckReport, StoreE
     let journal_dir = config.dir.join("journal");
     let index_dir = config.dir.join("index");
     let mut report = CheckReport::default();
+    if !journal_dir.exists() {
+        // No journal: nothing was ever stored here.
+        return Ok(report);
+    }
     let dicts = Dictionaries::open(&journal_dir, false)?;
     check_dictionaries(&journal_dir, &dicts, &mut report)?;
     let mut last_seq = 0;
-    let files = if journal_dir.exists() {
-        journal::list_files(&journal_dir)?
-    } else {
-        Vec::new()
-    };
-    for (id, path) in &files {
+    for (id, path) in &journal::list_files(&journal_dir)? {
         report.journal_files += 1;
         last_seq = check_journal_file(*id, path, &dicts, last_seq, &mut report)?;
     }
@@ -107,9 +106,6 @@ fn check_dictionaries(
     dicts: &Dictionaries,
     report: &mut CheckReport,
 ) -> Result<(), StoreError> {
-    if !dir.exists() {
-        return Ok(());
-    }
     for id in crate::dict::list(dir)? {
         if let Err(e) = dicts.decoder(id) {
             report.damage.push(Damage {
