@@ -461,12 +461,14 @@ impl ObjectStorage {
         }
         if let Backend::Local(local) = &self.backend {
             let sidecar = sidecar_path(&local.root.join(bucket).join(key));
-            match std::fs::remove_file(&sidecar) {
+            let (bucket, key) = (bucket.to_string(), key.to_string());
+            blocking(move || match std::fs::remove_file(&sidecar) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(map_io_error(bucket, key, e))
+                    Err(map_io_error(&bucket, &key, e))
                 }
-                _ => {}
-            }
+                _ => Ok(()),
+            })
+            .await?;
         }
         Ok(())
     }

@@ -149,7 +149,8 @@ pub struct Transfer {
     journal: Arc<dyn TraceStore>,
     trackers: Arc<TrackerStore>,
     storage: ObjectStorage,
-    state: State,
+    /// SQLite: used from async code through [`Transfer::with_state`] only.
+    state: Arc<State>,
     settings: Settings,
     region_of: RegionOf,
     /// Writes that failed since the last [`Transfer::take_failed_writes`].
@@ -187,7 +188,7 @@ impl Transfer {
         region_of: RegionOf,
         now_secs: i64,
     ) -> Result<Transfer, TransferError> {
-        let state = State::open(dir)?;
+        let state = Arc::new(State::open(dir)?);
         let t = Transfer {
             journal,
             trackers,
@@ -203,7 +204,7 @@ impl Transfer {
         if t.state.keys()?.is_empty() {
             rotate_digest_key(&t.state, now_secs)?;
         }
-        t.hold()?;
+        hold(&t.state, t.journal.as_ref())?;
         Ok(t)
     }
 
@@ -236,19 +237,59 @@ impl Transfer {
     /// Marks the journal for the next period start: nothing recorded from
     /// then on is at or below the sequence number durable now. Written a
     /// few times per period, so a search from it reads little.
-    fn mark_journal(&self, now: i64) -> Result<(), TransferError> {
+    async fn mark_journal(&self, now: i64) -> Result<(), TransferError> {
         let p = self.settings.period_secs;
-        let mut marked_at = self.marked_at.lock();
-        if now < marked_at.saturating_add((p / 10).max(1)) {
+        // Only `run_once` marks, one pass at a time: the lock need not be
+        // held across the write.
+        if now < self.marked_at.lock().saturating_add((p / 10).max(1)) {
             return Ok(());
         }
         // `now` was read a moment before the sequence number is: a start
         // closer than that moment is left to the next mark.
         let start = (now + 2).div_euclid(p) * p + p;
         let seq = self.journal.stats().journal_seq;
-        self.state.mark_journal(start, seq, now - MARKS_KEPT_SECS)?;
-        *marked_at = now;
+        self.with_state(move |st| st.mark_journal(start, seq, now - MARKS_KEPT_SECS))
+            .await?;
+        *self.marked_at.lock() = now;
         Ok(())
+    }
+
+    /// Runs `f` on the transfer state (SQLite reads and commits) on a
+    /// blocking thread, off the async workers.
+    async fn with_state<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&State) -> Result<T, TransferError> + Send + 'static,
+    ) -> Result<T, TransferError> {
+        let state = Arc::clone(&self.state);
+        blocking(move || f(&state)).await
+    }
+
+    /// Runs `f` on the tracker store (SQLite) on a blocking thread.
+    async fn with_trackers<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&TrackerStore) -> Result<T, cts_tracker::TrackerError> + Send + 'static,
+    ) -> Result<T, TransferError> {
+        let trackers = Arc::clone(&self.trackers);
+        blocking(move || Ok(f(&trackers)?)).await
+    }
+
+    /// Commits a tracker's state.
+    async fn save(&self, tracker_id: &str, s: &TrackerState) -> Result<(), TransferError> {
+        let (id, s) = (tracker_id.to_string(), s.clone());
+        self.with_state(move |st| st.save(&id, &s)).await
+    }
+
+    /// Drops a tracker's state.
+    async fn forget(&self, tracker_id: &str) -> Result<(), TransferError> {
+        let id = tracker_id.to_string();
+        self.with_state(move |st| st.forget(&id)).await
+    }
+
+    /// Sets a tracker's status in the tracker store.
+    async fn set_status(&self, t: &Tracker, status: TrackerStatus) -> Result<(), TransferError> {
+        let (project, name) = (t.project_id.clone(), t.tracker_name.clone());
+        self.with_trackers(move |s| s.set_status(&project, &name, status).map(drop))
+            .await
     }
 
     /// The public halves of the keys valid at some point of `[from, to]`.
@@ -274,27 +315,45 @@ impl Transfer {
             .collect())
     }
 
-    /// The key that signs at `at`.
-    fn signing_key(&self, at: i64) -> Result<SigningKey, TransferError> {
-        let keys = self.state.keys()?;
-        let k = keys
-            .iter()
-            .rev()
-            .find(|k| k.valid_from <= at)
-            .or_else(|| keys.first())
-            .ok_or_else(|| TransferError::Key("no signing key".into()))?;
-        SigningKey::from_pkcs8_pem(&k.private_pem).map_err(|e| TransferError::Key(e.to_string()))
-    }
-
     /// Holds the journal from the lowest cursor of all trackers.
-    fn hold(&self) -> Result<(), TransferError> {
-        match self.state.all()?.iter().map(|(_, s)| s.cursor).min() {
-            Some(min) => self.journal.hold_journal(CONSUMER, min),
-            None => self.journal.release_journal(CONSUMER),
-        }
-        Ok(())
+    async fn hold(&self) -> Result<(), TransferError> {
+        let journal = Arc::clone(&self.journal);
+        self.with_state(move |st| hold(st, journal.as_ref())).await
     }
+}
 
+/// Runs `f` (SQLite, gzip, encryption, hashing, signing) on a blocking
+/// thread, off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, TransferError> + Send + 'static,
+) -> Result<T, TransferError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| TransferError::State(format!("blocking task: {e}")))?
+}
+
+/// The key that signs at `at`.
+fn signing_key(state: &State, at: i64) -> Result<SigningKey, TransferError> {
+    let keys = state.keys()?;
+    let k = keys
+        .iter()
+        .rev()
+        .find(|k| k.valid_from <= at)
+        .or_else(|| keys.first())
+        .ok_or_else(|| TransferError::Key("no signing key".into()))?;
+    SigningKey::from_pkcs8_pem(&k.private_pem).map_err(|e| TransferError::Key(e.to_string()))
+}
+
+/// Holds the journal from the lowest cursor of all trackers.
+fn hold(state: &State, journal: &dyn TraceStore) -> Result<(), TransferError> {
+    match state.all()?.iter().map(|(_, s)| s.cursor).min() {
+        Some(min) => journal.hold_journal(CONSUMER, min),
+        None => journal.release_journal(CONSUMER),
+    }
+    Ok(())
+}
+
+impl Transfer {
     /// Progress of every tracker the transfer knows, given the journal's
     /// last durable sequence number.
     pub fn progress(&self, now_secs: i64, durable: u64) -> Result<Vec<Progress>, TransferError> {
@@ -319,9 +378,9 @@ impl Transfer {
     /// A tracker that fails does not stop the others: the pass goes on and
     /// answers the first failure at its end.
     pub async fn run_once(&self, now_secs: i64) -> Result<(), TransferError> {
-        self.mark_journal(now_secs)?;
-        let trackers = self.trackers.all()?;
-        let known = self.state.all()?;
+        self.mark_journal(now_secs).await?;
+        let trackers = self.with_trackers(|s| s.all()).await?;
+        let known = self.with_state(|st| st.all()).await?;
         let mut due = Vec::new();
         for (id, _) in &known {
             match trackers.iter().find(|t| &t.id == id) {
@@ -331,7 +390,7 @@ impl Transfer {
                 Some(t) if !t.obs_info.bucket_name.is_empty() => due.push(t),
                 // Deleted, or its bucket removed: nothing left to write
                 // with; the chains stay open.
-                _ => self.state.forget(id)?,
+                _ => self.forget(id).await?,
             }
         }
         due.extend(trackers.iter().filter(|t| t.transfers()));
@@ -348,7 +407,7 @@ impl Transfer {
             }
         }
         self.expire(&trackers, now_secs).await;
-        self.hold()?;
+        self.hold().await?;
         failed.map_or(Ok(()), Err)
     }
 
@@ -393,7 +452,7 @@ impl Transfer {
         let start = since.div_euclid(p) * p;
         // No mark (a first start, or marks older than the journal): the
         // journal from its beginning, whose removed part is older still.
-        let mark = self.state.journal_mark(start)?;
+        let mark = self.with_state(move |st| st.journal_mark(start)).await?;
         let (journal, batch) = (Arc::clone(&self.journal), self.settings.batch);
         let found = tokio::task::spawn_blocking(move || {
             start::start_cursor(journal.as_ref(), mark.unwrap_or(0), start * 1000, batch)
@@ -420,7 +479,7 @@ impl Transfer {
             retry_at: 0,
             until: None,
         };
-        self.state.save(&t.id, &s)?;
+        self.save(&t.id, &s).await?;
         Ok(s)
     }
 
@@ -429,7 +488,8 @@ impl Transfer {
     /// recorded nothing after), each chain ends, and its state goes.
     async fn run_tracker(&self, t: &Tracker, now: i64) -> Result<(), TransferError> {
         let p = self.settings.period_secs;
-        let mut s = match self.state.tracker(&t.id)? {
+        let id = t.id.clone();
+        let mut s = match self.with_state(move |st| st.tracker(&id)).await? {
             Some(s) => s,
             None => self.begin(t, now).await?,
         };
@@ -437,7 +497,7 @@ impl Transfer {
         let until = (!on).then(|| s.until.unwrap_or(now.div_euclid(p) * p + p));
         if s.until != until {
             s.until = until;
-            self.state.save(&t.id, &s)?;
+            self.save(&t.id, &s).await?;
         }
         if now < s.retry_at {
             return Ok(());
@@ -445,19 +505,15 @@ impl Transfer {
         let outcome = self.catch_up(t, &mut s, now).await;
         match outcome {
             Ok(()) if s.until.is_some_and(|u| s.next_period >= u) => {
-                self.state.forget(&t.id)?;
+                self.forget(&t.id).await?;
                 Ok(())
             }
             Ok(()) => {
                 if on && (s.failures > 0 || matches!(t.status, TrackerStatus::Error(_))) {
                     s.failures = 0;
                     s.retry_at = 0;
-                    self.state.save(&t.id, &s)?;
-                    self.trackers.set_status(
-                        &t.project_id,
-                        &t.tracker_name,
-                        TrackerStatus::Enabled,
-                    )?;
+                    self.save(&t.id, &s).await?;
+                    self.set_status(t, TrackerStatus::Enabled).await?;
                     tracing::info!(tracker = %t.tracker_name, project = %t.project_id, "transfer works again");
                 }
                 Ok(())
@@ -471,7 +527,7 @@ impl Transfer {
                     backlog,
                     &format!("journal entries (of any project) left unwritten by a disabled tracker: {e}"),
                 );
-                self.state.forget(&t.id)?;
+                self.forget(&t.id).await?;
                 Ok(())
             }
             Err(Failed::Write(e)) => {
@@ -479,7 +535,7 @@ impl Transfer {
                 s.failures += 1;
                 let backoff = (5i64 << s.failures.min(10)).min(self.settings.max_backoff_secs);
                 s.retry_at = now + backoff;
-                self.state.save(&t.id, &s)?;
+                self.save(&t.id, &s).await?;
                 tracing::warn!(
                     tracker = %t.tracker_name,
                     project = %t.project_id,
@@ -494,11 +550,7 @@ impl Transfer {
                 };
                 if let Some(detail) = detail.filter(|_| on) {
                     if t.status != TrackerStatus::Error(detail) {
-                        self.trackers.set_status(
-                            &t.project_id,
-                            &t.tracker_name,
-                            TrackerStatus::Error(detail),
-                        )?;
+                        self.set_status(t, TrackerStatus::Error(detail)).await?;
                     }
                 }
                 Ok(())
@@ -529,7 +581,7 @@ impl Transfer {
             };
             self.write_period(t, s, period).await?;
             s.next_period += p;
-            self.state.save(&t.id, s)?;
+            self.save(&t.id, s).await?;
         }
         let dp = self.settings.digest_period_secs;
         if s.until.is_some_and(|u| s.next_period >= u) {
@@ -543,7 +595,7 @@ impl Transfer {
                 let end = s.digest_start + dp;
                 self.write_digests(t, s, end, false).await?;
                 s.digest_start = end;
-                self.state.save(&t.id, s)?;
+                self.save(&t.id, s).await?;
             }
         } else if !s.chains.is_empty() {
             // Validation was turned off: each chain ends here.
@@ -551,7 +603,7 @@ impl Transfer {
             self.write_digests(t, s, end, true).await?;
             s.chains.clear();
             s.digest_start = end;
-            self.state.save(&t.id, s)?;
+            self.save(&t.id, s).await?;
         } else {
             s.pending.clear();
             s.digest_start = s.next_period;
@@ -567,14 +619,12 @@ impl Transfer {
         }
     }
 
-    fn file_options(&self, t: &Tracker) -> Result<TraceFileOptions, Failed> {
+    async fn file_options(&self, t: &Tracker) -> Result<TraceFileOptions, Failed> {
         let mut recipients = Vec::new();
         if t.is_support_trace_files_encryption {
             if let Some(kms) = &t.kms_id {
-                let key = self
-                    .trackers
-                    .key(&t.project_id, kms)
-                    .map_err(TransferError::from)?;
+                let (project, kms) = (t.project_id.clone(), kms.clone());
+                let key = self.with_trackers(move |s| s.key(&project, &kms)).await?;
                 let r: AgeRecipient = key
                     .recipient
                     .parse()
@@ -601,7 +651,7 @@ impl Transfer {
         period: Period,
     ) -> Result<(), Failed> {
         let path = self.path(t);
-        let options = self.file_options(t)?;
+        let options = self.file_options(t).await?;
         let by_service = t.obs_info.is_sort_by_service;
         let end_ms = period.end * 1000;
         let mut cursor = s.cursor;
@@ -655,16 +705,7 @@ impl Transfer {
                     part.bytes = 0;
                     let first = part.next;
                     part.next += self
-                        .upload(
-                            t,
-                            &path,
-                            chain,
-                            period,
-                            &full,
-                            first,
-                            &options,
-                            &mut pending,
-                        )
+                        .upload(t, &path, chain, period, full, first, &options, &mut pending)
                         .await?;
                 }
             }
@@ -676,7 +717,7 @@ impl Transfer {
                     &path,
                     &chain,
                     period,
-                    &part.docs,
+                    part.docs,
                     part.next,
                     &options,
                     &mut pending,
@@ -701,7 +742,7 @@ impl Transfer {
         path: &TrackerPath,
         chain: &str,
         period: Period,
-        docs: &[Vec<u8>],
+        docs: Vec<Vec<u8>>,
         first_part: u32,
         options: &TraceFileOptions,
         pending: &mut Vec<(String, LogFile)>,
@@ -710,18 +751,35 @@ impl Transfer {
             first_part,
             ..options.clone()
         };
-        let service = (!chain.is_empty()).then_some(chain);
-        let files = build_trace_files(path, &t.project_id, service, period, docs, &options)
-            .map_err(TransferError::from)?;
-        let bucket = &t.obs_info.bucket_name;
-        for f in &files {
+        let bucket = t.obs_info.bucket_name.clone();
+        let (path, project, service) = (
+            path.clone(),
+            t.project_id.clone(),
+            (!chain.is_empty()).then(|| chain.to_string()),
+        );
+        // Gzip, encryption and hashing of up to 50 MB: off the async
+        // workers. The documents move in and are dropped there.
+        let files = blocking(move || {
+            let files =
+                build_trace_files(&path, &project, service.as_deref(), period, &docs, &options)?;
+            Ok(files
+                .into_iter()
+                .map(|f| {
+                    let log = LogFile::new(&bucket, &f.key, &f.body);
+                    (f, log)
+                })
+                .collect::<Vec<_>>())
+        })
+        .await?;
+        let parts = files.len() as u32;
+        for (f, log) in files {
             self.storage
-                .put(bucket, &f.key, f.body.clone(), &[])
+                .put(&t.obs_info.bucket_name, &f.key, f.body, &[])
                 .await
                 .map_err(write)?;
-            pending.push((chain.to_string(), LogFile::new(bucket, &f.key, &f.body)));
+            pending.push((chain.to_string(), log));
         }
-        Ok(files.len() as u32)
+        Ok(parts)
     }
 
     /// The digests of every chain for the window ending at `end`.
@@ -733,7 +791,6 @@ impl Transfer {
         ending: bool,
     ) -> Result<(), Failed> {
         let path = self.path(t);
-        let key = self.signing_key(end)?;
         let chains: Vec<String> = s
             .chains
             .keys()
@@ -742,23 +799,46 @@ impl Transfer {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        for chain in chains {
-            let previous: Option<ChainLink> = s.chains.get(&chain).cloned();
-            let log_files = s.pending.get(&chain).cloned().unwrap_or_default();
-            let digest = build_digest(
-                DigestSpec {
-                    bucket: &t.obs_info.bucket_name,
-                    path: &path,
-                    project_id: &t.project_id,
-                    service: (!chain.is_empty()).then_some(chain.as_str()),
-                    start: previous.as_ref().map_or(s.digest_start, |p| p.end_time),
-                    end,
-                    ending,
-                    previous: previous.as_ref(),
-                    log_files,
-                },
-                &key,
-            );
+        let links: Vec<(String, Option<ChainLink>, Vec<LogFile>)> = chains
+            .into_iter()
+            .map(|chain| {
+                let previous = s.chains.get(&chain).cloned();
+                let log_files = s.pending.get(&chain).cloned().unwrap_or_default();
+                (chain, previous, log_files)
+            })
+            .collect();
+        let (bucket, project, digest_start) = (
+            t.obs_info.bucket_name.clone(),
+            t.project_id.clone(),
+            s.digest_start,
+        );
+        // Reading the key (SQLite) and signing: off the async workers.
+        let digests = self
+            .with_state(move |st| {
+                let key = signing_key(st, end)?;
+                Ok(links
+                    .into_iter()
+                    .map(|(chain, previous, log_files)| {
+                        let digest = build_digest(
+                            DigestSpec {
+                                bucket: &bucket,
+                                path: &path,
+                                project_id: &project,
+                                service: (!chain.is_empty()).then_some(chain.as_str()),
+                                start: previous.as_ref().map_or(digest_start, |p| p.end_time),
+                                end,
+                                ending,
+                                previous: previous.as_ref(),
+                                log_files,
+                            },
+                            &key,
+                        );
+                        (chain, digest)
+                    })
+                    .collect::<Vec<_>>())
+            })
+            .await?;
+        for (chain, digest) in digests {
             self.storage
                 .put(
                     &t.obs_info.bucket_name,

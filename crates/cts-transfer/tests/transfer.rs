@@ -458,3 +458,81 @@ async fn a_disabled_tracker_gives_up_a_missing_bucket() {
     let t = &w.trackers.list("p1", None, None).unwrap()[0];
     assert_eq!(t.status, TrackerStatus::Disabled, "not turned to error");
 }
+
+/// Gzip, hashing and the state's commits run on blocking threads: on a
+/// current-thread runtime, a ticker task keeps running while a period of
+/// several MB becomes a file (were the file built on the runtime's one
+/// thread, the ticker would stop for most of the pass).
+#[test]
+fn building_files_leaves_the_async_worker_free() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let t0 = 1_800_000_000;
+    let w = world(t0);
+    system_tracker(
+        &w,
+        t0,
+        json!({"bucket_name": "big", "is_obs_created": true}),
+        json!({}),
+    );
+    rt.block_on(w.transfer.run_once(t0)).unwrap();
+    // About 6 MB of JSON that does not compress to nothing.
+    let traces: Vec<Value> = (0..3000u64)
+        .map(|i| {
+            let noise: String = (0..150u64)
+                .map(|k| {
+                    format!(
+                        "{:x}",
+                        (i * 7919 + k).wrapping_mul(2_654_435_761) % 1_000_003
+                    )
+                })
+                .collect();
+            json!({"time": t0 * 1000 + 1000, "service_type": "ECS", "resource_type": "vm",
+                   "trace_name": "createServer", "trace_type": "ApiCall", "code": "200",
+                   "source_ip": "10.0.0.1", "message": noise,
+                   "user": {"id": "u", "name": "alice", "domain": {"id": "d", "name": "acme"}}})
+        })
+        .collect();
+    let body = serde_json::to_vec(&json!({ "traces": traces })).unwrap();
+    let ctx = ReportContext {
+        project_id: "p1",
+        now_ms: (t0 + 1) * 1000,
+        oldest_time_ms: 0,
+        newest_time_ms: i64::MAX,
+        max_traces: 10_000,
+    };
+    let parsed = parse_report(&body, &ctx).unwrap();
+    w.journal
+        .append_prepared(parsed.iter().map(PreparedTrace::of).collect())
+        .unwrap();
+    let (max_gap, took) = rt.block_on(async {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticking = Arc::clone(&stop);
+        let ticker = tokio::spawn(async move {
+            let (mut last, mut max_gap) = (Instant::now(), Duration::ZERO);
+            while !ticking.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                max_gap = max_gap.max(last.elapsed());
+                last = Instant::now();
+            }
+            max_gap
+        });
+        tokio::task::yield_now().await;
+        let start = Instant::now();
+        w.transfer.run_once(t0 + P + 2).await.unwrap();
+        let took = start.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        (ticker.await.unwrap(), took)
+    });
+    let f = files(&w, "big");
+    assert_eq!(f.iter().map(|(_, ids)| ids.len()).sum::<usize>(), 3000);
+    assert!(
+        max_gap * 4 < took,
+        "the ticker stopped for {max_gap:?} of a {took:?} pass"
+    );
+}
