@@ -68,6 +68,11 @@ fn record(w: &World, project: &str, service: &str, n: usize, at_secs: i64) {
                    "user": {"id": "u", "name": "alice", "domain": {"id": "d", "name": "acme"}}})
         })
         .collect();
+    journal(w, project, &traces, at_secs);
+}
+
+/// Records the reported `traces` of `project` at `at_secs`.
+fn journal(w: &World, project: &str, traces: &[Value], at_secs: i64) {
     let body = serde_json::to_vec(&json!({ "traces": traces })).unwrap();
     let ctx = ReportContext {
         project_id: project,
@@ -498,18 +503,7 @@ fn building_files_leaves_the_async_worker_free() {
                    "user": {"id": "u", "name": "alice", "domain": {"id": "d", "name": "acme"}}})
         })
         .collect();
-    let body = serde_json::to_vec(&json!({ "traces": traces })).unwrap();
-    let ctx = ReportContext {
-        project_id: "p1",
-        now_ms: (t0 + 1) * 1000,
-        oldest_time_ms: 0,
-        newest_time_ms: i64::MAX,
-        max_traces: 10_000,
-    };
-    let parsed = parse_report(&body, &ctx).unwrap();
-    w.journal
-        .append_prepared(parsed.iter().map(PreparedTrace::of).collect())
-        .unwrap();
+    journal(&w, "p1", &traces, t0 + 1);
     let (max_gap, took) = rt.block_on(async {
         let stop = Arc::new(AtomicBool::new(false));
         let ticking = Arc::clone(&stop);
