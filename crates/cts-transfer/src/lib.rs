@@ -295,14 +295,14 @@ impl Transfer {
     /// The public halves of the keys valid at some point of `[from, to]`.
     /// Read from the state each time: `ctsd rotate-digest-key` may have
     /// added one from another process.
-    pub fn public_keys(
+    pub async fn public_keys(
         &self,
         from: Option<i64>,
         to: Option<i64>,
     ) -> Result<Vec<PublicKeyInfo>, TransferError> {
         Ok(self
-            .state
-            .keys()?
+            .with_state(|st| st.keys())
+            .await?
             .iter()
             .filter(|k| to.is_none_or(|to| k.valid_from <= to))
             .filter(|k| from.is_none_or(|from| k.valid_to.is_none_or(|end| end >= from)))
@@ -356,10 +356,14 @@ fn hold(state: &State, journal: &dyn TraceStore) -> Result<(), TransferError> {
 impl Transfer {
     /// Progress of every tracker the transfer knows, given the journal's
     /// last durable sequence number.
-    pub fn progress(&self, now_secs: i64, durable: u64) -> Result<Vec<Progress>, TransferError> {
+    pub async fn progress(
+        &self,
+        now_secs: i64,
+        durable: u64,
+    ) -> Result<Vec<Progress>, TransferError> {
         Ok(self
-            .state
-            .all()?
+            .with_state(|st| st.all())
+            .await?
             .into_iter()
             .map(|(_, s)| Progress {
                 backlog: durable.saturating_sub(s.cursor),

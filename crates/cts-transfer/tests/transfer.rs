@@ -175,7 +175,7 @@ async fn periods_become_files_and_digests_verify() {
     let f = files(&w, "archive");
     let all: usize = f.iter().map(|(_, ids)| ids.len()).sum();
     assert_eq!(all, 39);
-    let keys = PublicKeySet::new(w.transfer.public_keys(None, None).unwrap()).unwrap();
+    let keys = PublicKeySet::new(w.transfer.public_keys(None, None).await.unwrap()).unwrap();
     let path = TrackerPath {
         file_prefix: "audit".into(),
         region: "eu-de".into(),
@@ -237,7 +237,7 @@ async fn a_missing_bucket_waits_and_recovers_without_loss() {
         TrackerStatus::Error(cts_tracker::ErrorDetail::NoBucket)
     );
     let durable = w.journal.stats().journal_seq;
-    let progress = w.transfer.progress(t0 + P + 2, durable).unwrap();
+    let progress = w.transfer.progress(t0 + P + 2, durable).await.unwrap();
     assert_eq!(progress[0].backlog, 12);
     // Ingest goes on meanwhile.
     record(&w, "p1", "ECS", 3, t0 + P + 3);
@@ -255,7 +255,7 @@ async fn a_missing_bucket_waits_and_recovers_without_loss() {
     assert_eq!(unique.len(), 15);
     let durable = w.journal.stats().journal_seq;
     assert_eq!(
-        w.transfer.progress(t0 + 4 * P, durable).unwrap()[0].backlog,
+        w.transfer.progress(t0 + 4 * P, durable).await.unwrap()[0].backlog,
         0
     );
 }
@@ -312,7 +312,7 @@ async fn the_first_period_is_read_from_its_start() {
     record(&w, "p1", "ECS", 4, t0 + 2); // right after the change
     w.transfer.run_once(t0 + 3).await.unwrap();
     let durable = w.journal.stats().journal_seq;
-    let progress = w.transfer.progress(t0 + 3, durable).unwrap();
+    let progress = w.transfer.progress(t0 + 3, durable).await.unwrap();
     assert_eq!(progress[0].backlog, 12, "{progress:?}");
     w.transfer.run_once(t0 + P + 2).await.unwrap();
     let f = files(&w, "archive");
@@ -324,7 +324,7 @@ async fn the_first_period_is_read_from_its_start() {
     );
     let durable = w.journal.stats().journal_seq;
     assert_eq!(
-        w.transfer.progress(t0 + P + 2, durable).unwrap()[0].backlog,
+        w.transfer.progress(t0 + P + 2, durable).await.unwrap()[0].backlog,
         0
     );
     assert_eq!(w.transfer.take_skipped(), 0);
@@ -357,7 +357,12 @@ async fn a_disabled_tracker_writes_what_it_recorded() {
         "{f:?}"
     );
     let durable = w.journal.stats().journal_seq;
-    assert!(w.transfer.progress(t0 + P + 2, durable).unwrap().is_empty());
+    assert!(w
+        .transfer
+        .progress(t0 + P + 2, durable)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// Issue 11.4: `bucket_lifecycle` in a local store: hourly, the files
@@ -452,13 +457,13 @@ async fn a_disabled_tracker_gives_up_a_missing_bucket() {
     }
     let durable = w.journal.stats().journal_seq;
     assert_eq!(
-        w.transfer.progress(now, durable).unwrap().len(),
+        w.transfer.progress(now, durable).await.unwrap().len(),
         1,
         "still trying"
     );
     assert_eq!(w.transfer.take_skipped(), 0);
     w.transfer.run_once(now).await.unwrap();
-    assert!(w.transfer.progress(now, durable).unwrap().is_empty());
+    assert!(w.transfer.progress(now, durable).await.unwrap().is_empty());
     assert_eq!(w.transfer.take_skipped(), 4);
     let t = &w.trackers.list("p1", None, None).unwrap()[0];
     assert_eq!(t.status, TrackerStatus::Disabled, "not turned to error");

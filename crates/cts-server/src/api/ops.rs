@@ -58,6 +58,7 @@ pub async fn metrics(
         match state
             .transfer
             .progress(crate::state::now_ms() / 1000, s.journal_seq)
+            .await
         {
             Ok(p) => progress = p,
             Err(e) => tracing::warn!(error = %e, "transfer progress unavailable"),

@@ -133,6 +133,7 @@ pub async fn public_keys(c: Call, Query(w): Query<KeyWindow>) -> Result<Json<Val
         .state
         .transfer
         .public_keys(secs(w.from), secs(w.to))
+        .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .into_iter()
         .map(|k| {
