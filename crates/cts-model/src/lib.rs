@@ -1,6 +1,7 @@
 //! The CTS domain model: the trace structure, the rules a reported trace must
 //! meet, and the parameters of trace queries. No I/O lives here.
 
+pub mod fuzzing;
 mod json;
 pub mod query;
 pub mod report;

@@ -81,6 +81,7 @@
 
 mod canonical;
 mod date;
+pub mod fuzzing;
 mod sign;
 mod verify;
 

@@ -3,42 +3,10 @@
 //! or be refused, never panic. `write_seed_corpus` (ignored) regenerates the
 //! seeds from a real store.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use cts_model::fuzzing::replay;
 use cts_store::fuzzing;
-
-fn corpus(target: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no corpus in {}", dir.display());
-    files
-}
-
-/// Every corpus file, and every one-byte truncation and flip of the first
-/// few hundred bytes of it, through `decode`; the seeds named `valid-*`
-/// must decode.
-fn replay(target: &str, decode: fn(&[u8]) -> bool) {
-    for path in corpus(target) {
-        let data = std::fs::read(&path).unwrap();
-        let ok = decode(&data);
-        let name = path.file_name().unwrap().to_string_lossy();
-        if name.starts_with("valid-") {
-            assert!(ok, "{} no longer decodes", path.display());
-        }
-        for at in (0..data.len().min(400)).step_by(3) {
-            decode(&data[..at]);
-            let mut flipped = data.clone();
-            flipped[at] ^= 0xa5;
-            decode(&flipped);
-        }
-    }
-}
 
 #[test]
 fn journal_corpus() {
