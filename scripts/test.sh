@@ -16,3 +16,5 @@ target/debug/cts-bench --traces 20000 --queries 20 --baseline-traces 20000 \
 # The official clients (huaweicloudsdkcts, openstacksdk + otcextensions)
 # against a live server.
 CTSD="$PWD/target/debug/ctsd" scripts/compat.sh
+# Generated requests from /openapi.json against a live server: no 5xx.
+CTSD="$PWD/target/debug/ctsd" scripts/schemathesis.sh
