@@ -27,7 +27,11 @@ fn write_seed_corpus() {
     use cts_sign::fuzzing::{ACCESS_KEY, HOST, SECRET_KEY};
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/signature");
     let seeds = [
-        ("valid-report", "/v3/p/trace", br#"{"traces":[]}"#.as_slice()),
+        (
+            "valid-report",
+            "/v3/p/trace",
+            br#"{"traces":[]}"#.as_slice(),
+        ),
         (
             "valid-query",
             "/v3/p/traces?limit=10&trace_type=system&service_type=ECS",
@@ -37,8 +41,16 @@ fn write_seed_corpus() {
     for (name, target, body) in seeds {
         let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
         let url = format!("http://{HOST}{target}");
-        cts_sign::sign_request("POST", &url, &mut headers, body, ACCESS_KEY, SECRET_KEY, 1_700_000_000)
-            .unwrap();
+        cts_sign::sign_request(
+            "POST",
+            &url,
+            &mut headers,
+            body,
+            ACCESS_KEY,
+            SECRET_KEY,
+            1_700_000_000,
+        )
+        .unwrap();
         let header = |n: &str| {
             headers
                 .iter()
@@ -53,6 +65,8 @@ fn write_seed_corpus() {
             String::from_utf8_lossy(body)
         );
         std::fs::write(out.join(name), file).unwrap();
-        assert!(cts_sign::fuzzing::signature(&std::fs::read(out.join(name)).unwrap()));
+        assert!(cts_sign::fuzzing::signature(
+            &std::fs::read(out.join(name)).unwrap()
+        ));
     }
 }
