@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use std::sync::atomic::Ordering;
 
-use cts_model::{Field, Trace, TraceQuery};
+use cts_model::{Field, Text, Trace, TraceQuery};
 
 use super::{now_ms, EmbeddedStore};
 use crate::journal::{self, FrameRef};
@@ -221,7 +221,8 @@ fn checked(
     project: &str,
     filters: &[(Field, String)],
 ) -> Result<Option<Vec<u8>>, String> {
-    let trace: Trace = serde_json::from_slice(doc)
+    // Text borrows from `doc`: no allocation per field on the query path.
+    let trace: Trace<Text> = serde_json::from_slice(doc)
         .map_err(|e| format!("document {} of the frame is not a trace: {e}", cand.idx))?;
     let v = IndexValues::of(&trace);
     if v.project() != project || (v.time, v.id) != cand.key {
