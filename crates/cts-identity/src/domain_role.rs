@@ -4,7 +4,7 @@
 
 use rusqlite::{params, Connection};
 
-use crate::role::{domain_of, role_from_row, user_enabled, Owned};
+use crate::role::{domain_of, role_from_row, role_set, user_enabled, Owned};
 use crate::{IdentityError, IdentityStore, Role, RoleSet};
 
 /// Assigned at domain scope.
@@ -135,12 +135,7 @@ fn domain_roles(conn: &Connection, user_id: &str) -> Result<RoleSet, IdentityErr
          JOIN users u ON u.id = a.user_id AND u.domain_id = a.domain_id \
          WHERE a.user_id = ?1",
     )?;
-    let names = stmt.query_map([user_id], |r| r.get::<_, String>(0))?;
-    let mut set = RoleSet::default();
-    for name in names {
-        set.insert(role_from_row(name?)?);
-    }
-    Ok(set)
+    role_set(&mut stmt, [user_id])
 }
 
 #[cfg(test)]

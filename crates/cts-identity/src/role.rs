@@ -181,6 +181,18 @@ pub(crate) fn role_from_row(name: String) -> Result<Role, IdentityError> {
     Role::from_name(&name).ok_or_else(|| IdentityError::Storage(format!("unknown role {name:?}")))
 }
 
+/// The roles named by the rows of a query selecting role names.
+pub(crate) fn role_set(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+) -> Result<RoleSet, IdentityError> {
+    let mut set = RoleSet::default();
+    for name in stmt.query_map(params, |r| r.get::<_, String>(0))? {
+        set.insert(role_from_row(name?)?);
+    }
+    Ok(set)
+}
+
 impl IdentityStore {
     /// The built-in roles with their stored ids, in the order of [`Role::ALL`].
     pub fn list_roles(&self) -> Result<Vec<RoleRecord>, IdentityError> {
@@ -370,12 +382,7 @@ pub(crate) fn effective_roles(
              JOIN memberships m ON m.group_id = a.group_id \
              WHERE a.project_id = ?1 AND m.user_id = ?2)",
     )?;
-    let names = stmt.query_map([project_id, user_id], |r| r.get::<_, String>(0))?;
-    let mut set = RoleSet::default();
-    for name in names {
-        set.insert(role_from_row(name?)?);
-    }
-    Ok(set)
+    role_set(&mut stmt, [project_id, user_id])
 }
 
 #[cfg(test)]
