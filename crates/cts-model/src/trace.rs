@@ -163,11 +163,17 @@ impl TraceKind {
             _ => None,
         }
     }
+
+    /// The kind of a stored trace: any other `trace_type` counts as
+    /// management.
+    pub fn of_stored(trace_type: &str) -> TraceKind {
+        TraceKind::of_trace_type(trace_type).unwrap_or(TraceKind::Management)
+    }
 }
 
 impl<S: AsRef<str>> Trace<S> {
     pub fn kind(&self) -> TraceKind {
-        TraceKind::of_trace_type(self.trace_type.as_ref()).unwrap_or(TraceKind::Management)
+        TraceKind::of_stored(self.trace_type.as_ref())
     }
 }
 

@@ -84,7 +84,7 @@ impl PreparedTrace {
     pub fn of<S: AsRef<str>>(t: &Trace<S>) -> PreparedTrace {
         PreparedTrace {
             json: t.to_json(),
-            values: IndexValues::of(t),
+            values: IndexValues::of(&cts_model::IndexedFields::of(t)),
             supplied: t.trace_id_supplied,
         }
     }

@@ -5,7 +5,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::hash::BuildHasher;
 
-use cts_model::{Field, Trace};
+use cts_model::{Field, IndexedFields};
 
 use crate::journal::FrameRef;
 
@@ -111,29 +111,13 @@ impl IndexValues {
         }
     }
 
-    /// The values of a trace of any text type.
-    pub fn of<S: AsRef<str>>(t: &Trace<S>) -> IndexValues {
-        fn opt<S: AsRef<str>>(s: &Option<S>) -> Option<&str> {
-            s.as_ref().map(AsRef::as_ref)
-        }
-        let values = Field::ALL.map(|f| match f {
-            Field::ServiceType => Some(t.service_type.as_ref()),
-            Field::User => opt(&t.user.name),
-            Field::ResourceId => opt(&t.resource_id),
-            Field::ResourceName => opt(&t.resource_name),
-            Field::ResourceType => Some(t.resource_type.as_ref()),
-            Field::TraceName => Some(t.trace_name.as_ref()),
-            Field::TraceRating => Some(t.trace_rating.as_ref()),
-            Field::AccessKeyId => opt(&t.user.access_key_id),
-            Field::EnterpriseProjectId => Some(t.enterprise_project_id.as_ref()),
-            Field::TrackerName => Some(t.tracker_name.as_ref()),
-            Field::Kind => Some(t.kind().as_query_value()),
-        });
+    /// The values of a trace's indexed fields.
+    pub fn of(t: &IndexedFields<'_>) -> IndexValues {
         IndexValues::new(
-            t.project_id.as_ref(),
+            &t.project_id,
             t.time,
-            cts_model::query::trace_id_bytes(t.trace_id.as_ref()),
-            values,
+            cts_model::query::trace_id_bytes(&t.trace_id),
+            Field::ALL.map(|f| t.value(f)),
         )
     }
 

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use std::sync::atomic::Ordering;
 
-use cts_model::{Field, Text, Trace, TraceQuery};
+use cts_model::{Field, IndexedFields, TraceQuery};
 
 use super::{now_ms, EmbeddedStore};
 use crate::journal::{self, FrameRef};
-use crate::memtable::{Candidate, IndexValues, Key, Probe, TopK};
+use crate::memtable::{Candidate, Key, Probe, TopK};
 use crate::segment::{self, Segment};
 use crate::{QueryPage, StoreError};
 
@@ -221,20 +221,20 @@ fn checked(
     project: &str,
     filters: &[(Field, String)],
 ) -> Result<Option<Vec<u8>>, String> {
-    // Text borrows from `doc`: no allocation per field on the query path.
-    let trace: Trace<Text> = serde_json::from_slice(doc)
+    // Only the indexed fields, borrowed from `doc`: request, response and
+    // the rest are skipped, not decoded (this runs for every fetched trace).
+    let t = IndexedFields::from_json(doc)
         .map_err(|e| format!("document {} of the frame is not a trace: {e}", cand.idx))?;
-    let v = IndexValues::of(&trace);
-    if v.project() != project || (v.time, v.id) != cand.key {
+    let key = (t.time, cts_model::query::trace_id_bytes(&t.trace_id));
+    if *t.project_id != *project || key != cand.key {
         return Err(format!(
             "document {} of the frame is not the trace the index names",
             cand.idx
         ));
     }
-    let matches = filters.iter().all(|(field, value)| {
-        let slot = Field::ALL.iter().position(|f| f == field);
-        slot.and_then(|s| v.value(s)) == Some(value.as_str())
-    });
+    let matches = filters
+        .iter()
+        .all(|(field, value)| t.value(*field) == Some(value.as_str()));
     Ok(matches.then(|| doc.to_vec()))
 }
 
@@ -258,6 +258,7 @@ fn coalesce(sorted: &[FrameRef], gap: u32) -> Vec<FrameRef> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memtable::IndexValues;
 
     #[test]
     fn a_fetched_trace_must_be_the_named_one_and_match_the_filters() {
@@ -279,7 +280,7 @@ mod tests {
             .remove(0)
             .into_owned();
         let doc = trace.to_json();
-        let v = IndexValues::of(&trace);
+        let v = IndexValues::of(&IndexedFields::of(&trace));
         let cand = Candidate {
             key: (v.time, v.id),
             frame: FrameRef {

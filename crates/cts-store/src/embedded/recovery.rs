@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use cts_model::Trace;
+use cts_model::IndexedFields;
 use parking_lot::{Mutex, RwLock};
 
 use super::files::{load_manifest, open_segments, read_sidecar, write_sidecar};
@@ -188,8 +188,8 @@ impl EmbeddedStore {
                     if seq <= manifest.durable_seq {
                         continue;
                     }
-                    let trace: Trace =
-                        serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
+                    let trace =
+                        IndexedFields::from_json(&json).map_err(|e| StoreError::Corrupt {
                             what: "journaled trace",
                             path: path.clone(),
                             detail: e.to_string(),
