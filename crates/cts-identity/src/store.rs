@@ -176,48 +176,29 @@ impl IdentityStore {
     /// the database was written with: a new key would make every stored
     /// secret undecryptable, so it is never silently replaced.
     pub fn open(dir: &Path) -> Result<IdentityStore, IdentityError> {
-        cts_fs::create_dir_all(dir).map_err(|e| IdentityError::io(dir, e))?;
-        let db_path = dir.join("identity.db");
-        // It holds password hashes.
-        cts_fs::create_private(&db_path).map_err(|e| IdentityError::io(&db_path, e))?;
-        let mut conn = Connection::open(&db_path)?;
-        // WAL: readers never block the writer; FULL: a commit survives a
-        // power loss, which matters for revocations and new credentials.
-        let mode: String =
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(IdentityError::Storage(format!(
-                "{}: journal_mode is {mode}, WAL is required",
-                db_path.display()
-            )));
-        }
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", true)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version > SCHEMA_VERSION {
-            return Err(IdentityError::Storage(format!(
-                "{} has schema version {version}, this build knows up to {SCHEMA_VERSION}",
-                db_path.display()
-            )));
-        }
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute_batch(SCHEMA)?;
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        let key = load_or_create_key(dir, &tx)?;
-        let role_ids = ensure_roles(&tx)?;
-        if version == 1 {
-            // Before version 2, `admin` on any project managed the whole
-            // domain: those users keep that power as domain admins (the
-            // README tells operators to review them).
-            tx.execute(
-                "INSERT OR IGNORE INTO domain_assignments (domain_id, user_id, role_id) \
-                 SELECT p.domain_id, a.user_id, a.role_id FROM user_assignments a \
-                 JOIN projects p ON p.id = a.project_id WHERE a.role_id = ?1",
-                [&role_ids[Role::Admin as usize]],
-            )?;
-        }
-        tx.commit()?;
+        // It holds password hashes; cts-sqlite makes it private and durable
+        // (a commit survives a power loss: revocations, new credentials).
+        let schema = cts_sqlite::Schema {
+            sql: SCHEMA,
+            version: SCHEMA_VERSION,
+        };
+        let (conn, (key, role_ids)) =
+            cts_sqlite::open_with(dir, "identity.db", schema, |tx, version| {
+                let key = load_or_create_key(dir, tx)?;
+                let role_ids = ensure_roles(tx)?;
+                if version == 1 {
+                    // Before version 2, `admin` on any project managed the whole
+                    // domain: those users keep that power as domain admins (the
+                    // README tells operators to review them).
+                    tx.execute(
+                        "INSERT OR IGNORE INTO domain_assignments (domain_id, user_id, role_id) \
+                         SELECT p.domain_id, a.user_id, a.role_id FROM user_assignments a \
+                         JOIN projects p ON p.id = a.project_id WHERE a.role_id = ?1",
+                        [&role_ids[Role::Admin as usize]],
+                    )?;
+                }
+                Ok::<_, IdentityError>((key, role_ids))
+            })?;
         let cipher = Aes256Gcm::new_from_slice(&key)
             .map_err(|e| IdentityError::Crypto(format!("server.key: {e}")))?;
         Ok(IdentityStore {

@@ -170,47 +170,15 @@ impl std::fmt::Debug for TrackerStore {
     }
 }
 
-/// Opens `dir/name` as a SQLite database the way this crate's stores want
-/// it: a private file, WAL (readers never block the writer), FULL (a commit
-/// survives a power loss), foreign keys, `schema` applied.
+/// Opens `dir/name` through `cts-sqlite` (private, WAL, FULL, foreign keys)
+/// with `schema` applied.
 pub(crate) fn open_db(dir: &Path, name: &str, schema: &str) -> Result<Connection, TrackerError> {
-    let path = dir.join(name);
-    let setup = || -> Result<Connection, String> {
-        cts_fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        cts_fs::create_private(&path).map_err(|e| e.to_string())?;
-        let sql = |e: rusqlite::Error| e.to_string();
-        let mut conn = Connection::open(&path).map_err(sql)?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-            .map_err(sql)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(format!("journal_mode is {mode}, WAL is required"));
-        }
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(sql)?;
-        conn.pragma_update(None, "foreign_keys", true)
-            .map_err(sql)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(sql)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(sql)?;
-        if version > SCHEMA_VERSION {
-            return Err(format!(
-                "schema version {version}, this build knows up to {SCHEMA_VERSION}"
-            ));
-        }
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql)?;
-        tx.execute_batch(schema).map_err(sql)?;
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(sql)?;
-        tx.commit().map_err(sql)?;
-        Ok(conn)
+    let schema = cts_sqlite::Schema {
+        sql: schema,
+        version: SCHEMA_VERSION,
     };
-    setup()
-        .map_err(|e| TrackerError::storage(codes::WRITE_FAILED, format!("{}: {e}", path.display())))
+    cts_sqlite::open(dir, name, schema)
+        .map_err(|e| TrackerError::storage(codes::WRITE_FAILED, e.to_string()))
 }
 
 impl TrackerStore {

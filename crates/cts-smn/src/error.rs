@@ -1,0 +1,48 @@
+//! The one error type of the crate. The server maps each variant to a CTS
+//! error code (cts-server/src/error.rs); messages are safe to return.
+
+#[derive(Debug, thiserror::Error)]
+pub enum SmnError {
+    /// A request value breaks a rule: `field` names it, `rule` says which.
+    #[error("{field}: {rule}")]
+    Invalid { field: &'static str, rule: String },
+    #[error("the topic does not exist: {0}")]
+    TopicNotFound(String),
+    #[error("the subscription does not exist: {0}")]
+    SubscriptionNotFound(String),
+    #[error("the topic already exists: {0}")]
+    TopicExists(String),
+    #[error("the topic {topic} already has a {protocol} subscription to {endpoint}")]
+    SubscriptionExists {
+        topic: String,
+        protocol: &'static str,
+        endpoint: String,
+    },
+    /// A per-project or per-topic limit (`what`) is reached.
+    #[error("at most {limit} {what}")]
+    Quota { what: &'static str, limit: usize },
+    /// The database failed; the detail is for the log.
+    #[error("notification storage: {0}")]
+    Storage(String),
+}
+
+impl SmnError {
+    pub(crate) fn invalid(field: &'static str, rule: impl Into<String>) -> Self {
+        SmnError::Invalid {
+            field,
+            rule: rule.into(),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for SmnError {
+    fn from(e: rusqlite::Error) -> Self {
+        SmnError::Storage(e.to_string())
+    }
+}
+
+impl From<cts_sqlite::OpenError> for SmnError {
+    fn from(e: cts_sqlite::OpenError) -> Self {
+        SmnError::Storage(e.to_string())
+    }
+}

@@ -1,0 +1,31 @@
+//! The SMN side of key event notifications: topics (and FunctionGraph
+//! functions registered like topics), their subscriptions, and the durable
+//! outbox the notification rules fill and the delivery empties. No HTTP
+//! framework here: the server parses requests, calls these stores on
+//! blocking threads, and maps [`SmnError`] to CTS error codes.
+//!
+//! # On disk
+//!
+//! ```text
+//! DATA_DIR/notifications/   mode 0700
+//!   smn.db                  topics, subscriptions (with their signing
+//!                           secrets), messages, deliveries (SQLite through
+//!                           cts-sqlite: 0600, WAL, synchronous=FULL)
+//! ```
+
+mod db;
+mod error;
+mod model;
+mod outbox;
+mod topics;
+
+pub use error::SmnError;
+pub use model::{
+    check_display_name, check_endpoint, check_function_urn, check_topic_name, topic_urn, Protocol,
+    Subscription, Topic, TopicKind, MAX_SUBSCRIPTIONS, MAX_TOPICS,
+};
+pub use outbox::{Attempt, Backlog, Delivery, DeliveryState, Enqueued, Outbox, OutboxMessage};
+pub use topics::TopicStore;
+
+#[cfg(test)]
+mod tests;

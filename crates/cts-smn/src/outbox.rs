@@ -1,0 +1,309 @@
+//! The durable outbox: messages the notification rules produced, and one
+//! delivery per (message, subscription) with its state.
+//!
+//! Fan-out happens at enqueue time, in the enqueue's transaction: a message
+//! goes to the subscriptions its topic has when it is enqueued (like SMN, a
+//! later subscription does not receive earlier messages), and each
+//! subscription's deliveries carry their own state, so one failing endpoint
+//! holds back only its own queue. A delivery is `pending` until it is
+//! `delivered` or, after its retry window, `dead`.
+
+use std::path::Path;
+
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::db::{self, now_ms};
+use crate::error::SmnError;
+
+/// A message for a topic, as the notification matcher produces it.
+#[derive(Debug, Clone)]
+pub struct OutboxMessage {
+    /// Stable across retries of the producer: enqueueing the same id again
+    /// changes nothing (at-least-once producers, exactly one message).
+    pub message_id: String,
+    pub project_id: String,
+    /// A topic or function URN of `project_id`.
+    pub topic_urn: String,
+    pub notification_id: String,
+    pub notification_name: String,
+    /// The trace as stored (JSON).
+    pub trace: Box<RawValue>,
+}
+
+/// What an enqueue did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Enqueued {
+    /// Messages stored (the others were already there).
+    pub messages: usize,
+    /// Deliveries created for them.
+    pub deliveries: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    Dead,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeliveryState> {
+        match s {
+            "pending" => Some(DeliveryState::Pending),
+            "delivered" => Some(DeliveryState::Delivered),
+            "dead" => Some(DeliveryState::Dead),
+            _ => None,
+        }
+    }
+}
+
+/// One message on its way to one subscription.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    /// The message's position in the outbox: a subscription receives its
+    /// messages in this order.
+    pub seq: i64,
+    pub message_id: String,
+    pub subscription_urn: String,
+    pub topic_urn: String,
+    pub notification_id: String,
+    pub notification_name: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    /// Unix milliseconds: when the message was enqueued, when the next
+    /// attempt is due, when it was delivered or given up.
+    pub created_ms: i64,
+    pub next_ms: i64,
+    pub done_ms: Option<i64>,
+    pub last_error: Option<String>,
+    #[serde(skip)]
+    pub trace: String,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    Delivered,
+    /// Failed; try again at `next_ms`.
+    Retry {
+        next_ms: i64,
+        error: String,
+    },
+    /// Failed for the last time.
+    Dead {
+        error: String,
+    },
+}
+
+/// Totals of every project, for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub pending: u64,
+    pub dead: u64,
+    /// Enqueue time (Unix ms) of the oldest pending delivery.
+    pub oldest_pending_ms: Option<i64>,
+}
+
+/// The outbox. Share it as an `Arc`; every method blocks on SQLite (async
+/// callers use `spawn_blocking`). Writes are fsync'd before they return
+/// (WAL, `synchronous=FULL`): an enqueued message survives a crash.
+pub struct Outbox {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").finish_non_exhaustive()
+    }
+}
+
+const DELIVERY_COLUMNS: &str = "d.seq, m.message_id, d.subscription_urn, m.topic_urn, \
+     m.notification_id, m.notification_name, d.state, d.attempts, m.created_ms, d.next_ms, \
+     d.done_ms, d.last_error, m.trace";
+
+impl Outbox {
+    /// Opens (creating on first use) the outbox in `dir`
+    /// (`DATA_DIR/notifications`, beside the topics it fans out to).
+    pub fn open(dir: &Path) -> Result<Outbox, SmnError> {
+        Ok(Outbox {
+            conn: Mutex::new(db::open(dir)?),
+        })
+    }
+
+    /// Stores `msgs` and their deliveries in one transaction; a message
+    /// whose id is already stored is left as it is.
+    pub fn enqueue(&self, msgs: Vec<OutboxMessage>) -> Result<Enqueued, SmnError> {
+        let now = now_ms();
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut done = Enqueued::default();
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO messages (message_id, project_id, topic_urn, \
+                 notification_id, notification_name, trace, created_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut fan_out = tx.prepare_cached(
+                "INSERT INTO deliveries (subscription_urn, seq, state, attempts, next_ms) \
+                 SELECT s.urn, ?1, 'pending', 0, ?2 FROM subscriptions s \
+                 JOIN topics t ON t.urn = s.topic_urn \
+                 WHERE t.urn = ?3 AND t.project_id = ?4",
+            )?;
+            for m in &msgs {
+                let stored = insert.execute(params![
+                    m.message_id,
+                    m.project_id,
+                    m.topic_urn,
+                    m.notification_id,
+                    m.notification_name,
+                    m.trace.get(),
+                    now
+                ])?;
+                if stored == 0 {
+                    continue;
+                }
+                done.messages += 1;
+                let seq = tx.last_insert_rowid();
+                done.deliveries += fan_out.execute(params![seq, now, m.topic_urn, m.project_id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(done)
+    }
+
+    /// The oldest pending delivery of `subscription_urn`: the only one its
+    /// worker may attempt (deliveries of a subscription go in order).
+    pub fn next_pending(&self, subscription_urn: &str) -> Result<Option<Delivery>, SmnError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN messages m ON m.seq = d.seq \
+             WHERE d.subscription_urn = ?1 AND d.state = 'pending' ORDER BY d.seq LIMIT 1"
+        ))?;
+        Ok(stmt.query_row([subscription_urn], delivery_of).optional()?)
+    }
+
+    /// Records how an attempt at delivery (`subscription_urn`, `seq`) ended.
+    /// Only a pending delivery changes: a subscription removed meanwhile
+    /// took its deliveries with it.
+    pub fn record(
+        &self,
+        subscription_urn: &str,
+        seq: i64,
+        attempt: Attempt,
+    ) -> Result<(), SmnError> {
+        let now = now_ms();
+        let (state, next_ms, done_ms, error) = match attempt {
+            Attempt::Delivered => (DeliveryState::Delivered, now, Some(now), None),
+            Attempt::Retry { next_ms, error } => {
+                (DeliveryState::Pending, next_ms, None, Some(error))
+            }
+            Attempt::Dead { error } => (DeliveryState::Dead, now, Some(now), Some(error)),
+        };
+        self.conn.lock().execute(
+            "UPDATE deliveries SET state = ?1, attempts = attempts + 1, next_ms = ?2, \
+             done_ms = ?3, last_error = coalesce(?4, last_error) \
+             WHERE subscription_urn = ?5 AND seq = ?6 AND state = 'pending'",
+            params![
+                state.as_str(),
+                next_ms,
+                done_ms,
+                error,
+                subscription_urn,
+                seq
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The project's deliveries, newest first, optionally only those of one
+    /// subscription or in one state; `offset`/`limit` page through them.
+    pub fn deliveries(
+        &self,
+        project_id: &str,
+        subscription_urn: Option<&str>,
+        state: Option<DeliveryState>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, SmnError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN messages m ON m.seq = d.seq \
+             WHERE m.project_id = ?1 AND (?2 IS NULL OR d.subscription_urn = ?2) \
+             AND (?3 IS NULL OR d.state = ?3) \
+             ORDER BY d.seq DESC, d.subscription_urn LIMIT ?4 OFFSET ?5"
+        ))?;
+        let rows = stmt.query_map(
+            params![
+                project_id,
+                subscription_urn,
+                state.map(DeliveryState::as_str),
+                limit as i64,
+                offset as i64
+            ],
+            delivery_of,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Pending and dead deliveries of every project.
+    pub fn backlog(&self) -> Result<Backlog, SmnError> {
+        let conn = self.conn.lock();
+        let count = |state: &str| -> rusqlite::Result<u64> {
+            conn.query_row(
+                "SELECT count(*) FROM deliveries WHERE state = ?1",
+                [state],
+                |r| r.get(0),
+            )
+        };
+        let oldest_pending_ms = conn
+            .query_row(
+                "SELECT m.created_ms FROM deliveries d JOIN messages m ON m.seq = d.seq \
+                 WHERE d.state = 'pending' ORDER BY d.seq LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(Backlog {
+            pending: count("pending")?,
+            dead: count("dead")?,
+            oldest_pending_ms,
+        })
+    }
+}
+
+fn delivery_of(r: &Row<'_>) -> rusqlite::Result<Delivery> {
+    let state: String = r.get(6)?;
+    Ok(Delivery {
+        seq: r.get(0)?,
+        message_id: r.get(1)?,
+        subscription_urn: r.get(2)?,
+        topic_urn: r.get(3)?,
+        notification_id: r.get(4)?,
+        notification_name: r.get(5)?,
+        state: DeliveryState::parse(&state).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                6,
+                rusqlite::types::Type::Text,
+                format!("unknown delivery state {state:?}").into(),
+            )
+        })?,
+        attempts: r.get(7)?,
+        created_ms: r.get(8)?,
+        next_ms: r.get(9)?,
+        done_ms: r.get(10)?,
+        last_error: r.get(11)?,
+        trace: r.get(12)?,
+    })
+}

@@ -1,0 +1,287 @@
+use std::path::Path;
+
+use serde_json::value::RawValue;
+
+use crate::*;
+
+const P: &str = "0123456789abcdef0123456789abcdef";
+const OTHER: &str = "ffffffffffffffffffffffffffffffff";
+
+fn stores(dir: &Path) -> (TopicStore, Outbox) {
+    let dir = dir.join("notifications");
+    (
+        TopicStore::open(&dir, "eu-de").unwrap(),
+        Outbox::open(&dir).unwrap(),
+    )
+}
+
+fn message(id: &str, topic_urn: &str) -> OutboxMessage {
+    OutboxMessage {
+        message_id: id.to_owned(),
+        project_id: P.to_owned(),
+        topic_urn: topic_urn.to_owned(),
+        notification_id: "n-1".to_owned(),
+        notification_name: "deletes".to_owned(),
+        trace: RawValue::from_string(format!(r#"{{"trace_id":"{id}"}}"#)).unwrap(),
+    }
+}
+
+#[test]
+fn topics_are_per_project_and_unique() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (topics, _) = stores(tmp.path());
+    let t = topics.create_topic(P, "alerts", "Ops alerts").unwrap();
+    assert_eq!(t.urn, format!("urn:smn:eu-de:{P}:alerts"));
+    assert_eq!(t.kind, TopicKind::Smn);
+    assert!(matches!(
+        topics.create_topic(P, "alerts", ""),
+        Err(SmnError::TopicExists(urn)) if urn == t.urn
+    ));
+    assert!(matches!(
+        topics.create_topic(P, "bad name", ""),
+        Err(SmnError::Invalid { field: "name", .. })
+    ));
+    assert_eq!(topics.resolve(P, &t.urn).unwrap(), Some(t.clone()));
+    assert_eq!(topics.resolve(OTHER, &t.urn).unwrap(), None);
+    assert!(matches!(
+        topics.delete_topic(OTHER, &t.urn),
+        Err(SmnError::TopicNotFound(_))
+    ));
+    let f = topics
+        .register_function(
+            P,
+            &format!("urn:fss:eu-de:{P}:function:default:hook:latest"),
+        )
+        .unwrap();
+    assert_eq!((f.kind, f.name.as_str()), (TopicKind::Function, "hook"));
+    assert_eq!(topics.topics(P).unwrap(), vec![t.clone(), f.clone()]);
+    assert!(topics.topics(OTHER).unwrap().is_empty());
+    assert_eq!(topics.delete_topic(P, &t.urn).unwrap(), t);
+    assert_eq!(topics.topics(P).unwrap(), vec![f]);
+}
+
+#[test]
+fn topic_quota() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (topics, _) = stores(tmp.path());
+    for i in 0..MAX_TOPICS {
+        topics.create_topic(P, &format!("t{i}"), "").unwrap();
+    }
+    assert!(matches!(
+        topics.create_topic(P, "one-more", ""),
+        Err(SmnError::Quota {
+            limit: MAX_TOPICS,
+            ..
+        })
+    ));
+    topics.create_topic(OTHER, "one-more", "").unwrap();
+}
+
+#[test]
+fn subscriptions_have_their_own_secret_and_rules() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (topics, _) = stores(tmp.path());
+    let t = topics.create_topic(P, "alerts", "").unwrap();
+    let a = topics
+        .subscribe(
+            P,
+            &t.urn,
+            Protocol::Https,
+            "https://hooks.example.com/a",
+            "ops",
+        )
+        .unwrap();
+    let b = topics
+        .subscribe(P, &t.urn, Protocol::Email, "ops@example.com", "")
+        .unwrap();
+    assert!(a.urn.starts_with(&format!("{}:", t.urn)));
+    assert_eq!(a.secret.len(), 64);
+    assert!(a.secret.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_ne!(a.secret, b.secret);
+    assert!(
+        !format!("{a:?}").contains(&a.secret),
+        "Debug shows the secret"
+    );
+    assert!(matches!(
+        topics.subscribe(
+            P,
+            &t.urn,
+            Protocol::Https,
+            "https://hooks.example.com/a",
+            ""
+        ),
+        Err(SmnError::SubscriptionExists { .. })
+    ));
+    assert!(matches!(
+        topics.subscribe(P, &t.urn, Protocol::Http, "https://x.example.com/", ""),
+        Err(SmnError::Invalid {
+            field: "endpoint",
+            ..
+        })
+    ));
+    assert!(matches!(
+        topics.subscribe(OTHER, &t.urn, Protocol::Https, "https://x.example.com/", ""),
+        Err(SmnError::TopicNotFound(_))
+    ));
+    let f = topics
+        .register_function(P, &format!("urn:fss:eu-de:{P}:function:default:hook"))
+        .unwrap();
+    assert!(matches!(
+        topics.subscribe(P, &f.urn, Protocol::Email, "ops@example.com", ""),
+        Err(SmnError::Invalid {
+            field: "protocol",
+            ..
+        })
+    ));
+    topics
+        .subscribe(P, &f.urn, Protocol::Http, "http://127.0.0.1:9/run", "")
+        .unwrap();
+
+    assert_eq!(
+        topics.subscriptions(P, &t.urn).unwrap(),
+        vec![a.clone(), b.clone()]
+    );
+    assert_eq!(topics.all_subscriptions().unwrap().len(), 3);
+    assert_eq!(topics.subscription(OTHER, &a.urn).unwrap(), None);
+    assert!(matches!(
+        topics.unsubscribe(OTHER, &a.urn),
+        Err(SmnError::SubscriptionNotFound(_))
+    ));
+    assert_eq!(topics.unsubscribe(P, &a.urn).unwrap(), a);
+    assert_eq!(topics.subscriptions(P, &t.urn).unwrap(), vec![b]);
+    topics.delete_topic(P, &t.urn).unwrap();
+    assert_eq!(topics.all_subscriptions().unwrap().len(), 1);
+}
+
+#[test]
+fn enqueue_is_idempotent_and_fans_out_per_subscription() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (topics, outbox) = stores(tmp.path());
+    let t = topics.create_topic(P, "alerts", "").unwrap();
+    let a = topics
+        .subscribe(P, &t.urn, Protocol::Https, "https://a.example.com/", "")
+        .unwrap();
+    let b = topics
+        .subscribe(P, &t.urn, Protocol::Https, "https://b.example.com/", "")
+        .unwrap();
+    let first = outbox
+        .enqueue(vec![message("m1", &t.urn), message("m2", &t.urn)])
+        .unwrap();
+    assert_eq!(
+        first,
+        Enqueued {
+            messages: 2,
+            deliveries: 4
+        }
+    );
+    // The producer retries after a crash: nothing doubles.
+    let again = outbox
+        .enqueue(vec![message("m2", &t.urn), message("m3", &t.urn)])
+        .unwrap();
+    assert_eq!(
+        again,
+        Enqueued {
+            messages: 1,
+            deliveries: 2
+        }
+    );
+    // Another project's message naming this topic reaches nobody.
+    let mut foreign = message("m4", &t.urn);
+    foreign.project_id = OTHER.to_owned();
+    assert_eq!(outbox.enqueue(vec![foreign]).unwrap().deliveries, 0);
+
+    // Subscription a fails on m1: b goes on; a keeps m1 first.
+    let d = outbox.next_pending(&a.urn).unwrap().unwrap();
+    assert_eq!((d.message_id.as_str(), d.attempts), ("m1", 0));
+    assert_eq!(d.trace, r#"{"trace_id":"m1"}"#);
+    outbox
+        .record(
+            &a.urn,
+            d.seq,
+            Attempt::Retry {
+                next_ms: 42,
+                error: "503".into(),
+            },
+        )
+        .unwrap();
+    for id in ["m1", "m2", "m3"] {
+        let d = outbox.next_pending(&b.urn).unwrap().unwrap();
+        assert_eq!(d.message_id, id);
+        outbox.record(&b.urn, d.seq, Attempt::Delivered).unwrap();
+    }
+    assert!(outbox.next_pending(&b.urn).unwrap().is_none());
+    let d = outbox.next_pending(&a.urn).unwrap().unwrap();
+    assert_eq!(
+        (d.message_id.as_str(), d.attempts, d.next_ms),
+        ("m1", 1, 42)
+    );
+    assert_eq!(d.last_error.as_deref(), Some("503"));
+    outbox
+        .record(
+            &a.urn,
+            d.seq,
+            Attempt::Dead {
+                error: "gave up".into(),
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        outbox.next_pending(&a.urn).unwrap().unwrap().message_id,
+        "m2"
+    );
+
+    assert_eq!(
+        outbox.backlog().unwrap(),
+        Backlog {
+            pending: 2,
+            dead: 1,
+            oldest_pending_ms: Some(d.created_ms)
+        }
+    );
+    let dead = outbox
+        .deliveries(P, None, Some(DeliveryState::Dead), 0, 10)
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].attempts, dead[0].message_id.as_str()), (2, "m1"));
+    let of_b = outbox.deliveries(P, Some(&b.urn), None, 0, 10).unwrap();
+    let ids: Vec<_> = of_b.iter().map(|d| d.message_id.as_str()).collect();
+    assert_eq!(ids, ["m3", "m2", "m1"]);
+    assert!(of_b.iter().all(|d| d.state == DeliveryState::Delivered));
+    assert_eq!(outbox.deliveries(P, None, None, 5, 10).unwrap().len(), 1);
+    assert!(outbox
+        .deliveries(OTHER, None, None, 0, 10)
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn pending_deliveries_survive_a_reopen_and_leave_with_their_subscription() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (t, a, b) = {
+        let (topics, outbox) = stores(tmp.path());
+        let t = topics.create_topic(P, "alerts", "").unwrap();
+        let a = topics
+            .subscribe(P, &t.urn, Protocol::Https, "https://a.example.com/", "")
+            .unwrap();
+        let b = topics
+            .subscribe(P, &t.urn, Protocol::Email, "ops@example.com", "")
+            .unwrap();
+        outbox.enqueue(vec![message("m1", &t.urn)]).unwrap();
+        (t, a, b)
+    };
+    let (topics, outbox) = stores(tmp.path());
+    assert_eq!(
+        outbox.next_pending(&a.urn).unwrap().unwrap().message_id,
+        "m1"
+    );
+    assert_eq!(
+        outbox.enqueue(vec![message("m1", &t.urn)]).unwrap(),
+        Enqueued::default()
+    );
+    topics.unsubscribe(P, &a.urn).unwrap();
+    assert!(outbox.next_pending(&a.urn).unwrap().is_none());
+    assert_eq!(outbox.backlog().unwrap().pending, 1);
+    topics.delete_topic(P, &t.urn).unwrap();
+    assert!(outbox.next_pending(&b.urn).unwrap().is_none());
+    assert_eq!(outbox.backlog().unwrap(), Backlog::default());
+}
