@@ -121,6 +121,9 @@ pub struct Backlog {
 /// (WAL, `synchronous=FULL`): an enqueued message survives a crash.
 pub struct Outbox {
     conn: Mutex<Connection>,
+    /// Bumped after each commit that created deliveries: the delivery
+    /// workers wait on it instead of polling.
+    enqueued: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -139,7 +142,13 @@ impl Outbox {
     pub fn open(dir: &Path) -> Result<Outbox, SmnError> {
         Ok(Outbox {
             conn: Mutex::new(db::open(dir)?),
+            enqueued: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// A receiver that sees every later enqueue that created deliveries.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.enqueued.subscribe()
     }
 
     /// Stores `msgs` and their deliveries in one transaction; a message
@@ -180,6 +189,9 @@ impl Outbox {
             }
         }
         tx.commit()?;
+        if done.deliveries > 0 {
+            self.enqueued.send_modify(|n| *n += 1);
+        }
         Ok(done)
     }
 

@@ -9,10 +9,7 @@ const OTHER: &str = "ffffffffffffffffffffffffffffffff";
 
 fn stores(dir: &Path) -> (TopicStore, Outbox) {
     let dir = dir.join("notifications");
-    (
-        TopicStore::open(&dir, "eu-de").unwrap(),
-        Outbox::open(&dir).unwrap(),
-    )
+    (TopicStore::open(&dir).unwrap(), Outbox::open(&dir).unwrap())
 }
 
 fn message(id: &str, topic_urn: &str) -> OutboxMessage {
@@ -30,15 +27,17 @@ fn message(id: &str, topic_urn: &str) -> OutboxMessage {
 fn topics_are_per_project_and_unique() {
     let tmp = tempfile::tempdir().unwrap();
     let (topics, _) = stores(tmp.path());
-    let t = topics.create_topic(P, "alerts", "Ops alerts").unwrap();
+    let t = topics
+        .create_topic(P, "eu-de", "alerts", "Ops alerts")
+        .unwrap();
     assert_eq!(t.urn, format!("urn:smn:eu-de:{P}:alerts"));
     assert_eq!(t.kind, TopicKind::Smn);
     assert!(matches!(
-        topics.create_topic(P, "alerts", ""),
+        topics.create_topic(P, "eu-de", "alerts", ""),
         Err(SmnError::TopicExists(urn)) if urn == t.urn
     ));
     assert!(matches!(
-        topics.create_topic(P, "bad name", ""),
+        topics.create_topic(P, "eu-de", "bad name", ""),
         Err(SmnError::Invalid { field: "name", .. })
     ));
     assert_eq!(topics.resolve(P, &t.urn).unwrap(), Some(t.clone()));
@@ -65,23 +64,25 @@ fn topic_quota() {
     let tmp = tempfile::tempdir().unwrap();
     let (topics, _) = stores(tmp.path());
     for i in 0..MAX_TOPICS {
-        topics.create_topic(P, &format!("t{i}"), "").unwrap();
+        topics
+            .create_topic(P, "eu-de", &format!("t{i}"), "")
+            .unwrap();
     }
     assert!(matches!(
-        topics.create_topic(P, "one-more", ""),
+        topics.create_topic(P, "eu-de", "one-more", ""),
         Err(SmnError::Quota {
             limit: MAX_TOPICS,
             ..
         })
     ));
-    topics.create_topic(OTHER, "one-more", "").unwrap();
+    topics.create_topic(OTHER, "eu-de", "one-more", "").unwrap();
 }
 
 #[test]
 fn subscriptions_have_their_own_secret_and_rules() {
     let tmp = tempfile::tempdir().unwrap();
     let (topics, _) = stores(tmp.path());
-    let t = topics.create_topic(P, "alerts", "").unwrap();
+    let t = topics.create_topic(P, "eu-de", "alerts", "").unwrap();
     let a = topics
         .subscribe(
             P,
@@ -157,7 +158,7 @@ fn subscriptions_have_their_own_secret_and_rules() {
 fn enqueue_is_idempotent_and_fans_out_per_subscription() {
     let tmp = tempfile::tempdir().unwrap();
     let (topics, outbox) = stores(tmp.path());
-    let t = topics.create_topic(P, "alerts", "").unwrap();
+    let t = topics.create_topic(P, "eu-de", "alerts", "").unwrap();
     let a = topics
         .subscribe(P, &t.urn, Protocol::Https, "https://a.example.com/", "")
         .unwrap();
@@ -259,7 +260,7 @@ fn pending_deliveries_survive_a_reopen_and_leave_with_their_subscription() {
     let tmp = tempfile::tempdir().unwrap();
     let (t, a, b) = {
         let (topics, outbox) = stores(tmp.path());
-        let t = topics.create_topic(P, "alerts", "").unwrap();
+        let t = topics.create_topic(P, "eu-de", "alerts", "").unwrap();
         let a = topics
             .subscribe(P, &t.urn, Protocol::Https, "https://a.example.com/", "")
             .unwrap();

@@ -18,14 +18,14 @@ use crate::model::{
 /// method blocks on SQLite (async callers use `spawn_blocking`).
 pub struct TopicStore {
     conn: Mutex<Connection>,
-    region: String,
+    /// Woken by every change of the subscriptions, so the delivery serves
+    /// a new subscription at once.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for TopicStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TopicStore")
-            .field("region", &self.region)
-            .finish_non_exhaustive()
+        f.debug_struct("TopicStore").finish_non_exhaustive()
     }
 }
 
@@ -35,25 +35,36 @@ const SUBSCRIPTION_COLUMNS: &str =
 
 impl TopicStore {
     /// Opens (creating on first use) the store in `dir`
-    /// (`DATA_DIR/notifications`); new topic URNs name `region`.
-    pub fn open(dir: &Path, region: &str) -> Result<TopicStore, SmnError> {
+    /// (`DATA_DIR/notifications`).
+    pub fn open(dir: &Path) -> Result<TopicStore, SmnError> {
         Ok(TopicStore {
             conn: Mutex::new(db::open(dir)?),
-            region: region.to_owned(),
+            changes: tokio::sync::watch::Sender::new(0),
         })
     }
 
-    /// Creates topic `name` (URN `urn:smn:{region}:{project_id}:{name}`).
+    /// A receiver that sees every later change of the subscriptions.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Creates topic `name` of `project_id`, whose region is `region` (URN
+    /// `urn:smn:{region}:{project_id}:{name}`).
     pub fn create_topic(
         &self,
         project_id: &str,
+        region: &str,
         name: &str,
         display_name: &str,
     ) -> Result<Topic, SmnError> {
         check_topic_name(name)?;
         check_display_name(display_name)?;
         self.insert_topic(Topic {
-            urn: topic_urn(&self.region, project_id, name),
+            urn: topic_urn(region, project_id, name),
             project_id: project_id.to_owned(),
             name: name.to_owned(),
             display_name: display_name.to_owned(),
@@ -147,6 +158,7 @@ impl TopicStore {
             "DELETE FROM topics WHERE urn = ?1 AND project_id = ?2",
             [urn, project_id],
         )?;
+        self.changed();
         Ok(topic)
     }
 
@@ -226,6 +238,7 @@ impl TopicStore {
             });
         }
         tx.commit()?;
+        self.changed();
         Ok(sub)
     }
 
@@ -265,6 +278,7 @@ impl TopicStore {
         self.conn
             .lock()
             .execute("DELETE FROM subscriptions WHERE urn = ?1", [urn])?;
+        self.changed();
         Ok(sub)
     }
 
