@@ -30,9 +30,16 @@ use cts_model::Field;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::journal::{sync_dir, FrameRef};
+use crate::journal::FrameRef;
 use crate::memtable::{Candidate, Key, Memtable, Probe, TopK, NF};
 use crate::StoreError;
+
+mod build;
+mod merge;
+
+use build::{DocTable, SegmentFile, TermTable};
+pub use build::file_name;
+pub use merge::merge;
 
 /// Format 1: footer without a checksum.
 const MAGIC_V1: u32 = 0x4354_5347; // "CTSG"
@@ -234,38 +241,31 @@ pub fn write(
             .then((db.time, db.id).cmp(&(da.time, da.id)))
     });
 
+    // Frames in the order the docs first name them.
     let mut frames: Vec<FrameRef> = Vec::new();
     let mut frame_index: HashMap<FrameRef, u32> = HashMap::new();
-    let mut docs = Vec::with_capacity(order.len() * DOC_ENTRY);
-    let mut dsample = Vec::new();
-    let mut projects: Vec<(String, u32, u32)> = Vec::new();
+    let doc_frames: Vec<u32> = order
+        .iter()
+        .map(|&i| {
+            let frame = mem.docs[i as usize].frame;
+            *frame_index.entry(frame).or_insert_with(|| {
+                frames.push(frame);
+                frames.len() as u32 - 1
+            })
+        })
+        .collect();
+    let mut out = SegmentFile::create(dir, partition, flush_id, fsync)?;
+    build::put_frames(&mut out, &frames)?;
+
+    let mut docs = DocTable::new(&out);
     // (term hash, ordinal) pairs; sorted, they group into posting lists.
     let mut pairs: Vec<(u64, u32)> = Vec::with_capacity(order.len() * 8);
-    let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
     // (project, trace-id seed, field seeds) of the project being written.
     let mut seeds: Option<(&str, u64, [u64; NF])> = None;
-    for (ord, &i) in order.iter().enumerate() {
-        let ord = ord as u32;
+    for (&i, &frame) in order.iter().zip(&doc_frames) {
         let d = &mem.docs[i as usize];
         let project = proj(i);
-        match projects.last_mut() {
-            Some((name, _, end)) if name == project => *end = ord + 1,
-            _ => projects.push((project.to_string(), ord, ord + 1)),
-        }
-        let fi = *frame_index.entry(d.frame).or_insert_with(|| {
-            frames.push(d.frame);
-            frames.len() as u32 - 1
-        });
-        docs.extend_from_slice(&d.time.to_le_bytes());
-        docs.extend_from_slice(&d.id);
-        docs.extend_from_slice(&fi.to_le_bytes());
-        docs.push(d.idx);
-        if (ord as usize).is_multiple_of(DOC_SAMPLE) {
-            dsample.extend_from_slice(&d.time.to_le_bytes());
-            dsample.extend_from_slice(&d.id);
-        }
-        min_time = min_time.min(d.time);
-        max_time = max_time.max(d.time);
+        let ord = docs.push(&mut out, project, (d.time, d.id), frame, d.idx)?;
         if seeds.is_none_or(|(p, ..)| p != project) {
             seeds = Some((
                 project,
@@ -286,97 +286,15 @@ pub fn write(
     }
 
     pairs.sort_unstable();
-    let mut posting_bytes = Vec::new();
-    let mut terms = Vec::new();
-    let mut tsample = Vec::new();
-    let mut n_terms = 0usize;
+    let n_terms = pairs.chunk_by(|a, b| a.0 == b.0).count();
+    let mut terms = TermTable::new(&out, n_terms);
+    let mut ords = Vec::new();
     for group in pairs.chunk_by(|a, b| a.0 == b.0) {
-        let h = group[0].0;
-        let (a, len) = if group.len() == 1 {
-            (group[0].1, 0u32)
-        } else {
-            let at = posting_bytes.len() as u32;
-            let mut prev = 0u32;
-            for (k, &(_, o)) in group.iter().enumerate() {
-                varint(&mut posting_bytes, if k == 0 { o } else { o - prev });
-                prev = o;
-            }
-            (at, posting_bytes.len() as u32 - at)
-        };
-        terms.extend_from_slice(&h.to_le_bytes());
-        terms.extend_from_slice(&a.to_le_bytes());
-        terms.extend_from_slice(&(group.len() as u32).to_le_bytes());
-        terms.extend_from_slice(&len.to_le_bytes());
-        if n_terms.is_multiple_of(TERM_SAMPLE) {
-            tsample.extend_from_slice(&h.to_le_bytes());
-        }
-        n_terms += 1;
+        ords.clear();
+        ords.extend(group.iter().map(|p| p.1));
+        terms.push(&mut out, group[0].0, &ords)?;
     }
-
-    let mut out: Vec<u8> = Vec::with_capacity(
-        frames.len() * 12 + docs.len() + posting_bytes.len() + terms.len() + 4096,
-    );
-    let frames_at = out.len() as u64;
-    for f in &frames {
-        out.extend_from_slice(&f.file.to_le_bytes());
-        out.extend_from_slice(&f.offset.to_le_bytes());
-        out.extend_from_slice(&f.len.to_le_bytes());
-    }
-    let docs_at = out.len() as u64;
-    out.extend_from_slice(&docs);
-    let postings_at = out.len() as u64;
-    out.extend_from_slice(&posting_bytes);
-    let terms_at = out.len() as u64;
-    out.extend_from_slice(&terms);
-    let tsample_at = out.len() as u64;
-    out.extend_from_slice(&tsample);
-    let dsample_at = out.len() as u64;
-    out.extend_from_slice(&dsample);
-    let bloom_words = (n_terms * BLOOM_BITS_PER_TERM).div_ceil(64).max(1);
-    let mut bloom = vec![0u64; bloom_words];
-    for group in pairs.chunk_by(|a, b| a.0 == b.0) {
-        for bit in bloom_positions(group[0].0, bloom_words as u64 * 64) {
-            bloom[(bit / 64) as usize] |= 1 << (bit % 64);
-        }
-    }
-    let bloom_at = out.len() as u64;
-    for w in &bloom {
-        out.extend_from_slice(&w.to_le_bytes());
-    }
-    let meta = Meta {
-        partition,
-        flush_id,
-        docs: order.len() as u32,
-        frames: frames.len() as u32,
-        terms: n_terms as u32,
-        min_time,
-        max_time,
-        frames_at,
-        docs_at,
-        postings_at,
-        terms_at,
-        tsample_at,
-        dsample_at,
-        bloom_at,
-        bloom_words: bloom_words as u64,
-        projects,
-    };
-    let meta_json = serde_json::to_vec(&meta).expect("meta serializes");
-    out.extend_from_slice(&meta_json);
-    out.extend_from_slice(&(meta_json.len() as u32).to_le_bytes());
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&MAGIC.to_le_bytes());
-
-    let pdir = dir.join(partition_dir_name(partition));
-    cts_fs::create_dir_all(&pdir).map_err(StoreError::io(&pdir))?;
-    let path = pdir.join(format!("{flush_id:010}.seg"));
-    cts_fs::write_atomic(&path, &out, fsync).map_err(StoreError::io(&path))?;
-    if fsync {
-        // The partition directory may be new.
-        sync_dir(dir)?;
-    }
-    Ok(path)
+    build::finish(out, partition, flush_id, frames.len() as u32, docs, terms)
 }
 
 /// Asks the kernel to read a range ahead (`POSIX_FADV_WILLNEED`); only a
@@ -653,11 +571,15 @@ impl Segment {
         else {
             return Ok(None);
         };
-        let e = entries[i];
-        let a = u32::from_le_bytes(e[8..12].try_into().unwrap());
-        let count = u32::from_le_bytes(e[12..16].try_into().unwrap());
-        let bytes = u32::from_le_bytes(e[16..20].try_into().unwrap());
-        Ok(Some(if count == 1 {
+        Ok(Some(self.posting(entries[i]).1))
+    }
+
+    /// A term entry: its hash and where its ordinals are.
+    fn posting(&self, e: &[u8]) -> (u64, Posting) {
+        let field = |at: usize| u32::from_le_bytes(e[at..at + 4].try_into().unwrap());
+        let hash = u64::from_le_bytes(e[..8].try_into().unwrap());
+        let (a, count, bytes) = (field(8), field(12), field(16));
+        let posting = if count == 1 {
             Posting::Single(a)
         } else {
             Posting::List {
@@ -665,7 +587,21 @@ impl Segment {
                 count,
                 bytes,
             }
-        }))
+        };
+        (hash, posting)
+    }
+
+    /// Term entries `first..first + n`, in hash order.
+    fn read_terms(&self, first: u32, n: u32) -> Result<Vec<(u64, Posting)>, StoreError> {
+        if first as u64 + n as u64 > self.meta.terms as u64 {
+            return Err(self.corrupt("term ordinal past the term table"));
+        }
+        let mut b = vec![0u8; n as usize * TERM_ENTRY];
+        self.io(self.file.read_exact_at(
+            &mut b,
+            self.meta.terms_at + first as u64 * TERM_ENTRY as u64,
+        ))?;
+        Ok(b.chunks_exact(TERM_ENTRY).map(|e| self.posting(e)).collect())
     }
 
     fn decode(&self, p: &Posting) -> Result<Vec<u32>, StoreError> {
