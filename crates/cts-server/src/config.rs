@@ -175,6 +175,9 @@ pub struct StoreSettings {
     pub memtable_max_traces: usize,
     pub journal_segment_bytes: u64,
     pub fsync: bool,
+    /// A partition's index segments are merged in the background down to
+    /// at most this many: the bound on open index files.
+    pub max_segments_per_partition: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -212,6 +215,7 @@ impl Default for Config {
                 memtable_max_traces: store.memtable_max_traces,
                 journal_segment_bytes: store.journal_segment_bytes,
                 fsync: store.fsync,
+                max_segments_per_partition: store.max_segments_per_partition,
             },
             metrics: MetricsSettings { public: true },
             auth: AuthSettings {
@@ -342,6 +346,9 @@ impl Config {
         if self.store.memtable_max_traces == 0 {
             return invalid("store.memtable_max_traces", positive);
         }
+        if self.store.max_segments_per_partition < 2 {
+            return invalid("store.max_segments_per_partition", "must be at least 2");
+        }
         if self.store.journal_segment_bytes < 4096 {
             return invalid("store.journal_segment_bytes", "must be at least 4096");
         }
@@ -457,6 +464,7 @@ impl Config {
         c.memtable_max_traces = self.store.memtable_max_traces;
         c.journal_segment_bytes = self.store.journal_segment_bytes;
         c.fsync = self.store.fsync;
+        c.max_segments_per_partition = self.store.max_segments_per_partition;
         c
     }
 }
@@ -716,6 +724,18 @@ mod tests {
                     .contains("store.journal_segment_bytes must be at most 1073741824"),
                 "{e}"
             );
+
+            jail.clear_env();
+            jail.set_env("CTS_STORE_MAX_SEGMENTS_PER_PARTITION", "1");
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("store.max_segments_per_partition must be at least 2"),
+                "{e}"
+            );
+            jail.set_env("CTS_STORE_MAX_SEGMENTS_PER_PARTITION", "12");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(c.store_config().max_segments_per_partition, 12);
 
             jail.clear_env();
             jail.create_file("bad.toml", "[store]\nretention = \"1h\"\nbogus = 1\n")?;

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -27,6 +27,7 @@ mod check;
 mod feed;
 mod files;
 mod flusher;
+mod merger;
 mod query;
 mod recovery;
 mod repair;
@@ -57,6 +58,9 @@ pub struct StoreConfig {
     pub journal_segment_bytes: u64,
     /// fsync before acknowledging (turn off only in throwaway tests).
     pub fsync: bool,
+    /// A partition's segments are merged in the background down to at
+    /// most this many (at least 2).
+    pub max_segments_per_partition: usize,
 }
 
 impl StoreConfig {
@@ -68,6 +72,7 @@ impl StoreConfig {
             memtable_max_traces: 65_536,
             journal_segment_bytes: 64 << 20,
             fsync: true,
+            max_segments_per_partition: 8,
         }
     }
 }
@@ -134,9 +139,24 @@ struct Inner {
     quarantined: Vec<Quarantined>,
     durable_seq: AtomicU64,
     flush_tx: Mutex<Option<Sender<Arc<Memtable>>>>,
+    /// Wakes the merger after a flush.
+    merge_tx: Mutex<Option<Sender<()>>>,
+    /// Held by a merge and by retention, which both remove segments.
+    merging: Mutex<()>,
+    /// Merges completed since the start.
+    merges: AtomicU64,
+    /// Set when the store closes: a merge in progress stops.
+    stopping: AtomicBool,
 }
 
 impl Inner {
+    /// A segment id no other segment has or will have.
+    fn reserve_segment_id(&self) -> u64 {
+        let mut m = self.manifest.lock();
+        m.next_flush_id += 1;
+        m.next_flush_id - 1
+    }
+
     /// The trace of the project with this id: memtable, frozen memtables,
     /// then segments (only the partition of `time_hint` when given).
     fn find(
@@ -195,6 +215,8 @@ impl EmbeddedStore {
     /// Stops accepting writes and writes the whole memtable out as segments,
     /// so that the next start replays nothing.
     pub fn close(&self) -> Result<(), StoreError> {
+        self.inner.stopping.store(true, Ordering::Release);
+        self.inner.merge_tx.lock().take();
         self.writer_tx.lock().take();
         let threads: Vec<_> = self.threads.lock().drain(..).collect();
         let mut rest = Vec::new();
@@ -220,6 +242,17 @@ impl EmbeddedStore {
         time_hint: Option<i64>,
     ) -> Result<Option<Candidate>, StoreError> {
         self.inner.find(project, id, time_hint)
+    }
+
+    /// Merges, on the caller's thread, until every partition is within
+    /// `max_segments_per_partition` (what the background merger does after
+    /// each flush); returns the number of merges.
+    pub fn merge_segments(&self) -> Result<usize, StoreError> {
+        let mut merges = 0;
+        while merger::merge_next(&self.inner, &mut |_| {})? {
+            merges += 1;
+        }
+        Ok(merges)
     }
 }
 
@@ -326,6 +359,7 @@ impl TraceStore for EmbeddedStore {
             corrupt_reads: self.inner.corrupt_reads.load(Ordering::Relaxed),
             quarantined: self.inner.quarantined.clone(),
             index_durable_seq: self.inner.durable_seq.load(Ordering::Acquire),
+            segment_merges: self.inner.merges.load(Ordering::Relaxed),
         }
     }
 }

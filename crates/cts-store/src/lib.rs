@@ -45,6 +45,8 @@ pub struct StoreStats {
     pub journal_bytes: u64,
     pub index_bytes: u64,
     pub segments: usize,
+    /// Merges of index segments since the start.
+    pub segment_merges: u64,
     /// Traces currently queryable (memtable + segments).
     pub indexed_traces: u64,
     /// Sequence number of the last journaled trace.

@@ -37,8 +37,8 @@ use crate::StoreError;
 mod build;
 mod merge;
 
-use build::{DocTable, SegmentFile, TermTable};
 pub use build::file_name;
+use build::{DocTable, SegmentFile, TermTable};
 pub use merge::merge;
 
 /// Format 1: footer without a checksum.
@@ -601,7 +601,9 @@ impl Segment {
             &mut b,
             self.meta.terms_at + first as u64 * TERM_ENTRY as u64,
         ))?;
-        Ok(b.chunks_exact(TERM_ENTRY).map(|e| self.posting(e)).collect())
+        Ok(b.chunks_exact(TERM_ENTRY)
+            .map(|e| self.posting(e))
+            .collect())
     }
 
     fn decode(&self, p: &Posting) -> Result<Vec<u32>, StoreError> {

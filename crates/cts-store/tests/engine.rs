@@ -707,3 +707,6 @@ mod damage;
 
 #[path = "engine/model.rs"]
 mod model;
+
+#[path = "engine/merging.rs"]
+mod merging;

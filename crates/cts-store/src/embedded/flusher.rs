@@ -15,18 +15,22 @@ use crate::StoreError;
 
 pub(super) fn flusher_loop(inner: Arc<Inner>, rx: Receiver<Arc<Memtable>>) {
     while let Ok(mem) = rx.recv() {
-        // A failed flush (disk full, say) is retried: the memtable stays
-        // queryable and the journal still holds every trace.
+        // A failed flush (disk full, say) is retried under the same id: the
+        // memtable stays queryable and the journal still holds every trace.
+        let flush_id = inner.reserve_segment_id();
         let mut delay = Duration::from_millis(100);
-        while let Err(e) = flush(&inner, &mem) {
+        while let Err(e) = flush(&inner, &mem, flush_id) {
             tracing::error!(error = %e, "writing an index segment failed; retrying");
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_secs(10));
         }
+        if let Some(tx) = inner.merge_tx.lock().as_ref() {
+            let _ = tx.send(());
+        }
     }
 }
 
-pub(super) fn flush(inner: &Inner, mem: &Arc<Memtable>) -> Result<(), StoreError> {
+pub(super) fn flush(inner: &Inner, mem: &Arc<Memtable>, flush_id: u64) -> Result<(), StoreError> {
     let pm = inner.config.partition_ms;
     let mut by_partition: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
     for (i, d) in mem.docs.iter().enumerate() {
@@ -35,7 +39,6 @@ pub(super) fn flush(inner: &Inner, mem: &Arc<Memtable>) -> Result<(), StoreError
             .or_default()
             .push(i as u32);
     }
-    let flush_id = inner.manifest.lock().next_flush_id;
     let mut opened = Vec::new();
     for (partition, members) in &by_partition {
         let path = segment::write(
@@ -51,7 +54,6 @@ pub(super) fn flush(inner: &Inner, mem: &Arc<Memtable>) -> Result<(), StoreError
     {
         let mut m = inner.manifest.lock();
         let mut next = m.clone();
-        next.next_flush_id = flush_id + 1;
         next.durable_seq = next.durable_seq.max(mem.max_seq);
         next.segments
             .extend(opened.iter().map(|s| rel(&inner.index_dir, &s.path)));

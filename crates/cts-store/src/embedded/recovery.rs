@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -13,6 +13,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::files::{load_manifest, open_segments, read_sidecar, write_sidecar};
 use super::flusher::flusher_loop;
+use super::merger::merger_loop;
 use super::query::MarkerCache;
 use super::writer::{writer_loop, WriteRequest};
 use super::{feed, EmbeddedStore, IndexState, Inner, JournalFile, StoreConfig};
@@ -56,6 +57,12 @@ impl EmbeddedStore {
         config: StoreConfig,
         lock: File,
     ) -> Result<EmbeddedStore, StoreError> {
+        if config.max_segments_per_partition < 2 {
+            return Err(StoreError::Setting(format!(
+                "max_segments_per_partition {} is below 2",
+                config.max_segments_per_partition
+            )));
+        }
         if config.journal_segment_bytes > journal::MAX_FILE_BYTES {
             return Err(StoreError::Setting(format!(
                 "journal_segment_bytes {} is above the largest journal file, {} bytes",
@@ -168,6 +175,10 @@ impl EmbeddedStore {
             quarantined,
             durable_seq: AtomicU64::new(manifest.durable_seq),
             flush_tx: Mutex::new(None),
+            merge_tx: Mutex::new(None),
+            merging: Mutex::new(()),
+            merges: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
             config: config.clone(),
         });
 
@@ -231,6 +242,18 @@ impl EmbeddedStore {
                 .spawn(move || flusher_loop(inner, flush_rx))
                 .map_err(StoreError::io("<thread>"))?
         };
+        // The merger looks at the partitions once at the start too: a lower
+        // bound, or segments an older version wrote, are merged down.
+        let (merge_tx, merge_rx) = mpsc::channel::<()>();
+        let _ = merge_tx.send(());
+        *inner.merge_tx.lock() = Some(merge_tx);
+        let merger = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("cts-merger".into())
+                .spawn(move || merger_loop(inner, merge_rx))
+                .map_err(StoreError::io("<thread>"))?
+        };
         let writer = {
             let inner = inner.clone();
             std::thread::Builder::new()
@@ -241,7 +264,7 @@ impl EmbeddedStore {
         Ok(EmbeddedStore {
             inner,
             writer_tx: Mutex::new(Some(writer_tx)),
-            threads: Mutex::new(vec![writer, flusher]),
+            threads: Mutex::new(vec![writer, flusher, merger]),
             markers: Mutex::new(MarkerCache::default()),
             feed: feed::Feed::default(),
             _lock: lock,

@@ -19,6 +19,8 @@ impl EmbeddedStore {
     ) -> Result<RetentionReport, StoreError> {
         let pm = self.inner.config.partition_ms;
         let mut report = RetentionReport::default();
+        // A merge in progress keeps its inputs until it has switched.
+        let _merging = self.inner.merging.lock();
         // Index: whole partitions that end before the cutoff.
         let dropped: Vec<Arc<Segment>> = {
             let mut idx = self.inner.index.write();

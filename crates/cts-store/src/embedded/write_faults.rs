@@ -12,7 +12,7 @@ use crate::journal::faults::{inject, Fault};
 
 const HOUR: i64 = 3_600_000;
 
-fn batch(tag: &str, n: usize) -> Vec<Trace> {
+pub(super) fn batch(tag: &str, n: usize) -> Vec<Trace> {
     let now = now_ms();
     let traces: Vec<serde_json::Value> = (0..n)
         .map(|i| {

@@ -243,7 +243,12 @@ impl TermTable {
     }
 
     /// Adds a term (in ascending hash order) with its ordinals (ascending).
-    pub fn push(&mut self, out: &mut SegmentFile, hash: u64, ords: &[u32]) -> Result<(), StoreError> {
+    pub fn push(
+        &mut self,
+        out: &mut SegmentFile,
+        hash: u64,
+        ords: &[u32],
+    ) -> Result<(), StoreError> {
         let (a, len) = match ords {
             [single] => (*single, 0u32),
             _ => {
@@ -293,7 +298,8 @@ impl TermTable {
             self.spill = Some((path, file));
         }
         let (path, file) = self.spill.as_mut().expect("created above");
-        file.write_all(&self.entries).map_err(StoreError::io(&*path))?;
+        file.write_all(&self.entries)
+            .map_err(StoreError::io(&*path))?;
         self.entries.clear();
         Ok(())
     }
@@ -301,7 +307,8 @@ impl TermTable {
     /// Copies the term table into the segment after the postings.
     fn copy_into(&mut self, out: &mut SegmentFile) -> Result<(), StoreError> {
         if let Some((path, file)) = &mut self.spill {
-            file.seek(SeekFrom::Start(0)).map_err(StoreError::io(&*path))?;
+            file.seek(SeekFrom::Start(0))
+                .map_err(StoreError::io(&*path))?;
             let mut buf = vec![0u8; TERM_BUFFER];
             loop {
                 let n = file.read(&mut buf).map_err(StoreError::io(&*path))?;

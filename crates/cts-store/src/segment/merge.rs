@@ -86,8 +86,7 @@ impl<T> Cursor<T> {
             pace()?;
             let n = CHUNK.min(self.end - self.next);
             let first = self.next;
-            self.buf
-                .extend((first..).zip(read(first, n)?));
+            self.buf.extend((first..).zip(read(first, n)?));
             self.next += n;
         }
         Ok(self.buf.front().map(|(_, e)| e))
@@ -121,7 +120,10 @@ fn merge_docs(
         let mut cursors: Vec<(usize, Cursor<DocEntry>)> = inputs
             .iter()
             .enumerate()
-            .filter_map(|(k, s)| s.project_range(project).map(|(a, b)| (k, Cursor::new(a, b))))
+            .filter_map(|(k, s)| {
+                s.project_range(project)
+                    .map(|(a, b)| (k, Cursor::new(a, b)))
+            })
             .collect();
         // Newest first; equal keys (never expected) in input order.
         let mut heap: BinaryHeap<(Key, Reverse<usize>)> = BinaryHeap::new();
@@ -251,7 +253,9 @@ mod tests {
     fn a_merged_segment_answers_as_its_inputs_did() {
         let dir = tempfile::tempdir().unwrap();
         // Large enough that the doc and term tables span several chunks.
-        let inputs: Vec<_> = (1..=3).map(|n| input(dir.path(), n, 5000 + n * 7)).collect();
+        let inputs: Vec<_> = (1..=3)
+            .map(|n| input(dir.path(), n, 5000 + n * 7))
+            .collect();
         let mut paces = 0;
         let path = merge(dir.path(), 9, &inputs, false, &mut || {
             paces += 1;
@@ -260,7 +264,10 @@ mod tests {
         .unwrap();
         assert!(paces > 10, "the merge paces itself between chunks");
         let merged = vec![Arc::new(Segment::open(&path).unwrap())];
-        assert_eq!(merged[0].docs(), inputs.iter().map(|s| s.docs()).sum::<u32>());
+        assert_eq!(
+            merged[0].docs(),
+            inputs.iter().map(|s| s.docs()).sum::<u32>()
+        );
         assert_eq!(merged[0].size, std::fs::metadata(&path).unwrap().len());
         let filters = [
             vec![],

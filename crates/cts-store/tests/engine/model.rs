@@ -1,6 +1,7 @@
 //! The store against an in-memory model: random interleavings of reports
 //! (with retries of the same batch), queries with random filters, windows
-//! and page sizes, flushes (small memtables), restarts and retention. Every
+//! and page sizes, flushes (small memtables), segment merges (in the
+//! background after flushes, and on demand), restarts and retention. Every
 //! answer must equal the model's.
 
 use proptest::prelude::*;
@@ -32,6 +33,9 @@ enum Op {
         limit: usize,
     },
     Restart,
+    /// Merge every partition down to the bound now (the background merger
+    /// does the same after flushes, at times the test does not choose).
+    Merge,
     /// Close and reopen (so that every trace is in a segment), then drop
     /// the partitions older than this many hours.
     Retention(i64),
@@ -58,6 +62,7 @@ fn op() -> impl Strategy<Value = Op> {
         )
             .prop_map(|(project, filter, window, limit)| Op::Query { project, filter, window, limit }),
         1 => Just(Op::Restart),
+        1 => Just(Op::Merge),
         1 => (2..10i64).prop_map(Op::Retention),
     ]
 }
@@ -82,6 +87,7 @@ fn run(ops: Vec<Op>) {
     cfg.memtable_max_traces = 23;
     cfg.journal_segment_bytes = 16 << 10;
     cfg.fsync = false;
+    cfg.max_segments_per_partition = 2;
     let start = now();
     let mut store = Some(EmbeddedStore::open(cfg.clone()).unwrap());
     let mut model: Vec<Known> = Vec::new();
@@ -155,6 +161,9 @@ fn run(ops: Vec<Op>) {
                     got, want,
                     "query {project} {filter:?} {from}..{to} limit {limit}"
                 );
+            }
+            Op::Merge => {
+                s.merge_segments().unwrap();
             }
             Op::Restart => {
                 drop(store.take());
