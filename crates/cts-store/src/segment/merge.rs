@@ -219,7 +219,7 @@ mod tests {
             values[0] = Some(service.as_str());
             values[Field::ALL.iter().position(|f| *f == Field::User).unwrap()] =
                 Some(user.as_str());
-            let project = if (i + n) % 3 == 0 { "a" } else { "b" };
+            let project = if (i + n).is_multiple_of(3) { "a" } else { "b" };
             let mut id = [0u8; 16];
             id[..4].copy_from_slice(&i.to_le_bytes());
             id[4] = n as u8;
