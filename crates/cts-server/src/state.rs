@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cts_archive::ObjectStorage;
+use cts_consumer::ConsumerStore;
 use cts_identity::{IdentityError, IdentityStore};
 use cts_store::{EmbeddedStore, StoreError, TraceStore};
 use cts_tracker::{Catalog, TrackerError, TrackerStore};
@@ -26,6 +27,7 @@ pub struct Inner {
     pub trackers: Arc<TrackerStore>,
     pub catalog: Arc<Catalog>,
     pub transfer: Arc<Transfer>,
+    pub consumers: Arc<ConsumerStore>,
     pub login_lockout: LoginLockout,
     pub refusals: RefusalAudit,
     pub metrics: Metrics,
@@ -49,6 +51,7 @@ impl AppState {
             trackers: settings.trackers,
             catalog: settings.catalog,
             transfer: settings.transfer,
+            consumers: settings.consumers,
             login_lockout,
             refusals,
             metrics: Metrics::new(),
@@ -92,6 +95,8 @@ pub struct Settings {
     pub trackers: Arc<TrackerStore>,
     pub catalog: Arc<Catalog>,
     pub transfer: Arc<Transfer>,
+    /// The state of every journal consumer.
+    pub consumers: Arc<ConsumerStore>,
 }
 
 impl Settings {
@@ -106,8 +111,13 @@ impl Settings {
         let regions = identity.clone();
         let region_of: cts_transfer::RegionOf =
             Arc::new(move |project: &str| regions.get_project(project).ok().map(|p| p.region));
+        let consumers = Arc::new(
+            ConsumerStore::open(&config.data_dir.join("consumers"))
+                .map_err(|e| OpenError::Transfer(e.to_string()))?,
+        );
         let transfer = Transfer::open(
             &config.data_dir.join("transfer"),
+            consumers.clone(),
             store,
             trackers.clone(),
             storage,
@@ -121,6 +131,7 @@ impl Settings {
             trackers,
             catalog: Arc::new(Catalog::open(&trackers_dir)?),
             transfer: Arc::new(transfer),
+            consumers,
         })
     }
 }

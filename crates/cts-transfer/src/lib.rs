@@ -20,7 +20,7 @@
 //! or removed from the journal before it was in files) is counted and
 //! logged, never skipped silently.
 
-mod start;
+mod keys;
 mod state;
 
 use std::collections::BTreeMap;
@@ -34,12 +34,15 @@ use cts_archive::{
     ObjectStorage, Period, PublicKeyInfo, SigningKey, TraceFileOptions, TrackerPath, WriteError,
     WriteFailure, MAX_JSON_BYTES_PER_FILE, MAX_TRACES_PER_FILE,
 };
+use cts_consumer::{ConsumerStore, Skips};
 use cts_store::{StoreError, TraceStore};
 use cts_tracker::{CompressType, ErrorDetail, Tracker, TrackerStatus, TrackerStore, TrackerType};
 use serde::Deserialize;
 
+use keys::Keys;
+pub use keys::StoredKey;
 use state::State;
-pub use state::{StoredKey, TrackerState};
+pub use state::TrackerState;
 
 /// The journal consumer name of the transfer.
 pub const CONSUMER: &str = "transfer";
@@ -59,6 +62,8 @@ const EXPIRY_EVERY_SECS: i64 = 3600;
 pub enum TransferError {
     #[error("transfer state: {0}")]
     State(String),
+    #[error(transparent)]
+    Consumer(#[from] cts_consumer::ConsumerError),
     #[error("reading the journal: {0}")]
     Journal(#[from] StoreError),
     #[error("trackers: {0}")]
@@ -112,10 +117,10 @@ pub struct Progress {
 /// state of `dir` (`DATA_DIR/transfer`); the previous key stays valid for
 /// the digests it signed. Returns the new key's fingerprint.
 pub fn rotate_digest_key_in(dir: &Path, now_secs: i64) -> Result<String, TransferError> {
-    rotate_digest_key(&State::open(dir)?, now_secs)
+    rotate_digest_key(&Keys::open(dir)?, now_secs)
 }
 
-fn rotate_digest_key(state: &State, now_secs: i64) -> Result<String, TransferError> {
+fn rotate_digest_key(keys: &Keys, now_secs: i64) -> Result<String, TransferError> {
     let key = SigningKey::generate().map_err(|e| TransferError::Key(e.to_string()))?;
     let stored = StoredKey {
         fingerprint: key.fingerprint().to_string(),
@@ -124,7 +129,7 @@ fn rotate_digest_key(state: &State, now_secs: i64) -> Result<String, TransferErr
         valid_from: now_secs,
         valid_to: None,
     };
-    state.rotate_to(&stored)?;
+    keys.rotate_to(&stored)?;
     Ok(stored.fingerprint)
 }
 
@@ -156,9 +161,7 @@ pub struct Transfer {
     /// Writes that failed since the last [`Transfer::take_failed_writes`].
     failed_writes: AtomicU64,
     /// Traces passed over since the last [`Transfer::take_skipped`].
-    skipped: AtomicU64,
-    /// When (Unix seconds) the last journal mark was written.
-    marked_at: parking_lot::Mutex<i64>,
+    skips: Skips,
     /// When (Unix seconds) each local bucket's old files were last expired.
     expired_at: parking_lot::Mutex<std::collections::HashMap<String, i64>>,
 }
@@ -176,11 +179,14 @@ impl From<TransferError> for Failed {
 }
 
 impl Transfer {
-    /// Opens the state in `dir` (`DATA_DIR/transfer`), makes the first
+    /// Opens the signing keys in `dir` (`DATA_DIR/transfer`), moves state
+    /// an older version left there into `consumers`, makes the first
     /// signing key if there is none, and holds the journal from the lowest
     /// cursor before anything else runs.
+    #[allow(clippy::too_many_arguments)] // everything the transfer works with
     pub fn open(
         dir: &Path,
+        consumers: Arc<ConsumerStore>,
         journal: Arc<dyn TraceStore>,
         trackers: Arc<TrackerStore>,
         storage: ObjectStorage,
@@ -188,7 +194,7 @@ impl Transfer {
         region_of: RegionOf,
         now_secs: i64,
     ) -> Result<Transfer, TransferError> {
-        let state = Arc::new(State::open(dir)?);
+        let state = Arc::new(State::open(dir, consumers)?);
         let t = Transfer {
             journal,
             trackers,
@@ -197,12 +203,11 @@ impl Transfer {
             settings,
             region_of,
             failed_writes: AtomicU64::new(0),
-            skipped: AtomicU64::new(0),
-            marked_at: parking_lot::Mutex::new(i64::MIN),
+            skips: Skips::new(CONSUMER),
             expired_at: parking_lot::Mutex::default(),
         };
-        if t.state.keys()?.is_empty() {
-            rotate_digest_key(&t.state, now_secs)?;
+        if t.state.keys.all()?.is_empty() {
+            rotate_digest_key(&t.state.keys, now_secs)?;
         }
         hold(&t.state, t.journal.as_ref())?;
         Ok(t)
@@ -220,38 +225,24 @@ impl Transfer {
     /// How many traces a tracker should have archived were passed over
     /// since the last call (for a counter metric; there should be none).
     pub fn take_skipped(&self) -> u64 {
-        self.skipped.swap(0, Ordering::Relaxed)
+        self.skips.take()
     }
 
     fn skip(&self, t: &Tracker, count: u64, why: &str) {
-        self.skipped.fetch_add(count, Ordering::Relaxed);
-        tracing::error!(
-            tracker = %t.tracker_name,
-            project = %t.project_id,
-            count,
-            why,
-            "traces passed over: they are in no trace file"
-        );
+        let key = format!("{}/{}", t.project_id, t.tracker_name);
+        self.skips.record(&key, count, why);
     }
 
-    /// Marks the journal for the next period start: nothing recorded from
-    /// then on is at or below the sequence number durable now. Written a
-    /// few times per period, so a search from it reads little.
+    /// Marks the journal for the next period start (a few times per
+    /// period, so a search from it reads little).
     async fn mark_journal(&self, now: i64) -> Result<(), TransferError> {
-        let p = self.settings.period_secs;
-        // Only `run_once` marks, one pass at a time: the lock need not be
-        // held across the write.
-        if now < self.marked_at.lock().saturating_add((p / 10).max(1)) {
-            return Ok(());
-        }
-        // `now` was read a moment before the sequence number is: a start
-        // closer than that moment is left to the next mark.
-        let start = (now + 2).div_euclid(p) * p + p;
-        let seq = self.journal.stats().journal_seq;
-        self.with_state(move |st| st.mark_journal(start, seq, now - MARKS_KEPT_SECS))
-            .await?;
-        *self.marked_at.lock() = now;
-        Ok(())
+        let (p, journal) = (self.settings.period_secs, Arc::clone(&self.journal));
+        self.with_state(move |st| {
+            Ok(st
+                .consumers
+                .mark(journal.as_ref(), now, p, MARKS_KEPT_SECS)?)
+        })
+        .await
     }
 
     /// Runs `f` on the transfer state (SQLite reads and commits) on a
@@ -301,7 +292,7 @@ impl Transfer {
         to: Option<i64>,
     ) -> Result<Vec<PublicKeyInfo>, TransferError> {
         Ok(self
-            .with_state(|st| st.keys())
+            .with_state(|st| st.keys.all())
             .await?
             .iter()
             .filter(|k| to.is_none_or(|to| k.valid_from <= to))
@@ -334,7 +325,7 @@ async fn blocking<T: Send + 'static>(
 
 /// The key that signs at `at`.
 fn signing_key(state: &State, at: i64) -> Result<SigningKey, TransferError> {
-    let keys = state.keys()?;
+    let keys = state.keys.all()?;
     let k = keys
         .iter()
         .rev()
@@ -346,11 +337,7 @@ fn signing_key(state: &State, at: i64) -> Result<SigningKey, TransferError> {
 
 /// Holds the journal from the lowest cursor of all trackers.
 fn hold(state: &State, journal: &dyn TraceStore) -> Result<(), TransferError> {
-    match state.all()?.iter().map(|(_, s)| s.cursor).min() {
-        Some(min) => journal.hold_journal(CONSUMER, min),
-        None => journal.release_journal(CONSUMER),
-    }
-    Ok(())
+    Ok(state.consumers.hold(journal, CONSUMER)?)
 }
 
 impl Transfer {
@@ -456,10 +443,12 @@ impl Transfer {
         let start = since.div_euclid(p) * p;
         // No mark (a first start, or marks older than the journal): the
         // journal from its beginning, whose removed part is older still.
-        let mark = self.with_state(move |st| st.journal_mark(start)).await?;
+        let mark = self
+            .with_state(move |st| Ok(st.consumers.journal_mark(start)?))
+            .await?;
         let (journal, batch) = (Arc::clone(&self.journal), self.settings.batch);
         let found = tokio::task::spawn_blocking(move || {
-            start::start_cursor(journal.as_ref(), mark.unwrap_or(0), start * 1000, batch)
+            cts_consumer::start_cursor(journal.as_ref(), mark.unwrap_or(0), start * 1000, batch)
         })
         .await
         .map_err(|e| TransferError::State(format!("journal reader: {e}")))??;
@@ -664,22 +653,19 @@ impl Transfer {
         'read: loop {
             // Reading decompresses frames: off the async workers.
             let (journal, batch_size) = (Arc::clone(&self.journal), self.settings.batch);
-            let read =
-                tokio::task::spawn_blocking(move || journal.read_journal(cursor, batch_size))
-                    .await
-                    .map_err(|e| TransferError::State(format!("journal reader: {e}")))?;
-            let batch = match read {
-                Err(StoreError::JournalGone { oldest_seq, .. }) => {
-                    self.skip(
-                        t,
-                        oldest_seq - 1 - cursor,
-                        "journal entries (of any project) removed before they were in files",
-                    );
-                    cursor = oldest_seq - 1;
-                    continue;
-                }
-                read => read.map_err(TransferError::from)?,
-            };
+            let batch = tokio::task::spawn_blocking(move || {
+                cts_consumer::read_batch(journal.as_ref(), cursor, batch_size)
+            })
+            .await
+            .map_err(|e| TransferError::State(format!("journal reader: {e}")))?
+            .map_err(TransferError::from)?;
+            self.skip(
+                t,
+                batch.gone,
+                "journal entries (of any project) removed before they were in files",
+            );
+            // Past the gap, if there was one.
+            cursor = batch.entries.first().map_or(batch.cursor, |e| e.seq - 1);
             if batch.entries.is_empty() {
                 break;
             }

@@ -8,6 +8,7 @@ use cts_archive::{
     open_trace_file, verify_tracker, ObjectStorage, PublicKeySet, StorageConfig, TrackerPath,
     VerifyOptions,
 };
+use cts_consumer::ConsumerStore;
 use cts_model::{parse_report, ReportContext};
 use cts_store::{EmbeddedStore, PreparedTrace, StoreConfig, TraceStore};
 use cts_tracker::{parse_v3_create, Limits, TrackerStatus, TrackerStore};
@@ -32,23 +33,7 @@ fn world(t0: i64) -> World {
         Arc::new(TrackerStore::open(&dir.path().join("trackers"), Limits::default()).unwrap());
     let obs = dir.path().join("obs");
     std::fs::create_dir_all(&obs).unwrap();
-    let storage = ObjectStorage::new(StorageConfig::Local(obs.clone())).unwrap();
-    let settings = Settings {
-        period_secs: P,
-        digest_period_secs: 3 * P,
-        grace_secs: 2,
-        ..Settings::default()
-    };
-    let transfer = Transfer::open(
-        &dir.path().join("transfer"),
-        journal.clone(),
-        trackers.clone(),
-        storage,
-        settings,
-        Arc::new(|_| Some("eu-de".to_string())),
-        t0,
-    )
-    .unwrap();
+    let transfer = open_transfer(dir.path(), journal.clone(), trackers.clone(), t0);
     World {
         _dir: dir,
         obs,
@@ -56,6 +41,34 @@ fn world(t0: i64) -> World {
         trackers,
         transfer,
     }
+}
+
+/// The transfer of the data directory `dir` (its local bucket in `obs`).
+fn open_transfer(
+    dir: &std::path::Path,
+    journal: Arc<EmbeddedStore>,
+    trackers: Arc<TrackerStore>,
+    t0: i64,
+) -> Transfer {
+    let storage = ObjectStorage::new(StorageConfig::Local(dir.join("obs"))).unwrap();
+    let settings = Settings {
+        period_secs: P,
+        digest_period_secs: 3 * P,
+        grace_secs: 2,
+        ..Settings::default()
+    };
+    let consumers = Arc::new(ConsumerStore::open(&dir.join("consumers")).unwrap());
+    Transfer::open(
+        &dir.join("transfer"),
+        consumers,
+        journal,
+        trackers,
+        storage,
+        settings,
+        Arc::new(|_| Some("eu-de".to_string())),
+        t0,
+    )
+    .unwrap()
 }
 
 /// Records `n` traces of `project` at `at_secs` (their record_time).
@@ -534,4 +547,92 @@ fn building_files_leaves_the_async_worker_free() {
         max_gap * 4 < took,
         "the ticker stopped for {max_gap:?} of a {took:?} pass"
     );
+}
+
+/// A data directory of a version that kept the transfer state in
+/// `transfer/transfer.db` goes on where it stood: its tracker state (with
+/// the cursor in the body) and journal marks are moved into the consumer
+/// store, nothing is written twice, and a second open moves nothing again.
+#[tokio::test]
+async fn an_old_transfer_db_is_moved_into_the_consumer_store() {
+    let t0 = 1_800_000_000;
+    let w = world(t0);
+    system_tracker(
+        &w,
+        t0,
+        json!({"bucket_name": "archive", "is_obs_created": true}),
+        json!({}),
+    );
+    w.transfer.run_once(t0).await.unwrap();
+    record(&w, "p1", "ECS", 6, t0 + 1);
+    w.transfer.run_once(t0 + P + 2).await.unwrap();
+    assert_eq!(files(&w, "archive").len(), 1);
+
+    // Rewrite the state the way the old version kept it.
+    let dir = w._dir.path().to_path_buf();
+    let consumers = ConsumerStore::open(&dir.join("consumers")).unwrap();
+    let state: Vec<(String, cts_consumer::Entry<Value>)> = consumers.all("transfer").unwrap();
+    assert_eq!(state.len(), 1);
+    let mark = consumers.journal_mark(t0 + P).unwrap().expect("a mark");
+    drop(consumers);
+    let World {
+        _dir,
+        obs,
+        journal,
+        trackers,
+        transfer,
+    } = w;
+    drop(transfer);
+    let old = rusqlite::Connection::open(dir.join("transfer/transfer.db")).unwrap();
+    old.execute_batch(
+        "CREATE TABLE trackers (tracker_id TEXT PRIMARY KEY, body TEXT NOT NULL);
+         CREATE TABLE journal_marks (period_start INTEGER PRIMARY KEY, seq INTEGER NOT NULL);",
+    )
+    .unwrap();
+    let (id, entry) = &state[0];
+    let mut body = entry.body.clone();
+    body["cursor"] = json!(entry.cursor);
+    old.execute(
+        "INSERT INTO trackers VALUES (?1, ?2)",
+        rusqlite::params![id, body.to_string()],
+    )
+    .unwrap();
+    old.execute(
+        "INSERT INTO journal_marks VALUES (?1, ?2)",
+        rusqlite::params![t0 + P, mark as i64],
+    )
+    .unwrap();
+    for f in ["consumers.db", "consumers.db-wal", "consumers.db-shm"] {
+        let _ = std::fs::remove_file(dir.join("consumers").join(f));
+    }
+
+    let mut transfer = None;
+    for _ in 0..2 {
+        drop(transfer.take());
+        transfer = Some(open_transfer(&dir, journal.clone(), trackers.clone(), t0));
+        let moved = ConsumerStore::open(&dir.join("consumers")).unwrap();
+        let now: Vec<(String, cts_consumer::Entry<Value>)> = moved.all("transfer").unwrap();
+        assert_eq!(now[0].0, *id);
+        assert_eq!(now[0].1.cursor, entry.cursor);
+        assert!(now[0].1.body.get("cursor").is_none(), "{:?}", now[0].1.body);
+        assert_eq!(moved.journal_mark(t0 + P).unwrap(), Some(mark));
+        let left: i64 = old
+            .query_row("SELECT COUNT(*) FROM trackers", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 0);
+    }
+    let w = World {
+        _dir,
+        obs,
+        journal,
+        trackers,
+        transfer: transfer.unwrap(),
+    };
+    // It goes on from its cursor: the first period is not written again.
+    record(&w, "p1", "ECS", 3, t0 + P + 3);
+    w.transfer.run_once(t0 + 2 * P + 2).await.unwrap();
+    let f = files(&w, "archive");
+    let counts: Vec<usize> = f.iter().map(|(_, ids)| ids.len()).collect();
+    assert_eq!(counts, vec![6, 3], "{f:?}");
+    assert_eq!(w.transfer.take_skipped(), 0);
 }

@@ -1,0 +1,231 @@
+//! The consumer seam over the real journal: state committed together or
+//! not at all, holds from the lowest cursor, marks, the start search, and
+//! a journal gap passed over with its size said.
+
+use cts_consumer::{read_batch, start_cursor, ConsumerError, ConsumerStore, Entry, Skips};
+use cts_model::{parse_report, ReportContext, Trace};
+use cts_store::{EmbeddedStore, StoreConfig, TraceStore};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+const HOUR: i64 = 3_600_000;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Body {
+    note: String,
+}
+
+fn body(note: &str) -> Entry<Body> {
+    Entry {
+        cursor: 0,
+        body: Body { note: note.into() },
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// `n` traces of project `p`, recorded at `record_ms` with `time` `time_ms`.
+fn traces(n: usize, time_ms: i64, record_ms: i64) -> Vec<Trace> {
+    let items: Vec<_> = (0..n)
+        .map(|i| {
+            json!({"time": time_ms + i as i64, "service_type": "ECS", "resource_type": "vm",
+                   "trace_name": "createServer", "trace_type": "ApiCall", "code": "200",
+                   "user": {"id": "u", "name": "alice", "domain": {"id": "d", "name": "acme"}}})
+        })
+        .collect();
+    let ctx = ReportContext {
+        project_id: "p",
+        now_ms: record_ms,
+        oldest_time_ms: 0,
+        newest_time_ms: i64::MAX,
+        max_traces: 10_000,
+    };
+    let raw = serde_json::to_vec(&json!({ "traces": items })).unwrap();
+    parse_report(&raw, &ctx)
+        .unwrap()
+        .into_iter()
+        .map(Trace::into_owned)
+        .collect()
+}
+
+#[test]
+fn state_commits_together_or_not_at_all_and_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ConsumerStore::open(dir.path()).unwrap();
+    store
+        .put(
+            "lts",
+            "t1",
+            &Entry {
+                cursor: 7,
+                ..body("a")
+            },
+        )
+        .unwrap();
+    // A failing transaction leaves nothing of what it wrote.
+    let failed: Result<(), ConsumerError> = store.transaction(|tx| {
+        tx.put(
+            "lts",
+            "t1",
+            &Entry {
+                cursor: 9,
+                ..body("b")
+            },
+        )?;
+        tx.put("lts", "t2", &body("c"))?;
+        Err(ConsumerError::Database(rusqlite_error()))
+    });
+    assert!(failed.is_err());
+    assert_eq!(
+        store.get::<Body>("lts", "t1").unwrap(),
+        Some(Entry {
+            cursor: 7,
+            ..body("a")
+        })
+    );
+    assert_eq!(store.get::<Body>("lts", "t2").unwrap(), None);
+    store
+        .transaction(|tx| {
+            tx.put(
+                "lts",
+                "t1",
+                &Entry {
+                    cursor: 9,
+                    ..body("b")
+                },
+            )?;
+            tx.put(
+                "lts",
+                "t2",
+                &Entry {
+                    cursor: 3,
+                    ..body("c")
+                },
+            )?;
+            // An import never overwrites newer state.
+            assert!(!tx.put_new("lts", "t2", &body("old"))?);
+            Ok(())
+        })
+        .unwrap();
+    // Consumers do not see each other's keys.
+    store.put("notify", "t1", &body("n")).unwrap();
+    drop(store);
+    let store = ConsumerStore::open(dir.path()).unwrap();
+    let all = store.all::<Body>("lts").unwrap();
+    let keys: Vec<(&str, u64)> = all.iter().map(|(k, e)| (k.as_str(), e.cursor)).collect();
+    assert_eq!(keys, vec![("t1", 9), ("t2", 3)]);
+    assert_eq!(store.min_cursor("lts").unwrap(), Some(3));
+    store.forget("lts", "t2").unwrap();
+    assert_eq!(store.min_cursor("lts").unwrap(), Some(9));
+    assert_eq!(store.min_cursor("none").unwrap(), None);
+}
+
+fn rusqlite_error() -> rusqlite::Error {
+    rusqlite::Error::InvalidQuery
+}
+
+#[test]
+fn a_body_that_does_not_read_names_consumer_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ConsumerStore::open(dir.path()).unwrap();
+    store
+        .put("lts", "t1", &Entry { cursor: 1, body: 5 })
+        .unwrap();
+    let err = store.get::<Body>("lts", "t1").unwrap_err();
+    assert!(err.to_string().contains("lts/t1"), "{err}");
+}
+
+#[test]
+fn marks_start_search_and_holds_over_the_real_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = EmbeddedStore::open(StoreConfig::new(dir.path().join("store"))).unwrap();
+    let consumers = ConsumerStore::open(&dir.path().join("consumers")).unwrap();
+    let t0 = 1_800_000_000; // Unix seconds, a multiple of the period
+    let p = 60;
+    journal
+        .append(traces(5, t0 * 1000, t0 * 1000 - 2000))
+        .unwrap();
+    // A mark for the next period start: the 5 traces lie at or below it.
+    consumers.mark(&journal, t0 - 10, p, 3600).unwrap();
+    // At most one mark per tenth of a period.
+    journal
+        .append(traces(2, t0 * 1000, t0 * 1000 - 1000))
+        .unwrap();
+    consumers.mark(&journal, t0 - 9, p, 3600).unwrap();
+    assert_eq!(consumers.journal_mark(t0).unwrap(), Some(5));
+    assert_eq!(consumers.journal_mark(t0 - 1).unwrap(), None);
+    journal
+        .append(traces(3, t0 * 1000, t0 * 1000 + 500))
+        .unwrap();
+    // A consumer beginning at t0 begins before the first trace recorded
+    // from then on, found from the mark or from the beginning alike.
+    let from_mark = start_cursor(&journal, 5, t0 * 1000, 2).unwrap();
+    assert_eq!(from_mark.cursor, 7);
+    assert_eq!(start_cursor(&journal, 0, t0 * 1000, 4).unwrap(), from_mark);
+    // Nothing recorded after: the end of the journal.
+    let later = start_cursor(&journal, 5, (t0 + 1) * 1000, 2).unwrap();
+    assert_eq!((later.cursor, later.gone), (10, 0));
+
+    consumers
+        .put(
+            "lts",
+            "t1",
+            &Entry {
+                cursor: 4,
+                body: (),
+            },
+        )
+        .unwrap();
+    consumers
+        .put(
+            "lts",
+            "t2",
+            &Entry {
+                cursor: 8,
+                body: (),
+            },
+        )
+        .unwrap();
+    consumers.hold(&journal, "lts").unwrap();
+    let read = read_batch(&journal, 8, 100).unwrap();
+    assert_eq!((read.gone, read.entries.len(), read.cursor), (0, 2, 10));
+    let none = read_batch(&journal, 10, 100).unwrap();
+    assert_eq!((none.gone, none.entries.len(), none.cursor), (0, 0, 10));
+}
+
+#[test]
+fn a_gap_retention_made_is_passed_over_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path());
+    // One journal file per append: the old traces' file can expire.
+    config.journal_segment_bytes = 1024;
+    config.memtable_max_traces = 100;
+    config.partition_ms = HOUR;
+    let journal = EmbeddedStore::open(config).unwrap();
+    let now = now_ms();
+    journal.append(traces(250, now - 5 * HOUR, now)).unwrap();
+    journal.append(traces(250, now - 1000, now)).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while journal.stats().index_durable_seq < 500 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the index stays behind"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    journal.hold_journal("lts", 250);
+    journal.enforce_retention(now - 2 * HOUR).unwrap();
+    let read = read_batch(&journal, 0, 10).unwrap();
+    assert_eq!(read.gone, 250);
+    assert_eq!(read.entries.first().map(|e| e.seq), Some(251));
+    assert_eq!(read.cursor, 260);
+    let skips = Skips::new("lts");
+    skips.record("p/system", read.gone, "gone before delivery");
+    assert_eq!(skips.take(), 250);
+    assert_eq!(skips.take(), 0);
+}
