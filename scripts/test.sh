@@ -13,6 +13,10 @@ cargo test --workspace --no-fail-fast
 # The benchmark must keep working: a small smoke run against the debug server.
 target/debug/cts-bench --traces 20000 --queries 20 --baseline-traces 20000 \
   --server target/debug/ctsd --out target/bench-smoke.json
+# The soak mode too, briefly (~25 s): rate probe, paced load, queries,
+# transfer, samples, table and plot.
+target/debug/cts-bench --soak 15s --sample-every 5s --transfer-period 10s \
+  --server target/debug/ctsd --out target/soak-smoke/latest.json
 # The official clients (huaweicloudsdkcts, openstacksdk + otcextensions)
 # against a live server.
 CTSD="$PWD/target/debug/ctsd" scripts/compat.sh

@@ -150,8 +150,8 @@ impl Auth {
         Ok(req)
     }
 
-    /// A signed identity call, answered with 2xx.
-    async fn call(
+    /// A signed call without a project header, answered with 2xx.
+    pub async fn call(
         &self,
         http: &reqwest::Client,
         method: &str,

@@ -77,7 +77,7 @@ impl Plan {
 
 /// Reports `body` to `project`, signed: the status, the answer and how long
 /// the server took (the clock starts after signing).
-async fn post(
+pub async fn post(
     http: &reqwest::Client,
     auth: &Auth,
     base: &str,

@@ -7,9 +7,10 @@ mod gen;
 mod load;
 mod queries;
 mod server;
+mod soak;
 mod stats;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -66,6 +67,19 @@ struct Args {
     /// Seed of the generated data and query values (same seed, same traces).
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Soak instead: load for this long (e.g. `30m`) at a steady rate with
+    /// queries and a transferring tracker, sampling what must stay flat.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    soak: Option<Duration>,
+    /// Soak: time between samples.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1m")]
+    sample_every: Duration,
+    /// Soak: traces per second (default: half the maximum, measured first).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Soak: the server's transfer period (`transfer.period`, at least 10 s).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1m")]
+    transfer_period: Duration,
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -114,6 +128,20 @@ fn run(args: &Args) -> Result<()> {
         Some(d) => tempfile::tempdir_in(d)?,
         None => tempfile::tempdir()?,
     };
+    if let Some(duration) = args.soak {
+        return soak::run(&soak::Config {
+            duration,
+            sample_every: args.sample_every,
+            rate: args.rate,
+            transfer_period: args.transfer_period,
+            clients: args.clients,
+            batch: args.batch,
+            seed: args.seed,
+            server_bin,
+            work: work.path().to_path_buf(),
+            out_dir: log.parent().map(Path::to_path_buf).unwrap_or_default(),
+        });
+    }
     let data_dir = work.path().join("ctsd");
     std::fs::create_dir_all(&data_dir)?;
 
@@ -135,7 +163,7 @@ fn run(args: &Args) -> Result<()> {
         .build()?;
 
     // ---- ctsd: ingest ----
-    let (mut srv, startup) = Server::start(&server_bin, &data_dir, &log)?;
+    let (mut srv, startup) = Server::start(&server_bin, &data_dir, &log, &[])?;
     progress(
         t0,
         &format!(
@@ -236,7 +264,7 @@ fn run(args: &Args) -> Result<()> {
         loader.await?
     })?;
     drop(srv);
-    let (srv, restart) = Server::start(&server_bin, &data_dir, &log)?;
+    let (srv, restart) = Server::start(&server_bin, &data_dir, &log, &[])?;
     progress(
         t0,
         &format!(

@@ -49,6 +49,24 @@ pub trait Target {
     fn page(&mut self, q: &Query, next: Option<&str>) -> Result<(Duration, Page)>;
 }
 
+type Pick = fn(&TraceValues) -> String;
+
+/// The one-filter queries: each filter and how a trace's value for it is
+/// drawn from the generated data.
+pub const SINGLE_FILTERS: [(&str, Pick); 9] = [
+    ("service_type", |v| v.meta.service.to_string()),
+    ("user", |v| v.user.to_string()),
+    ("resource_id", |v| v.resource.id.clone()),
+    ("resource_name", |v| v.resource.name.clone()),
+    ("resource_type", |v| v.meta.resource_type.to_string()),
+    ("trace_name", |v| v.meta.trace_name.to_string()),
+    ("trace_rating", |v| v.meta.rating.to_string()),
+    ("access_key_id", |v| v.meta.access_key.clone()),
+    ("enterprise_project_id", |v| {
+        v.meta.enterprise_project_id.clone()
+    }),
+];
+
 /// What the generated data looks like, for drawing query values.
 pub struct Space<'a> {
     pub gen: &'a Generator,
@@ -82,22 +100,8 @@ impl Space<'_> {
     /// Every query kind with `q` queries each (paging: q/20 walks of 20
     /// pages). `trace_ids` are ids this target stored.
     pub fn kinds(&self, q: usize, seed: u64, trace_ids: &[String]) -> Vec<Kind> {
-        type Pick = fn(&TraceValues) -> String;
-        let singles: [(&'static str, Pick); 9] = [
-            ("service_type", |v| v.meta.service.to_string()),
-            ("user", |v| v.user.to_string()),
-            ("resource_id", |v| v.resource.id.clone()),
-            ("resource_name", |v| v.resource.name.clone()),
-            ("resource_type", |v| v.meta.resource_type.to_string()),
-            ("trace_name", |v| v.meta.trace_name.to_string()),
-            ("trace_rating", |v| v.meta.rating.to_string()),
-            ("access_key_id", |v| v.meta.access_key.clone()),
-            ("enterprise_project_id", |v| {
-                v.meta.enterprise_project_id.clone()
-            }),
-        ];
         let mut rng = SmallRng::seed_from_u64(seed);
-        let mut kinds: Vec<Kind> = singles
+        let mut kinds: Vec<Kind> = SINGLE_FILTERS
             .iter()
             .map(|(param, pick)| Kind {
                 name: (*param).to_string(),

@@ -15,15 +15,22 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `ctsd serve` on `data_dir` (acks only after fsync) and
-    /// returns it with the time from spawn to `GET /readyz` = 200.
-    pub fn start(bin: &Path, data_dir: &Path, log: &Path) -> Result<(Server, Duration)> {
+    /// Starts `ctsd serve` on `data_dir` (acks only after fsync), with
+    /// `settings` as extra `CTS_*` variables, and returns it with the time
+    /// from spawn to `GET /readyz` = 200.
+    pub fn start(
+        bin: &Path,
+        data_dir: &Path,
+        log: &Path,
+        settings: &[(&str, String)],
+    ) -> Result<(Server, Duration)> {
         let log_file = File::options().create(true).append(true).open(log)?;
         let spawned = Instant::now();
         let mut child = Command::new(bin)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .env("CTS_STORE_FSYNC", "true")
+            .envs(settings.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log_file)
             .spawn()
@@ -128,6 +135,20 @@ pub fn disk_usage(dir: &Path) -> Result<u64> {
         };
     }
     Ok(total)
+}
+
+/// Bytes free for an unprivileged writer on the file system of `dir`.
+pub fn free_space(dir: &Path) -> Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+    // SAFETY: statvfs reads the NUL-terminated path and writes only into
+    // the struct we pass.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("statvfs {}", dir.display()));
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// CPU time process `pid` has used so far (user + system), from
