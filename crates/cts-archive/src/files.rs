@@ -88,9 +88,9 @@ impl TrackerPath {
         format!(
             "{}/{}/{}/{}/{}",
             self.region_root(),
-            c.year,
-            c.month,
-            c.day,
+            c.year(),
+            c.month(),
+            c.day(),
             self.tracker_name
         )
     }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -87,12 +87,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// The scale at which the query and memory targets are defined.
 const TARGET_SCALE: u64 = 10_000_000;
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use cts_clock::now_ms;
 
 fn main() -> ExitCode {
     let args = Args::parse();

@@ -6,7 +6,6 @@ use std::io::{ErrorKind, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -287,12 +286,7 @@ impl IdentityStore {
     }
 }
 
-/// Milliseconds since the epoch, the time unit of the crate's API.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub(crate) use cts_clock::now_ms;
 
 /// Maps "no row" to `NotFound { what, id }`.
 pub(crate) fn found<T>(

@@ -7,7 +7,7 @@
 //! answer for "no such project" and "not yours" is the same 403.
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State};
@@ -490,12 +490,7 @@ async fn verify_signature(
     })
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+use cts_sign::unix_now;
 
 /// Whether `principal` may do what `access` declares; `project` and
 /// `target` are the path's `project_id` and `id`.

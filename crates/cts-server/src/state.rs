@@ -3,7 +3,6 @@
 
 use std::ops::Deref;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use cts_archive::ObjectStorage;
 use cts_consumer::ConsumerStore;
@@ -163,10 +162,4 @@ fn panic_message(e: tokio::task::JoinError) -> String {
     }
 }
 
-/// The server clock in ms since the epoch.
-pub fn now_ms() -> i64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-}
+pub use cts_clock::now_ms;

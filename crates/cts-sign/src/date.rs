@@ -1,27 +1,18 @@
-//! `X-Sdk-Date` values: `%Y%m%dT%H%M%SZ` in UTC, converted with the civil
-//! calendar algorithms of Howard Hinnant (proleptic Gregorian, no leap
-//! seconds), so no date crate is needed.
+//! `X-Sdk-Date` values: `%Y%m%dT%H%M%SZ` in UTC.
 
 use crate::{excerpt, SignError};
-use cts_calendar::{civil_from_days, days_from_civil, days_in_month};
+use cts_clock::{utc_civil, utc_secs};
+use jiff::civil::DateTime;
 
-const SECS_PER_DAY: i64 = 86_400;
+const SDK_DATE: &str = "%Y%m%dT%H%M%SZ";
 
 /// Formats Unix seconds as an `X-Sdk-Date` value, e.g. `20261123T120000Z`.
 ///
 /// The result is only a valid `X-Sdk-Date` (one [`parse_sdk_date`] accepts)
 /// for years 1 to 9999, which is everything a clock can say; outside it the
-/// year simply has more digits or a sign.
+/// instant is clamped to the years -9999 to 9999.
 pub fn format_sdk_date(unix_seconds: i64) -> String {
-    let days = unix_seconds.div_euclid(SECS_PER_DAY);
-    let secs = unix_seconds.rem_euclid(SECS_PER_DAY);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    utc_civil(unix_seconds).strftime(SDK_DATE).to_string()
 }
 
 /// Parses an `X-Sdk-Date` value (exactly `YYYYMMDDTHHMMSSZ`, UTC) into Unix
@@ -30,32 +21,22 @@ pub fn format_sdk_date(unix_seconds: i64) -> String {
 /// range of Python's `datetime`).
 pub fn parse_sdk_date(s: &str) -> Result<i64, SignError> {
     let bad = || SignError::BadDate(excerpt(s));
-    let b = s.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
-        return Err(bad());
-    }
-    let num = |range: std::ops::Range<usize>| -> Result<i64, SignError> {
-        b[range].iter().try_fold(0i64, |acc, &c| {
-            if c.is_ascii_digit() {
-                Ok(acc * 10 + i64::from(c - b'0'))
-            } else {
-                Err(bad())
-            }
+    // jiff's `%Y` would also take a sign or fewer digits, `%S` a leap second.
+    let shape_ok = s.len() == 16
+        && s.bytes().enumerate().all(|(i, c)| match i {
+            8 => c == b'T',
+            15 => c == b'Z',
+            _ => c.is_ascii_digit(),
         })
-    };
-    let (year, month, day) = (num(0..4)?, num(4..6)?, num(6..8)?);
-    let (hour, minute, second) = (num(9..11)?, num(11..13)?, num(13..15)?);
-    if year < 1
-        || !(1..=12).contains(&month)
-        || day < 1
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 59
-    {
+        && &s[13..15] <= "59";
+    if !shape_ok {
         return Err(bad());
     }
-    Ok(days_from_civil(year, month, day) * SECS_PER_DAY + hour * 3600 + minute * 60 + second)
+    let civil = DateTime::strptime(SDK_DATE, s).map_err(|_| bad())?;
+    if civil.year() < 1 {
+        return Err(bad());
+    }
+    Ok(utc_secs(civil))
 }
 
 /// Checks that `sdk_date` is a valid `X-Sdk-Date` at most `max_skew_secs`
@@ -78,6 +59,8 @@ pub fn check_date(sdk_date: &str, now_unix: i64, max_skew_secs: i64) -> Result<(
 mod tests {
     use super::*;
 
+    const SECS_PER_DAY: i64 = 86_400;
+
     #[test]
     fn known_dates() {
         assert_eq!(format_sdk_date(0), "19700101T000000Z");
@@ -95,28 +78,20 @@ mod tests {
 
     #[test]
     fn round_trip_over_many_days() {
-        // Every day from 1600 to 2500 at a varying time of day.
-        let start = days_from_civil(1600, 1, 1);
-        let end = days_from_civil(2500, 12, 31);
-        let mut prev = None;
-        for d in start..=end {
+        // Every day from 1600 to 2500 at a varying time of day; consecutive
+        // days are consecutive calendar dates.
+        let first = parse_sdk_date("16000101T000000Z").unwrap() / SECS_PER_DAY;
+        let last = parse_sdk_date("25001231T000000Z").unwrap() / SECS_PER_DAY;
+        let mut prev: Option<jiff::civil::Date> = None;
+        for d in first..=last {
             let t = d * SECS_PER_DAY + (d.rem_euclid(86_400) * 7919) % SECS_PER_DAY;
             let s = format_sdk_date(t);
             assert_eq!(parse_sdk_date(&s), Ok(t), "{s}");
-            let (y, m, day) = civil_from_days(d);
-            assert_eq!(days_from_civil(y, m, day), d);
-            if let Some((py, pm, pd)) = prev {
-                // Consecutive days are consecutive calendar dates.
-                let next = if pd < days_in_month(py, pm) {
-                    (py, pm, pd + 1)
-                } else if pm < 12 {
-                    (py, pm + 1, 1)
-                } else {
-                    (py + 1, 1, 1)
-                };
-                assert_eq!((y, m, day), next);
+            let date = jiff::civil::Date::strptime("%Y%m%d", &s[..8]).unwrap();
+            if let Some(p) = prev {
+                assert_eq!(p.tomorrow().unwrap(), date, "{s}");
             }
-            prev = Some((y, m, day));
+            prev = Some(date);
         }
     }
 

@@ -205,10 +205,4 @@ pub(crate) fn excerpt(s: &str) -> String {
 
 /// The current time in Unix seconds (negative before 1970), for
 /// [`sign_request`] and [`authenticate`].
-pub fn unix_now() -> i64 {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
-    }
-}
+pub use cts_clock::now_secs as unix_now;

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use cts_model::TraceQuery;
 use parking_lot::{Mutex, RwLock};
@@ -204,12 +203,7 @@ pub struct EmbeddedStore {
     _lock: File,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use cts_clock::now_ms;
 
 impl EmbeddedStore {
     /// Stops accepting writes and writes the whole memtable out as segments,
