@@ -4,7 +4,6 @@
 //! topic removes its pending deliveries with it (foreign keys).
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::Connection;
 
@@ -63,8 +62,4 @@ pub(crate) fn open(dir: &Path) -> Result<Connection, SmnError> {
     Ok(cts_sqlite::open(dir, "smn.db", schema)?)
 }
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub(crate) use cts_clock::now_ms;
