@@ -163,15 +163,9 @@ pub fn compose(delivery: &Delivery) -> Result<(String, String), String> {
 
 /// `2026-12-06 07:52:43 UTC` for Unix milliseconds.
 fn utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (y, m, d) = cts_calendar::civil_from_days(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
+    cts_clock::utc_civil(ms.div_euclid(1000))
+        .strftime("%Y-%m-%d %H:%M:%S UTC")
+        .to_string()
 }
 
 #[cfg(test)]
