@@ -22,12 +22,7 @@ fn body(note: &str) -> Entry<Body> {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
+use cts_clock::now_ms;
 
 /// `n` traces of project `p`, recorded at `record_ms` with `time` `time_ms`.
 fn traces(n: usize, time_ms: i64, record_ms: i64) -> Vec<Trace> {

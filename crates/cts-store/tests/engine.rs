@@ -12,12 +12,7 @@ use serde_json::json;
 
 const HOUR: i64 = 3_600_000;
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
+use cts_clock::now_ms as now;
 
 fn config(dir: &std::path::Path) -> StoreConfig {
     let mut c = StoreConfig::new(dir);
