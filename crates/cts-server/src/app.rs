@@ -384,6 +384,8 @@ pub fn router(state: AppState) -> Router {
     for (path, methods) in paths {
         router = router.route(path, methods);
     }
+    // The web console: its own session guard, no API route.
+    router = router.nest("/console", crate::console::router(state.clone()));
     let middleware = ServiceBuilder::new()
         // Keeps a client's X-Request-Id, or makes one, before the span opens.
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

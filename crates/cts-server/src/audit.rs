@@ -14,6 +14,9 @@ use crate::state::{now_ms, AppState};
 /// Written instead of a secret in an audit trace.
 const REDACTED: &str = "******";
 
+/// The `user.invoked_by` of an operation made in the web console.
+pub const CONSOLE_SERVICE: &str = "service.console";
+
 /// One operation to record.
 #[derive(Debug, Clone)]
 pub struct AuditEvent {
@@ -115,13 +118,20 @@ impl AuditEvent {
     fn to_trace(&self, now: i64) -> Value {
         let mut user = self.user.clone().unwrap_or_else(unknown_user);
         fit_strings(&mut user, text::NAME_MAX);
+        // What the public CTS records for operations made in its console.
+        let trace_type = if self.origin.console {
+            user["invoked_by"] = json!([CONSOLE_SERVICE]);
+            "ConsoleAction"
+        } else {
+            "ApiCall"
+        };
         let mut t = json!({
             "time": now,
             "user": user,
             "service_type": self.service_type,
             "resource_type": self.resource_type,
             "trace_name": self.trace_name,
-            "trace_type": "ApiCall",
+            "trace_type": trace_type,
             "code": self.code.to_string(),
             "source_ip": self.origin.source_ip,
         });
@@ -351,6 +361,7 @@ mod tests {
         let origin = Origin {
             source_ip: "10.1.2.3".into(),
             user_agent: Some("curl/8".into()),
+            console: false,
         };
         let e = AuditEvent::new("p1", "IAM", "user", "createUser", &origin)
             .resource(Some("u1"), Some("bob"))
@@ -374,11 +385,27 @@ mod tests {
     }
 
     #[test]
+    fn console_operations_are_console_actions_invoked_by_the_console() {
+        let origin = Origin {
+            source_ip: "127.0.0.1".into(),
+            user_agent: None,
+            console: true,
+        };
+        let e = AuditEvent::new("p1", "CTS", "tracker", "updateTracker", &origin);
+        stored(&e, |t| {
+            assert_eq!(t.trace_type, "ConsoleAction");
+            let by: Vec<&str> = t.user.invoked_by.iter().flatten().map(|s| &**s).collect();
+            assert_eq!(by, [CONSOLE_SERVICE]);
+        });
+    }
+
+    #[test]
     fn caller_text_never_makes_a_trace_invalid() {
         let hostile = format!("\t\u{1b}\u{85}{}", "é".repeat(1500));
         let origin = Origin {
             source_ip: "::1".into(),
             user_agent: Some(hostile.clone()),
+            console: false,
         };
         let e = AuditEvent::failed_authentication("p1", &origin, Some(&hostile), None, &hostile)
             .resource(Some(&hostile), Some(&hostile))

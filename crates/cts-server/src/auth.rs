@@ -84,6 +84,8 @@ pub enum Access {
 pub enum Via {
     Token,
     Signature,
+    /// A signed-in console session (`/console` only).
+    Console,
 }
 
 /// The authenticated caller, put into the request's extensions for the
@@ -120,6 +122,9 @@ impl Principal {
 pub struct Origin {
     pub source_ip: String,
     pub user_agent: Option<String>,
+    /// Made in the web console: its traces are `ConsoleAction`s invoked by
+    /// `service.console`.
+    pub console: bool,
 }
 
 impl Origin {
@@ -130,6 +135,7 @@ impl Origin {
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
+            console: false,
         }
     }
 }
@@ -494,7 +500,7 @@ use cts_sign::unix_now;
 
 /// Whether `principal` may do what `access` declares; `project` and
 /// `target` are the path's `project_id` and `id`.
-fn permit(
+pub(crate) fn permit(
     state: &AppState,
     principal: &Principal,
     access: Access,

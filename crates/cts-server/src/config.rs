@@ -112,6 +112,9 @@ pub struct AuthSettings {
     pub refusal_audit_window: Duration,
     /// Largest body of an identity request, in bytes.
     pub max_identity_body_bytes: usize,
+    /// A console session unused this long is signed out.
+    #[serde(with = "humantime_serde")]
+    pub console_idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -227,6 +230,7 @@ impl Default for Config {
                 login_lockout: Duration::from_secs(15 * 60),
                 refusal_audit_window: Duration::from_secs(60),
                 max_identity_body_bytes: 64 << 10,
+                console_idle_timeout: Duration::from_secs(15 * 60),
             },
             tls: TlsSettings::default(),
             transfer: TransferSettings {
@@ -374,6 +378,9 @@ impl Config {
             && (self.obs.access_key.is_none() || self.obs.secret_key.is_none())
         {
             return invalid("obs", "needs access_key and secret_key with an endpoint");
+        }
+        if self.auth.console_idle_timeout < Duration::from_secs(1) {
+            return invalid("auth.console_idle_timeout", "must be at least 1s");
         }
         if self.auth.refusal_audit_window < Duration::from_secs(1) {
             return invalid("auth.refusal_audit_window", "must be at least 1s");

@@ -9,6 +9,7 @@ pub mod auth;
 mod body;
 pub mod config;
 mod connections;
+mod console;
 pub mod error;
 pub mod lockout;
 pub mod metrics;

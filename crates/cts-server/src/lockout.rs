@@ -13,7 +13,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use cts_identity::{DomainRef, IdentityError, LoginThrottle, UserRef, ANY_SOURCE};
+use cts_identity::{DomainRef, IdentityError, LoginThrottle, User, UserRef, ANY_SOURCE};
 
 use crate::config::AuthSettings;
 use crate::error::ApiError;
@@ -188,4 +188,30 @@ pub fn unlock(state: &AppState, user_id: &str) -> Result<usize, IdentityError> {
     lock.user.record_success(&key);
     lock.pair.forget_prefix(&format!("{key}@"));
     state.identity.unlock_login(user_id)
+}
+
+/// Checks a user name and password behind the login throttle (the token
+/// API and the console sign in the same way). `Err` is a refusal before
+/// the check (locked out); `Ok(Err)` a wrong user, domain or password,
+/// counted. `named` is what the request called the user, for the log.
+pub async fn sign_in(
+    state: &AppState,
+    user: UserRef,
+    password: String,
+    named: String,
+    peer: Option<SocketAddr>,
+) -> Result<Result<User, IdentityError>, ApiError> {
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let attempt = attempt(&st, &user, peer);
+        check(&st, &attempt)?;
+        let result = st.identity.authenticate_password(&user, &password);
+        match &result {
+            Ok(_) => succeeded(&st, &attempt),
+            Err(_) => failed(&st, &attempt, &named),
+        }
+        Ok(result)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
 }

@@ -144,6 +144,7 @@ mod tests {
         let origin = Origin {
             source_ip: ip.into(),
             user_agent: None,
+            console: false,
         };
         AuditEvent::failed_authentication(project, &origin, None, None, "bad signature")
     }

@@ -12,6 +12,7 @@ use cts_tracker::{Catalog, TrackerError, TrackerStore};
 use cts_transfer::Transfer;
 
 use crate::config::Config;
+use crate::console::Sessions;
 use crate::lockout::LoginLockout;
 use crate::metrics::Metrics;
 use crate::refusals::RefusalAudit;
@@ -30,6 +31,8 @@ pub struct Inner {
     pub login_lockout: LoginLockout,
     pub refusals: RefusalAudit,
     pub metrics: Metrics,
+    /// Web console sessions (in memory: they end at restart).
+    pub console: Sessions,
 }
 
 impl Deref for AppState {
@@ -43,6 +46,7 @@ impl AppState {
     pub fn new(config: Config, store: Arc<dyn TraceStore>, settings: Settings) -> AppState {
         let login_lockout = LoginLockout::new(&config.auth);
         let refusals = RefusalAudit::new(config.auth.refusal_audit_window);
+        let console = Sessions::new(config.auth.console_idle_timeout);
         AppState(Arc::new(Inner {
             config,
             store,
@@ -54,6 +58,7 @@ impl AppState {
             login_lockout,
             refusals,
             metrics: Metrics::new(),
+            console,
         }))
     }
 

@@ -175,19 +175,7 @@ pub async fn issue(
         UserRef::Id(id) => id.clone(),
         UserRef::Name { name, .. } => name.clone(),
     };
-    let (st, secret) = (state.clone(), user.password);
-    let authenticated = tokio::task::spawn_blocking(move || {
-        let attempt = lockout::attempt(&st, &user_ref, peer);
-        lockout::check(&st, &attempt)?;
-        let result = st.identity.authenticate_password(&user_ref, &secret);
-        match &result {
-            Ok(_) => lockout::succeeded(&st, &attempt),
-            Err(_) => lockout::failed(&st, &attempt, &named),
-        }
-        Ok::<_, ApiError>(result)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let authenticated = lockout::sign_in(&state, user_ref, user.password, named, peer).await?;
     let user = match authenticated {
         Ok(user) => user,
         Err(e) => {

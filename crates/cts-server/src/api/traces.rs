@@ -253,8 +253,29 @@ async fn list(
             rule: e.body_text(),
         })
     })?;
+    let page = query_page(state, version, &project_id, tracker.as_deref(), &params).await?;
+    let body = page_body(&page, version == ApiVersion::V2)?;
+    state
+        .metrics
+        .query_duration
+        .get_or_create(&ApiLabel {
+            api: api_label(version),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// One page of a ListTraces query (the API's and the console's), never
+/// past retention.
+pub(crate) async fn query_page(
+    state: &AppState,
+    version: ApiVersion,
+    project_id: &str,
+    tracker: Option<&str>,
+    params: &HashMap<String, String>,
+) -> Result<QueryPage, ApiError> {
     let now = now_ms();
-    let mut query = TraceQuery::parse(version, &project_id, tracker.as_deref(), &params, now)?;
+    let mut query = TraceQuery::parse(version, project_id, tracker, params, now)?;
     // Traces past retention may still sit in a partition not yet dropped;
     // they must never be shown. `from` is exclusive.
     let oldest = now - state.config.retention_ms();
@@ -276,15 +297,7 @@ async fn list(
         page.traces
             .retain(|doc| doc_time(doc).is_none_or(|t| t >= oldest));
     }
-    let body = page_body(&page, version == ApiVersion::V2)?;
-    state
-        .metrics
-        .query_duration
-        .get_or_create(&ApiLabel {
-            api: api_label(version),
-        })
-        .observe(started.elapsed().as_secs_f64());
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok(page)
 }
 
 fn doc_time(doc: &[u8]) -> Option<i64> {

@@ -27,7 +27,7 @@ use crate::state::now_ms;
 use cts_archive::store::StoreError;
 
 /// Runs a blocking tracker-store call off the async workers.
-async fn blocking<T, F>(store: &Arc<TrackerStore>, f: F) -> Result<T, ApiError>
+pub(crate) async fn blocking<T, F>(store: &Arc<TrackerStore>, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&TrackerStore) -> Result<T, TrackerError> + Send + 'static,
@@ -138,7 +138,7 @@ impl Call {
 
     /// Creates a tracker from `spec`; records `createTracker`, and deletes
     /// the tracker again when that trace cannot be written.
-    async fn create_tracker(
+    pub(crate) async fn create_tracker(
         &self,
         project_id: &str,
         spec: TrackerSpec,
@@ -167,7 +167,7 @@ impl Call {
     }
 
     /// Updates the tracker `spec` names; `updateTracker` is recorded first.
-    async fn update_tracker(
+    pub(crate) async fn update_tracker(
         &self,
         project_id: &str,
         spec: TrackerSpec,
@@ -201,7 +201,7 @@ impl Call {
     }
 
     /// Deletes trackers, each recorded (`deleteTracker`) first.
-    async fn delete_trackers(
+    pub(crate) async fn delete_trackers(
         &self,
         project_id: &str,
         name: Option<String>,

@@ -2,6 +2,7 @@
 //! port and a temporary data directory, driven over HTTP.
 
 mod auth;
+mod console;
 mod crash;
 mod damage;
 mod isolation;

@@ -1,0 +1,123 @@
+//! What every page shares: the frame around it (navigation, the signed-in
+//! user and project, sign-out), rendering, and times as people read them.
+
+use askama::Template;
+use axum::response::Html;
+
+use super::Signed;
+
+/// The frame of a signed-in page.
+pub struct Chrome {
+    pub title: &'static str,
+    /// The navigation entry to highlight.
+    pub nav: &'static str,
+    pub user: String,
+    pub project: String,
+    pub several_projects: bool,
+    pub csrf_token: String,
+    /// Whether change controls are shown (the server checks anyway).
+    pub can_write: bool,
+}
+
+impl Chrome {
+    pub fn of(s: &Signed, title: &'static str, nav: &'static str, can_write: bool) -> Chrome {
+        Chrome {
+            title,
+            nav,
+            user: s.session.principal.user_name.clone(),
+            project: s.session.project_name().to_string(),
+            several_projects: s.session.projects.len() > 1,
+            csrf_token: s.session.csrf_token.clone(),
+            can_write,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/error.html")]
+pub struct ErrorPage {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Renders a page; a template that fails (a bug) is an error page.
+pub fn html<T: Template>(page: &T) -> Html<String> {
+    match page.render() {
+        Ok(s) => Html(s),
+        Err(e) => {
+            tracing::error!(error = %e, "console template failed");
+            Html(format!(
+                "<!doctype html><title>Error</title><p>CTS.9000: the page could not be rendered: {}",
+                escape(&e.to_string())
+            ))
+        }
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// `2026-12-06 07:24:27` (UTC) for milliseconds since the epoch.
+pub fn time_utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (y, m, d) = cts_calendar::civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+/// The value of an `<input type="datetime-local">` (`2026-12-06T07:24`,
+/// seconds optional), read as UTC, in milliseconds.
+pub fn parse_local(v: &str) -> Option<i64> {
+    let (date, time) = v.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
+    let (y, mo, da) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.splitn(3, ':').map(|x| x.parse::<i64>().ok());
+    let (h, mi) = (t.next()??, t.next()??);
+    let s = t.next().flatten().unwrap_or(0);
+    let valid = (1..=12).contains(&mo)
+        && (1..=cts_calendar::days_in_month(y, mo)).contains(&da)
+        && (0..24).contains(&h)
+        && (0..60).contains(&mi)
+        && (0..60).contains(&s)
+        && (1970..=9999).contains(&y);
+    valid.then(|| {
+        (cts_calendar::days_from_civil(y, mo, da) * 86_400 + h * 3600 + mi * 60 + s) * 1000
+    })
+}
+
+/// The `datetime-local` value of `ms` (UTC, to the minute).
+pub fn local_value(ms: i64) -> String {
+    time_utc(ms)[..16].replacen(' ', "T", 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_and_written_in_utc() {
+        assert_eq!(time_utc(0), "1970-01-01 00:00:00");
+        assert_eq!(time_utc(1_796_541_867_000), "2026-12-06 07:24:27");
+        assert_eq!(parse_local("2026-12-06T07:24"), Some(1_796_541_840_000));
+        assert_eq!(parse_local("2026-12-06T07:24:27"), Some(1_796_541_867_000));
+        assert_eq!(local_value(1_796_541_867_000), "2026-12-06T07:24");
+        for bad in [
+            "",
+            "2026-12-06",
+            "2026-13-01T00:00",
+            "2026-02-30T00:00",
+            "2026-12-06T24:00",
+            "x-1-1T1:1",
+        ] {
+            assert_eq!(parse_local(bad), None, "{bad}");
+        }
+    }
+}
