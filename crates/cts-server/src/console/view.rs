@@ -62,35 +62,22 @@ fn escape(s: &str) -> String {
 
 /// `2026-12-06 07:24:27` (UTC) for milliseconds since the epoch.
 pub fn time_utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (y, m, d) = cts_calendar::civil_from_days(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
+    cts_clock::utc_civil(ms.div_euclid(1000))
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 /// The value of an `<input type="datetime-local">` (`2026-12-06T07:24`,
 /// seconds optional), read as UTC, in milliseconds.
 pub fn parse_local(v: &str) -> Option<i64> {
-    let (date, time) = v.split_once('T')?;
-    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
-    let (y, mo, da) = (d.next()??, d.next()??, d.next()??);
-    let mut t = time.splitn(3, ':').map(|x| x.parse::<i64>().ok());
-    let (h, mi) = (t.next()??, t.next()??);
-    let s = t.next().flatten().unwrap_or(0);
-    let valid = (1..=12).contains(&mo)
-        && (1..=cts_calendar::days_in_month(y, mo)).contains(&da)
-        && (0..24).contains(&h)
-        && (0..60).contains(&mi)
-        && (0..60).contains(&s)
-        && (1970..=9999).contains(&y);
-    valid.then(|| {
-        (cts_calendar::days_from_civil(y, mo, da) * 86_400 + h * 3600 + mi * 60 + s) * 1000
-    })
+    // jiff also reads a date alone; the field always sends a time.
+    if !v.contains('T') {
+        return None;
+    }
+    let civil: jiff::civil::DateTime = v.parse().ok()?;
+    (1970..=9999)
+        .contains(&civil.year())
+        .then(|| cts_clock::utc_secs(civil) * 1000)
 }
 
 /// The `datetime-local` value of `ms` (UTC, to the minute).
