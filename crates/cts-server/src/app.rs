@@ -21,7 +21,8 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::api::{
-    credentials, domain_roles, identity, ops, tokens, traces, trackers, transfer, versions,
+    credentials, domain_roles, dry_run, identity, notifications, ops, tokens, traces, trackers,
+    transfer, versions,
 };
 use crate::auth::{authorize, Access, Permission};
 use crate::error::ApiError;
@@ -155,6 +156,38 @@ pub(crate) fn routes() -> Vec<Route> {
             "/v3/{project_id}/quotas",
             Project(CtsRead),
             trackers::quotas,
+        ),
+        // Key event notifications.
+        route(
+            M::POST,
+            "/v3/{project_id}/notifications",
+            Project(CtsWrite),
+            notifications::create,
+        ),
+        route(
+            M::PUT,
+            "/v3/{project_id}/notifications",
+            Project(CtsWrite),
+            notifications::update,
+        ),
+        route(
+            M::DELETE,
+            "/v3/{project_id}/notifications",
+            Project(CtsWrite),
+            notifications::delete,
+        ),
+        route(
+            M::GET,
+            "/v3/{project_id}/notifications/{notification_type}",
+            Project(CtsRead),
+            notifications::list,
+        ),
+        // Reads only: evaluates a rule over stored traces, sends nothing.
+        route(
+            M::POST,
+            "/v3/{project_id}/notifications/{notification_id}/dry-run",
+            Project(CtsRead),
+            dry_run::dry_run,
         ),
         route(
             M::GET,

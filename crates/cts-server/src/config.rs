@@ -421,6 +421,11 @@ impl Config {
         self.data_dir.join("trackers")
     }
 
+    /// Notification rules, topics and the outbox.
+    pub fn notifications_dir(&self) -> PathBuf {
+        self.data_dir.join("notifications")
+    }
+
     pub fn tracker_limits(&self) -> cts_tracker::Limits {
         cts_tracker::Limits {
             data_trackers: self.quotas.data_trackers,

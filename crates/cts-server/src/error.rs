@@ -15,7 +15,7 @@
 //! | 405  | CTS.9003 | Method not allowed on this route                          |
 //! | 503  | CTS.9004 | Not ready: the store does not answer                      |
 //! | 429  | CTS.9005 | Too many failed authentications; retry after `Retry-After`|
-//! | 404  | CTS.9006 | No such identity resource (user, group, project, key, …)  |
+//! | 404  | CTS.9006 | No such resource (user, group, project, key, notification, …) |
 //! | 409  | CTS.9007 | Name already taken, or a quota reached                    |
 //! | 503  | CTS.9008 | Change refused: its audit trace could not be written      |
 //! | 503  | CTS.9009 | More connections than `limits.max_connections`            |
@@ -34,6 +34,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cts_identity::IdentityError;
 use cts_model::{FieldError, QueryError, ReportError};
+use cts_notification::NotificationError;
 use cts_tracker::TrackerError;
 
 use crate::auth::AuthFailure;
@@ -98,6 +99,9 @@ pub enum ApiError {
     /// A tracker, tag, quota or catalog rule, with its own CTS code.
     #[error("{}", .0.message)]
     Tracker(#[from] TrackerError),
+    /// A key event notification rule, with its own CTS code.
+    #[error("{}", .0.message)]
+    Notification(#[from] NotificationError),
 }
 
 impl From<IdentityError> for ApiError {
@@ -149,6 +153,9 @@ impl ApiError {
             ApiError::Tracker(e) => {
                 StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST)
             }
+            ApiError::Notification(e) => {
+                StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST)
+            }
         }
     }
 
@@ -173,6 +180,7 @@ impl ApiError {
             ApiError::NotAudited(_) => "CTS.9008",
             ApiError::UnknownVersion(_) => "CTS.0100",
             ApiError::Tracker(e) => e.code,
+            ApiError::Notification(e) => e.code,
         }
     }
 
@@ -205,6 +213,11 @@ impl ApiError {
                 message,
                 ..
             }) => Some(one(field, message.clone())),
+            ApiError::Notification(NotificationError {
+                field: Some(field),
+                message,
+                ..
+            }) => Some(one(field, message.clone())),
             _ => None,
         }
     }
@@ -222,6 +235,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unavailable(detail) => tracing::warn!(%detail, "not ready"),
             ApiError::Tracker(e) if e.status >= 500 => {
+                tracing::error!(code = e.code, detail = %e.message, "request failed");
+            }
+            ApiError::Notification(e) if e.status >= 500 => {
                 tracing::error!(code = e.code, detail = %e.message, "request failed");
             }
             _ => {}

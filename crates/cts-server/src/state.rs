@@ -7,6 +7,8 @@ use std::sync::Arc;
 use cts_archive::ObjectStorage;
 use cts_consumer::ConsumerStore;
 use cts_identity::{IdentityError, IdentityStore};
+use cts_notification::{NotificationError, NotificationStore};
+use cts_smn::{Outbox, SmnError, TopicStore};
 use cts_store::{EmbeddedStore, StoreError, TraceStore};
 use cts_tracker::{Catalog, TrackerError, TrackerStore};
 use cts_transfer::Transfer;
@@ -28,6 +30,9 @@ pub struct Inner {
     pub catalog: Arc<Catalog>,
     pub transfer: Arc<Transfer>,
     pub consumers: Arc<ConsumerStore>,
+    pub notifications: Arc<NotificationStore>,
+    pub topics: Arc<TopicStore>,
+    pub outbox: Arc<Outbox>,
     pub login_lockout: LoginLockout,
     pub refusals: RefusalAudit,
     pub metrics: Metrics,
@@ -55,6 +60,9 @@ impl AppState {
             catalog: settings.catalog,
             transfer: settings.transfer,
             consumers: settings.consumers,
+            notifications: settings.notifications,
+            topics: settings.topics,
+            outbox: settings.outbox,
             login_lockout,
             refusals,
             metrics: Metrics::new(),
@@ -101,6 +109,9 @@ pub struct Settings {
     pub transfer: Arc<Transfer>,
     /// The state of every journal consumer.
     pub consumers: Arc<ConsumerStore>,
+    pub notifications: Arc<NotificationStore>,
+    pub topics: Arc<TopicStore>,
+    pub outbox: Arc<Outbox>,
 }
 
 impl Settings {
@@ -136,6 +147,12 @@ impl Settings {
             catalog: Arc::new(Catalog::open(&trackers_dir)?),
             transfer: Arc::new(transfer),
             consumers,
+            notifications: Arc::new(NotificationStore::open(
+                &config.notifications_dir(),
+                config.quotas.notifications,
+            )?),
+            topics: Arc::new(TopicStore::open(&config.notifications_dir())?),
+            outbox: Arc::new(Outbox::open(&config.notifications_dir())?),
         })
     }
 }
@@ -150,6 +167,10 @@ pub enum OpenError {
     Trackers(#[from] TrackerError),
     #[error("opening the transfer: {0}")]
     Transfer(String),
+    #[error("opening the notification store: {0}")]
+    Notifications(#[from] NotificationError),
+    #[error("opening the topics and outbox: {0}")]
+    Smn(#[from] SmnError),
 }
 
 /// What a failed blocking task said, for the log.

@@ -2,7 +2,9 @@
 
 pub mod credentials;
 pub mod domain_roles;
+pub mod dry_run;
 pub mod identity;
+pub mod notifications;
 pub mod ops;
 pub mod tokens;
 pub mod traces;

@@ -444,8 +444,9 @@ where
 // ---- quotas and the catalog ----
 
 pub async fn quotas(c: Call, Path(project_id): Path<String>) -> Result<Json<Value>, ApiError> {
-    // Key event notifications come with their own issue: none exist yet.
-    let quotas = blocking(&c.state.trackers, move |s| s.quotas(&project_id, 0)).await?;
+    let project = project_id.clone();
+    let used = crate::api::notifications::blocking(&c.state, move |s, _| s.count(&project)).await?;
+    let quotas = blocking(&c.state.trackers, move |s| s.quotas(&project_id, used)).await?;
     Ok(Json(json!({ "resources": quotas })))
 }
 

@@ -9,6 +9,7 @@ mod isolation;
 mod legacy;
 mod limits;
 mod lockout;
+mod notifications;
 mod ops;
 mod paging;
 mod query;

@@ -349,6 +349,15 @@ impl TestServer {
             .send(&self.client, "POST", path, Some((content_type, body)))
     }
 
+    pub fn put_json(&self, path: &str, body: &Value) -> Answer {
+        self.signer().send(
+            self.client(),
+            "PUT",
+            path,
+            Some(("application/json", serde_json::to_vec(body).unwrap())),
+        )
+    }
+
     pub fn post_json(&self, path: &str, body: &Value) -> Answer {
         self.post_raw(path, "application/json", serde_json::to_vec(body).unwrap())
     }

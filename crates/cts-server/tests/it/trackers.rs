@@ -6,15 +6,6 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-fn put_json(server: &TestServer, path: &str, body: &Value) -> Answer {
-    server.signer().send(
-        server.client(),
-        "PUT",
-        path,
-        Some(("application/json", serde_json::to_vec(body).unwrap())),
-    )
-}
-
 fn delete_json(server: &TestServer, path: &str, body: &Value) -> Answer {
     server.signer().send(
         server.client(),
@@ -87,8 +78,7 @@ fn management_tracker_decides_what_is_recorded() {
     assert_eq!(a.status, 400, "{}", a.text);
     assert_eq!(a.body["error_code"], "CTS.0211", "{}", a.text);
     assert!(a.text.contains("cts-archive"), "{}", a.text);
-    let a = put_json(
-        &server,
+    let a = server.put_json(
         &format!("/v3/{pid}/tracker"),
         &json!({"tracker_type": "system", "tracker_name": "system",
                 "obs_info": {"bucket_name": "cts-archive", "is_obs_created": false}}),
@@ -108,8 +98,7 @@ fn management_tracker_decides_what_is_recorded() {
     assert_eq!(v3.len(), 1);
     assert_eq!(v3[0]["obs_info"]["bucket_name"], "cts-archive");
     assert_eq!(v3[0]["obs_info"]["file_prefix_name"], "audit");
-    let a = put_json(
-        &server,
+    let a = server.put_json(
         &format!("/v3/{pid}/tracker"),
         &json!({"tracker_type": "system", "tracker_name": "system", "status": "disabled"}),
     );
@@ -122,9 +111,7 @@ fn management_tracker_decides_what_is_recorded() {
     assert_eq!(answer["recorded"], 0, "{answer}");
 
     // Enabled again with v1.0: recorded from then on.
-    let a = put_json(
-        &server,
-        &format!("/v1.0/{pid}/tracker/system"),
+    let a = server.put_json(&format!("/v1.0/{pid}/tracker/system"),
         &json!({"bucket_name": "cts-archive", "status": "enabled",
                 "lts": {"is_lts_enabled": false, "log_group_name": "CTS", "log_topic_name": "system-trace"},
                 "log_file_validate": {"is_support_validate": false}}),
@@ -232,7 +219,7 @@ fn data_trackers_record_their_bucket_and_operations() {
     assert_eq!(by_tracker("9writes"), vec![write.0.clone()]);
 
     // The tracked bucket is fixed; a disabled data tracker records nothing.
-    let update = |body: Value| put_json(&server, &format!("/v3/{pid}/tracker"), &body);
+    let update = |body: Value| server.put_json(&format!("/v3/{pid}/tracker"), &body);
     update(json!({"tracker_type": "data", "tracker_name": "reads",
                   "data_bucket": {"data_bucket_name": "videos"}}))
     .assert_error(400, "CTS.0212");
@@ -322,13 +309,19 @@ fn tracker_rules_answer_their_codes() {
     // Encryption needs a key, and the key must be known to the server.
     let update = json!({"tracker_type": "system", "tracker_name": "system",
                         "is_support_trace_files_encryption": true});
-    put_json(&server, &path, &update).assert_error(400, "CTS.0221");
+    server
+        .put_json(&path, &update)
+        .assert_error(400, "CTS.0221");
     let mut with_key = update.clone();
     with_key["kms_id"] = json!("no-such-key");
-    put_json(&server, &path, &with_key).assert_error(400, "CTS.0222");
+    server
+        .put_json(&path, &with_key)
+        .assert_error(400, "CTS.0222");
     let bad_status =
         json!({"tracker_type": "system", "tracker_name": "system", "status": "paused"});
-    put_json(&server, &path, &bad_status).assert_error(400, "CTS.0205");
+    server
+        .put_json(&path, &bad_status)
+        .assert_error(400, "CTS.0205");
     server
         .get(&format!("/v3/{pid}/trackers?tracker_type=sideways"))
         .assert_error(400, "CTS.0300");
