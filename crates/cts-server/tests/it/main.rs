@@ -3,6 +3,7 @@
 
 mod auth;
 mod console;
+mod console_browser;
 mod crash;
 mod damage;
 mod isolation;
