@@ -3,6 +3,7 @@
 
 mod auth;
 mod baseline;
+mod busy;
 mod gen;
 mod load;
 mod queries;
@@ -64,6 +65,11 @@ struct Args {
     /// Where the data directories go (default: the system temp dir).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Traces loaded while single-filter queries are timed, so that they
+    /// meet index flushes and segment merges (default: a tenth of --traces;
+    /// 0 skips this phase).
+    #[arg(long)]
+    busy_traces: Option<u64>,
     /// Seed of the generated data and query values (same seed, same traces).
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -224,6 +230,51 @@ fn run(args: &Args) -> Result<()> {
     let ctsd_queries = queries::median_over_runs(&rounds);
     let disk = server::disk_usage(&data_dir)?;
     let (rss_queries, hwm_queries) = server::memory(srv.pid())?;
+
+    // ---- ctsd: queries while flushes and merges run ----
+    let busy_traces = args.busy_traces.unwrap_or(args.traces / 10);
+    let busy = if busy_traces == 0 {
+        None
+    } else {
+        progress(
+            t0,
+            &format!("ctsd queries while {busy_traces} more traces load (flushes, merges)"),
+        );
+        // New traces, as a live server gets them: all in the last hour, so
+        // every flush lands in the newest partition and merges follow.
+        let plan = Arc::new(load::Plan {
+            gen: gen.clone(),
+            timeline: Timeline {
+                start: now_ms() - 3_600_000,
+                end: now_ms() - 60_000,
+                n: busy_traces,
+            },
+            batch: args.batch,
+            url: srv.url.clone(),
+            auth: auth.clone(),
+        });
+        // Every single-filter kind in turn (the load may end soon).
+        let mut kinds: Vec<_> = space
+            .kinds(args.queries, args.seed + args.runs as u64, &[])
+            .into_iter()
+            .filter(|k| k.class == Class::Single)
+            .map(|k| k.queries.into_iter())
+            .collect();
+        let mut queries = Vec::new();
+        while let Some(q) = kinds.iter_mut().find_map(|k| k.next()) {
+            queries.push(q);
+            kinds.rotate_left(1);
+        }
+        let b = busy::run(plan, args.clients, &mut http_target, &queries, srv.pid())?;
+        progress(
+            t0,
+            &format!(
+                "{} pages while loading: p99 {:.2} ms; {} merges",
+                b.pages, b.p99_ms, b.merges
+            ),
+        );
+        Some(b)
+    };
 
     // ---- ctsd: kill -9 under load, restart, every ack present once ----
     progress(
@@ -403,6 +454,53 @@ fn run(args: &Args) -> Result<()> {
     );
     f.scaled = small;
     figures.push(f);
+    if let Some(b) = &busy {
+        let mut f = Figure::new(
+            "ListTraces one filter p99 while flushing and merging (ms)",
+            "<= 10",
+            Some(b.p99_ms),
+            None,
+            false,
+        )
+        .pass(b.p99_ms <= 10.0);
+        f.detail = format!(
+            "p50 {:.2} ms over {} pages while {} traces loaded in {:.0} s; {} merges, {} traces flushed meanwhile",
+            b.p50_ms, b.pages, b.traces, b.seconds, b.merges, b.flushed_traces
+        );
+        f.scaled = small;
+        figures.push(f);
+        for (name, end, max) in [
+            (
+                "ctsd index segments at the end",
+                b.end.segments,
+                b.max.segments,
+            ),
+            (
+                "ctsd open files at the end",
+                b.end.open_files,
+                b.max.open_files,
+            ),
+        ] {
+            let mut f = Figure::new(name, "", Some(end as f64), None, false);
+            f.detail = format!(
+                "at most {max} while loading; merges settled {:.1} s after it",
+                b.settle_seconds
+            );
+            figures.push(f);
+        }
+        let mut f = Figure::new(
+            "ctsd RSS at the end (MiB)",
+            "",
+            Some(b.end.rss_bytes as f64 / MIB),
+            None,
+            false,
+        );
+        f.detail = format!(
+            "at most {:.0} MiB while loading",
+            b.max.rss_bytes as f64 / MIB
+        );
+        figures.push(f);
+    }
     figures.push(
         Figure::new(
             "kill -9 under load: restart to ready (s)",
@@ -487,6 +585,7 @@ fn run(args: &Args) -> Result<()> {
                         "rss_after_queries": rss_queries, "hwm_after_queries": hwm_queries },
             "queries": ctsd_queries,
             "query_rounds": rounds,
+            "while_loading": busy,
             "crash": {
                 "load_seconds": args.crash_load_secs, "attempted_batches": crash.attempted_batches,
                 "acked": acked, "restart_to_ready_ms": ms(restart), "verify": verify,

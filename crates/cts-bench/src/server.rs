@@ -182,3 +182,24 @@ pub fn own_cpu() -> Duration {
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
+
+/// Files process `pid` holds open (`/proc/PID/fd`).
+pub fn open_files(pid: u32) -> Result<u64> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64)
+}
+
+/// The value of a label-free series of the server's `/metrics`.
+pub fn metric(url: &str, name: &str) -> Result<u64> {
+    let text = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?
+        .get(format!("{url}/metrics"))
+        .send()?
+        .error_for_status()?
+        .text()?;
+    let value = text
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .with_context(|| format!("no {name} in {url}/metrics"))?;
+    Ok(value.trim().parse::<f64>()? as u64)
+}

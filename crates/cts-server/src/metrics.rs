@@ -60,6 +60,7 @@ struct StoreGauges {
     journal_bytes: Gauge,
     index_bytes: Gauge,
     index_segments: Gauge,
+    index_segment_merges: Gauge,
     indexed_traces: Gauge,
     journal_seq: Gauge,
     index_durable_seq: Gauge,
@@ -230,6 +231,11 @@ impl Metrics {
                 &g.index_segments,
             ),
             (
+                "cts_index_segment_merges",
+                "Merges of index segments since the start (each partition is kept within store.max_segments_per_partition)",
+                &g.index_segment_merges,
+            ),
+            (
                 "cts_indexed_traces",
                 "Traces currently queryable",
                 &g.indexed_traces,
@@ -286,6 +292,7 @@ impl Metrics {
             g.journal_bytes.set(gauge_value(s.journal_bytes));
             g.index_bytes.set(gauge_value(s.index_bytes));
             g.index_segments.set(gauge_value(s.segments as u64));
+            g.index_segment_merges.set(gauge_value(s.segment_merges));
             g.indexed_traces.set(gauge_value(s.indexed_traces));
             g.journal_seq.set(gauge_value(s.journal_seq));
             g.index_durable_seq.set(gauge_value(s.index_durable_seq));
@@ -389,6 +396,7 @@ mod tests {
             "cts_journal_bytes 0",
             "cts_index_bytes 0",
             "cts_index_segments 0",
+            "cts_index_segment_merges 0",
             "cts_indexed_traces 0",
             "cts_journal_seq 10",
             "cts_index_durable_seq 4",
