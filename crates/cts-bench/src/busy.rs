@@ -27,7 +27,7 @@ impl Resources {
     pub fn of(url: &str, pid: u32) -> Result<Resources> {
         Ok(Resources {
             segments: server::metric(url, "cts_index_segments")?,
-            open_files: server::open_files(pid)?,
+            open_files: server::open_files(pid)? as u64,
             rss_bytes: server::memory(pid)?.0,
         })
     }

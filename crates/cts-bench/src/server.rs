@@ -184,8 +184,19 @@ pub fn own_cpu() -> Duration {
 }
 
 /// Files process `pid` holds open (`/proc/PID/fd`).
-pub fn open_files(pid: u32) -> Result<u64> {
-    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64)
+pub fn open_files(pid: u32) -> Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+}
+
+/// The value of a label-free series in Prometheus text.
+pub fn gauge(metrics: &str, name: &str) -> Result<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .with_context(|| format!("no {name} in /metrics"))?
+        .trim()
+        .parse()
+        .with_context(|| format!("{name} in /metrics"))
 }
 
 /// The value of a label-free series of the server's `/metrics`.
@@ -197,9 +208,23 @@ pub fn metric(url: &str, name: &str) -> Result<u64> {
         .send()?
         .error_for_status()?
         .text()?;
-    let value = text
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .with_context(|| format!("no {name} in {url}/metrics"))?;
-    Ok(value.trim().parse::<f64>()? as u64)
+    Ok(gauge(&text, name)? as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_label_free_gauges() {
+        let text = "# HELP cts_index_segments Index segments on disk\n\
+                    cts_index_segments_total 9\ncts_index_segments 12\n\
+                    cts_transfer_backlog_all_traces 3.5e3\n";
+        assert_eq!(gauge(text, "cts_index_segments").unwrap(), 12.0);
+        assert_eq!(
+            gauge(text, "cts_transfer_backlog_all_traces").unwrap(),
+            3500.0
+        );
+        assert!(gauge(text, "cts_journal_seq").is_err());
+    }
 }

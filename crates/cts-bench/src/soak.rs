@@ -164,13 +164,13 @@ pub fn run(cfg: &Config) -> Result<()> {
         let sample = Sample {
             at_s: now.duration_since(start).as_secs_f64(),
             rss_mib: rss as f64 / (1024.0 * 1024.0),
-            open_files: open_files(srv.pid())?,
-            segments: gauge(&text, "cts_index_segments")?,
+            open_files: server::open_files(srv.pid())?,
+            segments: server::gauge(&text, "cts_index_segments")?,
             query_p50_ms: percentile(&lat, 50.0),
             query_p99_ms: percentile(&lat, 99.0),
             queries: lat.len(),
             ingest_rate: (acked - last_acked) as f64 / now.duration_since(last).as_secs_f64(),
-            transfer_backlog: gauge(&text, "cts_transfer_backlog_all_traces")?,
+            transfer_backlog: server::gauge(&text, "cts_transfer_backlog_all_traces")?,
         };
         report::print_row(&sample);
         samples.push(sample);
@@ -250,21 +250,6 @@ fn check_disk(data_dir: &Path, rate: f64, duration: Duration, probed: u64) -> Re
         );
     }
     Ok(())
-}
-
-fn open_files(pid: u32) -> Result<usize> {
-    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
-}
-
-/// The value of a label-free series in Prometheus text.
-fn gauge(metrics: &str, name: &str) -> Result<f64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .with_context(|| format!("no {name} in /metrics"))?
-        .trim()
-        .parse()
-        .with_context(|| format!("{name} in /metrics"))
 }
 
 /// One client, one query after the other: a page of 200 of the main
@@ -398,23 +383,5 @@ impl Loader {
             t.await??;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_label_free_gauges() {
-        let text = "# HELP cts_index_segments Index segments on disk\n\
-                    cts_index_segments_total 9\ncts_index_segments 12\n\
-                    cts_transfer_backlog_all_traces 3.5e3\n";
-        assert_eq!(gauge(text, "cts_index_segments").unwrap(), 12.0);
-        assert_eq!(
-            gauge(text, "cts_transfer_backlog_all_traces").unwrap(),
-            3500.0
-        );
-        assert!(gauge(text, "cts_journal_seq").is_err());
     }
 }
