@@ -1,6 +1,7 @@
 //! Plain-text tables: of traces, and the cells of the management commands'
 //! tables.
 
+use comfy_table::{presets, ColumnConstraint, Table, Width};
 use serde_json::Value;
 
 use crate::timefmt::format_rfc3339_ms;
@@ -82,46 +83,39 @@ pub fn header_row() -> Row {
     HEADERS.map(str::to_string)
 }
 
-/// The widest cell of each column.
-pub fn widths<R: AsRef<[String]>>(rows: &[R]) -> Vec<usize> {
-    let mut w: Vec<usize> = Vec::new();
+/// Cells left-aligned, two spaces apart, no borders, no trailing blanks;
+/// `min_widths` pads columns whose rows cannot be measured in advance.
+fn layout<R: AsRef<[String]>>(rows: &[R], min_widths: Option<&[usize]>) -> String {
+    let mut table = Table::new();
+    table.load_preset(presets::NOTHING);
     for r in rows {
-        for (i, cell) in r.as_ref().iter().enumerate() {
-            let n = cell.chars().count();
-            match w.get_mut(i) {
-                Some(w) => *w = (*w).max(n),
-                None => w.push(n),
-            }
+        table.add_row(r.as_ref());
+    }
+    let columns = table.column_count();
+    for (i, column) in table.column_iter_mut().enumerate() {
+        let gap = if i + 1 < columns { 2 } else { 0 };
+        column.set_padding((0, gap));
+        if let Some(&w) = min_widths.and_then(|m| m.get(i)) {
+            // The constraint counts the padding too.
+            let total = u16::try_from(w).unwrap_or(u16::MAX).saturating_add(gap);
+            column.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(total)));
         }
     }
-    w
+    table.trim_fmt()
 }
 
-/// One line: cells left-aligned, two spaces apart, no trailing blanks.
+/// One line of output that streams, padded to `widths`; wider cells push
+/// the line out rather than being cut.
 pub fn format_row(row: &[String], widths: &[usize]) -> String {
-    let mut line = String::new();
-    for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
-        if i > 0 {
-            line.push_str("  ");
-        }
-        line.push_str(cell);
-        if i + 1 < row.len() {
-            line.extend(std::iter::repeat_n(
-                ' ',
-                w.saturating_sub(cell.chars().count()),
-            ));
-        }
-    }
-    line.truncate(line.trim_end().len());
-    line
+    layout(&[row], Some(widths))
 }
 
 /// Aligned lines of `rows`, each ending in a newline.
 pub fn render_rows<R: AsRef<[String]>>(rows: &[R]) -> String {
-    let w = widths(rows);
-    rows.iter()
-        .map(|r| format_row(r.as_ref(), &w) + "\n")
-        .collect()
+    if rows.is_empty() {
+        return String::new();
+    }
+    layout(rows, None) + "\n"
 }
 
 pub fn render(traces: &[Value]) -> String {
