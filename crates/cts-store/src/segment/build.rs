@@ -16,8 +16,11 @@ use crate::StoreError;
 /// large segment's final fsync does not flush one burst that stalls other
 /// readers of the disk.
 const WRITEBACK_STEP: u64 = 4 << 20;
-/// Term entries kept in memory before they go to the spill file.
-const TERM_BUFFER: usize = 1 << 20;
+/// Term entries kept in memory before they go to the spill file: a flush
+/// of the default memtable (65,536 traces) never spills; a large merge
+/// holds at most this much of its term table. The unit tests spill after
+/// a few hundred terms, so that they cover the spill file.
+const TERM_BUFFER: usize = if cfg!(test) { 4096 } else { 8 << 20 };
 
 /// The file name of segment `id`.
 pub fn file_name(id: u64) -> String {

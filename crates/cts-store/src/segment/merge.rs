@@ -263,6 +263,10 @@ mod tests {
         })
         .unwrap();
         assert!(paces > 10, "the merge paces itself between chunks");
+        // The term table went through a spill file (the unit tests' buffer
+        // is small), which is gone with the staged file.
+        let files = std::fs::read_dir(dir.path().join("p0")).unwrap().count();
+        assert_eq!(files, 4, "three inputs and the merged segment");
         let merged = vec![Arc::new(Segment::open(&path).unwrap())];
         assert_eq!(
             merged[0].docs(),
