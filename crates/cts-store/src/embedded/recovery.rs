@@ -45,6 +45,17 @@ pub(super) fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     }
 }
 
+/// Starts one of the store's threads.
+fn spawn(
+    name: &str,
+    run: impl FnOnce() + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(run)
+        .map_err(StoreError::io("<thread>"))
+}
+
 impl EmbeddedStore {
     /// Opens (or creates) the store: repairs the journal tail, loads the index
     /// and replays the journal past the index's durable position.
@@ -237,10 +248,7 @@ impl EmbeddedStore {
         }
         let flusher = {
             let inner = inner.clone();
-            std::thread::Builder::new()
-                .name("cts-flusher".into())
-                .spawn(move || flusher_loop(inner, flush_rx))
-                .map_err(StoreError::io("<thread>"))?
+            spawn("cts-flusher", move || flusher_loop(inner, flush_rx))?
         };
         // The merger looks at the partitions once at the start too: a lower
         // bound, or segments an older version wrote, are merged down.
@@ -249,17 +257,13 @@ impl EmbeddedStore {
         *inner.merge_tx.lock() = Some(merge_tx);
         let merger = {
             let inner = inner.clone();
-            std::thread::Builder::new()
-                .name("cts-merger".into())
-                .spawn(move || merger_loop(inner, merge_rx))
-                .map_err(StoreError::io("<thread>"))?
+            spawn("cts-merger", move || merger_loop(inner, merge_rx))?
         };
         let writer = {
             let inner = inner.clone();
-            std::thread::Builder::new()
-                .name("cts-journal".into())
-                .spawn(move || writer_loop(inner, active_file, writer_rx))
-                .map_err(StoreError::io("<thread>"))?
+            spawn("cts-journal", move || {
+                writer_loop(inner, active_file, writer_rx)
+            })?
         };
         Ok(EmbeddedStore {
             inner,
