@@ -9,6 +9,7 @@
 //! cookie is read here only: the API authenticates headers, never cookies.
 
 mod chart;
+mod notifications;
 mod overview;
 mod session;
 mod signin;
@@ -24,7 +25,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::auth::{permit, Access, Origin, Permission};
+use crate::api::base_url;
+use crate::api::identity::Call;
+use crate::auth::{peer_of, permit, Access, Origin, Permission};
 use crate::body::read_body;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -57,6 +60,19 @@ pub fn router(state: AppState) -> Router<AppState> {
             "/trackers/confirm",
             get(trackers::confirm).post(trackers::act),
         )
+        .route(
+            "/notifications",
+            get(notifications::index).post(notifications::create),
+        )
+        .route(
+            "/notifications/edit",
+            get(notifications::edit).post(notifications::update),
+        )
+        .route(
+            "/notifications/confirm",
+            get(notifications::confirm).post(notifications::act),
+        )
+        .route("/notifications/dry-run", get(notifications::dry_run))
         .route("/assets/{name}", get(asset))
         .layer(from_fn_with_state(state, guard))
 }
@@ -174,6 +190,33 @@ pub fn origin(headers: &HeaderMap, peer: Option<std::net::SocketAddr>) -> Origin
     Origin {
         console: true,
         ..Origin::of(headers, peer)
+    }
+}
+
+/// Where a console request came from, apart from its body (not `Sync`),
+/// so that it can be held across awaits.
+pub struct Source {
+    headers: HeaderMap,
+    peer: Option<std::net::SocketAddr>,
+}
+
+impl Source {
+    pub fn of(req: &Request) -> Source {
+        Source {
+            headers: req.headers().clone(),
+            peer: peer_of(req),
+        }
+    }
+
+    /// The caller of an API call made from the console: the session's
+    /// user, from this address, as a console action.
+    pub fn call(&self, state: &AppState, s: &Signed) -> Call {
+        Call {
+            state: state.clone(),
+            caller: s.session.principal.clone(),
+            origin: origin(&self.headers, self.peer),
+            base: base_url(state, &self.headers),
+        }
     }
 }
 

@@ -4,8 +4,6 @@
 //! bodies and go through its parsers and its `Call` methods, so the rules,
 //! their messages and the audit trail are the API's.
 
-use std::net::SocketAddr;
-
 use askama::Template;
 use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -16,12 +14,10 @@ use cts_tracker::{
     parse_tracker_type_param, parse_v3_create, parse_v3_update, Tracker, TrackerStatus, TrackerType,
 };
 
-use super::view::{html, time_utc, Chrome};
-use super::{allowed, origin, PageError, Signed};
-use crate::api::base_url;
-use crate::api::identity::Call;
+use super::view::{html, time_utc, Chrome, ConfirmPage};
+use super::{allowed, PageError, Signed, Source};
 use crate::api::trackers::blocking;
-use crate::auth::{peer_of, Permission};
+use crate::auth::Permission;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -206,17 +202,6 @@ impl TrackerForm {
     }
 }
 
-/// The caller of an API change made from the console.
-fn call(state: &AppState, s: &Signed, req: &Request) -> Call {
-    let peer: Option<SocketAddr> = peer_of(req);
-    Call {
-        state: state.clone(),
-        caller: s.session.principal.clone(),
-        origin: origin(req.headers(), peer),
-        base: base_url(state, req.headers()),
-    }
-}
-
 #[derive(Template)]
 #[template(path = "console/trackers.html")]
 struct ListPage {
@@ -287,7 +272,7 @@ pub async fn create(
     allowed(&state, &s, Permission::CtsWrite).await?;
     let form = TrackerForm::of_post(&s);
     let body = form.body(true);
-    let c = call(&state, &s, &req);
+    let c = Source::of(&req).call(&state, &s);
     let result = async {
         let spec = parse_v3_create(body.to_string().as_bytes())?;
         c.create_tracker(s.project(), spec, Some(&body)).await
@@ -362,7 +347,7 @@ pub async fn update(
     allowed(&state, &s, Permission::CtsWrite).await?;
     let form = TrackerForm::of_post(&s);
     let body = form.body(false);
-    let c = call(&state, &s, &req);
+    let c = Source::of(&req).call(&state, &s);
     let result = async {
         let spec = parse_v3_update(body.to_string().as_bytes())?;
         c.update_tracker(s.project(), spec, Some(&body)).await
@@ -379,15 +364,6 @@ pub async fn update(
             Ok((e.status(), html(&page)).into_response())
         }
     }
-}
-
-#[derive(Template)]
-#[template(path = "console/tracker_confirm.html")]
-struct ConfirmPage {
-    chrome: Chrome,
-    action: String,
-    name: String,
-    kind: String,
 }
 
 /// The actions of `/console/trackers/confirm`.
@@ -413,11 +389,33 @@ pub async fn confirm(
     allowed(&state, &s, Permission::CtsWrite).await?;
     let act = action(&w)?;
     let t = find(&state, s.project(), &w.name, &w.kind).await?;
+    let (name, kind) = (t.tracker_name, t.tracker_type.as_str());
+    let question = match (act, kind) {
+        ("delete", _) => format!(
+            "Delete the {kind} tracker {name}? Its settings are removed; trace files already \
+             written stay in their bucket."
+        ),
+        ("disable", "system") => format!(
+            "Disable the {kind} tracker {name}? Management traces are no longer recorded or \
+             transferred until it is enabled again."
+        ),
+        ("disable", _) => format!(
+            "Disable the {kind} tracker {name}? The bucket's operations are no longer recorded \
+             until it is enabled again."
+        ),
+        _ => format!("Enable the {kind} tracker {name}?"),
+    };
     let page = ConfirmPage {
         chrome: Chrome::of(&s, "Confirm", "trackers", true),
-        action: act.into(),
-        name: t.tracker_name,
-        kind: t.tracker_type.as_str().into(),
+        question,
+        post_to: "/console/trackers/confirm",
+        hidden: vec![
+            ("action".into(), act.into()),
+            ("name".into(), name),
+            ("type".into(), kind.into()),
+        ],
+        button: format!("Yes, {act}"),
+        cancel: "/console/trackers",
     };
     Ok(html(&page).into_response())
 }
@@ -437,7 +435,7 @@ pub async fn act(
     };
     let act = action(&w)?;
     let kind = parse_tracker_type_param(&w.kind).map_err(ApiError::from)?;
-    let c = call(&state, &s, &req);
+    let c = Source::of(&req).call(&state, &s);
     match act {
         "delete" => {
             c.delete_trackers(s.project(), Some(w.name.clone()), Some(kind))

@@ -33,6 +33,19 @@ impl Chrome {
     }
 }
 
+/// The question asked before a change that stops or removes something.
+#[derive(Template)]
+#[template(path = "console/confirm.html")]
+pub struct ConfirmPage {
+    pub chrome: Chrome,
+    pub question: String,
+    /// Where the confirmed form goes, with its `hidden` fields.
+    pub post_to: &'static str,
+    pub hidden: Vec<(String, String)>,
+    pub button: String,
+    pub cancel: &'static str,
+}
+
 #[derive(Template)]
 #[template(path = "console/error.html")]
 pub struct ErrorPage {

@@ -466,3 +466,43 @@ fn the_trace_list_filters_pages_and_exports() {
     let body: Value = serde_json::from_str(&json.body).unwrap();
     assert_eq!(body["traces"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn notification_changes_are_console_actions() {
+    let server = TestServer::start();
+    let mut c = admin_console(&server);
+    c.get("/console/notifications");
+    let bad = c.post(
+        "/console/notifications",
+        &[
+            ("notification_name", "bad name"),
+            ("operation_type", "complete"),
+        ],
+    );
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(
+        bad.body.contains("notification_name"),
+        "the API's message: {}",
+        bad.body
+    );
+    let p = c.post(
+        "/console/notifications",
+        &[
+            ("notification_name", "all_ops"),
+            ("operation_type", "complete"),
+        ],
+    );
+    assert_eq!(p.status, 303, "{}", p.body);
+    let list = c.get("/console/notifications");
+    assert!(
+        list.body.contains("data-notification=\"all_ops\""),
+        "{}",
+        list.body
+    );
+    let created = traces_until(&server, "createNotification", |t| t.len() == 1);
+    assert_eq!(created[0]["trace_type"], "ConsoleAction");
+    assert_eq!(
+        created[0]["user"]["invoked_by"],
+        serde_json::json!(["service.console"])
+    );
+}

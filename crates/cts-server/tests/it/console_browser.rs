@@ -392,6 +392,52 @@ async fn walk(b: &Browser, server: &TestServer) {
     let error = b.find("#form-error").await.text().await.unwrap();
     assert!(error.contains("tracker_name"), "{error}");
 
+    // Key event notifications: create a customized one, dry-run it over
+    // the stored traces, delete it (confirmed).
+    b.go("/console/notifications").await;
+    b.fill("notification_name", "server_changes").await;
+    b.find("select[name=operation_type] option[value=customized]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.fill("operations", "ECS ecs createServer").await;
+    b.fill("rules", "resource_id = vm-42").await;
+    b.find("#create-notification button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let notice = b.find("#notice").await.text().await.unwrap();
+    assert!(
+        notice.contains("Created notification server_changes"),
+        "{notice}"
+    );
+    b.shoot("notifications").await;
+    b.find("tr[data-notification=server_changes] a.dry-run")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let summary = b.find("#dry-run-summary").await.text().await.unwrap();
+    assert!(summary.contains("would have matched 15 of"), "{summary}");
+    b.wait_count("#traces tbody tr", 15).await;
+    b.shoot("notification-dry-run").await;
+    b.go("/console/notifications").await;
+    b.find("tr[data-notification=server_changes] a.delete")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.find("#confirm-button").await.click().await.unwrap();
+    assert!(b
+        .find("#notice")
+        .await
+        .text()
+        .await
+        .unwrap()
+        .contains("Deleted notification"));
+
     // A request without the CSRF token is refused.
     let (status, body) = b
         .fetch("fetch('/console/trackers/confirm', {method: 'POST', body: new URLSearchParams({action: 'disable', name: 'system', type: 'system'})})")
