@@ -6,6 +6,7 @@
 //! response, and renders notifications with [`Notification::to_json`].
 //! Delivery (topics, the outbox) is `cts-smn`'s.
 
+mod consumer;
 mod error;
 mod facts;
 mod filter;
@@ -14,6 +15,7 @@ mod model;
 mod request;
 mod store;
 
+pub use consumer::{Notifier, NotifierError, Pass, CONSUMER};
 pub use error::{codes, NotificationError};
 pub use facts::{TraceFacts, UserFacts};
 pub use filter::{Condition, Filter, FilterField, FilterRule, MAX_FILTER_RULES};
@@ -26,4 +28,4 @@ pub use request::{
     is_valid_name, parse_create, parse_update, NotificationSpec, MAX_OPERATIONS, MAX_SERVICES,
     MAX_USERS, MAX_USER_GROUPS,
 };
-pub use store::{Directory, NotificationStore, Snapshot};
+pub use store::{Directory, NotificationStore};

@@ -36,7 +36,7 @@ impl CompiledRule {
         });
         CompiledRule {
             since: if respect_since {
-                n.since.unwrap_or(i64::MAX)
+                n.since.unwrap_or(n.create_time)
             } else {
                 i64::MIN
             },
@@ -147,6 +147,19 @@ impl Matcher {
 
     pub fn is_empty(&self) -> bool {
         self.projects.is_empty()
+    }
+
+    /// The newest `since` of the rules, and the oldest one after
+    /// `applied`: where a consumer that placed its cursor for `applied`
+    /// must evaluate again from.
+    pub fn sinces(&self, applied: i64) -> (Option<i64>, Option<i64>) {
+        let all = || {
+            self.projects
+                .values()
+                .flat_map(|p| &p.rules)
+                .map(|r| r.since)
+        };
+        (all().max(), all().filter(|s| *s > applied).min())
     }
 
     /// Appends the notifications the trace fires to `fired`.

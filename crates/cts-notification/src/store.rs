@@ -44,31 +44,13 @@ pub trait Directory {
     ) -> Result<Option<Vec<ResolvedUser>>, String>;
 }
 
-/// The matcher of the moment and what changed since earlier ones.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    pub matcher: Arc<Matcher>,
-    /// Grows with every change of the rules.
-    pub generation: u64,
-    /// The earliest `since` of a rule enabled or changed by generations
-    /// after the one asked about: traces recorded from then on must be
-    /// evaluated again with this matcher (no start gap).
-    pub rewind_from: Option<i64>,
-}
-
-struct Compiled {
-    matcher: Arc<Matcher>,
-    generation: u64,
-    /// (generation, since) of each rule activation, oldest first.
-    activations: Vec<(u64, i64)>,
-}
-
 /// The notifications of every project. Share it as `Arc<NotificationStore>`;
 /// every method blocks (SQLite, fsync'd): async callers use `spawn_blocking`.
 pub struct NotificationStore {
     conn: Mutex<Connection>,
     quota: u64,
-    compiled: RwLock<Compiled>,
+    /// The enabled rules compiled, replaced by every write.
+    matcher: RwLock<Arc<Matcher>>,
 }
 
 impl std::fmt::Debug for NotificationStore {
@@ -111,51 +93,20 @@ impl NotificationStore {
         Ok(NotificationStore {
             conn: Mutex::new(conn),
             quota,
-            compiled: RwLock::new(Compiled {
-                matcher: Arc::new(Matcher::compile(all)),
-                generation: 0,
-                activations: Vec::new(),
-            }),
+            matcher: RwLock::new(Arc::new(Matcher::compile(all))),
         })
     }
 
-    /// The enabled rules compiled, and the earliest trace time to evaluate
-    /// again for a consumer that last saw `seen_generation`.
-    pub fn snapshot(&self, seen_generation: u64) -> Snapshot {
-        let c = self.compiled.read();
-        Snapshot {
-            matcher: Arc::clone(&c.matcher),
-            generation: c.generation,
-            rewind_from: c
-                .activations
-                .iter()
-                .filter(|(g, _)| *g > seen_generation)
-                .map(|(_, since)| *since)
-                .min(),
-        }
+    /// The enabled rules, compiled.
+    pub fn matcher(&self) -> Arc<Matcher> {
+        Arc::clone(&self.matcher.read())
     }
 
     /// Recompiles after a committed change, still under the connection
-    /// lock so that snapshots follow the commits in order.
-    fn recompile(
-        &self,
-        conn: &Connection,
-        activated: Option<i64>,
-    ) -> Result<(), NotificationError> {
+    /// lock so that matchers follow the commits in order.
+    fn recompile(&self, conn: &Connection) -> Result<(), NotificationError> {
         let all = load(conn, "SELECT body FROM notifications", &[])?;
-        let mut c = self.compiled.write();
-        c.generation += 1;
-        c.matcher = Arc::new(Matcher::compile(all));
-        if let Some(since) = activated {
-            let g = c.generation;
-            c.activations.push((g, since));
-            // A consumer far behind rewinds to the oldest kept; more than
-            // this many activations between two of its polls is not a
-            // pattern worth memory.
-            if c.activations.len() > 1024 {
-                c.activations.remove(0);
-            }
-        }
+        *self.matcher.write() = Arc::new(Matcher::compile(all));
         Ok(())
     }
 
@@ -263,7 +214,7 @@ impl NotificationStore {
         )
         .map_err(db(codes::WRITE_FAILED))?;
         tx.commit().map_err(db(codes::WRITE_FAILED))?;
-        self.recompile(&conn, n.since)?;
+        self.recompile(&conn)?;
         Ok(n)
     }
 
@@ -308,7 +259,7 @@ impl NotificationStore {
             return Err(NotificationError::not_found(id));
         }
         tx.commit().map_err(db(codes::WRITE_FAILED))?;
-        self.recompile(&conn, after.since)?;
+        self.recompile(&conn)?;
         Ok((before, after))
     }
 
@@ -366,7 +317,7 @@ impl NotificationStore {
         if gone == 0 {
             return Err(NotificationError::not_found(id));
         }
-        self.recompile(&conn, None)?;
+        self.recompile(&conn)?;
         Ok(n)
     }
 

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::handler::Handler;
@@ -486,6 +487,7 @@ where
     let retention = tokio::spawn(enforce_retention(state.clone()));
     let catalog = tokio::spawn(flush_catalog(state.clone()));
     let transfer = tokio::spawn(run_transfer(state.clone()));
+    let notifier = tokio::spawn(run_notifier(state.clone()));
     let refusals = tokio::spawn(summarize_refusals(state.clone()));
     let catalog_state = state.clone();
     let limits = state.config.limits.clone();
@@ -496,6 +498,7 @@ where
     retention.abort();
     catalog.abort();
     transfer.abort();
+    notifier.abort();
     refusals.abort();
     // What the catalog learned since its last flush.
     flush_catalog_once(catalog_state).await;
@@ -517,6 +520,41 @@ async fn run_transfer(state: AppState) {
         state.metrics.transfer_failures.inc_by(failed_writes);
         let skipped = state.transfer.take_skipped();
         state.metrics.transfer_skipped.inc_by(skipped);
+    }
+}
+
+/// Evaluates new traces against the notification rules: at once while
+/// behind, else every 200 ms (well within the 5 s from report to delivery).
+async fn run_notifier(state: AppState) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_millis(200));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let notifier = Arc::clone(&state.notifier);
+        // Journal reads and SQLite commits: off the async workers.
+        let pass = tokio::task::spawn_blocking(move || notifier.pass(16)).await;
+        let caught_up = match pass {
+            Ok(Ok(p)) => {
+                state.metrics.notification_matched.inc_by(p.fired);
+                p.caught_up
+            }
+            Ok(Err(e)) => {
+                state.metrics.notification_failures.inc();
+                tracing::warn!(error = %e, "notification pass failed; it is retried");
+                true
+            }
+            Err(e) => {
+                state.metrics.notification_failures.inc();
+                tracing::error!(error = %e, "notification pass panicked; it is retried");
+                true
+            }
+        };
+        state
+            .metrics
+            .notification_skipped
+            .inc_by(state.notifier.take_skipped());
+        if caught_up {
+            ticks.tick().await;
+        }
     }
 }
 

@@ -86,6 +86,9 @@ pub struct Metrics {
     pub audit_failures: Counter,
     pub transfer_failures: Counter,
     pub transfer_skipped: Counter,
+    pub notification_matched: Counter,
+    pub notification_skipped: Counter,
+    pub notification_failures: Counter,
     /// Label-free: project ids and tracker names only go to authenticated
     /// scrapers (see [`render_trackers`]).
     transfer_backlog_all: Gauge,
@@ -122,6 +125,9 @@ impl Metrics {
             audit_failures: Counter::default(),
             transfer_failures: Counter::default(),
             transfer_skipped: Counter::default(),
+            notification_matched: Counter::default(),
+            notification_skipped: Counter::default(),
+            notification_failures: Counter::default(),
             transfer_backlog_all: Gauge::default(),
             transfer_oldest_age_max: Gauge::default(),
             store: StoreGauges::default(),
@@ -202,6 +208,21 @@ impl Metrics {
             "cts_transfer_skipped_traces",
             "Traces a tracker should have archived that the transfer passed over (unreadable, or removed from the journal first); should stay 0, each is logged",
             m.transfer_skipped.clone(),
+        );
+        registry.register(
+            "cts_notification_matched",
+            "Messages the notification rules produced for the outbox (a trace evaluated again after a rule change counts again; the outbox keeps one)",
+            m.notification_matched.clone(),
+        );
+        registry.register(
+            "cts_notification_skipped_traces",
+            "Traces the notification matcher passed over (unreadable, or removed from the journal first); should stay 0, each is logged",
+            m.notification_skipped.clone(),
+        );
+        registry.register(
+            "cts_notification_matcher_failures",
+            "Matcher passes that failed (journal, consumer state or outbox errors; retried); see the log",
+            m.notification_failures.clone(),
         );
         registry.register(
             "cts_transfer_backlog_all_traces",

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use cts_archive::ObjectStorage;
 use cts_consumer::ConsumerStore;
 use cts_identity::{IdentityError, IdentityStore};
-use cts_notification::{NotificationError, NotificationStore};
+use cts_notification::{NotificationError, NotificationStore, Notifier, NotifierError};
 use cts_smn::{Outbox, SmnError, TopicStore};
 use cts_store::{EmbeddedStore, StoreError, TraceStore};
 use cts_tracker::{Catalog, TrackerError, TrackerStore};
@@ -33,6 +33,7 @@ pub struct Inner {
     pub notifications: Arc<NotificationStore>,
     pub topics: Arc<TopicStore>,
     pub outbox: Arc<Outbox>,
+    pub notifier: Arc<Notifier>,
     pub login_lockout: LoginLockout,
     pub refusals: RefusalAudit,
     pub metrics: Metrics,
@@ -63,6 +64,7 @@ impl AppState {
             notifications: settings.notifications,
             topics: settings.topics,
             outbox: settings.outbox,
+            notifier: settings.notifier,
             login_lockout,
             refusals,
             metrics: Metrics::new(),
@@ -112,6 +114,8 @@ pub struct Settings {
     pub notifications: Arc<NotificationStore>,
     pub topics: Arc<TopicStore>,
     pub outbox: Arc<Outbox>,
+    /// The matcher: a journal consumer filling the outbox.
+    pub notifier: Arc<Notifier>,
 }
 
 impl Settings {
@@ -133,7 +137,7 @@ impl Settings {
         let transfer = Transfer::open(
             &config.data_dir.join("transfer"),
             consumers.clone(),
-            store,
+            store.clone(),
             trackers.clone(),
             storage,
             config.transfer_settings(),
@@ -141,18 +145,28 @@ impl Settings {
             now_ms() / 1000,
         )
         .map_err(|e| OpenError::Transfer(e.to_string()))?;
+        let notifications = Arc::new(NotificationStore::open(
+            &config.notifications_dir(),
+            config.quotas.notifications,
+        )?);
+        let outbox = Arc::new(Outbox::open(&config.notifications_dir())?);
+        // Holds the journal at once, before retention first runs.
+        let notifier = Notifier::open(
+            store,
+            notifications.clone(),
+            consumers.clone(),
+            outbox.clone(),
+        )?;
         Ok(Settings {
             identity,
             trackers,
             catalog: Arc::new(Catalog::open(&trackers_dir)?),
             transfer: Arc::new(transfer),
             consumers,
-            notifications: Arc::new(NotificationStore::open(
-                &config.notifications_dir(),
-                config.quotas.notifications,
-            )?),
+            notifications,
             topics: Arc::new(TopicStore::open(&config.notifications_dir())?),
-            outbox: Arc::new(Outbox::open(&config.notifications_dir())?),
+            outbox,
+            notifier: Arc::new(notifier),
         })
     }
 }
@@ -169,6 +183,8 @@ pub enum OpenError {
     Transfer(String),
     #[error("opening the notification store: {0}")]
     Notifications(#[from] NotificationError),
+    #[error("opening the notification matcher: {0}")]
+    Notifier(#[from] NotifierError),
     #[error("opening the topics and outbox: {0}")]
     Smn(#[from] SmnError),
 }

@@ -79,7 +79,13 @@ fn post_json(uri: &str, body: impl Into<Vec<u8>>) -> Request<Body> {
 
 /// The router over `store`, with identities and trackers (in their own
 /// temporary directory): the admin holds project `p1` and the key `AK`.
-fn app_with(mut config: Config, store: Arc<dyn TraceStore>) -> (tempfile::TempDir, Router) {
+fn app_with(config: Config, store: Arc<dyn TraceStore>) -> (tempfile::TempDir, Router) {
+    let (dir, state) = state_with(config, store);
+    (dir, router(state))
+}
+
+/// [`app_with`]'s state, for tests that reach past the router.
+fn state_with(mut config: Config, store: Arc<dyn TraceStore>) -> (tempfile::TempDir, AppState) {
     let dir = tempfile::tempdir().unwrap();
     config.data_dir = dir.path().to_path_buf();
     let settings = Settings::open(&config, store.clone()).unwrap();
@@ -102,7 +108,7 @@ fn app_with(mut config: Config, store: Arc<dyn TraceStore>) -> (tempfile::TempDi
         .trackers
         .ensure_system_tracker("p1", "d1", now_ms())
         .unwrap();
-    (dir, router(AppState::new(config, store, settings)))
+    (dir, AppState::new(config, store, settings))
 }
 
 /// The embedded engine in a temporary directory (kept alive by the caller).
@@ -390,4 +396,57 @@ async fn expired_traces_never_show() {
     assert_eq!(a.body["meta_data"]["count"], 0, "{}", a.text);
     let a = call(&app, get(&format!("/v3/p1/traces?trace_id={id}"))).await;
     assert_eq!(a.body["meta_data"]["count"], 0, "{}", a.text);
+}
+
+/// A rule enabled through the API fires for the traces reported after it:
+/// the matcher puts one message per trace into the outbox, with the whole
+/// trace, for the topic's subscription.
+#[tokio::test]
+async fn reported_traces_fire_enabled_rules_into_the_outbox() {
+    let mut config = Config::default();
+    let (_dir, store) = engine(&mut config);
+    let (_identity_dir, state) = state_with(config, store);
+    let topic = state
+        .topics
+        .create_topic("p1", "eu", "alerts", "")
+        .unwrap()
+        .urn;
+    let hook = "http://127.0.0.1:9/hook";
+    let sub = state
+        .topics
+        .subscribe("p1", &topic, cts_smn::Protocol::Http, hook, "")
+        .unwrap();
+    let app = router(state.clone());
+    let rule = json!({"notification_name": "failed_creates", "operation_type": "customized",
+        "operations": [{"service_type": "ECS", "resource_type": "server", "trace_names": ["createServer"]}],
+        "filter": {"is_support_filter": true, "condition": "AND", "rule": ["code != 201"]},
+        "topic_id": topic});
+    let a = call(&app, post_json("/v3/p1/notifications", rule.to_string())).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    assert_eq!(a.body["status"], "enabled");
+    let now = now_ms();
+    let body = json!({"traces": [trace(now, "201"), trace(now, "500"), trace(now, "403")]});
+    let a = call(&app, post_json("/v3/p1/traces", body.to_string())).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    let notifier = state.notifier.clone();
+    let pass = tokio::task::spawn_blocking(move || notifier.pass(16))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pass.fired, 2);
+    let mut sent = state.outbox.deliveries("p1", None, None, 0, 10).unwrap();
+    sent.reverse();
+    let codes: Vec<String> = sent
+        .iter()
+        .map(|d| {
+            assert_eq!(
+                (d.subscription_urn.as_str(), d.topic_urn.as_str()),
+                (sub.urn.as_str(), topic.as_str())
+            );
+            assert_eq!(d.notification_name, "failed_creates");
+            let t: Value = serde_json::from_str(&d.trace).unwrap();
+            t["code"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(codes, ["500", "403"]);
 }
