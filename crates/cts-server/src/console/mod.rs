@@ -241,6 +241,30 @@ pub async fn allowed(state: &AppState, s: &Signed, permission: Permission) -> Re
     .map_err(|e| ApiError::Internal(e.to_string()))?
 }
 
+/// The action a confirmation form names.
+pub fn action(a: Option<&str>) -> Result<&'static str, ApiError> {
+    match a {
+        Some("enable") => Ok("enable"),
+        Some("disable") => Ok("disable"),
+        Some("delete") => Ok("delete"),
+        _ => Err(ApiError::BadRequest {
+            field: "action",
+            rule: "must be enable, disable or delete".into(),
+        }),
+    }
+}
+
+/// Back to `page` after a change, which it names (`?done=`).
+pub fn done(page: &str, what: &str) -> Response {
+    let q = serde_urlencoded::to_string([("done", what)]).unwrap_or_default();
+    Redirect::to(&format!("{page}?{q}")).into_response()
+}
+
+/// A refused change shown on its form: the API's code and message.
+pub fn refusal(e: &ApiError) -> String {
+    format!("{}: {e}", e.code())
+}
+
 /// The compiled-in assets.
 async fn asset(axum::extract::Path(name): axum::extract::Path<String>) -> Response {
     let (body, kind): (&'static [u8], &str) = match name.as_str() {

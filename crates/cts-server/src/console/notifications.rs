@@ -8,13 +8,15 @@
 use askama::Template;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde_json::{json, Value};
 
 use super::traces::{Filters, Row};
 use super::view::{html, time_utc, Chrome, ConfirmPage};
-use super::{allowed, PageError, Signed, Source};
+use super::{action, allowed, done, refusal, PageError, Signed, Source};
+
+const PAGE: &str = "/console/notifications";
 use crate::api::{dry_run, notifications};
 use crate::auth::Permission;
 use crate::error::ApiError;
@@ -277,11 +279,6 @@ pub async fn index(
     Ok(html(&page).into_response())
 }
 
-fn done(what: &str) -> Response {
-    let q = serde_urlencoded::to_string([("done", what)]).unwrap_or_default();
-    Redirect::to(&format!("/console/notifications?{q}")).into_response()
-}
-
 /// `POST /console/notifications`: create.
 pub async fn create(
     State(state): State<AppState>,
@@ -294,18 +291,10 @@ pub async fn create(
     let body = Body::from(form.body(false).to_string());
     let c = src.call(&state, &s);
     match notifications::create(c, Path(s.project().to_string()), body).await {
-        Ok(_) => Ok(done(&format!("Created notification {}", form.name))),
+        Ok(_) => Ok(done(PAGE, &format!("Created notification {}", form.name))),
         Err(e) => {
             let status = e.status();
-            let page = list_page(
-                &state,
-                &s,
-                &src,
-                form,
-                Some(format!("{}: {e}", e.code())),
-                None,
-            )
-            .await?;
+            let page = list_page(&state, &s, &src, form, Some(refusal(&e)), None).await?;
             Ok((status, html(&page)).into_response())
         }
     }
@@ -368,27 +357,15 @@ pub async fn update(
     let body = Body::from(form.body(true).to_string());
     let c = src.call(&state, &s);
     match notifications::update(c, Path(s.project().to_string()), body).await {
-        Ok(_) => Ok(done(&format!("Modified notification {}", form.name))),
+        Ok(_) => Ok(done(PAGE, &format!("Modified notification {}", form.name))),
         Err(e) => {
             let page = EditPage {
                 chrome: Chrome::of(&s, "Modify notification", "notifications", true),
-                error: Some(format!("{}: {e}", e.code())),
+                error: Some(refusal(&e)),
                 form,
             };
             Ok((e.status(), html(&page)).into_response())
         }
-    }
-}
-
-fn action(a: Option<&str>) -> Result<&'static str, ApiError> {
-    match a {
-        Some("enable") => Ok("enable"),
-        Some("disable") => Ok("disable"),
-        Some("delete") => Ok("delete"),
-        _ => Err(ApiError::BadRequest {
-            field: "action",
-            rule: "must be enable, disable or delete".into(),
-        }),
     }
 }
 
@@ -439,7 +416,7 @@ pub async fn act(
         let params =
             serde_urlencoded::from_str(&q).map_err(|e| ApiError::Internal(e.to_string()))?;
         notifications::delete(c, project, Query(params)).await?;
-        return Ok(done(&format!("Deleted notification {name}")));
+        return Ok(done(PAGE, &format!("Deleted notification {name}")));
     }
     let mut form = NotificationForm::of_json(&n);
     form.status = if act == "enable" {
@@ -450,14 +427,17 @@ pub async fn act(
     .into();
     let _updated =
         notifications::update(c, project, Body::from(form.body(true).to_string())).await?;
-    Ok(done(&format!(
-        "{} notification {name}",
-        if act == "enable" {
-            "Enabled"
-        } else {
-            "Disabled"
-        }
-    )))
+    Ok(done(
+        PAGE,
+        &format!(
+            "{} notification {name}",
+            if act == "enable" {
+                "Enabled"
+            } else {
+                "Disabled"
+            }
+        ),
+    ))
 }
 
 #[derive(Template)]

@@ -6,7 +6,7 @@
 
 use askama::Template;
 use axum::extract::{Query, Request, State};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde_json::{json, Map, Value};
 
@@ -15,7 +15,7 @@ use cts_tracker::{
 };
 
 use super::view::{html, time_utc, Chrome, ConfirmPage};
-use super::{allowed, PageError, Signed, Source};
+use super::{action, allowed, done, refusal, PageError, Signed, Source};
 use crate::api::trackers::blocking;
 use crate::auth::Permission;
 use crate::error::ApiError;
@@ -253,16 +253,6 @@ pub async fn list(
     Ok(html(&page).into_response())
 }
 
-/// A refused change shown on its form: the API's code and message.
-fn refusal(e: &ApiError) -> String {
-    format!("{}: {e}", e.code())
-}
-
-fn done(what: &str, name: &str) -> Response {
-    let q = serde_urlencoded::to_string([("done", format!("{what} {name}"))]).unwrap_or_default();
-    Redirect::to(&format!("/console/trackers?{q}")).into_response()
-}
-
 /// `POST /console/trackers`: create.
 pub async fn create(
     State(state): State<AppState>,
@@ -279,7 +269,10 @@ pub async fn create(
     }
     .await;
     match result {
-        Ok(t) => Ok(done("Created tracker", &t.tracker_name)),
+        Ok(t) => Ok(done(
+            "/console/trackers",
+            &format!("Created tracker {}", t.tracker_name),
+        )),
         Err(e) => {
             let status = e.status();
             let page = list_page(&state, &s, form, Some(refusal(&e)), None).await?;
@@ -354,7 +347,10 @@ pub async fn update(
     }
     .await;
     match result {
-        Ok(t) => Ok(done("Modified tracker", &t.tracker_name)),
+        Ok(t) => Ok(done(
+            "/console/trackers",
+            &format!("Modified tracker {}", t.tracker_name),
+        )),
         Err(e) => {
             let page = EditPage {
                 chrome: Chrome::of(&s, "Modify tracker", "trackers", true),
@@ -366,19 +362,6 @@ pub async fn update(
     }
 }
 
-/// The actions of `/console/trackers/confirm`.
-fn action(w: &Which) -> Result<&'static str, ApiError> {
-    match w.action.as_deref() {
-        Some("enable") => Ok("enable"),
-        Some("disable") => Ok("disable"),
-        Some("delete") => Ok("delete"),
-        _ => Err(ApiError::BadRequest {
-            field: "action",
-            rule: "must be enable, disable or delete".into(),
-        }),
-    }
-}
-
 /// `GET /console/trackers/confirm?action=disable|delete&name=&type=`: the
 /// question asked before a tracker stops recording or goes.
 pub async fn confirm(
@@ -387,7 +370,7 @@ pub async fn confirm(
     Query(w): Query<Which>,
 ) -> Result<Response, PageError> {
     allowed(&state, &s, Permission::CtsWrite).await?;
-    let act = action(&w)?;
+    let act = action(w.action.as_deref())?;
     let t = find(&state, s.project(), &w.name, &w.kind).await?;
     let (name, kind) = (t.tracker_name, t.tracker_type.as_str());
     let question = match (act, kind) {
@@ -433,14 +416,17 @@ pub async fn act(
         kind: s.field("type").to_string(),
         action: Some(s.field("action").to_string()),
     };
-    let act = action(&w)?;
+    let act = action(w.action.as_deref())?;
     let kind = parse_tracker_type_param(&w.kind).map_err(ApiError::from)?;
     let c = Source::of(&req).call(&state, &s);
     match act {
         "delete" => {
             c.delete_trackers(s.project(), Some(w.name.clone()), Some(kind))
                 .await?;
-            Ok(done("Deleted tracker", &w.name))
+            Ok(done(
+                "/console/trackers",
+                &format!("Deleted tracker {}", w.name),
+            ))
         }
         _ => {
             let status = if act == "enable" {
@@ -457,7 +443,10 @@ pub async fn act(
             } else {
                 "Disabled tracker"
             };
-            Ok(done(what, &t.tracker_name))
+            Ok(done(
+                "/console/trackers",
+                &format!("{what} {}", t.tracker_name),
+            ))
         }
     }
 }

@@ -395,19 +395,8 @@ fn sessions_end_when_idle_and_at_sign_out() {
 
 #[test]
 fn the_cookie_is_secure_over_tls() {
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert, certified.cert.pem()).unwrap();
-    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
-    let server = TestServer::builder()
-        .arg("--tls-cert")
-        .arg(cert.to_str().unwrap())
-        .arg("--tls-key")
-        .arg(key.to_str().unwrap())
-        .ca(certified.cert.pem().as_bytes())
-        .start();
+    let (_certs, server) = TestServer::tls_builder();
+    let server = server.start();
     let mut c = Console::new(&server);
     let a = server.admin.clone();
     let p = c.sign_in(&a.user_name, &a.password, &a.domain_name);

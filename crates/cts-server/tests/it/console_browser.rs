@@ -106,6 +106,34 @@ impl Browser {
         self.c.find_all(Locator::Css(css)).await.unwrap().len()
     }
 
+    /// Waits until an element `css` holds `text` (a click's page may
+    /// still be loading, its predecessor's elements going stale).
+    async fn wait_text(&self, css: &str, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(e) = self.c.find(Locator::Css(css)).await {
+                if e.text().await.is_ok_and(|t| t.contains(text)) {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "no {css} with {text:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the page's path and query contain `part`.
+    async fn wait_path(&self, part: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let path = self.path().await;
+            if path.contains(part) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{part} not in {path}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until `count(css) == n` (htmx swaps the results in place).
     async fn wait_count(&self, css: &str, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -268,6 +296,8 @@ async fn walk(b: &Browser, server: &TestServer) {
     b.go("/console/traces?range=hour").await;
     b.fill("resource_id", "vm-42").await;
     b.find("#search").await.click().await.unwrap();
+    // htmx swaps the results in, then puts the filters in the URL.
+    b.wait_path("resource_id=vm-42").await;
     b.wait_count("#traces tbody tr", 10).await;
     let url = b.path().await;
     assert!(
@@ -291,6 +321,7 @@ async fn walk(b: &Browser, server: &TestServer) {
     }
     b.shoot("traces").await;
     b.find("#next-page").await.click().await.unwrap();
+    b.wait_path("next=").await;
     b.wait_count("#traces tbody tr", 5).await;
     for cell in
         b.c.find_all(Locator::Css("#traces tbody tr td:nth-child(5)"))
@@ -354,25 +385,13 @@ async fn walk(b: &Browser, server: &TestServer) {
         .contains("Disable the system tracker"));
     b.shoot("tracker-confirm").await;
     b.find("#confirm-button").await.click().await.unwrap();
-    assert!(b
-        .find("#notice")
-        .await
-        .text()
-        .await
-        .unwrap()
-        .contains("Disabled tracker system"));
+    b.wait_text("#notice", "Disabled tracker system").await;
     b.find("tr[data-tracker=system] button.enable")
         .await
         .click()
         .await
         .unwrap();
-    assert!(b
-        .find("#notice")
-        .await
-        .text()
-        .await
-        .unwrap()
-        .contains("Enabled tracker system"));
+    b.wait_text("#notice", "Enabled tracker system").await;
     b.go("/console/trackers/edit?name=system&type=system").await;
     b.shoot("tracker-edit").await;
     b.go("/console/traces?range=hour&service_type=CTS&trace_name=updateTracker")
@@ -408,11 +427,8 @@ async fn walk(b: &Browser, server: &TestServer) {
         .click()
         .await
         .unwrap();
-    let notice = b.find("#notice").await.text().await.unwrap();
-    assert!(
-        notice.contains("Created notification server_changes"),
-        "{notice}"
-    );
+    b.wait_text("#notice", "Created notification server_changes")
+        .await;
     b.shoot("notifications").await;
     b.find("tr[data-notification=server_changes] a.dry-run")
         .await
@@ -430,13 +446,7 @@ async fn walk(b: &Browser, server: &TestServer) {
         .await
         .unwrap();
     b.find("#confirm-button").await.click().await.unwrap();
-    assert!(b
-        .find("#notice")
-        .await
-        .text()
-        .await
-        .unwrap()
-        .contains("Deleted notification"));
+    b.wait_text("#notice", "Deleted notification").await;
 
     // A request without the CSRF token is refused.
     let (status, body) = b

@@ -114,20 +114,8 @@ fn serves_any_address_and_tls() {
         server.log()
     );
 
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("cert.pem");
-    let key = dir.path().join("key.pem");
-    std::fs::write(&cert, certified.cert.pem()).unwrap();
-    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
-    let tls = TestServer::builder()
-        .arg("--tls-cert")
-        .arg(cert.to_str().unwrap())
-        .arg("--tls-key")
-        .arg(key.to_str().unwrap())
-        .ca(certified.cert.pem().as_bytes())
-        .start();
+    let (_certs, tls) = TestServer::tls_builder();
+    let tls = tls.start();
     assert!(tls.base.starts_with("https://127.0.0.1:"), "{}", tls.base);
     assert!(tls.admin.endpoint.starts_with("https://"));
     let pid = tls.admin.project_id.clone();

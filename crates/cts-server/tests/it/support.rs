@@ -265,6 +265,27 @@ impl TestServer {
         TestServer::builder().start()
     }
 
+    /// A builder of an HTTPS-only server with a fresh self-signed
+    /// certificate for 127.0.0.1 that its client trusts; the directory
+    /// holding the certificate must outlive the start.
+    pub fn tls_builder() -> (TempDir, Builder) {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+                .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+        let builder = TestServer::builder()
+            .arg("--tls-cert")
+            .arg(cert.to_str().unwrap())
+            .arg("--tls-key")
+            .arg(key.to_str().unwrap())
+            .ca(certified.cert.pem().as_bytes());
+        (dir, builder)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
