@@ -22,8 +22,8 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::api::{
-    credentials, domain_roles, dry_run, identity, notifications, ops, tokens, traces, trackers,
-    transfer, versions,
+    credentials, domain_roles, dry_run, identity, notifications, ops, tokens, topics, traces,
+    trackers, transfer, versions,
 };
 use crate::auth::{authorize, Access, Permission};
 use crate::error::ApiError;
@@ -396,6 +396,49 @@ pub(crate) fn routes() -> Vec<Route> {
             Authenticated,
             credentials::delete,
         ),
+        // SMN-shaped topics and subscriptions, and their deliveries.
+        route(
+            M::POST,
+            "/v2/{project_id}/notifications/topics",
+            Project(CtsWrite),
+            topics::create_topic,
+        ),
+        route(
+            M::GET,
+            "/v2/{project_id}/notifications/topics",
+            Project(CtsRead),
+            topics::list_topics,
+        ),
+        route(
+            M::DELETE,
+            "/v2/{project_id}/notifications/topics/{topic_urn}",
+            Project(CtsWrite),
+            topics::delete_topic,
+        ),
+        route(
+            M::POST,
+            "/v2/{project_id}/notifications/topics/{topic_urn}/subscriptions",
+            Project(CtsWrite),
+            topics::subscribe,
+        ),
+        route(
+            M::GET,
+            "/v2/{project_id}/notifications/topics/{topic_urn}/subscriptions",
+            Project(CtsRead),
+            topics::list_subscriptions,
+        ),
+        route(
+            M::DELETE,
+            "/v2/{project_id}/notifications/subscriptions/{subscription_urn}",
+            Project(CtsWrite),
+            topics::unsubscribe,
+        ),
+        route(
+            M::GET,
+            "/v2/{project_id}/notifications/deliveries",
+            Project(CtsRead),
+            topics::deliveries,
+        ),
     ]
 }
 
@@ -489,6 +532,7 @@ where
     let transfer = tokio::spawn(run_transfer(state.clone()));
     let notifier = tokio::spawn(run_notifier(state.clone()));
     let refusals = tokio::spawn(summarize_refusals(state.clone()));
+    let delivery = tokio::spawn(deliver_notifications(state.clone())?);
     let catalog_state = state.clone();
     let limits = state.config.limits.clone();
     // The peer address becomes the `source_ip` of audit traces and a key
@@ -500,6 +544,7 @@ where
     transfer.abort();
     notifier.abort();
     refusals.abort();
+    delivery.abort();
     // What the catalog learned since its last flush.
     flush_catalog_once(catalog_state).await;
     Ok(())
@@ -556,6 +601,27 @@ async fn run_notifier(state: AppState) {
             ticks.tick().await;
         }
     }
+}
+
+/// The delivery of notification messages: runs until aborted. Fails when
+/// the SMTP settings do not make a sender.
+fn deliver_notifications(state: AppState) -> std::io::Result<impl Future<Output = ()>> {
+    let metrics_state = state.clone();
+    let on_outcome: cts_smn::OnOutcome = Arc::new(move |o: cts_smn::Outcome| {
+        metrics_state
+            .metrics
+            .notification_deliveries
+            .get_or_create(&crate::metrics::ResultLabel { result: o.as_str() })
+            .inc();
+    });
+    let deliverer = cts_smn::Deliverer::new(
+        state.topics.clone(),
+        state.outbox.clone(),
+        state.config.delivery_config(),
+        on_outcome,
+    )
+    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    Ok(Arc::new(deliverer).run())
 }
 
 /// Records how many refused credentials each address sent in its ended

@@ -44,6 +44,64 @@ pub struct Config {
     /// Where trace files go: an S3-compatible store, or (without
     /// `endpoint`) the local directory `DATA_DIR/obs`.
     pub obs: ObsSettings,
+    /// How notification messages are delivered (see docs/notifications.md).
+    pub delivery: DeliverySettings,
+    /// The relay of e-mail subscriptions.
+    pub smtp: SmtpSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Longest wait for one delivery attempt (connect, send, answer).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long a failing message is retried before it is dead.
+    #[serde(with = "humantime_serde")]
+    pub retry_for: Duration,
+    /// Wait after a first failure, doubled after each further one.
+    #[serde(with = "humantime_serde")]
+    pub first_backoff: Duration,
+    /// Longest wait between two attempts.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTlsMode {
+    /// STARTTLS, required (usually port 587).
+    Starttls,
+    /// TLS from the first byte (usually port 465).
+    Tls,
+    /// Plain SMTP: only for a relay on this host or a trusted network.
+    None,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSettings {
+    /// The relay; unset: e-mail subscriptions wait (and retry) until set.
+    pub host: Option<String>,
+    pub port: u16,
+    pub tls: SmtpTlsMode,
+    /// AUTH user and password, when the relay wants them.
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// `From:` of the messages, e.g. `CTS <cts@example.com>`.
+    pub from: Option<String>,
+}
+
+impl std::fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("user", &self.user)
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -240,6 +298,20 @@ impl Default for Config {
                 max_backoff: Duration::from_secs(300),
             },
             obs: ObsSettings::default(),
+            delivery: DeliverySettings {
+                timeout: Duration::from_secs(10),
+                retry_for: Duration::from_secs(24 * 3600),
+                first_backoff: Duration::from_secs(1),
+                max_backoff: Duration::from_secs(15 * 60),
+            },
+            smtp: SmtpSettings {
+                host: None,
+                port: 587,
+                tls: SmtpTlsMode::Starttls,
+                user: None,
+                password: None,
+                from: None,
+            },
             quotas: QuotaSettings {
                 data_trackers: cts_tracker::Limits::default().data_trackers,
                 notifications: cts_tracker::Limits::default().notifications,
@@ -400,6 +472,22 @@ impl Config {
                 return invalid(key, positive);
             }
         }
+        for (key, value) in [
+            ("delivery.timeout", self.delivery.timeout),
+            ("delivery.retry_for", self.delivery.retry_for),
+            ("delivery.first_backoff", self.delivery.first_backoff),
+            ("delivery.max_backoff", self.delivery.max_backoff),
+        ] {
+            if value < Duration::from_millis(1) {
+                return invalid(key, "must be at least 1ms");
+            }
+        }
+        if self.smtp.host.is_some() && self.smtp.from.is_none() {
+            return invalid("smtp.from", "is required with smtp.host");
+        }
+        if self.smtp.user.is_some() != self.smtp.password.is_some() {
+            return invalid("smtp", "needs both user and password, or neither");
+        }
         if let Some(url) = &self.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return invalid("public_url", "must start with http:// or https://");
@@ -460,6 +548,30 @@ impl Config {
             grace_secs: secs(self.transfer.grace),
             max_backoff_secs: secs(self.transfer.max_backoff).max(1),
             ..cts_transfer::Settings::default()
+        }
+    }
+
+    /// The delivery of notification messages.
+    pub fn delivery_config(&self) -> cts_smn::DeliveryConfig {
+        let d = &self.delivery;
+        let smtp = &self.smtp;
+        cts_smn::DeliveryConfig {
+            timeout: d.timeout,
+            retry_for: d.retry_for,
+            first_backoff: d.first_backoff,
+            max_backoff: d.max_backoff,
+            smtp: smtp.host.as_ref().map(|host| cts_smn::SmtpConfig {
+                host: host.clone(),
+                port: smtp.port,
+                tls: match smtp.tls {
+                    SmtpTlsMode::Starttls => cts_smn::SmtpTls::Starttls,
+                    SmtpTlsMode::Tls => cts_smn::SmtpTls::Tls,
+                    SmtpTlsMode::None => cts_smn::SmtpTls::None,
+                },
+                user: smtp.user.clone(),
+                password: smtp.password.clone(),
+                from: smtp.from.clone().unwrap_or_default(),
+            }),
         }
     }
 

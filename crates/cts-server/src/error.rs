@@ -35,6 +35,7 @@ use axum::Json;
 use cts_identity::IdentityError;
 use cts_model::{FieldError, QueryError, ReportError};
 use cts_notification::NotificationError;
+use cts_smn::SmnError;
 use cts_tracker::TrackerError;
 
 use crate::auth::AuthFailure;
@@ -102,6 +103,23 @@ pub enum ApiError {
     /// A key event notification rule, with its own CTS code.
     #[error("{}", .0.message)]
     Notification(#[from] NotificationError),
+}
+
+impl From<SmnError> for ApiError {
+    fn from(e: SmnError) -> ApiError {
+        match e {
+            SmnError::Invalid { field, rule } => ApiError::BadRequest { field, rule },
+            SmnError::TopicNotFound(id) => ApiError::ResourceNotFound { what: "topic", id },
+            SmnError::SubscriptionNotFound(id) => ApiError::ResourceNotFound {
+                what: "subscription",
+                id,
+            },
+            SmnError::TopicExists(_)
+            | SmnError::SubscriptionExists { .. }
+            | SmnError::Quota { .. } => ApiError::Conflict(e.to_string()),
+            SmnError::Storage(detail) => ApiError::Write(detail),
+        }
+    }
 }
 
 impl From<IdentityError> for ApiError {

@@ -41,6 +41,12 @@ pub struct RouteLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `delivered`, `retry` or `dead`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TrackerLabel {
     pub project_id: String,
     pub tracker: String,
@@ -93,6 +99,10 @@ pub struct Metrics {
     /// scrapers (see [`render_trackers`]).
     transfer_backlog_all: Gauge,
     transfer_oldest_age_max: Gauge,
+    pub notification_deliveries: Family<ResultLabel, Counter>,
+    notification_pending: Gauge,
+    notification_dead: Gauge,
+    notification_oldest_pending: Gauge,
     store: StoreGauges,
 }
 
@@ -130,6 +140,10 @@ impl Metrics {
             notification_failures: Counter::default(),
             transfer_backlog_all: Gauge::default(),
             transfer_oldest_age_max: Gauge::default(),
+            notification_deliveries: Family::default(),
+            notification_pending: Gauge::default(),
+            notification_dead: Gauge::default(),
+            notification_oldest_pending: Gauge::default(),
             store: StoreGauges::default(),
         };
         let registry = &mut m.registry;
@@ -234,8 +248,28 @@ impl Metrics {
             "Age of the oldest period not yet in trace files, over every tracker",
             m.transfer_oldest_age_max.clone(),
         );
+        registry.register(
+            "cts_notification_deliveries",
+            "Attempts to deliver a notification message to a subscription, by result (delivered, retry: failed and retried later, dead: failed past delivery.retry_for)",
+            m.notification_deliveries.clone(),
+        );
         let g = &m.store;
         for (name, help, gauge) in [
+            (
+                "cts_notification_pending",
+                "Notification messages waiting for delivery, counted per subscription",
+                &m.notification_pending,
+            ),
+            (
+                "cts_notification_dead",
+                "Notification messages given up after delivery.retry_for (dead letters), per subscription",
+                &m.notification_dead,
+            ),
+            (
+                "cts_notification_oldest_pending_seconds",
+                "Age of the oldest notification message waiting for delivery",
+                &m.notification_oldest_pending,
+            ),
             (
                 "cts_journal_bytes",
                 "Size of the journal on disk",
@@ -298,6 +332,16 @@ impl Metrics {
         self.transfer_backlog_all.set(gauge_value(backlog));
         let oldest = progress.iter().map(|p| p.oldest_age_secs).max();
         self.transfer_oldest_age_max.set(oldest.unwrap_or(0));
+    }
+
+    /// Sets the notification gauges from the outbox's `backlog` at `now_ms`.
+    pub fn set_notifications(&self, backlog: &cts_smn::Backlog, now_ms: i64) {
+        self.notification_pending.set(gauge_value(backlog.pending));
+        self.notification_dead.set(gauge_value(backlog.dead));
+        let age = backlog
+            .oldest_pending_ms
+            .map_or(0, |t| (now_ms - t).max(0) / 1000);
+        self.notification_oldest_pending.set(age);
     }
 
     /// The text exposition; store gauges are refreshed from `stats` when the

@@ -7,6 +7,7 @@ pub mod identity;
 pub mod notifications;
 pub mod ops;
 pub mod tokens;
+pub mod topics;
 pub mod traces;
 pub mod trackers;
 pub mod transfer;

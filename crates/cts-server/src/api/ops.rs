@@ -65,6 +65,14 @@ pub async fn metrics(
         }
         state.metrics.set_transfer(&progress);
     }
+    let outbox = state.outbox.clone();
+    match tokio::task::spawn_blocking(move || outbox.backlog()).await {
+        Ok(Ok(backlog)) => state
+            .metrics
+            .set_notifications(&backlog, crate::state::now_ms()),
+        Ok(Err(e)) => tracing::warn!(error = %e, "notification backlog unavailable"),
+        Err(e) => tracing::warn!(error = %e, "notification backlog unavailable"),
+    }
     let trackers = match caller {
         Some(Extension(caller)) => Some(own_domain(&state, &caller, progress).await),
         None => None,

@@ -19,5 +19,6 @@ mod retention;
 mod selfaudit;
 mod support;
 mod tokens;
+mod topics;
 mod trackers;
 mod transfer;
