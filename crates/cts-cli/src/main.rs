@@ -8,6 +8,7 @@ mod identity;
 mod table;
 mod tail;
 mod timefmt;
+mod topics;
 mod trackers;
 mod verify;
 
@@ -25,6 +26,7 @@ use ctx::Ctx;
 use identity::{
     AccessKeysCommand, GroupsCommand, LoginArgs, ProjectsCommand, RolesCommand, UsersCommand,
 };
+use topics::TopicsCommand;
 use trackers::TrackersCommand;
 use verify::VerifyArgs;
 
@@ -87,6 +89,10 @@ enum Command {
     Trackers(TrackersCommand),
     /// Show the project's quotas and their use.
     Quotas,
+    /// Manage notification topics, their subscriptions (webhooks, e-mail),
+    /// and see the delivery of their messages.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
     /// Get a token with a password; prints it and its expiry.
     Login(LoginArgs),
     /// Manage the projects of your domain.
@@ -298,6 +304,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         },
         Command::Trackers(cmd) => trackers::trackers(&ctx, cmd),
         Command::Quotas => trackers::quotas(&ctx),
+        Command::Topics(cmd) => topics::topics(&ctx, cmd),
         Command::Login(_) => identity::login(&ctx),
         Command::Projects(cmd) => identity::projects(&ctx, cmd),
         Command::Users(cmd) => identity::users(&ctx, cmd),
