@@ -6,10 +6,11 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::State;
 use axum::handler::Handler;
 use axum::http::Method;
 use axum::http::Request;
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
@@ -474,11 +475,32 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(CatchPanicLayer::custom(panic_response));
     router
+        .layer(from_fn_with_state(
+            state.clone(),
+            refuse_changes_when_read_only,
+        ))
         .fallback(not_found)
         // After the routes: it applies to the routes registered so far.
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware)
         .with_state(state)
+}
+
+/// A store opened read-only on a damaged journal records nothing: every
+/// request that would record or change something (all but GET, HEAD and
+/// OPTIONS: reports, and every audited change, whose trace could not be
+/// written) is refused before it starts, with the reason and what to run.
+async fn refuse_changes_when_read_only(
+    State(state): State<AppState>,
+    req: Request<Body>,
+    next: Next,
+) -> Response {
+    match &state.read_only {
+        Some(reason) if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) => {
+            ApiError::ReadOnly(reason.clone()).into_response()
+        }
+        _ => next.run(req).await,
+    }
 }
 
 fn request_span(req: &Request<Body>) -> tracing::Span {

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cts_store::StoreConfig;
+use cts_store::{OnDamage, StoreConfig};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -239,6 +239,10 @@ pub struct StoreSettings {
     /// A partition's index segments are merged in the background down to
     /// at most this many: the bound on open index files.
     pub max_segments_per_partition: usize,
+    /// What a start does on a damaged journal: `refuse` (name it and
+    /// stop) or `read-only` (quarantine a copy, serve queries, refuse
+    /// every change).
+    pub on_damage: OnDamage,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -277,6 +281,7 @@ impl Default for Config {
                 journal_segment_bytes: store.journal_segment_bytes,
                 fsync: store.fsync,
                 max_segments_per_partition: store.max_segments_per_partition,
+                on_damage: store.on_damage,
             },
             metrics: MetricsSettings { public: true },
             auth: AuthSettings {
@@ -589,6 +594,7 @@ impl Config {
         c.journal_segment_bytes = self.store.journal_segment_bytes;
         c.fsync = self.store.fsync;
         c.max_segments_per_partition = self.store.max_segments_per_partition;
+        c.on_damage = self.store.on_damage;
         c
     }
 }

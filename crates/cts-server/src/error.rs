@@ -20,6 +20,7 @@
 //! | 503  | CTS.9008 | Change refused: its audit trace could not be written      |
 //! | 503  | CTS.9009 | More connections than `limits.max_connections`            |
 //! | 408  | CTS.9010 | The body stalled longer than `limits.body_read_timeout`   |
+//! | 503  | CTS.9011 | Read-only: the store opened on a damaged journal (`store.on_damage = "read-only"`) |
 //!
 //! Codes of the reference in use: `CTS.0003` (400, invalid request body),
 //! `CTS.0300` (400, invalid query parameter), `CTS.0004` (500, the store
@@ -36,6 +37,7 @@ use cts_identity::IdentityError;
 use cts_model::{FieldError, QueryError, ReportError};
 use cts_notification::NotificationError;
 use cts_smn::SmnError;
+use cts_store::StoreError;
 use cts_tracker::TrackerError;
 
 use crate::auth::AuthFailure;
@@ -73,6 +75,10 @@ pub enum ApiError {
         "the change was refused: its audit trace could not be written, so nothing was changed"
     )]
     NotAudited(String),
+    /// A change while the store is read-only after damage: the reason
+    /// names the damage, where it was copied and what to run.
+    #[error("the store is read-only because its journal is damaged, so nothing can be recorded or changed: {0}")]
+    ReadOnly(String),
     #[error("too many connections (at most {max}); retry later")]
     TooManyConnections { max: usize },
     #[error("body: the client stopped sending it; the connection is closed")]
@@ -146,6 +152,14 @@ impl From<IdentityError> for ApiError {
 }
 
 impl ApiError {
+    /// A batch the store did not record.
+    pub fn not_written(e: StoreError) -> ApiError {
+        match e {
+            StoreError::ReadOnly(reason) => ApiError::ReadOnly(reason),
+            e => ApiError::Write(e.to_string()),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Report(_) | ApiError::BadRequest { .. } | ApiError::Query(_) => {
@@ -159,6 +173,7 @@ impl ApiError {
             }
             ApiError::Unavailable(_)
             | ApiError::NotAudited(_)
+            | ApiError::ReadOnly(_)
             | ApiError::TooManyConnections { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
@@ -190,6 +205,7 @@ impl ApiError {
             ApiError::Unavailable(_) => "CTS.9004",
             ApiError::TooManyConnections { .. } => "CTS.9009",
             ApiError::BodyTimeout => "CTS.9010",
+            ApiError::ReadOnly(_) => "CTS.9011",
             ApiError::Unauthenticated(_) | ApiError::Forbidden(_) => "CTS.0002",
             ApiError::MissingRole { .. } => "CTS.0013",
             ApiError::Throttled { .. } => "CTS.9005",

@@ -39,6 +39,8 @@ pub struct Inner {
     pub metrics: Metrics,
     /// Web console sessions (in memory: they end at restart).
     pub console: Sessions,
+    /// Why the store opened read-only (fixed for the process's life).
+    pub read_only: Option<String>,
 }
 
 impl Deref for AppState {
@@ -53,6 +55,7 @@ impl AppState {
         let login_lockout = LoginLockout::new(&config.auth);
         let refusals = RefusalAudit::new(config.auth.refusal_audit_window);
         let console = Sessions::new(config.auth.console_idle_timeout);
+        let read_only = store.read_only();
         AppState(Arc::new(Inner {
             config,
             store,
@@ -69,6 +72,7 @@ impl AppState {
             refusals,
             metrics: Metrics::new(),
             console,
+            read_only,
         }))
     }
 

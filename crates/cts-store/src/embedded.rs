@@ -40,6 +40,7 @@ use writer::{encode, freeze_active, WriteRequest};
 
 pub use check::{CheckReport, Damage};
 pub use repair::{Quarantined, RepairReport};
+mod salvage;
 
 /// Settings of the embedded engine.
 #[derive(Debug, Clone)]
@@ -60,6 +61,23 @@ pub struct StoreConfig {
     /// A partition's segments are merged in the background down to at
     /// most this many (at least 2).
     pub max_segments_per_partition: usize,
+    /// What a start does on a damaged journal record.
+    pub on_damage: OnDamage,
+}
+
+/// What the store does when its start finds a damaged journal record (not
+/// a torn tail).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnDamage {
+    /// Refuse to open, naming the file, the offset and what to run.
+    #[default]
+    Refuse,
+    /// Open read-only: the damaged ranges are copied into quarantine (the
+    /// journal is left as it is), the traces outside them are queryable,
+    /// and nothing is written, deleted or flushed until a restart after
+    /// `ctsd repair`.
+    ReadOnly,
 }
 
 impl StoreConfig {
@@ -72,6 +90,7 @@ impl StoreConfig {
             journal_segment_bytes: 64 << 20,
             fsync: true,
             max_segments_per_partition: 8,
+            on_damage: OnDamage::Refuse,
         }
     }
 }
@@ -136,6 +155,9 @@ struct Inner {
     corrupt_reads: AtomicU64,
     /// Quarantined journal ranges no operator has acknowledged yet.
     quarantined: Vec<Quarantined>,
+    /// Why the store opened read-only ([`OnDamage::ReadOnly`]); `None`
+    /// when it takes writes.
+    read_only: Option<String>,
     durable_seq: AtomicU64,
     flush_tx: Mutex<Option<Sender<Arc<Memtable>>>>,
     /// Wakes the merger after a flush.
@@ -264,6 +286,9 @@ impl Drop for EmbeddedStore {
 
 impl TraceStore for EmbeddedStore {
     fn append_prepared(&self, mut docs: Vec<PreparedTrace>) -> Result<AppendOutcome, StoreError> {
+        if let Some(why) = &self.inner.read_only {
+            return Err(StoreError::ReadOnly(why.clone()));
+        }
         let before = docs.len();
         // Drop retries of traces already recorded (and repeats within the batch).
         if docs.iter().any(|d| d.supplied) {
@@ -332,6 +357,10 @@ impl TraceStore for EmbeddedStore {
         self.feed.release(consumer);
     }
 
+    fn read_only(&self) -> Option<String> {
+        self.inner.read_only.clone()
+    }
+
     fn stats(&self) -> StoreStats {
         let journal_bytes = self
             .inner
@@ -352,6 +381,7 @@ impl TraceStore for EmbeddedStore {
             journal_seq: self.inner.last_seq.load(Ordering::Acquire),
             corrupt_reads: self.inner.corrupt_reads.load(Ordering::Relaxed),
             quarantined: self.inner.quarantined.clone(),
+            read_only: self.inner.read_only.clone(),
             index_durable_seq: self.inner.durable_seq.load(Ordering::Acquire),
             segment_merges: self.inner.merges.load(Ordering::Relaxed),
         }

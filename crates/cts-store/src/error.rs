@@ -21,6 +21,10 @@ pub enum StoreError {
     Setting(String),
     #[error("the store is shut down or its writer failed: {0}")]
     Unavailable(String),
+    /// The store opened read-only on a damaged journal
+    /// ([`crate::OnDamage::ReadOnly`]): nothing can be recorded.
+    #[error("the store is read-only because its journal is damaged: {0}")]
+    ReadOnly(String),
     /// Journal readers: traces after `after_seq` were removed by retention.
     /// The first trace still held after the cursor is `oldest_seq`; reading
     /// from `oldest_seq - 1` skips the lost ones knowingly.

@@ -16,7 +16,9 @@ pub mod segment;
 
 use cts_model::{Trace, TraceQuery};
 
-pub use embedded::{CheckReport, Damage, EmbeddedStore, Quarantined, RepairReport, StoreConfig};
+pub use embedded::{
+    CheckReport, Damage, EmbeddedStore, OnDamage, Quarantined, RepairReport, StoreConfig,
+};
 pub use error::StoreError;
 use memtable::IndexValues;
 
@@ -60,6 +62,9 @@ pub struct StoreStats {
     /// Journal ranges `ctsd repair` moved into quarantine that no operator
     /// has acknowledged yet.
     pub quarantined: Vec<Quarantined>,
+    /// Why the store is read-only (it opened on a damaged journal with
+    /// [`OnDamage::ReadOnly`]); `None` when it takes writes.
+    pub read_only: Option<String>,
 }
 
 /// What a retention pass removed.
@@ -132,6 +137,12 @@ pub trait TraceStore: Send + Sync + 'static {
     fn enforce_retention(&self, cutoff_ms: i64) -> Result<RetentionReport, StoreError>;
 
     fn stats(&self) -> StoreStats;
+
+    /// Why the store takes no writes (it opened read-only on a damaged
+    /// journal); `None` when it does. Fixed once the store is open.
+    fn read_only(&self) -> Option<String> {
+        None
+    }
 
     /// Reads the journal for a consumer (transfer to object storage, …):
     /// the acknowledged traces whose sequence number is `> after_seq`, in

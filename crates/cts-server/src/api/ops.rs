@@ -28,16 +28,26 @@ pub async fn healthz() -> Json<serde_json::Value> {
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     // Quarantined journal ranges do not stop the service; they are reported
     // until an operator acknowledges them (`ctsd repair --acknowledge`).
+    // A read-only store (opened on a damaged journal) answers queries: it
+    // is ready for them, and says why it takes no changes.
     let s = stats(&state).await.map_err(ApiError::Unavailable)?;
-    if s.quarantined.is_empty() {
-        return Ok(Json(json!({"status": "ready"})));
+    let mut body = match &s.read_only {
+        None => json!({"status": "ready"}),
+        Some(reason) => json!({"status": "read-only", "read_only": reason}),
+    };
+    if !s.quarantined.is_empty() {
+        body["quarantined"] = s
+            .quarantined
+            .iter()
+            .map(|q| {
+                json!({
+                    "file": q.file, "offset": q.offset, "len": q.len, "saved_as": q.saved_as,
+                    "first_seq": q.first_seq, "last_seq": q.last_seq,
+                })
+            })
+            .collect();
     }
-    Ok(Json(
-        json!({"status": "ready", "quarantined": s.quarantined.iter().map(|q| json!({
-        "file": q.file, "offset": q.offset, "len": q.len, "saved_as": q.saved_as,
-        "first_seq": q.first_seq, "last_seq": q.last_seq,
-    })).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(body))
 }
 
 /// `GET /metrics`. Label-free for anonymous scrapers (`metrics.public`):

@@ -147,7 +147,7 @@ async fn record(
                 recording::admit(&state2, &project_id, traces, &mut trace_ids);
             let AppendOutcome { stored, duplicates } =
                 recording::append(&state2, store, kept, &domain_id)
-                    .map_err(|e| ApiError::Write(e.to_string()))?;
+                    .map_err(ApiError::not_written)?;
             Ok::<_, ApiError>(ReportResponse {
                 recorded: stored,
                 duplicates,

@@ -102,3 +102,118 @@ fn a_damaged_journal_refuses_the_start_and_check_and_repair_recover_the_rest() {
     let again = TestServer::builder().root(&server.root).start();
     assert!(again.get("/readyz").body.get("quarantined").is_none());
 }
+
+#[test]
+fn by_setting_a_damaged_closed_journal_file_starts_read_only() {
+    let small_files = ("CTS_STORE_JOURNAL_SEGMENT_BYTES", "16384");
+    let mut server = TestServer::builder()
+        .env(small_files.0, small_files.1)
+        .start();
+    let now = now_ms();
+    let mut batches: Vec<Vec<String>> = Vec::new();
+    for b in 0..12 {
+        let traces: Vec<Value> = (0..20).map(|i| trace(now - b * 1000 - i)).collect();
+        let answer = server.report("main", &traces);
+        let reported = answer["trace_ids"].as_array().unwrap().iter();
+        batches.push(reported.map(|v| v.as_str().unwrap().to_string()).collect());
+    }
+    // A crash: nothing reached the index, so the start reads every file.
+    server.kill();
+
+    // One byte of a middle record of a closed (not the newest) file.
+    let files = wal_files(&server.data_dir);
+    let (wal, middle, data) = files[..files.len() - 1]
+        .iter()
+        .find_map(|f| {
+            let data = std::fs::read(f).unwrap();
+            let scan = cts_store::journal::scan_bytes(1, &data);
+            let r = scan.records.get(1).filter(|_| scan.records.len() >= 3)?;
+            let middle = (r.first_seq, r.count as usize, r.frames[0].offset as usize);
+            Some((f.clone(), middle, data))
+        })
+        .expect("a closed journal file of three records or more");
+    let mut data = data;
+    let (first_seq, count, frame_at) = middle;
+    data[frame_at + 30] ^= 0x02;
+    std::fs::write(&wal, &data).unwrap();
+
+    // Without the setting: the start is refused, as before.
+    let serve = ctsd(&["serve", "--listen", "127.0.0.1:0"], &server.data_dir);
+    assert!(!serve.status.success());
+    assert!(
+        text(&serve).contains(&wal.display().to_string()),
+        "{}",
+        text(&serve)
+    );
+
+    let ro = TestServer::builder()
+        .root(&server.root)
+        .env(small_files.0, small_files.1)
+        .env("CTS_STORE_ON_DAMAGE", "read-only")
+        .start();
+    assert_eq!(
+        std::fs::read(&wal).unwrap(),
+        data,
+        "the journal is left as it is"
+    );
+
+    // Every trace outside the damaged record is queryable, none inside it.
+    let got = ids(&ro.query_all("main", &[("limit", "100".into())]));
+    let missing: Vec<&Vec<String>> = batches
+        .iter()
+        .filter(|b| !b.iter().all(|id| got.contains(id)))
+        .collect();
+    assert_eq!(missing.len(), 1, "one report was in the damaged record");
+    assert_eq!(missing[0].len(), count);
+    assert!(missing[0].iter().all(|id| !got.contains(id)));
+
+    // Reports and audited changes are refused, saying why and what to run.
+    let refused = [
+        ro.post_traces("main", &batch(&[trace(now)])),
+        ro.post_json(
+            "/v3/projects",
+            &serde_json::json!({"project": {"name": "eu-de_other", "region": ro.admin.region}}),
+        ),
+    ];
+    for a in refused {
+        assert_eq!(a.status, 503, "{}", a.text);
+        assert_eq!(a.body["error_code"], "CTS.9011", "{}", a.text);
+        let msg = a.body["error_msg"].as_str().unwrap();
+        assert!(
+            msg.contains("read-only") && msg.contains("ctsd repair"),
+            "{msg}"
+        );
+        assert!(msg.contains(&wal.display().to_string()), "{msg}");
+    }
+
+    // Readiness says so; the damaged bytes are copied into quarantine.
+    let ready = ro.get("/readyz");
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.body["status"], "read-only", "{}", ready.text);
+    let q = &ready.body["quarantined"][0];
+    assert_eq!(q["first_seq"], first_seq, "{}", ready.text);
+    let (offset, len) = (q["offset"].as_u64().unwrap(), q["len"].as_u64().unwrap());
+    assert!((offset..offset + len).contains(&(frame_at as u64)));
+    let saved = server
+        .data_dir
+        .join("quarantine")
+        .join(q["saved_as"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read(saved).unwrap(),
+        data[offset as usize..(offset + len) as usize]
+    );
+    drop(ro);
+
+    // `ctsd repair` then takes the range out (listed once), and the next
+    // start takes writes.
+    let repair = ctsd(&["repair"], &server.data_dir);
+    assert!(repair.status.success(), "{}", text(&repair));
+    let again = TestServer::builder()
+        .root(&server.root)
+        .env(small_files.0, small_files.1)
+        .start();
+    again.report("main", &[trace(now)]);
+    let ready = again.get("/readyz");
+    assert_eq!(ready.body["status"], "ready", "{}", ready.text);
+    assert_eq!(ready.body["quarantined"].as_array().unwrap().len(), 1);
+}

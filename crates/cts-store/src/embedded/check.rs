@@ -64,7 +64,7 @@ pub(super) fn check_unlocked(config: &StoreConfig) -> Result<CheckReport, StoreE
     let mut last_seq = 0;
     for (id, path) in &journal::list_files(&journal_dir)? {
         report.journal_files += 1;
-        last_seq = check_journal_file(*id, path, &dicts, last_seq, &mut report)?;
+        last_seq = check_journal_file(*id, path, &dicts, last_seq, &mut report, &mut Vec::new())?;
     }
     match load_manifest(&index_dir) {
         Err(e) => report.damage.push(Damage {
@@ -120,13 +120,15 @@ fn check_dictionaries(
 }
 
 /// Checks the records of one journal file and its summary; returns the last
-/// sequence number seen.
-fn check_journal_file(
+/// sequence number seen. The valid records, also those after a damaged
+/// range, go into `records` (frame offsets from the start of the file).
+pub(super) fn check_journal_file(
     id: u32,
     path: &Path,
     dicts: &Dictionaries,
     mut last_seq: u64,
     report: &mut CheckReport,
+    records: &mut Vec<journal::ScannedRecord>,
 ) -> Result<u64, StoreError> {
     let data = fs::read(path).map_err(StoreError::io(path))?;
     let mut pos = 0usize;
@@ -160,6 +162,12 @@ fn check_journal_file(
             }
             last_seq = last_seq.max(r.first_seq + r.count as u64 - 1);
         }
+        records.extend(scan.records.into_iter().map(|mut r| {
+            for f in &mut r.frames {
+                f.offset += pos as u32;
+            }
+            r
+        }));
         let bad_at = pos as u64 + scan.valid_len;
         match scan.tail {
             Tail::Clean => break,

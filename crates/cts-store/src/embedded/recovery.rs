@@ -16,7 +16,7 @@ use super::flusher::flusher_loop;
 use super::merger::merger_loop;
 use super::query::MarkerCache;
 use super::writer::{writer_loop, WriteRequest};
-use super::{feed, EmbeddedStore, IndexState, Inner, JournalFile, StoreConfig};
+use super::{feed, salvage, EmbeddedStore, IndexState, Inner, JournalFile, OnDamage, StoreConfig};
 use crate::dict::Dictionaries;
 use crate::journal::{self, ActiveFile};
 use crate::memtable::{IndexValues, Memtable};
@@ -56,6 +56,24 @@ fn spawn(
         .map_err(StoreError::io("<thread>"))
 }
 
+/// The open store around `inner`: with its journal writer and threads, or
+/// (read-only) none.
+fn assemble(
+    inner: Arc<Inner>,
+    writer_tx: Option<mpsc::SyncSender<WriteRequest>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    lock: File,
+) -> EmbeddedStore {
+    EmbeddedStore {
+        inner,
+        writer_tx: Mutex::new(writer_tx),
+        threads: Mutex::new(threads),
+        markers: Mutex::new(MarkerCache::default()),
+        feed: feed::Feed::default(),
+        _lock: lock,
+    }
+}
+
 impl EmbeddedStore {
     /// Opens (or creates) the store: repairs the journal tail, loads the index
     /// and replays the journal past the index's durable position.
@@ -89,8 +107,13 @@ impl EmbeddedStore {
         let manifest = load_manifest(&index_dir)?;
         let segments = open_segments(&index_dir, &manifest)?;
 
+        let dicts = Dictionaries::open(&journal_dir, config.fsync)?;
         let files = journal::list_files(&journal_dir)?;
         let mut journal_files = BTreeMap::new();
+        // Summaries are written once the scan is through, and only by a
+        // store that takes writes.
+        let mut summaries = Vec::new();
+        let mut damaged = Vec::new();
         let mut last_seq = 0;
         let mut replay = Vec::new();
         let mut tail = None;
@@ -107,6 +130,8 @@ impl EmbeddedStore {
                 }
             }
             let scan = journal::scan_file(*id, path)?;
+            let mut records = scan.records;
+            let mut len = scan.valid_len;
             match scan.tail {
                 journal::Tail::Clean => {}
                 journal::Tail::Torn => {
@@ -121,31 +146,37 @@ impl EmbeddedStore {
                     }
                 }
                 journal::Tail::Corrupt { resumes } => {
-                    return Err(journal::damage(path, scan.valid_len, resumes));
+                    if config.on_damage == OnDamage::Refuse {
+                        return Err(journal::damage(path, scan.valid_len, resumes));
+                    }
+                    let salvaged = salvage::salvage(&config.dir, &dicts, *id, path, last_seq)?;
+                    records = salvaged.records;
+                    len = scan.file_len;
+                    damaged.push(salvaged.reason);
                 }
             }
-            let mut info = JournalFile::empty(scan.valid_len);
-            for r in &scan.records {
+            let mut info = JournalFile::empty(len);
+            for r in &records {
                 info.min_dict = info.min_dict.min(r.dict);
                 let end = r.first_seq + r.count as u64 - 1;
                 info.last_seq = info.last_seq.max(end);
                 info.max_time = info.max_time.max(r.max_time);
                 last_seq = last_seq.max(end);
             }
-            if scan
-                .records
+            if records
                 .iter()
                 .any(|r| r.first_seq + r.count as u64 - 1 > manifest.durable_seq)
             {
-                replay.push((*id, path.clone(), scan.records));
+                replay.push((*id, path.clone(), records));
             }
             journal_files.insert(*id, info);
             if is_last {
-                tail = Some((*id, path.clone(), scan.valid_len));
+                tail = Some((*id, path.clone(), len));
             } else {
-                write_sidecar(path, &info);
+                summaries.push((path.clone(), info));
             }
         }
+        let read_only = (!damaged.is_empty()).then(|| damaged.join(" | "));
 
         if last_seq < manifest.durable_seq {
             // What looked like a torn tail was acknowledged: the index has it.
@@ -158,10 +189,14 @@ impl EmbeddedStore {
                 ),
             });
         }
-        for (path, valid_len) in torn_closed {
-            journal::cut(&path, valid_len)?;
+        if read_only.is_none() {
+            for (path, info) in &summaries {
+                write_sidecar(path, info);
+            }
+            for (path, valid_len) in torn_closed {
+                journal::cut(&path, valid_len)?;
+            }
         }
-        let dicts = Dictionaries::open(&journal_dir, config.fsync)?;
         let quarantined: Vec<_> = super::repair::load_list(&config.dir)?
             .into_iter()
             .filter(|q| !q.acknowledged)
@@ -184,6 +219,7 @@ impl EmbeddedStore {
             last_seq: AtomicU64::new(last_seq),
             corrupt_reads: AtomicU64::new(0),
             quarantined,
+            read_only,
             durable_seq: AtomicU64::new(manifest.durable_seq),
             flush_tx: Mutex::new(None),
             merge_tx: Mutex::new(None),
@@ -228,6 +264,12 @@ impl EmbeddedStore {
             tracing::info!(file = id, "replayed journal file into the index");
         }
 
+        if inner.read_only.is_some() {
+            // No writer, flusher or merger: what was replayed stays indexed
+            // in memory (a flush would move the manifest's durable position
+            // past the damaged range).
+            return Ok(assemble(inner, None, Vec::new(), lock));
+        }
         // A full tail file is closed (with its summary) by the writer before
         // it writes again: the same rotation as while serving.
         let active_file = match tail {
@@ -265,14 +307,12 @@ impl EmbeddedStore {
                 writer_loop(inner, active_file, writer_rx)
             })?
         };
-        Ok(EmbeddedStore {
+        Ok(assemble(
             inner,
-            writer_tx: Mutex::new(Some(writer_tx)),
-            threads: Mutex::new(vec![writer, flusher, merger]),
-            markers: Mutex::new(MarkerCache::default()),
-            feed: feed::Feed::default(),
-            _lock: lock,
-        })
+            Some(writer_tx),
+            vec![writer, flusher, merger],
+            lock,
+        ))
     }
 
     /// Rebuilds the index from the journal; returns the number of traces indexed.

@@ -124,6 +124,52 @@ impl EmbeddedStore {
     }
 }
 
+/// Saves the damaged ranges (in file order) of one journal file, whose
+/// bytes are `data`, into quarantine and lists them (a range listed before,
+/// by a read-only start, is listed once). The journal file is not touched.
+pub(super) fn save_ranges(
+    dir: &Path,
+    path: &Path,
+    data: &[u8],
+    damage: &[&Damage],
+    list: &mut Vec<Quarantined>,
+) -> Result<Vec<Quarantined>, StoreError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let qdir = quarantine_dir(dir);
+    fs::create_dir_all(&qdir).map_err(StoreError::io(&qdir))?;
+    let mut saved = Vec::new();
+    for d in damage {
+        let (offset, len) = d.range.expect("only ranges are passed");
+        let saved_as = format!("{name}.{offset}.damaged");
+        let to = qdir.join(&saved_as);
+        let bytes = &data[offset as usize..(offset + len) as usize];
+        cts_fs::write_atomic(&to, bytes, true).map_err(StoreError::io(&to))?;
+        let (first_seq, last_seq) = d.seqs.unwrap_or((0, 0));
+        saved.push(Quarantined {
+            file: name.clone(),
+            offset,
+            len,
+            saved_as,
+            first_seq,
+            last_seq,
+            acknowledged: false,
+        });
+    }
+    for q in &saved {
+        if !list
+            .iter()
+            .any(|l| (&l.file, l.offset, l.len) == (&q.file, q.offset, q.len))
+        {
+            list.push(q.clone());
+        }
+    }
+    store_list(dir, list)?;
+    Ok(saved)
+}
+
 /// Saves the damaged ranges of one journal file into quarantine, lists
 /// them, and only then rewrites the file without them.
 fn quarantine_ranges(
@@ -133,37 +179,14 @@ fn quarantine_ranges(
     list: &mut Vec<Quarantined>,
 ) -> Result<Vec<Quarantined>, StoreError> {
     let data = fs::read(path).map_err(StoreError::io(path))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let qdir = quarantine_dir(dir);
-    fs::create_dir_all(&qdir).map_err(StoreError::io(&qdir))?;
+    let moved = save_ranges(dir, path, &data, damage, list)?;
     let mut kept = Vec::with_capacity(data.len());
     let mut at = 0usize;
-    let mut moved = Vec::new();
-    for d in damage {
-        let (offset, len) = d.range.expect("only ranges are passed");
-        let (from, to) = (offset as usize, (offset + len) as usize);
-        kept.extend_from_slice(&data[at..from]);
-        let saved_as = format!("{name}.{offset}.damaged");
-        let saved = qdir.join(&saved_as);
-        cts_fs::write_atomic(&saved, &data[from..to], true).map_err(StoreError::io(&saved))?;
-        let (first_seq, last_seq) = d.seqs.unwrap_or((0, 0));
-        moved.push(Quarantined {
-            file: name.clone(),
-            offset,
-            len,
-            saved_as,
-            first_seq,
-            last_seq,
-            acknowledged: false,
-        });
-        at = to;
+    for q in &moved {
+        kept.extend_from_slice(&data[at..q.offset as usize]);
+        at = (q.offset + q.len) as usize;
     }
     kept.extend_from_slice(&data[at..]);
-    list.extend(moved.iter().cloned());
-    store_list(dir, list)?;
     cts_fs::write_atomic(path, &kept, true).map_err(StoreError::io(path))?;
     let summary = super::files::sidecar_path(path);
     match fs::remove_file(&summary) {

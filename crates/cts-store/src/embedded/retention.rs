@@ -17,6 +17,10 @@ impl EmbeddedStore {
         &self,
         cutoff_ms: i64,
     ) -> Result<RetentionReport, StoreError> {
+        if self.inner.read_only.is_some() {
+            // Read-only after damage: nothing is deleted until a repair.
+            return Ok(RetentionReport::default());
+        }
         let pm = self.inner.config.partition_ms;
         let mut report = RetentionReport::default();
         // A merge in progress keeps its inputs until it has switched.
