@@ -1,5 +1,5 @@
-//! kill -9 during ingest, and a torn journal tail: nothing acknowledged is
-//! lost or duplicated.
+//! kill -9 during ingest (and during segment merges), and a torn journal
+//! tail: nothing acknowledged is lost or duplicated.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -140,4 +140,56 @@ fn acknowledged_traces_survive_kill_9_and_a_torn_tail() {
     let (id, t) = trace_with_id(now_ms());
     again.report(PROJECT, &[t]);
     assert_eq!(again.by_id(PROJECT, &id).len(), 1);
+}
+
+/// Small memtables and a bound of 2 segments per partition: every other
+/// flush starts a merge, so kills land in merges, at different points.
+#[test]
+fn kill_9_while_segments_merge_loses_and_duplicates_nothing() {
+    let since = now_ms();
+    let root = tempfile::tempdir().unwrap();
+    let mut acked = Vec::new();
+    let mut merges = 0;
+    for (round, run_ms) in [900u64, 1300, 1700].into_iter().enumerate() {
+        let mut server = TestServer::builder()
+            .root(root.path())
+            .env("CTS_STORE_MEMTABLE_MAX_TRACES", "200")
+            .env("CTS_STORE_MAX_SEGMENTS_PER_PARTITION", "2")
+            .start();
+        if round > 0 {
+            // Every trace acknowledged before the previous kill, once.
+            let sample: Vec<String> = acked.iter().step_by(50).cloned().collect();
+            check_all_present(&server, &acked, &sample, since);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let new_acks = Arc::new(Mutex::new(Vec::new()));
+        let writers: Vec<_> = (0..3)
+            .map(|_| {
+                let (signer, stop, acks) = (server.signer(), stop.clone(), new_acks.clone());
+                let path = format!("/v3/{}/traces", server.pid(PROJECT));
+                std::thread::spawn(move || writer(signer, path, stop, acks))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(run_ms));
+        merges += gauge(&server.get("/metrics").text, "cts_index_segment_merges");
+        server.kill();
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            w.join().unwrap();
+        }
+        acked.extend(std::mem::take(&mut *new_acks.lock().unwrap()));
+    }
+    let server = TestServer::builder().root(root.path()).start();
+    let sample: Vec<String> = acked.iter().step_by(50).cloned().collect();
+    check_all_present(&server, &acked, &sample, since);
+    assert!(acked.len() >= 600, "{} acknowledged", acked.len());
+    assert!(merges > 0, "no merge ran before the kills");
+}
+
+fn gauge(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
 }
