@@ -5,7 +5,9 @@
 #   - Chromium and its WebDriver (Debian `chromium`, `chromium-driver`):
 #     the console's browser tests;
 #   - moto's S3 server (PyPI `moto[server]`, into target/s3-venv): the
-#     object storage tests talk to a real S3 protocol server.
+#     object storage tests talk to a real S3 protocol server;
+#   - aiosmtpd (PyPI, into target/smtp-venv): the e-mail delivery tests
+#     send through a real SMTP server (scripts/smtp-sink.py).
 # Idempotent; fails loudly (never skips) when something cannot be installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,3 +34,4 @@ need chromium chromium
 need chromium-driver chromedriver
 
 scripts/s3-test-server.sh >/dev/null
+scripts/smtp-test-server.sh >/dev/null
