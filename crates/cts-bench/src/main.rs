@@ -6,6 +6,7 @@ mod baseline;
 mod busy;
 mod gen;
 mod load;
+mod notifications;
 mod queries;
 mod server;
 mod soak;
@@ -86,6 +87,10 @@ struct Args {
     /// Soak: the server's transfer period (`transfer.period`, at least 10 s).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1m")]
     transfer_period: Duration,
+    /// Instead: the notification matcher's sustained throughput, in
+    /// process, over this many generated traces against 100 rules.
+    #[arg(long, value_name = "TRACES")]
+    notifications: Option<u64>,
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -111,6 +116,9 @@ fn progress(start: Instant, msg: &str) {
 }
 
 fn run(args: &Args) -> Result<()> {
+    if let Some(n) = args.notifications {
+        return notifications::run(n, args.seed);
+    }
     let t0 = Instant::now();
     let server_bin = match &args.server {
         Some(p) => p.clone(),

@@ -5,6 +5,7 @@ mod client;
 mod credentials;
 mod ctx;
 mod identity;
+mod notifications;
 mod table;
 mod tail;
 mod timefmt;
@@ -27,6 +28,7 @@ use identity::{
     AccessKeysCommand, GroupsCommand, LoginArgs, ProjectsCommand, RolesCommand, UsersCommand,
 };
 use topics::TopicsCommand;
+use notifications::NotificationsCommand;
 use trackers::TrackersCommand;
 use verify::VerifyArgs;
 
@@ -87,6 +89,9 @@ enum Command {
     /// Manage the project's trackers: what it records, and where to.
     #[command(subcommand)]
     Trackers(TrackersCommand),
+    /// Manage the project's key event notifications and dry-run them.
+    #[command(subcommand)]
+    Notifications(NotificationsCommand),
     /// Show the project's quotas and their use.
     Quotas,
     /// Manage notification topics, their subscriptions (webhooks, e-mail),
@@ -303,6 +308,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             TracesCommand::Tail(args) => tail::run(&client, creds.project()?, &args, cli.output),
         },
         Command::Trackers(cmd) => trackers::trackers(&ctx, cmd),
+        Command::Notifications(cmd) => notifications::notifications(&ctx, cmd),
         Command::Quotas => trackers::quotas(&ctx),
         Command::Topics(cmd) => topics::topics(&ctx, cmd),
         Command::Login(_) => identity::login(&ctx),

@@ -253,7 +253,7 @@ fn tag_list(tags: &[String]) -> Value {
 
 impl Ctx<'_> {
     /// `/v3/{project_id}{rest}`.
-    fn project_path(&self, rest: &str) -> Result<String> {
+    pub(crate) fn project_path(&self, rest: &str) -> Result<String> {
         Ok(format!("/v3/{}{rest}", enc(self.creds.project()?)))
     }
 

@@ -1181,3 +1181,69 @@ fn lone_surrogates_are_refused_at_ingest() {
     let listed = json_traces(&cts(&server, &args));
     assert_eq!(names(&listed), vec!["createServer"]);
 }
+
+#[test]
+fn notifications_are_created_changed_dry_run_and_deleted() {
+    let server = start_server();
+    let admin = |args: &[&str]| stdout_ok(&cts(&server, args));
+    let admin_json = |args: &[&str]| {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        json_ok(&cts(&server, &all))
+    };
+    let now = now_ms();
+    report(
+        &server,
+        vec![
+            trace("ECS", "deleteServer", "alice", "500", now - 2000),
+            trace("ECS", "deleteServer", "alice", "200", now - 1000),
+        ],
+    );
+    let created = admin_json(&[
+        "notifications",
+        "create",
+        "failed_deletes",
+        "--operation",
+        "ECS:ecs:deleteServer,stopServer",
+        "--filter",
+        "code != 200",
+    ]);
+    assert_eq!(created["status"], "disabled", "{created}");
+    assert_eq!(created["filter"]["rule"], json!(["code != 200"]));
+    assert_eq!(
+        created["operations"][0]["trace_names"],
+        json!(["deleteServer", "stopServer"])
+    );
+    let table = admin(&["notifications", "list"]);
+    assert!(
+        table.starts_with("NAME") && table.contains("failed_deletes"),
+        "{table}"
+    );
+
+    let run = admin_json(&["notifications", "dry-run", "failed_deletes", "--from", "1h"]);
+    assert_eq!(run["matched"], 1, "{run}");
+    assert_eq!(run["traces"][0]["code"], "500", "{run}");
+    let text = admin(&["notifications", "dry-run", "failed_deletes"]);
+    assert!(text.starts_with("1 of "), "{text}");
+
+    // Update replaces what is given and keeps the rest.
+    let updated = admin_json(&[
+        "notifications",
+        "update",
+        "failed_deletes",
+        "--filter",
+        "code = 500",
+        "--filter",
+        "code = 503",
+        "--any",
+    ]);
+    assert_eq!(updated["filter"]["condition"], "OR", "{updated}");
+    assert_eq!(updated["operation_type"], "customized");
+    // Enabling needs a topic: the server's error is shown.
+    let out = cts(&server, &["notifications", "enable", "failed_deletes"]);
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("topic_id"), "{}", stderr_of(&out));
+    admin(&["notifications", "disable", "failed_deletes"]);
+    admin(&["notifications", "delete", "failed_deletes"]);
+    assert_eq!(admin_json(&["notifications", "list"]), json!([]));
+}
