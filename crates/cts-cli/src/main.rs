@@ -27,8 +27,8 @@ use ctx::Ctx;
 use identity::{
     AccessKeysCommand, GroupsCommand, LoginArgs, ProjectsCommand, RolesCommand, UsersCommand,
 };
-use topics::TopicsCommand;
 use notifications::NotificationsCommand;
+use topics::TopicsCommand;
 use trackers::TrackersCommand;
 use verify::VerifyArgs;
 
