@@ -178,43 +178,14 @@ impl NotificationStore {
         } else {
             Status::Disabled
         };
-        let n = Notification {
+        let key = Key {
             notification_id: uuid::Uuid::new_v4().to_string(),
             project_id: project_id.to_owned(),
             domain_id: domain_id.to_owned(),
-            notification_name: spec.notification_name.clone(),
-            operation_type: spec.operation_type,
-            operations: spec.operations.clone(),
-            notify_user_list: spec.notify_user_list.clone(),
-            users,
-            topic_id: spec.topic_id.clone(),
-            filter: spec.filter.clone(),
-            status,
             create_time: now_ms,
-            since: (status == Status::Enabled).then_some(now_ms),
         };
-        let mut conn = self.conn.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db(codes::WRITE_FAILED))?;
-        let count: i64 = tx
-            .query_row(
-                "SELECT count(*) FROM notifications WHERE project_id = ?1",
-                [project_id],
-                |r| r.get(0),
-            )
-            .map_err(db(codes::WRITE_FAILED))?;
-        if count as u64 >= self.quota {
-            return Err(NotificationError::quota(self.quota));
-        }
-        check_name_free(&tx, &n)?;
-        tx.execute(
-            "INSERT INTO notifications (id, project_id, name, create_time, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![n.notification_id, n.project_id, n.notification_name, n.create_time, encode(&n)],
-        )
-        .map_err(db(codes::WRITE_FAILED))?;
-        tx.commit().map_err(db(codes::WRITE_FAILED))?;
-        self.recompile(&conn)?;
+        let n = rule(spec, users, status, now_ms, key);
+        self.commit(&n, true)?;
         Ok(n)
     }
 
@@ -232,35 +203,61 @@ impl NotificationStore {
         let before = self.get(project_id, id)?;
         let users = Self::resolve(spec, project_id, &before.domain_id, dir)?;
         let status = spec.status.unwrap_or(before.status);
-        let after = Notification {
-            notification_name: spec.notification_name.clone(),
-            operation_type: spec.operation_type,
-            operations: spec.operations.clone(),
-            notify_user_list: spec.notify_user_list.clone(),
-            users,
-            topic_id: spec.topic_id.clone(),
-            filter: spec.filter.clone(),
-            status,
-            since: (status == Status::Enabled).then_some(now_ms),
-            ..before.clone()
+        let key = Key {
+            notification_id: before.notification_id.clone(),
+            project_id: before.project_id.clone(),
+            domain_id: before.domain_id.clone(),
+            create_time: before.create_time,
         };
+        let after = rule(spec, users, status, now_ms, key);
+        self.commit(&after, false)?;
+        Ok((before, after))
+    }
+
+    /// Writes `n` (a new one within the quota, or over the stored one) in
+    /// one transaction, then recompiles the matcher.
+    fn commit(&self, n: &Notification, new: bool) -> Result<(), NotificationError> {
         let mut conn = self.conn.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db(codes::WRITE_FAILED))?;
-        check_name_free(&tx, &after)?;
+        if new {
+            let count: i64 = tx
+                .query_row(
+                    "SELECT count(*) FROM notifications WHERE project_id = ?1",
+                    [&n.project_id],
+                    |r| r.get(0),
+                )
+                .map_err(db(codes::WRITE_FAILED))?;
+            if count as u64 >= self.quota {
+                return Err(NotificationError::quota(self.quota));
+            }
+        }
+        check_name_free(&tx, n)?;
+        let sql = if new {
+            "INSERT INTO notifications (id, project_id, name, create_time, body) \
+             VALUES (?1, ?2, ?3, ?4, ?5)"
+        } else {
+            "UPDATE notifications SET name = ?3, body = ?5 \
+             WHERE id = ?1 AND project_id = ?2 AND create_time = ?4"
+        };
         let changed = tx
             .execute(
-                "UPDATE notifications SET name = ?3, body = ?4 WHERE id = ?1 AND project_id = ?2",
-                params![id, project_id, after.notification_name, encode(&after)],
+                sql,
+                params![
+                    n.notification_id,
+                    n.project_id,
+                    n.notification_name,
+                    n.create_time,
+                    encode(n)
+                ],
             )
             .map_err(db(codes::WRITE_FAILED))?;
         if changed == 0 {
-            return Err(NotificationError::not_found(id));
+            return Err(NotificationError::not_found(&n.notification_id));
         }
         tx.commit().map_err(db(codes::WRITE_FAILED))?;
-        self.recompile(&conn)?;
-        Ok((before, after))
+        self.recompile(&conn)
     }
 
     /// One notification of the project.
@@ -332,6 +329,39 @@ impl NotificationStore {
             )
             .map_err(db(codes::READ_FAILED))?;
         Ok(n as u64)
+    }
+}
+
+/// What a notification keeps whatever its changes.
+struct Key {
+    notification_id: String,
+    project_id: String,
+    domain_id: String,
+    create_time: i64,
+}
+
+/// The notification `spec` describes, with `key`.
+fn rule(
+    spec: &NotificationSpec,
+    users: Vec<ResolvedUser>,
+    status: Status,
+    now_ms: i64,
+    key: Key,
+) -> Notification {
+    Notification {
+        notification_id: key.notification_id,
+        project_id: key.project_id,
+        domain_id: key.domain_id,
+        notification_name: spec.notification_name.clone(),
+        operation_type: spec.operation_type,
+        operations: spec.operations.clone(),
+        notify_user_list: spec.notify_user_list.clone(),
+        users,
+        topic_id: spec.topic_id.clone(),
+        filter: spec.filter.clone(),
+        status,
+        create_time: key.create_time,
+        since: (status == Status::Enabled).then_some(now_ms),
     }
 }
 
