@@ -82,11 +82,12 @@ pub enum SubscriptionsCommand {
     /// Subscribe an endpoint; prints its signing secret (shown only now).
     Add {
         topic_urn: String,
-        #[arg(long, value_parser = ["http", "https", "email"])]
+        #[arg(value_parser = ["http", "https", "email"])]
         protocol: String,
-        /// The URL, or the e-mail address.
-        #[arg(long)]
-        endpoint: String,
+        /// The URL, or the e-mail address (`target`: the global
+        /// `--endpoint` is the CTS server's).
+        #[arg(value_name = "ENDPOINT")]
+        target: String,
         #[arg(long, default_value = "")]
         remark: String,
     },
@@ -154,10 +155,10 @@ fn subscriptions(c: &Ctx, cmd: SubscriptionsCommand) -> Result<()> {
         SubscriptionsCommand::Add {
             topic_urn,
             protocol,
-            endpoint,
+            target,
             remark,
         } => {
-            let body = json!({"protocol": protocol, "endpoint": endpoint, "remark": remark});
+            let body = json!({"protocol": protocol, "endpoint": target, "remark": remark});
             let reply = c
                 .client
                 .call("POST", &of_topic(&topic_urn)?, &[], Some(&body))?;

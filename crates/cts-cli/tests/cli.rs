@@ -1247,3 +1247,59 @@ fn notifications_are_created_changed_dry_run_and_deleted() {
     admin(&["notifications", "delete", "failed_deletes"]);
     assert_eq!(admin_json(&["notifications", "list"]), json!([]));
 }
+
+#[test]
+fn topics_subscriptions_and_deliveries() {
+    let server = start_server();
+    let admin_json = |args: &[&str]| {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        json_ok(&cts(&server, &all))
+    };
+    let created = admin_json(&["topics", "create", "alerts", "--display-name", "Ops"]);
+    let urn = created["topic_urn"].as_str().unwrap().to_owned();
+    assert!(
+        urn.starts_with("urn:smn:") && urn.ends_with(":alerts"),
+        "{urn}"
+    );
+    let listed = admin_json(&["topics", "list"]);
+    assert_eq!(listed_names(&listed), ["alerts"]);
+    assert_eq!(listed[0]["display_name"], "Ops");
+
+    let sub = admin_json(&[
+        "topics",
+        "subscriptions",
+        "add",
+        &urn,
+        "https",
+        "https://hooks.example.com/cts",
+    ]);
+    assert_eq!(sub["secret"].as_str().unwrap().len(), 64, "{sub}");
+    let sub_urn = sub["subscription_urn"].as_str().unwrap().to_owned();
+    let subs = admin_json(&["topics", "subscriptions", "list", &urn]);
+    assert_eq!(subs[0]["subscription_urn"], sub_urn.as_str());
+    assert_eq!(subs[0]["endpoint"], "https://hooks.example.com/cts");
+    let none = admin_json(&["topics", "deliveries", "--state", "dead"]);
+    assert_eq!(none, serde_json::json!([]));
+
+    // A broken rule is shown with its code and field.
+    let err = stderr_of(&cts(
+        &server,
+        &["topics", "subscriptions", "add", &urn, "http", "ftp://x"],
+    ));
+    assert!(
+        err.contains("CTS.0003") && err.contains("endpoint"),
+        "{err}"
+    );
+
+    stdout_ok(&cts(
+        &server,
+        &["topics", "subscriptions", "remove", &sub_urn],
+    ));
+    assert_eq!(
+        admin_json(&["topics", "subscriptions", "list", &urn]),
+        serde_json::json!([])
+    );
+    stdout_ok(&cts(&server, &["topics", "delete", &urn]));
+    assert_eq!(admin_json(&["topics", "list"]), serde_json::json!([]));
+}
