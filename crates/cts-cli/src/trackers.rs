@@ -25,6 +25,9 @@ const TRACKER_COLUMNS: &[Column] = &[
     ("PREFIX", "/obs_info/file_prefix_name"),
     ("DATA_BUCKET", "/data_bucket/data_bucket_name"),
     ("EVENTS", "/data_bucket/data_event"),
+    // Delivery to the log sink: enabled, or error with its detail.
+    ("LTS", "/lts/status"),
+    ("LTS_DETAIL", "/lts/detail"),
     ("CREATED", "/create_time"),
 ];
 
@@ -117,8 +120,9 @@ pub struct TrackerOptions {
     /// Create --bucket (else it must exist).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     create_bucket: Option<bool>,
-    /// Send the traces to LTS too.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    /// Stream the traces to the log sink (LTS) too: on or off.
+    #[arg(long, num_args = 0..=1, default_missing_value = "on", value_name = "on|off",
+          value_parser = on_off)]
     lts: Option<bool>,
     /// Write digest files to verify the trace files with.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
@@ -134,6 +138,15 @@ pub struct TrackerOptions {
     /// "" for none).
     #[arg(long, value_delimiter = ',', value_name = "SERVICES")]
     exclude_service: Option<Vec<String>>,
+}
+
+/// `on`/`off` (or `true`/`false`).
+fn on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err(format!("{s:?}: give on or off")),
+    }
 }
 
 impl TrackerOptions {
@@ -444,6 +457,11 @@ mod tests {
                    "obs_info": {"bucket_name": ""},
                    "management_event_selector": {"exclude_service": []}})
         );
+        // Issue 16: `--lts on|off`.
+        for (arg, on) in [("on", true), ("off", false)] {
+            let body = body_of(&["update", "system", "--lts", arg]);
+            assert_eq!(body["is_lts_enabled"], on, "{arg}");
+        }
         // The name tells the type unless --type says it.
         assert_eq!(
             body_of(&["update", "d1", "--events", "READ"]),

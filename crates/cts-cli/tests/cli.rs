@@ -975,7 +975,9 @@ fn trackers_decide_what_is_recorded() {
         ],
         "{table}"
     );
-    assert!(cells[8].ends_with('Z'), "{table}");
+    // LTS off: no delivery status.
+    assert_eq!(cells[8..10], ["-", "-"], "{table}");
+    assert!(cells[10].ends_with('Z'), "{table}");
     assert!(
         lines.iter().any(|l| l
             .split_whitespace()
@@ -984,6 +986,17 @@ fn trackers_decide_what_is_recorded() {
         "{table}"
     );
     assert_eq!(trackers_used(), 2);
+
+    // Issue 16: `--lts on|off`, and the delivery status in the list (this
+    // server has no log sink).
+    admin(&["trackers", "update", "system", "--lts", "on"]);
+    let table = admin(&["trackers", "list", "--type", "system"]);
+    let cells: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(cells[8..10], ["error", "noSink"], "{table}");
+    admin(&["trackers", "update", "system", "--lts", "off"]);
+    let listed = admin_json(&["trackers", "list", "--type", "system"]);
+    assert_eq!(listed[0]["lts"]["is_lts_enabled"], false, "{listed}");
+    assert!(listed[0]["lts"].get("status").is_none(), "{listed}");
 
     // Disabled, the tracker records nothing; enabled, it records again.
     let read = || data_trace("obs-reads", "logs-bucket/2024/report.csv", true);

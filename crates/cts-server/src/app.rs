@@ -553,6 +553,7 @@ where
     let catalog = tokio::spawn(flush_catalog(state.clone()));
     let transfer = tokio::spawn(run_transfer(state.clone()));
     let notifier = tokio::spawn(run_notifier(state.clone()));
+    let lts = tokio::spawn(run_lts(state.clone()));
     let refusals = tokio::spawn(summarize_refusals(state.clone()));
     let delivery = tokio::spawn(deliver_notifications(state.clone())?);
     let catalog_state = state.clone();
@@ -565,6 +566,7 @@ where
     catalog.abort();
     transfer.abort();
     notifier.abort();
+    lts.abort();
     refusals.abort();
     delivery.abort();
     // What the catalog learned since its last flush.
@@ -621,6 +623,35 @@ async fn run_notifier(state: AppState) {
             .inc_by(state.notifier.take_skipped());
         if caught_up {
             ticks.tick().await;
+        }
+    }
+}
+
+/// Streams to the LTS sinks: a pass every `lts.interval`, at once again
+/// while passes send full batches.
+async fn run_lts(state: AppState) {
+    let mut ticks = tokio::time::interval(state.lts.settings().interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut more = false;
+    loop {
+        if !more {
+            ticks.tick().await;
+        }
+        let now = now_ms();
+        more = match state.lts.run_once(now).await {
+            Ok(more) => more,
+            Err(e) => {
+                tracing::warn!(error = %e, "lts pass failed; it is retried");
+                false
+            }
+        };
+        state.metrics.lts_skipped.inc_by(state.lts.take_skipped());
+        if more {
+            continue;
+        }
+        match state.lts.metrics(now).await {
+            Ok(sinks) => state.metrics.add_lts(&sinks),
+            Err(e) => tracing::warn!(error = %e, "lts metrics not read"),
         }
     }
 }

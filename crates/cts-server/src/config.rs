@@ -48,6 +48,8 @@ pub struct Config {
     pub delivery: DeliverySettings,
     /// The relay of e-mail subscriptions.
     pub smtp: SmtpSettings,
+    /// Log sinks of trace analysis (trackers with `lts` on).
+    pub lts: LtsSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,6 +105,34 @@ impl std::fmt::Debug for SmtpSettings {
             .finish_non_exhaustive()
     }
 }
+
+/// `[lts]`: the sinks (`[[lts.sinks]]`), which one each project's
+/// trackers use, and how batches go. `kind`, `endpoint` and `ca_file`
+/// (`CTS_LTS_KIND`, `CTS_LTS_ENDPOINT`, `CTS_LTS_CA_FILE`) define one more
+/// sink, `default`, used by every project when `default_sink` is unset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LtsSettings {
+    pub kind: Option<cts_lts::SinkKind>,
+    pub endpoint: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub sinks: Vec<cts_lts::SinkSpec>,
+    /// The sink of every project without an entry in `projects`.
+    pub default_sink: Option<String>,
+    /// Project id → sink name.
+    pub projects: BTreeMap<String, String>,
+    /// Records per request at most.
+    pub batch_max: usize,
+    /// Time between delivery passes: the longest a trace waits to be sent.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Longest wait between attempts on a receiver that is down.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+/// The name of the sink `CTS_LTS_KIND`/`CTS_LTS_ENDPOINT` define.
+const ENV_SINK: &str = "default";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -317,6 +347,19 @@ impl Default for Config {
                 password: None,
                 from: None,
             },
+            lts: LtsSettings {
+                kind: None,
+                endpoint: None,
+                ca_file: None,
+                sinks: Vec::new(),
+                default_sink: None,
+                projects: BTreeMap::new(),
+                batch_max: cts_lts::Settings::default().batch_max,
+                interval: cts_lts::Settings::default().interval,
+                max_backoff: Duration::from_secs(
+                    cts_lts::Settings::default().max_backoff_secs as u64,
+                ),
+            },
             quotas: QuotaSettings {
                 data_trackers: cts_tracker::Limits::default().data_trackers,
                 notifications: cts_tracker::Limits::default().notifications,
@@ -498,7 +541,76 @@ impl Config {
                 return invalid("public_url", "must start with http:// or https://");
             }
         }
+        self.validate_lts()
+    }
+
+    fn validate_lts(&self) -> Result<(), ConfigError> {
+        let invalid = |key, rule: String| Err(ConfigError::Invalid { key, rule });
+        let lts = &self.lts;
+        match (&lts.kind, &lts.endpoint) {
+            (Some(_), None) => return invalid("lts.endpoint", "is needed with lts.kind".into()),
+            (None, Some(_)) => return invalid("lts.kind", "is needed with lts.endpoint".into()),
+            _ => {}
+        }
+        if lts.kind.is_none() && lts.ca_file.is_some() {
+            return invalid(
+                "lts.ca_file",
+                "is for the sink of lts.kind/lts.endpoint".into(),
+            );
+        }
+        if lts.batch_max == 0 {
+            return invalid("lts.batch_max", "must be greater than zero".into());
+        }
+        let (sinks, routing) = self.lts_sinks();
+        let mut names = std::collections::BTreeSet::new();
+        for s in &sinks {
+            if let Err(e) = s.check() {
+                return invalid("lts.sinks", e.to_string());
+            }
+            if !names.insert(s.name.as_str()) {
+                return invalid("lts.sinks", format!("two sinks are named {:?}", s.name));
+            }
+        }
+        let named = routing.default_sink.iter().chain(routing.projects.values());
+        if let Some(n) = named.into_iter().find(|n| !names.contains(n.as_str())) {
+            return invalid("lts.default_sink", format!("no sink is named {n:?}"));
+        }
         Ok(())
+    }
+
+    /// The sinks (with the one of `lts.kind`/`lts.endpoint`) and which
+    /// one each project uses.
+    pub fn lts_sinks(&self) -> (Vec<cts_lts::SinkSpec>, cts_lts::Routing) {
+        let lts = &self.lts;
+        let mut sinks = lts.sinks.clone();
+        let mut default_sink = lts.default_sink.clone();
+        if let (Some(kind), Some(endpoint)) = (lts.kind, &lts.endpoint) {
+            sinks.push(cts_lts::SinkSpec {
+                name: ENV_SINK.into(),
+                kind,
+                endpoint: endpoint.clone(),
+                ca_file: lts.ca_file.clone(),
+                headers: BTreeMap::new(),
+            });
+            default_sink.get_or_insert_with(|| ENV_SINK.into());
+        }
+        let routing = cts_lts::Routing {
+            default_sink,
+            projects: lts.projects.clone(),
+        };
+        (sinks, routing)
+    }
+
+    pub fn lts_settings(&self) -> cts_lts::Settings {
+        cts_lts::Settings {
+            period_secs: self.transfer_settings().period_secs,
+            batch_max: self.lts.batch_max,
+            interval: self.lts.interval.max(Duration::from_millis(10)),
+            max_backoff_secs: i64::try_from(self.lts.max_backoff.as_secs())
+                .unwrap_or(i64::MAX)
+                .max(1),
+            ..cts_lts::Settings::default()
+        }
     }
 
     pub fn retention_ms(&self) -> i64 {
@@ -819,6 +931,52 @@ mod tests {
             assert_eq!(c.listen, "127.0.0.1:0".parse().unwrap());
             assert_eq!(c.data_dir, PathBuf::from("/from/flag"));
             assert_eq!(c.limits.max_traces_per_request, 20);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn lts_sinks_from_file_and_environment() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file(
+                "cts.toml",
+                r#"
+                [lts]
+                batch_max = 100
+                [lts.projects]
+                p9 = "siem"
+                [[lts.sinks]]
+                name = "siem"
+                kind = "otlp"
+                endpoint = "https://siem.example:4318"
+                headers = { "x-api-key" = "k" }
+                "#,
+            )?;
+            jail.set_env("CTS_LTS_KIND", "otlp");
+            jail.set_env("CTS_LTS_ENDPOINT", "http://127.0.0.1:4318");
+            let c = Config::load(Some(Path::new("cts.toml")), &Overrides::default()).unwrap();
+            let (sinks, routing) = c.lts_sinks();
+            let names: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
+            assert_eq!(names, ["siem", "default"]);
+            assert_eq!(routing.sink_of("p9"), Some("siem"));
+            assert_eq!(routing.sink_of("p1"), Some("default"));
+            assert_eq!(c.lts_settings().batch_max, 100);
+
+            jail.set_env("CTS_LTS_ENDPOINT", "tcp://127.0.0.1:514");
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("lts.sinks[default].endpoint"), "{e}");
+            jail.clear_env();
+            jail.set_env("CTS_LTS_KIND", "otlp");
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("lts.endpoint"), "{e}");
+            jail.clear_env();
+            jail.set_env("CTS_LTS_DEFAULT_SINK", "nowhere");
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(
+                e.to_string().contains("no sink is named \"nowhere\""),
+                "{e}"
+            );
             Ok(())
         });
     }

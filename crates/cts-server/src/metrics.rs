@@ -47,6 +47,21 @@ pub struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabel {
+    /// An LTS sink's name (the operator's, not a tenant's).
+    pub sink: String,
+}
+
+/// Per LTS sink.
+#[derive(Default)]
+struct LtsMetrics {
+    delivered: Family<SinkLabel, Counter>,
+    failed: Family<SinkLabel, Counter>,
+    backlog: Family<SinkLabel, Gauge>,
+    oldest: Family<SinkLabel, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TrackerLabel {
     pub project_id: String,
     pub tracker: String,
@@ -99,6 +114,8 @@ pub struct Metrics {
     /// scrapers (see [`render_trackers`]).
     transfer_backlog_all: Gauge,
     transfer_oldest_age_max: Gauge,
+    pub lts_skipped: Counter,
+    lts: LtsMetrics,
     pub notification_deliveries: Family<ResultLabel, Counter>,
     notification_pending: Gauge,
     notification_dead: Gauge,
@@ -140,6 +157,8 @@ impl Metrics {
             notification_failures: Counter::default(),
             transfer_backlog_all: Gauge::default(),
             transfer_oldest_age_max: Gauge::default(),
+            lts_skipped: Counter::default(),
+            lts: LtsMetrics::default(),
             notification_deliveries: Family::default(),
             notification_pending: Gauge::default(),
             notification_dead: Gauge::default(),
@@ -253,6 +272,31 @@ impl Metrics {
             "Attempts to deliver a notification message to a subscription, by result (delivered, retry: failed and retried later, dead: failed past delivery.retry_for)",
             m.notification_deliveries.clone(),
         );
+        registry.register(
+            "cts_lts_skipped_traces",
+            "Traces a tracker should have streamed that LTS passed over (unreadable, or removed from the journal first); should stay 0, each is logged",
+            m.lts_skipped.clone(),
+        );
+        registry.register(
+            "cts_lts_delivered_traces",
+            "Traces an LTS sink's receiver accepted",
+            m.lts.delivered.clone(),
+        );
+        registry.register(
+            "cts_lts_failed_requests",
+            "Deliveries to an LTS sink that failed (receiver unreachable, refusing, TLS); retried, see the log",
+            m.lts.failed.clone(),
+        );
+        registry.register(
+            "cts_lts_backlog_traces",
+            "Journaled traces after the lowest cursor of an LTS sink's trackers",
+            m.lts.backlog.clone(),
+        );
+        registry.register(
+            "cts_lts_oldest_undelivered_seconds",
+            "Age of the oldest trace a failed LTS delivery waits on",
+            m.lts.oldest.clone(),
+        );
         let g = &m.store;
         for (name, help, gauge) in [
             (
@@ -342,6 +386,25 @@ impl Metrics {
             .oldest_pending_ms
             .map_or(0, |t| (now_ms - t).max(0) / 1000);
         self.notification_oldest_pending.set(age);
+    }
+
+    /// Adds what the LTS sinks did since the last call.
+    pub fn add_lts(&self, sinks: &[cts_lts::SinkMetrics]) {
+        for s in sinks {
+            let label = SinkLabel {
+                sink: s.sink.clone(),
+            };
+            self.lts.delivered.get_or_create(&label).inc_by(s.delivered);
+            self.lts.failed.get_or_create(&label).inc_by(s.failed);
+            self.lts
+                .backlog
+                .get_or_create(&label)
+                .set(gauge_value(s.backlog));
+            self.lts
+                .oldest
+                .get_or_create(&label)
+                .set(s.oldest_undelivered_secs);
+        }
     }
 
     /// The text exposition; store gauges are refreshed from `stats` when the

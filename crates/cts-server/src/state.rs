@@ -7,6 +7,7 @@ use std::sync::Arc;
 use cts_archive::ObjectStorage;
 use cts_consumer::ConsumerStore;
 use cts_identity::{IdentityError, IdentityStore};
+use cts_lts::Lts;
 use cts_notification::{NotificationError, NotificationStore, Notifier, NotifierError};
 use cts_smn::{Outbox, SmnError, TopicStore};
 use cts_store::{EmbeddedStore, StoreError, TraceStore};
@@ -34,6 +35,7 @@ pub struct Inner {
     pub topics: Arc<TopicStore>,
     pub outbox: Arc<Outbox>,
     pub notifier: Arc<Notifier>,
+    pub lts: Arc<Lts>,
     pub login_lockout: LoginLockout,
     pub refusals: RefusalAudit,
     pub metrics: Metrics,
@@ -68,6 +70,7 @@ impl AppState {
             topics: settings.topics,
             outbox: settings.outbox,
             notifier: settings.notifier,
+            lts: settings.lts,
             login_lockout,
             refusals,
             metrics: Metrics::new(),
@@ -120,6 +123,8 @@ pub struct Settings {
     pub outbox: Arc<Outbox>,
     /// The matcher: a journal consumer filling the outbox.
     pub notifier: Arc<Notifier>,
+    /// Streaming to the log sinks of trace analysis.
+    pub lts: Arc<Lts>,
 }
 
 impl Settings {
@@ -138,6 +143,17 @@ impl Settings {
             ConsumerStore::open(&config.data_dir.join("consumers"))
                 .map_err(|e| OpenError::Transfer(e.to_string()))?,
         );
+        let (sinks, routing) = config.lts_sinks();
+        let lts = Lts::open(
+            store.clone(),
+            trackers.clone(),
+            consumers.clone(),
+            &sinks,
+            routing,
+            config.lts_settings(),
+            region_of.clone(),
+        )
+        .map_err(OpenError::Lts)?;
         let transfer = Transfer::open(
             &config.data_dir.join("transfer"),
             consumers.clone(),
@@ -171,6 +187,7 @@ impl Settings {
             topics: Arc::new(TopicStore::open(&config.notifications_dir())?),
             outbox,
             notifier: Arc::new(notifier),
+            lts: Arc::new(lts),
         })
     }
 }
@@ -191,6 +208,8 @@ pub enum OpenError {
     Notifier(#[from] NotifierError),
     #[error("opening the topics and outbox: {0}")]
     Smn(#[from] SmnError),
+    #[error("opening the LTS sinks: {0}")]
+    Lts(String),
 }
 
 /// What a failed blocking task said, for the log.

@@ -212,6 +212,12 @@ pub struct Tracker {
     /// instant, from the period's start on. Not part of the API.
     #[serde(default)]
     pub transfer_since: Option<i64>,
+    /// When (ms) the tracker last began to stream to LTS (`lts` switched
+    /// on while recording, or recording enabled with `lts` on), set in the
+    /// transaction of that change: streaming begins at the transfer period
+    /// holding this instant, like the transfer. Not part of the API.
+    #[serde(default)]
+    pub lts_since: Option<i64>,
     /// Sorted by key; stored apart, so not part of the JSON column.
     #[serde(skip)]
     pub tags: Vec<Tag>,
@@ -221,6 +227,32 @@ impl Tracker {
     /// Whether the tracker writes trace files: a bucket, and recording.
     pub fn transfers(&self) -> bool {
         !self.obs_info.bucket_name.is_empty() && self.status.is_recording()
+    }
+
+    /// Whether the tracker streams its traces to LTS: `lts` on, and
+    /// recording.
+    pub fn streams(&self) -> bool {
+        self.lts.is_lts_enabled && self.status.is_recording()
+    }
+
+    /// Whether the tracker records a stored trace of `project_id` with
+    /// these fields: a management tracker its project's management traces
+    /// (less `exclude_service`), a data tracker its own data traces.
+    pub fn records(
+        &self,
+        project_id: &str,
+        trace_type: &str,
+        tracker_name: &str,
+        service_type: &str,
+    ) -> bool {
+        if project_id != self.project_id {
+            return false;
+        }
+        let data = trace_type.starts_with("Obs");
+        match self.tracker_type {
+            TrackerType::System => !data && !self.exclude_service.iter().any(|s| s == service_type),
+            TrackerType::Data => data && tracker_name == self.tracker_name,
+        }
     }
 
     /// The tracker as one element of `trackers` in the v3 query response,
@@ -411,6 +443,7 @@ pub(crate) mod tests {
             agency_name: None,
             exclude_service: vec![],
             transfer_since: None,
+            lts_since: None,
             tags: vec![],
         }
     }

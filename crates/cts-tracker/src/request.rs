@@ -174,11 +174,17 @@ impl TrackerSpec {
             t.lts.log_group_name.clone_from(group);
             t.lts.log_topic_name.clone_from(topic);
         }
-        // The log group and stream get their ids when first used and keep
-        // them, as LTS resources outlive a switch off and on.
-        if t.lts.is_lts_enabled && t.group_id.is_none() {
-            t.group_id = Some(uuid::Uuid::new_v4().to_string());
-            t.stream_id = Some(uuid::Uuid::new_v4().to_string());
+        // The log group and stream ids derive from what they name (the
+        // project's group, and its topic in it), so the same stream keeps
+        // its id, also across a switch off and on.
+        if t.lts.is_lts_enabled {
+            let (project, lts) = (&t.project_id, &t.lts);
+            t.group_id = Some(derived_id(&[project, &lts.log_group_name]));
+            t.stream_id = Some(derived_id(&[
+                project,
+                &lts.log_group_name,
+                &lts.log_topic_name,
+            ]));
         }
         let (o, obs) = (&self.obs, &mut t.obs_info);
         if let Some(b) = &o.bucket_name {
@@ -699,9 +705,38 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// A UUID (version 8) derived from `parts`: the same parts, the same id.
+fn derived_id(parts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p.as_bytes());
+    }
+    let digest = h.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 16: the LTS ids name what they identify, the same on every
+    /// read and after a switch off and on; another topic is another stream.
+    #[test]
+    fn lts_ids_derive_from_what_they_name() {
+        let a = derived_id(&["p1", "CTS", "system-trace"]);
+        assert_eq!(a, derived_id(&["p1", "CTS", "system-trace"]));
+        assert_ne!(a, derived_id(&["p1", "CTS", "photos"]));
+        assert_ne!(a, derived_id(&["p2", "CTS", "system-trace"]));
+        // Lengths are part of the input: no two splits collide.
+        assert_ne!(derived_id(&["p1C", "TS"]), derived_id(&["p1", "CTS"]));
+        assert!(uuid::Uuid::parse_str(&a).is_ok());
+    }
     use serde_json::json;
 
     fn v3c(v: Value) -> Result<TrackerSpec, TrackerError> {

@@ -290,6 +290,7 @@ impl TrackerStore {
             let mut t = new_tracker(project_id, domain_id, spec, now_ms);
             spec.apply_to(&mut t);
             t.transfer_since = t.transfers().then_some(now_ms);
+            t.lts_since = t.streams().then_some(now_ms);
             spec.check_encryption(&t, key_exists)?;
             check_buckets(&t, &existing)?;
             check_organization(tx, &t)?;
@@ -337,6 +338,9 @@ impl TrackerStore {
             spec.apply_to(&mut after);
             if after.transfers() && !before.transfers() {
                 after.transfer_since = Some(now_ms);
+            }
+            if after.streams() && !before.streams() {
+                after.lts_since = Some(now_ms);
             }
             spec.check_encryption(&after, key_exists)?;
             check_buckets(&after, &existing)?;
@@ -557,6 +561,7 @@ fn new_tracker(project_id: &str, domain_id: &str, spec: &TrackerSpec, now_ms: i6
         agency_name: None,
         exclude_service: Vec::new(),
         transfer_since: None,
+        lts_since: None,
         tags: Vec::new(),
     }
 }

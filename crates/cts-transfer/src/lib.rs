@@ -36,7 +36,7 @@ use cts_archive::{
 };
 use cts_consumer::{ConsumerStore, Skips};
 use cts_store::{StoreError, TraceStore};
-use cts_tracker::{CompressType, ErrorDetail, Tracker, TrackerStatus, TrackerStore, TrackerType};
+use cts_tracker::{CompressType, ErrorDetail, Tracker, TrackerStatus, TrackerStore};
 use serde::Deserialize;
 
 use keys::Keys;
@@ -860,12 +860,5 @@ fn write(e: cts_archive::StoreError) -> Failed {
 
 /// Whether a trace goes to `t`'s files.
 fn belongs(t: &Tracker, m: &Meta<'_>) -> bool {
-    if m.project_id != t.project_id {
-        return false;
-    }
-    let data = m.trace_type.starts_with("Obs");
-    match t.tracker_type {
-        TrackerType::System => !data && !t.exclude_service.iter().any(|s| s == m.service_type),
-        TrackerType::Data => data && m.tracker_name == t.tracker_name,
-    }
+    t.records(m.project_id, m.trace_type, m.tracker_name, m.service_type)
 }

@@ -20,6 +20,8 @@ use cts_tracker::{
     TrackerStore, TrackerType, SYSTEM_TRACKER_NAME, TAG_RESOURCE_TYPE,
 };
 
+use cts_lts::LtsStatus;
+
 use crate::api::identity::{Call, Change};
 use crate::body::read_body;
 use crate::error::ApiError;
@@ -290,8 +292,28 @@ pub async fn list_v3(
         s.list(&project_id, params.tracker_name.as_deref(), kind)
     })
     .await?;
-    let trackers: Vec<Value> = trackers.iter().map(Tracker::to_v3_json).collect();
+    let trackers: Vec<Value> = trackers
+        .iter()
+        .map(|t| with_lts_status(&c, t, t.to_v3_json()))
+        .collect();
     Ok(Json(json!({ "trackers": trackers })))
+}
+
+/// Adds the delivery status of a streaming tracker to its `lts`:
+/// `"status": "enabled"`, or `"error"` with `"detail"` (`unreachable`,
+/// `rejected`, `tlsError`, `noSink`).
+fn with_lts_status(c: &Call, t: &Tracker, mut v: Value) -> Value {
+    if let Some(status) = c.state.lts.status(t) {
+        let lts = &mut v["lts"];
+        match status {
+            LtsStatus::Enabled => lts["status"] = json!("enabled"),
+            LtsStatus::Error(why) => {
+                lts["status"] = json!("error");
+                lts["detail"] = json!(why.as_str());
+            }
+        }
+    }
+    v
 }
 
 pub async fn delete_v3(
@@ -359,7 +381,7 @@ pub async fn list_v1(
         field: None,
         message: "the tracker does not exist".into(),
     }))?;
-    Ok(Json(tracker.to_v1_json()))
+    Ok(Json(with_lts_status(&c, tracker, tracker.to_v1_json())))
 }
 
 pub async fn delete_v1(

@@ -10,6 +10,7 @@ mod isolation;
 mod legacy;
 mod limits;
 mod lockout;
+mod lts;
 mod notifications;
 mod ops;
 mod paging;

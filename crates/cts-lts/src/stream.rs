@@ -1,0 +1,485 @@
+//! The LTS consumer: per tracker with `lts` on, a durable cursor in the
+//! consumer store and a pass that reads after it, keeps the tracker's
+//! traces, sends them in one request and only then commits the cursor.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cts_consumer::{ConsumerStore, Entry, Skips};
+use cts_store::TraceStore;
+use cts_tracker::{Tracker, TrackerStore};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::fields::Fields;
+use crate::otlp::{self, Client};
+use crate::sink::{Failure, SinkSpec};
+use crate::{LtsError, CONSUMER};
+
+/// How long journal marks are kept (longer than the journal's 7 days).
+const MARKS_KEPT_SECS: i64 = 8 * 86_400;
+
+/// Resolves a project's region.
+pub type RegionOf = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// How the streaming runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The transfer period (seconds): a tracker begins at the start of the
+    /// period in which `lts` was switched on.
+    pub period_secs: i64,
+    /// Records per request at most.
+    pub batch_max: usize,
+    /// Time between passes: the longest a trace waits to be sent.
+    pub interval: Duration,
+    /// Longest wait between attempts on a failing receiver, seconds.
+    pub max_backoff_secs: i64,
+    /// Traces read from the journal at a time.
+    pub read_batch: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            period_secs: 300,
+            batch_max: 5_000,
+            interval: Duration::from_secs(1),
+            max_backoff_secs: 30,
+            read_batch: 10_000,
+        }
+    }
+}
+
+/// Which sink each project's trackers use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routing {
+    pub default_sink: Option<String>,
+    /// Project id → sink name; before the default.
+    pub projects: BTreeMap<String, String>,
+}
+
+impl Routing {
+    pub fn sink_of(&self, project_id: &str) -> Option<&str> {
+        self.projects
+            .get(project_id)
+            .or(self.default_sink.as_ref())
+            .map(String::as_str)
+    }
+}
+
+/// A tracker's `lts` status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LtsStatus {
+    Enabled,
+    Error(Failure),
+}
+
+/// What one sink did, for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkMetrics {
+    pub sink: String,
+    /// Traces delivered since the last [`Lts::metrics`].
+    pub delivered: u64,
+    /// Failed requests since the last [`Lts::metrics`].
+    pub failed: u64,
+    /// Journal entries after the lowest cursor of its trackers (of any
+    /// project: an upper bound of their own).
+    pub backlog: u64,
+    /// Seconds since the recording of the oldest trace a failed delivery
+    /// waits on (0 when none waits).
+    pub oldest_undelivered_secs: i64,
+}
+
+/// A tracker's stream, the body of its consumer state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    project_id: String,
+    tracker_name: String,
+    sink: String,
+    /// Consecutive failed attempts, for the backoff.
+    failures: u32,
+    /// Unix ms before which no attempt is made.
+    retry_at_ms: i64,
+    error: Option<Failure>,
+    /// `record_time` of the oldest trace a failed delivery waits on.
+    oldest_ms: Option<i64>,
+}
+
+struct Sink {
+    client: Client,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// The next request of a tracker, read and encoded off the async workers.
+struct Next {
+    gone: u64,
+    unreadable: u64,
+    /// The cursor once this request is delivered.
+    upto: u64,
+    count: u64,
+    body: Option<Vec<u8>>,
+    oldest_ms: Option<i64>,
+    /// More is waiting right away.
+    more: bool,
+}
+
+pub struct Lts {
+    journal: Arc<dyn TraceStore>,
+    trackers: Arc<TrackerStore>,
+    consumers: Arc<ConsumerStore>,
+    sinks: BTreeMap<String, Sink>,
+    routing: Routing,
+    region_of: RegionOf,
+    settings: Settings,
+    skips: Skips,
+    status: Mutex<HashMap<String, LtsStatus>>,
+}
+
+impl Lts {
+    /// Builds a client per sink and holds the journal from the lowest
+    /// cursor before anything else runs. Blocking.
+    pub fn open(
+        journal: Arc<dyn TraceStore>,
+        trackers: Arc<TrackerStore>,
+        consumers: Arc<ConsumerStore>,
+        sinks: &[SinkSpec],
+        routing: Routing,
+        settings: Settings,
+        region_of: RegionOf,
+    ) -> Result<Lts, String> {
+        let mut built = BTreeMap::new();
+        for spec in sinks {
+            spec.check().map_err(|e| e.to_string())?;
+            let client = Client::new(spec).map_err(|e| format!("lts sink {}: {e}", spec.name))?;
+            let sink = Sink {
+                client,
+                delivered: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+            };
+            built.insert(spec.name.clone(), sink);
+        }
+        let named = routing.default_sink.iter().chain(routing.projects.values());
+        if let Some(missing) = named.into_iter().find(|n| !built.contains_key(*n)) {
+            return Err(format!("lts: no sink is named {missing:?}"));
+        }
+        consumers
+            .hold(journal.as_ref(), CONSUMER)
+            .map_err(|e| e.to_string())?;
+        let status = consumers
+            .all::<State>(CONSUMER)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(id, e)| {
+                (
+                    id,
+                    e.body.error.map_or(LtsStatus::Enabled, LtsStatus::Error),
+                )
+            })
+            .collect();
+        Ok(Lts {
+            journal,
+            trackers,
+            consumers,
+            sinks: built,
+            routing,
+            region_of,
+            settings,
+            skips: Skips::new(CONSUMER),
+            status: Mutex::new(status),
+        })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The `lts` status of a tracker that streams.
+    pub fn status(&self, tracker: &Tracker) -> Option<LtsStatus> {
+        if !tracker.streams() {
+            return None;
+        }
+        let known = self.status.lock().get(&tracker.id).copied();
+        Some(
+            known.unwrap_or(match self.routing.sink_of(&tracker.project_id) {
+                Some(_) => LtsStatus::Enabled,
+                None => LtsStatus::Error(Failure::NoSink),
+            }),
+        )
+    }
+
+    /// Traces passed over since the last call (for a counter; none
+    /// expected).
+    pub fn take_skipped(&self) -> u64 {
+        self.skips.take()
+    }
+
+    /// Per sink: delivered, failed, backlog and oldest undelivered age.
+    pub async fn metrics(&self, now_ms: i64) -> Result<Vec<SinkMetrics>, LtsError> {
+        let states = self.blocking(|c, _| Ok(c.all::<State>(CONSUMER)?)).await?;
+        let durable = self.journal.stats().journal_seq;
+        Ok(self
+            .sinks
+            .iter()
+            .map(|(name, sink)| {
+                let mine = states.iter().filter(|(_, e)| e.body.sink == *name);
+                let (mut backlog, mut oldest) = (0, 0);
+                for (_, e) in mine {
+                    backlog = backlog.max(durable.saturating_sub(e.cursor));
+                    if let Some(ms) = e.body.oldest_ms {
+                        oldest = oldest.max((now_ms - ms).max(0) / 1000);
+                    }
+                }
+                SinkMetrics {
+                    sink: name.clone(),
+                    delivered: sink.delivered.swap(0, Ordering::Relaxed),
+                    failed: sink.failed.swap(0, Ordering::Relaxed),
+                    backlog,
+                    oldest_undelivered_secs: oldest,
+                }
+            })
+            .collect())
+    }
+
+    /// Runs `f` on the consumer store and the journal on a blocking thread.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ConsumerStore, &dyn TraceStore) -> Result<T, LtsError> + Send + 'static,
+    ) -> Result<T, LtsError> {
+        let (consumers, journal) = (Arc::clone(&self.consumers), Arc::clone(&self.journal));
+        tokio::task::spawn_blocking(move || f(&consumers, journal.as_ref()))
+            .await
+            .map_err(|e| LtsError::Task(e.to_string()))?
+    }
+
+    async fn save(&self, id: &str, e: Entry<State>) -> Result<(), LtsError> {
+        let id = id.to_string();
+        self.blocking(move |c, _| Ok(c.put(CONSUMER, &id, &e)?))
+            .await
+    }
+
+    /// One pass: a request per streaming tracker (at most). Answers whether
+    /// more is due at once (a full batch was sent). A tracker that fails
+    /// does not stop the others.
+    pub async fn run_once(&self, now_ms: i64) -> Result<bool, LtsError> {
+        let p = self.settings.period_secs;
+        self.blocking(move |c, j| Ok(c.mark(j, now_ms / 1000, p, MARKS_KEPT_SECS)?))
+            .await?;
+        let trackers = Arc::clone(&self.trackers);
+        let all = tokio::task::spawn_blocking(move || trackers.all())
+            .await
+            .map_err(|e| LtsError::Task(e.to_string()))??;
+        let known = self.blocking(|c, _| Ok(c.all::<State>(CONSUMER)?)).await?;
+        for (id, e) in known {
+            let streams = all.iter().any(|t| {
+                t.id == id
+                    && t.streams()
+                    && self.routing.sink_of(&t.project_id) == Some(e.body.sink.as_str())
+            });
+            if !streams {
+                // Switched off (or moved to another sink): a new start
+                // begins at the period of the change that switches it on.
+                self.status.lock().remove(&id);
+                self.blocking(move |c, _| Ok(c.forget(CONSUMER, &id)?))
+                    .await?;
+            }
+        }
+        let (mut more, mut failed) = (false, None);
+        for t in all.iter().filter(|t| t.streams()) {
+            match self.run_tracker(t, now_ms).await {
+                Ok(m) => more |= m,
+                Err(e) => {
+                    tracing::warn!(tracker = %t.tracker_name, project = %t.project_id, error = %e,
+                        "lts streaming of a tracker failed; the others go on");
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        self.blocking(|c, j| Ok(c.hold(j, CONSUMER)?)).await?;
+        failed.map_or(Ok(more), Err)
+    }
+
+    /// The state of a tracker that begins to stream: the cursor before the
+    /// first trace recorded from the start of the period holding
+    /// `lts_since`.
+    async fn begin(&self, t: &Tracker, sink: &str, now_ms: i64) -> Result<Entry<State>, LtsError> {
+        let (p, batch) = (self.settings.period_secs, self.settings.read_batch);
+        let since = t.lts_since.unwrap_or(now_ms).div_euclid(1000);
+        let start = since.div_euclid(p) * p;
+        let (found, marked) = self
+            .blocking(move |c, j| {
+                let mark = c.journal_mark(start)?;
+                let found = cts_consumer::start_cursor(j, mark.unwrap_or(0), start * 1000, batch)?;
+                Ok((found, mark.is_some()))
+            })
+            .await?;
+        if marked {
+            self.skips.record(
+                &key(t),
+                found.gone,
+                "journal entries (of any project) of its first period removed before it began",
+            );
+        }
+        let entry = Entry {
+            cursor: found.cursor,
+            body: State {
+                project_id: t.project_id.clone(),
+                tracker_name: t.tracker_name.clone(),
+                sink: sink.to_string(),
+                failures: 0,
+                retry_at_ms: 0,
+                error: None,
+                oldest_ms: None,
+            },
+        };
+        self.save(&t.id, entry.clone()).await?;
+        Ok(entry)
+    }
+
+    /// Sends the next request of `t`, if any is due.
+    async fn run_tracker(&self, t: &Tracker, now_ms: i64) -> Result<bool, LtsError> {
+        let Some((name, sink)) = self
+            .routing
+            .sink_of(&t.project_id)
+            .and_then(|n| self.sinks.get_key_value(n))
+        else {
+            self.status
+                .lock()
+                .insert(t.id.clone(), LtsStatus::Error(Failure::NoSink));
+            return Ok(false);
+        };
+        let id = t.id.clone();
+        let mut e = match self
+            .blocking(move |c, _| Ok(c.get::<State>(CONSUMER, &id)?))
+            .await?
+        {
+            Some(e) => e,
+            None => self.begin(t, name, now_ms).await?,
+        };
+        if now_ms < e.body.retry_at_ms {
+            return Ok(false);
+        }
+        let (tracker, cursor, settings) = (t.clone(), e.cursor, self.settings.clone());
+        let stream = self.stream(t);
+        let next = self
+            .blocking(move |_, j| next(j, &tracker, &stream, cursor, &settings))
+            .await?;
+        self.skips.record(
+            &key(t),
+            next.gone,
+            "journal entries (of any project) removed before they were delivered",
+        );
+        self.skips
+            .record(&key(t), next.unreadable, "stored traces that do not read");
+        let Some(body) = next.body else {
+            if next.upto != e.cursor {
+                e.cursor = next.upto;
+                e.body.oldest_ms = None;
+                self.save(&t.id, e).await?;
+            }
+            return Ok(next.more);
+        };
+        match sink.client.send(body).await {
+            Ok(()) => {
+                sink.delivered.fetch_add(next.count, Ordering::Relaxed);
+                let recovered = e.body.error.is_some();
+                e.cursor = next.upto;
+                e.body.failures = 0;
+                e.body.retry_at_ms = 0;
+                e.body.error = None;
+                e.body.oldest_ms = None;
+                self.save(&t.id, e).await?;
+                self.status.lock().insert(t.id.clone(), LtsStatus::Enabled);
+                if recovered {
+                    tracing::info!(tracker = %t.tracker_name, project = %t.project_id, sink = %name,
+                        "lts delivery works again");
+                }
+                Ok(next.more)
+            }
+            Err(err) => {
+                sink.failed.fetch_add(1, Ordering::Relaxed);
+                e.body.failures += 1;
+                let backoff = (1i64 << e.body.failures.min(10)).min(self.settings.max_backoff_secs);
+                e.body.retry_at_ms = now_ms + backoff * 1000;
+                e.body.error = Some(err.failure);
+                e.body.oldest_ms = e.body.oldest_ms.or(next.oldest_ms);
+                self.save(&t.id, e).await?;
+                self.status
+                    .lock()
+                    .insert(t.id.clone(), LtsStatus::Error(err.failure));
+                tracing::warn!(tracker = %t.tracker_name, project = %t.project_id, sink = %name,
+                    error = %err, retry_in_secs = backoff, "lts delivery failed; the traces wait");
+                Ok(false)
+            }
+        }
+    }
+
+    fn stream(&self, t: &Tracker) -> otlp::Stream {
+        otlp::Stream {
+            project_id: t.project_id.clone(),
+            region: (self.region_of)(&t.project_id).unwrap_or_else(|| "default".into()),
+            log_group: t.lts.log_group_name.clone(),
+            log_topic: t.lts.log_topic_name.clone(),
+            group_id: t.group_id.clone().unwrap_or_default(),
+            stream_id: t.stream_id.clone().unwrap_or_default(),
+        }
+    }
+}
+
+fn key(t: &Tracker) -> String {
+    format!("{}/{}", t.project_id, t.tracker_name)
+}
+
+/// Reads after `cursor`, keeps `t`'s traces (at most a batch) and encodes
+/// them. Blocking.
+fn next(
+    journal: &dyn TraceStore,
+    t: &Tracker,
+    stream: &otlp::Stream,
+    cursor: u64,
+    settings: &Settings,
+) -> Result<Next, LtsError> {
+    let read = cts_consumer::read_batch(journal, cursor, settings.read_batch)?;
+    let mut upto = read.entries.first().map_or(read.cursor, |e| e.seq - 1);
+    let (mut docs, mut unreadable, mut oldest_ms) = (Vec::new(), 0, None);
+    let mut full = read.entries.len() >= settings.read_batch;
+    for entry in read.entries {
+        if docs.len() >= settings.batch_max {
+            full = true;
+            break;
+        }
+        upto = entry.seq;
+        match serde_json::from_slice::<Fields<'_>>(&entry.doc) {
+            Ok(f)
+                if t.records(
+                    &f.project_id,
+                    &f.trace_type,
+                    &f.tracker_name,
+                    &f.service_type,
+                ) =>
+            {
+                oldest_ms.get_or_insert(f.record_time);
+                docs.push(entry.doc);
+            }
+            Ok(_) => {}
+            Err(_) => unreadable += 1,
+        }
+    }
+    let count = docs.len() as u64;
+    let body = (!docs.is_empty()).then(|| {
+        let (body, bad) = otlp::encode(stream, &docs);
+        unreadable += bad;
+        body
+    });
+    Ok(Next {
+        gone: read.gone,
+        unreadable,
+        upto,
+        count,
+        body,
+        oldest_ms,
+        more: full,
+    })
+}

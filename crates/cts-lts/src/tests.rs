@@ -1,0 +1,114 @@
+//! The sink rules and the OTLP encoding, decoded back with the same
+//! generated types a receiver uses.
+
+use std::io::Read;
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+use prost::Message;
+use serde_json::json;
+
+use crate::otlp::{encode, Stream};
+use crate::{SinkKind, SinkSpec};
+
+fn spec(endpoint: &str) -> SinkSpec {
+    SinkSpec {
+        name: "collector".into(),
+        kind: SinkKind::Otlp,
+        endpoint: endpoint.into(),
+        ca_file: None,
+        headers: Default::default(),
+    }
+}
+
+#[test]
+fn sink_rules_name_the_field() {
+    assert!(spec("http://127.0.0.1:4318").check().is_ok());
+    assert!(spec("https://collector.example:4318/prefix")
+        .check()
+        .is_ok());
+    let e = spec("tcp://127.0.0.1:514").check().unwrap_err();
+    assert_eq!((e.field, e.sink.as_str()), ("endpoint", "collector"));
+    assert!(spec("not a url").check().is_err());
+    let mut s = spec("http://x:1");
+    s.ca_file = Some("/ca.pem".into());
+    assert_eq!(s.check().unwrap_err().field, "ca_file");
+    let mut s = spec("http://x:1");
+    s.name = "bad name".into();
+    assert_eq!(s.check().unwrap_err().field, "name");
+    let mut s = spec("http://x:1");
+    s.headers.insert("x-api-key".into(), "line\nbreak".into());
+    assert_eq!(s.check().unwrap_err().field, "headers");
+}
+
+#[test]
+fn a_batch_decodes_to_one_record_per_trace() {
+    let doc = |id: &str, rating: &str| {
+        serde_json::to_vec(&json!({
+            "trace_id": id, "time": 1_700_000_000_123i64, "record_time": 1_700_000_000_456i64,
+            "project_id": "p1", "trace_type": "ApiCall", "tracker_name": "system",
+            "service_type": "ECS", "resource_type": "ecs", "resource_name": "vm \"1\"",
+            "trace_name": "createServer", "trace_rating": rating, "source_ip": "10.0.0.1",
+            "code": 200, "user": {"id": "u1", "name": "alice"}
+        }))
+        .unwrap()
+    };
+    let stream = Stream {
+        project_id: "p1".into(),
+        region: "eu-de".into(),
+        log_group: "CTS".into(),
+        log_topic: "system-trace".into(),
+        group_id: "g".into(),
+        stream_id: "s".into(),
+    };
+    let docs = vec![
+        doc("a", "normal"),
+        b"{not json".to_vec(),
+        doc("b", "incident"),
+    ];
+    let (gz, unreadable) = encode(&stream, &docs);
+    assert_eq!(unreadable, 1);
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut raw)
+        .unwrap();
+    let req = ExportLogsServiceRequest::decode(&raw[..]).unwrap();
+    let rl = &req.resource_logs[0];
+    let attr = |kvs: &[opentelemetry_proto::tonic::common::v1::KeyValue], k: &str| {
+        kvs.iter()
+            .find(|kv| kv.key == k)
+            .and_then(|kv| kv.value.clone()?.value)
+    };
+    let res = &rl.resource.as_ref().unwrap().attributes;
+    assert_eq!(
+        attr(res, "cts.log_topic"),
+        Some(Any::StringValue("system-trace".into()))
+    );
+    assert_eq!(
+        attr(res, "cts.region"),
+        Some(Any::StringValue("eu-de".into()))
+    );
+    let records = &rl.scope_logs[0].log_records;
+    assert_eq!(records.len(), 2);
+    let r = &records[1];
+    assert_eq!(r.time_unix_nano, 1_700_000_000_123_000_000);
+    assert_eq!(r.observed_time_unix_nano, 1_700_000_000_456_000_000);
+    assert_eq!((r.severity_number, r.severity_text.as_str()), (17, "ERROR"));
+    assert_eq!(records[0].severity_number, 9);
+    assert_eq!(
+        attr(&r.attributes, "cts.resource_name"),
+        Some(Any::StringValue("vm \"1\"".into()))
+    );
+    assert_eq!(
+        attr(&r.attributes, "cts.code"),
+        Some(Any::StringValue("200".into()))
+    );
+    assert_eq!(
+        attr(&r.attributes, "cts.user"),
+        Some(Any::StringValue("alice".into()))
+    );
+    let Some(Any::StringValue(body)) = r.body.clone().and_then(|b| b.value) else {
+        panic!("a string body")
+    };
+    assert_eq!(body.as_bytes(), &docs[2][..]);
+}
