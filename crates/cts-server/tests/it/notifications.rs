@@ -276,3 +276,52 @@ fn a_dry_run_says_what_would_have_fired() {
         .post_json(&format!("/v3/{pid}/notifications/nope/dry-run"), &json!({}))
         .assert_error(404, "CTS.9006");
 }
+
+/// Through the binary: a rule on a topic makes one delivery per matching
+/// trace reported after it, for the topic's subscription.
+#[test]
+fn reported_traces_become_deliveries_of_the_rules_topic() {
+    let server = TestServer::start();
+    let pid = server.pid("main");
+    let topics = format!("/v2/{pid}/notifications/topics");
+    let a = server.post_json(&topics, &json!({"name": "alerts"}));
+    assert_eq!(a.status, 201, "{}", a.text);
+    let urn = a.body["topic_urn"].as_str().unwrap().to_owned();
+    let a = server.post_json(
+        &format!("{topics}/{urn}/subscriptions"),
+        &json!({"protocol": "http", "endpoint": "http://127.0.0.1:9/hook"}),
+    );
+    assert_eq!(a.status, 201, "{}", a.text);
+    let a = create(
+        &server,
+        &pid,
+        &json!({"notification_name": "creates", "operation_type": "customized", "topic_id": urn,
+                "operations": [{"service_type": "ECS", "resource_type": "ecs", "trace_names": ["createServer"]}]}),
+    );
+    assert_eq!(a.status, 201, "{}", a.text);
+    assert_eq!(a.body["status"], "enabled");
+    let now = now_ms();
+    let mut other = trace(now);
+    other["trace_name"] = "deleteServer".into();
+    server.report("main", &[trace(now), other, trace(now)]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let a = server.get(&format!("/v2/{pid}/notifications/deliveries?limit=100"));
+        let all = a.body["deliveries"].as_array().cloned().unwrap_or_default();
+        if all.len() >= 2 {
+            assert_eq!(all.len(), 2, "{}", a.text);
+            assert!(
+                all.iter().all(|d| d["notification_name"] == "creates"),
+                "{}",
+                a.text
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no deliveries: {}",
+            a.text
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
