@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::*;
+use crate::transfer::{put, wait_for};
 
 /// The OTLP receiver, killed when dropped.
 struct Receiver {
@@ -128,15 +129,6 @@ fn server_for(receiver: &Receiver, root: Option<&Path>) -> TestServer {
     b.start()
 }
 
-fn put(server: &TestServer, path: &str, body: &Value) -> Answer {
-    server.signer().send(
-        server.client(),
-        "PUT",
-        path,
-        Some(("application/json", serde_json::to_vec(body).unwrap())),
-    )
-}
-
 fn set_lts(server: &TestServer, kind: &str, name: &str, on: bool) {
     let pid = &server.admin.project_id;
     let body = json!({"tracker_type": kind, "tracker_name": name, "is_lts_enabled": on});
@@ -148,14 +140,6 @@ fn system_tracker(server: &TestServer) -> Value {
     let pid = &server.admin.project_id;
     let a = server.get(&format!("/v3/{pid}/trackers?tracker_type=system"));
     a.body["trackers"][0].clone()
-}
-
-fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// `n` ECS traces with ids of their own, every third a warning, every

@@ -33,7 +33,7 @@ fn set_transfer(server: &TestServer, obs_info: Value) {
     assert_eq!(a.status, 200, "{}", a.text);
 }
 
-fn put(server: &TestServer, path: &str, body: &Value) -> Answer {
+pub(crate) fn put(server: &TestServer, path: &str, body: &Value) -> Answer {
     server.signer().send(
         server.client(),
         "PUT",
@@ -90,7 +90,7 @@ fn archived_traces(server: &TestServer, bucket: &str, identity: Option<&str>) ->
     all
 }
 
-fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
