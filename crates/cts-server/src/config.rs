@@ -80,7 +80,7 @@ pub enum SmtpTlsMode {
     None,
 }
 
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpSettings {
     /// The relay; unset: e-mail subscriptions wait (and retry) until set.
@@ -89,21 +89,9 @@ pub struct SmtpSettings {
     pub tls: SmtpTlsMode,
     /// AUTH user and password, when the relay wants them.
     pub user: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<cts_smn::Password>,
     /// `From:` of the messages, e.g. `CTS <cts@example.com>`.
     pub from: Option<String>,
-}
-
-impl std::fmt::Debug for SmtpSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SmtpSettings")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("tls", &self.tls)
-            .field("user", &self.user)
-            .field("from", &self.from)
-            .finish_non_exhaustive()
-    }
 }
 
 /// `[lts]`: the sinks (`[[lts.sinks]]`), which one each project's

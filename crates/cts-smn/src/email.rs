@@ -24,29 +24,28 @@ pub enum SmtpTls {
     None,
 }
 
+/// A password that `Debug` (logs, config dumps) never shows.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Password(pub String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// The relay and the sender.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SmtpConfig {
     pub host: String,
     pub port: u16,
     pub tls: SmtpTls,
     /// AUTH (PLAIN or LOGIN, as the relay offers) when set.
     pub user: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<Password>,
     /// `From:` of every message, e.g. `CTS <cts@example.com>`.
     pub from: String,
-}
-
-impl std::fmt::Debug for SmtpConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SmtpConfig")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("tls", &self.tls)
-            .field("user", &self.user)
-            .field("from", &self.from)
-            .finish_non_exhaustive()
-    }
 }
 
 /// A relay ready to send.
@@ -74,7 +73,7 @@ impl Mailer {
             SmtpTls::None => builder.tls(Tls::None),
         };
         if let Some(user) = &config.user {
-            let password = config.password.clone().unwrap_or_default();
+            let password = config.password.clone().map(|p| p.0).unwrap_or_default();
             builder = builder.credentials(Credentials::new(user.clone(), password));
         }
         Ok(Mailer {

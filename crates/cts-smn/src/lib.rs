@@ -23,7 +23,7 @@ mod topics;
 pub mod webhook;
 
 pub use delivery::{backoff, Deliverer, DeliveryConfig, OnOutcome, Outcome};
-pub use email::{compose as compose_email, SmtpConfig, SmtpTls};
+pub use email::{compose as compose_email, Password, SmtpConfig, SmtpTls};
 pub use error::SmnError;
 pub use model::{
     check_display_name, check_endpoint, check_function_urn, check_topic_name, topic_urn, Protocol,

@@ -128,7 +128,7 @@ async fn email_arrives_through_an_authenticated_relay_readable_with_the_trace() 
             port: sink.port,
             tls: SmtpTls::None,
             user: Some("cts".into()),
-            password: Some("s3cret".into()),
+            password: Some(Password("s3cret".into())),
             from: "CTS <cts@example.com>".into(),
         }),
     };
