@@ -143,7 +143,7 @@ impl TopicStore {
     pub fn topics(&self, project_id: &str) -> Result<Vec<Topic>, SmnError> {
         let conn = self.conn.lock();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {TOPIC_COLUMNS} FROM topics WHERE project_id = ?1 ORDER BY created_ms, urn"
+            "SELECT {TOPIC_COLUMNS} FROM topics WHERE project_id = ?1 ORDER BY created_ms, rowid"
         ))?;
         let rows = stmt.query_map([project_id], topic_of)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -290,7 +290,7 @@ impl TopicStore {
         let conn = self.conn.lock();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions s \
-             JOIN topics t ON t.urn = s.topic_urn {filter} ORDER BY s.created_ms, s.urn"
+             JOIN topics t ON t.urn = s.topic_urn {filter} ORDER BY s.created_ms, s.rowid"
         ))?;
         let rows = stmt.query_map(params, subscription_of)?;
         Ok(rows.collect::<Result<_, _>>()?)
