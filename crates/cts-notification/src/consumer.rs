@@ -85,24 +85,44 @@ impl Notifier {
         rules: Arc<NotificationStore>,
         consumers: Arc<ConsumerStore>,
         outbox: Arc<Outbox>,
-    ) -> Result<Notifier, NotifierError> {
-        if consumers.get::<Applied>(CONSUMER, KEY)?.is_none() {
-            // Nothing evaluated before this start is owed: the rules that
-            // exist are placed for as they are.
-            let cursor = journal.read_journal(0, 0)?.durable_seq;
-            let (newest, _) = rules.matcher().sinces(i64::MIN);
-            let body = Applied {
-                since: newest.unwrap_or(i64::MIN),
-            };
-            consumers.put(CONSUMER, KEY, &Entry { cursor, body })?;
-        }
-        consumers.hold(journal.as_ref(), CONSUMER)?;
-        Ok(Notifier {
+    ) -> Notifier {
+        let notifier = Notifier {
             journal,
             rules,
             consumers,
             outbox,
             skips: Skips::new(CONSUMER),
+        };
+        // A journal that cannot be read now must not keep the server from
+        // starting (it answers its errors); the first pass begins instead.
+        // Until then the whole journal is held.
+        if let Err(e) = notifier.begin() {
+            tracing::warn!(error = %e, "notifications: the matcher begins at its first pass");
+            notifier.journal.hold_journal(CONSUMER, 0);
+        }
+        notifier
+    }
+
+    /// Places a matcher that has never run and holds the journal from its
+    /// cursor.
+    fn begin(&self) -> Result<(), NotifierError> {
+        if self.consumers.get::<Applied>(CONSUMER, KEY)?.is_none() {
+            self.consumers.put(CONSUMER, KEY, &self.first_entry()?)?;
+        }
+        self.consumers.hold(self.journal.as_ref(), CONSUMER)?;
+        Ok(())
+    }
+
+    /// Nothing evaluated before the first start is owed: the rules that
+    /// exist are placed for as they are.
+    fn first_entry(&self) -> Result<Entry<Applied>, NotifierError> {
+        let cursor = self.journal.read_journal(0, 0)?.durable_seq;
+        let (newest, _) = self.rules.matcher().sinces(i64::MIN);
+        Ok(Entry {
+            cursor,
+            body: Applied {
+                since: newest.unwrap_or(i64::MIN),
+            },
         })
     }
 
@@ -141,13 +161,10 @@ impl Notifier {
     /// workers.
     pub fn pass(&self, max_batches: usize) -> Result<Pass, NotifierError> {
         let matcher = self.rules.matcher();
-        let mut entry = self
-            .consumers
-            .get::<Applied>(CONSUMER, KEY)?
-            .unwrap_or(Entry {
-                cursor: 0,
-                body: Applied::default(),
-            });
+        let mut entry = match self.consumers.get::<Applied>(CONSUMER, KEY)? {
+            Some(entry) => entry,
+            None => self.first_entry()?,
+        };
         let (newest, pending) = matcher.sinces(entry.body.since);
         self.place(&mut entry, newest, pending)?;
         let mut pass = Pass::default();

@@ -176,7 +176,7 @@ impl Settings {
             notifications.clone(),
             consumers.clone(),
             outbox.clone(),
-        )?;
+        );
         Ok(Settings {
             identity,
             trackers,

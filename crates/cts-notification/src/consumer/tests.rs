@@ -63,7 +63,6 @@ impl World {
             self.consumers.clone(),
             self.outbox.clone(),
         )
-        .unwrap()
     }
 
     /// Records one ECS trace named `name`, recorded at `record_time`.
