@@ -7,24 +7,32 @@
 #   - moto's S3 server (PyPI `moto[server]`, into target/s3-venv): the
 #     object storage tests talk to a real S3 protocol server;
 #   - aiosmtpd (PyPI, into target/smtp-venv): the e-mail delivery tests
-#     send through a real SMTP server (scripts/smtp-sink.py).
+#     send through a real SMTP server (scripts/smtp-sink.py);
+#   - PostgreSQL (Debian `postgresql`): the PostgreSQL backend's tests start
+#     a throwaway server of their own (crates/cts-testpg).
 # Idempotent; fails loudly (never skips) when something cannot be installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Installs Debian package $1 unless command $2 exists; fails if it cannot.
-need() {
-  local package=$1 command=$2
-  command -v "$command" >/dev/null && return 0
+# Installs Debian package $1; fails if it cannot.
+install_package() {
+  local package=$1
   echo "test-deps: installing the Debian package $package" >&2
   if [[ $(id -u) -eq 0 ]]; then
     apt-get install -y -q "$package" >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q "$package" >/dev/null; }
   elif command -v sudo >/dev/null; then
     sudo apt-get install -y -q "$package" >/dev/null || { sudo apt-get update -q >/dev/null && sudo apt-get install -y -q "$package" >/dev/null; }
   else
-    echo "test-deps: '$command' is missing; install the Debian package: apt-get install $package" >&2
+    echo "test-deps: the Debian package $package is missing; install it: apt-get install $package" >&2
     exit 1
   fi
+}
+
+# Installs Debian package $1 unless command $2 exists; fails if it cannot.
+need() {
+  local package=$1 command=$2
+  command -v "$command" >/dev/null && return 0
+  install_package "$package"
   command -v "$command" >/dev/null || { echo "test-deps: '$command' is still missing after apt-get install $package" >&2; exit 1; }
 }
 
@@ -32,6 +40,12 @@ need age age
 # The console's browser tests drive headless Chromium through WebDriver.
 need chromium chromium
 need chromium-driver chromedriver
+# Debian keeps initdb off PATH (in /usr/lib/postgresql/VERSION/bin), so look there.
+have_postgres() { compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null; }
+if ! have_postgres; then
+  install_package postgresql
+  have_postgres || { echo "test-deps: initdb is still missing after apt-get install postgresql" >&2; exit 1; }
+fi
 
 scripts/s3-test-server.sh >/dev/null
 scripts/smtp-test-server.sh >/dev/null
