@@ -2,7 +2,7 @@
 //! commit and feeds the memtable; one flusher thread turns full memtables
 //! into index segments and advances the index's durable position.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,6 +28,7 @@ mod files;
 mod flusher;
 mod merger;
 mod query;
+mod readers;
 mod recovery;
 mod repair;
 mod retention;
@@ -149,7 +150,8 @@ struct Inner {
     index: RwLock<IndexState>,
     manifest: Mutex<Manifest>,
     journal_files: Mutex<BTreeMap<u32, JournalFile>>,
-    readers: RwLock<HashMap<u32, Arc<File>>>,
+    /// Open journal files for reads, a bounded number of them.
+    readers: readers::Readers,
     last_seq: AtomicU64,
     /// Reads that found stored data failing its check, since the start.
     corrupt_reads: AtomicU64,

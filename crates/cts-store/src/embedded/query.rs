@@ -45,13 +45,7 @@ impl MarkerCache {
 
 impl EmbeddedStore {
     pub(super) fn reader(&self, file: u32) -> Option<Arc<File>> {
-        if let Some(f) = self.inner.readers.read().get(&file) {
-            return Some(f.clone());
-        }
-        let path = self.inner.journal_dir.join(journal::file_name(file));
-        let f = Arc::new(File::open(path).ok()?);
-        self.inner.readers.write().insert(file, f.clone());
-        Some(f)
+        self.inner.readers.get(&self.inner.journal_dir, file)
     }
 
     /// Reads the bodies of the candidates, in their order, each checked

@@ -1,7 +1,7 @@
 //! Opening the store: the directory lock, the journal scan and tail repair,
 //! and the replay of what the index has not made durable yet.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -215,7 +215,7 @@ impl EmbeddedStore {
             }),
             manifest: Mutex::new(manifest.clone()),
             journal_files: Mutex::new(journal_files),
-            readers: RwLock::new(HashMap::new()),
+            readers: Default::default(),
             last_seq: AtomicU64::new(last_seq),
             corrupt_reads: AtomicU64::new(0),
             quarantined,

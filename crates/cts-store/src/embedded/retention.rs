@@ -80,7 +80,7 @@ impl EmbeddedStore {
                 _ => {}
             }
             files.remove(&id);
-            self.inner.readers.write().remove(&id);
+            self.inner.readers.remove(id);
             report.journal_segments_dropped += 1;
         }
         let min_dict = files.values().map(|f| f.min_dict).min().unwrap_or(u32::MAX);
