@@ -21,6 +21,8 @@ needed, helpers to :class:`Admin`; the server and identity plumbing stays here.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import queue
@@ -32,6 +34,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -456,3 +459,84 @@ def pytest_runtest_makereport(item, call):
             state = "running" if server.alive() else f"EXITED with {server.proc.returncode}"
             report.sections.append((f"ctsd {server.url} ({state})", server.log_tail()))
     return report
+
+
+# ---------------------------------------------------------------------------
+# Key event notifications: an SMN topic with a webhook, and the webhook
+# ---------------------------------------------------------------------------
+
+
+class Webhook:
+    """A loopback HTTP receiver of notification messages. Every POST is
+    checked against the subscription's secret as docs/notifications.md
+    tells receivers to (HMAC-SHA256 over ``timestamp.body``); ``messages``
+    holds the parsed bodies of the correctly signed ones, ``bad`` counts
+    the others."""
+
+    def __init__(self):
+        hook = self
+        self.secret: str | None = None
+        self.messages: list[dict] = []
+        self.bad = 0
+        self._lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                stamp = self.headers.get("X-CTS-Timestamp", "")
+                mac = hmac.new((hook.secret or "").encode(), stamp.encode() + b"." + body, hashlib.sha256)
+                good = hmac.compare_digest("sha256=" + mac.hexdigest(), self.headers.get("X-CTS-Signature", ""))
+                with hook._lock:
+                    if good and self.headers.get("X-CTS-Message-Id"):
+                        hook.messages.append(json.loads(body))
+                    else:
+                        hook.bad += 1
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/cts"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def wait_for(self, count: int, timeout: float = 15.0) -> list[dict]:
+        """The first ``count`` messages, once they are there."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.messages) >= count:
+                    return list(self.messages)
+            time.sleep(0.05)
+        raise AssertionError(f"{len(self.messages)} of {count} messages arrived ({self.bad} badly signed)")
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def subscribe_webhook(server: Ctsd, token: str, project_id: str, hook: Webhook) -> str:
+    """A new topic of ``project_id`` with ``hook`` subscribed (its secret set
+    on ``hook``); returns the topic URN."""
+    base = f"{server.url}/v2/{project_id}/notifications/topics"
+    headers = {"X-Auth-Token": token}
+    r = requests.post(base, headers=headers, json={"name": unique("alerts")}, timeout=HTTP_TIMEOUT)
+    assert r.status_code == 201, r.text
+    topic = r.json()["topic_urn"]
+    r = requests.post(
+        f"{base}/{topic}/subscriptions",
+        headers=headers,
+        json={"protocol": "http", "endpoint": hook.url},
+        timeout=HTTP_TIMEOUT,
+    )
+    assert r.status_code == 201, r.text
+    hook.secret = r.json()["secret"]
+    return topic
+
+
+@pytest.fixture
+def webhook():
+    hook = Webhook()
+    yield hook
+    hook.close()
