@@ -23,13 +23,23 @@
 //!   its [`Skips`] (a `*_skipped_traces_total` metric) and they are logged,
 //!   never skipped silently.
 //!
-//! A later backend (PostgreSQL) replaces [`ConsumerStore`] alone: no
-//! consumer sees SQLite.
+//! * Leases ([`ConsumerStore::claim`], `renew`, `release`): on PostgreSQL,
+//!   shared by many nodes, each `(consumer, key)` is worked by the one node
+//!   that holds its lease, and every write of a key's state is fenced by
+//!   it (see `lease`). The embedded store holds every lease itself.
+//!
+//! [`ConsumerStore`] is the same type on SQLite ([`ConsumerStore::open`])
+//! and on PostgreSQL ([`ConsumerStore::connect`]): no consumer sees which
+//! backend runs.
 
+mod lease;
+mod pg;
 mod poll;
+mod sql;
 mod start;
 mod store;
 
+pub use lease::{node_id, LeaseSettings};
 pub use poll::{read_batch, Batch, Skips};
 pub use start::{start_cursor, Start};
 pub use store::{ConsumerStore, Entry, Tx};
@@ -41,6 +51,21 @@ pub enum ConsumerError {
     Open(#[from] cts_sqlite::OpenError),
     #[error("consumer state: {0}")]
     Database(#[from] rusqlite::Error),
+    #[error("consumer state on PostgreSQL: {0}")]
+    Postgres(#[from] postgres::Error),
+    #[error(
+        "consumer state on PostgreSQL: the database has schema version {found}, \
+         this build knows up to {known}: upgrade ctsd"
+    )]
+    NewerSchema { found: i64, known: i64 },
+    #[error("consumer state: a row of an unexpected shape")]
+    Shape,
+    /// Another node took the key over (or it was forgotten): this node's
+    /// work of the key stops without committing.
+    #[error("consumer state of {consumer}/{key}: this node no longer holds its lease")]
+    LeaseLost { consumer: String, key: String },
+    #[error("consumer leases: {0}")]
+    LeaseSettings(String),
     #[error("consumer state of {consumer}/{key}: the body does not read: {source}")]
     Body {
         consumer: String,

@@ -1,5 +1,6 @@
-//! The consumer state store: `consumers.db` (SQLite, WAL, `synchronous =
-//! FULL`, so a commit is durable when it returns).
+//! The consumer state store, on either backend: SQLite (`consumers.db`,
+//! WAL, `synchronous = FULL`) for the embedded node, or PostgreSQL shared
+//! by every node. A commit is durable when it returns on both.
 //!
 //! Per `(consumer, key)`: the journal cursor (every trace up to it is
 //! decided) and the consumer's own body as JSON. A journal mark
@@ -8,15 +9,23 @@
 //! sequence number read before that start). Marks belong to no consumer:
 //! any consumer that begins at a period searches its first trace forward
 //! from one ([`crate::start_cursor`]).
+//!
+//! On PostgreSQL a key's state is written only under its lease
+//! ([`ConsumerStore::claim`], see `lease`); on SQLite the one node holds
+//! every lease. The queries are the same on both (`sql`).
 
 use std::path::Path;
+use std::time::Duration;
 
 use cts_store::TraceStore;
 use parking_lot::Mutex;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::Connection;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::lease::{LeaseSettings, Leases};
+use crate::pg::Pg;
+use crate::sql::{Arg, Sql, Val};
 use crate::ConsumerError;
 
 const SCHEMA: cts_sqlite::Schema<'static> = cts_sqlite::Schema {
@@ -56,24 +65,86 @@ pub struct Entry<T> {
 /// The durable state of every journal consumer. Blocking: use it from
 /// `spawn_blocking`.
 pub struct ConsumerStore {
-    conn: Mutex<Connection>,
+    db: Db,
     /// When (Unix seconds) [`ConsumerStore::mark`] last wrote a mark.
     marked_at: Mutex<i64>,
 }
 
+enum Db {
+    Sqlite(Mutex<Connection>),
+    // Boxed: the client config is large beside a SQLite connection.
+    Postgres { pg: Box<Pg>, leases: Leases },
+}
+
 /// The writes of one transaction ([`ConsumerStore::transaction`]).
 pub struct Tx<'a> {
-    tx: &'a rusqlite::Transaction<'a>,
+    sql: &'a dyn Sql,
+    /// None: the embedded store, whose one node holds every lease.
+    leases: Option<&'a Leases>,
+}
+
+impl Db {
+    fn read<R>(
+        &self,
+        f: impl FnOnce(&dyn Sql) -> Result<R, ConsumerError>,
+    ) -> Result<R, ConsumerError> {
+        match self {
+            Db::Sqlite(conn) => f(&*conn.lock()),
+            Db::Postgres { pg, .. } => pg.read(f),
+        }
+    }
+
+    fn transaction<R>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<R, ConsumerError>,
+    ) -> Result<R, ConsumerError> {
+        match self {
+            Db::Sqlite(conn) => {
+                let mut conn = conn.lock();
+                let tx = conn.transaction()?;
+                let out = f(&Tx {
+                    sql: &*tx,
+                    leases: None,
+                })?;
+                tx.commit()?;
+                Ok(out)
+            }
+            Db::Postgres { pg, leases } => pg.transaction(|sql| {
+                f(&Tx {
+                    sql,
+                    leases: Some(leases),
+                })
+            }),
+        }
+    }
 }
 
 impl ConsumerStore {
-    /// Opens (or creates) `dir/consumers.db`.
+    /// Opens (or creates) `dir/consumers.db`: the embedded node's store.
     pub fn open(dir: &Path) -> Result<ConsumerStore, ConsumerError> {
         let conn = cts_sqlite::open(dir, FILE, SCHEMA)?;
-        Ok(ConsumerStore {
-            conn: Mutex::new(conn),
+        Ok(ConsumerStore::with(Db::Sqlite(Mutex::new(conn))))
+    }
+
+    /// Connects to the PostgreSQL database at `url`, shared by every node,
+    /// as the node `node` (see [`crate::node_id`]), and migrates its
+    /// consumer tables.
+    pub fn connect(
+        url: &str,
+        node: String,
+        settings: LeaseSettings,
+    ) -> Result<ConsumerStore, ConsumerError> {
+        settings.check()?;
+        let pg = Box::new(Pg::connect(url)?);
+        let leases = Leases::new(node, settings);
+        Ok(ConsumerStore::with(Db::Postgres { pg, leases }))
+    }
+
+    fn with(db: Db) -> ConsumerStore {
+        ConsumerStore {
+            db,
             marked_at: Mutex::new(i64::MIN),
-        })
+        }
     }
 
     /// The state of `consumer` for `key`.
@@ -82,8 +153,7 @@ impl ConsumerStore {
         consumer: &str,
         key: &str,
     ) -> Result<Option<Entry<T>>, ConsumerError> {
-        let conn = self.conn.lock();
-        get(&conn, consumer, key)
+        self.db.read(|sql| get(sql, consumer, key))
     }
 
     /// Every key of `consumer` with its state, by key.
@@ -91,27 +161,25 @@ impl ConsumerStore {
         &self,
         consumer: &str,
     ) -> Result<Vec<(String, Entry<T>)>, ConsumerError> {
-        let conn = self.conn.lock();
-        let mut stmt =
-            conn.prepare("SELECT key, cursor, body FROM cursors WHERE consumer = ?1 ORDER BY key")?;
-        let rows = stmt
-            .query_map([consumer], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self.db.read(|sql| {
+            sql.query(
+                "SELECT key, cursor, body FROM cursors WHERE consumer = $1 ORDER BY key",
+                &[Arg::Text(consumer)],
+            )
+        })?;
         rows.into_iter()
-            .map(|(key, cursor, body)| {
-                let entry = entry(consumer, &key, cursor, &body)?;
+            .map(|row| {
+                let [key, cursor, body]: [Val; 3] =
+                    row.try_into().map_err(|_| ConsumerError::Shape)?;
+                let key = key.into_text();
+                let entry = entry(consumer, &key, cursor, body)?;
                 Ok((key, entry))
             })
             .collect()
     }
 
     /// Commits the state of `consumer` for `key` (durable when it returns).
+    /// On PostgreSQL only while this node holds the key's lease.
     pub fn put<T: Serialize>(
         &self,
         consumer: &str,
@@ -121,7 +189,7 @@ impl ConsumerStore {
         self.transaction(|tx| tx.put(consumer, key, entry))
     }
 
-    /// Drops the state of `consumer` for `key`.
+    /// Drops the state of `consumer` for `key`, and its lease.
     pub fn forget(&self, consumer: &str, key: &str) -> Result<(), ConsumerError> {
         self.transaction(|tx| tx.forget(consumer, key))
     }
@@ -132,21 +200,18 @@ impl ConsumerStore {
         &self,
         f: impl FnOnce(&Tx<'_>) -> Result<R, ConsumerError>,
     ) -> Result<R, ConsumerError> {
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction()?;
-        let out = f(&Tx { tx: &tx })?;
-        tx.commit()?;
-        Ok(out)
+        self.db.transaction(f)
     }
 
     /// The lowest cursor of `consumer`, if it has any key.
     pub fn min_cursor(&self, consumer: &str) -> Result<Option<u64>, ConsumerError> {
-        let min: Option<i64> = self.conn.lock().query_row(
-            "SELECT MIN(cursor) FROM cursors WHERE consumer = ?1",
-            [consumer],
-            |r| r.get(0),
-        )?;
-        Ok(min.map(|m| m as u64))
+        let rows = self.db.read(|sql| {
+            sql.query(
+                "SELECT MIN(cursor) FROM cursors WHERE consumer = $1",
+                &[Arg::Text(consumer)],
+            )
+        })?;
+        Ok(first_int(&rows).map(|m| m as u64))
     }
 
     /// Holds `journal` for `consumer` from its lowest cursor (releases it
@@ -181,9 +246,9 @@ impl ConsumerStore {
         let seq = journal.stats().journal_seq;
         self.transaction(|tx| {
             tx.mark_journal(start, seq)?;
-            tx.tx.execute(
-                "DELETE FROM journal_marks WHERE period_start < ?1",
-                [now - keep_secs],
+            tx.sql.exec(
+                "DELETE FROM journal_marks WHERE period_start < $1",
+                &[Arg::Int(now - keep_secs)],
             )?;
             Ok(())
         })?;
@@ -194,17 +259,60 @@ impl ConsumerStore {
     /// The best mark for traces recorded at or after `at` (Unix seconds):
     /// that of the latest period start at or before it.
     pub fn journal_mark(&self, at: i64) -> Result<Option<u64>, ConsumerError> {
-        Ok(self
-            .conn
-            .lock()
-            .query_row(
-                "SELECT seq FROM journal_marks WHERE period_start <= ?1 \
+        let rows = self.db.read(|sql| {
+            sql.query(
+                "SELECT seq FROM journal_marks WHERE period_start <= $1 \
                  ORDER BY period_start DESC LIMIT 1",
-                [at],
-                |r| r.get::<_, i64>(0),
+                &[Arg::Int(at)],
             )
-            .optional()?
-            .map(|s| s as u64))
+        })?;
+        Ok(first_int(&rows).map(|s| s as u64))
+    }
+
+    /// Whether this node may work `key` of `consumer`: it holds the key's
+    /// lease, or took it now (free, or expired). Always so on the embedded
+    /// store. Read the key's state after a claim, never before.
+    pub fn claim(&self, consumer: &str, key: &str) -> Result<bool, ConsumerError> {
+        match &self.db {
+            Db::Sqlite(_) => Ok(true),
+            Db::Postgres { pg, leases } => pg.read(|sql| leases.claim(sql, consumer, key)),
+        }
+    }
+
+    /// Renews the leases this node holds (call it every
+    /// [`ConsumerStore::renew_every`]); those another node took over are
+    /// dropped, and their writes fail from then on.
+    pub fn renew(&self) -> Result<(), ConsumerError> {
+        match &self.db {
+            Db::Sqlite(_) => Ok(()),
+            Db::Postgres { pg, leases } => pg.read(|sql| leases.renew(sql)),
+        }
+    }
+
+    /// Gives up every lease of this node (at stop), for others to take at
+    /// once.
+    pub fn release(&self) -> Result<(), ConsumerError> {
+        match &self.db {
+            Db::Sqlite(_) => Ok(()),
+            Db::Postgres { pg, leases } => pg.read(|sql| leases.release(sql)),
+        }
+    }
+
+    /// How often [`ConsumerStore::renew`] must run; None when there is
+    /// nothing to renew (the embedded store).
+    pub fn renew_every(&self) -> Option<Duration> {
+        match &self.db {
+            Db::Sqlite(_) => None,
+            Db::Postgres { leases, .. } => Some(leases.settings().renew_every),
+        }
+    }
+
+    /// This node's name in the leases; None on the embedded store.
+    pub fn node(&self) -> Option<&str> {
+        match &self.db {
+            Db::Sqlite(_) => None,
+            Db::Postgres { leases, .. } => Some(leases.node()),
+        }
     }
 }
 
@@ -215,27 +323,37 @@ impl Tx<'_> {
         consumer: &str,
         key: &str,
     ) -> Result<Option<Entry<T>>, ConsumerError> {
-        get(self.tx, consumer, key)
+        get(self.sql, consumer, key)
     }
 
-    /// Writes the state of `consumer` for `key`.
+    /// Writes the state of `consumer` for `key`; fails with
+    /// [`ConsumerError::LeaseLost`] unless this node holds the key's lease.
     pub fn put<T: Serialize>(
         &self,
         consumer: &str,
         key: &str,
         entry: &Entry<T>,
     ) -> Result<(), ConsumerError> {
+        if let Some(leases) = self.leases {
+            leases.fence(self.sql, consumer, key)?;
+        }
         let body = body(consumer, key, &entry.body)?;
-        self.tx.execute(
-            "INSERT INTO cursors (consumer, key, cursor, body) VALUES (?1, ?2, ?3, ?4) \
+        self.sql.exec(
+            "INSERT INTO cursors (consumer, key, cursor, body) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (consumer, key) DO UPDATE SET cursor = excluded.cursor, body = excluded.body",
-            params![consumer, key, entry.cursor as i64, body],
+            &[
+                Arg::Text(consumer),
+                Arg::Text(key),
+                Arg::Int(entry.cursor as i64),
+                Arg::Text(&body),
+            ],
         )?;
         Ok(())
     }
 
     /// Writes the state of `consumer` for `key` unless it has one (an
-    /// import that may run twice). Answers whether it wrote.
+    /// import that may run twice, before any node works the key). Answers
+    /// whether it wrote.
     pub fn put_new<T: Serialize>(
         &self,
         consumer: &str,
@@ -243,58 +361,76 @@ impl Tx<'_> {
         entry: &Entry<T>,
     ) -> Result<bool, ConsumerError> {
         let body = body(consumer, key, &entry.body)?;
-        let n = self.tx.execute(
-            "INSERT INTO cursors (consumer, key, cursor, body) VALUES (?1, ?2, ?3, ?4) \
+        let n = self.sql.exec(
+            "INSERT INTO cursors (consumer, key, cursor, body) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (consumer, key) DO NOTHING",
-            params![consumer, key, entry.cursor as i64, body],
+            &[
+                Arg::Text(consumer),
+                Arg::Text(key),
+                Arg::Int(entry.cursor as i64),
+                Arg::Text(&body),
+            ],
         )?;
         Ok(n == 1)
     }
 
-    /// Drops the state of `consumer` for `key`.
+    /// Drops the state of `consumer` for `key` and its lease: a node still
+    /// working the key fails its next write.
     pub fn forget(&self, consumer: &str, key: &str) -> Result<(), ConsumerError> {
-        self.tx.execute(
-            "DELETE FROM cursors WHERE consumer = ?1 AND key = ?2",
-            params![consumer, key],
+        self.sql.exec(
+            "DELETE FROM cursors WHERE consumer = $1 AND key = $2",
+            &[Arg::Text(consumer), Arg::Text(key)],
         )?;
+        if let Some(leases) = self.leases {
+            leases.forget(self.sql, consumer, key)?;
+        }
         Ok(())
     }
 
     /// Records that no trace recorded at or after `period_start` is at or
     /// below `seq` (keeps the higher of two marks of one start).
     pub fn mark_journal(&self, period_start: i64, seq: u64) -> Result<(), ConsumerError> {
-        self.tx.execute(
-            "INSERT INTO journal_marks (period_start, seq) VALUES (?1, ?2) \
-             ON CONFLICT (period_start) DO UPDATE SET seq = MAX(seq, excluded.seq)",
-            params![period_start, seq as i64],
+        self.sql.exec(
+            "INSERT INTO journal_marks (period_start, seq) VALUES ($1, $2) \
+             ON CONFLICT (period_start) DO UPDATE SET seq = excluded.seq \
+             WHERE excluded.seq > journal_marks.seq",
+            &[Arg::Int(period_start), Arg::Int(seq as i64)],
         )?;
         Ok(())
     }
 }
 
 fn get<T: DeserializeOwned>(
-    conn: &Connection,
+    sql: &dyn Sql,
     consumer: &str,
     key: &str,
 ) -> Result<Option<Entry<T>>, ConsumerError> {
-    let row: Option<(i64, String)> = conn
-        .query_row(
-            "SELECT cursor, body FROM cursors WHERE consumer = ?1 AND key = ?2",
-            params![consumer, key],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    row.map(|(cursor, body)| entry(consumer, key, cursor, &body))
-        .transpose()
+    let row = sql
+        .query(
+            "SELECT cursor, body FROM cursors WHERE consumer = $1 AND key = $2",
+            &[Arg::Text(consumer), Arg::Text(key)],
+        )?
+        .into_iter()
+        .next();
+    row.map(|row| {
+        let [cursor, body]: [Val; 2] = row.try_into().map_err(|_| ConsumerError::Shape)?;
+        entry(consumer, key, cursor, body)
+    })
+    .transpose()
+}
+
+fn first_int(rows: &[Vec<Val>]) -> Option<i64> {
+    rows.first().and_then(|r| r.first()).and_then(Val::int)
 }
 
 fn entry<T: DeserializeOwned>(
     consumer: &str,
     key: &str,
-    cursor: i64,
-    body: &str,
+    cursor: Val,
+    body: Val,
 ) -> Result<Entry<T>, ConsumerError> {
-    let body = serde_json::from_str(body).map_err(|source| ConsumerError::Body {
+    let cursor = cursor.int().ok_or(ConsumerError::Shape)?;
+    let body = serde_json::from_str(&body.into_text()).map_err(|source| ConsumerError::Body {
         consumer: consumer.into(),
         key: key.into(),
         source,

@@ -1,8 +1,13 @@
 //! The consumer seam over the real journal: state committed together or
 //! not at all, holds from the lowest cursor, marks, the start search, and
-//! a journal gap passed over with its size said.
+//! a journal gap passed over with its size said. Every test of the state
+//! runs on both backends (`both!`).
 
-use cts_consumer::{read_batch, start_cursor, ConsumerError, ConsumerStore, Entry, Skips};
+#[macro_use]
+mod backends;
+
+use backends::Place;
+use cts_consumer::{read_batch, start_cursor, ConsumerError, Entry, Skips};
 use cts_model::{parse_report, ReportContext, Trace};
 use cts_store::{EmbeddedStore, StoreConfig, TraceStore};
 use serde::{Deserialize, Serialize};
@@ -48,10 +53,11 @@ fn traces(n: usize, time_ms: i64, record_ms: i64) -> Vec<Trace> {
         .collect()
 }
 
-#[test]
-fn state_commits_together_or_not_at_all_and_survives_reopening() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = ConsumerStore::open(dir.path()).unwrap();
+fn state_commits_together_or_not_at_all_and_survives_reopening(place: &Place) {
+    let store = place.open();
+    for key in ["t1", "t2"] {
+        assert!(store.claim("lts", key).unwrap());
+    }
     store
         .put(
             "lts",
@@ -73,7 +79,7 @@ fn state_commits_together_or_not_at_all_and_survives_reopening() {
             },
         )?;
         tx.put("lts", "t2", &body("c"))?;
-        Err(ConsumerError::Database(rusqlite_error()))
+        Err(ConsumerError::Shape)
     });
     assert!(failed.is_err());
     assert_eq!(
@@ -108,9 +114,11 @@ fn state_commits_together_or_not_at_all_and_survives_reopening() {
         })
         .unwrap();
     // Consumers do not see each other's keys.
+    assert!(store.claim("notify", "t1").unwrap());
     store.put("notify", "t1", &body("n")).unwrap();
+    store.release().unwrap();
     drop(store);
-    let store = ConsumerStore::open(dir.path()).unwrap();
+    let store = place.open();
     let all = store.all::<Body>("lts").unwrap();
     let keys: Vec<(&str, u64)> = all.iter().map(|(k, e)| (k.as_str(), e.cursor)).collect();
     assert_eq!(keys, vec![("t1", 9), ("t2", 3)]);
@@ -119,27 +127,23 @@ fn state_commits_together_or_not_at_all_and_survives_reopening() {
     assert_eq!(store.min_cursor("lts").unwrap(), Some(9));
     assert_eq!(store.min_cursor("none").unwrap(), None);
 }
+both!(state_commits_together_or_not_at_all_and_survives_reopening);
 
-fn rusqlite_error() -> rusqlite::Error {
-    rusqlite::Error::InvalidQuery
-}
-
-#[test]
-fn a_body_that_does_not_read_names_consumer_and_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = ConsumerStore::open(dir.path()).unwrap();
+fn a_body_that_does_not_read_names_consumer_and_key(place: &Place) {
+    let store = place.open();
+    assert!(store.claim("lts", "t1").unwrap());
     store
         .put("lts", "t1", &Entry { cursor: 1, body: 5 })
         .unwrap();
     let err = store.get::<Body>("lts", "t1").unwrap_err();
     assert!(err.to_string().contains("lts/t1"), "{err}");
 }
+both!(a_body_that_does_not_read_names_consumer_and_key);
 
-#[test]
-fn marks_start_search_and_holds_over_the_real_journal() {
+fn marks_start_search_and_holds_over_the_real_journal(place: &Place) {
     let dir = tempfile::tempdir().unwrap();
     let journal = EmbeddedStore::open(StoreConfig::new(dir.path().join("store"))).unwrap();
-    let consumers = ConsumerStore::open(&dir.path().join("consumers")).unwrap();
+    let consumers = place.open();
     let t0 = 1_800_000_000; // Unix seconds, a multiple of the period
     let p = 60;
     journal
@@ -166,6 +170,9 @@ fn marks_start_search_and_holds_over_the_real_journal() {
     let later = start_cursor(&journal, 5, (t0 + 1) * 1000, 2).unwrap();
     assert_eq!((later.cursor, later.gone), (10, 0));
 
+    for key in ["t1", "t2"] {
+        assert!(consumers.claim("lts", key).unwrap());
+    }
     consumers
         .put(
             "lts",
@@ -192,6 +199,7 @@ fn marks_start_search_and_holds_over_the_real_journal() {
     let none = read_batch(&journal, 10, 100).unwrap();
     assert_eq!((none.gone, none.entries.len(), none.cursor), (0, 0, 10));
 }
+both!(marks_start_search_and_holds_over_the_real_journal);
 
 #[test]
 fn a_gap_retention_made_is_passed_over_and_counted() {

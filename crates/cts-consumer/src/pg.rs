@@ -1,0 +1,131 @@
+//! The consumer state on PostgreSQL: one connection per process (the
+//! consumers' statements are few and short; SQLite serialises them the
+//! same way), opened again when the server dropped it, and the versioned
+//! migrations of the consumer tables.
+//!
+//! Migrations are a list: version `n` is `MIGRATIONS[n - 1]`, applied once
+//! and recorded in `consumer_schema_migrations`, all in one transaction
+//! that holds that table locked, so nodes starting together apply each
+//! version once. A database with a version this build does not know is
+//! refused rather than written by older code.
+
+use std::cell::RefCell;
+
+use parking_lot::Mutex;
+use postgres::{Client, NoTls};
+
+use crate::sql::{Arg, Sql};
+use crate::ConsumerError;
+
+/// The consumer tables, version by version. Never edit a released entry:
+/// add one.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE cursors (
+    consumer TEXT NOT NULL,
+    key TEXT NOT NULL,
+    cursor BIGINT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (consumer, key)
+);
+CREATE TABLE journal_marks (
+    period_start BIGINT PRIMARY KEY,
+    seq BIGINT NOT NULL
+);
+CREATE TABLE leases (
+    consumer TEXT NOT NULL,
+    key TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    epoch BIGINT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (consumer, key)
+);
+"];
+
+pub(crate) struct Pg {
+    config: postgres::Config,
+    client: Mutex<Option<Client>>,
+}
+
+impl Pg {
+    /// Connects to `url` and brings the consumer tables to this build's
+    /// version.
+    pub(crate) fn connect(url: &str) -> Result<Pg, ConsumerError> {
+        let config: postgres::Config = url.parse()?;
+        let pg = Pg {
+            config,
+            client: Mutex::new(None),
+        };
+        pg.transaction(|sql| migrate(sql))?;
+        Ok(pg)
+    }
+
+    /// Runs `f` on the connection (each statement commits by itself).
+    pub(crate) fn read<R>(
+        &self,
+        f: impl FnOnce(&dyn Sql) -> Result<R, ConsumerError>,
+    ) -> Result<R, ConsumerError> {
+        let mut client = self.client()?;
+        let cell = RefCell::new(client.take().expect("connected"));
+        let out = f(&cell);
+        *client = Some(cell.into_inner());
+        out
+    }
+
+    /// Runs `f` in one transaction, committed when it succeeds.
+    pub(crate) fn transaction<R>(
+        &self,
+        f: impl FnOnce(&dyn Sql) -> Result<R, ConsumerError>,
+    ) -> Result<R, ConsumerError> {
+        let mut client = self.client()?;
+        let tx = RefCell::new(client.as_mut().expect("connected").transaction()?);
+        let out = f(&tx)?;
+        tx.into_inner().commit()?;
+        Ok(out)
+    }
+
+    /// The connection, opened again when there is none or the server
+    /// closed it.
+    fn client(&self) -> Result<parking_lot::MutexGuard<'_, Option<Client>>, ConsumerError> {
+        let mut client = self.client.lock();
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            *client = Some(self.config.connect(NoTls)?);
+        }
+        Ok(client)
+    }
+}
+
+fn migrate(sql: &dyn Sql) -> Result<(), ConsumerError> {
+    sql.exec(
+        "CREATE TABLE IF NOT EXISTS consumer_schema_migrations (
+             version INTEGER PRIMARY KEY,
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+         )",
+        &[],
+    )?;
+    sql.exec(
+        "LOCK TABLE consumer_schema_migrations IN EXCLUSIVE MODE",
+        &[],
+    )?;
+    let found = sql
+        .query(
+            "SELECT COALESCE(MAX(version), 0)::BIGINT FROM consumer_schema_migrations",
+            &[],
+        )?
+        .first()
+        .and_then(|r| r.first().and_then(|v| v.int()))
+        .unwrap_or(0);
+    let known = MIGRATIONS.len() as i64;
+    if found > known {
+        return Err(ConsumerError::NewerSchema { found, known });
+    }
+    for (version, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        for statement in step.split(';').filter(|s| !s.trim().is_empty()) {
+            sql.exec(statement, &[])?;
+        }
+        sql.exec(
+            "INSERT INTO consumer_schema_migrations (version) VALUES ($1::BIGINT::INTEGER)",
+            &[Arg::Int(version as i64 + 1)],
+        )?;
+    }
+    Ok(())
+}

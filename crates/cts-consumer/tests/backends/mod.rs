@@ -1,0 +1,61 @@
+//! The two places consumer state lives, for tests that run on both.
+
+use std::time::Duration;
+
+use cts_consumer::{ConsumerStore, LeaseSettings};
+use cts_testpg::TestPg;
+
+/// Where a test's consumer state lives; [`Place::open`] opens it again as
+/// a new node (a restart).
+pub enum Place {
+    Sqlite(tempfile::TempDir),
+    Postgres { _server: TestPg, url: String },
+}
+
+/// Short leases: the lease tests wait for expiry.
+pub const LEASES: LeaseSettings = LeaseSettings {
+    ttl: Duration::from_millis(600),
+    renew_every: Duration::from_millis(200),
+};
+
+impl Place {
+    pub fn sqlite() -> Place {
+        Place::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    pub fn postgres() -> Place {
+        let server = TestPg::start();
+        let url = server.url();
+        Place::Postgres {
+            _server: server,
+            url,
+        }
+    }
+
+    /// A store on this place, as a node of its own.
+    pub fn open(&self) -> ConsumerStore {
+        match self {
+            Place::Sqlite(dir) => ConsumerStore::open(dir.path()).unwrap(),
+            Place::Postgres { url, .. } => {
+                ConsumerStore::connect(url, cts_consumer::node_id(), LEASES).unwrap()
+            }
+        }
+    }
+}
+
+/// Runs the test `$name(&Place)` on SQLite and on PostgreSQL, as two tests.
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name(&super::backends::Place::sqlite());
+            }
+
+            #[test]
+            fn postgres() {
+                super::$name(&super::backends::Place::postgres());
+            }
+        }
+    };
+}
