@@ -9,7 +9,9 @@
 #   - aiosmtpd (PyPI, into target/smtp-venv): the e-mail delivery tests
 #     send through a real SMTP server (scripts/smtp-sink.py);
 #   - PostgreSQL (Debian `postgresql`): the PostgreSQL backend's tests start
-#     a throwaway server of their own (crates/cts-testpg).
+#     a throwaway server of their own (crates/cts-testpg);
+#   - rsyslog with its TLS driver (Debian `rsyslog`, `rsyslog-gnutls`): the
+#     LTS syslog tests start their own rsyslogd as the receiver.
 # Idempotent; fails loudly (never skips) when something cannot be installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +47,15 @@ have_postgres() { compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || co
 if ! have_postgres; then
   install_package postgresql
   have_postgres || { echo "test-deps: initdb is still missing after apt-get install postgresql" >&2; exit 1; }
+fi
+
+# rsyslogd lives in /usr/sbin, off a normal user's PATH.
+if [[ ! -x /usr/sbin/rsyslogd ]] && ! command -v rsyslogd >/dev/null; then
+  install_package rsyslog
+fi
+# The TLS driver (gtls) of the RFC 5425 test listener.
+if ! compgen -G '/usr/lib/*/rsyslog/lmnsd_gtls.so' >/dev/null; then
+  install_package rsyslog-gnutls
 fi
 
 scripts/s3-test-server.sh >/dev/null

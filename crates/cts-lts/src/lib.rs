@@ -1,6 +1,7 @@
 //! Trace analysis (LTS): every tracker with `lts` on streams the traces it
 //! records to a log system the operator runs, as OpenTelemetry logs over
-//! OTLP/HTTP ([`otlp`]).
+//! OTLP/HTTP ([`otlp`]) or as RFC 5424 syslog over TCP/TLS ([`syslog`]),
+//! both behind one [`Protocol`].
 //!
 //! Delivery is a journal consumer on the shared seam (`cts-consumer`,
 //! consumer [`CONSUMER`], one cursor per tracker): at least once, in order
@@ -15,10 +16,13 @@
 
 mod fields;
 pub mod otlp;
+mod protocol;
 mod sink;
 mod stream;
+pub mod syslog;
 
-pub use sink::{Failure, SinkError, SinkKind, SinkSpec, SpecError};
+pub use protocol::{Protocol, Stream};
+pub use sink::{Facility, Failure, SinkError, SinkKind, SinkSpec, SpecError};
 pub use stream::{Lts, LtsStatus, RegionOf, Routing, Settings, SinkMetrics};
 
 /// The journal consumer name of LTS streaming.

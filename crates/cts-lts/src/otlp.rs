@@ -18,18 +18,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
 use crate::fields::{Fields, Severity};
+use crate::protocol::{Protocol, Sending, Stream};
 use crate::sink::{Failure, SinkError, SinkSpec};
-
-/// Whose stream a batch is: the resource of its records.
-#[derive(Debug, Clone)]
-pub struct Stream {
-    pub project_id: String,
-    pub region: String,
-    pub log_group: String,
-    pub log_topic: String,
-    pub group_id: String,
-    pub stream_id: String,
-}
 
 /// The gzip'd protobuf request body of `docs` (stored trace JSON; a
 /// document that does not read is left out and counted in the answer).
@@ -170,7 +160,7 @@ impl Client {
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30));
         if let Some(ca) = &spec.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+            let pem = crate::protocol::read_ca(ca)?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| format!("{}: {e}", ca.display()))?;
             http = http.tls_built_in_root_certs(false);
@@ -185,7 +175,7 @@ impl Client {
     }
 
     /// Sends one gzip'd request body; `Ok` once the receiver answered 2xx.
-    pub async fn send(&self, body: Vec<u8>) -> Result<(), SinkError> {
+    async fn post(&self, body: Vec<u8>) -> Result<(), SinkError> {
         let answer = self
             .http
             .post(self.url.clone())
@@ -223,7 +213,17 @@ impl Client {
     }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
+impl Protocol for Client {
+    fn encode(&self, stream: &Stream, docs: &[Vec<u8>]) -> (Vec<u8>, u64) {
+        encode(stream, docs)
+    }
+
+    fn send(&self, body: Vec<u8>) -> Sending<'_> {
+        Box::pin(self.post(body))
+    }
+}
+
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {

@@ -12,6 +12,50 @@ use serde::{Deserialize, Serialize};
 pub enum SinkKind {
     /// OTLP/HTTP logs: `POST {endpoint}/v1/logs`, protobuf, gzip.
     Otlp,
+    /// RFC 5424 messages, octet-counted (RFC 6587), over TCP (`tcp://`) or
+    /// TLS (`tls://`, RFC 5425).
+    Syslog,
+}
+
+/// The syslog facility of a `syslog` sink's messages (RFC 5424 §6.2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Facility {
+    Kern,
+    User,
+    Mail,
+    Daemon,
+    Auth,
+    Syslog,
+    Lpr,
+    News,
+    Uucp,
+    Cron,
+    Authpriv,
+    Ftp,
+    Ntp,
+    Audit,
+    Alert,
+    Clock,
+    Local0,
+    Local1,
+    Local2,
+    Local3,
+    Local4,
+    Local5,
+    Local6,
+    Local7,
+}
+
+impl Facility {
+    /// `local0`: a facility of its own, so a receiver routes the traces
+    /// without mixing them into the host's `auth`/`authpriv` logs.
+    pub const DEFAULT: Facility = Facility::Local0;
+
+    /// The facility number (the PRI is `number * 8 + severity`).
+    pub fn number(self) -> u8 {
+        self as u8
+    }
 }
 
 /// One `[[lts.sinks]]` entry.
@@ -20,15 +64,20 @@ pub enum SinkKind {
 pub struct SinkSpec {
     pub name: String,
     pub kind: SinkKind,
-    /// `http(s)://host:port` (a path prefix is kept).
+    /// `http(s)://host:port` (a path prefix is kept) for `otlp`;
+    /// `tcp://host:port` or `tls://host:port` for `syslog`.
     pub endpoint: String,
     /// PEM file of the CA(s) that sign the receiver's certificate; with it,
     /// no other CA is trusted.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
-    /// Sent with every request (e.g. an API key).
+    /// Sent with every request (e.g. an API key); `otlp` only.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// The facility of the messages (`syslog` only; [`Facility::DEFAULT`]
+    /// when unset).
+    #[serde(default)]
+    pub facility: Option<Facility>,
 }
 
 /// Why a sink setting is refused; names the field and the rule.
@@ -57,15 +106,36 @@ impl SinkSpec {
         if !name_ok {
             return Err(fail("name", "1 to 64 letters, digits, '-' or '_'"));
         }
+        let url = reqwest::Url::parse(&self.endpoint)
+            .map_err(|e| fail("endpoint", &format!("not a URL: {e}")))?;
         match self.kind {
             SinkKind::Otlp => {
-                let url = reqwest::Url::parse(&self.endpoint)
-                    .map_err(|e| fail("endpoint", &format!("not a URL: {e}")))?;
                 if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
                     return Err(fail("endpoint", "must be http(s)://host:port for otlp"));
                 }
                 if url.scheme() == "http" && self.ca_file.is_some() {
                     return Err(fail("ca_file", "needs an https:// endpoint"));
+                }
+                if self.facility.is_some() {
+                    return Err(fail("facility", "is for syslog sinks"));
+                }
+            }
+            SinkKind::Syslog => {
+                let bare = url.host_str().is_some_and(|h| !h.is_empty())
+                    && matches!(url.path(), "" | "/")
+                    && url.query().is_none()
+                    && url.username().is_empty();
+                if !matches!(url.scheme(), "tcp" | "tls") || !bare {
+                    return Err(fail(
+                        "endpoint",
+                        "must be tcp://host:port or tls://host:port for syslog",
+                    ));
+                }
+                if url.scheme() == "tcp" && self.ca_file.is_some() {
+                    return Err(fail("ca_file", "needs a tls:// endpoint"));
+                }
+                if !self.headers.is_empty() {
+                    return Err(fail("headers", "are for otlp sinks"));
                 }
             }
         }

@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::fields::Fields;
-use crate::otlp::{self, Client};
+use crate::protocol::{self, Protocol, Stream};
 use crate::sink::{Failure, SinkSpec};
 use crate::{LtsError, CONSUMER};
 
@@ -108,7 +108,7 @@ struct State {
 }
 
 struct Sink {
-    client: Client,
+    protocol: Arc<dyn Protocol>,
     delivered: AtomicU64,
     failed: AtomicU64,
 }
@@ -153,9 +153,10 @@ impl Lts {
         let mut built = BTreeMap::new();
         for spec in sinks {
             spec.check().map_err(|e| e.to_string())?;
-            let client = Client::new(spec).map_err(|e| format!("lts sink {}: {e}", spec.name))?;
+            let protocol =
+                protocol::build(spec).map_err(|e| format!("lts sink {}: {e}", spec.name))?;
             let sink = Sink {
-                client,
+                protocol,
                 delivered: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
             };
@@ -362,9 +363,9 @@ impl Lts {
             return Ok(false);
         }
         let (tracker, cursor, settings) = (t.clone(), e.cursor, self.settings.clone());
-        let stream = self.stream(t);
+        let (stream, protocol) = (self.stream(t), Arc::clone(&sink.protocol));
         let next = self
-            .blocking(move |_, j| next(j, &tracker, &stream, cursor, &settings))
+            .blocking(move |_, j| next(j, &tracker, &stream, &*protocol, cursor, &settings))
             .await?;
         self.skips.record(
             &key(t),
@@ -381,7 +382,7 @@ impl Lts {
             }
             return Ok(next.more);
         };
-        match sink.client.send(body).await {
+        match sink.protocol.send(body).await {
             Ok(()) => {
                 sink.delivered.fetch_add(next.count, Ordering::Relaxed);
                 let recovered = e.body.error.is_some();
@@ -416,8 +417,8 @@ impl Lts {
         }
     }
 
-    fn stream(&self, t: &Tracker) -> otlp::Stream {
-        otlp::Stream {
+    fn stream(&self, t: &Tracker) -> Stream {
+        Stream {
             project_id: t.project_id.clone(),
             region: (self.region_of)(&t.project_id).unwrap_or_else(|| "default".into()),
             log_group: t.lts.log_group_name.clone(),
@@ -437,7 +438,8 @@ fn key(t: &Tracker) -> String {
 fn next(
     journal: &dyn TraceStore,
     t: &Tracker,
-    stream: &otlp::Stream,
+    stream: &Stream,
+    protocol: &dyn Protocol,
     cursor: u64,
     settings: &Settings,
 ) -> Result<Next, LtsError> {
@@ -469,7 +471,7 @@ fn next(
     }
     let count = docs.len() as u64;
     let body = (!docs.is_empty()).then(|| {
-        let (body, bad) = otlp::encode(stream, &docs);
+        let (body, bad) = protocol.encode(stream, &docs);
         unreadable += bad;
         body
     });

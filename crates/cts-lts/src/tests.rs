@@ -8,8 +8,8 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use prost::Message;
 use serde_json::json;
 
-use crate::otlp::{encode, Stream};
-use crate::{SinkKind, SinkSpec};
+use crate::otlp::encode;
+use crate::{SinkKind, SinkSpec, Stream};
 
 fn spec(endpoint: &str) -> SinkSpec {
     SinkSpec {
@@ -18,6 +18,7 @@ fn spec(endpoint: &str) -> SinkSpec {
         endpoint: endpoint.into(),
         ca_file: None,
         headers: Default::default(),
+        facility: None,
     }
 }
 
@@ -111,4 +112,90 @@ fn a_batch_decodes_to_one_record_per_trace() {
         panic!("a string body")
     };
     assert_eq!(body.as_bytes(), &docs[2][..]);
+}
+
+#[test]
+fn syslog_sink_rules_name_the_field() {
+    let syslog = |endpoint: &str| SinkSpec {
+        kind: SinkKind::Syslog,
+        ..spec(endpoint)
+    };
+    assert!(syslog("tcp://127.0.0.1:514").check().is_ok());
+    assert!(syslog("tls://siem.example:6514").check().is_ok());
+    for bad in ["http://x:1", "tcp://x:1/path", "udp://x:514", "tcp://"] {
+        assert_eq!(syslog(bad).check().unwrap_err().field, "endpoint", "{bad}");
+    }
+    let mut s = syslog("tcp://x:514");
+    s.ca_file = Some("/ca.pem".into());
+    assert_eq!(s.check().unwrap_err().field, "ca_file");
+    let mut s = syslog("tls://x:6514");
+    s.headers.insert("x-api-key".into(), "k".into());
+    assert_eq!(s.check().unwrap_err().field, "headers");
+    let mut s = spec("http://x:1");
+    s.facility = Some(crate::Facility::Auth);
+    assert_eq!(s.check().unwrap_err().field, "facility");
+}
+
+/// RFC 5424 messages, octet-counted: PRI from the facility and the
+/// rating, MSGID the trace name, SD-PARAM values escaped, the JSON as MSG.
+#[test]
+fn a_syslog_batch_is_octet_counted_rfc5424() {
+    let doc = |id: &str, rating: &str| {
+        serde_json::to_vec(&json!({
+            "trace_id": id, "time": 1_700_000_000_123i64, "record_time": 1_700_000_000_456i64,
+            "project_id": "p1", "trace_type": "ApiCall", "tracker_name": "system",
+            "service_type": "ECS", "resource_type": "ecs", "resource_name": "vm \"1\" [a\\b]",
+            "trace_name": "create Server", "trace_rating": rating, "source_ip": "10.0.0.1",
+            "code": 200, "user": {"id": "u1", "name": "alice"}
+        }))
+        .unwrap()
+    };
+    let stream = Stream {
+        project_id: "p1".into(),
+        region: "eu-de".into(),
+        log_group: "CTS".into(),
+        log_topic: "system-trace".into(),
+        group_id: "g".into(),
+        stream_id: "s".into(),
+    };
+    let docs = vec![
+        doc("a", "normal"),
+        b"{not json".to_vec(),
+        doc("b", "incident"),
+        doc("c", "warning"),
+    ];
+    let (body, unreadable) =
+        crate::syslog::encode(crate::Facility::Local0, "host1", &stream, &docs);
+    assert_eq!(unreadable, 1);
+    let mut messages = Vec::new();
+    let mut rest = &body[..];
+    while !rest.is_empty() {
+        let sp = rest.iter().position(|&b| b == b' ').unwrap();
+        let len: usize = std::str::from_utf8(&rest[..sp]).unwrap().parse().unwrap();
+        messages.push(std::str::from_utf8(&rest[sp + 1..sp + 1 + len]).unwrap());
+        rest = &rest[sp + 1 + len..];
+    }
+    assert_eq!(messages.len(), 3);
+    let pid = std::process::id();
+    let m = messages[1];
+    let head = format!("<131>1 2023-11-14T22:13:20.123Z host1 cts {pid} create_Server [cts@32473 ");
+    assert!(m.starts_with(&head), "{m}");
+    assert!(messages[0].starts_with("<134>1 "), "local0.info");
+    assert!(messages[2].starts_with("<132>1 "), "local0.warning");
+    assert!(
+        m.contains(r#" resource_name="vm \"1\" [a\\b\]""#),
+        "escaped: {m}"
+    );
+    for param in [
+        r#"trace_id="b""#,
+        r#"trace_name="create Server""#,
+        r#"user="alice""#,
+        r#"code="200""#,
+        r#"log_topic="system-trace""#,
+        r#"log_stream_id="s""#,
+    ] {
+        assert!(m.contains(param), "{param} in {m}");
+    }
+    let json = m.split_once("\"] ").unwrap().1;
+    assert_eq!(json.as_bytes(), &docs[2][..]);
 }

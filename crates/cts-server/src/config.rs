@@ -104,6 +104,9 @@ pub struct LtsSettings {
     pub kind: Option<cts_lts::SinkKind>,
     pub endpoint: Option<String>,
     pub ca_file: Option<PathBuf>,
+    /// The facility of the `syslog` sink of `kind`/`endpoint`
+    /// (`CTS_LTS_FACILITY`).
+    pub facility: Option<cts_lts::Facility>,
     pub sinks: Vec<cts_lts::SinkSpec>,
     /// The sink of every project without an entry in `projects`.
     pub default_sink: Option<String>,
@@ -339,6 +342,7 @@ impl Default for Config {
                 kind: None,
                 endpoint: None,
                 ca_file: None,
+                facility: None,
                 sinks: Vec::new(),
                 default_sink: None,
                 projects: BTreeMap::new(),
@@ -546,6 +550,12 @@ impl Config {
                 "is for the sink of lts.kind/lts.endpoint".into(),
             );
         }
+        if lts.kind.is_none() && lts.facility.is_some() {
+            return invalid(
+                "lts.facility",
+                "is for the sink of lts.kind/lts.endpoint".into(),
+            );
+        }
         if lts.batch_max == 0 {
             return invalid("lts.batch_max", "must be greater than zero".into());
         }
@@ -579,6 +589,7 @@ impl Config {
                 endpoint: endpoint.clone(),
                 ca_file: lts.ca_file.clone(),
                 headers: BTreeMap::new(),
+                facility: lts.facility,
             });
             default_sink.get_or_insert_with(|| ENV_SINK.into());
         }

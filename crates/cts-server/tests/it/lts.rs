@@ -24,7 +24,7 @@ struct Receiver {
     _dir: tempfile::TempDir,
 }
 
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
@@ -129,14 +129,14 @@ fn server_for(receiver: &Receiver, root: Option<&Path>) -> TestServer {
     b.start()
 }
 
-fn set_lts(server: &TestServer, kind: &str, name: &str, on: bool) {
+pub(crate) fn set_lts(server: &TestServer, kind: &str, name: &str, on: bool) {
     let pid = &server.admin.project_id;
     let body = json!({"tracker_type": kind, "tracker_name": name, "is_lts_enabled": on});
     let a = put(server, &format!("/v3/{pid}/tracker"), &body);
     assert_eq!(a.status, 200, "{}", a.text);
 }
 
-fn system_tracker(server: &TestServer) -> Value {
+pub(crate) fn system_tracker(server: &TestServer) -> Value {
     let pid = &server.admin.project_id;
     let a = server.get(&format!("/v3/{pid}/trackers?tracker_type=system"));
     a.body["trackers"][0].clone()
@@ -144,7 +144,7 @@ fn system_tracker(server: &TestServer) -> Value {
 
 /// `n` ECS traces with ids of their own, every third a warning, every
 /// fifth an incident.
-fn traces(n: usize) -> (Vec<String>, Vec<Value>) {
+pub(crate) fn traces(n: usize) -> (Vec<String>, Vec<Value>) {
     let now = now_ms();
     (0..n)
         .map(|i| {

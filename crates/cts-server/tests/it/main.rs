@@ -11,6 +11,7 @@ mod legacy;
 mod limits;
 mod lockout;
 mod lts;
+mod lts_syslog;
 mod notifications;
 mod ops;
 mod paging;
