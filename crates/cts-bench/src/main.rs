@@ -7,6 +7,7 @@ mod busy;
 mod gen;
 mod load;
 mod notifications;
+mod notify_latency;
 mod queries;
 mod server;
 mod soak;
@@ -81,7 +82,8 @@ struct Args {
     /// Soak: time between samples.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1m")]
     sample_every: Duration,
-    /// Soak: traces per second (default: half the maximum, measured first).
+    /// Soak: traces per second (default: half the maximum, measured
+    /// first). --notify-latency: traces per second (default 200).
     #[arg(long)]
     rate: Option<f64>,
     /// Soak: the server's transfer period (`transfer.period`, at least 10 s).
@@ -91,6 +93,10 @@ struct Args {
     /// process, over this many generated traces against 100 rules.
     #[arg(long, value_name = "TRACES")]
     notifications: Option<u64>,
+    /// Instead: report-to-delivery latency of notifications through ctsd
+    /// and a signed webhook, reporting at --rate for this long (e.g. `60s`).
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    notify_latency: Option<Duration>,
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -137,6 +143,16 @@ fn run(args: &Args) -> Result<()> {
         Some(d) => tempfile::tempdir_in(d)?,
         None => tempfile::tempdir()?,
     };
+    if let Some(duration) = args.notify_latency {
+        return notify_latency::run(&notify_latency::Config {
+            duration,
+            rate: args.rate.unwrap_or(200.0),
+            seed: args.seed,
+            server_bin: &server_bin,
+            work: work.path(),
+            log: &log,
+        });
+    }
     if let Some(duration) = args.soak {
         return soak::run(&soak::Config {
             duration,

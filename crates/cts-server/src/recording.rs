@@ -145,5 +145,8 @@ pub fn append<S: AsRef<str>>(
         })
         .collect();
     drop(traces);
-    store.append_prepared(prepared)
+    let outcome = store.append_prepared(prepared)?;
+    // A permit is kept when the matcher is busy: it never misses one.
+    state.appended.notify_one();
+    Ok(outcome)
 }

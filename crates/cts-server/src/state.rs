@@ -35,6 +35,9 @@ pub struct Inner {
     pub topics: Arc<TopicStore>,
     pub outbox: Arc<Outbox>,
     pub notifier: Arc<Notifier>,
+    /// Signalled after every append: the notification matcher evaluates
+    /// new traces at once instead of at its next poll.
+    pub appended: tokio::sync::Notify,
     pub lts: Arc<Lts>,
     pub login_lockout: LoginLockout,
     pub refusals: RefusalAudit,
@@ -70,6 +73,7 @@ impl AppState {
             topics: settings.topics,
             outbox: settings.outbox,
             notifier: settings.notifier,
+            appended: tokio::sync::Notify::new(),
             lts: settings.lts,
             login_lockout,
             refusals,
