@@ -1,13 +1,17 @@
 //! The LTS consumer: per tracker with `lts` on, a durable cursor in the
 //! consumer store and a pass that reads after it, keeps the tracker's
 //! traces, sends them in one request and only then commits the cursor.
+//! With several nodes a tracker streams from the node holding its lease
+//! (`cts_consumer`); a node that lost it fails its next commit (fenced)
+//! and stops that tracker: the new holder sends from the committed cursor
+//! (at least once).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cts_consumer::{ConsumerStore, Entry, Skips};
+use cts_consumer::{ConsumerError, ConsumerStore, Entry, Skips};
 use cts_store::TraceStore;
 use cts_tracker::{Tracker, TrackerStore};
 use parking_lot::Mutex;
@@ -291,6 +295,12 @@ impl Lts {
         for t in all.iter().filter(|t| t.streams()) {
             match self.run_tracker(t, now_ms).await {
                 Ok(m) => more |= m,
+                // Another node took the tracker over: its work stopped here
+                // without committing, and goes on there.
+                Err(LtsError::Consumer(e @ ConsumerError::LeaseLost { .. })) => {
+                    tracing::info!(tracker = %t.tracker_name, project = %t.project_id, error = %e,
+                        "lts streaming of a tracker moved to another node");
+                }
                 Err(e) => {
                     tracing::warn!(tracker = %t.tracker_name, project = %t.project_id, error = %e,
                         "lts streaming of a tracker failed; the others go on");
@@ -351,6 +361,14 @@ impl Lts {
                 .insert(t.id.clone(), LtsStatus::Error(Failure::NoSink));
             return Ok(false);
         };
+        // One node at a time: the state is read after the lease is held.
+        let id = t.id.clone();
+        if !self
+            .blocking(move |c, _| Ok(c.claim(CONSUMER, &id)?))
+            .await?
+        {
+            return Ok(false);
+        }
         let id = t.id.clone();
         let mut e = match self
             .blocking(move |c, _| Ok(c.get::<State>(CONSUMER, &id)?))

@@ -20,6 +20,11 @@
 //!   retention runs, and after each commit). Traces gone from the journal
 //!   before they were read are counted ([`Notifier::take_skipped`]) and
 //!   logged.
+//! * **One node.** With several nodes the matcher runs where its lease is
+//!   held ([`ConsumerStore::claim`]); a node that lost it fails its next
+//!   commit (fenced) and evaluates nothing more until it holds it again.
+//!   Messages enqueued before such a failed commit are enqueued again by
+//!   the new holder under the same ids: at least once.
 
 use std::sync::Arc;
 
@@ -106,7 +111,9 @@ impl Notifier {
     /// Places a matcher that has never run and holds the journal from its
     /// cursor.
     fn begin(&self) -> Result<(), NotifierError> {
-        if self.consumers.get::<Applied>(CONSUMER, KEY)?.is_none() {
+        // Another node holding the lease has placed it (or will).
+        let mine = self.consumers.claim(CONSUMER, KEY)?;
+        if mine && self.consumers.get::<Applied>(CONSUMER, KEY)?.is_none() {
             self.consumers.put(CONSUMER, KEY, &self.first_entry()?)?;
         }
         self.consumers.hold(self.journal.as_ref(), CONSUMER)?;
@@ -160,6 +167,13 @@ impl Notifier {
     /// cursor. Blocking (journal reads, SQLite): run it off the async
     /// workers.
     pub fn pass(&self, max_batches: usize) -> Result<Pass, NotifierError> {
+        if !self.consumers.claim(CONSUMER, KEY)? {
+            // Another node matches: nothing to do here but wait.
+            return Ok(Pass {
+                caught_up: true,
+                ..Pass::default()
+            });
+        }
         let matcher = self.rules.matcher();
         let mut entry = match self.consumers.get::<Applied>(CONSUMER, KEY)? {
             Some(entry) => entry,

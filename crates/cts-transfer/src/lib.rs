@@ -19,6 +19,12 @@
 //! notices the tracker. A trace the transfer had to pass over (unreadable,
 //! or removed from the journal before it was in files) is counted and
 //! logged, never skipped silently.
+//!
+//! With several nodes (consumer state on PostgreSQL) a tracker is worked
+//! by the node holding its lease (`cts_consumer`): every commit of its
+//! state is fenced by the lease, so a node that lost it stops that
+//! tracker without committing, and the next holder redoes the period from
+//! the committed cursor (same objects, same names).
 
 mod keys;
 mod state;
@@ -34,7 +40,7 @@ use cts_archive::{
     ObjectStorage, Period, PublicKeyInfo, SigningKey, TraceFileOptions, TrackerPath, WriteError,
     WriteFailure, MAX_JSON_BYTES_PER_FILE, MAX_TRACES_PER_FILE,
 };
-use cts_consumer::{ConsumerStore, Skips};
+use cts_consumer::{ConsumerError, ConsumerStore, Skips};
 use cts_store::{StoreError, TraceStore};
 use cts_tracker::{CompressType, ErrorDetail, Tracker, TrackerStatus, TrackerStore};
 use serde::Deserialize;
@@ -387,14 +393,23 @@ impl Transfer {
         due.extend(trackers.iter().filter(|t| t.transfers()));
         let mut failed = None;
         for t in due {
-            if let Err(e) = self.run_tracker(t, now_secs).await {
-                tracing::warn!(
-                    tracker = %t.tracker_name,
-                    project = %t.project_id,
-                    error = %e,
-                    "transfer of a tracker failed; the others go on"
-                );
-                failed.get_or_insert(e);
+            match self.run_tracker(t, now_secs).await {
+                Ok(()) => {}
+                // Another node took the tracker over: its work stopped here
+                // without committing, and goes on there.
+                Err(TransferError::Consumer(e @ ConsumerError::LeaseLost { .. })) => {
+                    tracing::info!(tracker = %t.tracker_name, project = %t.project_id, error = %e,
+                        "transfer of a tracker moved to another node");
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        tracker = %t.tracker_name,
+                        project = %t.project_id,
+                        error = %e,
+                        "transfer of a tracker failed; the others go on"
+                    );
+                    failed.get_or_insert(e);
+                }
             }
         }
         self.expire(&trackers, now_secs).await;
@@ -481,6 +496,14 @@ impl Transfer {
     /// recorded nothing after), each chain ends, and its state goes.
     async fn run_tracker(&self, t: &Tracker, now: i64) -> Result<(), TransferError> {
         let p = self.settings.period_secs;
+        // One node at a time: its state is read after the lease is held.
+        let id = t.id.clone();
+        if !self
+            .with_state(move |st| Ok(st.consumers.claim(CONSUMER, &id)?))
+            .await?
+        {
+            return Ok(());
+        }
         let id = t.id.clone();
         let mut s = match self.with_state(move |st| st.tracker(&id)).await? {
             Some(s) => s,

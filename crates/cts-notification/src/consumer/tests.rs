@@ -198,3 +198,63 @@ fn the_journal_is_held_from_the_cursor() {
     assert_eq!(entry.cursor, 3);
     assert_eq!(entry.body.since, 1_000);
 }
+
+#[test]
+fn on_shared_state_one_node_matches_and_another_takes_over_when_it_stops() {
+    use std::time::{Duration, Instant};
+
+    let pg = cts_testpg::TestPg::start();
+    let leases = cts_consumer::LeaseSettings {
+        ttl: Duration::from_millis(600),
+        renew_every: Duration::from_millis(200),
+    };
+    let node =
+        || Arc::new(ConsumerStore::connect(&pg.url(), cts_consumer::node_id(), leases).unwrap());
+    let mut w = world();
+    w.consumers = node();
+    let a = w.notifier();
+    let (b_state, a_state) = (node(), w.consumers.clone());
+    let b = Notifier::open(
+        w.journal.clone(),
+        w.rules.clone(),
+        b_state.clone(),
+        w.outbox.clone(),
+    );
+    w.rule("deletes", "deleteServer", 1_000);
+    w.record("deleteServer", 1_000);
+    // a took the lease first: b evaluates nothing.
+    assert_eq!(b.pass(10).unwrap().evaluated, 0);
+    assert_eq!(a.pass(10).unwrap().fired, 1);
+    a_state.renew().unwrap();
+    w.record("deleteServer", 1_001);
+    assert_eq!(b.pass(10).unwrap().evaluated, 0);
+    // a stops renewing: b takes over within the lease time, from a's cursor.
+    let started = Instant::now();
+    let pass = loop {
+        let pass = b.pass(10).unwrap();
+        if pass.evaluated > 0 {
+            break pass;
+        }
+        assert!(started.elapsed() < leases.ttl * 2, "b never took over");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!((pass.evaluated, pass.fired), (1, 1));
+    // a, back, is fenced: it commits nothing.
+    w.record("deleteServer", 1_002);
+    assert!(matches!(
+        a.pass(10),
+        Err(NotifierError::State(
+            cts_consumer::ConsumerError::LeaseLost { .. }
+        ))
+    ));
+    b.pass(10).unwrap();
+    assert_eq!(w.messages().len(), 3);
+    assert_eq!(
+        b_state
+            .get::<Applied>(CONSUMER, KEY)
+            .unwrap()
+            .unwrap()
+            .cursor,
+        3
+    );
+}
