@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cts_store::{OnDamage, StoreConfig};
+use cts_store_pg::{PgSettings, PgUrl};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -264,6 +265,27 @@ pub struct StoreSettings {
     /// stop) or `read-only` (quarantine a copy, serve queries, refuse
     /// every change).
     pub on_damage: OnDamage,
+    /// Where traces are stored: `embedded` (this node's data directory)
+    /// or `postgres` (`postgres_url`, shared by any number of nodes).
+    pub backend: StoreBackend,
+    /// The PostgreSQL database (`postgres://user:password@host:port/db`);
+    /// needed with `backend = "postgres"`. Printed without its password.
+    pub postgres_url: Option<PgUrl>,
+    /// Connections to PostgreSQL this node keeps open at most.
+    pub postgres_pool_size: u32,
+    /// PEM CA file: TLS to PostgreSQL, the server's certificate verified
+    /// against it. Unset: plain connections (loopback, a trusted network).
+    pub postgres_ca_file: Option<PathBuf>,
+    /// Whether a start applies pending schema migrations (`ctsd migrate`
+    /// does otherwise).
+    pub auto_migrate: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    Embedded,
+    Postgres,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -303,6 +325,11 @@ impl Default for Config {
                 fsync: store.fsync,
                 max_segments_per_partition: store.max_segments_per_partition,
                 on_damage: store.on_damage,
+                backend: StoreBackend::Embedded,
+                postgres_url: None,
+                postgres_pool_size: PgSettings::DEFAULT_POOL_SIZE,
+                postgres_ca_file: None,
+                auto_migrate: true,
             },
             metrics: MetricsSettings { public: true },
             auth: AuthSettings {
@@ -533,7 +560,31 @@ impl Config {
                 return invalid("public_url", "must start with http:// or https://");
             }
         }
+        self.validate_postgres()?;
         self.validate_lts()
+    }
+
+    fn validate_postgres(&self) -> Result<(), ConfigError> {
+        let invalid = |key, rule: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                rule: rule.to_string(),
+            })
+        };
+        let store = &self.store;
+        if store.backend == StoreBackend::Postgres && store.postgres_url.is_none() {
+            return invalid(
+                "store.postgres_url",
+                "is needed with store.backend = \"postgres\"",
+            );
+        }
+        if store.postgres_pool_size == 0 {
+            return invalid("store.postgres_pool_size", "must be greater than zero");
+        }
+        if store.postgres_ca_file.is_some() && store.postgres_url.is_none() {
+            return invalid("store.postgres_ca_file", "is for store.postgres_url");
+        }
+        Ok(())
     }
 
     fn validate_lts(&self) -> Result<(), ConfigError> {
@@ -694,6 +745,19 @@ impl Config {
     /// Where the identity store lives.
     pub fn identity_dir(&self) -> PathBuf {
         self.data_dir.join("identity")
+    }
+
+    /// How to reach PostgreSQL, when `store.backend = "postgres"`.
+    pub fn postgres_settings(&self) -> Option<PgSettings> {
+        if self.store.backend != StoreBackend::Postgres {
+            return None;
+        }
+        let store = &self.store;
+        let mut settings = PgSettings::new(store.postgres_url.clone()?);
+        settings.pool_size = store.postgres_pool_size;
+        settings.ca_file = store.postgres_ca_file.clone();
+        settings.auto_migrate = store.auto_migrate;
+        Some(settings)
     }
 
     /// The settings of the embedded store engine.
@@ -976,6 +1040,58 @@ mod tests {
                 e.to_string().contains("no sink is named \"nowhere\""),
                 "{e}"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn postgres_backend_settings() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            assert_eq!(
+                Config::load(None, &Overrides::default())
+                    .unwrap()
+                    .postgres_settings(),
+                None
+            );
+
+            jail.set_env("CTS_STORE_BACKEND", "postgres");
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(
+                e.to_string().contains("store.postgres_url is needed"),
+                "{e}"
+            );
+
+            jail.set_env("CTS_STORE_POSTGRES_URL", "mysql://db/cts");
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            let e = e.to_string();
+            assert!(
+                e.contains("store.postgres_url: ") && e.contains("postgres://"),
+                "{e}"
+            );
+            assert!(e.contains("CTS_STORE_POSTGRES_URL"), "{e}");
+
+            jail.set_env("CTS_STORE_POSTGRES_URL", "postgres://cts:pw@db.example/cts");
+            jail.set_env("CTS_STORE_POSTGRES_POOL_SIZE", "4");
+            jail.set_env("CTS_STORE_AUTO_MIGRATE", "false");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            let pg = c.postgres_settings().unwrap();
+            assert_eq!(pg.url.to_string(), "postgres://cts@db.example:5432/cts");
+            assert_eq!(pg.pool_size, 4);
+            assert!(!pg.auto_migrate);
+            assert!(
+                !format!("{c:?}").contains("pw@"),
+                "the password is never printed"
+            );
+
+            jail.set_env("CTS_STORE_POSTGRES_POOL_SIZE", "0");
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("store.postgres_pool_size"), "{e}");
+
+            jail.clear_env();
+            jail.set_env("CTS_STORE_POSTGRES_CA_FILE", "/etc/ca.pem");
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("store.postgres_ca_file"), "{e}");
             Ok(())
         });
     }

@@ -87,6 +87,12 @@ impl AppState {
     /// which may take a while) and the identity store, and builds the state
     /// around them.
     pub async fn open(config: Config) -> Result<AppState, OpenError> {
+        if config.store.backend == crate::config::StoreBackend::Postgres {
+            // The PostgreSQL trace store is being built (issue 17).
+            return Err(OpenError::Store(StoreError::Setting(
+                "store.backend = \"postgres\" is not available yet".into(),
+            )));
+        }
         let store_config = config.store_config();
         let for_settings = config.clone();
         let (store, settings) = tokio::task::spawn_blocking(move || {
