@@ -557,6 +557,7 @@ where
     let lts = tokio::spawn(run_lts(state.clone()));
     let refusals = tokio::spawn(summarize_refusals(state.clone()));
     let delivery = tokio::spawn(deliver_notifications(state.clone())?);
+    let pruning = tokio::spawn(prune_outbox(state.clone()));
     let catalog_state = state.clone();
     let limits = state.config.limits.clone();
     // The peer address becomes the `source_ip` of audit traces and a key
@@ -570,6 +571,7 @@ where
     lts.abort();
     refusals.abort();
     delivery.abort();
+    pruning.abort();
     // What the catalog learned since its last flush.
     flush_catalog_once(catalog_state).await;
     Ok(())
@@ -638,6 +640,44 @@ async fn run_notifier(state: AppState) {
         if caught_up {
             let _ = tokio::time::timeout(NOTIFIER_IDLE_POLL, state.appended.notified()).await;
             tokio::time::sleep_until(began + NOTIFIER_MIN_GAP).await;
+        }
+    }
+}
+
+/// Removes finished notification deliveries past their retention
+/// (`delivery.retain_delivered`, `delivery.retain_dead`), on a blocking
+/// thread, every quarter of the shorter retention (at least every 10
+/// minutes, at most every second).
+async fn prune_outbox(state: AppState) {
+    let retention = state.config.outbox_retention();
+    let shorter = Duration::from_millis(retention.delivered_ms.min(retention.dead_ms) as u64);
+    let every = (shorter / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let outbox = state.outbox.clone();
+        let pruned = tokio::task::spawn_blocking(move || outbox.prune(now_ms(), retention)).await;
+        match pruned {
+            Ok(Ok(p)) => {
+                for (result, n) in [("delivered", p.delivered), ("dead", p.dead)] {
+                    state
+                        .metrics
+                        .notification_pruned
+                        .get_or_create(&crate::metrics::ResultLabel { result })
+                        .inc_by(n);
+                }
+                if p != cts_smn::Pruned::default() {
+                    tracing::info!(
+                        delivered = p.delivered,
+                        dead = p.dead,
+                        messages = p.messages,
+                        "notification outbox pruned"
+                    );
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "notification outbox not pruned; retried"),
+            Err(e) => tracing::error!(error = %e, "notification outbox pruning panicked"),
         }
     }
 }

@@ -68,6 +68,14 @@ pub struct DeliverySettings {
     /// Longest wait between two attempts.
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// How long a delivered message is kept (listed as delivered) before
+    /// it is pruned.
+    #[serde(with = "humantime_serde")]
+    pub retain_delivered: Duration,
+    /// How long a dead message is kept (listed, counted) before it is
+    /// pruned; removing its subscription removes it sooner.
+    #[serde(with = "humantime_serde")]
+    pub retain_dead: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -356,6 +364,12 @@ impl Default for Config {
                 retry_for: Duration::from_secs(24 * 3600),
                 first_backoff: Duration::from_secs(1),
                 max_backoff: Duration::from_secs(15 * 60),
+                // Like the traces they carry.
+                retain_delivered: Duration::from_secs(7 * 86_400),
+                // Long enough to be noticed (cts_notification_dead) and
+                // looked into; bounded, so a dead endpoint cannot grow the
+                // outbox without end.
+                retain_dead: Duration::from_secs(30 * 86_400),
             },
             smtp: SmtpSettings {
                 host: None,
@@ -544,6 +558,8 @@ impl Config {
             ("delivery.retry_for", self.delivery.retry_for),
             ("delivery.first_backoff", self.delivery.first_backoff),
             ("delivery.max_backoff", self.delivery.max_backoff),
+            ("delivery.retain_delivered", self.delivery.retain_delivered),
+            ("delivery.retain_dead", self.delivery.retain_dead),
         ] {
             if value < Duration::from_millis(1) {
                 return invalid(key, "must be at least 1ms");
@@ -715,6 +731,15 @@ impl Config {
             grace_secs: secs(self.transfer.grace),
             max_backoff_secs: secs(self.transfer.max_backoff).max(1),
             ..cts_transfer::Settings::default()
+        }
+    }
+
+    /// How long finished notification messages are kept.
+    pub fn outbox_retention(&self) -> cts_smn::Retention {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        cts_smn::Retention {
+            delivered_ms: ms(self.delivery.retain_delivered),
+            dead_ms: ms(self.delivery.retain_dead),
         }
     }
 

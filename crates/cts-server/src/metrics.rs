@@ -117,6 +117,7 @@ pub struct Metrics {
     pub lts_skipped: Counter,
     lts: LtsMetrics,
     pub notification_deliveries: Family<ResultLabel, Counter>,
+    pub notification_pruned: Family<ResultLabel, Counter>,
     notification_pending: Gauge,
     notification_dead: Gauge,
     notification_oldest_pending: Gauge,
@@ -160,6 +161,7 @@ impl Metrics {
             lts_skipped: Counter::default(),
             lts: LtsMetrics::default(),
             notification_deliveries: Family::default(),
+            notification_pruned: Family::default(),
             notification_pending: Gauge::default(),
             notification_dead: Gauge::default(),
             notification_oldest_pending: Gauge::default(),
@@ -271,6 +273,11 @@ impl Metrics {
             "cts_notification_deliveries",
             "Attempts to deliver a notification message to a subscription, by result (delivered, retry: failed and retried later, dead: failed past delivery.retry_for)",
             m.notification_deliveries.clone(),
+        );
+        registry.register(
+            "cts_notification_pruned",
+            "Finished notification deliveries removed from the outbox after their retention, by result (delivered: delivery.retain_delivered, dead: delivery.retain_dead)",
+            m.notification_pruned.clone(),
         );
         registry.register(
             "cts_lts_skipped_traces",

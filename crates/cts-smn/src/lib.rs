@@ -29,7 +29,9 @@ pub use model::{
     check_display_name, check_endpoint, check_function_urn, check_topic_name, topic_urn, Protocol,
     Subscription, Topic, TopicKind, MAX_SUBSCRIPTIONS, MAX_TOPICS,
 };
-pub use outbox::{Attempt, Backlog, Delivery, DeliveryState, Enqueued, Outbox, OutboxMessage};
+pub use outbox::{
+    Attempt, Backlog, Delivery, DeliveryState, Enqueued, Outbox, OutboxMessage, Pruned, Retention,
+};
 pub use topics::TopicStore;
 
 #[cfg(test)]

@@ -116,6 +116,28 @@ pub struct Backlog {
     pub oldest_pending_ms: Option<i64>,
 }
 
+/// How long finished deliveries are kept (see [`Outbox::prune`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// After delivery, in ms.
+    pub delivered_ms: i64,
+    /// After a delivery was given up, in ms.
+    pub dead_ms: i64,
+}
+
+/// What a prune removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub delivered: u64,
+    pub dead: u64,
+    /// Messages left without any delivery.
+    pub messages: u64,
+}
+
+/// Rows removed per transaction: the connection is shared with enqueue and
+/// the delivery workers, which wait at most one such batch.
+const PRUNE_BATCH: i64 = 1000;
+
 /// The outbox. Share it as an `Arc`; every method blocks on SQLite (async
 /// callers use `spawn_blocking`). Writes are fsync'd before they return
 /// (WAL, `synchronous=FULL`): an enqueued message survives a crash.
@@ -267,6 +289,50 @@ impl Outbox {
             delivery_of,
         )?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Removes deliveries finished longer ago than `retention` says (by
+    /// their state) at `now_ms`, then the messages older than the
+    /// delivered retention that have no delivery left (pending ones are
+    /// never touched). In batches; returns what went.
+    ///
+    /// A message removed cannot stop a repeat: were its trace evaluated
+    /// again (only traces of the last moments are, after a crash or a rule
+    /// change), it would be enqueued and delivered once more, which
+    /// at-least-once allows.
+    pub fn prune(&self, now_ms: i64, retention: Retention) -> Result<Pruned, SmnError> {
+        let mut out = Pruned::default();
+        for (state, keep, count) in [
+            ("delivered", retention.delivered_ms, &mut out.delivered),
+            ("dead", retention.dead_ms, &mut out.dead),
+        ] {
+            *count = self.prune_batches(
+                "DELETE FROM deliveries WHERE (subscription_urn, seq) IN \
+                 (SELECT subscription_urn, seq FROM deliveries \
+                  WHERE state = ?1 AND done_ms < ?2 LIMIT ?3)",
+                params![state, now_ms.saturating_sub(keep), PRUNE_BATCH],
+            )?;
+        }
+        out.messages = self.prune_batches(
+            "DELETE FROM messages WHERE seq IN (SELECT m.seq FROM messages m \
+             WHERE m.created_ms < ?1 \
+             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = m.seq) LIMIT ?2)",
+            params![now_ms.saturating_sub(retention.delivered_ms), PRUNE_BATCH],
+        )?;
+        Ok(out)
+    }
+
+    /// Runs `sql`, a delete of at most [`PRUNE_BATCH`] rows, until it
+    /// deletes fewer; returns the rows deleted.
+    fn prune_batches(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<u64, SmnError> {
+        let mut total = 0u64;
+        loop {
+            let n = self.conn.lock().prepare_cached(sql)?.execute(args)?;
+            total += n as u64;
+            if (n as i64) < PRUNE_BATCH {
+                return Ok(total);
+            }
+        }
     }
 
     /// Pending and dead deliveries of every project.

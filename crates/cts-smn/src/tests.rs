@@ -286,3 +286,82 @@ fn pending_deliveries_survive_a_reopen_and_leave_with_their_subscription() {
     assert!(outbox.next_pending(&b.urn).unwrap().is_none());
     assert_eq!(outbox.backlog().unwrap(), Backlog::default());
 }
+
+#[test]
+fn prune_removes_finished_deliveries_after_their_retention_never_pending_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (topics, outbox) = stores(tmp.path());
+    let t = topics.create_topic(P, "eu-de", "alerts", "").unwrap();
+    let quiet = topics.create_topic(P, "eu-de", "quiet", "").unwrap();
+    let a = topics
+        .subscribe(P, &t.urn, Protocol::Https, "https://a.example.com/", "")
+        .unwrap();
+    let b = topics
+        .subscribe(P, &t.urn, Protocol::Https, "https://b.example.com/", "")
+        .unwrap();
+    let msgs = ["m1", "m2", "m3"].map(|id| message(id, &t.urn));
+    outbox.enqueue(msgs.to_vec()).unwrap();
+    // A topic without subscriptions: a message with no delivery at all.
+    outbox.enqueue(vec![message("m0", &quiet.urn)]).unwrap();
+    // a: m1 delivered, m2 dead, m3 pending; b: all three delivered.
+    let next = |urn: &str| outbox.next_pending(urn).unwrap().unwrap();
+    outbox
+        .record(&a.urn, next(&a.urn).seq, Attempt::Delivered)
+        .unwrap();
+    let dead = Attempt::Dead {
+        error: "gave up".into(),
+    };
+    outbox.record(&a.urn, next(&a.urn).seq, dead).unwrap();
+    for _ in 0..3 {
+        outbox
+            .record(&b.urn, next(&b.urn).seq, Attempt::Delivered)
+            .unwrap();
+    }
+    let now = crate::db::now_ms();
+    let keep = Retention {
+        delivered_ms: 5_000,
+        dead_ms: 60_000,
+    };
+    assert_eq!(outbox.prune(now + 1_000, keep).unwrap(), Pruned::default());
+
+    // Past the delivered retention: four deliveries, and m1 and m0, which
+    // have none left; m2 (dead on a) and m3 (pending on a) stay.
+    let pruned = outbox.prune(now + 10_000, keep).unwrap();
+    assert_eq!(
+        pruned,
+        Pruned {
+            delivered: 4,
+            dead: 0,
+            messages: 2
+        }
+    );
+    let left: Vec<_> = outbox
+        .deliveries(P, None, None, 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.message_id, d.state))
+        .collect();
+    assert_eq!(
+        left,
+        [
+            ("m3".to_owned(), DeliveryState::Pending),
+            ("m2".to_owned(), DeliveryState::Dead)
+        ]
+    );
+
+    // Past the dead retention: m2 goes; the pending m3 never does.
+    let pruned = outbox.prune(now + 3_600_000, keep).unwrap();
+    assert_eq!(
+        pruned,
+        Pruned {
+            delivered: 0,
+            dead: 1,
+            messages: 1
+        }
+    );
+    assert_eq!(next(&a.urn).message_id, "m3");
+    // Sequence numbers are not reused: a new message still comes after m3.
+    outbox.enqueue(vec![message("m4", &t.urn)]).unwrap();
+    assert_eq!(next(&a.urn).message_id, "m3");
+    assert!(next(&b.urn).seq > next(&a.urn).seq);
+}

@@ -227,6 +227,43 @@ fn topics_and_subscriptions_are_smn_shaped_audited_and_checked() {
     assert!(!serde_json::to_string(&traces).unwrap().contains(&secret));
 }
 
+/// A topic `alerts` of `pid` with `receiver` subscribed (its secret set
+/// on the receiver): the topic's and the subscription's URNs.
+fn subscribe(server: &TestServer, pid: &str, receiver: &Receiver) -> (String, String) {
+    let a = server.post_json(&topics_path(pid), &json!({"name": "alerts"}));
+    assert_eq!(a.status, 201, "{}", a.text);
+    let urn = a.body["topic_urn"].as_str().unwrap().to_owned();
+    let a = server.post_json(
+        &format!("{}/{urn}/subscriptions", topics_path(pid)),
+        &json!({"protocol": "http", "endpoint": receiver.url}),
+    );
+    assert_eq!(a.status, 201, "{}", a.text);
+    *receiver.inner.secret.lock().unwrap() = a.body["secret"].as_str().unwrap().to_owned();
+    (urn, a.body["subscription_urn"].as_str().unwrap().to_owned())
+}
+
+/// Puts messages `ids` for topic `urn` into the outbox of a stopped
+/// `server`, as the notification matcher fills it.
+fn enqueue(server: &TestServer, pid: &str, urn: &str, ids: &[String]) {
+    let outbox = Outbox::open(&server.data_dir.join("notifications")).unwrap();
+    let msgs = ids
+        .iter()
+        .map(|id| OutboxMessage {
+            message_id: id.clone(),
+            project_id: pid.to_owned(),
+            topic_urn: urn.to_owned(),
+            notification_id: "n-1".into(),
+            notification_name: "deletes".into(),
+            trace: serde_json::value::RawValue::from_string(
+                json!({"trace_id": id, "trace_name": "deleteServer"}).to_string(),
+            )
+            .unwrap(),
+        })
+        .collect();
+    let done = outbox.enqueue(msgs).unwrap();
+    assert_eq!((done.messages, done.deliveries), (ids.len(), ids.len()));
+}
+
 /// Messages put in the outbox while ctsd is down, delivered by ctsd to an
 /// endpoint that fails, hangs and recovers; ctsd is killed (-9) while some
 /// are pending; after the restart every message arrives, in order.
@@ -247,39 +284,10 @@ fn webhook_gets_every_message_in_order_across_failures_and_kill_9() {
     };
     let mut server = start();
     let pid = server.pid("main");
-    let a = server.post_json(&topics_path(&pid), &json!({"name": "alerts"}));
-    assert_eq!(a.status, 201, "{}", a.text);
-    let urn = a.body["topic_urn"].as_str().unwrap().to_owned();
-    let a = server.post_json(
-        &format!("{}/{urn}/subscriptions", topics_path(&pid)),
-        &json!({"protocol": "http", "endpoint": receiver.url}),
-    );
-    assert_eq!(a.status, 201, "{}", a.text);
-    *receiver.inner.secret.lock().unwrap() = a.body["secret"].as_str().unwrap().to_owned();
-    let sub_urn = a.body["subscription_urn"].as_str().unwrap().to_owned();
+    let (urn, sub_urn) = subscribe(&server, &pid, &receiver);
     server.kill();
-
-    // The outbox itself, as the notification matcher fills it.
     let ids: Vec<String> = (0..30).map(|i| format!("msg-{i:02}")).collect();
-    {
-        let outbox = Outbox::open(&server.data_dir.join("notifications")).unwrap();
-        let msgs = ids
-            .iter()
-            .map(|id| OutboxMessage {
-                message_id: id.clone(),
-                project_id: pid.clone(),
-                topic_urn: urn.clone(),
-                notification_id: "n-1".into(),
-                notification_name: "deletes".into(),
-                trace: serde_json::value::RawValue::from_string(
-                    json!({"trace_id": id, "trace_name": "deleteServer"}).to_string(),
-                )
-                .unwrap(),
-            })
-            .collect();
-        let done = outbox.enqueue(msgs).unwrap();
-        assert_eq!((done.messages, done.deliveries), (30, 30));
-    }
+    enqueue(&server, &pid, &urn, &ids);
 
     let mut server = start();
     wait_for("a few deliveries", Duration::from_secs(30), || {
@@ -349,4 +357,67 @@ fn webhook_gets_every_message_in_order_across_failures_and_kill_9() {
     );
     assert!(metrics.contains("cts_notification_pending 0"), "{metrics}");
     assert!(metrics.contains("cts_notification_dead 0"), "{metrics}");
+}
+
+/// A delivered message leaves the outbox once `delivery.retain_delivered`
+/// has passed, counted in the metrics; a dead one is kept for its longer
+/// retention.
+#[test]
+fn delivered_messages_are_pruned_after_their_retention_dead_ones_kept() {
+    // The first attempt fails, and with retry_for 1ms the message is dead.
+    let receiver = Receiver::start(vec!["Fail", "Ok"]);
+    let root = tempfile::tempdir().unwrap();
+    let start = || {
+        TestServer::builder()
+            .root(root.path())
+            .env("CTS_DELIVERY_RETRY_FOR", "1ms")
+            .env("CTS_DELIVERY_RETAIN_DELIVERED", "2s")
+            .env("CTS_DELIVERY_RETAIN_DEAD", "1h")
+            .start()
+    };
+    let mut server = start();
+    let pid = server.pid("main");
+    let (urn, _) = subscribe(&server, &pid, &receiver);
+    server.kill();
+    let ids = ["dies".to_owned(), "arrives".to_owned()];
+    enqueue(&server, &pid, &urn, &ids);
+    let server = start();
+    let states = || -> Vec<(String, String)> {
+        let a = server.get(&format!("/v2/{pid}/notifications/deliveries"));
+        assert_eq!(a.status, 200, "{}", a.text);
+        a.body["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["message_id"].as_str().unwrap().to_owned(),
+                    d["state"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    wait_for("both attempts", Duration::from_secs(10), || {
+        receiver.accepted_ids() == ["arrives"]
+    });
+    let pair = |id: &str, state: &str| (id.to_owned(), state.to_owned());
+    assert_eq!(
+        states(),
+        [pair("arrives", "delivered"), pair("dies", "dead")]
+    );
+    wait_for(
+        "the delivered message pruned",
+        Duration::from_secs(15),
+        || states() == [pair("dies", "dead")],
+    );
+    let metrics = server.get("/metrics").text;
+    assert!(
+        metrics.contains("cts_notification_pruned_total{result=\"delivered\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cts_notification_pruned_total{result=\"dead\"} 0"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("cts_notification_dead 1"), "{metrics}");
 }
