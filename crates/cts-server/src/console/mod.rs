@@ -261,8 +261,31 @@ pub fn done(page: &str, what: &str) -> Response {
 }
 
 /// A refused change shown on its form: the API's code and message.
-pub fn refusal(e: &ApiError) -> String {
+fn refusal(e: &ApiError) -> String {
     format!("{}: {e}", e.code())
+}
+
+/// The answer to a change a form made through the API: back to `page`
+/// with the notice `made` writes, or, refused, the form again (`again`,
+/// given the refusal) with the API's status.
+pub async fn answer<T, P, F>(
+    result: Result<T, ApiError>,
+    page: &str,
+    made: impl FnOnce(&T) -> String,
+    again: impl FnOnce(String) -> F,
+) -> Result<Response, PageError>
+where
+    P: askama::Template,
+    F: std::future::Future<Output = Result<P, PageError>>,
+{
+    match result {
+        Ok(t) => Ok(done(page, &made(&t))),
+        Err(e) => {
+            let status = e.status();
+            let form = again(refusal(&e)).await?;
+            Ok((status, view::html(&form)).into_response())
+        }
+    }
 }
 
 /// The compiled-in assets.

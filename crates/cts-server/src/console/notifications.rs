@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::traces::{Filters, Row};
 use super::view::{html, time_utc, Chrome, ConfirmPage};
-use super::{action, allowed, done, refusal, PageError, Signed, Source};
+use super::{action, allowed, answer, done, PageError, Signed, Source};
 
 const PAGE: &str = "/console/notifications";
 use crate::api::{dry_run, notifications};
@@ -290,14 +290,15 @@ pub async fn create(
     let form = NotificationForm::of_post(&s);
     let body = Body::from(form.body(false).to_string());
     let c = src.call(&state, &s);
-    match notifications::create(c, Path(s.project().to_string()), body).await {
-        Ok(_) => Ok(done(PAGE, &format!("Created notification {}", form.name))),
-        Err(e) => {
-            let status = e.status();
-            let page = list_page(&state, &s, &src, form, Some(refusal(&e)), None).await?;
-            Ok((status, html(&page)).into_response())
-        }
-    }
+    let result = notifications::create(c, Path(s.project().to_string()), body).await;
+    let made = format!("Created notification {}", form.name);
+    answer(
+        result,
+        PAGE,
+        |_| made,
+        |refused| list_page(&state, &s, &src, form, Some(refused), None),
+    )
+    .await
 }
 
 /// The notification `id` of the project, as the API lists it.
@@ -356,17 +357,21 @@ pub async fn update(
     let form = NotificationForm::of_post(&s);
     let body = Body::from(form.body(true).to_string());
     let c = src.call(&state, &s);
-    match notifications::update(c, Path(s.project().to_string()), body).await {
-        Ok(_) => Ok(done(PAGE, &format!("Modified notification {}", form.name))),
-        Err(e) => {
-            let page = EditPage {
+    let result = notifications::update(c, Path(s.project().to_string()), body).await;
+    let made = format!("Modified notification {}", form.name);
+    answer(
+        result,
+        PAGE,
+        |_| made,
+        |refused| async {
+            Ok(EditPage {
                 chrome: Chrome::of(&s, "Modify notification", "notifications", true),
-                error: Some(refusal(&e)),
+                error: Some(refused),
                 form,
-            };
-            Ok((e.status(), html(&page)).into_response())
-        }
-    }
+            })
+        },
+    )
+    .await
 }
 
 /// `GET /console/notifications/confirm?action=disable|delete&id=`.

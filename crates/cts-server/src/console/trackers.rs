@@ -15,7 +15,9 @@ use cts_tracker::{
 };
 
 use super::view::{html, time_utc, Chrome, ConfirmPage};
-use super::{action, allowed, done, refusal, PageError, Signed, Source};
+use super::{action, allowed, answer, done, PageError, Signed, Source};
+
+const PAGE: &str = "/console/trackers";
 use crate::api::trackers::blocking;
 use crate::auth::Permission;
 use crate::error::ApiError;
@@ -268,17 +270,13 @@ pub async fn create(
         c.create_tracker(s.project(), spec, Some(&body)).await
     }
     .await;
-    match result {
-        Ok(t) => Ok(done(
-            "/console/trackers",
-            &format!("Created tracker {}", t.tracker_name),
-        )),
-        Err(e) => {
-            let status = e.status();
-            let page = list_page(&state, &s, form, Some(refusal(&e)), None).await?;
-            Ok((status, html(&page)).into_response())
-        }
-    }
+    answer(
+        result,
+        PAGE,
+        |t| format!("Created tracker {}", t.tracker_name),
+        |refused| list_page(&state, &s, form, Some(refused), None),
+    )
+    .await
 }
 
 #[derive(Template)]
@@ -346,20 +344,19 @@ pub async fn update(
         c.update_tracker(s.project(), spec, Some(&body)).await
     }
     .await;
-    match result {
-        Ok(t) => Ok(done(
-            "/console/trackers",
-            &format!("Modified tracker {}", t.tracker_name),
-        )),
-        Err(e) => {
-            let page = EditPage {
+    answer(
+        result,
+        PAGE,
+        |t| format!("Modified tracker {}", t.tracker_name),
+        |refused| async {
+            Ok(EditPage {
                 chrome: Chrome::of(&s, "Modify tracker", "trackers", true),
                 form,
-                error: Some(refusal(&e)),
-            };
-            Ok((e.status(), html(&page)).into_response())
-        }
-    }
+                error: Some(refused),
+            })
+        },
+    )
+    .await
 }
 
 /// `GET /console/trackers/confirm?action=disable|delete&name=&type=`: the
@@ -398,7 +395,7 @@ pub async fn confirm(
             ("type".into(), kind.into()),
         ],
         button: format!("Yes, {act}"),
-        cancel: "/console/trackers",
+        cancel: PAGE,
     };
     Ok(html(&page).into_response())
 }
@@ -423,10 +420,7 @@ pub async fn act(
         "delete" => {
             c.delete_trackers(s.project(), Some(w.name.clone()), Some(kind))
                 .await?;
-            Ok(done(
-                "/console/trackers",
-                &format!("Deleted tracker {}", w.name),
-            ))
+            Ok(done(PAGE, &format!("Deleted tracker {}", w.name)))
         }
         _ => {
             let status = if act == "enable" {
@@ -443,10 +437,7 @@ pub async fn act(
             } else {
                 "Disabled tracker"
             };
-            Ok(done(
-                "/console/trackers",
-                &format!("{what} {}", t.tracker_name),
-            ))
+            Ok(done(PAGE, &format!("{what} {}", t.tracker_name)))
         }
     }
 }
