@@ -1,8 +1,23 @@
 //! The trace store on PostgreSQL: [`cts_store::TraceStore`] for any number
-//! of ctsd nodes sharing one database.
+//! of ctsd nodes sharing one database (see docs/postgres.md).
+//!
+//! Traces live in `cts_traces`, partitioned by the UTC day of their time;
+//! each carries its stored JSON and a journal position. Positions are taken
+//! from a one-row counter inside the batch's transaction, so they are
+//! consecutive and committed in order: the invariant journal consumers
+//! rely on.
 
+mod columns;
 mod error;
+mod journal;
+mod partitions;
+mod query;
+mod retention;
+pub mod schema;
 mod settings;
+mod store;
+mod write;
 
 pub use error::PgError;
 pub use settings::{PgSettings, PgUrl, PgUrlError, Pool};
+pub use store::PgStore;

@@ -21,6 +21,10 @@ pub enum StoreError {
     Setting(String),
     #[error("the store is shut down or its writer failed: {0}")]
     Unavailable(String),
+    /// The database of a database-backed store failed (the message names
+    /// the server's error).
+    #[error("the trace database failed: {0}")]
+    Database(String),
     /// The store opened read-only on a damaged journal
     /// ([`crate::OnDamage::ReadOnly`]): nothing can be recorded.
     #[error("the store is read-only because its journal is damaged: {0}")]

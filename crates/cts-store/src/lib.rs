@@ -1,9 +1,12 @@
 //! Durable trace storage: the journal (source of truth, group commit) and the
 //! trace index (day-partitioned segments answering ListTraces).
 //!
-//! `TraceStore` is the seam a PostgreSQL backend will implement later; the
-//! embedded engine is [`EmbeddedStore`].
+//! `TraceStore` is the seam between the API and an engine: the embedded
+//! engine is [`EmbeddedStore`], the PostgreSQL one is `cts_store_pg::PgStore`;
+//! [`conformance`] (feature `conformance`) is the one suite both pass.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod dict;
 mod embedded;
 mod error;
@@ -94,6 +97,36 @@ impl PreparedTrace {
             values: IndexValues::of(&cts_model::IndexedFields::of(t)),
             supplied: t.trace_id_supplied,
         }
+    }
+
+    /// The stored JSON: the bytes a query returns.
+    pub fn json(&self) -> &[u8] {
+        &self.json
+    }
+
+    /// Whether the reporter supplied the trace_id (a retry is recognised
+    /// by it).
+    pub fn supplied(&self) -> bool {
+        self.supplied
+    }
+
+    pub fn project_id(&self) -> &str {
+        self.values.project()
+    }
+
+    pub fn time(&self) -> i64 {
+        self.values.time
+    }
+
+    /// The 16 bytes of the trace id (a UUID).
+    pub fn trace_id(&self) -> [u8; 16] {
+        self.values.id
+    }
+
+    /// The value a filter on the field in slot `i` of
+    /// [`cts_model::Field::ALL`] matches; `None` when the trace has none.
+    pub fn value(&self, i: usize) -> Option<&str> {
+        self.values.value(i)
     }
 }
 

@@ -1,0 +1,73 @@
+//! Journal consumers: traces in position order. Positions are consecutive
+//! and committed in order (see `write`), so everything up to the committed
+//! counter is readable, and a hole can only be a partition retention
+//! dropped.
+
+use cts_store::{JournalBatch, JournalEntry, StoreError};
+
+use crate::store::PgStore;
+use crate::PgError;
+
+impl PgStore {
+    pub(crate) fn read_positions(
+        &self,
+        after_seq: u64,
+        max: usize,
+    ) -> Result<JournalBatch, StoreError> {
+        let mut client = self.pool.get().map_err(PgError::from)?;
+        // Read first: every position up to it is committed, so the rows
+        // read after it are all there (unless retention dropped them).
+        let durable_seq = durable(&mut *client)?;
+        if after_seq > durable_seq {
+            return Err(StoreError::CursorAhead {
+                after_seq,
+                durable_seq,
+            });
+        }
+        let mut batch = JournalBatch {
+            entries: Vec::new(),
+            durable_seq,
+        };
+        if max == 0 || after_seq == durable_seq {
+            return Ok(batch);
+        }
+        let rows = client
+            .query(
+                "SELECT pos, doc FROM cts_traces WHERE pos > $1 AND pos <= $2 ORDER BY pos LIMIT $3",
+                &[&(after_seq as i64), &(durable_seq as i64), &(max as i64)],
+            )
+            .map_err(PgError::from)?;
+        for row in rows {
+            let seq = row.get::<_, i64>(0) as u64;
+            if seq != after_seq + 1 + batch.entries.len() as u64 {
+                if batch.entries.is_empty() {
+                    return Err(StoreError::JournalGone {
+                        after_seq,
+                        oldest_seq: seq,
+                    });
+                }
+                // A stretch retention removed: the next read says so.
+                break;
+            }
+            batch.entries.push(JournalEntry {
+                seq,
+                doc: row.get(1),
+            });
+        }
+        if batch.entries.is_empty() {
+            return Err(StoreError::JournalGone {
+                after_seq,
+                oldest_seq: durable_seq + 1,
+            });
+        }
+        Ok(batch)
+    }
+}
+
+/// The last position committed.
+pub(crate) fn durable(client: &mut impl postgres::GenericClient) -> Result<u64, PgError> {
+    let next: i64 = client
+        .query_one("SELECT next_pos FROM cts_trace_positions", &[])?
+        .get(0);
+    Ok(next as u64 - 1)
+}
