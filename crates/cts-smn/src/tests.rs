@@ -23,6 +23,14 @@ fn message(id: &str, topic_urn: &str) -> OutboxMessage {
     }
 }
 
+/// Topic `alerts` of `P` with two HTTPS subscriptions.
+fn topic_of_two(topics: &TopicStore) -> (Topic, Subscription, Subscription) {
+    let t = topics.create_topic(P, "eu-de", "alerts", "").unwrap();
+    let [a, b] = ["https://a.example.com/", "https://b.example.com/"]
+        .map(|url| topics.subscribe(P, &t.urn, Protocol::Https, url, "").unwrap());
+    (t, a, b)
+}
+
 #[test]
 fn topics_are_per_project_and_unique() {
     let tmp = tempfile::tempdir().unwrap();
@@ -158,13 +166,7 @@ fn subscriptions_have_their_own_secret_and_rules() {
 fn enqueue_is_idempotent_and_fans_out_per_subscription() {
     let tmp = tempfile::tempdir().unwrap();
     let (topics, outbox) = stores(tmp.path());
-    let t = topics.create_topic(P, "eu-de", "alerts", "").unwrap();
-    let a = topics
-        .subscribe(P, &t.urn, Protocol::Https, "https://a.example.com/", "")
-        .unwrap();
-    let b = topics
-        .subscribe(P, &t.urn, Protocol::Https, "https://b.example.com/", "")
-        .unwrap();
+    let (t, a, b) = topic_of_two(&topics);
     let first = outbox
         .enqueue(vec![message("m1", &t.urn), message("m2", &t.urn)])
         .unwrap();
@@ -291,14 +293,8 @@ fn pending_deliveries_survive_a_reopen_and_leave_with_their_subscription() {
 fn prune_removes_finished_deliveries_after_their_retention_never_pending_ones() {
     let tmp = tempfile::tempdir().unwrap();
     let (topics, outbox) = stores(tmp.path());
-    let t = topics.create_topic(P, "eu-de", "alerts", "").unwrap();
+    let (t, a, b) = topic_of_two(&topics);
     let quiet = topics.create_topic(P, "eu-de", "quiet", "").unwrap();
-    let a = topics
-        .subscribe(P, &t.urn, Protocol::Https, "https://a.example.com/", "")
-        .unwrap();
-    let b = topics
-        .subscribe(P, &t.urn, Protocol::Https, "https://b.example.com/", "")
-        .unwrap();
     let msgs = ["m1", "m2", "m3"].map(|id| message(id, &t.urn));
     outbox.enqueue(msgs.to_vec()).unwrap();
     // A topic without subscriptions: a message with no delivery at all.
