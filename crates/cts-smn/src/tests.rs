@@ -26,8 +26,11 @@ fn message(id: &str, topic_urn: &str) -> OutboxMessage {
 /// Topic `alerts` of `P` with two HTTPS subscriptions.
 fn topic_of_two(topics: &TopicStore) -> (Topic, Subscription, Subscription) {
     let t = topics.create_topic(P, "eu-de", "alerts", "").unwrap();
-    let [a, b] = ["https://a.example.com/", "https://b.example.com/"]
-        .map(|url| topics.subscribe(P, &t.urn, Protocol::Https, url, "").unwrap());
+    let [a, b] = ["https://a.example.com/", "https://b.example.com/"].map(|url| {
+        topics
+            .subscribe(P, &t.urn, Protocol::Https, url, "")
+            .unwrap()
+    });
     (t, a, b)
 }
 
