@@ -14,6 +14,7 @@
 //! ([`ConsumerStore::claim`], see `lease`); on SQLite the one node holds
 //! every lease. The queries are the same on both (`sql`).
 
+use cts_sqlite::{Migrations, M};
 use std::path::Path;
 use std::time::Duration;
 
@@ -28,9 +29,7 @@ use crate::pg::Pg;
 use crate::sql::{Arg, Sql, Val};
 use crate::ConsumerError;
 
-const SCHEMA: cts_sqlite::Schema<'static> = cts_sqlite::Schema {
-    version: 1,
-    sql: "
+const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS cursors (
     consumer TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -42,8 +41,7 @@ CREATE TABLE IF NOT EXISTS journal_marks (
     period_start INTEGER PRIMARY KEY,
     seq INTEGER NOT NULL
 );
-",
-};
+";
 
 /// The file name of the store in its directory (`DATA_DIR/consumers`).
 pub const FILE: &str = "consumers.db";
@@ -122,7 +120,7 @@ impl Db {
 impl ConsumerStore {
     /// Opens (or creates) `dir/consumers.db`: the embedded node's store.
     pub fn open(dir: &Path) -> Result<ConsumerStore, ConsumerError> {
-        let conn = cts_sqlite::open(dir, FILE, SCHEMA)?;
+        let conn = cts_sqlite::open(dir, FILE, &Migrations::new(vec![M::up(SCHEMA)]))?;
         Ok(ConsumerStore::with(Db::Sqlite(Mutex::new(conn))))
     }
 

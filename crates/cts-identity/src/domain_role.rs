@@ -194,7 +194,8 @@ mod tests {
     }
 
     /// A store of schema 1 (no domain roles, `admin` on a project managed
-    /// the domain) keeps that power for those users, and only for them.
+    /// the domain) keeps that power for those users, and only for them; one
+    /// from before the login lockouts gains their table.
     #[test]
     fn schema_1_project_admins_become_domain_admins() {
         let tmp = tempfile::tempdir().unwrap();
@@ -211,11 +212,17 @@ mod tests {
             .unwrap();
         drop(store);
         let conn = Connection::open(dir.join("identity.db")).unwrap();
-        conn.execute_batch("DROP TABLE domain_assignments; PRAGMA user_version = 1;")
-            .unwrap();
+        conn.execute_batch(
+            "DROP TABLE domain_assignments; DROP TABLE login_lockouts; PRAGMA user_version = 1;",
+        )
+        .unwrap();
         drop(conn);
         let store = IdentityStore::open(&dir).unwrap();
         assert!(store.domain_roles(&admin.id).unwrap().contains(Role::Admin));
         assert!(store.domain_roles(&viewer.id).unwrap().is_empty());
+        let lockouts: i64 = store
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM login_lockouts", [], |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(lockouts, 0);
     }
 }

@@ -20,13 +20,10 @@ use crate::rules;
 use crate::token::TokenCache;
 use crate::IdentityError;
 
-/// Version of the schema below, kept in `PRAGMA user_version`.
-/// Version 2 added `domain_assignments`.
-const SCHEMA_VERSION: i64 = 2;
-
 /// Length of the AES-GCM nonce stored in front of each ciphertext.
 const NONCE_LEN: usize = 12;
 
+/// Version 1.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -95,13 +92,6 @@ CREATE TABLE IF NOT EXISTS group_assignments (
     PRIMARY KEY (project_id, group_id, role_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS group_assignments_group ON group_assignments(group_id);
-CREATE TABLE IF NOT EXISTS domain_assignments (
-    domain_id TEXT NOT NULL REFERENCES domains(id) ON DELETE CASCADE,
-    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    role_id TEXT NOT NULL REFERENCES roles(id),
-    PRIMARY KEY (domain_id, user_id, role_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS domain_assignments_user ON domain_assignments(user_id);
 CREATE TABLE IF NOT EXISTS access_keys (
     access TEXT PRIMARY KEY,
     user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
@@ -124,6 +114,18 @@ CREATE TABLE IF NOT EXISTS tokens (
 );
 CREATE INDEX IF NOT EXISTS tokens_expiry ON tokens(expires_at);
 CREATE INDEX IF NOT EXISTS tokens_user ON tokens(user_id);
+";
+
+/// Version 2: domain assignments; the login lockouts, which some databases
+/// of version 1 already have.
+const SCHEMA_V2: &str = "
+CREATE TABLE IF NOT EXISTS domain_assignments (
+    domain_id TEXT NOT NULL REFERENCES domains(id) ON DELETE CASCADE,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    role_id TEXT NOT NULL REFERENCES roles(id),
+    PRIMARY KEY (domain_id, user_id, role_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS domain_assignments_user ON domain_assignments(user_id);
 CREATE TABLE IF NOT EXISTS login_lockouts (
     user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
     source TEXT NOT NULL,
@@ -131,6 +133,28 @@ CREATE TABLE IF NOT EXISTS login_lockouts (
     PRIMARY KEY (user_id, source)
 ) WITHOUT ROWID;
 ";
+
+/// The schema's migrations, in order; `user_version` counts those applied.
+fn migrations() -> cts_sqlite::Migrations<'static> {
+    cts_sqlite::Migrations::new(vec![
+        cts_sqlite::M::up(SCHEMA),
+        cts_sqlite::M::up_with_hook(SCHEMA_V2, admins_become_domain_admins),
+    ])
+}
+
+/// Before version 2, `admin` on any project managed the whole domain: those
+/// users keep that power as domain admins (the README tells operators to
+/// review them). A new database has no assignments yet.
+fn admins_become_domain_admins(tx: &Transaction<'_>) -> cts_sqlite::HookResult {
+    tx.execute(
+        "INSERT OR IGNORE INTO domain_assignments (domain_id, user_id, role_id) \
+         SELECT p.domain_id, a.user_id, a.role_id FROM user_assignments a \
+         JOIN projects p ON p.id = a.project_id \
+         JOIN roles r ON r.id = a.role_id WHERE r.name = ?1",
+        [Role::Admin.name()],
+    )?;
+    Ok(())
+}
 
 /// The identity store. Share it as `Arc<IdentityStore>`: it is `Send + Sync`
 /// and every method takes `&self`.
@@ -177,27 +201,12 @@ impl IdentityStore {
     pub fn open(dir: &Path) -> Result<IdentityStore, IdentityError> {
         // It holds password hashes; cts-sqlite makes it private and durable
         // (a commit survives a power loss: revocations, new credentials).
-        let schema = cts_sqlite::Schema {
-            sql: SCHEMA,
-            version: SCHEMA_VERSION,
-        };
-        let (conn, (key, role_ids)) =
-            cts_sqlite::open_with(dir, "identity.db", schema, |tx, version| {
-                let key = load_or_create_key(dir, tx)?;
-                let role_ids = ensure_roles(tx)?;
-                if version == 1 {
-                    // Before version 2, `admin` on any project managed the whole
-                    // domain: those users keep that power as domain admins (the
-                    // README tells operators to review them).
-                    tx.execute(
-                        "INSERT OR IGNORE INTO domain_assignments (domain_id, user_id, role_id) \
-                         SELECT p.domain_id, a.user_id, a.role_id FROM user_assignments a \
-                         JOIN projects p ON p.id = a.project_id WHERE a.role_id = ?1",
-                        [&role_ids[Role::Admin as usize]],
-                    )?;
-                }
-                Ok::<_, IdentityError>((key, role_ids))
-            })?;
+        let mut conn = cts_sqlite::open(dir, "identity.db", &migrations())
+            .map_err(|e| IdentityError::Storage(e.to_string()))?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let key = load_or_create_key(dir, &tx)?;
+        let role_ids = ensure_roles(&tx)?;
+        tx.commit()?;
         let cipher = Aes256Gcm::new_from_slice(&key)
             .map_err(|e| IdentityError::Crypto(format!("server.key: {e}")))?;
         Ok(IdentityStore {
@@ -443,7 +452,7 @@ pub(crate) mod tests {
         let version: i64 = store
             .read(|c| Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?))
             .unwrap();
-        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(version, 2);
         let (journal, sync): (String, i64) = store
             .read(|c| {
                 Ok((
@@ -487,8 +496,7 @@ pub(crate) mod tests {
         let dir = tmp.path().join("identity");
         drop(IdentityStore::open(&dir).unwrap());
         let conn = Connection::open(dir.join("identity.db")).unwrap();
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
-            .unwrap();
+        conn.pragma_update(None, "user_version", 3).unwrap();
         drop(conn);
         match IdentityStore::open(&dir) {
             Err(IdentityError::Storage(msg)) => assert!(msg.contains("schema version"), "{msg}"),

@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use cts_sqlite::{Migrations, M};
 use parking_lot::{Mutex, RwLock};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
@@ -16,8 +17,7 @@ use crate::request::NotificationSpec;
 
 /// The rule itself is the JSON `body` (its storage form); the columns beside
 /// it are what lookups and constraints need.
-const SCHEMA: cts_sqlite::Schema<'static> = cts_sqlite::Schema {
-    sql: "
+const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS notifications (
     id TEXT PRIMARY KEY,
     project_id TEXT NOT NULL,
@@ -26,9 +26,7 @@ CREATE TABLE IF NOT EXISTS notifications (
     body TEXT NOT NULL,
     UNIQUE (project_id, name)
 );
-",
-    version: 1,
-};
+";
 
 /// What the rules refer to outside this store: topics (`cts-smn`) and the
 /// identity store's groups and users. Errors are for the log.
@@ -87,7 +85,7 @@ impl NotificationStore {
     /// Opens (creating on first use) `dir/rules.db`; `dir` is
     /// `DATA_DIR/notifications`. `quota`: notifications per project.
     pub fn open(dir: &Path, quota: u64) -> Result<NotificationStore, NotificationError> {
-        let conn = cts_sqlite::open(dir, "rules.db", SCHEMA)
+        let conn = cts_sqlite::open(dir, "rules.db", &Migrations::new(vec![M::up(SCHEMA)]))
             .map_err(|e| NotificationError::storage(codes::WRITE_FAILED, e))?;
         let all = load(&conn, "SELECT body FROM notifications", &[])?;
         Ok(NotificationStore {

@@ -3,6 +3,7 @@
 //! of its topic in the same transaction, and removing a subscription or a
 //! topic removes its pending deliveries with it (foreign keys).
 
+use cts_sqlite::{Migrations, M};
 use std::path::Path;
 
 use rusqlite::Connection;
@@ -55,11 +56,11 @@ CREATE INDEX IF NOT EXISTS deliveries_by_message ON deliveries (seq);
 ";
 
 pub(crate) fn open(dir: &Path) -> Result<Connection, SmnError> {
-    let schema = cts_sqlite::Schema {
-        sql: SCHEMA,
-        version: 1,
-    };
-    Ok(cts_sqlite::open(dir, "smn.db", schema)?)
+    Ok(cts_sqlite::open(
+        dir,
+        "smn.db",
+        &Migrations::new(vec![M::up(SCHEMA)]),
+    )?)
 }
 
 pub(crate) use cts_clock::now_ms;

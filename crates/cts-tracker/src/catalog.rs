@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
+use cts_sqlite::{Migrations, M};
 use parking_lot::{Mutex, RwLock};
 use rusqlite::{params, Connection, TransactionBehavior};
 use serde::Serialize;
@@ -304,7 +305,7 @@ impl Catalog {
     /// Opens (creating on first use) `dir/catalog.db` and loads what was
     /// learned before; `dir` is `DATA_DIR/trackers`.
     pub fn open(dir: &Path) -> Result<Catalog, TrackerError> {
-        let conn = open_db(dir, "catalog.db", SCHEMA)?;
+        let conn = open_db(dir, "catalog.db", &Migrations::new(vec![M::up(SCHEMA)]))?;
         let read = |e: rusqlite::Error| TrackerError::storage(codes::READ_FAILED, e);
         let mut learned = Learned::default();
         {

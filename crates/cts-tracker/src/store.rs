@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use cts_sqlite::{Migrations, M};
 use parking_lot::{Mutex, RwLock};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde::Serialize;
@@ -16,9 +17,6 @@ use crate::model::{
     LTS_SYSTEM_TOPIC, SYSTEM_TRACKER_NAME,
 };
 use crate::request::{system_name_error, TrackerSpec};
-
-/// Version of the schema below, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
 
 /// The tracker itself is the JSON `body` (its storage form); the columns
 /// beside it are what queries and constraints need. A data tracker cannot
@@ -171,13 +169,13 @@ impl std::fmt::Debug for TrackerStore {
 }
 
 /// Opens `dir/name` through `cts-sqlite` (private, WAL, FULL, foreign keys)
-/// with `schema` applied.
-pub(crate) fn open_db(dir: &Path, name: &str, schema: &str) -> Result<Connection, TrackerError> {
-    let schema = cts_sqlite::Schema {
-        sql: schema,
-        version: SCHEMA_VERSION,
-    };
-    cts_sqlite::open(dir, name, schema)
+/// brought to the last of `migrations`.
+pub(crate) fn open_db(
+    dir: &Path,
+    name: &str,
+    migrations: &Migrations<'_>,
+) -> Result<Connection, TrackerError> {
+    cts_sqlite::open(dir, name, migrations)
         .map_err(|e| TrackerError::storage(codes::WRITE_FAILED, e.to_string()))
 }
 
@@ -185,11 +183,10 @@ impl TrackerStore {
     /// Opens (creating on first use) `dir/trackers.db`; `dir` is
     /// `DATA_DIR/trackers`.
     pub fn open(dir: &Path, limits: Limits) -> Result<TrackerStore, TrackerError> {
-        let conn = open_db(
-            dir,
-            "trackers.db",
-            &format!("{SCHEMA}{}", crate::keys::SCHEMA),
-        )?;
+        // Version 2 makes sure of the encryption key table, which databases
+        // of version 1 may lack.
+        let migrations = Migrations::new(vec![M::up(SCHEMA), M::up(crate::keys::SCHEMA)]);
+        let conn = open_db(dir, "trackers.db", &migrations)?;
         let all = load(&conn, "1 = 1", &[]).map_err(|e| e.into_error(codes::READ_FAILED))?;
         let mut by_project: HashMap<String, Vec<Tracker>> = HashMap::new();
         for t in all {

@@ -2,6 +2,7 @@
 //! material, not consumer state, and written by `ctsd
 //! rotate-digest-key` from another process, so they keep their own file.
 
+use cts_sqlite::{Migrations, M};
 use std::path::Path;
 
 use parking_lot::Mutex;
@@ -10,9 +11,7 @@ use rusqlite::{params, Connection};
 use crate::state::db;
 use crate::TransferError;
 
-const SCHEMA: cts_sqlite::Schema<'static> = cts_sqlite::Schema {
-    version: 1,
-    sql: "
+const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS signing_keys (
     fingerprint TEXT PRIMARY KEY,
     private_pem TEXT NOT NULL,
@@ -20,8 +19,7 @@ CREATE TABLE IF NOT EXISTS signing_keys (
     valid_from INTEGER NOT NULL,
     valid_to INTEGER
 );
-",
-};
+";
 
 /// A digest signing key as stored.
 #[derive(Debug, Clone)]
@@ -40,7 +38,7 @@ pub struct Keys {
 
 impl Keys {
     pub fn open(dir: &Path) -> Result<Keys, TransferError> {
-        let conn = cts_sqlite::open(dir, "transfer.db", SCHEMA)
+        let conn = cts_sqlite::open(dir, "transfer.db", &Migrations::new(vec![M::up(SCHEMA)]))
             .map_err(|e| TransferError::State(e.to_string()))?;
         Ok(Keys {
             conn: Mutex::new(conn),
