@@ -162,8 +162,8 @@ struct Inner {
     read_only: Option<String>,
     durable_seq: AtomicU64,
     flush_tx: Mutex<Option<Sender<Arc<Memtable>>>>,
-    /// Wakes the merger after a flush.
-    merge_tx: Mutex<Option<Sender<()>>>,
+    /// Wake the mergers after a flush.
+    merge_tx: Mutex<Vec<Sender<()>>>,
     /// Held by a merge and by retention, which both remove segments.
     merging: Mutex<()>,
     /// Merges completed since the start.
@@ -234,7 +234,7 @@ impl EmbeddedStore {
     /// so that the next start replays nothing.
     pub fn close(&self) -> Result<(), StoreError> {
         self.inner.stopping.store(true, Ordering::Release);
-        self.inner.merge_tx.lock().take();
+        self.inner.merge_tx.lock().clear();
         self.writer_tx.lock().take();
         let threads: Vec<_> = self.threads.lock().drain(..).collect();
         let mut rest = Vec::new();

@@ -24,7 +24,7 @@ pub(super) fn flusher_loop(inner: Arc<Inner>, rx: Receiver<Arc<Memtable>>) {
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_secs(10));
         }
-        if let Some(tx) = inner.merge_tx.lock().as_ref() {
+        for tx in inner.merge_tx.lock().iter() {
             let _ = tx.send(());
         }
     }

@@ -1,7 +1,10 @@
-//! The merger thread: keeps each partition at most
+//! The merger threads: keep each partition at most
 //! `max_segments_per_partition` index segments, so that open files and the
 //! in-memory samples and Bloom filters are bounded by the partitions, not by
-//! the number of flushes.
+//! the number of flushes. The background merger runs at a lower priority
+//! and gives way to ingest and queries; when the CPU is saturated it falls
+//! behind, and a partition past twice the bound is merged down to the bound
+//! by the urgent merger at normal priority.
 //!
 //! Crash safety: the merged segment is written to a staged file, synced and
 //! renamed; the switch is one manifest write (write, fsync, rename); the
@@ -33,12 +36,38 @@ pub(super) enum Step {
     Removed,
 }
 
-pub(super) fn merger_loop(inner: Arc<Inner>, rx: Receiver<()>) {
-    lower_priority();
+/// Which of the two merger threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Merger {
+    /// At nice 5: merges a partition as soon as it is past the bound.
+    Background,
+    /// At normal priority: merges only a partition past twice the bound
+    /// (the background merger is starved), down to the bound.
+    Urgent,
+}
+
+impl Merger {
+    /// The segments of a partition past which this merger begins.
+    fn starts_above(self, max: usize) -> usize {
+        match self {
+            Merger::Background => max,
+            Merger::Urgent => 2 * max,
+        }
+    }
+}
+
+pub(super) fn merger_loop(inner: Arc<Inner>, rx: Receiver<()>, merger: Merger) {
+    if merger == Merger::Background {
+        lower_priority();
+    }
+    let max = inner.config.max_segments_per_partition;
     let mut delay = Duration::from_millis(100);
     while rx.recv().is_ok() {
         // Flushes signal once each: one look at the partitions answers all.
         while rx.try_recv().is_ok() {}
+        if !over(&inner, merger.starts_above(max)) {
+            continue;
+        }
         loop {
             match merge_next(&inner, &mut |_| {}) {
                 Ok(true) => delay = Duration::from_millis(100),
@@ -84,6 +113,21 @@ fn pace(inner: &Inner) -> Result<(), StoreError> {
     }
     std::thread::yield_now();
     Ok(())
+}
+
+/// Whether some partition has more than `above` segments.
+fn over(inner: &Inner, above: usize) -> bool {
+    let idx = inner.index.read();
+    most_in_a_partition(idx.segments.iter().map(|s| s.partition())) > above
+}
+
+/// The segments of the partition that has the most, given each segment's.
+fn most_in_a_partition(partitions: impl Iterator<Item = i64>) -> usize {
+    let mut by_partition: BTreeMap<i64, usize> = BTreeMap::new();
+    for p in partitions {
+        *by_partition.entry(p).or_default() += 1;
+    }
+    by_partition.into_values().max().unwrap_or(0)
 }
 
 /// Merges the segments of the partition most over the bound, if any;
@@ -230,6 +274,24 @@ mod tests {
                 }
             })
             .sum()
+    }
+
+    #[test]
+    fn the_urgent_merger_begins_past_twice_the_bound_only() {
+        let partitions = |a: usize, b: usize| {
+            let mut p = vec![0; a];
+            p.extend(vec![86_400_000; b]);
+            most_in_a_partition(p.into_iter())
+        };
+        assert_eq!(partitions(3, 17), 17);
+        let (background, urgent) = (
+            Merger::Background.starts_above(8),
+            Merger::Urgent.starts_above(8),
+        );
+        assert!(partitions(9, 3) > background && partitions(9, 3) <= urgent);
+        assert!(partitions(16, 16) <= urgent);
+        assert!(partitions(17, 1) > urgent);
+        assert_eq!(most_in_a_partition(std::iter::empty()), 0);
     }
 
     #[test]

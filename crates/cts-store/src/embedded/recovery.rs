@@ -13,7 +13,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::files::{load_manifest, open_segments, read_sidecar, write_sidecar};
 use super::flusher::flusher_loop;
-use super::merger::merger_loop;
+use super::merger::{merger_loop, Merger};
 use super::query::MarkerCache;
 use super::writer::{writer_loop, WriteRequest};
 use super::{feed, salvage, EmbeddedStore, IndexState, Inner, JournalFile, OnDamage, StoreConfig};
@@ -222,7 +222,7 @@ impl EmbeddedStore {
             read_only,
             durable_seq: AtomicU64::new(manifest.durable_seq),
             flush_tx: Mutex::new(None),
-            merge_tx: Mutex::new(None),
+            merge_tx: Mutex::new(Vec::new()),
             merging: Mutex::new(()),
             merges: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
@@ -294,25 +294,26 @@ impl EmbeddedStore {
         };
         // The merger looks at the partitions once at the start too: a lower
         // bound, or segments an older version wrote, are merged down.
-        let (merge_tx, merge_rx) = mpsc::channel::<()>();
-        let _ = merge_tx.send(());
-        *inner.merge_tx.lock() = Some(merge_tx);
-        let merger = {
+        let mut mergers = Vec::new();
+        for (name, merger) in [
+            ("cts-merger", Merger::Background),
+            ("cts-merger-urgent", Merger::Urgent),
+        ] {
+            let (merge_tx, merge_rx) = mpsc::channel::<()>();
+            let _ = merge_tx.send(());
+            inner.merge_tx.lock().push(merge_tx);
             let inner = inner.clone();
-            spawn("cts-merger", move || merger_loop(inner, merge_rx))?
-        };
+            mergers.push(spawn(name, move || merger_loop(inner, merge_rx, merger))?);
+        }
         let writer = {
             let inner = inner.clone();
             spawn("cts-journal", move || {
                 writer_loop(inner, active_file, writer_rx)
             })?
         };
-        Ok(assemble(
-            inner,
-            Some(writer_tx),
-            vec![writer, flusher, merger],
-            lock,
-        ))
+        let mut threads = vec![writer, flusher];
+        threads.extend(mergers);
+        Ok(assemble(inner, Some(writer_tx), threads, lock))
     }
 
     /// Rebuilds the index from the journal; returns the number of traces indexed.
