@@ -334,6 +334,12 @@ pub fn build_trace_files<T: AsRef<[u8]>>(
         .collect()
 }
 
+/// How many files [`build_trace_files`] makes of `traces`: a caller
+/// writing a period in several calls numbers the next call's parts on.
+pub fn file_count<T: AsRef<[u8]>>(traces: &[T], limits: SplitLimits) -> u32 {
+    u32::try_from(split(traces, limits).len()).expect("fewer than 2^32 parts")
+}
+
 /// Cuts `traces` into consecutive runs within `limits`.
 fn split<T: AsRef<[u8]>>(traces: &[T], limits: SplitLimits) -> Vec<std::ops::Range<usize>> {
     let mut parts = Vec::new();

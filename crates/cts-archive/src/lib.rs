@@ -24,10 +24,10 @@ pub use digest::{
     META_SIGNATURE_ALGORITHM,
 };
 pub use files::{
-    build_trace_files, generate_age_key, is_valid_file_prefix, open_trace_file, parse_object_name,
-    trace_file_key, AgeIdentity, AgeKeyPair, AgeRecipient, Compression, FileError, FileFormat,
-    ObjectName, Period, SplitLimits, TraceFile, TraceFileOptions, TrackerPath,
-    MAX_JSON_BYTES_PER_FILE, MAX_TRACES_PER_FILE,
+    build_trace_files, file_count, generate_age_key, is_valid_file_prefix, open_trace_file,
+    parse_object_name, trace_file_key, AgeIdentity, AgeKeyPair, AgeRecipient, Compression,
+    FileError, FileFormat, ObjectName, Period, SplitLimits, TraceFile, TraceFileOptions,
+    TrackerPath, MAX_JSON_BYTES_PER_FILE, MAX_TRACES_PER_FILE,
 };
 pub use keys::{KeyError, SigningKey, VerifyingKey, MIN_RSA_BITS, SIGNATURE_ALGORITHM};
 pub use store::{

@@ -12,6 +12,7 @@ mod queries;
 mod server;
 mod soak;
 mod stats;
+mod transfer;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -97,6 +98,10 @@ struct Args {
     /// and a signed webhook, reporting at --rate for this long (e.g. `60s`).
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     notify_latency: Option<Duration>,
+    /// Instead: how fast the transfer drains a backlog of this many
+    /// traces, in process (and its stages alone).
+    #[arg(long, value_name = "TRACES")]
+    transfer: Option<u64>,
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -124,6 +129,13 @@ fn progress(start: Instant, msg: &str) {
 fn run(args: &Args) -> Result<()> {
     if let Some(n) = args.notifications {
         return notifications::run(n, args.seed);
+    }
+    if let Some(n) = args.transfer {
+        let work = match &args.work_dir {
+            Some(d) => tempfile::tempdir_in(d)?,
+            None => tempfile::tempdir()?,
+        };
+        return transfer::run(n, args.seed, work.path());
     }
     let t0 = Instant::now();
     let server_bin = match &args.server {

@@ -26,6 +26,7 @@
 //! tracker without committing, and the next holder redoes the period from
 //! the committed cursor (same objects, same names).
 
+mod building;
 mod keys;
 mod state;
 
@@ -36,15 +37,16 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cts_archive::{
-    build_digest, build_trace_files, AgeRecipient, ChainLink, Compression, DigestSpec, LogFile,
-    ObjectStorage, Period, PublicKeyInfo, SigningKey, TraceFileOptions, TrackerPath, WriteError,
-    WriteFailure, MAX_JSON_BYTES_PER_FILE, MAX_TRACES_PER_FILE,
+    build_digest, file_count, AgeRecipient, ChainLink, Compression, DigestSpec, LogFile,
+    ObjectStorage, Period, PublicKeyInfo, SigningKey, SplitLimits, TraceFileOptions, TrackerPath,
+    WriteError, WriteFailure,
 };
 use cts_consumer::{ConsumerError, ConsumerStore, Skips};
 use cts_store::{StoreError, TraceStore};
 use cts_tracker::{CompressType, ErrorDetail, Tracker, TrackerStatus, TrackerStore};
 use serde::Deserialize;
 
+use building::{Building, FilesSpec};
 use keys::Keys;
 pub use keys::StoredKey;
 use state::State;
@@ -93,6 +95,11 @@ pub struct Settings {
     pub batch: usize,
     /// Longest wait between attempts on a failing bucket, seconds.
     pub max_backoff_secs: i64,
+    /// Trace files built at once while the journal is read on (0: each
+    /// built and uploaded before reading on).
+    pub files_building: usize,
+    /// The size of a trace file.
+    pub file_limits: SplitLimits,
 }
 
 impl Default for Settings {
@@ -103,6 +110,8 @@ impl Default for Settings {
             grace_secs: 5,
             batch: 10_000,
             max_backoff_secs: 300,
+            files_building: 2,
+            file_limits: SplitLimits::default(),
         }
     }
 }
@@ -654,6 +663,7 @@ impl Transfer {
                 CompressType::Json => Compression::Json,
             },
             recipients,
+            limits: self.settings.file_limits,
             ..TraceFileOptions::default()
         })
     }
@@ -673,6 +683,7 @@ impl Transfer {
         let mut cursor = s.cursor;
         let mut open: BTreeMap<String, Part> = BTreeMap::new();
         let mut pending: Vec<(String, LogFile)> = Vec::new();
+        let mut building = Building::new(&t.obs_info.bucket_name, self.settings.files_building);
         'read: loop {
             // Reading decompresses frames: off the async workers.
             let (journal, batch_size) = (Arc::clone(&self.journal), self.settings.batch);
@@ -713,31 +724,23 @@ impl Transfer {
                 let part = open.entry(chain.to_string()).or_default();
                 part.bytes += entry.doc.len() + 1;
                 part.docs.push(entry.doc);
-                if part.docs.len() >= MAX_TRACES_PER_FILE || part.bytes >= MAX_JSON_BYTES_PER_FILE {
+                let limits = self.settings.file_limits;
+                if part.docs.len() >= limits.max_traces || part.bytes >= limits.max_json_bytes {
                     let full = std::mem::take(&mut part.docs);
                     part.bytes = 0;
-                    let first = part.next;
-                    part.next += self
-                        .upload(t, &path, chain, period, full, first, &options, &mut pending)
-                        .await?;
+                    let spec = part.files(t, &path, chain, period, full, &options);
+                    building.start(spec, &mut pending, &self.storage).await?;
                 }
             }
         }
-        for (chain, part) in open {
+        for (chain, mut part) in open {
             if !part.docs.is_empty() {
-                self.upload(
-                    t,
-                    &path,
-                    &chain,
-                    period,
-                    part.docs,
-                    part.next,
-                    &options,
-                    &mut pending,
-                )
-                .await?;
+                let docs = std::mem::take(&mut part.docs);
+                let spec = part.files(t, &path, &chain, period, docs, &options);
+                building.start(spec, &mut pending, &self.storage).await?;
             }
         }
+        building.finish(&mut pending, &self.storage).await?;
         s.cursor = cursor;
         if t.is_support_validate {
             for (chain, file) in pending {
@@ -745,54 +748,6 @@ impl Transfer {
             }
         }
         Ok(())
-    }
-
-    /// Uploads the files of `docs`; returns how many parts they took.
-    #[allow(clippy::too_many_arguments)] // one period's file, described in full
-    async fn upload(
-        &self,
-        t: &Tracker,
-        path: &TrackerPath,
-        chain: &str,
-        period: Period,
-        docs: Vec<Vec<u8>>,
-        first_part: u32,
-        options: &TraceFileOptions,
-        pending: &mut Vec<(String, LogFile)>,
-    ) -> Result<u32, Failed> {
-        let options = TraceFileOptions {
-            first_part,
-            ..options.clone()
-        };
-        let bucket = t.obs_info.bucket_name.clone();
-        let (path, project, service) = (
-            path.clone(),
-            t.project_id.clone(),
-            (!chain.is_empty()).then(|| chain.to_string()),
-        );
-        // Gzip, encryption and hashing of up to 50 MB: off the async
-        // workers. The documents move in and are dropped there.
-        let files = blocking(move || {
-            let files =
-                build_trace_files(&path, &project, service.as_deref(), period, &docs, &options)?;
-            Ok(files
-                .into_iter()
-                .map(|f| {
-                    let log = LogFile::new(&bucket, &f.key, &f.body);
-                    (f, log)
-                })
-                .collect::<Vec<_>>())
-        })
-        .await?;
-        let parts = files.len() as u32;
-        for (f, log) in files {
-            self.storage
-                .put(&t.obs_info.bucket_name, &f.key, f.body, &[])
-                .await
-                .map_err(write)?;
-            pending.push((chain.to_string(), log));
-        }
-        Ok(parts)
     }
 
     /// The digests of every chain for the window ending at `end`.
@@ -875,6 +830,33 @@ struct Part {
     bytes: usize,
     /// The number of the next part of this chain in the period.
     next: u32,
+}
+
+impl Part {
+    /// The files of `docs`, this chain's next parts.
+    fn files(
+        &mut self,
+        t: &Tracker,
+        path: &TrackerPath,
+        chain: &str,
+        period: Period,
+        docs: Vec<Vec<u8>>,
+        options: &TraceFileOptions,
+    ) -> FilesSpec {
+        let first_part = self.next;
+        self.next += file_count(&docs, options.limits);
+        FilesSpec {
+            path: path.clone(),
+            project: t.project_id.clone(),
+            chain: chain.to_string(),
+            period,
+            docs,
+            options: TraceFileOptions {
+                first_part,
+                ..options.clone()
+            },
+        }
+    }
 }
 
 fn write(e: cts_archive::StoreError) -> Failed {

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use cts_archive::{
-    open_trace_file, verify_tracker, ObjectStorage, PublicKeySet, StorageConfig, TrackerPath,
-    VerifyOptions,
+    open_trace_file, verify_tracker, ObjectStorage, PublicKeySet, SplitLimits, StorageConfig,
+    TrackerPath, VerifyOptions,
 };
 use cts_consumer::ConsumerStore;
 use cts_model::{parse_report, ReportContext};
@@ -26,6 +26,10 @@ struct World {
 }
 
 fn world(t0: i64) -> World {
+    world_with(t0, settings())
+}
+
+fn world_with(t0: i64, settings: Settings) -> World {
     let dir = tempfile::tempdir().unwrap();
     let journal =
         Arc::new(EmbeddedStore::open(StoreConfig::new(dir.path().join("store"))).unwrap());
@@ -33,7 +37,7 @@ fn world(t0: i64) -> World {
         Arc::new(TrackerStore::open(&dir.path().join("trackers"), Limits::default()).unwrap());
     let obs = dir.path().join("obs");
     std::fs::create_dir_all(&obs).unwrap();
-    let transfer = open_transfer(dir.path(), journal.clone(), trackers.clone(), t0);
+    let transfer = open_transfer(dir.path(), journal.clone(), trackers.clone(), t0, settings);
     World {
         _dir: dir,
         obs,
@@ -43,20 +47,24 @@ fn world(t0: i64) -> World {
     }
 }
 
+fn settings() -> Settings {
+    Settings {
+        period_secs: P,
+        digest_period_secs: 3 * P,
+        grace_secs: 2,
+        ..Settings::default()
+    }
+}
+
 /// The transfer of the data directory `dir` (its local bucket in `obs`).
 fn open_transfer(
     dir: &std::path::Path,
     journal: Arc<EmbeddedStore>,
     trackers: Arc<TrackerStore>,
     t0: i64,
+    settings: Settings,
 ) -> Transfer {
     let storage = ObjectStorage::new(StorageConfig::Local(dir.join("obs"))).unwrap();
-    let settings = Settings {
-        period_secs: P,
-        digest_period_secs: 3 * P,
-        grace_secs: 2,
-        ..Settings::default()
-    };
     let consumers = Arc::new(ConsumerStore::open(&dir.join("consumers")).unwrap());
     Transfer::open(
         &dir.join("transfer"),
@@ -229,6 +237,64 @@ async fn periods_become_files_and_digests_verify() {
         })
         .count();
     assert_eq!(endings, 2, "one per chain (ECS, EVS)");
+}
+
+#[tokio::test]
+async fn a_period_of_many_files_built_at_once_numbers_them_in_order() {
+    let t0 = 1_800_000_000;
+    let w = world_with(
+        t0,
+        Settings {
+            file_limits: SplitLimits {
+                max_traces: 4,
+                ..SplitLimits::default()
+            },
+            files_building: 2,
+            ..settings()
+        },
+    );
+    system_tracker(
+        &w,
+        t0,
+        json!({"bucket_name": "archive", "is_obs_created": true, "is_sort_by_service": true}),
+        json!({"is_support_validate": true}),
+    );
+    // Two chains interleaved, each several files long.
+    for k in 0..9 {
+        record(&w, "p1", "ECS", 3, t0 + 1);
+        record(&w, "p1", if k % 3 == 0 { "EVS" } else { "ECS" }, 2, t0 + 1);
+    }
+    w.transfer.run_once(t0 + 3 * P + 2).await.unwrap();
+    let f = files(&w, "archive");
+    let count = |service: &str| {
+        f.iter()
+            .filter(|(key, _)| key.contains(&format!("/system/{service}/")))
+            .map(|(_, ids)| ids.len())
+            .collect::<Vec<_>>()
+    };
+    // 39 ECS traces in files of 4, 6 EVS traces.
+    assert_eq!(count("ECS").iter().sum::<usize>(), 39, "{f:?}");
+    assert_eq!(count("ECS").len(), 10, "{f:?}");
+    assert_eq!(count("EVS"), vec![4, 2], "{f:?}");
+    let mut ids: Vec<&String> = f.iter().flat_map(|(_, ids)| ids).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 45, "every trace once");
+    let keys = PublicKeySet::new(w.transfer.public_keys(None, None).await.unwrap()).unwrap();
+    let path = TrackerPath {
+        file_prefix: String::new(),
+        region: "eu-de".into(),
+        tracker_name: "system".into(),
+    };
+    let options = VerifyOptions {
+        digest_period_secs: 3 * P,
+        ..VerifyOptions::default()
+    };
+    let report = verify_tracker(w.transfer.storage(), "archive", &path, &keys, &options)
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.files_checked, 12, "{report:?}");
 }
 
 #[tokio::test]
@@ -609,7 +675,13 @@ async fn an_old_transfer_db_is_moved_into_the_consumer_store() {
     let mut transfer = None;
     for _ in 0..2 {
         drop(transfer.take());
-        transfer = Some(open_transfer(&dir, journal.clone(), trackers.clone(), t0));
+        transfer = Some(open_transfer(
+            &dir,
+            journal.clone(),
+            trackers.clone(),
+            t0,
+            settings(),
+        ));
         let moved = ConsumerStore::open(&dir.join("consumers")).unwrap();
         let now: Vec<(String, cts_consumer::Entry<Value>)> = moved.all("transfer").unwrap();
         assert_eq!(now[0].0, *id);
