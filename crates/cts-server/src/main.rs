@@ -34,6 +34,10 @@ enum Command {
     /// Start a new digest signing key now (the server may be running); the
     /// previous key stays valid for the digests it signed.
     RotateDigestKey(CommonArgs),
+    /// Apply the pending schema migrations of the PostgreSQL store
+    /// (`store.backend = "postgres"`) and say which (the server may be
+    /// running).
+    Migrate(CommonArgs),
     /// Lift the login lockouts of a user (the server may be running:
     /// lockouts live in the identity database).
     Unlock(UnlockArgs),
@@ -111,7 +115,10 @@ fn run(cli: Cli) -> Result<()> {
             tls_cert: a.tls_cert.clone(),
             tls_key: a.tls_key.clone(),
         },
-        Command::Reindex(a) | Command::Check(a) | Command::RotateDigestKey(a) => Overrides {
+        Command::Reindex(a)
+        | Command::Check(a)
+        | Command::RotateDigestKey(a)
+        | Command::Migrate(a) => Overrides {
             data_dir: a.data_dir.clone(),
             ..Overrides::default()
         },
@@ -127,7 +134,10 @@ fn run(cli: Cli) -> Result<()> {
     let common = match &cli.command {
         Command::Serve(a) => &a.common,
         Command::Repair(a) => &a.common,
-        Command::Reindex(a) | Command::Check(a) | Command::RotateDigestKey(a) => a,
+        Command::Reindex(a)
+        | Command::Check(a)
+        | Command::RotateDigestKey(a)
+        | Command::Migrate(a) => a,
         Command::Unlock(a) => &a.common,
     };
     let config = Config::load(common.config.as_deref(), &overrides)?;
@@ -152,7 +162,29 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Unlock(a) => unlock(&config, &a.user, a.domain.as_deref()),
+        Command::Migrate(_) => migrate(&config),
     }
+}
+
+/// `ctsd migrate`: applies the pending migrations of the PostgreSQL store.
+fn migrate(config: &Config) -> Result<()> {
+    let Some(pg) = config.postgres_settings() else {
+        anyhow::bail!(
+            "store.backend is not \"postgres\": the embedded store has no schema to migrate"
+        );
+    };
+    let applied = cts_store_pg::PgStore::migrate(&pg)
+        .with_context(|| format!("migrating the schema at {}", pg.url))?;
+    if applied.is_empty() {
+        println!(
+            "the schema is current (version {})",
+            cts_store_pg::schema::current()
+        );
+    }
+    for m in applied {
+        println!("applied migration {}: {}", m.version, m.name);
+    }
+    Ok(())
 }
 
 /// `ctsd unlock`: lifts the stored lockouts of one user.

@@ -11,6 +11,7 @@ use cts_lts::Lts;
 use cts_notification::{NotificationError, NotificationStore, Notifier, NotifierError};
 use cts_smn::{Outbox, SmnError, TopicStore};
 use cts_store::{EmbeddedStore, StoreError, TraceStore};
+use cts_store_pg::PgStore;
 use cts_tracker::{Catalog, TrackerError, TrackerStore};
 use cts_transfer::Transfer;
 
@@ -83,20 +84,20 @@ impl AppState {
         }))
     }
 
-    /// Opens the embedded store described by `config` (replaying its journal,
-    /// which may take a while) and the identity store, and builds the state
-    /// around them.
+    /// Opens the trace store of `store.backend` (the embedded one replays
+    /// its journal, which may take a while; the PostgreSQL one migrates its
+    /// schema unless told not to) and the identity store, and builds the
+    /// state around them.
     pub async fn open(config: Config) -> Result<AppState, OpenError> {
-        if config.store.backend == crate::config::StoreBackend::Postgres {
-            // The PostgreSQL trace store is being built (issue 17).
-            return Err(OpenError::Store(StoreError::Setting(
-                "store.backend = \"postgres\" is not available yet".into(),
-            )));
-        }
         let store_config = config.store_config();
+        let postgres = config.postgres_settings();
+        let retention_ms = config.retention_ms();
         let for_settings = config.clone();
         let (store, settings) = tokio::task::spawn_blocking(move || {
-            let store: Arc<dyn TraceStore> = Arc::new(EmbeddedStore::open(store_config)?);
+            let store: Arc<dyn TraceStore> = match postgres {
+                Some(pg) => Arc::new(PgStore::open(&pg, retention_ms).map_err(StoreError::from)?),
+                None => Arc::new(EmbeddedStore::open(store_config)?),
+            };
             let settings = Settings::open(&for_settings, store.clone())?;
             Ok::<_, OpenError>((store, settings))
         })
