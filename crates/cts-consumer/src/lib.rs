@@ -40,6 +40,7 @@ mod start;
 mod store;
 
 pub use lease::{node_id, LeaseSettings};
+pub use pg::{PgConnection, PgConnector};
 pub use poll::{read_batch, Batch, Skips};
 pub use start::{start_cursor, Start};
 pub use store::{ConsumerStore, Entry, Tx};

@@ -1,6 +1,6 @@
 //! The consumer state on PostgreSQL: one connection per process (the
 //! consumers' statements are few and short; SQLite serialises them the
-//! same way), opened again when the server dropped it, and the versioned
+//! same way), made again when the server dropped it, and the versioned
 //! migrations of the consumer tables.
 //!
 //! Migrations are a list: version `n` is `MIGRATIONS[n - 1]`, applied once
@@ -11,7 +11,9 @@
 
 use std::cell::RefCell;
 
-use parking_lot::Mutex;
+use std::ops::DerefMut;
+
+use parking_lot::{Mutex, MutexGuard};
 use postgres::{Client, NoTls};
 
 use crate::sql::{Arg, Sql};
@@ -41,21 +43,34 @@ CREATE TABLE leases (
 );
 "];
 
+/// A connection to PostgreSQL: one of its own, or one taken from a pool
+/// the caller keeps (with its TLS and timeouts).
+pub type PgConnection = Box<dyn DerefMut<Target = Client> + Send>;
+
+/// Makes a [`PgConnection`]; called again when the server dropped the last.
+pub type PgConnector = Box<dyn Fn() -> Result<PgConnection, ConsumerError> + Send + Sync>;
+
 pub(crate) struct Pg {
-    config: postgres::Config,
-    client: Mutex<Option<Client>>,
+    connect: PgConnector,
+    client: Mutex<Option<PgConnection>>,
 }
 
 impl Pg {
-    /// Connects to `url` and brings the consumer tables to this build's
-    /// version.
-    pub(crate) fn connect(url: &str) -> Result<Pg, ConsumerError> {
+    /// A connector of plain (unencrypted) connections to `url`.
+    pub(crate) fn plain(url: &str) -> Result<PgConnector, ConsumerError> {
         let config: postgres::Config = url.parse()?;
+        Ok(Box::new(move || {
+            Ok(Box::new(Box::new(config.connect(NoTls)?)) as PgConnection)
+        }))
+    }
+
+    /// Connects and brings the consumer tables to this build's version.
+    pub(crate) fn connect(connect: PgConnector) -> Result<Pg, ConsumerError> {
         let pg = Pg {
-            config,
+            connect,
             client: Mutex::new(None),
         };
-        pg.transaction(|sql| migrate(sql))?;
+        pg.transaction(migrate)?;
         Ok(pg)
     }
 
@@ -65,10 +80,8 @@ impl Pg {
         f: impl FnOnce(&dyn Sql) -> Result<R, ConsumerError>,
     ) -> Result<R, ConsumerError> {
         let mut client = self.client()?;
-        let cell = RefCell::new(client.take().expect("connected"));
-        let out = f(&cell);
-        *client = Some(cell.into_inner());
-        out
+        let conn: &mut Client = client.as_mut().expect("connected");
+        f(&RefCell::new(conn))
     }
 
     /// Runs `f` in one transaction, committed when it succeeds.
@@ -77,18 +90,18 @@ impl Pg {
         f: impl FnOnce(&dyn Sql) -> Result<R, ConsumerError>,
     ) -> Result<R, ConsumerError> {
         let mut client = self.client()?;
-        let tx = RefCell::new(client.as_mut().expect("connected").transaction()?);
-        let out = f(&tx)?;
-        tx.into_inner().commit()?;
+        let mut tx = client.as_mut().expect("connected").transaction()?;
+        let out = f(&RefCell::new(&mut tx))?;
+        tx.commit()?;
         Ok(out)
     }
 
-    /// The connection, opened again when there is none or the server
+    /// The connection, made again when there is none or the server
     /// closed it.
-    fn client(&self) -> Result<parking_lot::MutexGuard<'_, Option<Client>>, ConsumerError> {
+    fn client(&self) -> Result<MutexGuard<'_, Option<PgConnection>>, ConsumerError> {
         let mut client = self.client.lock();
         if client.as_ref().is_none_or(|c| c.is_closed()) {
-            *client = Some(self.config.connect(NoTls)?);
+            *client = Some((self.connect)()?);
         }
         Ok(client)
     }

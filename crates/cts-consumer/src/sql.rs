@@ -4,8 +4,10 @@
 //! `$NAME` parameter the next free index, which is the same number.
 
 use std::cell::RefCell;
+use std::ops::DerefMut;
 
 use postgres::types::{ToSql, Type};
+use postgres::GenericClient;
 use rusqlite::types::ValueRef;
 
 use crate::ConsumerError;
@@ -93,14 +95,19 @@ fn pg_args<'a>(args: &'a [Arg<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
         .collect()
 }
 
-/// The PostgreSQL client needs `&mut` for every statement.
-impl<C: postgres::GenericClient> Sql for RefCell<C> {
+/// The PostgreSQL client (or transaction) needs `&mut` for every
+/// statement.
+impl<C> Sql for RefCell<C>
+where
+    C: DerefMut,
+    C::Target: postgres::GenericClient,
+{
     fn exec(&self, sql: &str, args: &[Arg<'_>]) -> Result<u64, ConsumerError> {
-        Ok(self.borrow_mut().execute(sql, &pg_args(args))?)
+        Ok(self.borrow_mut().deref_mut().execute(sql, &pg_args(args))?)
     }
 
     fn query(&self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<Vec<Val>>, ConsumerError> {
-        let rows = self.borrow_mut().query(sql, &pg_args(args))?;
+        let rows = self.borrow_mut().deref_mut().query(sql, &pg_args(args))?;
         rows.iter()
             .map(|row| {
                 (0..row.len())

@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::lease::{LeaseSettings, Leases};
-use crate::pg::Pg;
+use crate::pg::{Pg, PgConnector};
 use crate::sql::{Arg, Sql, Val};
 use crate::ConsumerError;
 
@@ -124,16 +124,26 @@ impl ConsumerStore {
         Ok(ConsumerStore::with(Db::Sqlite(Mutex::new(conn))))
     }
 
-    /// Connects to the PostgreSQL database at `url`, shared by every node,
-    /// as the node `node` (see [`crate::node_id`]), and migrates its
-    /// consumer tables.
+    /// Connects to the PostgreSQL database at `url` (plain connections),
+    /// shared by every node, as the node `node` (see [`crate::node_id`]),
+    /// and migrates its consumer tables.
     pub fn connect(
         url: &str,
         node: String,
         settings: LeaseSettings,
     ) -> Result<ConsumerStore, ConsumerError> {
+        ConsumerStore::connect_with(Pg::plain(url)?, node, settings)
+    }
+
+    /// [`ConsumerStore::connect`] with connections the caller makes (a
+    /// pool's, with its TLS).
+    pub fn connect_with(
+        connect: PgConnector,
+        node: String,
+        settings: LeaseSettings,
+    ) -> Result<ConsumerStore, ConsumerError> {
         settings.check()?;
-        let pg = Box::new(Pg::connect(url)?);
+        let pg = Box::new(Pg::connect(connect)?);
         let leases = Leases::new(node, settings);
         Ok(ConsumerStore::with(Db::Postgres { pg, leases }))
     }
