@@ -54,6 +54,8 @@ pub enum ConsumerError {
     Database(#[from] rusqlite::Error),
     #[error("consumer state on PostgreSQL: {0}")]
     Postgres(#[from] postgres::Error),
+    #[error("consumer state on PostgreSQL: no connection: {0}")]
+    Connect(String),
     #[error(
         "consumer state on PostgreSQL: the database has schema version {found}, \
          this build knows up to {known}: upgrade ctsd"

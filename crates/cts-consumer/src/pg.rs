@@ -107,6 +107,19 @@ impl Pg {
     }
 }
 
+/// Closing a client blocks on its own runtime, which panics on an async
+/// worker (where the last `Arc` of the store may well be dropped, e.g. as
+/// the server stops): the connection is closed on a thread of its own.
+impl Drop for Pg {
+    fn drop(&mut self) {
+        if let Some(conn) = self.client.get_mut().take() {
+            let _ = std::thread::Builder::new()
+                .name("pg-close".into())
+                .spawn(move || drop(conn));
+        }
+    }
+}
+
 fn migrate(sql: &dyn Sql) -> Result<(), ConsumerError> {
     sql.exec(
         "CREATE TABLE IF NOT EXISTS consumer_schema_migrations (

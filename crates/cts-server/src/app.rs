@@ -558,6 +558,7 @@ where
     let refusals = tokio::spawn(summarize_refusals(state.clone()));
     let delivery = tokio::spawn(deliver_notifications(state.clone())?);
     let pruning = tokio::spawn(prune_outbox(state.clone()));
+    let leases = tokio::spawn(renew_leases(state.clone()));
     let catalog_state = state.clone();
     let limits = state.config.limits.clone();
     // The peer address becomes the `source_ip` of audit traces and a key
@@ -572,9 +573,39 @@ where
     refusals.abort();
     delivery.abort();
     pruning.abort();
+    leases.abort();
     // What the catalog learned since its last flush.
+    let consumers = Arc::clone(&catalog_state.consumers);
     flush_catalog_once(catalog_state).await;
+    // The other nodes take this one's work over at once, not after the
+    // lease time.
+    match tokio::task::spawn_blocking(move || consumers.release()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "the consumer leases were not released"),
+        Err(e) => tracing::warn!(error = %e, "releasing the consumer leases failed"),
+    }
     Ok(())
+}
+
+/// Renews this node's consumer leases (PostgreSQL) so that it keeps its
+/// work; with the embedded store there is nothing to renew.
+async fn renew_leases(state: AppState) {
+    let Some(every) = state.consumers.renew_every() else {
+        return;
+    };
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let consumers = Arc::clone(&state.consumers);
+        match tokio::task::spawn_blocking(move || consumers.renew()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "renewing the consumer leases failed; retried")
+            }
+            Err(e) => tracing::error!(error = %e, "renewing the consumer leases panicked; retried"),
+        }
+    }
 }
 
 /// Writes due trace files and digests, every second (a pass with nothing

@@ -51,6 +51,22 @@ pub struct Config {
     pub smtp: SmtpSettings,
     /// Log sinks of trace analysis (trackers with `lts` on).
     pub lts: LtsSettings,
+    /// How nodes sharing PostgreSQL hand the journal consumers' work
+    /// (each tracker's transfer and LTS stream, the notification matcher)
+    /// to one another (see docs/postgres.md).
+    pub leases: LeaseConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseConfig {
+    /// A node that stops renewing its leases (killed, cut off) loses them
+    /// after this long, and another node takes its work over.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// How often a node renews its leases: below `ttl`.
+    #[serde(with = "humantime_serde")]
+    pub renew_every: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -397,6 +413,10 @@ impl Default for Config {
                 data_trackers: cts_tracker::Limits::default().data_trackers,
                 notifications: cts_tracker::Limits::default().notifications,
             },
+            leases: LeaseConfig {
+                ttl: cts_consumer::LeaseSettings::default().ttl,
+                renew_every: cts_consumer::LeaseSettings::default().renew_every,
+            },
         }
     }
 }
@@ -576,6 +596,9 @@ impl Config {
                 return invalid("public_url", "must start with http:// or https://");
             }
         }
+        if let Err(e) = self.lease_settings().check() {
+            return invalid("leases.renew_every", &e.to_string());
+        }
         self.validate_postgres()?;
         self.validate_lts()
     }
@@ -601,6 +624,14 @@ impl Config {
             return invalid("store.postgres_ca_file", "is for store.postgres_url");
         }
         Ok(())
+    }
+
+    /// The consumer leases between nodes.
+    pub fn lease_settings(&self) -> cts_consumer::LeaseSettings {
+        cts_consumer::LeaseSettings {
+            ttl: self.leases.ttl,
+            renew_every: self.leases.renew_every,
+        }
     }
 
     fn validate_lts(&self) -> Result<(), ConfigError> {
@@ -1117,6 +1148,24 @@ mod tests {
             jail.set_env("CTS_STORE_POSTGRES_CA_FILE", "/etc/ca.pem");
             let e = Config::load(None, &Overrides::default()).unwrap_err();
             assert!(e.to_string().contains("store.postgres_ca_file"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn lease_times_come_from_the_environment_and_a_renewal_precedes_expiry() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(c.lease_settings(), cts_consumer::LeaseSettings::default());
+            jail.set_env("CTS_LEASES_TTL", "30s");
+            jail.set_env("CTS_LEASES_RENEW_EVERY", "10s");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(c.lease_settings().ttl, Duration::from_secs(30));
+            assert_eq!(c.lease_settings().renew_every, Duration::from_secs(10));
+            jail.set_env("CTS_LEASES_RENEW_EVERY", "30s");
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("leases.renew_every"), "{e}");
             Ok(())
         });
     }

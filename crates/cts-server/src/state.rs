@@ -5,7 +5,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use cts_archive::ObjectStorage;
-use cts_consumer::ConsumerStore;
+use cts_consumer::{ConsumerError, ConsumerStore, PgConnection, PgConnector};
 use cts_identity::{IdentityError, IdentityStore};
 use cts_lts::Lts;
 use cts_notification::{NotificationError, NotificationStore, Notifier, NotifierError};
@@ -150,10 +150,7 @@ impl Settings {
         let regions = identity.clone();
         let region_of: cts_transfer::RegionOf =
             Arc::new(move |project: &str| regions.get_project(project).ok().map(|p| p.region));
-        let consumers = Arc::new(
-            ConsumerStore::open(&config.data_dir.join("consumers"))
-                .map_err(|e| OpenError::Transfer(e.to_string()))?,
-        );
+        let consumers = Arc::new(open_consumers(config)?);
         let (sinks, routing) = config.lts_sinks();
         let lts = Lts::open(
             store.clone(),
@@ -203,6 +200,33 @@ impl Settings {
     }
 }
 
+/// The state of every journal consumer: in the data directory, or with
+/// `store.backend = "postgres"` in PostgreSQL, shared with the other nodes
+/// under leases held in this process's name.
+fn open_consumers(config: &Config) -> Result<ConsumerStore, OpenError> {
+    let Some(pg) = config.postgres_settings() else {
+        return Ok(ConsumerStore::open(&config.data_dir.join("consumers"))?);
+    };
+    // Connections from a pool of the store's settings (TLS, timeouts): the
+    // consumer state keeps one of them.
+    let pool = pg
+        .connect()
+        .map_err(|e| OpenError::Store(StoreError::Setting(e.to_string())))?;
+    let connect: PgConnector = Box::new(move || {
+        let conn = pool
+            .get()
+            .map_err(|e| ConsumerError::Connect(e.to_string()))?;
+        Ok(Box::new(conn) as PgConnection)
+    });
+    let node = cts_consumer::node_id();
+    tracing::info!(%node, "consumer state on PostgreSQL; this node's name in the leases");
+    Ok(ConsumerStore::connect_with(
+        connect,
+        node,
+        config.lease_settings(),
+    )?)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("opening the trace store: {0}")]
@@ -213,6 +237,8 @@ pub enum OpenError {
     Trackers(#[from] TrackerError),
     #[error("opening the transfer: {0}")]
     Transfer(String),
+    #[error("opening the consumer state: {0}")]
+    Consumers(#[from] cts_consumer::ConsumerError),
     #[error("opening the notification store: {0}")]
     Notifications(#[from] NotificationError),
     #[error("opening the notification matcher: {0}")]

@@ -64,10 +64,24 @@ fn open_transfer(
     t0: i64,
     settings: Settings,
 ) -> Transfer {
-    let storage = ObjectStorage::new(StorageConfig::Local(dir.join("obs"))).unwrap();
     let consumers = Arc::new(ConsumerStore::open(&dir.join("consumers")).unwrap());
+    transfer_of(dir, "transfer", consumers, journal, trackers, t0, settings)
+}
+
+/// The transfer of a node with its signing keys in `dir/node` and its
+/// consumer state in `consumers`, writing to the local bucket in `dir/obs`.
+fn transfer_of(
+    dir: &std::path::Path,
+    node: &str,
+    consumers: Arc<ConsumerStore>,
+    journal: Arc<EmbeddedStore>,
+    trackers: Arc<TrackerStore>,
+    t0: i64,
+    settings: Settings,
+) -> Transfer {
+    let storage = ObjectStorage::new(StorageConfig::Local(dir.join("obs"))).unwrap();
     Transfer::open(
-        &dir.join("transfer"),
+        &dir.join(node),
         consumers,
         journal,
         trackers,
@@ -707,4 +721,62 @@ async fn an_old_transfer_db_is_moved_into_the_consumer_store() {
     let counts: Vec<usize> = f.iter().map(|(_, ids)| ids.len()).collect();
     assert_eq!(counts, vec![6, 3], "{f:?}");
     assert_eq!(w.transfer.take_skipped(), 0);
+}
+
+#[tokio::test]
+async fn on_shared_state_a_tracker_is_one_nodes_and_another_takes_over_from_its_cursor() {
+    use cts_consumer::{node_id, LeaseSettings};
+    use std::time::{Duration, Instant};
+
+    let t0 = 1_800_000_000;
+    let w = world(t0);
+    let pg = cts_testpg::TestPg::start();
+    let leases = LeaseSettings {
+        ttl: Duration::from_millis(600),
+        renew_every: Duration::from_millis(200),
+    };
+    // The PostgreSQL client blocks: off the test's async worker.
+    let node = |name: &'static str| {
+        let (url, dir) = (pg.url(), w._dir.path().to_path_buf());
+        let (journal, trackers) = (w.journal.clone(), w.trackers.clone());
+        tokio::task::spawn_blocking(move || {
+            let state = Arc::new(ConsumerStore::connect(&url, node_id(), leases).unwrap());
+            let transfer =
+                transfer_of(&dir, name, state.clone(), journal, trackers, t0, settings());
+            (state, transfer)
+        })
+    };
+    let (a_state, a) = node("a").await.unwrap();
+    let (_, b) = node("b").await.unwrap();
+    system_tracker(
+        &w,
+        t0,
+        json!({"bucket_name": "archive", "file_prefix_name": "audit", "is_obs_created": true}),
+        json!({}),
+    );
+    a.run_once(t0).await.unwrap();
+    record(&w, "p1", "ECS", 30, t0 + 1);
+    // a took the tracker first: b writes nothing of it.
+    b.run_once(t0 + P + 2).await.unwrap();
+    assert!(files(&w, "archive").is_empty());
+    a.run_once(t0 + P + 2).await.unwrap();
+    assert_eq!(files(&w, "archive").len(), 1);
+    tokio::task::spawn_blocking(move || a_state.renew().unwrap())
+        .await
+        .unwrap();
+    record(&w, "p1", "ECS", 4, t0 + P + 1);
+    // a stops renewing: b takes over within the lease time and writes the
+    // next period from a's cursor.
+    let started = Instant::now();
+    while files(&w, "archive").len() < 2 {
+        assert!(started.elapsed() < leases.ttl * 3, "b never took over");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        b.run_once(t0 + 2 * P + 2).await.unwrap();
+    }
+    // a, back, finds its work done and writes nothing twice.
+    a.run_once(t0 + 2 * P + 2).await.unwrap();
+    let f = files(&w, "archive");
+    let ids: Vec<&String> = f.iter().flat_map(|(_, ids)| ids).collect();
+    let unique: std::collections::BTreeSet<_> = ids.iter().collect();
+    assert_eq!((f.len(), ids.len(), unique.len()), (2, 34, 34), "{f:?}");
 }
