@@ -6,6 +6,7 @@ mod baseline;
 mod busy;
 mod gen;
 mod load;
+mod lts;
 mod notifications;
 mod notify_latency;
 mod queries;
@@ -102,6 +103,11 @@ struct Args {
     /// traces, in process (and its stages alone).
     #[arg(long, value_name = "TRACES")]
     transfer: Option<u64>,
+    /// Instead: LTS delivery to an OTLP receiver in this process, and
+    /// ingest with and without the sink, this many traces a phase
+    /// (medians over --runs).
+    #[arg(long, value_name = "TRACES")]
+    lts: Option<u64>,
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -163,6 +169,18 @@ fn run(args: &Args) -> Result<()> {
             server_bin: &server_bin,
             work: work.path(),
             log: &log,
+        });
+    }
+    if let Some(traces) = args.lts {
+        return lts::run(&lts::Config {
+            traces,
+            runs: args.runs,
+            clients: args.clients,
+            batch: args.batch,
+            seed: args.seed,
+            server_bin,
+            work: work.path().to_path_buf(),
+            out_dir: log.parent().map(Path::to_path_buf).unwrap_or_default(),
         });
     }
     if let Some(duration) = args.soak {

@@ -1,0 +1,289 @@
+//! `cts-bench --lts N`: sustained LTS delivery to a local OTLP receiver.
+//!
+//! The receiver runs in this process: an axum server taking
+//! `POST /v1/logs`, gunzipping and decoding every request with the
+//! `opentelemetry-proto` types ctsd encodes with, and counting the records
+//! it decoded. Per run:
+//! 1. a ctsd without a sink ingests N traces (ingest alone);
+//! 2. a ctsd with an `otlp` sink to the receiver and `lts` on for the
+//!    system tracker ingests N traces while it delivers them (ingest with
+//!    the sink; the lag after the last ack until all arrived);
+//! 3. the receiver refuses (503) while N more are ingested, then accepts:
+//!    the backlog's drain rate is the sink's delivery throughput.
+//!
+//! Figures are medians over runs.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use parking_lot::Mutex;
+use prost::Message;
+use serde_json::json;
+
+use crate::auth::Auth;
+use crate::gen::{self, Generator, Timeline};
+use crate::server::Server;
+use crate::stats::median;
+use crate::{load, now_ms, progress, DAY_MS};
+
+/// The target: delivered traces per second to a local receiver.
+const TARGET_PER_SEC: f64 = 100_000.0;
+
+pub struct Config {
+    pub traces: u64,
+    pub runs: usize,
+    pub clients: usize,
+    pub batch: u64,
+    pub seed: u64,
+    pub server_bin: PathBuf,
+    pub work: PathBuf,
+    pub out_dir: PathBuf,
+}
+
+/// What the receiver decoded.
+#[derive(Default)]
+struct Receiver {
+    /// Answer 503 while false.
+    open: AtomicBool,
+    records: AtomicU64,
+    /// When the first and the last accepted request arrived, and the
+    /// records of the first.
+    span: Mutex<Option<(Instant, Instant, u64)>>,
+}
+
+impl Receiver {
+    fn reset(&self, open: bool) {
+        self.open.store(open, Ordering::SeqCst);
+        self.records.store(0, Ordering::SeqCst);
+        *self.span.lock() = None;
+    }
+
+    /// Records per second between the first and the last request (those
+    /// of the first were sent before the clock starts).
+    fn rate(&self) -> Option<f64> {
+        let (first, last, before) = (*self.span.lock())?;
+        let secs = (last - first).as_secs_f64();
+        let after = self.records.load(Ordering::SeqCst) - before;
+        (secs > 0.0).then(|| after as f64 / secs)
+    }
+}
+
+/// Decodes one OTLP/HTTP request body; the number of log records.
+fn decode(gzipped: &[u8]) -> Result<usize> {
+    let mut raw = Vec::with_capacity(gzipped.len() * 4);
+    flate2::read::GzDecoder::new(gzipped).read_to_end(&mut raw)?;
+    let request = ExportLogsServiceRequest::decode(&raw[..])?;
+    let mut n = 0;
+    for records in request.resource_logs.iter().flat_map(|r| &r.scope_logs) {
+        for r in &records.log_records {
+            // A record without its trace is not a delivered trace.
+            if r.body.is_none() {
+                bail!("a log record without a body");
+            }
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+async fn logs(State(r): State<Arc<Receiver>>, body: Bytes) -> Response {
+    if !r.open.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let decoded = tokio::task::spawn_blocking(move || decode(&body)).await;
+    let n = match decoded {
+        Ok(Ok(n)) => n,
+        Ok(Err(e)) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    };
+    let now = Instant::now();
+    let mut span = r.span.lock();
+    r.records.fetch_add(n as u64, Ordering::SeqCst);
+    *span = Some(span.map_or((now, now, n as u64), |(first, _, k)| (first, now, k)));
+    (
+        [("content-type", "application/x-protobuf")],
+        ExportLogsServiceResponse::default().encode_to_vec(),
+    )
+        .into_response()
+}
+
+/// Starts the receiver; its base URL.
+async fn serve(receiver: Arc<Receiver>) -> Result<String> {
+    let app = axum::Router::new()
+        .route("/v1/logs", axum::routing::post(logs))
+        .layer(axum::extract::DefaultBodyLimit::max(256 << 20))
+        .with_state(receiver);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(url)
+}
+
+struct Run {
+    ingest_alone: f64,
+    ingest_with_sink: f64,
+    lag_secs: f64,
+    drain: f64,
+}
+
+pub fn run(cfg: &Config) -> Result<()> {
+    let t0 = Instant::now();
+    std::fs::create_dir_all(&cfg.out_dir)?;
+    let log = cfg.out_dir.join("ctsd-lts.log");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let receiver = Arc::new(Receiver::default());
+    let url = rt.block_on(serve(receiver.clone()))?;
+    progress(t0, &format!("OTLP receiver at {url}; generating traces"));
+    let gen = Arc::new(Generator::new(&gen::Config {
+        seed: cfg.seed,
+        ..gen::Config::default()
+    }));
+    let w0 = now_ms();
+    let timeline = || Timeline {
+        start: w0 - DAY_MS,
+        end: w0 - 60_000,
+        n: cfg.traces,
+    };
+    // The system tracker records the main tenant's traces.
+    let expected: u64 = (0..cfg.traces.div_ceil(cfg.batch))
+        .filter(|&b| load::project_for_batch(b) == gen::MAIN_PROJECT)
+        .map(|b| cfg.batch.min(cfg.traces - b * cfg.batch))
+        .sum();
+    let setup = |srv: &Server, dir: &Path| -> Result<Arc<Auth>> {
+        Ok(Arc::new(rt.block_on(Auth::setup(
+            &load::http_client(1)?,
+            &srv.url,
+            dir,
+        ))?))
+    };
+    let ingest = |srv: &Server, auth: &Arc<Auth>| -> Result<f64> {
+        let auth = auth.clone();
+        let plan = Arc::new(load::Plan {
+            gen: gen.clone(),
+            timeline: timeline(),
+            batch: cfg.batch,
+            url: srv.url.clone(),
+            auth,
+        });
+        let done = rt.block_on(load::ingest(plan, cfg.clients))?;
+        Ok(done.traces as f64 / done.elapsed.as_secs_f64())
+    };
+    let mut runs = Vec::new();
+    for r in 0..cfg.runs {
+        let dir = cfg.work.join(format!("alone-{r}"));
+        std::fs::create_dir_all(&dir)?;
+        let (srv, _) = Server::start(&cfg.server_bin, &dir, &log, &[])?;
+        let ingest_alone = ingest(&srv, &setup(&srv, &dir)?)?;
+        drop(srv);
+        std::fs::remove_dir_all(&dir)?;
+        progress(
+            t0,
+            &format!("run {}: ingest alone {ingest_alone:.0}/s", r + 1),
+        );
+
+        let dir = cfg.work.join(format!("sink-{r}"));
+        std::fs::create_dir_all(&dir)?;
+        let settings = [
+            ("CTS_LTS_KIND", "otlp".to_string()),
+            ("CTS_LTS_ENDPOINT", url.clone()),
+            ("CTS_LTS_INTERVAL", "100ms".into()),
+            ("CTS_LTS_MAX_BACKOFF", "1s".into()),
+        ];
+        let (srv, _) = Server::start(&cfg.server_bin, &dir, &log, &settings)?;
+        receiver.reset(true);
+        let auth = setup(&srv, &dir)?;
+        rt.block_on(lts_on(&auth, &srv.url))?;
+        let ingest_with_sink = ingest(&srv, &auth)?;
+        let acked = Instant::now();
+        wait_for(&receiver, expected, Duration::from_secs(600))?;
+        let lag_secs = receiver.span.lock().map_or(0.0, |(_, last, _)| {
+            last.saturating_duration_since(acked).as_secs_f64()
+        });
+
+        receiver.reset(false);
+        ingest(&srv, &auth)?;
+        receiver.open.store(true, Ordering::SeqCst);
+        wait_for(&receiver, expected, Duration::from_secs(600))?;
+        let drain = receiver.rate().context("the backlog came in one request")?;
+        drop(srv);
+        std::fs::remove_dir_all(&dir)?;
+        progress(
+            t0,
+            &format!(
+                "run {}: ingest with the sink {ingest_with_sink:.0}/s (lag {lag_secs:.1} s), backlog drained at {drain:.0}/s",
+                r + 1
+            ),
+        );
+        runs.push(Run {
+            ingest_alone,
+            ingest_with_sink,
+            lag_secs,
+            drain,
+        });
+    }
+    let median = |f: fn(&Run) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+    let (alone, with_sink, drain) = (
+        median(|r| r.ingest_alone),
+        median(|r| r.ingest_with_sink),
+        median(|r| r.drain),
+    );
+    let result = json!({
+        "traces_per_run": cfg.traces,
+        "delivered_per_run": expected,
+        "runs": cfg.runs,
+        "delivered_traces_per_sec": drain.round(),
+        "ingest_traces_per_sec_alone": alone.round(),
+        "ingest_traces_per_sec_with_sink": with_sink.round(),
+        "ingest_ratio_with_sink": (with_sink / alone * 1000.0).round() / 1000.0,
+        "lag_after_ingest_secs": (median(|r| r.lag_secs) * 10.0).round() / 10.0,
+        "target_delivered_traces_per_sec": TARGET_PER_SEC,
+        "meets_target": drain >= TARGET_PER_SEC,
+    });
+    println!("{}", serde_json::to_string_pretty(&result)?);
+    Ok(())
+}
+
+/// Turns `lts` on for the main tenant's system tracker.
+async fn lts_on(auth: &Auth, url: &str) -> Result<()> {
+    let project = auth.project(gen::MAIN_PROJECT);
+    let tracker =
+        json!({"tracker_type": "system", "tracker_name": "system", "is_lts_enabled": true});
+    auth.call(
+        &load::http_client(1)?,
+        "PUT",
+        &format!("{url}/v3/{project}/tracker"),
+        Some(tracker),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Waits until the receiver decoded at least `n` records (ctsd's own
+/// traces of the tracker update come on top).
+fn wait_for(receiver: &Receiver, n: u64, within: Duration) -> Result<()> {
+    let start = Instant::now();
+    while receiver.records.load(Ordering::SeqCst) < n {
+        if start.elapsed() > within {
+            bail!(
+                "only {} of {n} traces arrived within {within:?}",
+                receiver.records.load(Ordering::SeqCst)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
