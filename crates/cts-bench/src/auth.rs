@@ -150,6 +150,23 @@ impl Auth {
         Ok(req)
     }
 
+    /// Changes the main tenant's management tracker: `fields` beside its
+    /// type and name in `PUT /v3/{project}/tracker`.
+    pub async fn update_system_tracker(&self, url: &str, mut fields: Value) -> Result<()> {
+        fields["tracker_type"] = json!("system");
+        fields["tracker_name"] = json!("system");
+        let project = self.project(gen::MAIN_PROJECT);
+        let http = reqwest::Client::new();
+        self.call(
+            &http,
+            "PUT",
+            &format!("{url}/v3/{project}/tracker"),
+            Some(fields),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// A signed call without a project header, answered with 2xx.
     pub async fn call(
         &self,

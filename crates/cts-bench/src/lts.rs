@@ -206,7 +206,7 @@ pub fn run(cfg: &Config) -> Result<()> {
         let (srv, _) = Server::start(&cfg.server_bin, &dir, &log, &settings)?;
         receiver.reset(true);
         let auth = setup(&srv, &dir)?;
-        rt.block_on(lts_on(&auth, &srv.url))?;
+        rt.block_on(auth.update_system_tracker(&srv.url, json!({"is_lts_enabled": true})))?;
         let ingest_with_sink = ingest(&srv, &auth)?;
         let acked = Instant::now();
         wait_for(&receiver, expected, Duration::from_secs(600))?;
@@ -254,21 +254,6 @@ pub fn run(cfg: &Config) -> Result<()> {
         "meets_target": drain >= TARGET_PER_SEC,
     });
     println!("{}", serde_json::to_string_pretty(&result)?);
-    Ok(())
-}
-
-/// Turns `lts` on for the main tenant's system tracker.
-async fn lts_on(auth: &Auth, url: &str) -> Result<()> {
-    let project = auth.project(gen::MAIN_PROJECT);
-    let tracker =
-        json!({"tracker_type": "system", "tracker_name": "system", "is_lts_enabled": true});
-    auth.call(
-        &load::http_client(1)?,
-        "PUT",
-        &format!("{url}/v3/{project}/tracker"),
-        Some(tracker),
-    )
-    .await?;
     Ok(())
 }
 

@@ -213,19 +213,8 @@ pub fn run(cfg: &Config) -> Result<()> {
 /// Gives the first project's management tracker a bucket in the server's
 /// local object store, so that the transfer writes trace files throughout.
 async fn transfer_to_local_bucket(auth: &Auth, url: &str) -> Result<()> {
-    let project = auth.project(gen::MAIN_PROJECT);
-    let tracker = json!({
-        "tracker_type": "system", "tracker_name": "system",
-        "obs_info": {"bucket_name": BUCKET, "is_obs_created": true},
-    });
-    auth.call(
-        &load::http_client(1)?,
-        "PUT",
-        &format!("{url}/v3/{project}/tracker"),
-        Some(tracker),
-    )
-    .await?;
-    Ok(())
+    let obs = json!({"obs_info": {"bucket_name": BUCKET, "is_obs_created": true}});
+    auth.update_system_tracker(url, obs).await
 }
 
 /// Refuses a soak that would fill the disk: what the probe wrote per trace

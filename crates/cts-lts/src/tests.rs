@@ -22,6 +22,30 @@ fn spec(endpoint: &str) -> SinkSpec {
     }
 }
 
+/// A stored trace: a resource name with characters to escape, a trace
+/// name with a space.
+fn doc(id: &str, rating: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "trace_id": id, "time": 1_700_000_000_123i64, "record_time": 1_700_000_000_456i64,
+        "project_id": "p1", "trace_type": "ApiCall", "tracker_name": "system",
+        "service_type": "ECS", "resource_type": "ecs", "resource_name": "vm \"1\" [a\\b]",
+        "trace_name": "create Server", "trace_rating": rating, "source_ip": "10.0.0.1",
+        "code": 200, "user": {"id": "u1", "name": "alice"}
+    }))
+    .unwrap()
+}
+
+fn stream() -> Stream {
+    Stream {
+        project_id: "p1".into(),
+        region: "eu-de".into(),
+        log_group: "CTS".into(),
+        log_topic: "system-trace".into(),
+        group_id: "g".into(),
+        stream_id: "s".into(),
+    }
+}
+
 #[test]
 fn sink_rules_name_the_field() {
     assert!(spec("http://127.0.0.1:4318").check().is_ok());
@@ -44,24 +68,7 @@ fn sink_rules_name_the_field() {
 
 #[test]
 fn a_batch_decodes_to_one_record_per_trace() {
-    let doc = |id: &str, rating: &str| {
-        serde_json::to_vec(&json!({
-            "trace_id": id, "time": 1_700_000_000_123i64, "record_time": 1_700_000_000_456i64,
-            "project_id": "p1", "trace_type": "ApiCall", "tracker_name": "system",
-            "service_type": "ECS", "resource_type": "ecs", "resource_name": "vm \"1\"",
-            "trace_name": "createServer", "trace_rating": rating, "source_ip": "10.0.0.1",
-            "code": 200, "user": {"id": "u1", "name": "alice"}
-        }))
-        .unwrap()
-    };
-    let stream = Stream {
-        project_id: "p1".into(),
-        region: "eu-de".into(),
-        log_group: "CTS".into(),
-        log_topic: "system-trace".into(),
-        group_id: "g".into(),
-        stream_id: "s".into(),
-    };
+    let stream = stream();
     let docs = vec![
         doc("a", "normal"),
         b"{not json".to_vec(),
@@ -98,7 +105,7 @@ fn a_batch_decodes_to_one_record_per_trace() {
     assert_eq!(records[0].severity_number, 9);
     assert_eq!(
         attr(&r.attributes, "cts.resource_name"),
-        Some(Any::StringValue("vm \"1\"".into()))
+        Some(Any::StringValue("vm \"1\" [a\\b]".into()))
     );
     assert_eq!(
         attr(&r.attributes, "cts.code"),
@@ -140,24 +147,7 @@ fn syslog_sink_rules_name_the_field() {
 /// rating, MSGID the trace name, SD-PARAM values escaped, the JSON as MSG.
 #[test]
 fn a_syslog_batch_is_octet_counted_rfc5424() {
-    let doc = |id: &str, rating: &str| {
-        serde_json::to_vec(&json!({
-            "trace_id": id, "time": 1_700_000_000_123i64, "record_time": 1_700_000_000_456i64,
-            "project_id": "p1", "trace_type": "ApiCall", "tracker_name": "system",
-            "service_type": "ECS", "resource_type": "ecs", "resource_name": "vm \"1\" [a\\b]",
-            "trace_name": "create Server", "trace_rating": rating, "source_ip": "10.0.0.1",
-            "code": 200, "user": {"id": "u1", "name": "alice"}
-        }))
-        .unwrap()
-    };
-    let stream = Stream {
-        project_id: "p1".into(),
-        region: "eu-de".into(),
-        log_group: "CTS".into(),
-        log_topic: "system-trace".into(),
-        group_id: "g".into(),
-        stream_id: "s".into(),
-    };
+    let stream = stream();
     let docs = vec![
         doc("a", "normal"),
         b"{not json".to_vec(),

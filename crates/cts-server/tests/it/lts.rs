@@ -136,6 +136,33 @@ pub(crate) fn set_lts(server: &TestServer, kind: &str, name: &str, on: bool) {
     assert_eq!(a.status, 200, "{}", a.text);
 }
 
+/// A self-signed certificate and key of 127.0.0.1 for a receiver, and a
+/// CA that does not sign it, written into `dir`.
+pub(crate) fn test_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let write = |name: &str, pem: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, pem).unwrap();
+        p
+    };
+    let receiver = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let cert = write("cert.pem", receiver.cert.pem());
+    let key = write("key.pem", receiver.key_pair.serialize_pem());
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    (cert, key, write("wrong-ca.pem", other.cert.pem()))
+}
+
+/// Waits until the system tracker shows `lts` status `error` with `detail`.
+pub(crate) fn wait_for_lts_error(server: &TestServer, detail: &str) {
+    wait_for(
+        &format!("the tracker to show lts error {detail}"),
+        Duration::from_secs(20),
+        || {
+            let lts = &system_tracker(server)["lts"];
+            lts["status"] == "error" && lts["detail"] == detail
+        },
+    );
+}
+
 pub(crate) fn system_tracker(server: &TestServer) -> Value {
     let pid = &server.admin.project_id;
     let a = server.get(&format!("/v3/{pid}/trackers?tracker_type=system"));
@@ -290,14 +317,7 @@ fn a_receiver_down_then_back_and_kill_9_lose_nothing() {
         server.report("main", &batch);
         ids.extend(more);
     }
-    wait_for(
-        "the tracker to show the receiver down",
-        Duration::from_secs(20),
-        || {
-            let lts = &system_tracker(&server)["lts"];
-            lts["status"] == "error" && lts["detail"] == "unreachable"
-        },
-    );
+    wait_for_lts_error(&server, "unreachable");
     receiver.restart();
     wait_for(
         "every trace after the receiver is back",
@@ -351,16 +371,7 @@ fn a_receiver_down_then_back_and_kill_9_lose_nothing() {
 #[test]
 fn a_tls_receiver_the_ca_does_not_sign_shows_error() {
     let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, pem: String| {
-        let p = dir.path().join(name);
-        std::fs::write(&p, pem).unwrap();
-        p
-    };
-    let receiver_cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
-    let cert = write("cert.pem", receiver_cert.cert.pem());
-    let key = write("key.pem", receiver_cert.key_pair.serialize_pem());
-    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
-    let wrong_ca = write("wrong-ca.pem", other.cert.pem());
+    let (cert, key, wrong_ca) = test_certs(dir.path());
     let receiver = Receiver::start(Some((cert.clone(), key)));
     let root = tempfile::tempdir().unwrap();
     let start = |ca: &Path| {
@@ -377,14 +388,7 @@ fn a_tls_receiver_the_ca_does_not_sign_shows_error() {
     set_lts(&server, "system", "system", true);
     let (ids, batch) = traces(5);
     server.report("main", &batch);
-    wait_for(
-        "the tracker to show the TLS error",
-        Duration::from_secs(20),
-        || {
-            let lts = &system_tracker(&server)["lts"];
-            lts["status"] == "error" && lts["detail"] == "tlsError"
-        },
-    );
+    wait_for_lts_error(&server, "tlsError");
     assert!(receiver.records().is_empty());
     server.terminate();
     let server = start(&cert);

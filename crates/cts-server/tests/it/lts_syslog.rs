@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::lts::{set_lts, system_tracker, traces};
+use crate::lts::{set_lts, system_tracker, test_certs, traces, wait_for_lts_error};
 use crate::support::*;
 use crate::transfer::wait_for;
 
@@ -297,14 +297,7 @@ fn rsyslog_stopped_then_back_gets_everything_once_in_order() {
         server.report("main", &batch);
         ids.extend(more);
     }
-    wait_for(
-        "the tracker to show rsyslog down",
-        Duration::from_secs(20),
-        || {
-            let lts = &system_tracker(&server)["lts"];
-            lts["status"] == "error" && lts["detail"] == "unreachable"
-        },
-    );
+    wait_for_lts_error(&server, "unreachable");
     receiver.restart();
     wait_for(
         "every trace after rsyslog is back",
@@ -324,16 +317,7 @@ fn rsyslog_stopped_then_back_gets_everything_once_in_order() {
 #[test]
 fn rsyslog_over_tls_with_a_wrong_ca_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, pem: String| {
-        let p = dir.path().join(name);
-        std::fs::write(&p, pem).unwrap();
-        p
-    };
-    let receiver_cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
-    let cert = write("cert.pem", receiver_cert.cert.pem());
-    let key = write("key.pem", receiver_cert.key_pair.serialize_pem());
-    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
-    let wrong_ca = write("wrong-ca.pem", other.cert.pem());
+    let (cert, key, wrong_ca) = test_certs(dir.path());
     let receiver = Rsyslog::start(Some((cert.clone(), key)));
     let root = tempfile::tempdir().unwrap();
 
@@ -341,14 +325,7 @@ fn rsyslog_over_tls_with_a_wrong_ca_is_refused() {
     set_lts(&server, "system", "system", true);
     let (ids, batch) = traces(5);
     server.report("main", &batch);
-    wait_for(
-        "the tracker to show the TLS error",
-        Duration::from_secs(20),
-        || {
-            let lts = &system_tracker(&server)["lts"];
-            lts["status"] == "error" && lts["detail"] == "tlsError"
-        },
-    );
+    wait_for_lts_error(&server, "tlsError");
     assert!(receiver.messages().is_empty());
     server.terminate();
 
