@@ -102,7 +102,9 @@ fn create_ledger(client: &mut postgres::Client) -> Result<(), PgError> {
         match client.batch_execute(LEDGER) {
             Err(e)
                 if e.code() == Some(&SqlState::UNIQUE_VIOLATION)
-                    || e.code() == Some(&SqlState::DUPLICATE_TABLE) =>
+                    || e.code() == Some(&SqlState::DUPLICATE_TABLE)
+                    // The twin's row type, created first ("type … already exists").
+                    || e.code() == Some(&SqlState::DUPLICATE_OBJECT) =>
             {
                 continue
             }
