@@ -169,23 +169,20 @@ impl TestPg {
         }
     }
 
-    fn try_run(&self, program: &str, args: &[&str]) -> bool {
-        let out = self
-            .command(program)
+    fn output(&self, program: &str, args: &[&str]) -> std::process::Output {
+        self.command(program)
             .args(args)
             .stdin(Stdio::null())
             .output()
-            .unwrap_or_else(|e| panic!("{program} does not run: {e}"));
-        out.status.success()
+            .unwrap_or_else(|e| panic!("{program} does not run: {e}"))
+    }
+
+    fn try_run(&self, program: &str, args: &[&str]) -> bool {
+        self.output(program, args).status.success()
     }
 
     fn run(&self, program: &str, args: &[&str]) {
-        let out = self
-            .command(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("{program} does not run: {e}"));
+        let out = self.output(program, args);
         assert!(
             out.status.success(),
             "{program} {args:?} failed: {}{}",
