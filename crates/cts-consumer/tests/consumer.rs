@@ -6,12 +6,10 @@
 #[macro_use]
 mod backends;
 
-use backends::Place;
+use backends::{traces, Place};
 use cts_consumer::{read_batch, start_cursor, ConsumerError, Entry, Skips};
-use cts_model::{parse_report, ReportContext, Trace};
 use cts_store::{EmbeddedStore, StoreConfig, TraceStore};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 const HOUR: i64 = 3_600_000;
 
@@ -28,30 +26,6 @@ fn body(note: &str) -> Entry<Body> {
 }
 
 use cts_clock::now_ms;
-
-/// `n` traces of project `p`, recorded at `record_ms` with `time` `time_ms`.
-fn traces(n: usize, time_ms: i64, record_ms: i64) -> Vec<Trace> {
-    let items: Vec<_> = (0..n)
-        .map(|i| {
-            json!({"time": time_ms + i as i64, "service_type": "ECS", "resource_type": "vm",
-                   "trace_name": "createServer", "trace_type": "ApiCall", "code": "200",
-                   "user": {"id": "u", "name": "alice", "domain": {"id": "d", "name": "acme"}}})
-        })
-        .collect();
-    let ctx = ReportContext {
-        project_id: "p",
-        now_ms: record_ms,
-        oldest_time_ms: 0,
-        newest_time_ms: i64::MAX,
-        max_traces: 10_000,
-    };
-    let raw = serde_json::to_vec(&json!({ "traces": items })).unwrap();
-    parse_report(&raw, &ctx)
-        .unwrap()
-        .into_iter()
-        .map(Trace::into_owned)
-        .collect()
-}
 
 fn state_commits_together_or_not_at_all_and_survives_reopening(place: &Place) {
     let store = place.open();

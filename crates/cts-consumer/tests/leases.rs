@@ -10,11 +10,9 @@ mod backends;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use backends::{Place, LEASES};
+use backends::{traces, Place, LEASES};
 use cts_consumer::{read_batch, ConsumerError, ConsumerStore, Entry, LeaseSettings};
-use cts_model::{parse_report, ReportContext, Trace};
 use cts_store::{EmbeddedStore, StoreConfig, TraceStore};
-use serde_json::json;
 
 fn two_nodes() -> (Place, ConsumerStore, ConsumerStore) {
     let place = Place::postgres();
@@ -110,30 +108,6 @@ fn a_forgotten_key_fences_its_holder() {
     assert_eq!(a.get::<()>("transfer", "t1").unwrap(), None);
 }
 
-fn traces(n: usize) -> Vec<Trace> {
-    let now = cts_clock::now_ms();
-    let items: Vec<_> = (0..n)
-        .map(|i| {
-            json!({"time": now + i as i64, "service_type": "ECS", "resource_type": "vm",
-                   "trace_name": "createServer", "trace_type": "ApiCall", "code": "200",
-                   "user": {"id": "u", "name": "alice", "domain": {"id": "d", "name": "acme"}}})
-        })
-        .collect();
-    let ctx = ReportContext {
-        project_id: "p",
-        now_ms: now,
-        oldest_time_ms: 0,
-        newest_time_ms: i64::MAX,
-        max_traces: 10_000,
-    };
-    let raw = serde_json::to_vec(&json!({ "traces": items })).unwrap();
-    parse_report(&raw, &ctx)
-        .unwrap()
-        .into_iter()
-        .map(Trace::into_owned)
-        .collect()
-}
-
 /// One poll step of a consumer on `node`: claim, read after the committed
 /// cursor, deliver, commit. Answers what it delivered, or None when it does
 /// not hold the key.
@@ -158,7 +132,8 @@ fn step(node: &ConsumerStore, journal: &dyn TraceStore, delivered: &mut Vec<u64>
 fn a_node_that_stops_renewing_is_replaced_and_the_other_goes_on_from_its_cursor() {
     let dir = tempfile::tempdir().unwrap();
     let journal = EmbeddedStore::open(StoreConfig::new(dir.path())).unwrap();
-    journal.append(traces(45)).unwrap();
+    let now = cts_clock::now_ms();
+    journal.append(traces(45, now, now)).unwrap();
     let (_pg, a, b) = two_nodes();
     let mut delivered = Vec::new();
     assert_eq!(step(&a, &journal, &mut delivered), Some(10));

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use cts_consumer::{ConsumerStore, LeaseSettings};
+use cts_model::{parse_report, ReportContext, Trace};
 use cts_testpg::TestPg;
+use serde_json::json;
 
 /// Where a test's consumer state lives; [`Place::open`] opens it again as
 /// a new node (a restart).
@@ -58,4 +60,28 @@ macro_rules! both {
             }
         }
     };
+}
+
+/// `n` traces of project `p`, recorded at `record_ms` with `time` `time_ms`.
+pub fn traces(n: usize, time_ms: i64, record_ms: i64) -> Vec<Trace> {
+    let items: Vec<_> = (0..n)
+        .map(|i| {
+            json!({"time": time_ms + i as i64, "service_type": "ECS", "resource_type": "vm",
+                   "trace_name": "createServer", "trace_type": "ApiCall", "code": "200",
+                   "user": {"id": "u", "name": "alice", "domain": {"id": "d", "name": "acme"}}})
+        })
+        .collect();
+    let ctx = ReportContext {
+        project_id: "p",
+        now_ms: record_ms,
+        oldest_time_ms: 0,
+        newest_time_ms: i64::MAX,
+        max_traces: 10_000,
+    };
+    let raw = serde_json::to_vec(&json!({ "traces": items })).unwrap();
+    parse_report(&raw, &ctx)
+        .unwrap()
+        .into_iter()
+        .map(Trace::into_owned)
+        .collect()
 }
