@@ -2,20 +2,14 @@
 
 use cts_model::Field;
 
-/// The column holding the value a filter on `field` matches.
+/// The column holding the value a filter on `field` matches: named as its
+/// query parameter, except `user` (a reserved word in SQL) and the trace
+/// type (`kind`, the name the schema gave it).
 pub(crate) fn column(field: Field) -> &'static str {
     match field {
-        Field::ServiceType => "service_type",
         Field::User => "user_name",
-        Field::ResourceId => "resource_id",
-        Field::ResourceName => "resource_name",
-        Field::ResourceType => "resource_type",
-        Field::TraceName => "trace_name",
-        Field::TraceRating => "trace_rating",
-        Field::AccessKeyId => "access_key_id",
-        Field::EnterpriseProjectId => "enterprise_project_id",
-        Field::TrackerName => "tracker_name",
         Field::Kind => "kind",
+        other => other.param(),
     }
 }
 
