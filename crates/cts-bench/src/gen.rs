@@ -427,6 +427,36 @@ impl Generator {
         out.push(b'"');
         out.extend_from_slice(f.tail.as_bytes());
     }
+
+    /// Traces `ks` as ctsd records them in `project` at `now_ms`: reported
+    /// a second earlier and checked as a report is.
+    pub fn recorded(
+        &self,
+        ks: std::ops::Range<u64>,
+        project: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<Vec<cts_model::Trace>> {
+        let mut body = b"{\"traces\":[".to_vec();
+        for k in ks.clone() {
+            if k > ks.start {
+                body.push(b',');
+            }
+            self.write_trace(&mut body, k, now_ms - 1000, None);
+        }
+        body.extend_from_slice(b"]}");
+        let ctx = cts_model::ReportContext {
+            project_id: project,
+            now_ms,
+            oldest_time_ms: now_ms - 86_400_000,
+            newest_time_ms: now_ms + 1,
+            max_traces: (ks.end - ks.start) as usize,
+        };
+        let traces = cts_model::parse_report(&body, &ctx).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(traces
+            .into_iter()
+            .map(cts_model::Trace::into_owned)
+            .collect())
+    }
 }
 
 /// Where trace `k` of `n` sits in time: spread evenly over `[start, end]`,

@@ -8,7 +8,6 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use cts_model::{parse_report, ReportContext};
 use cts_notification::{
     Condition, Filter, FilterRule, Matcher, Notification, NotifyUsers, Operation, OperationType,
     ResolvedUser, Status, TraceFacts,
@@ -106,21 +105,12 @@ fn rules(g: &Generator) -> Result<Vec<Notification>> {
 fn stored(g: &Generator, n: u64) -> Result<Vec<Vec<u8>>> {
     let now = now_ms();
     let mut docs = Vec::with_capacity(n as usize);
-    let mut body = Vec::new();
     for k in 0..n {
-        body.clear();
-        body.extend_from_slice(b"{\"traces\":[");
-        g.write_trace(&mut body, k, now - 1000, None);
-        body.extend_from_slice(b"]}");
-        let ctx = ReportContext {
-            project_id: PROJECT,
-            now_ms: now,
-            oldest_time_ms: now - 86_400_000,
-            newest_time_ms: now + 1,
-            max_traces: 1,
-        };
-        let traces = parse_report(&body, &ctx).map_err(|e| anyhow::anyhow!("{e}"))?;
-        docs.extend(traces.iter().map(|t| t.to_json()));
+        docs.extend(
+            g.recorded(k..k + 1, PROJECT, now)?
+                .iter()
+                .map(|t| t.to_json()),
+        );
     }
     Ok(docs)
 }

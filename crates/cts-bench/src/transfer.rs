@@ -13,7 +13,6 @@ use anyhow::{Context, Result};
 use cts_archive::{build_trace_files, LogFile, ObjectStorage, StorageConfig, TraceFileOptions};
 use cts_archive::{Period, TrackerPath};
 use cts_consumer::ConsumerStore;
-use cts_model::{parse_report, ReportContext};
 use cts_store::{EmbeddedStore, PreparedTrace, StoreConfig, TraceStore};
 use cts_tracker::{parse_v3_create, Limits, TrackerStore};
 use cts_transfer::{Settings, Transfer};
@@ -29,26 +28,9 @@ const BATCH: u64 = 500;
 
 /// Journals `n` traces from `start_ms` on at [`RATE`].
 fn load(store: &EmbeddedStore, g: &Generator, n: u64, start_ms: i64) -> Result<()> {
-    let mut body = Vec::new();
     for first in (0..n).step_by(BATCH as usize) {
         let now = start_ms + (first * 1000 / RATE) as i64;
-        body.clear();
-        body.extend_from_slice(b"{\"traces\":[");
-        for k in first..(first + BATCH).min(n) {
-            if k > first {
-                body.push(b',');
-            }
-            g.write_trace(&mut body, k, now - 1000, None);
-        }
-        body.extend_from_slice(b"]}");
-        let ctx = ReportContext {
-            project_id: PROJECT,
-            now_ms: now,
-            oldest_time_ms: now - 86_400_000,
-            newest_time_ms: now + 1,
-            max_traces: BATCH as usize,
-        };
-        let traces = parse_report(&body, &ctx).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let traces = g.recorded(first..(first + BATCH).min(n), PROJECT, now)?;
         store.append_prepared(traces.iter().map(PreparedTrace::of).collect())?;
     }
     Ok(())
