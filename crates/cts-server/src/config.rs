@@ -303,6 +303,24 @@ pub struct StoreSettings {
     /// Whether a start applies pending schema migrations (`ctsd migrate`
     /// does otherwise).
     pub auto_migrate: bool,
+    /// The key that encrypts the secrets a node keeps in PostgreSQL (the
+    /// digest signing keys): 32 bytes in base64, the same on every node.
+    /// Usually from the environment (`CTS_STORE_SECRET_KEY`); never printed.
+    pub secret_key: Option<Secret>,
+    /// A file holding that key (base64), instead of `secret_key`.
+    pub secret_key_file: Option<PathBuf>,
+}
+
+/// A secret given in the configuration: kept out of `Debug` output (and so
+/// out of logs).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -354,6 +372,8 @@ impl Default for Config {
                 postgres_pool_size: PgSettings::DEFAULT_POOL_SIZE,
                 postgres_ca_file: None,
                 auto_migrate: true,
+                secret_key: None,
+                secret_key_file: None,
             },
             metrics: MetricsSettings { public: true },
             auth: AuthSettings {
@@ -623,7 +643,45 @@ impl Config {
         if store.postgres_ca_file.is_some() && store.postgres_url.is_none() {
             return invalid("store.postgres_ca_file", "is for store.postgres_url");
         }
-        Ok(())
+        if store.secret_key.is_some() && store.secret_key_file.is_some() {
+            return invalid(
+                "store.secret_key_file",
+                "and store.secret_key are two ways to give one key: set one",
+            );
+        }
+        self.store_secret_key().map(drop)
+    }
+
+    /// The store's secret key, from `store.secret_key` or the file
+    /// `store.secret_key_file`; `None` when neither is set. An unreadable
+    /// file or a value that is not 32 bytes in base64 is an error naming
+    /// the setting.
+    pub fn store_secret_key(&self) -> Result<Option<[u8; 32]>, ConfigError> {
+        use base64::Engine as _;
+        let (key, env, text) = match (&self.store.secret_key, &self.store.secret_key_file) {
+            (Some(Secret(text)), _) => ("store.secret_key", "CTS_STORE_SECRET_KEY", text.clone()),
+            (None, Some(path)) => (
+                "store.secret_key_file",
+                "CTS_STORE_SECRET_KEY_FILE",
+                std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+                    key: "store.secret_key_file",
+                    rule: format!("cannot be read ({}): {e}", path.display()),
+                })?,
+            ),
+            (None, None) => return Ok(None),
+        };
+        base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .ok()
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .map(Some)
+            .ok_or_else(|| ConfigError::Invalid {
+                key,
+                rule: format!(
+                    "(environment {env}) must be 32 bytes in base64 (make one with \
+                     `head -c 32 /dev/urandom | base64`)"
+                ),
+            })
     }
 
     /// The consumer leases between nodes.
@@ -1148,6 +1206,49 @@ mod tests {
             jail.set_env("CTS_STORE_POSTGRES_CA_FILE", "/etc/ca.pem");
             let e = Config::load(None, &Overrides::default()).unwrap_err();
             assert!(e.to_string().contains("store.postgres_ca_file"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_store_secret_key_comes_from_the_environment_or_a_file() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(c.store_secret_key().unwrap(), None);
+            let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+            jail.set_env("CTS_STORE_SECRET_KEY", key);
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            let want: [u8; 32] = std::array::from_fn(|i| i as u8);
+            assert_eq!(c.store_secret_key().unwrap(), Some(want));
+            assert!(!format!("{c:?}").contains(key), "the key is never printed");
+
+            jail.set_env("CTS_STORE_SECRET_KEY", "c2hvcnQ=");
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(
+                e.to_string().contains(
+                    "store.secret_key (environment CTS_STORE_SECRET_KEY) must be 32 bytes"
+                ),
+                "{e}"
+            );
+
+            jail.clear_env();
+            jail.create_file("key.b64", &format!("{key}\n"))?;
+            jail.set_env("CTS_STORE_SECRET_KEY_FILE", "key.b64");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(c.store_secret_key().unwrap(), Some(want));
+            jail.set_env("CTS_STORE_SECRET_KEY", key);
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("set one"), "{e}");
+
+            jail.clear_env();
+            jail.set_env("CTS_STORE_SECRET_KEY_FILE", "missing.b64");
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("store.secret_key_file cannot be read"),
+                "{e}"
+            );
             Ok(())
         });
     }
