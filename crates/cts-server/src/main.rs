@@ -178,7 +178,7 @@ fn migrate(config: &Config) -> Result<()> {
     if applied.is_empty() {
         println!(
             "the schema is current (version {})",
-            cts_store_pg::schema::current()
+            cts_store_pg::schema::SCHEMA.current()
         );
     }
     for m in applied {

@@ -14,10 +14,9 @@ mod partitions;
 mod query;
 mod retention;
 pub mod schema;
-mod settings;
 mod store;
 mod write;
 
+pub use cts_db::{PgSettings, PgUrl, PgUrlError, Pool};
 pub use error::PgError;
-pub use settings::{PgSettings, PgUrl, PgUrlError, Pool};
 pub use store::PgStore;

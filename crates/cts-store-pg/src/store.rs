@@ -10,7 +10,9 @@ use cts_store::{
 };
 use parking_lot::Mutex;
 
-use crate::schema::{self, Migration};
+use cts_db::PgMigration;
+
+use crate::schema::SCHEMA;
 use crate::{PgError, PgSettings, Pool};
 
 /// Width of a partition: traces are partitioned by the UTC day of their time.
@@ -42,15 +44,11 @@ impl PgStore {
         {
             let mut client = pool.get()?;
             if settings.auto_migrate {
-                for m in schema::migrate(&mut client)? {
-                    tracing::info!(
-                        version = m.version,
-                        name = m.name,
-                        "schema migration applied"
-                    );
+                for version in cts_db::migrate(&mut client, &SCHEMA)? {
+                    tracing::info!(version, "schema migration applied");
                 }
             } else {
-                schema::check_current(&mut client)?;
+                cts_db::check_current(&mut client, &SCHEMA)?;
             }
         }
         Ok(PgStore {
@@ -63,10 +61,15 @@ impl PgStore {
 
     /// Applies the pending schema migrations (`ctsd migrate`); returns
     /// those applied.
-    pub fn migrate(settings: &PgSettings) -> Result<Vec<&'static Migration>, PgError> {
+    pub fn migrate(settings: &PgSettings) -> Result<Vec<&'static PgMigration>, PgError> {
         let pool = settings.connect()?;
         let mut client = pool.get()?;
-        schema::migrate(&mut client)
+        let applied = cts_db::migrate(&mut client, &SCHEMA)?;
+        Ok(SCHEMA
+            .migrations
+            .iter()
+            .filter(|m| applied.contains(&m.version))
+            .collect())
     }
 
     /// The lowest position some consumer of this node still holds.

@@ -69,7 +69,9 @@ impl PgStore {
         let stored = match write(&mut client, traces) {
             // Another node's retention dropped a partition this node
             // thought was there: create it again, once.
-            Err(PgError::Database(e)) if e.code() == Some(&SqlState::CHECK_VIOLATION) => {
+            Err(PgError(cts_db::DbError::Postgres(e)))
+                if e.code() == Some(&SqlState::CHECK_VIOLATION) =>
+            {
                 self.partitions.lock().clear();
                 partitions::ensure(self, &days)?;
                 write(&mut client, traces)?

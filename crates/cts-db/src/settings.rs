@@ -14,7 +14,7 @@ use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::PgError;
+use crate::DbError;
 
 /// A `postgres://` (or `postgresql://`) URL, parsed when read so that a
 /// wrong one stops the start naming the setting. Printed without its
@@ -129,14 +129,14 @@ impl PgSettings {
     }
 
     /// Opens the pool and checks that one connection can be made.
-    pub fn connect(&self) -> Result<Pool, PgError> {
+    pub fn connect(&self) -> Result<Pool, DbError> {
         let mut config = self.url.config();
         config.application_name("ctsd");
         config.connect_timeout(Duration::from_secs(10));
         let tls = match &self.ca_file {
             None => {
                 if config.get_ssl_mode() == SslMode::Require {
-                    return Err(PgError::Setting(
+                    return Err(DbError::Setting(
                         "sslmode=require needs store.postgres_ca_file to verify the server".into(),
                     ));
                 }
@@ -154,16 +154,16 @@ impl PgSettings {
             .min_idle(Some(0))
             .connection_timeout(CONNECTION_WAIT)
             .build(manager)
-            .map_err(|e| PgError::Connect {
+            .map_err(|e| DbError::Connect {
                 url: self.url.to_string(),
                 detail: e.to_string(),
             })
     }
 }
 
-fn read_roots(path: &PathBuf) -> Result<rustls::RootCertStore, PgError> {
+fn read_roots(path: &PathBuf) -> Result<rustls::RootCertStore, DbError> {
     let bad = |detail: String| {
-        PgError::Setting(format!(
+        DbError::Setting(format!(
             "store.postgres_ca_file {}: {detail}",
             path.display()
         ))
@@ -179,11 +179,11 @@ fn read_roots(path: &PathBuf) -> Result<rustls::RootCertStore, PgError> {
     Ok(roots)
 }
 
-fn rustls_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, PgError> {
+fn rustls_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, DbError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| PgError::Setting(e.to_string()))?
+        .map_err(|e| DbError::Setting(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth())
 }
