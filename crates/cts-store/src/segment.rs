@@ -286,8 +286,7 @@ pub fn write(
     }
 
     pairs.sort_unstable();
-    let n_terms = pairs.chunk_by(|a, b| a.0 == b.0).count();
-    let mut terms = TermTable::new(&out, n_terms);
+    let mut terms = TermTable::new(&out);
     let mut ords = Vec::new();
     for group in pairs.chunk_by(|a, b| a.0 == b.0) {
         ords.clear();

@@ -218,29 +218,25 @@ impl DocTable {
 
 /// The posting lists (streamed into the segment) and the term table (kept
 /// aside, in memory or a spill file beside the segment, until the postings
-/// are written), with its samples and Bloom filter.
+/// are written), with its samples.
 pub(crate) struct TermTable {
     postings_at: u64,
     entries: Vec<u8>,
     spill: Option<(PathBuf, File)>,
     samples: Vec<u8>,
     n: u32,
-    bloom: Vec<u64>,
     list: Vec<u8>,
 }
 
 impl TermTable {
-    /// Starts the postings after the doc table; `max_terms` (at least the
-    /// number of terms to come) sizes the Bloom filter.
-    pub fn new(out: &SegmentFile, max_terms: usize) -> Self {
-        let bloom_words = (max_terms * BLOOM_BITS_PER_TERM).div_ceil(64).max(1);
+    /// Starts the postings after the doc table.
+    pub fn new(out: &SegmentFile) -> Self {
         TermTable {
             postings_at: out.at(),
             entries: Vec::new(),
             spill: None,
             samples: Vec::new(),
             n: 0,
-            bloom: vec![0u64; bloom_words],
             list: Vec::new(),
         }
     }
@@ -278,10 +274,6 @@ impl TermTable {
             self.samples.extend_from_slice(&hash.to_le_bytes());
         }
         self.n += 1;
-        let bits = self.bloom.len() as u64 * 64;
-        for bit in bloom_positions(hash, bits) {
-            self.bloom[(bit / 64) as usize] |= 1 << (bit % 64);
-        }
         if self.entries.len() >= TERM_BUFFER {
             self.spill_entries(out.spill_path())?;
         }
@@ -307,22 +299,53 @@ impl TermTable {
         Ok(())
     }
 
-    /// Copies the term table into the segment after the postings.
-    fn copy_into(&mut self, out: &mut SegmentFile) -> Result<(), StoreError> {
+    /// Copies the term table into the segment after the postings; answers
+    /// the Bloom filter of its hashes. The filter is made here, sized by
+    /// the exact count of terms, because a merge knows only an upper bound
+    /// before its end (terms its inputs share are counted once per input:
+    /// sized by that bound, merged filters held a third more bits than
+    /// needed, and they stay in memory for the segment's life).
+    fn copy_into(&mut self, out: &mut SegmentFile) -> Result<Vec<u64>, StoreError> {
+        let words = (self.n as usize * BLOOM_BITS_PER_TERM).div_ceil(64).max(1);
+        let mut bloom = vec![0u64; words];
+        let mut add = |entries: &[u8]| {
+            for e in entries.chunks_exact(TERM_ENTRY) {
+                let hash = u64::from_le_bytes(e[..8].try_into().expect("8 bytes"));
+                for bit in bloom_positions(hash, words as u64 * 64) {
+                    bloom[(bit / 64) as usize] |= 1 << (bit % 64);
+                }
+            }
+        };
         if let Some((path, file)) = &mut self.spill {
             file.seek(SeekFrom::Start(0))
                 .map_err(StoreError::io(&*path))?;
-            let mut buf = vec![0u8; TERM_BUFFER];
+            // Whole entries per read: the file holds only whole entries.
+            let mut buf = vec![0u8; TERM_BUFFER / TERM_ENTRY * TERM_ENTRY];
             loop {
-                let n = file.read(&mut buf).map_err(StoreError::io(&*path))?;
+                let n = fill(file, &mut buf).map_err(StoreError::io(&*path))?;
                 if n == 0 {
                     break;
                 }
+                add(&buf[..n]);
                 out.put(&buf[..n])?;
             }
         }
-        out.put(&self.entries)
+        add(&self.entries);
+        out.put(&self.entries)?;
+        Ok(bloom)
     }
+}
+
+/// Reads until `buf` is full or the file ends; answers the bytes read.
+fn fill(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 impl Drop for TermTable {
@@ -344,14 +367,14 @@ pub(crate) fn finish(
     mut terms: TermTable,
 ) -> Result<PathBuf, StoreError> {
     let terms_at = out.at();
-    terms.copy_into(&mut out)?;
+    let bloom = terms.copy_into(&mut out)?;
     let tsample_at = out.at();
     out.put(&terms.samples)?;
     let dsample_at = out.at();
     out.put(&docs.samples)?;
     let bloom_at = out.at();
-    let bloom: Vec<u8> = terms.bloom.iter().flat_map(|w| w.to_le_bytes()).collect();
-    out.put(&bloom)?;
+    let bloom_bytes: Vec<u8> = bloom.iter().flat_map(|w| w.to_le_bytes()).collect();
+    out.put(&bloom_bytes)?;
     let meta = Meta {
         partition,
         flush_id,
@@ -367,7 +390,7 @@ pub(crate) fn finish(
         tsample_at,
         dsample_at,
         bloom_at,
-        bloom_words: terms.bloom.len() as u64,
+        bloom_words: bloom.len() as u64,
         projects: docs.projects,
     };
     out.finish(&meta)

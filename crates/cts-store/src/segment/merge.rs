@@ -53,8 +53,7 @@ pub fn merge(
     build::put_frames(&mut out, &frames)?;
     let mut docs = DocTable::new(&out);
     let renumber = merge_docs(&mut out, &mut docs, inputs, &frame_base, pace)?;
-    let max_terms = inputs.iter().map(|s| s.meta.terms as usize).sum();
-    let mut terms = TermTable::new(&out, max_terms);
+    let mut terms = TermTable::new(&out);
     merge_terms(&mut out, &mut terms, inputs, &renumber, pace)?;
     build::finish(out, partition, id, frames.len() as u32, docs, terms)
 }
@@ -314,6 +313,21 @@ mod tests {
                 assert_eq!(merged[0].find("b", &c.key.1).unwrap(), None);
             }
         }
+    }
+
+    #[test]
+    fn a_merged_bloom_filter_is_sized_by_its_own_terms() {
+        let dir = tempfile::tempdir().unwrap();
+        let inputs: Vec<_> = (1..=3).map(|n| input(dir.path(), n, 2000)).collect();
+        let path = merge(dir.path(), 9, &inputs, false, &mut || Ok(())).unwrap();
+        let merged = Segment::open(&path).unwrap();
+        let listed: u32 = inputs.iter().map(|s| s.meta.terms).sum();
+        assert!(merged.meta.terms < listed, "the inputs share terms");
+        // It stays in memory as long as the segment is open.
+        assert_eq!(
+            merged.bloom.len(),
+            (merged.meta.terms as usize * super::super::BLOOM_BITS_PER_TERM).div_ceil(64)
+        );
     }
 
     #[test]
