@@ -100,6 +100,9 @@ pub struct Settings {
     pub files_building: usize,
     /// The size of a trace file.
     pub file_limits: SplitLimits,
+    /// Trace JSON one tracker's transfer holds while it fills a period's
+    /// files (one per service): past it, the fullest is written out early.
+    pub max_held_bytes: usize,
 }
 
 impl Default for Settings {
@@ -112,6 +115,7 @@ impl Default for Settings {
             max_backoff_secs: 300,
             files_building: 2,
             file_limits: SplitLimits::default(),
+            max_held_bytes: 128 << 20,
         }
     }
 }
@@ -683,6 +687,8 @@ impl Transfer {
         let mut cursor = s.cursor;
         let mut open: BTreeMap<String, Part> = BTreeMap::new();
         let mut pending: Vec<(String, LogFile)> = Vec::new();
+        // JSON bytes in the open parts.
+        let mut held = 0usize;
         let mut building = Building::new(&t.obs_info.bucket_name, self.settings.files_building);
         'read: loop {
             // Reading decompresses frames: off the async workers.
@@ -723,20 +729,35 @@ impl Transfer {
                 let chain = chain.as_str();
                 let part = open.entry(chain.to_string()).or_default();
                 part.bytes += entry.doc.len() + 1;
+                held += entry.doc.len() + 1;
                 part.docs.push(entry.doc);
                 let limits = self.settings.file_limits;
-                if part.docs.len() >= limits.max_traces || part.bytes >= limits.max_json_bytes {
-                    let full = std::mem::take(&mut part.docs);
-                    part.bytes = 0;
-                    let spec = part.files(t, &path, chain, period, full, &options);
+                let spec = if part.docs.len() >= limits.max_traces
+                    || part.bytes >= limits.max_json_bytes
+                {
+                    held -= part.bytes;
+                    Some(part.take_files(t, &path, chain, period, &options))
+                } else if held > self.settings.max_held_bytes {
+                    // Many chains filling at once: the fullest goes out
+                    // early as a smaller file, so memory stays bounded
+                    // whatever the number of services.
+                    let (chain, part) = open
+                        .iter_mut()
+                        .max_by_key(|(_, p)| p.bytes)
+                        .expect("a part holds the bytes");
+                    held -= part.bytes;
+                    Some(part.take_files(t, &path, chain, period, &options))
+                } else {
+                    None
+                };
+                if let Some(spec) = spec {
                     building.start(spec, &mut pending, &self.storage).await?;
                 }
             }
         }
         for (chain, mut part) in open {
             if !part.docs.is_empty() {
-                let docs = std::mem::take(&mut part.docs);
-                let spec = part.files(t, &path, &chain, period, docs, &options);
+                let spec = part.take_files(t, &path, &chain, period, &options);
                 building.start(spec, &mut pending, &self.storage).await?;
             }
         }
@@ -833,16 +854,17 @@ struct Part {
 }
 
 impl Part {
-    /// The files of `docs`, this chain's next parts.
-    fn files(
+    /// The files of the traces held, this chain's next parts; empties it.
+    fn take_files(
         &mut self,
         t: &Tracker,
         path: &TrackerPath,
         chain: &str,
         period: Period,
-        docs: Vec<Vec<u8>>,
         options: &TraceFileOptions,
     ) -> FilesSpec {
+        let docs = std::mem::take(&mut self.docs);
+        self.bytes = 0;
         let first_part = self.next;
         self.next += file_count(&docs, options.limits);
         FilesSpec {

@@ -312,6 +312,53 @@ async fn a_period_of_many_files_built_at_once_numbers_them_in_order() {
 }
 
 #[tokio::test]
+async fn many_services_filling_at_once_stay_within_the_memory_bound() {
+    let t0 = 1_800_000_000;
+    let w = world_with(
+        t0,
+        Settings {
+            max_held_bytes: 2_000,
+            ..settings()
+        },
+    );
+    system_tracker(
+        &w,
+        t0,
+        json!({"bucket_name": "archive", "is_obs_created": true, "is_sort_by_service": true}),
+        json!({"is_support_validate": true}),
+    );
+    for _ in 0..10 {
+        for service in ["ECS", "EVS", "VPC"] {
+            record(&w, "p1", service, 1, t0 + 1);
+        }
+    }
+    w.transfer.run_once(t0 + 3 * P + 2).await.unwrap();
+    let f = files(&w, "archive");
+    // Unbounded, each service would have one file of 10 traces.
+    assert!(f.len() > 3, "{f:?}");
+    assert!(f.iter().all(|(_, ids)| ids.len() < 10), "{f:?}");
+    let mut ids: Vec<&String> = f.iter().flat_map(|(_, ids)| ids).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 30, "every trace once");
+    let keys = PublicKeySet::new(w.transfer.public_keys(None, None).await.unwrap()).unwrap();
+    let path = TrackerPath {
+        file_prefix: String::new(),
+        region: "eu-de".into(),
+        tracker_name: "system".into(),
+    };
+    let options = VerifyOptions {
+        digest_period_secs: 3 * P,
+        ..VerifyOptions::default()
+    };
+    let report = verify_tracker(w.transfer.storage(), "archive", &path, &keys, &options)
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.files_checked, f.len(), "{report:?}");
+}
+
+#[tokio::test]
 async fn a_missing_bucket_waits_and_recovers_without_loss() {
     let t0 = 1_800_000_000;
     let w = world(t0);
