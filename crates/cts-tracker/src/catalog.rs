@@ -11,19 +11,24 @@
 //! the server calls periodically and on shutdown (an entry observed after the
 //! last flush before a crash is learned again from the next such trace).
 //!
+//! On PostgreSQL several nodes learn into the same tables: a flush inserts
+//! with `ON CONFLICT` (a row another node wrote first is no error) in key
+//! order (so two nodes' flushes cannot deadlock), and then takes in what
+//! the other nodes learned, so that every node answers what any node
+//! learned within a flush interval.
+//!
 //! Learned operations are kept per domain and users per project, so that
 //! nothing reported in one tenant shows in another's answers.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
-use cts_sqlite::{Migrations, M};
+use cts_db::{Db, DbError, Sql};
 use parking_lot::{Mutex, RwLock};
-use rusqlite::{params, Connection, TransactionBehavior};
 use serde::Serialize;
 
 use crate::error::{codes, TrackerError};
-use crate::store::open_db;
+use crate::store::open_sqlite;
 
 /// How far back `user-resources` looks.
 pub const USER_WINDOW_MS: i64 = 30 * 24 * 3600 * 1000;
@@ -138,22 +143,6 @@ const SEED_OPERATIONS: &[(&str, &str, &[&str])] = &[
     ),
     ("IAM", "token", &["createToken", "revokeToken"]),
 ];
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS operations (
-    domain_id TEXT NOT NULL,
-    service_type TEXT NOT NULL,
-    resource_type TEXT NOT NULL,
-    trace_name TEXT NOT NULL,
-    PRIMARY KEY (domain_id, service_type, resource_type, trace_name)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS users (
-    project_id TEXT NOT NULL,
-    user_name TEXT NOT NULL,
-    last_seen INTEGER NOT NULL,
-    PRIMARY KEY (project_id, user_name)
-) WITHOUT ROWID;
-";
 
 /// One entry of `operations`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -278,6 +267,63 @@ impl Learned {
     }
 }
 
+impl Learned {
+    /// Takes in what is stored (this node's or another's): operations up
+    /// to the bound, users seen since `cutoff` up to the bound, each with
+    /// the later of the two last-seen times.
+    fn take_in(&mut self, c: &dyn Sql, cutoff: i64) -> Result<(), DbError> {
+        for row in c.query(
+            "SELECT domain_id, service_type, resource_type, trace_name FROM catalog_operations",
+            &[],
+        )? {
+            self.ops
+                .entry(row[0].text()?.to_owned())
+                .or_default()
+                .insert(row[1].text()?, row[2].text()?, row[3].text()?);
+        }
+        for row in c.query(
+            "SELECT project_id, user_name, last_seen FROM catalog_users WHERE last_seen >= $1",
+            &[cutoff.into()],
+        )? {
+            let users = self.users.entry(row[0].text()?.to_owned()).or_default();
+            add_user(users, row[1].text()?, row[2].int()?);
+        }
+        Ok(())
+    }
+
+    /// Adds what `other` knows (and this does not).
+    fn merge(&mut self, other: Learned) {
+        for (domain, d) in other.ops {
+            let mine = self.ops.entry(domain).or_default();
+            for (service, resources) in &d.services {
+                for (resource, traces) in resources {
+                    for trace in traces {
+                        mine.insert(service, resource, trace);
+                    }
+                }
+            }
+        }
+        for (project, users) in other.users {
+            let mine = self.users.entry(project).or_default();
+            for (name, seen) in users {
+                add_user(mine, &name, seen);
+            }
+        }
+    }
+}
+
+/// A user's later last-seen time, or the user if there is room.
+fn add_user(users: &mut HashMap<String, i64>, name: &str, seen: i64) {
+    let room = users.len() < MAX_USERS_PER_PROJECT;
+    match users.get_mut(name) {
+        Some(s) => *s = (*s).max(seen),
+        None if room => {
+            users.insert(name.to_owned(), seen);
+        }
+        None => {}
+    }
+}
+
 /// The fields of a recorded trace the catalog learns from.
 struct Observation<'a> {
     project_id: &'a str,
@@ -291,7 +337,9 @@ struct Observation<'a> {
 
 /// The catalog. `Send + Sync`; share it as `Arc<Catalog>`.
 pub struct Catalog {
-    conn: Mutex<Connection>,
+    db: Db,
+    /// One flush at a time.
+    flushing: Mutex<()>,
     learned: RwLock<Learned>,
 }
 
@@ -305,35 +353,22 @@ impl Catalog {
     /// Opens (creating on first use) `dir/catalog.db` and loads what was
     /// learned before; `dir` is `DATA_DIR/trackers`.
     pub fn open(dir: &Path) -> Result<Catalog, TrackerError> {
-        let conn = open_db(dir, "catalog.db", &Migrations::new(vec![M::up(SCHEMA)]))?;
-        let read = |e: rusqlite::Error| TrackerError::storage(codes::READ_FAILED, e);
+        Catalog::on(open_sqlite(
+            dir,
+            "catalog.db",
+            &crate::schema::sqlite_catalog(),
+        )?)
+    }
+
+    /// The catalog on `db`: the SQLite file of [`Catalog::open`], or
+    /// PostgreSQL opened with [`crate::PG_SCHEMA`] (shared by every node).
+    pub fn on(db: Db) -> Result<Catalog, TrackerError> {
         let mut learned = Learned::default();
-        {
-            let mut stmt = conn
-                .prepare(
-                    "SELECT domain_id, service_type, resource_type, trace_name FROM operations",
-                )
-                .map_err(read)?;
-            let mut rows = stmt.query([]).map_err(read)?;
-            while let Some(r) = rows.next().map_err(read)? {
-                let get = |i| r.get::<_, String>(i).map_err(read);
-                let (d, s, res, t) = (get(0)?, get(1)?, get(2)?, get(3)?);
-                learned.ops.entry(d).or_default().insert(&s, &res, &t);
-            }
-            let mut stmt = conn
-                .prepare("SELECT project_id, user_name, last_seen FROM users")
-                .map_err(read)?;
-            let mut rows = stmt.query([]).map_err(read)?;
-            while let Some(r) = rows.next().map_err(read)? {
-                learned
-                    .users
-                    .entry(r.get(0).map_err(read)?)
-                    .or_default()
-                    .insert(r.get(1).map_err(read)?, r.get(2).map_err(read)?);
-            }
-        }
+        db.read(|c| learned.take_in(c, i64::MIN))
+            .map_err(|e| TrackerError::storage(codes::READ_FAILED, e))?;
         Ok(Catalog {
-            conn: Mutex::new(conn),
+            db,
+            flushing: Mutex::new(()),
             learned: RwLock::new(learned),
         })
     }
@@ -368,11 +403,12 @@ impl Catalog {
 
     /// Makes what was learned since the last flush durable, and forgets
     /// users not seen in the 30 days before `now_ms`. On failure nothing is
-    /// lost: the entries stay pending for the next flush.
+    /// lost: the entries stay pending for the next flush. On PostgreSQL it
+    /// then takes in what the other nodes learned.
     pub fn flush(&self, now_ms: i64) -> Result<(), TrackerError> {
         let cutoff = now_ms - USER_WINDOW_MS;
-        let mut conn = self.conn.lock();
-        let (ops, users) = {
+        let _one = self.flushing.lock();
+        let (mut ops, users) = {
             let mut l = self.learned.write();
             for u in l.users.values_mut() {
                 u.retain(|_, seen| *seen >= cutoff);
@@ -383,29 +419,32 @@ impl Catalog {
                 std::mem::take(&mut l.touched_users),
             )
         };
-        let mut write = || -> Result<(), rusqlite::Error> {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            {
-                let mut op = tx.prepare(
-                    "INSERT OR IGNORE INTO operations \
-                     (domain_id, service_type, resource_type, trace_name) VALUES (?1, ?2, ?3, ?4)",
+        // Key order: concurrent flushes of several nodes lock shared rows
+        // in the same order.
+        ops.sort_unstable();
+        let mut users: Vec<_> = users.into_iter().collect();
+        users.sort_unstable();
+        let written = self.db.transaction(|tx| {
+            for [d, s, r, t] in &ops {
+                tx.exec(
+                    "INSERT INTO catalog_operations \
+                     (domain_id, service_type, resource_type, trace_name) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT DO NOTHING",
+                    &[d.into(), s.into(), r.into(), t.into()],
                 )?;
-                for [d, s, r, t] in &ops {
-                    op.execute(params![d, s, r, t])?;
-                }
-                let mut user = tx.prepare(
-                    "INSERT INTO users (project_id, user_name, last_seen) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (project_id, user_name) \
-                     DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
-                )?;
-                for ((p, u), seen) in &users {
-                    user.execute(params![p, u, seen])?;
-                }
             }
-            tx.execute("DELETE FROM users WHERE last_seen < ?1", [cutoff])?;
-            tx.commit()
-        };
-        if let Err(e) = write() {
+            for ((p, u), seen) in &users {
+                tx.exec(
+                    "INSERT INTO catalog_users (project_id, user_name, last_seen) \
+                     VALUES ($1, $2, $3) ON CONFLICT (project_id, user_name) \
+                     DO UPDATE SET last_seen = excluded.last_seen \
+                     WHERE excluded.last_seen > catalog_users.last_seen",
+                    &[p.into(), u.into(), (*seen).into()],
+                )?;
+            }
+            Ok::<_, DbError>(())
+        });
+        if let Err(e) = written {
             let mut l = self.learned.write();
             l.new_ops.extend(ops);
             for (k, seen) in users {
@@ -413,6 +452,24 @@ impl Catalog {
                 *slot = (*slot).max(seen);
             }
             return Err(TrackerError::storage(codes::WRITE_FAILED, e));
+        }
+        // Its own transaction, so that it holds no row lock a flush of
+        // another node waits for.
+        self.db
+            .transaction(|tx| {
+                tx.exec(
+                    "DELETE FROM catalog_users WHERE last_seen < $1",
+                    &[cutoff.into()],
+                )
+            })
+            .map_err(|e| TrackerError::storage(codes::WRITE_FAILED, e))?;
+        if self.db.is_postgres() {
+            // Read without the lock `observe` takes; merged in memory.
+            let mut others = Learned::default();
+            self.db
+                .read(|c| others.take_in(c, cutoff))
+                .map_err(|e| TrackerError::storage(codes::READ_FAILED, e))?;
+            self.learned.write().merge(others);
         }
         Ok(())
     }
@@ -512,6 +569,8 @@ mod tests {
 
     const DAY: i64 = 24 * 3600 * 1000;
     const NOW: i64 = 1_700_000_000_000;
+
+    use crate::testing::Place;
 
     fn open() -> (tempfile::TempDir, Catalog) {
         let dir = tempfile::tempdir().unwrap();
@@ -686,11 +745,9 @@ mod tests {
         assert_eq!(c.users("p1", NOW + 29 * DAY), ["alice"]);
     }
 
-    #[test]
-    fn flush_survives_reopen_and_prunes_expired_users() {
-        let dir = tempfile::tempdir().unwrap();
+    fn flush_survives_reopen_and_prunes_expired_users(place: &Place) {
         {
-            let c = Catalog::open(dir.path()).unwrap();
+            let c = place.catalog();
             c.observe("p1", "d1", "ECS", "server", "createServer", "alice", NOW);
             c.observe(
                 "p1",
@@ -715,18 +772,16 @@ mod tests {
             // Not flushed: lost on "crash", relearned from the next trace.
             c.observe("p1", "d1", "ECS", "server", "stopServer", "", NOW);
         }
-        let c = Catalog::open(dir.path()).unwrap();
+        let c = place.catalog();
         assert_eq!(
             c.operations("d1", Some("ECS"), None).unwrap()[0].operation_list,
             ["createServer", "rebootServer"]
         );
         // "old" was pruned by the second flush (29 + 2 days ago).
         assert_eq!(c.users("p1", NOW + 2 * DAY), ["alice"]);
-        let n: i64 = c
-            .conn
-            .lock()
-            .query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))
-            .unwrap();
+        let n =
+            c.db.read(|s| s.query("SELECT COUNT(*) FROM catalog_users", &[])?[0][0].int())
+                .unwrap();
         assert_eq!(n, 1);
         // alice's last seen moved forward in the database too.
         assert_eq!(c.users("p1", NOW + 30 * DAY + USER_TOUCH_MS), ["alice"]);
@@ -772,5 +827,77 @@ mod tests {
             "{per:?} per observe"
         );
         assert_eq!(c.learned.read().new_ops.len(), 1);
+    }
+
+    /// Two nodes learning into one database: each answers what the other
+    /// learned once both flushed, and flushing the same entries at once is
+    /// no error.
+    #[test]
+    fn nodes_learn_from_each_other() {
+        let pg = cts_testpg::TestPg::start();
+        let a = std::sync::Arc::new(Catalog::on(Place::pg_db(&pg)).unwrap());
+        let b = std::sync::Arc::new(Catalog::on(Place::pg_db(&pg)).unwrap());
+        a.observe("p1", "d1", "ECS", "server", "createServer", "alice", NOW);
+        b.observe("p1", "d1", "EVS", "volume", "createVolume", "bob", NOW);
+        for i in 0..200 {
+            let op = format!("op{i}");
+            a.observe("p1", "d1", "VPC", "vpc", &op, &format!("u{i}"), NOW);
+            b.observe("p1", "d1", "VPC", "vpc", &op, &format!("u{i}"), NOW + 1);
+        }
+        let flushes: Vec<_> = [&a, &b]
+            .into_iter()
+            .map(|c| {
+                let c = std::sync::Arc::clone(c);
+                std::thread::spawn(move || c.flush(NOW))
+            })
+            .collect();
+        for f in flushes {
+            f.join().unwrap().unwrap();
+        }
+        // Each node's next flush takes in what the other had committed.
+        for c in [&a, &b] {
+            c.flush(NOW).unwrap();
+        }
+        for c in [&a, &b] {
+            assert_eq!(
+                names(&c.operations("d1", Some("ECS"), None).unwrap()),
+                [("ECS", "server", vec!["createServer"])]
+            );
+            assert_eq!(c.operations("d1", Some("EVS"), None).unwrap().len(), 1);
+            assert_eq!(
+                c.operations("d1", Some("VPC"), None).unwrap()[0]
+                    .operation_list
+                    .len(),
+                200
+            );
+            let users = c.users("p1", NOW);
+            assert!(users.contains(&"alice".to_string()) && users.contains(&"bob".to_string()));
+            assert_eq!(users.len(), 202);
+        }
+    }
+
+    both!(flush_survives_reopen_and_prunes_expired_users);
+
+    /// A catalog.db of the previous version (tables `operations` and
+    /// `users`) opens with what it learned.
+    #[test]
+    fn a_catalog_of_version_1_opens_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let v1 =
+                cts_sqlite::Migrations::new(vec![cts_sqlite::M::up(crate::schema::SQLITE_CATALOG)]);
+            let conn = cts_sqlite::open(dir.path(), "catalog.db", &v1).unwrap();
+            conn.execute_batch(&format!(
+                "INSERT INTO operations VALUES ('d1', 'ECS', 'server', 'createServer');
+                 INSERT INTO users VALUES ('p1', 'alice', {NOW});"
+            ))
+            .unwrap();
+        }
+        let c = Catalog::open(dir.path()).unwrap();
+        assert_eq!(
+            names(&c.operations("d1", Some("ECS"), None).unwrap()),
+            [("ECS", "server", vec!["createServer"])]
+        );
+        assert_eq!(c.users("p1", NOW), ["alice"]);
     }
 }

@@ -5,23 +5,11 @@
 //! the age implementation); this module keeps names, ids and the rule that
 //! a key in use cannot go.
 
-use rusqlite::{params, OptionalExtension, Row};
+use cts_db::{DbError, Row};
 use serde::Serialize;
 
 use crate::error::{codes, TrackerError};
 use crate::store::{Failure, TrackerStore};
-
-/// The table, created with the trackers' schema.
-pub(crate) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS encryption_keys (
-    id TEXT PRIMARY KEY,
-    project_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    recipient TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    UNIQUE (project_id, name)
-);
-";
 
 /// A registered key; `id` is what a tracker's `kms_id` holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -41,13 +29,20 @@ pub fn is_valid_key_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<EncryptionKey> {
+fn from_row(r: Row) -> Result<EncryptionKey, DbError> {
+    let mut r = r.into_iter();
+    let mut next = || {
+        r.next().ok_or(DbError::Shape {
+            expected: "5 columns",
+            found: "fewer",
+        })
+    };
     Ok(EncryptionKey {
-        id: r.get(0)?,
-        project_id: r.get(1)?,
-        name: r.get(2)?,
-        recipient: r.get(3)?,
-        created_at: r.get(4)?,
+        id: next()?.into_text()?,
+        project_id: next()?.into_text()?,
+        name: next()?.into_text()?,
+        recipient: next()?.into_text()?,
+        created_at: next()?.int()?,
     })
 }
 
@@ -87,12 +82,10 @@ impl TrackerStore {
         };
         self.write(project_id, |tx| {
             let taken = tx
-                .query_row(
-                    "SELECT 1 FROM encryption_keys WHERE project_id = ?1 AND name = ?2",
-                    [project_id, name],
-                    |_| Ok(()),
-                )
-                .optional()?
+                .query_opt(
+                    "SELECT 1 FROM encryption_keys WHERE project_id = $1 AND name = $2",
+                    &[project_id.into(), name.into()],
+                )?
                 .is_some();
             if taken {
                 return Err(Failure::Rule(TrackerError::field(
@@ -101,15 +94,15 @@ impl TrackerStore {
                     format!("an encryption key named {name:?} exists already"),
                 )));
             }
-            tx.execute(
+            tx.exec(
                 "INSERT INTO encryption_keys (id, project_id, name, recipient, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    key.id,
-                    key.project_id,
-                    key.name,
-                    key.recipient,
-                    key.created_at
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    key.id.as_str().into(),
+                    key.project_id.as_str().into(),
+                    key.name.as_str().into(),
+                    key.recipient.as_str().into(),
+                    key.created_at.into(),
                 ],
             )?;
             Ok(key.clone())
@@ -119,26 +112,29 @@ impl TrackerStore {
     /// The project's keys, oldest first.
     pub fn list_keys(&self, project_id: &str) -> Result<Vec<EncryptionKey>, TrackerError> {
         self.read(|c| {
-            let mut stmt = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM encryption_keys WHERE project_id = ?1 \
-                 ORDER BY created_at, id"
-            ))?;
-            let keys = stmt
-                .query_map([project_id], from_row)?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(keys)
+            let rows = c.query(
+                &format!(
+                    "SELECT {COLUMNS} FROM encryption_keys WHERE project_id = $1 \
+                     ORDER BY created_at, id"
+                ),
+                &[project_id.into()],
+            )?;
+            Ok(rows
+                .into_iter()
+                .map(from_row)
+                .collect::<Result<Vec<_>, _>>()?)
         })
     }
 
     /// The key `id` of the project.
     pub fn key(&self, project_id: &str, id: &str) -> Result<EncryptionKey, TrackerError> {
         self.read(|c| {
-            c.query_row(
-                &format!("SELECT {COLUMNS} FROM encryption_keys WHERE project_id = ?1 AND id = ?2"),
-                [project_id, id],
-                from_row,
-            )
-            .optional()?
+            c.query_opt(
+                &format!("SELECT {COLUMNS} FROM encryption_keys WHERE project_id = $1 AND id = $2"),
+                &[project_id.into(), id.into()],
+            )?
+            .map(from_row)
+            .transpose()?
             .ok_or_else(|| Failure::Rule(key_not_found(id)))
         })
     }
@@ -163,9 +159,9 @@ impl TrackerStore {
             ));
         }
         self.write(project_id, |tx| {
-            tx.execute(
-                "DELETE FROM encryption_keys WHERE project_id = ?1 AND id = ?2",
-                [project_id, id],
+            tx.exec(
+                "DELETE FROM encryption_keys WHERE project_id = $1 AND id = $2",
+                &[project_id.into(), id.into()],
             )?;
             Ok(key.clone())
         })
@@ -174,15 +170,13 @@ impl TrackerStore {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::testing::Place;
     use crate::{parse_v3_create, Limits};
 
     const AGE: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
 
-    #[test]
-    fn keys_register_list_and_refuse_deletion_in_use() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = TrackerStore::open(dir.path(), Limits::default()).unwrap();
+    fn keys_register_list_and_refuse_deletion_in_use(place: &Place) {
+        let store = place.trackers(Limits::default());
         let key = store.create_key("p1", "archive-key", AGE, 1).unwrap();
         assert_eq!(store.list_keys("p1").unwrap(), vec![key.clone()]);
         assert!(store.list_keys("p2").unwrap().is_empty());
@@ -213,12 +207,14 @@ mod tests {
         let in_use = store.delete_key("p1", &key.id).unwrap_err();
         assert!(in_use.message.contains("system"), "{in_use:?}");
 
-        // Reopened, it is still there.
+        // Reopened (another node), it is still there.
         drop(store);
-        let store = TrackerStore::open(dir.path(), Limits::default()).unwrap();
+        let store = place.trackers(Limits::default());
         assert_eq!(store.key("p1", &key.id).unwrap(), key);
         store.delete("p1", Some("system"), None).unwrap();
         store.delete_key("p1", &key.id).unwrap();
         assert!(store.list_keys("p1").unwrap().is_empty());
     }
+
+    both!(keys_register_list_and_refuse_deletion_in_use);
 }

@@ -14,6 +14,9 @@
 //!   catalog.db           learned operations and users (same settings)
 //! ```
 //!
+//! Or, with several nodes, the same tables in PostgreSQL ([`PG_SCHEMA`]);
+//! each node's in-memory view follows the others' changes (`view.rs`).
+//!
 //! # The same trackers through both APIs
 //!
 //! v1.0 and v3 requests parse into one [`TrackerSpec`]; the store keeps one
@@ -31,13 +34,19 @@
 //!   [`Catalog::observe`] learns from every recorded trace.
 //! * Notifications: [`TrackerStore::quotas`] takes their count.
 
+#[cfg(test)]
+#[macro_use]
+mod testing;
+
 mod catalog;
 mod error;
 mod keys;
 mod model;
 mod request;
+mod schema;
 mod store;
 mod tags;
+mod view;
 
 pub use catalog::{Catalog, OperationList, TraceResource, SUPPORTED_SERVICES, USER_WINDOW_MS};
 pub use error::{codes, TrackerError};
@@ -51,5 +60,7 @@ pub use request::{
     parse_v3_create, parse_v3_update, ObsSpec, TrackerSpec, AGENCY_NAME, BUCKET_LIFECYCLES,
     EXCLUDABLE_SERVICES,
 };
-pub use store::{Limits, Quota, RecordingDataTracker, TrackerStore};
+pub use schema::PG_SCHEMA;
+pub use store::{Limits, Quota, TrackerStore};
 pub use tags::{parse_tags_create, parse_tags_delete, TagFilter, MAX_TAGS, TAG_RESOURCE_TYPE};
+pub use view::{RecordingDataTracker, REFRESH_EVERY};

@@ -1,46 +1,22 @@
-//! The tracker store: SQLite for durability, an in-memory view of what each
-//! project records for the ingest path, and the rules that need the stored
-//! trackers (one management tracker, unique names, quota, bucket rules).
+//! The tracker store: SQLite (one node) or PostgreSQL (every node) for
+//! durability, an in-memory view of what each project records for the
+//! ingest path (`view.rs`), and the rules that need the stored trackers
+//! (one management tracker, unique names, quota, bucket rules).
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use cts_sqlite::{Migrations, M};
-use parking_lot::{Mutex, RwLock};
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use cts_db::{Arg, Db, DbError, Sql};
+use parking_lot::RwLock;
 use serde::Serialize;
 
 use crate::error::{codes, TrackerError};
 use crate::model::{
-    DataBucket, DataEvent, Lts, ObsInfo, Tracker, TrackerStatus, TrackerType, LTS_GROUP,
-    LTS_SYSTEM_TOPIC, SYSTEM_TRACKER_NAME,
+    DataBucket, Lts, ObsInfo, Tracker, TrackerStatus, TrackerType, LTS_GROUP, LTS_SYSTEM_TOPIC,
+    SYSTEM_TRACKER_NAME,
 };
 use crate::request::{system_name_error, TrackerSpec};
-
-/// The tracker itself is the JSON `body` (its storage form); the columns
-/// beside it are what queries and constraints need. A data tracker cannot
-/// be named `system`, so the unique name also means one management tracker
-/// per project.
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS trackers (
-    id TEXT PRIMARY KEY,
-    project_id TEXT NOT NULL,
-    domain_id TEXT NOT NULL,
-    tracker_name TEXT NOT NULL,
-    tracker_type TEXT NOT NULL CHECK (tracker_type IN ('system', 'data')),
-    create_time INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    UNIQUE (project_id, tracker_name)
-);
-CREATE INDEX IF NOT EXISTS trackers_domain ON trackers(domain_id, tracker_type);
-CREATE TABLE IF NOT EXISTS tags (
-    tracker_id TEXT NOT NULL REFERENCES trackers(id) ON DELETE CASCADE,
-    key TEXT NOT NULL,
-    value TEXT NOT NULL,
-    PRIMARY KEY (tracker_id, key)
-) WITHOUT ROWID;
-";
+use crate::view::{bump, ProjectView, RecordingDataTracker, Views};
 
 /// Configurable quotas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,45 +47,6 @@ pub struct Quota {
     pub quota: u64,
 }
 
-/// What the ingest path needs of a recording data tracker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordingDataTracker {
-    pub id: String,
-    pub tracker_name: String,
-    pub data_bucket_name: String,
-    pub data_event: Vec<DataEvent>,
-}
-
-/// What a project records, kept in memory for the ingest path.
-#[derive(Debug, Default)]
-struct ProjectView {
-    management: bool,
-    data: HashMap<String, Arc<RecordingDataTracker>>,
-}
-
-impl ProjectView {
-    fn of(trackers: &[Tracker]) -> Self {
-        let mut view = ProjectView::default();
-        for t in trackers.iter().filter(|t| t.status.is_recording()) {
-            match &t.data_bucket {
-                None => view.management = true,
-                Some(b) => {
-                    view.data.insert(
-                        t.tracker_name.clone(),
-                        Arc::new(RecordingDataTracker {
-                            id: t.id.clone(),
-                            tracker_name: t.tracker_name.clone(),
-                            data_bucket_name: b.data_bucket_name.clone(),
-                            data_event: b.data_event.clone(),
-                        }),
-                    );
-                }
-            }
-        }
-        view
-    }
-}
-
 /// A failure inside a transaction: a broken rule, or the database.
 pub(crate) enum Failure {
     Rule(TrackerError),
@@ -122,8 +59,8 @@ impl From<TrackerError> for Failure {
     }
 }
 
-impl From<rusqlite::Error> for Failure {
-    fn from(e: rusqlite::Error) -> Self {
+impl From<DbError> for Failure {
+    fn from(e: DbError) -> Self {
         Failure::Db(e.to_string())
     }
 }
@@ -136,7 +73,7 @@ impl From<serde_json::Error> for Failure {
 
 impl Failure {
     /// `db_code` tells a failed write (CTS.0004) from a failed read (CTS.0005).
-    fn into_error(self, db_code: &'static str) -> TrackerError {
+    pub(crate) fn into_error(self, db_code: &'static str) -> TrackerError {
         match self {
             Failure::Rule(e) => e,
             Failure::Db(e) => TrackerError::storage(db_code, e),
@@ -147,17 +84,17 @@ impl Failure {
 /// The trackers of every project. Share it as `Arc<TrackerStore>`: it is
 /// `Send + Sync` and every method takes `&self`.
 ///
-/// Writes go through one SQLite connection behind a mutex, each in one
-/// transaction, fsync'd (WAL, `synchronous=FULL`): async callers run them
-/// with `spawn_blocking`. [`management_enabled`](Self::management_enabled)
-/// and [`data_tracker_for`](Self::data_tracker_for) never touch SQLite: they
-/// read a per-project view that every write rebuilds from inside its
-/// transaction and installs after the commit, while still holding the
-/// connection, so a reader never sees a state that was not committed.
+/// Every call blocks (SQLite and its fsync, or PostgreSQL): async callers
+/// run them with `spawn_blocking`. Each write is one transaction.
+/// [`management_enabled`](Self::management_enabled) and
+/// [`data_tracker_for`](Self::data_tracker_for) never touch the database:
+/// they read a per-project view that every write rebuilds inside its
+/// transaction and installs after the commit, and that follows the writes
+/// of other nodes (see [`TrackerStore::refresh`]).
 pub struct TrackerStore {
-    conn: Mutex<Connection>,
+    pub(crate) db: Db,
     limits: Limits,
-    views: RwLock<HashMap<String, ProjectView>>,
+    pub(crate) views: RwLock<Views>,
 }
 
 impl std::fmt::Debug for TrackerStore {
@@ -168,14 +105,14 @@ impl std::fmt::Debug for TrackerStore {
     }
 }
 
-/// Opens `dir/name` through `cts-sqlite` (private, WAL, FULL, foreign keys)
+/// Opens `dir/name` through `cts-db` (private, WAL, FULL, foreign keys)
 /// brought to the last of `migrations`.
-pub(crate) fn open_db(
+pub(crate) fn open_sqlite(
     dir: &Path,
     name: &str,
-    migrations: &Migrations<'_>,
-) -> Result<Connection, TrackerError> {
-    cts_sqlite::open(dir, name, migrations)
+    migrations: &cts_sqlite::Migrations<'static>,
+) -> Result<Db, TrackerError> {
+    Db::sqlite(dir, name, migrations)
         .map_err(|e| TrackerError::storage(codes::WRITE_FAILED, e.to_string()))
 }
 
@@ -183,57 +120,51 @@ impl TrackerStore {
     /// Opens (creating on first use) `dir/trackers.db`; `dir` is
     /// `DATA_DIR/trackers`.
     pub fn open(dir: &Path, limits: Limits) -> Result<TrackerStore, TrackerError> {
-        // Version 2 makes sure of the encryption key table, which databases
-        // of version 1 may lack.
-        let migrations = Migrations::new(vec![M::up(SCHEMA), M::up(crate::keys::SCHEMA)]);
-        let conn = open_db(dir, "trackers.db", &migrations)?;
-        let all = load(&conn, "1 = 1", &[]).map_err(|e| e.into_error(codes::READ_FAILED))?;
-        let mut by_project: HashMap<String, Vec<Tracker>> = HashMap::new();
-        for t in all {
-            by_project.entry(t.project_id.clone()).or_default().push(t);
-        }
-        let views = by_project
-            .into_iter()
-            .map(|(p, ts)| (p, ProjectView::of(&ts)))
-            .collect();
+        let db = open_sqlite(dir, "trackers.db", &crate::schema::sqlite_trackers())?;
+        TrackerStore::on(db, limits)
+    }
+
+    /// The store on `db`: the SQLite file of [`TrackerStore::open`], or
+    /// PostgreSQL opened with [`crate::PG_SCHEMA`] (shared by every node;
+    /// call [`TrackerStore::follow_other_nodes`] then).
+    pub fn on(db: Db, limits: Limits) -> Result<TrackerStore, TrackerError> {
+        let views = db
+            .read(Views::load)
+            .map_err(|e| e.into_error(codes::READ_FAILED))?;
         Ok(TrackerStore {
-            conn: Mutex::new(conn),
+            db,
             limits,
             views: RwLock::new(views),
         })
     }
 
-    /// Runs `f` in one immediate transaction that changes `project_id`'s
-    /// trackers, then installs the project's new view.
+    /// Runs `f` in one transaction that changes `project_id`'s trackers,
+    /// then installs the project's new view.
     pub(crate) fn write<T>(
         &self,
         project_id: &str,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, Failure>,
+        f: impl FnOnce(&dyn Sql) -> Result<T, Failure>,
     ) -> Result<T, TrackerError> {
-        let mut conn = self.conn.lock();
-        let run = || -> Result<(T, ProjectView), Failure> {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            let view = ProjectView::of(&load_project(&tx, project_id)?);
-            tx.commit()?;
-            Ok((out, view))
-        };
-        let (out, view) = run().map_err(|e| e.into_error(codes::WRITE_FAILED))?;
-        let mut views = self.views.write();
-        if view.management || !view.data.is_empty() {
-            views.insert(project_id.to_owned(), view);
-        } else {
-            views.remove(project_id);
-        }
+        let (out, view) = self
+            .db
+            .transaction(|tx| {
+                let version = bump(tx, project_id)?;
+                let out = f(tx)?;
+                let view = ProjectView::of(&load_project(tx, project_id)?, version);
+                Ok::<_, Failure>((out, view))
+            })
+            .map_err(|e| e.into_error(codes::WRITE_FAILED))?;
+        self.views.write().install(project_id, view);
         Ok(out)
     }
 
     pub(crate) fn read<T>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, Failure>,
+        f: impl FnOnce(&dyn Sql) -> Result<T, Failure>,
     ) -> Result<T, TrackerError> {
-        let conn = self.conn.lock();
-        f(&conn).map_err(|e| e.into_error(codes::READ_FAILED))
+        self.db
+            .read(f)
+            .map_err(|e| e.into_error(codes::READ_FAILED))
     }
 
     /// Creates a tracker from a create request of either version.
@@ -342,10 +273,7 @@ impl TrackerStore {
             spec.check_encryption(&after, key_exists)?;
             check_buckets(&after, &existing)?;
             check_organization(tx, &after)?;
-            tx.execute(
-                "UPDATE trackers SET body = ?1 WHERE id = ?2",
-                params![serde_json::to_string(&after)?, after.id],
-            )?;
+            update_body(tx, &after)?;
             Ok((before, after))
         })
     }
@@ -375,9 +303,13 @@ impl TrackerStore {
     /// project's).
     pub fn get(&self, project_id: &str, id: &str) -> Result<Tracker, TrackerError> {
         self.read(|c| {
-            load(c, "project_id = ?1 AND id = ?2", &[&project_id, &id])?
-                .pop()
-                .ok_or_else(|| TrackerError::not_found(format!("id {id:?}")).into())
+            load(
+                c,
+                "project_id = $1 AND id = $2",
+                &[project_id.into(), id.into()],
+            )?
+            .pop()
+            .ok_or_else(|| TrackerError::not_found(format!("id {id:?}")).into())
         })
     }
 
@@ -398,7 +330,10 @@ impl TrackerStore {
         self.write(project_id, |tx| {
             let doomed = doomed(load_project(tx, project_id)?, name, tracker_type)?;
             for t in &doomed {
-                tx.execute("DELETE FROM trackers WHERE id = ?1", [&t.id])?;
+                tx.exec(
+                    "DELETE FROM trackers WHERE id = $1",
+                    &[t.id.as_str().into()],
+                )?;
             }
             Ok(doomed)
         })
@@ -426,16 +361,13 @@ impl TrackerStore {
         self.write(project_id, |tx| {
             let mut t = load(
                 tx,
-                "project_id = ?1 AND tracker_name = ?2",
-                &[&project_id, &tracker_name],
+                "project_id = $1 AND tracker_name = $2",
+                &[project_id.into(), tracker_name.into()],
             )?
             .pop()
             .ok_or_else(|| TrackerError::not_found(format!("tracker {tracker_name:?}")))?;
             t.status = status;
-            tx.execute(
-                "UPDATE trackers SET body = ?1 WHERE id = ?2",
-                params![serde_json::to_string(&t)?, t.id],
-            )?;
+            update_body(tx, &t)?;
             Ok(t)
         })
     }
@@ -462,12 +394,10 @@ impl TrackerStore {
 
     fn management_exists(&self, project_id: &str) -> Result<bool, TrackerError> {
         self.read(|c| {
-            Ok(c.query_row(
-                "SELECT 1 FROM trackers WHERE project_id = ?1 AND tracker_type = 'system'",
-                [project_id],
-                |_| Ok(()),
-            )
-            .optional()?
+            Ok(c.query_opt(
+                "SELECT 1 FROM trackers WHERE project_id = $1 AND tracker_type = 'system'",
+                &[project_id.into()],
+            )?
             .is_some())
         })
     }
@@ -479,12 +409,12 @@ impl TrackerStore {
         project_id: &str,
         notifications_used: u64,
     ) -> Result<Vec<Quota>, TrackerError> {
-        let used: i64 = self.read(|c| {
-            Ok(c.query_row(
-                "SELECT COUNT(*) FROM trackers WHERE project_id = ?1",
-                [project_id],
-                |r| r.get(0),
-            )?)
+        let used = self.read(|c| {
+            let row = c.query_opt(
+                "SELECT COUNT(*) FROM trackers WHERE project_id = $1",
+                &[project_id.into()],
+            )?;
+            Ok(row.map_or(Ok(0), |r| r[0].int())?)
         })?;
         Ok(vec![
             Quota {
@@ -505,6 +435,7 @@ impl TrackerStore {
     pub fn management_enabled(&self, project_id: &str) -> bool {
         self.views
             .read()
+            .projects
             .get(project_id)
             .is_some_and(|v| v.management)
     }
@@ -517,6 +448,7 @@ impl TrackerStore {
     ) -> Option<Arc<RecordingDataTracker>> {
         self.views
             .read()
+            .projects
             .get(project_id)
             .and_then(|v| v.data.get(tracker_name).cloned())
     }
@@ -616,77 +548,89 @@ fn check_buckets(t: &Tracker, others: &[Tracker]) -> Result<(), TrackerError> {
 
 /// One organization tracker per domain (CTS.0229): the domain stands for the
 /// organization, which this server does not otherwise model.
-fn check_organization(tx: &Connection, t: &Tracker) -> Result<(), Failure> {
+fn check_organization(tx: &dyn Sql, t: &Tracker) -> Result<(), Failure> {
     if !t.is_organization_tracker {
         return Ok(());
     }
-    let other: Option<String> = tx
-        .query_row(
-            "SELECT project_id FROM trackers WHERE domain_id = ?1 AND tracker_type = 'system' \
-             AND project_id <> ?2 AND json_extract(body, '$.is_organization_tracker') = 1",
-            [&t.domain_id, &t.project_id],
-            |r| r.get(0),
-        )
-        .optional()?;
-    match other {
-        Some(p) => Err(TrackerError::field(
+    let others = load(
+        tx,
+        "domain_id = $1 AND tracker_type = 'system' AND project_id <> $2",
+        &[t.domain_id.as_str().into(), t.project_id.as_str().into()],
+    )?;
+    match others.iter().find(|o| o.is_organization_tracker) {
+        Some(o) => Err(TrackerError::field(
             codes::ORGANIZATION_TRACKER_EXISTS,
             "is_organization_tracker",
-            format!("the organization tracker already exists (project {p}): disable it first"),
+            format!(
+                "the organization tracker already exists (project {}): disable it first",
+                o.project_id
+            ),
         )
         .into()),
         None => Ok(()),
     }
 }
 
-fn insert(tx: &Connection, t: &Tracker) -> Result<(), Failure> {
-    tx.execute(
+fn insert(tx: &dyn Sql, t: &Tracker) -> Result<(), Failure> {
+    tx.exec(
         "INSERT INTO trackers (id, project_id, domain_id, tracker_name, tracker_type, create_time, body) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
-            t.id,
-            t.project_id,
-            t.domain_id,
-            t.tracker_name,
-            t.tracker_type.as_str(),
-            t.create_time,
-            serde_json::to_string(t)?
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            t.id.as_str().into(),
+            t.project_id.as_str().into(),
+            t.domain_id.as_str().into(),
+            t.tracker_name.as_str().into(),
+            t.tracker_type.as_str().into(),
+            t.create_time.into(),
+            serde_json::to_string(t)?.as_str().into(),
         ],
     )?;
     Ok(())
 }
 
-pub(crate) fn load_project(c: &Connection, project_id: &str) -> Result<Vec<Tracker>, Failure> {
-    load(c, "project_id = ?1", &[&project_id])
+fn update_body(tx: &dyn Sql, t: &Tracker) -> Result<(), Failure> {
+    tx.exec(
+        "UPDATE trackers SET body = $1 WHERE id = $2",
+        &[
+            serde_json::to_string(t)?.as_str().into(),
+            t.id.as_str().into(),
+        ],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn load_project(c: &dyn Sql, project_id: &str) -> Result<Vec<Tracker>, Failure> {
+    load(c, "project_id = $1", &[project_id.into()])
 }
 
 /// Trackers matching `filter` (an SQL condition on `trackers`), with their
 /// tags, the management tracker first, then by creation.
-pub(crate) fn load(
-    c: &Connection,
-    filter: &str,
-    args: &[&dyn rusqlite::ToSql],
-) -> Result<Vec<Tracker>, Failure> {
-    let mut stmt = c.prepare(&format!(
-        "SELECT body FROM trackers WHERE {filter} \
-         ORDER BY tracker_type = 'data', create_time, tracker_name"
-    ))?;
-    let bodies = stmt
-        .query_map(args, |r| r.get::<_, String>(0))?
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut tags = c.prepare("SELECT key, value FROM tags WHERE tracker_id = ?1 ORDER BY key")?;
-    bodies
-        .iter()
-        .map(|b| {
-            let mut t: Tracker = serde_json::from_str(b)?;
-            t.tags = tags
-                .query_map([&t.id], |r| {
+pub(crate) fn load(c: &dyn Sql, filter: &str, args: &[Arg<'_>]) -> Result<Vec<Tracker>, Failure> {
+    let rows = c.query(
+        &format!(
+            "SELECT body FROM trackers WHERE {filter} \
+             ORDER BY tracker_type = 'data', create_time, tracker_name"
+        ),
+        args,
+    )?;
+    rows.iter()
+        .map(|row| {
+            let mut t: Tracker = serde_json::from_str(row[0].text()?)?;
+            t.tags = c
+                .query(
+                    "SELECT key, value FROM tags WHERE tracker_id = $1 ORDER BY key",
+                    &[t.id.as_str().into()],
+                )?
+                .into_iter()
+                .map(|r| {
+                    let mut r = r.into_iter();
+                    let mut next = || r.next().unwrap_or(cts_db::Val::Null).into_text();
                     Ok(crate::model::Tag {
-                        key: r.get(0)?,
-                        value: r.get(1)?,
+                        key: next()?,
+                        value: next()?,
                     })
-                })?
-                .collect::<Result<_, _>>()?;
+                })
+                .collect::<Result<_, DbError>>()?;
             Ok(t)
         })
         .collect()
@@ -728,19 +672,10 @@ fn doomed(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::model::{CompressType, ErrorDetail};
+    use crate::model::{CompressType, DataEvent, ErrorDetail};
     use crate::request::{parse_v1_create, parse_v1_update, parse_v3_create, parse_v3_update};
+    use crate::testing::Place;
     use serde_json::{json, Value};
-
-    pub(crate) fn open() -> (tempfile::TempDir, TrackerStore) {
-        open_with(Limits::default())
-    }
-
-    fn open_with(limits: Limits) -> (tempfile::TempDir, TrackerStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = TrackerStore::open(&dir.path().join("trackers"), limits).unwrap();
-        (dir, store)
-    }
 
     pub(crate) fn sys_spec() -> TrackerSpec {
         TrackerSpec::new(TrackerType::System, SYSTEM_TRACKER_NAME.into())
@@ -771,9 +706,8 @@ pub(crate) mod tests {
         r.unwrap_err().code
     }
 
-    #[test]
-    fn v3_create_is_seen_through_v1() {
-        let (_d, s) = open();
+    fn v3_create_is_seen_through_v1(place: &Place) {
+        let s = place.trackers(Limits::default());
         let spec = v3(json!({
             "tracker_type": "system", "tracker_name": "system",
             "obs_info": {"bucket_name": "test-bucket", "file_prefix_name": "11", "compress_type": "json"},
@@ -817,9 +751,8 @@ pub(crate) mod tests {
         assert_eq!(after.to_v3_json(), v3);
     }
 
-    #[test]
-    fn v1_create_is_seen_through_v3() {
-        let (_d, s) = open();
+    fn v1_create_is_seen_through_v3(place: &Place) {
+        let s = place.trackers(Limits::default());
         let spec = parse_v1_create(
             br#"{"bucket_name": "obs-f1da", "file_prefix_name": "yO8Q", "is_obs_created": true,
                  "is_support_trace_files_encryption": true, "kms_id": "key-1",
@@ -855,9 +788,8 @@ pub(crate) mod tests {
         );
     }
 
-    #[test]
-    fn one_management_tracker_per_project() {
-        let (_d, s) = open();
+    fn one_management_tracker_per_project(place: &Place) {
+        let s = place.trackers(Limits::default());
         create(&s, "p1", &sys_spec()).unwrap();
         assert_eq!(err_code(create(&s, "p1", &sys_spec())), "CTS.0201");
         let v1 = parse_v1_create(br#"{"bucket_name": "abc"}"#).unwrap();
@@ -865,9 +797,8 @@ pub(crate) mod tests {
         create(&s, "p2", &v1).unwrap();
     }
 
-    #[test]
-    fn data_tracker_names_are_unique_in_a_project() {
-        let (_d, s) = open();
+    fn data_tracker_names_are_unique_in_a_project(place: &Place) {
+        let s = place.trackers(Limits::default());
         create(&s, "p1", &data("d1", "bkt1", &["READ"])).unwrap();
         let e = create(&s, "p1", &data("d1", "bkt2", &["READ"])).unwrap_err();
         assert_eq!(
@@ -877,9 +808,8 @@ pub(crate) mod tests {
         create(&s, "p2", &data("d1", "bkt1", &["READ"])).unwrap();
     }
 
-    #[test]
-    fn data_tracker_quota() {
-        let (_d, s) = open_with(Limits {
+    fn data_tracker_quota(place: &Place) {
+        let s = place.trackers(Limits {
             data_trackers: 2,
             notifications: 7,
         });
@@ -907,9 +837,8 @@ pub(crate) mod tests {
         create(&s, "p1", &data("c", "bkt3", &["READ"])).unwrap();
     }
 
-    #[test]
-    fn default_quotas() {
-        let (_d, s) = open();
+    fn default_quotas(place: &Place) {
+        let s = place.trackers(Limits::default());
         let q = s.quotas("p1", 0).unwrap();
         assert_eq!(
             serde_json::to_value(&q).unwrap(),
@@ -917,9 +846,8 @@ pub(crate) mod tests {
         );
     }
 
-    #[test]
-    fn one_data_tracker_per_bucket_and_operation_type() {
-        let (_d, s) = open();
+    fn one_data_tracker_per_bucket_and_operation_type(place: &Place) {
+        let s = place.trackers(Limits::default());
         create(&s, "p1", &data("r", "bkt1", &["READ"])).unwrap();
         create(&s, "p1", &data("w", "bkt1", &["WRITE"])).unwrap();
         let e = create(&s, "p1", &data("rw", "bkt1", &["WRITE", "READ"])).unwrap_err();
@@ -936,9 +864,8 @@ pub(crate) mod tests {
         create(&s, "p2", &data("rw", "bkt1", &["WRITE", "READ"])).unwrap();
     }
 
-    #[test]
-    fn the_tracked_bucket_is_fixed() {
-        let (_d, s) = open();
+    fn the_tracked_bucket_is_fixed(place: &Place) {
+        let s = place.trackers(Limits::default());
         create(&s, "p1", &data("d", "bkt1", &["READ"])).unwrap();
         let upd = |bucket: &str| {
             v3u(json!({"tracker_type": "data", "tracker_name": "d",
@@ -953,9 +880,8 @@ pub(crate) mod tests {
         assert_eq!(after.data_bucket.unwrap().data_event, [DataEvent::Write]);
     }
 
-    #[test]
-    fn no_transfer_into_a_tracked_bucket() {
-        let (_d, s) = open();
+    fn no_transfer_into_a_tracked_bucket(place: &Place) {
+        let s = place.trackers(Limits::default());
         let own = v3(json!({"tracker_type": "data", "tracker_name": "d",
             "data_bucket": {"data_bucket_name": "bkt1", "data_event": ["READ"]},
             "obs_info": {"bucket_name": "bkt1"}}));
@@ -985,9 +911,8 @@ pub(crate) mod tests {
         assert_eq!(e.code, "CTS.0213");
     }
 
-    #[test]
-    fn encryption_needs_an_existing_key() {
-        let (_d, s) = open();
+    fn encryption_needs_an_existing_key(place: &Place) {
+        let s = place.trackers(Limits::default());
         let keys: &dyn Fn(&str) -> bool = &|k| k == "k1";
         let no_key =
             v3(json!({"tracker_type": "system", "is_support_trace_files_encryption": true}));
@@ -1022,9 +947,8 @@ pub(crate) mod tests {
         s.update("p1", &unrelated, 0, NO_KEYS).unwrap();
     }
 
-    #[test]
-    fn one_organization_tracker_per_domain() {
-        let (_d, s) = open();
+    fn one_organization_tracker_per_domain(place: &Place) {
+        let s = place.trackers(Limits::default());
         let org = v3(json!({"tracker_type": "system", "is_organization_tracker": true}));
         s.create("p1", "d1", &org, 1, NO_KEYS).unwrap();
         let e = s.create("p2", "d1", &org, 1, NO_KEYS).unwrap_err();
@@ -1044,9 +968,8 @@ pub(crate) mod tests {
     /// `transfer_since` is the instant a tracker begins to transfer: with a
     /// bucket at creation, a bucket given, or enabled again; other changes
     /// keep it.
-    #[test]
-    fn transfer_since_marks_the_change_that_starts_transfer() {
-        let (_d, s) = open();
+    fn transfer_since_marks_the_change_that_starts_transfer(place: &Place) {
+        let s = place.trackers(Limits::default());
         let t = s
             .create(
                 "p1",
@@ -1099,9 +1022,8 @@ pub(crate) mod tests {
         assert_eq!(d.transfer_since, Some(6_000));
     }
 
-    #[test]
-    fn update_keeps_what_it_does_not_name() {
-        let (_d, s) = open();
+    fn update_keeps_what_it_does_not_name(place: &Place) {
+        let s = place.trackers(Limits::default());
         let spec = v3(
             json!({"tracker_type": "system", "is_lts_enabled": true, "agency_name": "cts_admin_trust",
             "management_event_selector": {"exclude_service": ["KMS"]},
@@ -1134,9 +1056,8 @@ pub(crate) mod tests {
         assert_eq!(after.obs_info.bucket_name, "");
     }
 
-    #[test]
-    fn missing_trackers_are_404() {
-        let (_d, s) = open();
+    fn missing_trackers_are_404(place: &Place) {
+        let s = place.trackers(Limits::default());
         let e = s
             .update("p1", &v3u(json!({"tracker_type": "system"})), 0, NO_KEYS)
             .unwrap_err();
@@ -1162,9 +1083,8 @@ pub(crate) mod tests {
         assert_eq!(err_code(s.get("p2", &t.id)), "CTS.0214");
     }
 
-    #[test]
-    fn list_filters_and_orders() {
-        let (_d, s) = open();
+    fn list_filters_and_orders(place: &Place) {
+        let s = place.trackers(Limits::default());
         s.create("p1", "d1", &data("z", "bkt1", &["READ"]), 1, NO_KEYS)
             .unwrap();
         s.create("p1", "d1", &data("a", "bkt2", &["READ"]), 2, NO_KEYS)
@@ -1198,9 +1118,8 @@ pub(crate) mod tests {
         create(s, "p1", &data("b", "bkt2", &["READ"])).unwrap();
     }
 
-    #[test]
-    fn delete_without_name_deletes_every_data_tracker() {
-        let (_d, s) = open();
+    fn delete_without_name_deletes_every_data_tracker(place: &Place) {
+        let s = place.trackers(Limits::default());
         three(&s);
         create(&s, "p2", &data("a", "bkt1", &["READ"])).unwrap();
         assert_eq!(names_of(&s.delete("p1", None, None).unwrap()), ["a", "b"]);
@@ -1212,9 +1131,8 @@ pub(crate) mod tests {
         assert_eq!(s.list("p2", None, None).unwrap().len(), 1);
     }
 
-    #[test]
-    fn delete_by_name_and_type() {
-        let (_d, s) = open();
+    fn delete_by_name_and_type(place: &Place) {
+        let s = place.trackers(Limits::default());
         three(&s);
         assert_eq!(names_of(&s.delete("p1", Some("a"), None).unwrap()), ["a"]);
         assert_eq!(
@@ -1247,9 +1165,8 @@ pub(crate) mod tests {
         assert_eq!(names_of(&s.list("p1", None, None).unwrap()), ["b"]);
     }
 
-    #[test]
-    fn delete_system_by_name_alone_or_by_type_alone() {
-        let (_d, s) = open();
+    fn delete_system_by_name_alone_or_by_type_alone(place: &Place) {
+        let s = place.trackers(Limits::default());
         three(&s);
         // The reference's example: `?tracker_name=system`, no type.
         assert_eq!(
@@ -1264,9 +1181,8 @@ pub(crate) mod tests {
         assert_eq!(names_of(&s.list("p1", None, None).unwrap()), ["a", "b"]);
     }
 
-    #[test]
-    fn ingest_view_follows_every_write() {
-        let (_d, s) = open();
+    fn ingest_view_follows_every_write(place: &Place) {
+        let s = place.trackers(Limits::default());
         assert!(!s.management_enabled("p1"));
         assert_eq!(
             s.ensure_system_tracker("p1", "d1", 9)
@@ -1311,17 +1227,15 @@ pub(crate) mod tests {
         assert!(!s.management_enabled("p1"));
     }
 
-    #[test]
-    fn a_failed_write_leaves_the_view_alone() {
-        let (_d, s) = open();
+    fn a_failed_write_leaves_the_view_alone(place: &Place) {
+        let s = place.trackers(Limits::default());
         create(&s, "p1", &sys_spec()).unwrap();
         assert!(create(&s, "p1", &sys_spec()).is_err());
         assert!(s.management_enabled("p1"));
     }
 
-    #[test]
-    fn status_error_carries_its_detail() {
-        let (_d, s) = open();
+    fn status_error_carries_its_detail(place: &Place) {
+        let s = place.trackers(Limits::default());
         create(&s, "p1", &sys_spec()).unwrap();
         let t = s
             .set_status(
@@ -1350,12 +1264,11 @@ pub(crate) mod tests {
             .is_none());
     }
 
-    #[test]
-    fn reopen_keeps_trackers_and_rebuilds_the_view() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("trackers");
+    /// Reopened (on PostgreSQL: another node), the trackers and the view
+    /// are as they were.
+    fn reopen_keeps_trackers_and_rebuilds_the_view(place: &Place) {
         let (sys, d) = {
-            let s = TrackerStore::open(&path, Limits::default()).unwrap();
+            let s = place.trackers(Limits::default());
             let sys = create(&s, "p1", &sys_spec()).unwrap();
             let d = create(&s, "p1", &data("d", "bkt1", &["READ"])).unwrap();
             s.create_tags(
@@ -1376,7 +1289,7 @@ pub(crate) mod tests {
             .unwrap();
             (sys, s.get("p1", &d.id).unwrap())
         };
-        let s = TrackerStore::open(&path, Limits::default()).unwrap();
+        let s = place.trackers(Limits::default());
         let sys = Tracker {
             status: TrackerStatus::Disabled,
             ..sys
@@ -1384,26 +1297,56 @@ pub(crate) mod tests {
         assert_eq!(s.list("p1", None, None).unwrap(), [sys, d]);
         assert!(!s.management_enabled("p1"));
         assert!(s.data_tracker_for("p1", "d").is_some());
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path.join("trackers.db"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
+        if let Place::Sqlite(dir) = place {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("trackers/trackers.db"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    /// A trackers.db of the previous version opens with its trackers, and
+    /// the view is built from them.
+    #[test]
+    fn a_database_of_version_2_opens_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = {
+            let v2 = cts_sqlite::Migrations::new(vec![
+                cts_sqlite::M::up(crate::schema::SQLITE_TRACKERS),
+                cts_sqlite::M::up(crate::schema::SQLITE_KEYS),
+            ]);
+            let conn = cts_sqlite::open(dir.path(), "trackers.db", &v2).unwrap();
+            let t = new_tracker("p1", "d1", &sys_spec(), 5);
+            conn.execute(
+                "INSERT INTO trackers (id, project_id, domain_id, tracker_name, tracker_type, \
+                 create_time, body) VALUES (?1, 'p1', 'd1', 'system', 'system', 5, ?2)",
+                [&t.id, &serde_json::to_string(&t).unwrap()],
+            )
+            .unwrap();
+            t
+        };
+        let s = TrackerStore::open(dir.path(), Limits::default()).unwrap();
+        assert_eq!(s.list("p1", None, None).unwrap(), [t]);
+        assert!(s.management_enabled("p1"));
+        create(&s, "p1", &data("d", "bkt1", &["READ"])).unwrap();
+        assert!(s.data_tracker_for("p1", "d").is_some());
     }
 
     #[test]
-    fn storage_failures_are_500() {
+    fn an_unusable_directory_is_500() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("not-a-dir");
         std::fs::write(&file, b"x").unwrap();
         let e = TrackerStore::open(&file, Limits::default()).unwrap_err();
         assert_eq!((e.code, e.status), ("CTS.0004", 500));
-        let (_d, s) = open();
+    }
+
+    fn storage_failures_are_500(place: &Place) {
+        let s = place.trackers(Limits::default());
         create(&s, "p1", &sys_spec()).unwrap();
-        s.conn
-            .lock()
-            .execute("UPDATE trackers SET body = 'not json'", [])
+        s.db.transaction(|tx| tx.exec("UPDATE trackers SET body = 'not json'", &[]))
             .unwrap();
         let e = s.list("p1", None, None).unwrap_err();
         assert_eq!((e.code, e.status), ("CTS.0005", 500));
@@ -1411,9 +1354,8 @@ pub(crate) mod tests {
         assert_eq!((e.code, e.status), ("CTS.0004", 500));
     }
 
-    #[test]
-    fn concurrent_readers_and_writers() {
-        let (_d, s) = open();
+    fn concurrent_readers_and_writers(place: &Place) {
+        let s = place.trackers(Limits::default());
         let s = Arc::new(s);
         create(&s, "p1", &sys_spec()).unwrap();
         let writer = {
@@ -1440,4 +1382,112 @@ pub(crate) mod tests {
         assert!(reads > 0);
         assert!(s.management_enabled("p1"));
     }
+
+    /// Two nodes on one database: what one changes, the other's view
+    /// shows within the documented bound (a refresh every second).
+    #[test]
+    fn another_nodes_changes_reach_the_view_within_a_second() {
+        let pg = cts_testpg::TestPg::start();
+        let a = TrackerStore::on(Place::pg_db(&pg), Limits::default()).unwrap();
+        let b = Arc::new(TrackerStore::on(Place::pg_db(&pg), Limits::default()).unwrap());
+        TrackerStore::follow_other_nodes(&b);
+        // Measured from the commit on `a`; the bound is REFRESH_EVERY plus a
+        // reload, with slack for a starved test machine.
+        let within = |what: &str, seen: &dyn Fn() -> bool| {
+            let start = std::time::Instant::now();
+            while !seen() {
+                assert!(
+                    start.elapsed() < crate::REFRESH_EVERY * 3,
+                    "{what}: not seen by the other node after {:?}",
+                    start.elapsed()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            start.elapsed()
+        };
+        create(&a, "p1", &sys_spec()).unwrap();
+        let took = within("created", &|| b.management_enabled("p1"));
+        eprintln!("a tracker created on one node recorded on the other after {took:?}");
+        create(&a, "p1", &data("d", "bkt1", &["READ"])).unwrap();
+        within("data tracker", &|| b.data_tracker_for("p1", "d").is_some());
+        let off = v3u(json!({"tracker_type": "system", "status": "disabled"}));
+        a.update("p1", &off, 0, NO_KEYS).unwrap();
+        within("disabled", &|| !b.management_enabled("p1"));
+        a.delete("p1", Some("d"), None).unwrap();
+        within("deleted", &|| b.data_tracker_for("p1", "d").is_none());
+        // A write of `b` itself shows at once, and a refresh never brings
+        // back what it replaced.
+        let on = v3u(json!({"tracker_type": "system", "status": "enabled"}));
+        b.update("p1", &on, 0, NO_KEYS).unwrap();
+        assert!(b.management_enabled("p1"));
+        b.refresh().unwrap();
+        assert!(b.management_enabled("p1"));
+        assert_eq!(b.refresh().unwrap(), 0, "nothing changed since");
+    }
+
+    /// Two nodes creating the last tracker the quota allows at once: one
+    /// wins, the other is told the quota is reached, never both.
+    #[test]
+    fn the_quota_holds_across_nodes() {
+        let pg = cts_testpg::TestPg::start();
+        let limits = Limits {
+            data_trackers: 1,
+            notifications: 1,
+        };
+        let nodes: Vec<Arc<TrackerStore>> = (0..2)
+            .map(|_| Arc::new(TrackerStore::on(Place::pg_db(&pg), limits).unwrap()))
+            .collect();
+        for round in 0..5 {
+            let project = format!("p{round}");
+            let barrier = Arc::new(std::sync::Barrier::new(2));
+            let outcomes: Vec<Result<Tracker, TrackerError>> = nodes
+                .iter()
+                .enumerate()
+                .map(|(i, node)| {
+                    let (node, barrier, project) =
+                        (Arc::clone(node), Arc::clone(&barrier), project.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        let bucket = format!("bkt{i}");
+                        create(&node, &project, &data(&format!("t{i}"), &bucket, &["READ"]))
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect();
+            let won = outcomes.iter().filter(|r| r.is_ok()).count();
+            assert_eq!(won, 1, "round {round}: {outcomes:?}");
+            let lost = outcomes.iter().find_map(|r| r.as_ref().err()).unwrap();
+            assert_eq!(lost.code, codes::TRACKER_QUOTA, "{lost:?}");
+            assert_eq!(nodes[0].list(&project, None, None).unwrap().len(), 1);
+        }
+    }
+
+    both!(
+        v3_create_is_seen_through_v1,
+        v1_create_is_seen_through_v3,
+        one_management_tracker_per_project,
+        data_tracker_names_are_unique_in_a_project,
+        data_tracker_quota,
+        default_quotas,
+        one_data_tracker_per_bucket_and_operation_type,
+        the_tracked_bucket_is_fixed,
+        no_transfer_into_a_tracked_bucket,
+        encryption_needs_an_existing_key,
+        one_organization_tracker_per_domain,
+        transfer_since_marks_the_change_that_starts_transfer,
+        update_keeps_what_it_does_not_name,
+        missing_trackers_are_404,
+        list_filters_and_orders,
+        delete_without_name_deletes_every_data_tracker,
+        delete_by_name_and_type,
+        delete_system_by_name_alone_or_by_type_alone,
+        ingest_view_follows_every_write,
+        a_failed_write_leaves_the_view_alone,
+        status_error_carries_its_detail,
+        reopen_keeps_trackers_and_rebuilds_the_view,
+        storage_failures_are_500,
+        concurrent_readers_and_writers,
+    );
 }

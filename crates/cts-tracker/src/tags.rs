@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use rusqlite::params;
+use cts_db::Sql;
 
 use crate::error::TrackerError;
 use crate::model::{Tag, Tracker};
@@ -141,10 +141,14 @@ impl TrackerStore {
                 .into());
             }
             for tag in tags {
-                tx.execute(
-                    "INSERT INTO tags (tracker_id, key, value) VALUES (?1, ?2, ?3) \
+                tx.exec(
+                    "INSERT INTO tags (tracker_id, key, value) VALUES ($1, $2, $3) \
                      ON CONFLICT (tracker_id, key) DO UPDATE SET value = excluded.value",
-                    params![t.id, tag.key, tag.value],
+                    &[
+                        t.id.as_str().into(),
+                        tag.key.as_str().into(),
+                        tag.value.as_str().into(),
+                    ],
                 )?;
             }
             tracker(tx, project_id, tracker_id)
@@ -163,13 +167,17 @@ impl TrackerStore {
             let t = tracker(tx, project_id, tracker_id)?;
             for f in filters {
                 match &f.value {
-                    None => tx.execute(
-                        "DELETE FROM tags WHERE tracker_id = ?1 AND key = ?2",
-                        params![t.id, f.key],
+                    None => tx.exec(
+                        "DELETE FROM tags WHERE tracker_id = $1 AND key = $2",
+                        &[t.id.as_str().into(), f.key.as_str().into()],
                     )?,
-                    Some(v) => tx.execute(
-                        "DELETE FROM tags WHERE tracker_id = ?1 AND key = ?2 AND value = ?3",
-                        params![t.id, f.key, v],
+                    Some(v) => tx.exec(
+                        "DELETE FROM tags WHERE tracker_id = $1 AND key = $2 AND value = $3",
+                        &[
+                            t.id.as_str().into(),
+                            f.key.as_str().into(),
+                            v.as_str().into(),
+                        ],
                     )?,
                 };
             }
@@ -178,16 +186,21 @@ impl TrackerStore {
     }
 }
 
-fn tracker(tx: &rusqlite::Connection, project_id: &str, id: &str) -> Result<Tracker, Failure> {
-    load(tx, "project_id = ?1 AND id = ?2", &[&project_id, &id])?
-        .pop()
-        .ok_or_else(|| TrackerError::not_found(format!("id {id:?}")).into())
+fn tracker(tx: &dyn Sql, project_id: &str, id: &str) -> Result<Tracker, Failure> {
+    load(
+        tx,
+        "project_id = $1 AND id = $2",
+        &[project_id.into(), id.into()],
+    )?
+    .pop()
+    .ok_or_else(|| TrackerError::not_found(format!("id {id:?}")).into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::{open, sys_spec};
+    use crate::store::tests::sys_spec;
+    use crate::testing::Place;
     use serde_json::json;
 
     fn create(v: serde_json::Value) -> Result<Vec<Tag>, TrackerError> {
@@ -248,9 +261,8 @@ mod tests {
         assert_eq!(d[1].value.as_deref(), Some("1"));
     }
 
-    #[test]
-    fn tags_are_returned_with_the_tracker_and_replace_values() {
-        let (_dir, store) = open();
+    fn tags_are_returned_with_the_tracker_and_replace_values(place: &Place) {
+        let store = place.trackers(crate::Limits::default());
         let t = store
             .create("p1", "d1", &sys_spec(), 1, &|_| false)
             .unwrap();
@@ -266,9 +278,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn delete_with_value_removes_the_pair_and_without_the_key() {
-        let (_dir, store) = open();
+    fn delete_with_value_removes_the_pair_and_without_the_key(place: &Place) {
+        let store = place.trackers(crate::Limits::default());
         let t = store
             .create("p1", "d1", &sys_spec(), 1, &|_| false)
             .unwrap();
@@ -294,9 +305,8 @@ mod tests {
         assert_eq!(after.tags, [tag("a", "1")]);
     }
 
-    #[test]
-    fn at_most_twenty_tags_per_tracker() {
-        let (_dir, store) = open();
+    fn at_most_twenty_tags_per_tracker(place: &Place) {
+        let store = place.trackers(crate::Limits::default());
         let t = store
             .create("p1", "d1", &sys_spec(), 1, &|_| false)
             .unwrap();
@@ -311,9 +321,8 @@ mod tests {
         assert_eq!(store.get("p1", &t.id).unwrap().tags.len(), 20);
     }
 
-    #[test]
-    fn tags_of_a_missing_or_foreign_tracker_are_not_found() {
-        let (_dir, store) = open();
+    fn tags_of_a_missing_or_foreign_tracker_are_not_found(place: &Place) {
+        let store = place.trackers(crate::Limits::default());
         let t = store
             .create("p1", "d1", &sys_spec(), 1, &|_| false)
             .unwrap();
@@ -323,9 +332,8 @@ mod tests {
         assert_eq!(e.code, "CTS.0214");
     }
 
-    #[test]
-    fn deleting_a_tracker_deletes_its_tags() {
-        let (_dir, store) = open();
+    fn deleting_a_tracker_deletes_its_tags(place: &Place) {
+        let store = place.trackers(crate::Limits::default());
         let t = store
             .create("p1", "d1", &sys_spec(), 1, &|_| false)
             .unwrap();
@@ -336,9 +344,17 @@ mod tests {
             .create("p1", "d1", &sys_spec(), 2, &|_| false)
             .unwrap();
         assert!(t2.tags.is_empty());
-        let n: i64 = store
-            .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM tags", [], |r| r.get(0))?))
+        let n = store
+            .read(|c| Ok(c.query("SELECT COUNT(*) FROM tags", &[])?[0][0].int()?))
             .unwrap();
         assert_eq!(n, 0);
     }
+
+    both!(
+        tags_are_returned_with_the_tracker_and_replace_values,
+        delete_with_value_removes_the_pair_and_without_the_key,
+        at_most_twenty_tags_per_tracker,
+        tags_of_a_missing_or_foreign_tracker_are_not_found,
+        deleting_a_tracker_deletes_its_tags,
+    );
 }
