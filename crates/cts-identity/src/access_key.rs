@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use cts_db::{Row, Sql};
 use serde::{Deserialize, Serialize};
 
 use crate::role::{domain_of, Owned};
@@ -82,49 +82,42 @@ impl KeyCache {
         self.secrets.clear();
         self.touched.clear();
     }
-
-    fn remove(&mut self, access: &str) {
-        self.secrets.remove(access);
-        self.touched.remove(access);
-    }
 }
 
 const COLUMNS: &str = "access, user_id, status, description, created_at, last_use_at";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<AccessKey> {
-    let status: String = r.get(2)?;
+fn from_row(r: &Row) -> Result<AccessKey, IdentityError> {
+    let status = r[2].text()?;
     Ok(AccessKey {
-        access: r.get(0)?,
-        user_id: r.get(1)?,
+        access: r[0].text()?,
+        user_id: r[1].text()?,
         // The CHECK constraint admits only these two values.
         status: if status == "active" {
             AccessKeyStatus::Active
         } else {
             AccessKeyStatus::Inactive
         },
-        description: r.get(3)?,
-        created_at: r.get(4)?,
-        last_use_at: r.get(5)?,
+        description: r[3].text()?,
+        created_at: r[4].int()?,
+        last_use_at: r[5].opt_int()?,
     })
 }
 
-fn get(conn: &Connection, access: &str) -> Result<AccessKey, IdentityError> {
-    found(
-        conn.query_row(
-            &format!("SELECT {COLUMNS} FROM access_keys WHERE access = ?1"),
-            [access],
-            from_row,
-        ),
-        "access key",
-        access,
-    )
+fn get(conn: &dyn Sql, access: &str) -> Result<AccessKey, IdentityError> {
+    let sql = format!("SELECT {COLUMNS} FROM access_keys WHERE access = $1");
+    from_row(&found(conn.query_opt(&sql, &[access.into()])?, "access key", access)?)
+}
+
+fn exists(conn: &dyn Sql, access: &str) -> Result<bool, IdentityError> {
+    let sql = "SELECT 1 FROM access_keys WHERE access = $1";
+    Ok(conn.query_opt(sql, &[access.into()])?.is_some())
 }
 
 impl IdentityStore {
     /// Stores an active key for an existing user, enforcing the quota.
     pub(crate) fn insert_access_key(
         &self,
-        tx: &Transaction<'_>,
+        tx: &dyn Sql,
         user_id: &str,
         access: &str,
         secret: &str,
@@ -132,30 +125,31 @@ impl IdentityStore {
     ) -> Result<AccessKey, IdentityError> {
         rules::check_description(description)?;
         domain_of(tx, Owned::User, user_id)?;
-        let count: usize = tx.query_row(
-            "SELECT count(*) FROM access_keys WHERE user_id = ?1",
-            [user_id],
-            |r| r.get(0),
-        )?;
-        if count >= MAX_ACCESS_KEYS_PER_USER {
+        let count = tx.query(
+            "SELECT count(*) FROM access_keys WHERE user_id = $1",
+            &[user_id.into()],
+        )?[0][0]
+            .int()?;
+        if count >= MAX_ACCESS_KEYS_PER_USER as i64 {
             return Err(IdentityError::QuotaExceeded {
                 what: "access keys per user",
                 max: MAX_ACCESS_KEYS_PER_USER,
             });
         }
-        let exists: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM access_keys WHERE access = ?1)",
-            [access],
-            |r| r.get(0),
-        )?;
-        if exists {
+        if exists(tx, access)? {
             return Err(IdentityError::conflict("access key", access));
         }
         let sealed = self.encrypt(secret.as_bytes(), access.as_bytes())?;
-        tx.execute(
+        tx.exec(
             "INSERT INTO access_keys (access, user_id, secret, status, description, created_at) \
-             VALUES (?1, ?2, ?3, 'active', ?4, ?5)",
-            params![access, user_id, sealed, description, now_ms()],
+             VALUES ($1, $2, $3, 'active', $4, $5)",
+            &[
+                access.into(),
+                user_id.into(),
+                sealed.as_slice().into(),
+                description.into(),
+                now_ms().into(),
+            ],
         )?;
         get(tx, access)
     }
@@ -172,15 +166,7 @@ impl IdentityStore {
             // 36^20 ids make a collision all but impossible; retrying keeps
             // it from ever being an error.
             let mut access = rules::random_access_key();
-            while tx
-                .query_row(
-                    "SELECT 1 FROM access_keys WHERE access = ?1",
-                    [&access],
-                    |_| Ok(()),
-                )
-                .optional()?
-                .is_some()
-            {
+            while exists(tx, &access)? {
                 access = rules::random_access_key();
             }
             self.insert_access_key(tx, user_id, &access, &secret, description)
@@ -196,20 +182,19 @@ impl IdentityStore {
     pub fn list_access_keys(&self, user_id: &str) -> Result<Vec<AccessKey>, IdentityError> {
         self.read(|conn| {
             domain_of(conn, Owned::User, user_id)?;
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM access_keys WHERE user_id = ?1 ORDER BY created_at, access"
-            ))?;
-            let rows = stmt.query_map([user_id], from_row)?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            let sql = format!(
+                "SELECT {COLUMNS} FROM access_keys WHERE user_id = $1 ORDER BY created_at, access"
+            );
+            let rows = conn.query(&sql, &[user_id.into()])?;
+            rows.iter().map(from_row).collect()
         })
     }
 
     pub fn delete_access_key(&self, access: &str) -> Result<(), IdentityError> {
         self.write(|tx| {
-            if tx.execute("DELETE FROM access_keys WHERE access = ?1", [access])? == 0 {
+            if tx.exec("DELETE FROM access_keys WHERE access = $1", &[access.into()])? == 0 {
                 return Err(IdentityError::not_found("access key", access));
             }
-            self.keys.lock().remove(access);
             Ok(())
         })
     }
@@ -239,11 +224,10 @@ impl IdentityStore {
         value: &str,
     ) -> Result<AccessKey, IdentityError> {
         self.write(|tx| {
-            let sql = format!("UPDATE access_keys SET {column} = ?2 WHERE access = ?1");
-            if tx.execute(&sql, [access, value])? == 0 {
+            let sql = format!("UPDATE access_keys SET {column} = $1 WHERE access = $2");
+            if tx.exec(&sql, &[value.into(), access.into()])? == 0 {
                 return Err(IdentityError::not_found("access key", access));
             }
-            self.keys.lock().remove(access);
             get(tx, access)
         })
     }
@@ -253,38 +237,37 @@ impl IdentityStore {
     /// when the key is inactive or its user or the user's domain is
     /// disabled. Answered from memory after the first use of a key.
     pub fn access_key_secret(&self, access: &str) -> Result<SigningKey, IdentityError> {
+        self.catch_up()?;
         if let Some(key) = self.keys.lock().secrets.get(access) {
             return Ok(key.clone());
         }
-        self.read(|conn| {
-            let row: Option<(String, Vec<u8>, String, bool)> = conn
-                .query_row(
-                    "SELECT k.user_id, k.secret, k.status, u.enabled AND d.enabled \
-                     FROM access_keys k JOIN users u ON u.id = k.user_id \
-                     JOIN domains d ON d.id = u.domain_id WHERE k.access = ?1",
-                    [access],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                )
-                .optional()?;
-            let (user_id, sealed, status, user_enabled) =
-                row.ok_or(IdentityError::UnknownAccessKey)?;
-            if status != AccessKeyStatus::Active.as_str() || !user_enabled {
-                return Err(IdentityError::InactiveAccessKey);
-            }
-            let secret = String::from_utf8(self.decrypt(&sealed, access.as_bytes())?)
-                .map_err(|_| IdentityError::Crypto("stored secret is not UTF-8".into()))?;
-            let key = SigningKey {
-                access: access.to_owned(),
-                user_id,
-                secret,
-            };
-            // Filled under the connection lock: see `IdentityStore`.
-            self.keys
-                .lock()
-                .secrets
-                .insert(access.to_owned(), key.clone());
-            Ok(key)
-        })
+        let generation = self.changes.generation();
+        // Flags are 0 or 1: their product is "both enabled" on either backend.
+        let row = self.read(|conn| {
+            Ok(conn.query_opt(
+                "SELECT k.user_id, k.secret, k.status, u.enabled * d.enabled \
+                 FROM access_keys k JOIN users u ON u.id = k.user_id \
+                 JOIN domains d ON d.id = u.domain_id WHERE k.access = $1",
+                &[access.into()],
+            )?)
+        })?;
+        let row = row.ok_or(IdentityError::UnknownAccessKey)?;
+        if row[2].text()? != AccessKeyStatus::Active.as_str() || !row[3].bool()? {
+            return Err(IdentityError::InactiveAccessKey);
+        }
+        let secret = String::from_utf8(self.decrypt(&row[1].bytes()?, access.as_bytes())?)
+            .map_err(|_| IdentityError::Crypto("stored secret is not UTF-8".into()))?;
+        let key = SigningKey {
+            access: access.to_owned(),
+            user_id: row[0].text()?,
+            secret,
+        };
+        // Not if the caches were emptied since the read: see `crate::changes`.
+        let mut cache = self.keys.lock();
+        if self.changes.generation() == generation {
+            cache.secrets.insert(access.to_owned(), key.clone());
+        }
+        Ok(key)
     }
 
     /// Records that `access` signed a request at `now_ms`. Cheap when called
@@ -299,15 +282,16 @@ impl IdentityStore {
         if recent(&self.keys.lock()) {
             return Ok(());
         }
-        self.write(|tx| {
+        self.record(|tx| {
             // Another thread may have written it while this one waited.
             if recent(&self.keys.lock()) {
                 return Ok(());
             }
-            let updated = tx.execute(
-                "UPDATE access_keys SET last_use_at = max(coalesce(last_use_at, 0), ?2) \
-                 WHERE access = ?1",
-                params![access, now_ms],
+            let updated = tx.exec(
+                "UPDATE access_keys SET last_use_at = \
+                     CASE WHEN last_use_at > $1 THEN last_use_at ELSE $1 END \
+                 WHERE access = $2",
+                &[now_ms.into(), access.into()],
             )?;
             if updated == 0 {
                 return Err(IdentityError::UnknownAccessKey);
@@ -321,8 +305,10 @@ impl IdentityStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::temp_store;
+    use crate::testdb::{both, temp_store};
     use crate::testutil::*;
+
+    both!(at_most_two_keys_per_user, unknown_inactive_and_deleted_keys_fail_even_when_cached, keys_go_with_their_user, touch_is_coalesced_per_minute, descriptions_are_checked);
 
     #[test]
     fn create_verify_list_and_reopen() {
@@ -364,7 +350,6 @@ mod tests {
         }
     }
 
-    #[test]
     fn at_most_two_keys_per_user() {
         let (_tmp, store) = temp_store();
         let domain = store.create_domain("d1").unwrap();
@@ -384,7 +369,6 @@ mod tests {
         ));
     }
 
-    #[test]
     fn unknown_inactive_and_deleted_keys_fail_even_when_cached() {
         let (_tmp, store) = temp_store();
         let domain = store.create_domain("d1").unwrap();
@@ -443,7 +427,6 @@ mod tests {
         ));
     }
 
-    #[test]
     fn keys_go_with_their_user() {
         let (_tmp, store) = temp_store();
         let domain = store.create_domain("d1").unwrap();
@@ -461,7 +444,6 @@ mod tests {
         ));
     }
 
-    #[test]
     fn touch_is_coalesced_per_minute() {
         let (_tmp, store) = temp_store();
         let domain = store.create_domain("d1").unwrap();
@@ -481,7 +463,6 @@ mod tests {
         ));
     }
 
-    #[test]
     fn descriptions_are_checked() {
         let (_tmp, store) = temp_store();
         let domain = store.create_domain("d1").unwrap();

@@ -12,10 +12,11 @@
 use std::fmt;
 use std::path::Path;
 
-use rusqlite::Connection;
+use cts_db::Sql;
 use serde::{Deserialize, Serialize};
 
 use crate::project::NewProject;
+use crate::store::now_ms;
 use crate::user::{self, NewUser};
 use crate::{domain, project, rules, Actor, IdentityError, IdentityStore, Role};
 
@@ -131,8 +132,21 @@ impl Bootstrap {
     }
 }
 
-fn has_domain(conn: &Connection) -> Result<bool, IdentityError> {
-    Ok(conn.query_row("SELECT EXISTS (SELECT 1 FROM domains)", [], |r| r.get(0))?)
+fn has_domain(conn: &dyn Sql) -> Result<bool, IdentityError> {
+    Ok(conn.query_opt("SELECT 1 FROM domains LIMIT 1", &[])?.is_some())
+}
+
+/// Makes nodes starting together on an empty database bootstrap one after
+/// the other: this row's lock is held until the commit, so the next one
+/// then finds the domain (each PostgreSQL statement sees what committed
+/// before it; SQLite writers are serialised anyway).
+fn take_turn(tx: &dyn Sql) -> Result<(), IdentityError> {
+    tx.exec(
+        "INSERT INTO meta (key, value) VALUES ('bootstrap', $1) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        &[now_ms().to_string().as_str().into()],
+    )?;
+    Ok(())
 }
 
 impl IdentityStore {
@@ -159,6 +173,7 @@ impl IdentityStore {
         let plan = Bootstrap::plan(seed, endpoint)?;
         let hash = user::hash_password(&plan.password)?;
         self.write(|tx| {
+            take_turn(tx)?;
             if has_domain(tx)? {
                 return Ok(BootstrapOutcome::Existing);
             }
@@ -187,9 +202,13 @@ impl IdentityStore {
                 self.assign(tx, &project.id, &Actor::User(admin.id.clone()), role)?;
             }
             // The first admin manages the whole domain.
-            tx.execute(
-                "INSERT INTO domain_assignments (domain_id, user_id, role_id) VALUES (?1, ?2, ?3)",
-                rusqlite::params![admin.domain_id, admin.id, self.role_id(Role::Admin)],
+            tx.exec(
+                "INSERT INTO domain_assignments (domain_id, user_id, role_id) VALUES ($1, $2, $3)",
+                &[
+                    admin.domain_id.as_str().into(),
+                    admin.id.as_str().into(),
+                    self.role_id(Role::Admin).into(),
+                ],
             )?;
             self.insert_access_key(
                 tx,
@@ -212,8 +231,10 @@ mod tests {
 
     use super::*;
     use crate::domain::DomainRef;
-    use crate::store::tests::temp_store;
+    use crate::testdb::{both, temp_store};
     use crate::{ProjectRef, UserRef};
+
+    both!(first_start_generates_and_writes_once, seed_values_are_honoured, bad_seed_values_change_nothing, failed_file_write_commits_nothing_and_the_next_start_recovers, crash_after_the_file_before_the_commit_is_redone);
 
     const ENDPOINT: &str = "https://cts.example.com:8443";
 
@@ -266,7 +287,6 @@ mod tests {
         serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
     }
 
-    #[test]
     fn first_start_generates_and_writes_once() {
         let (tmp, store) = temp_store();
         let file = tmp.path().join("bootstrap.json");
@@ -339,7 +359,6 @@ mod tests {
         assert!(!file.exists());
     }
 
-    #[test]
     fn seed_values_are_honoured() {
         let (tmp, store) = temp_store();
         let file = tmp.path().join("bootstrap.json");
@@ -373,7 +392,6 @@ mod tests {
         assert_usable(&store, &b);
     }
 
-    #[test]
     fn bad_seed_values_change_nothing() {
         let (tmp, store) = temp_store();
         let file = tmp.path().join("bootstrap.json");
@@ -424,7 +442,6 @@ mod tests {
         assert!(!file.exists());
     }
 
-    #[test]
     fn failed_file_write_commits_nothing_and_the_next_start_recovers() {
         let (tmp, store) = temp_store();
         let unwritable = tmp.path().join("missing-dir").join("bootstrap.json");
@@ -447,7 +464,6 @@ mod tests {
         assert_usable(&store, &b);
     }
 
-    #[test]
     fn crash_after_the_file_before_the_commit_is_redone() {
         // The state such a crash leaves: a file with values the database
         // never committed.
@@ -467,7 +483,7 @@ mod tests {
         drop(store);
 
         // After a restart the identities and the file still agree.
-        let store = IdentityStore::open(&tmp.path().join("identity")).unwrap();
+        let store = tmp.reopen();
         assert_eq!(
             store
                 .bootstrap(&BootstrapSeed::default(), ENDPOINT, &file)

@@ -1,7 +1,7 @@
 //! Domains (accounts): the top of the ownership tree. Users, groups and
 //! projects belong to exactly one domain.
 
-use rusqlite::{params, Connection, Row, Transaction};
+use cts_db::{Row, Sql};
 use serde::Serialize;
 
 use crate::store::{found, now_ms};
@@ -32,31 +32,29 @@ pub struct DomainUpdate {
 
 const COLUMNS: &str = "id, name, enabled";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<Domain> {
+fn from_row(r: &Row) -> Result<Domain, IdentityError> {
     Ok(Domain {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        enabled: r.get(2)?,
+        id: r[0].text()?,
+        name: r[1].text()?,
+        enabled: r[2].bool()?,
     })
 }
 
-fn name_taken(conn: &Connection, name: &str) -> Result<bool, IdentityError> {
-    Ok(conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM domains WHERE name = ?1)",
-        [name],
-        |r| r.get(0),
-    )?)
+fn name_taken(conn: &dyn Sql, name: &str) -> Result<bool, IdentityError> {
+    Ok(conn
+        .query_opt("SELECT 1 FROM domains WHERE name = $1", &[name.into()])?
+        .is_some())
 }
 
 /// Inserts an enabled domain with a caller-chosen id (bootstrap) or a new one.
-pub(crate) fn insert(tx: &Transaction<'_>, id: &str, name: &str) -> Result<Domain, IdentityError> {
+pub(crate) fn insert(tx: &dyn Sql, id: &str, name: &str) -> Result<Domain, IdentityError> {
     rules::check_name("name", name)?;
     if name_taken(tx, name)? {
         return Err(IdentityError::conflict("domain", name));
     }
-    tx.execute(
-        "INSERT INTO domains (id, name, enabled, created_at) VALUES (?1, ?2, 1, ?3)",
-        params![id, name, now_ms()],
+    tx.exec(
+        "INSERT INTO domains (id, name, enabled, created_at) VALUES ($1, $2, 1, $3)",
+        &[id.into(), name.into(), now_ms().into()],
     )?;
     Ok(Domain {
         id: id.to_owned(),
@@ -65,30 +63,18 @@ pub(crate) fn insert(tx: &Transaction<'_>, id: &str, name: &str) -> Result<Domai
     })
 }
 
-pub(crate) fn get(conn: &Connection, id: &str) -> Result<Domain, IdentityError> {
-    found(
-        conn.query_row(
-            &format!("SELECT {COLUMNS} FROM domains WHERE id = ?1"),
-            [id],
-            from_row,
-        ),
-        "domain",
-        id,
-    )
+pub(crate) fn get(conn: &dyn Sql, id: &str) -> Result<Domain, IdentityError> {
+    let sql = format!("SELECT {COLUMNS} FROM domains WHERE id = $1");
+    from_row(&found(conn.query_opt(&sql, &[id.into()])?, "domain", id)?)
 }
 
-pub(crate) fn find(conn: &Connection, domain: &DomainRef) -> Result<Domain, IdentityError> {
+pub(crate) fn find(conn: &dyn Sql, domain: &DomainRef) -> Result<Domain, IdentityError> {
     match domain {
         DomainRef::Id(id) => get(conn, id),
-        DomainRef::Name(name) => found(
-            conn.query_row(
-                &format!("SELECT {COLUMNS} FROM domains WHERE name = ?1"),
-                [name],
-                from_row,
-            ),
-            "domain",
-            name,
-        ),
+        DomainRef::Name(name) => {
+            let sql = format!("SELECT {COLUMNS} FROM domains WHERE name = $1");
+            from_row(&found(conn.query_opt(&sql, &[name.as_str().into()])?, "domain", name)?)
+        }
     }
 }
 
@@ -108,9 +94,8 @@ impl IdentityStore {
     /// All domains, by name.
     pub fn list_domains(&self) -> Result<Vec<Domain>, IdentityError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM domains ORDER BY name"))?;
-            let rows = stmt.query_map([], from_row)?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            let sql = format!("SELECT {COLUMNS} FROM domains ORDER BY name");
+            conn.query(&sql, &[])?.iter().map(from_row).collect()
         })
     }
 
@@ -130,13 +115,10 @@ impl IdentityStore {
             if let Some(enabled) = update.enabled {
                 domain.enabled = enabled;
             }
-            tx.execute(
-                "UPDATE domains SET name = ?2, enabled = ?3 WHERE id = ?1",
-                params![id, domain.name, domain.enabled],
+            tx.exec(
+                "UPDATE domains SET name = $1, enabled = $2 WHERE id = $3",
+                &[domain.name.as_str().into(), domain.enabled.into(), id.into()],
             )?;
-            // Tokens carry the domain name, and a disabled domain disables
-            // its users' tokens and keys.
-            self.clear_caches();
             Ok(domain)
         })
     }
@@ -145,9 +127,10 @@ impl IdentityStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::temp_store;
+    use crate::testdb::{both, temp_store};
 
-    #[test]
+    both!(create_get_find_list_update, names_are_unique_and_checked, unknown_domains_are_not_found);
+
     fn create_get_find_list_update() {
         let (_tmp, store) = temp_store();
         let b = store.create_domain("beta").unwrap();
@@ -177,7 +160,6 @@ mod tests {
         assert_eq!(store.update_domain(&b.id, &same).unwrap(), g);
     }
 
-    #[test]
     fn names_are_unique_and_checked() {
         let (_tmp, store) = temp_store();
         let a = store.create_domain("alpha").unwrap();
@@ -201,7 +183,6 @@ mod tests {
         assert_eq!(store.list_domains().unwrap().len(), 2);
     }
 
-    #[test]
     fn unknown_domains_are_not_found() {
         let (_tmp, store) = temp_store();
         assert!(matches!(

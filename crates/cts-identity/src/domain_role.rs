@@ -2,7 +2,7 @@
 //! the identities of its domain, while `admin` on a project manages only
 //! that project's role assignments.
 
-use rusqlite::{params, Connection};
+use cts_db::Sql;
 
 use crate::role::{domain_of, role_from_row, role_set, user_enabled, Owned};
 use crate::{IdentityError, IdentityStore, Role, RoleSet};
@@ -21,10 +21,10 @@ impl IdentityStore {
     ) -> Result<(), IdentityError> {
         self.write(|tx| {
             check_domain_role(tx, domain_id, user_id, role)?;
-            tx.execute(
-                "INSERT OR IGNORE INTO domain_assignments (domain_id, user_id, role_id) \
-                 VALUES (?1, ?2, ?3)",
-                params![domain_id, user_id, self.role_id(role)],
+            tx.exec(
+                "INSERT INTO domain_assignments (domain_id, user_id, role_id) \
+                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[domain_id.into(), user_id.into(), self.role_id(role).into()],
             )?;
             Ok(())
         })
@@ -38,10 +38,10 @@ impl IdentityStore {
         role: Role,
     ) -> Result<(), IdentityError> {
         self.write(|tx| {
-            let removed = tx.execute(
+            let removed = tx.exec(
                 "DELETE FROM domain_assignments \
-                 WHERE domain_id = ?1 AND user_id = ?2 AND role_id = ?3",
-                params![domain_id, user_id, self.role_id(role)],
+                 WHERE domain_id = $1 AND user_id = $2 AND role_id = $3",
+                &[domain_id.into(), user_id.into(), self.role_id(role).into()],
             )?;
             match removed {
                 0 => Err(IdentityError::not_found(
@@ -71,20 +71,15 @@ impl IdentityStore {
         user_id: Option<&str>,
     ) -> Result<Vec<(String, Role)>, IdentityError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
+            let rows = conn.query(
                 "SELECT a.user_id, r.name FROM domain_assignments a \
                  JOIN roles r ON r.id = a.role_id \
-                 WHERE a.domain_id = ?1 AND (?2 IS NULL OR a.user_id = ?2) ORDER BY 1, 2",
+                 WHERE a.domain_id = $1 AND (CAST($2 AS TEXT) IS NULL OR a.user_id = $2) ORDER BY 1, 2",
+                &[domain_id.into(), user_id.into()],
             )?;
-            let rows = stmt.query_map(params![domain_id, user_id], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (user, role) = row?;
-                out.push((user, role_from_row(role)?));
-            }
-            Ok(out)
+            rows.iter()
+                .map(|row| Ok((row[0].text()?, role_from_row(row[1].text()?)?)))
+                .collect()
         })
     }
 
@@ -92,21 +87,21 @@ impl IdentityStore {
     /// group.
     pub fn projects_with_roles(&self, user_id: &str) -> Result<Vec<String>, IdentityError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT project_id FROM user_assignments WHERE user_id = ?1 \
+            let rows = conn.query(
+                "SELECT project_id FROM user_assignments WHERE user_id = $1 \
                  UNION \
                  SELECT a.project_id FROM group_assignments a \
-                   JOIN memberships m ON m.group_id = a.group_id WHERE m.user_id = ?1 \
+                   JOIN memberships m ON m.group_id = a.group_id WHERE m.user_id = $1 \
                  ORDER BY 1",
+                &[user_id.into()],
             )?;
-            let rows = stmt.query_map([user_id], |r| r.get::<_, String>(0))?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            rows.iter().map(|row| Ok(row[0].text()?)).collect()
         })
     }
 }
 
 fn check_domain_role(
-    conn: &Connection,
+    conn: &dyn Sql,
     domain_id: &str,
     user_id: &str,
     role: Role,
@@ -126,26 +121,28 @@ fn check_domain_role(
     Ok(())
 }
 
-fn domain_roles(conn: &Connection, user_id: &str) -> Result<RoleSet, IdentityError> {
+fn domain_roles(conn: &dyn Sql, user_id: &str) -> Result<RoleSet, IdentityError> {
     if !user_enabled(conn, user_id)? {
         return Ok(RoleSet::default());
     }
-    let mut stmt = conn.prepare_cached(
+    role_set(
+        conn,
         "SELECT r.name FROM domain_assignments a JOIN roles r ON r.id = a.role_id \
          JOIN users u ON u.id = a.user_id AND u.domain_id = a.domain_id \
-         WHERE a.user_id = ?1",
-    )?;
-    role_set(&mut stmt, [user_id])
+         WHERE a.user_id = $1",
+        &[user_id.into()],
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::temp_store;
+    use crate::testdb::{both, temp_store};
     use crate::testutil::*;
     use crate::Actor;
 
-    #[test]
+    both!(only_admin_on_the_users_own_domain);
+
     fn only_admin_on_the_users_own_domain() {
         let (_tmp, store) = temp_store();
         let (d1, p1) = domain_and_project(&store, "d1");
@@ -211,7 +208,7 @@ mod tests {
             .assign_role(&p1.id, &Actor::User(viewer.id.clone()), Role::CtsViewer)
             .unwrap();
         drop(store);
-        let conn = Connection::open(dir.join("identity.db")).unwrap();
+        let conn = rusqlite::Connection::open(dir.join("identity.db")).unwrap();
         conn.execute_batch(
             "DROP TABLE domain_assignments; DROP TABLE login_lockouts; PRAGMA user_version = 1;",
         )
@@ -221,7 +218,7 @@ mod tests {
         assert!(store.domain_roles(&admin.id).unwrap().contains(Role::Admin));
         assert!(store.domain_roles(&viewer.id).unwrap().is_empty());
         let lockouts: i64 = store
-            .read(|c| Ok(c.query_row("SELECT count(*) FROM login_lockouts", [], |r| r.get(0))?))
+            .read(|c| Ok(c.query("SELECT count(*) FROM login_lockouts", &[])?[0][0].int()?))
             .unwrap();
         assert_eq!(lockouts, 0);
     }

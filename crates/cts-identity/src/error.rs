@@ -36,7 +36,7 @@ pub enum IdentityError {
     TokenRevoked,
     #[error("at most {max} {what} allowed")]
     QuotaExceeded { what: &'static str, max: usize },
-    /// SQLite or file system failure; the detail is for the log.
+    /// Database or file system failure; the detail is for the log.
     #[error("identity storage: {0}")]
     Storage(String),
     /// Server key or ciphertext problem; the detail is for the log.
@@ -52,6 +52,12 @@ impl From<cts_sqlite::OpenError> for IdentityError {
 
 impl From<rusqlite::Error> for IdentityError {
     fn from(e: rusqlite::Error) -> Self {
+        IdentityError::Storage(e.to_string())
+    }
+}
+
+impl From<cts_db::DbError> for IdentityError {
+    fn from(e: cts_db::DbError) -> Self {
         IdentityError::Storage(e.to_string())
     }
 }

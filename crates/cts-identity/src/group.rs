@@ -1,7 +1,7 @@
 //! Groups of users of one domain; roles assigned to a group reach its
 //! members.
 
-use rusqlite::{params, Connection, Row};
+use cts_db::{Row, Sql};
 use serde::Serialize;
 
 use crate::role::{domain_of, Owned};
@@ -33,33 +33,25 @@ pub struct GroupUpdate {
 
 const COLUMNS: &str = "g.id, g.name, g.domain_id, g.description";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<Group> {
+fn from_row(r: &Row) -> Result<Group, IdentityError> {
     Ok(Group {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        domain_id: r.get(2)?,
-        description: r.get(3)?,
+        id: r[0].text()?,
+        name: r[1].text()?,
+        domain_id: r[2].text()?,
+        description: r[3].text()?,
     })
 }
 
-fn get(conn: &Connection, id: &str) -> Result<Group, IdentityError> {
-    found(
-        conn.query_row(
-            &format!("SELECT {COLUMNS} FROM groups g WHERE g.id = ?1"),
-            [id],
-            from_row,
-        ),
-        "group",
-        id,
-    )
+fn get(conn: &dyn Sql, id: &str) -> Result<Group, IdentityError> {
+    let sql = format!("SELECT {COLUMNS} FROM groups g WHERE g.id = $1");
+    from_row(&found(conn.query_opt(&sql, &[id.into()])?, "group", id)?)
 }
 
-fn name_taken(conn: &Connection, domain_id: &str, name: &str) -> Result<bool, IdentityError> {
-    Ok(conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM groups WHERE domain_id = ?1 AND name = ?2)",
-        [domain_id, name],
-        |r| r.get(0),
-    )?)
+fn name_taken(conn: &dyn Sql, domain_id: &str, name: &str) -> Result<bool, IdentityError> {
+    let sql = "SELECT 1 FROM groups WHERE domain_id = $1 AND name = $2";
+    Ok(conn
+        .query_opt(sql, &[domain_id.into(), name.into()])?
+        .is_some())
 }
 
 impl IdentityStore {
@@ -72,10 +64,16 @@ impl IdentityStore {
                 return Err(IdentityError::conflict("group", &new.name));
             }
             let id = rules::new_id();
-            tx.execute(
+            tx.exec(
                 "INSERT INTO groups (id, name, domain_id, description, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, new.name, new.domain_id, new.description, now_ms()],
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    id.as_str().into(),
+                    new.name.as_str().into(),
+                    new.domain_id.as_str().into(),
+                    new.description.as_str().into(),
+                    now_ms().into(),
+                ],
             )?;
             get(tx, &id)
         })
@@ -88,13 +86,13 @@ impl IdentityStore {
     /// Groups matching `filter`, by domain and name.
     pub fn list_groups(&self, filter: &Filter) -> Result<Vec<Group>, IdentityError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached(&format!(
+            let sql = format!(
                 "SELECT {COLUMNS} FROM groups g \
-                 WHERE (?1 IS NULL OR g.domain_id = ?1) AND (?2 IS NULL OR g.name = ?2) \
+                 WHERE (CAST($1 AS TEXT) IS NULL OR g.domain_id = $1) AND (CAST($2 AS TEXT) IS NULL OR g.name = $2) \
                  ORDER BY g.domain_id, g.name"
-            ))?;
-            let rows = stmt.query_map(params![filter.domain_id, filter.name], from_row)?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            );
+            let args = [filter.domain_id.as_deref().into(), filter.name.as_deref().into()];
+            conn.query(&sql, &args)?.iter().map(from_row).collect()
         })
     }
 
@@ -116,9 +114,13 @@ impl IdentityStore {
             if let Some(description) = &update.description {
                 group.description.clone_from(description);
             }
-            tx.execute(
-                "UPDATE groups SET name = ?2, description = ?3 WHERE id = ?1",
-                params![id, group.name, group.description],
+            tx.exec(
+                "UPDATE groups SET name = $1, description = $2 WHERE id = $3",
+                &[
+                    group.name.as_str().into(),
+                    group.description.as_str().into(),
+                    id.into(),
+                ],
             )?;
             Ok(group)
         })
@@ -127,7 +129,7 @@ impl IdentityStore {
     /// Deletes a group with its memberships and role assignments.
     pub fn delete_group(&self, id: &str) -> Result<(), IdentityError> {
         self.write(|tx| {
-            if tx.execute("DELETE FROM groups WHERE id = ?1", [id])? == 0 {
+            if tx.exec("DELETE FROM groups WHERE id = $1", &[id.into()])? == 0 {
                 return Err(IdentityError::not_found("group", id));
             }
             Ok(())
@@ -144,9 +146,10 @@ impl IdentityStore {
                     "the user must belong to the group's domain",
                 ));
             }
-            tx.execute(
-                "INSERT OR IGNORE INTO memberships (group_id, user_id) VALUES (?1, ?2)",
-                [group_id, user_id],
+            tx.exec(
+                "INSERT INTO memberships (group_id, user_id) VALUES ($1, $2) \
+                 ON CONFLICT DO NOTHING",
+                &[group_id.into(), user_id.into()],
             )?;
             Ok(())
         })
@@ -155,9 +158,9 @@ impl IdentityStore {
     /// Removes a membership; `NotFound` when the user is not a member.
     pub fn remove_member(&self, group_id: &str, user_id: &str) -> Result<(), IdentityError> {
         self.write(|tx| {
-            match tx.execute(
-                "DELETE FROM memberships WHERE group_id = ?1 AND user_id = ?2",
-                [group_id, user_id],
+            match tx.exec(
+                "DELETE FROM memberships WHERE group_id = $1 AND user_id = $2",
+                &[group_id.into(), user_id.into()],
             )? {
                 0 => Err(IdentityError::not_found(
                     "group membership",
@@ -174,11 +177,10 @@ impl IdentityStore {
         self.read(|conn| {
             domain_of(conn, Owned::Group, group_id)?;
             domain_of(conn, Owned::User, user_id)?;
-            Ok(conn.query_row(
-                "SELECT EXISTS (SELECT 1 FROM memberships WHERE group_id = ?1 AND user_id = ?2)",
-                [group_id, user_id],
-                |r| r.get(0),
-            )?)
+            let sql = "SELECT 1 FROM memberships WHERE group_id = $1 AND user_id = $2";
+            Ok(conn
+                .query_opt(sql, &[group_id.into(), user_id.into()])?
+                .is_some())
         })
     }
 
@@ -186,13 +188,13 @@ impl IdentityStore {
     pub fn list_group_users(&self, group_id: &str) -> Result<Vec<User>, IdentityError> {
         self.read(|conn| {
             domain_of(conn, Owned::Group, group_id)?;
-            let mut stmt = conn.prepare_cached(&format!(
+            let sql = format!(
                 "SELECT {} FROM memberships m JOIN users u ON u.id = m.user_id \
-                 WHERE m.group_id = ?1 ORDER BY u.name",
+                 WHERE m.group_id = $1 ORDER BY u.name",
                 user::COLUMNS
-            ))?;
-            let rows = stmt.query_map([group_id], user::from_row)?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            );
+            let rows = conn.query(&sql, &[group_id.into()])?;
+            rows.iter().map(user::from_row).collect()
         })
     }
 
@@ -200,12 +202,12 @@ impl IdentityStore {
     pub fn list_user_groups(&self, user_id: &str) -> Result<Vec<Group>, IdentityError> {
         self.read(|conn| {
             domain_of(conn, Owned::User, user_id)?;
-            let mut stmt = conn.prepare_cached(&format!(
+            let sql = format!(
                 "SELECT {COLUMNS} FROM memberships m JOIN groups g ON g.id = m.group_id \
-                 WHERE m.user_id = ?1 ORDER BY g.name"
-            ))?;
-            let rows = stmt.query_map([user_id], from_row)?;
-            Ok(rows.collect::<Result<_, _>>()?)
+                 WHERE m.user_id = $1 ORDER BY g.name"
+            );
+            let rows = conn.query(&sql, &[user_id.into()])?;
+            rows.iter().map(from_row).collect()
         })
     }
 }
@@ -213,10 +215,11 @@ impl IdentityStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::temp_store;
+    use crate::testdb::{both, temp_store};
     use crate::testutil::*;
 
-    #[test]
+    both!(round_trip_uniqueness_and_listing, membership);
+
     fn round_trip_uniqueness_and_listing() {
         let (_tmp, store) = temp_store();
         let d1 = store.create_domain("d1").unwrap();
@@ -269,7 +272,6 @@ mod tests {
         ));
     }
 
-    #[test]
     fn membership() {
         let (_tmp, store) = temp_store();
         let d1 = store.create_domain("d1").unwrap();

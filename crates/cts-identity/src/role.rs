@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use rusqlite::{params, Connection, Transaction};
+use cts_db::{Arg, Sql};
 use serde::{Deserialize, Serialize};
 
 use crate::store::found;
@@ -168,13 +168,13 @@ pub(crate) enum Owned {
 }
 
 /// The domain of an existing user, group or project.
-pub(crate) fn domain_of(conn: &Connection, kind: Owned, id: &str) -> Result<String, IdentityError> {
+pub(crate) fn domain_of(conn: &dyn Sql, kind: Owned, id: &str) -> Result<String, IdentityError> {
     let (sql, what) = match kind {
-        Owned::User => ("SELECT domain_id FROM users WHERE id = ?1", "user"),
-        Owned::Group => ("SELECT domain_id FROM groups WHERE id = ?1", "group"),
-        Owned::Project => ("SELECT domain_id FROM projects WHERE id = ?1", "project"),
+        Owned::User => ("SELECT domain_id FROM users WHERE id = $1", "user"),
+        Owned::Group => ("SELECT domain_id FROM groups WHERE id = $1", "group"),
+        Owned::Project => ("SELECT domain_id FROM projects WHERE id = $1", "project"),
     };
-    found(conn.query_row(sql, [id], |r| r.get(0)), what, id)
+    Ok(found(conn.query_opt(sql, &[id.into()])?, what, id)?[0].text()?)
 }
 
 pub(crate) fn role_from_row(name: String) -> Result<Role, IdentityError> {
@@ -183,12 +183,13 @@ pub(crate) fn role_from_row(name: String) -> Result<Role, IdentityError> {
 
 /// The roles named by the rows of a query selecting role names.
 pub(crate) fn role_set(
-    stmt: &mut rusqlite::CachedStatement<'_>,
-    params: impl rusqlite::Params,
+    conn: &dyn Sql,
+    sql: &str,
+    args: &[Arg<'_>],
 ) -> Result<RoleSet, IdentityError> {
     let mut set = RoleSet::default();
-    for name in stmt.query_map(params, |r| r.get::<_, String>(0))? {
-        set.insert(role_from_row(name?)?);
+    for row in conn.query(sql, args)? {
+        set.insert(role_from_row(row[0].text()?)?);
     }
     Ok(set)
 }
@@ -200,15 +201,12 @@ impl IdentityStore {
             Role::ALL
                 .into_iter()
                 .map(|role| {
-                    let (id, description) = conn.query_row(
-                        "SELECT id, description FROM roles WHERE name = ?1",
-                        [role.name()],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )?;
+                    let sql = "SELECT id, description FROM roles WHERE name = $1";
+                    let row = found(conn.query_opt(sql, &[role.name().into()])?, "role", role.name())?;
                     Ok(RoleRecord {
-                        id,
+                        id: row[0].text()?,
                         role,
-                        description,
+                        description: row[1].text()?,
                     })
                 })
                 .collect()
@@ -229,7 +227,7 @@ impl IdentityStore {
     /// [`Self::assign_role`] inside a caller's transaction.
     pub(crate) fn assign(
         &self,
-        tx: &Transaction<'_>,
+        tx: &dyn Sql,
         project_id: &str,
         actor: &Actor,
         role: Role,
@@ -243,15 +241,16 @@ impl IdentityStore {
         }
         let sql = match actor {
             Actor::User(_) => {
-                "INSERT OR IGNORE INTO user_assignments (project_id, user_id, role_id) \
-                 VALUES (?1, ?2, ?3)"
+                "INSERT INTO user_assignments (project_id, user_id, role_id) \
+                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
             }
             Actor::Group(_) => {
-                "INSERT OR IGNORE INTO group_assignments (project_id, group_id, role_id) \
-                 VALUES (?1, ?2, ?3)"
+                "INSERT INTO group_assignments (project_id, group_id, role_id) \
+                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
             }
         };
-        tx.execute(sql, params![project_id, actor.id(), self.role_id(role)])?;
+        let args = [project_id.into(), actor.id().into(), self.role_id(role).into()];
+        tx.exec(sql, &args)?;
         Ok(())
     }
 
@@ -266,14 +265,15 @@ impl IdentityStore {
             let sql = match actor {
                 Actor::User(_) => {
                     "DELETE FROM user_assignments \
-                     WHERE project_id = ?1 AND user_id = ?2 AND role_id = ?3"
+                     WHERE project_id = $1 AND user_id = $2 AND role_id = $3"
                 }
                 Actor::Group(_) => {
                     "DELETE FROM group_assignments \
-                     WHERE project_id = ?1 AND group_id = ?2 AND role_id = ?3"
+                     WHERE project_id = $1 AND group_id = $2 AND role_id = $3"
                 }
             };
-            match tx.execute(sql, params![project_id, actor.id(), self.role_id(role)])? {
+            let args = [project_id.into(), actor.id().into(), self.role_id(role).into()];
+            match tx.exec(sql, &args)? {
                 0 => Err(IdentityError::not_found(
                     "role assignment",
                     &format!(
@@ -296,21 +296,19 @@ impl IdentityStore {
     ) -> Result<Vec<Assignment>, IdentityError> {
         self.read(|conn| {
             domain_of(conn, Owned::Project, project_id)?;
-            let mut stmt = conn.prepare_cached(
+            let rows = conn.query(
                 "SELECT 'user', a.user_id, r.name FROM user_assignments a \
-                   JOIN roles r ON r.id = a.role_id WHERE a.project_id = ?1 \
+                   JOIN roles r ON r.id = a.role_id WHERE a.project_id = $1 \
                  UNION ALL \
                  SELECT 'group', a.group_id, r.name FROM group_assignments a \
-                   JOIN roles r ON r.id = a.role_id WHERE a.project_id = ?1 \
+                   JOIN roles r ON r.id = a.role_id WHERE a.project_id = $1 \
                  ORDER BY 1 DESC, 2, 3",
+                &[project_id.into()],
             )?;
-            let rows = stmt.query_map([project_id], |r| {
-                Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?))
-            })?;
             let mut out = Vec::new();
             for row in rows {
-                let (kind, id, role) = row?;
-                let row_actor = match kind.as_str() {
+                let (id, role) = (row[1].text()?, row[2].text()?);
+                let row_actor = match row[0].text()?.as_str() {
                     "user" => Actor::User(id),
                     _ => Actor::Group(id),
                 };
@@ -343,62 +341,52 @@ impl IdentityStore {
 }
 
 /// Whether the user and its domain are enabled (`NotFound` for no user).
-pub(crate) fn user_enabled(conn: &Connection, user_id: &str) -> Result<bool, IdentityError> {
-    found(
-        conn.query_row(
-            "SELECT u.enabled AND d.enabled FROM users u JOIN domains d ON d.id = u.domain_id \
-             WHERE u.id = ?1",
-            [user_id],
-            |r| r.get(0),
-        ),
-        "user",
-        user_id,
-    )
+pub(crate) fn user_enabled(conn: &dyn Sql, user_id: &str) -> Result<bool, IdentityError> {
+    // Flags are 0 or 1: their product is "both enabled" on either backend.
+    let sql = "SELECT u.enabled * d.enabled FROM users u JOIN domains d ON d.id = u.domain_id \
+               WHERE u.id = $1";
+    Ok(found(conn.query_opt(sql, &[user_id.into()])?, "user", user_id)?[0].bool()?)
 }
 
 pub(crate) fn effective_roles(
-    conn: &Connection,
+    conn: &dyn Sql,
     user_id: &str,
     project_id: &str,
 ) -> Result<RoleSet, IdentityError> {
     let user_enabled = user_enabled(conn, user_id)?;
-    let project_enabled: bool = found(
-        conn.query_row(
-            "SELECT enabled FROM projects WHERE id = ?1",
-            [project_id],
-            |r| r.get(0),
-        ),
-        "project",
-        project_id,
-    )?;
+    let sql = "SELECT enabled FROM projects WHERE id = $1";
+    let project_enabled =
+        found(conn.query_opt(sql, &[project_id.into()])?, "project", project_id)?[0].bool()?;
     if !user_enabled || !project_enabled {
         return Ok(RoleSet::default());
     }
-    let mut stmt = conn.prepare_cached(
+    role_set(
+        conn,
         "SELECT name FROM roles WHERE id IN ( \
-           SELECT role_id FROM user_assignments WHERE project_id = ?1 AND user_id = ?2 \
+           SELECT role_id FROM user_assignments WHERE project_id = $1 AND user_id = $2 \
            UNION \
            SELECT a.role_id FROM group_assignments a \
              JOIN memberships m ON m.group_id = a.group_id \
-             WHERE a.project_id = ?1 AND m.user_id = ?2)",
-    )?;
-    role_set(&mut stmt, [project_id, user_id])
+             WHERE a.project_id = $1 AND m.user_id = $2)",
+        &[project_id.into(), user_id.into()],
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::temp_store;
+    use crate::testdb::{both, temp_store};
     use crate::testutil::*;
 
+    both!(
+        exactly_the_builtin_roles_exist_with_stable_ids,
+        direct_and_group_roles_combine, disabled_user_domain_or_project_has_no_roles, cross_domain_and_unknown_references_are_refused, deleting_a_project_or_actor_cascades_its_assignments);
+
     /// How many assignment rows exist (for tests of cascades).
-    fn assignment_count(conn: &Connection) -> i64 {
-        conn.query_row(
-            "SELECT (SELECT count(*) FROM user_assignments) + (SELECT count(*) FROM group_assignments)",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap()
+    fn assignment_count(conn: &dyn Sql) -> i64 {
+        let sql = "SELECT (SELECT count(*) FROM user_assignments) \
+                   + (SELECT count(*) FROM group_assignments)";
+        conn.query(sql, &[]).unwrap()[0][0].int().unwrap()
     }
 
     #[test]
@@ -438,20 +426,17 @@ mod tests {
         assert_eq!(set.union(RoleSet::default()), set);
     }
 
-    #[test]
     fn exactly_the_builtin_roles_exist_with_stable_ids() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("identity");
-        let roles = IdentityStore::open(&dir).unwrap().list_roles().unwrap();
+        let (place, store) = temp_store();
+        let roles = store.list_roles().unwrap();
         assert_eq!(roles.iter().map(|r| r.role).collect::<Vec<_>>(), Role::ALL);
         assert!(roles
             .iter()
             .all(|r| r.id.len() == 32 && !r.description.is_empty()));
-        let again = IdentityStore::open(&dir).unwrap().list_roles().unwrap();
+        let again = place.reopen().list_roles().unwrap();
         assert_eq!(roles, again);
     }
 
-    #[test]
     fn direct_and_group_roles_combine() {
         let (_tmp, store) = temp_store();
         let (domain, project) = domain_and_project(&store, "d1");
@@ -523,7 +508,6 @@ mod tests {
         ));
     }
 
-    #[test]
     fn disabled_user_domain_or_project_has_no_roles() {
         let (_tmp, store) = temp_store();
         let (domain, project) = domain_and_project(&store, "d1");
@@ -554,7 +538,6 @@ mod tests {
         assert!(has_roles());
     }
 
-    #[test]
     fn cross_domain_and_unknown_references_are_refused() {
         let (_tmp, store) = temp_store();
         let (d1, p1) = domain_and_project(&store, "d1");
@@ -599,7 +582,6 @@ mod tests {
         ));
     }
 
-    #[test]
     fn deleting_a_project_or_actor_cascades_its_assignments() {
         let (_tmp, store) = temp_store();
         let (domain, project) = domain_and_project(&store, "d1");

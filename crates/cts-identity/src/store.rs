@@ -1,177 +1,41 @@
-//! Opening the store: directory, SQLite schema, server key, built-in roles,
-//! and the locking and caching rules every operation follows.
+//! Opening the store (SQLite in the data directory, or PostgreSQL shared
+//! by any number of nodes), the server key, the built-in roles, and the
+//! transaction and caching rules every operation follows.
 
-use std::fs;
-use std::io::{ErrorKind, Read};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::OnceLock;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
+use cts_db::{Db, Row, Sql};
 use parking_lot::Mutex;
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
-use sha2::{Digest, Sha256};
 
 use crate::access_key::KeyCache;
+use crate::changes::{self, Changes};
 use crate::read_cache::ReadCache;
 use crate::role::Role;
-use crate::rules;
+use crate::server_key::{self, KeySource, ServerKey};
 use crate::token::TokenCache;
-use crate::IdentityError;
+use crate::{rules, schema, IdentityError};
 
 /// Length of the AES-GCM nonce stored in front of each ciphertext.
 const NONCE_LEN: usize = 12;
-
-/// Version 1.
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS domains (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    enabled INTEGER NOT NULL,
-    created_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS projects (
-    id TEXT PRIMARY KEY,
-    domain_id TEXT NOT NULL REFERENCES domains(id) ON DELETE CASCADE,
-    name TEXT NOT NULL,
-    description TEXT NOT NULL,
-    enabled INTEGER NOT NULL,
-    region TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    UNIQUE (domain_id, name)
-);
-CREATE TABLE IF NOT EXISTS users (
-    id TEXT PRIMARY KEY,
-    domain_id TEXT NOT NULL REFERENCES domains(id) ON DELETE CASCADE,
-    name TEXT NOT NULL,
-    description TEXT NOT NULL,
-    enabled INTEGER NOT NULL,
-    email TEXT,
-    default_project_id TEXT REFERENCES projects(id) ON DELETE SET NULL,
-    password_hash TEXT,
-    created_at INTEGER NOT NULL,
-    password_changed_at INTEGER,
-    UNIQUE (domain_id, name)
-);
-CREATE INDEX IF NOT EXISTS users_default_project ON users(default_project_id);
-CREATE TABLE IF NOT EXISTS groups (
-    id TEXT PRIMARY KEY,
-    domain_id TEXT NOT NULL REFERENCES domains(id) ON DELETE CASCADE,
-    name TEXT NOT NULL,
-    description TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    UNIQUE (domain_id, name)
-);
-CREATE TABLE IF NOT EXISTS memberships (
-    group_id TEXT NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
-    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    PRIMARY KEY (group_id, user_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS memberships_user ON memberships(user_id);
-CREATE TABLE IF NOT EXISTS roles (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    description TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS user_assignments (
-    project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
-    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    role_id TEXT NOT NULL REFERENCES roles(id),
-    PRIMARY KEY (project_id, user_id, role_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS user_assignments_user ON user_assignments(user_id);
-CREATE TABLE IF NOT EXISTS group_assignments (
-    project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
-    group_id TEXT NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
-    role_id TEXT NOT NULL REFERENCES roles(id),
-    PRIMARY KEY (project_id, group_id, role_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS group_assignments_group ON group_assignments(group_id);
-CREATE TABLE IF NOT EXISTS access_keys (
-    access TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    secret BLOB NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('active', 'inactive')),
-    description TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    last_use_at INTEGER
-);
-CREATE INDEX IF NOT EXISTS access_keys_user ON access_keys(user_id);
-CREATE TABLE IF NOT EXISTS tokens (
-    hash TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    project_id TEXT REFERENCES projects(id) ON DELETE CASCADE,
-    domain_id TEXT REFERENCES domains(id) ON DELETE CASCADE,
-    issued_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    revoked INTEGER NOT NULL,
-    methods TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS tokens_expiry ON tokens(expires_at);
-CREATE INDEX IF NOT EXISTS tokens_user ON tokens(user_id);
-";
-
-/// Version 2: domain assignments; the login lockouts, which some databases
-/// of version 1 already have.
-const SCHEMA_V2: &str = "
-CREATE TABLE IF NOT EXISTS domain_assignments (
-    domain_id TEXT NOT NULL REFERENCES domains(id) ON DELETE CASCADE,
-    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    role_id TEXT NOT NULL REFERENCES roles(id),
-    PRIMARY KEY (domain_id, user_id, role_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS domain_assignments_user ON domain_assignments(user_id);
-CREATE TABLE IF NOT EXISTS login_lockouts (
-    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    source TEXT NOT NULL,
-    locked_until INTEGER NOT NULL,
-    PRIMARY KEY (user_id, source)
-) WITHOUT ROWID;
-";
-
-/// The schema's migrations, in order; `user_version` counts those applied.
-fn migrations() -> cts_sqlite::Migrations<'static> {
-    cts_sqlite::Migrations::new(vec![
-        cts_sqlite::M::up(SCHEMA),
-        cts_sqlite::M::up_with_hook(SCHEMA_V2, admins_become_domain_admins),
-    ])
-}
-
-/// Before version 2, `admin` on any project managed the whole domain: those
-/// users keep that power as domain admins (the README tells operators to
-/// review them). A new database has no assignments yet.
-fn admins_become_domain_admins(tx: &Transaction<'_>) -> cts_sqlite::HookResult {
-    tx.execute(
-        "INSERT OR IGNORE INTO domain_assignments (domain_id, user_id, role_id) \
-         SELECT p.domain_id, a.user_id, a.role_id FROM user_assignments a \
-         JOIN projects p ON p.id = a.project_id \
-         JOIN roles r ON r.id = a.role_id WHERE r.name = ?1",
-        [Role::Admin.name()],
-    )?;
-    Ok(())
-}
 
 /// The identity store. Share it as `Arc<IdentityStore>`: it is `Send + Sync`
 /// and every method takes `&self`.
 ///
 /// All methods are synchronous and some are slow on purpose (password
-/// hashing, fsync'd SQLite commits): async callers run them with
-/// `spawn_blocking`. One SQLite connection behind a mutex serialises all
-/// database work; the hot read paths (access key secrets, token validation,
-/// a key owner's user and domain, roles) are answered from in-memory caches
-/// without it.
+/// hashing, durable commits): async callers run them with `spawn_blocking`.
+/// The hot read paths (access key secrets, token validation, a key owner's
+/// user and domain, roles) are answered from in-memory caches.
 ///
-/// Cache coherence: caches are filled only while the connection lock is
-/// held, and every write that can make a cached answer wrong clears it while
-/// holding the same lock. A fill can therefore never put back an answer that
-/// a concurrent write has just invalidated.
+/// Cache coherence: every write that can make a cached answer wrong empties
+/// this store's caches after its commit and records the change in the
+/// database, where every other store (node) sees it within
+/// [`changes::POLL`]; a fill never puts back an answer read before such an
+/// emptying (see [`crate::changes`]).
 pub struct IdentityStore {
-    conn: Mutex<Connection>,
+    db: Db,
     cipher: Aes256Gcm,
     /// Ids of the built-in roles, indexed by `Role as usize`.
     role_ids: [String; Role::ALL.len()],
@@ -179,6 +43,7 @@ pub struct IdentityStore {
     pub(crate) keys: Mutex<KeyCache>,
     /// Users, domains and roles read by every request.
     pub(crate) reads: Mutex<ReadCache>,
+    pub(crate) changes: Changes,
     /// Hash of a random password, verified when a login names no usable user
     /// so that such a login costs as much as a real one.
     dummy_hash: OnceLock<String>,
@@ -188,6 +53,11 @@ impl std::fmt::Debug for IdentityStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IdentityStore").finish_non_exhaustive()
     }
+}
+
+/// The PostgreSQL schema of the identity store, for `ctsd migrate`.
+pub fn pg_schema() -> &'static cts_db::PgSchema {
+    &schema::PG_SCHEMA
 }
 
 impl IdentityStore {
@@ -201,53 +71,75 @@ impl IdentityStore {
     pub fn open(dir: &Path) -> Result<IdentityStore, IdentityError> {
         // It holds password hashes; cts-sqlite makes it private and durable
         // (a commit survives a power loss: revocations, new credentials).
-        let mut conn = cts_sqlite::open(dir, "identity.db", &migrations())
-            .map_err(|e| IdentityError::Storage(e.to_string()))?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let key = load_or_create_key(dir, &tx)?;
-        let role_ids = ensure_roles(&tx)?;
-        tx.commit()?;
+        let db = Db::sqlite(dir, "identity.db", &schema::migrations())?;
+        IdentityStore::with_db(db, KeySource::Dir(dir))
+    }
+
+    /// Opens the store in the PostgreSQL database of `pool`, shared with
+    /// the other nodes, applying pending migrations when `auto_migrate`
+    /// (otherwise refusing a schema that is not current). `key` must be the
+    /// key every other node was given: its fingerprint is checked against
+    /// the database's.
+    pub fn open_postgres(
+        pool: cts_db::Pool,
+        auto_migrate: bool,
+        key: &ServerKey,
+    ) -> Result<IdentityStore, IdentityError> {
+        let db = Db::postgres(pool, &schema::PG_SCHEMA, auto_migrate)?;
+        IdentityStore::with_db(db, KeySource::Given(key))
+    }
+
+    fn with_db(db: Db, key: KeySource<'_>) -> Result<IdentityStore, IdentityError> {
+        let (key, role_ids) = db.transaction(|tx| {
+            let key = server_key::load(key, tx)?;
+            changes::ensure_row(tx)?;
+            Ok::<_, IdentityError>((key, ensure_roles(tx)?))
+        })?;
         let cipher = Aes256Gcm::new_from_slice(&key)
-            .map_err(|e| IdentityError::Crypto(format!("server.key: {e}")))?;
+            .map_err(|e| IdentityError::Crypto(format!("server key: {e}")))?;
         Ok(IdentityStore {
-            conn: Mutex::new(conn),
+            db,
             cipher,
             role_ids,
             tokens: Mutex::new(TokenCache::default()),
             keys: Mutex::new(KeyCache::default()),
             reads: Mutex::new(ReadCache::default()),
+            changes: Changes::default(),
             dummy_hash: OnceLock::new(),
         })
     }
 
-    /// Runs `f` in one immediate transaction and commits when it succeeds.
+    /// Runs `f` in one transaction that changes identities: it records the
+    /// change for the other nodes, and this store's caches are emptied
+    /// after the commit.
     pub(crate) fn write<T>(
         &self,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, IdentityError>,
+        f: impl FnOnce(&dyn Sql) -> Result<T, IdentityError>,
     ) -> Result<T, IdentityError> {
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        // Under the connection lock, like every fill.
-        self.reads.lock().clear();
+        let out = self.db.transaction(|tx| {
+            let out = f(tx)?;
+            changes::record(tx)?;
+            Ok::<_, IdentityError>(out)
+        })?;
+        self.clear_caches();
         Ok(out)
     }
 
-    /// Runs `f` with the connection (reads, and cache fills).
-    pub(crate) fn read<T>(
+    /// Runs `f` in one transaction that makes no cached answer wrong (a new
+    /// token, a key's last use, a lockout): the caches stay.
+    pub(crate) fn record<T>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, IdentityError>,
+        f: impl FnOnce(&dyn Sql) -> Result<T, IdentityError>,
     ) -> Result<T, IdentityError> {
-        f(&self.conn.lock())
+        self.db.transaction(f)
     }
 
-    /// Drops every cached token and secret. Called, under the connection
-    /// lock, by writes that change users, domains or projects: they are rare,
-    /// and the caches refill on demand.
-    pub(crate) fn clear_caches(&self) {
-        self.tokens.lock().clear();
-        self.keys.lock().clear();
+    /// Runs `f` with a connection (reads, and cache fills).
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&dyn Sql) -> Result<T, IdentityError>,
+    ) -> Result<T, IdentityError> {
+        self.db.read(f)
     }
 
     pub(crate) fn role_id(&self, role: Role) -> &str {
@@ -298,136 +190,36 @@ impl IdentityStore {
 pub(crate) use cts_clock::now_ms;
 
 /// Maps "no row" to `NotFound { what, id }`.
-pub(crate) fn found<T>(
-    row: rusqlite::Result<T>,
-    what: &'static str,
-    id: &str,
-) -> Result<T, IdentityError> {
-    row.optional()?
-        .ok_or_else(|| IdentityError::not_found(what, id))
-}
-
-/// Identifies a key without revealing it, so the database remembers which
-/// key encrypted its secrets.
-fn key_fingerprint(key: &[u8]) -> String {
-    let mut h = Sha256::new();
-    h.update(b"cts-identity server.key fingerprint\0");
-    h.update(key);
-    hex::encode(h.finalize())
-}
-
-fn load_or_create_key(dir: &Path, tx: &Transaction<'_>) -> Result<[u8; 32], IdentityError> {
-    let path = dir.join("server.key");
-    let recorded: Option<String> = tx
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'key_fingerprint'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let key = match read_key(&path)? {
-        Some(key) => key,
-        None if recorded.is_some() => {
-            return Err(IdentityError::Crypto(format!(
-                "{} is missing but identity.db was written with it; restore it from backup",
-                path.display()
-            )))
-        }
-        None => create_key(&path)?,
-    };
-    let fingerprint = key_fingerprint(&key);
-    match recorded {
-        Some(r) if r != fingerprint => Err(IdentityError::Crypto(format!(
-            "{} is not the key identity.db was written with; restore the original",
-            path.display()
-        ))),
-        Some(_) => Ok(key),
-        None => {
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('key_fingerprint', ?1)",
-                [&fingerprint],
-            )?;
-            Ok(key)
-        }
-    }
-}
-
-fn read_key(path: &Path) -> Result<Option<[u8; 32]>, IdentityError> {
-    let mut file = match fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(IdentityError::io(path, e)),
-    };
-    let mode = file
-        .metadata()
-        .map_err(|e| IdentityError::io(path, e))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(IdentityError::Crypto(format!(
-            "{} is accessible by group or others (mode {:o}); chmod 600 it",
-            path.display(),
-            mode & 0o777
-        )));
-    }
-    let mut bytes = Vec::with_capacity(33);
-    file.read_to_end(&mut bytes)
-        .map_err(|e| IdentityError::io(path, e))?;
-    let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-        IdentityError::Crypto(format!(
-            "{} has {} bytes, expected 32",
-            path.display(),
-            bytes.len()
-        ))
-    })?;
-    Ok(Some(key))
-}
-
-/// Writes a new random key. It is written to a temporary file first and
-/// hard-linked into place, so `server.key` never exists half-written and a
-/// concurrent creator's key is never overwritten.
-fn create_key(path: &Path) -> Result<[u8; 32], IdentityError> {
-    let key = rules::random_bytes::<32>();
-    let tmp = cts_fs::write_staged(path, &key, true).map_err(|e| IdentityError::io(path, e))?;
-    let linked = fs::hard_link(&tmp, path);
-    let _ = fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            cts_fs::sync_dir(cts_fs::parent_dir(path)).map_err(|e| IdentityError::io(path, e))?;
-            Ok(key)
-        }
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => read_key(path)?
-            .ok_or_else(|| IdentityError::Crypto(format!("{} vanished", path.display()))),
-        Err(e) => Err(IdentityError::io(path, e)),
-    }
+pub(crate) fn found(row: Option<Row>, what: &'static str, id: &str) -> Result<Row, IdentityError> {
+    row.ok_or_else(|| IdentityError::not_found(what, id))
 }
 
 /// Inserts the built-in roles that are missing and returns all their ids.
-fn ensure_roles(tx: &Transaction<'_>) -> Result<[String; Role::ALL.len()], IdentityError> {
+fn ensure_roles(tx: &dyn Sql) -> Result<[String; Role::ALL.len()], IdentityError> {
     let mut ids: [String; Role::ALL.len()] = Default::default();
     for role in Role::ALL {
-        tx.execute(
-            "INSERT OR IGNORE INTO roles (id, name, description) VALUES (?1, ?2, ?3)",
-            params![rules::new_id(), role.name(), role.description()],
+        let id = rules::new_id();
+        tx.exec(
+            "INSERT INTO roles (id, name, description) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            &[id.as_str().into(), role.name().into(), role.description().into()],
         )?;
-        ids[role as usize] =
-            tx.query_row("SELECT id FROM roles WHERE name = ?1", [role.name()], |r| {
-                r.get(0)
-            })?;
+        let row = tx.query_opt("SELECT id FROM roles WHERE name = $1", &[role.name().into()])?;
+        ids[role as usize] = found(row, "role", role.name())?[0].text()?;
     }
     Ok(ids)
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
-    /// A store in a fresh temporary directory (kept alive by the guard).
-    pub(crate) fn temp_store() -> (tempfile::TempDir, IdentityStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = IdentityStore::open(&dir.path().join("identity")).unwrap();
-        (dir, store)
-    }
+    use rusqlite::Connection;
+
+    use super::*;
+    use crate::testdb::{both, temp_store};
+
+    both!(ciphertext_is_bound_to_its_aad_and_key);
 
     fn assert_crypto_error(r: Result<IdentityStore, IdentityError>, needle: &str) {
         match r {
@@ -449,19 +241,13 @@ pub(crate) mod tests {
         let key = fs::read(dir.join("server.key")).unwrap();
         let store = IdentityStore::open(&dir).unwrap();
         assert_eq!(fs::read(dir.join("server.key")).unwrap(), key);
-        let version: i64 = store
-            .read(|c| Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?))
-            .unwrap();
-        assert_eq!(version, 2);
-        let (journal, sync): (String, i64) = store
-            .read(|c| {
-                Ok((
-                    c.pragma_query_value(None, "journal_mode", |r| r.get(0))?,
-                    c.pragma_query_value(None, "synchronous", |r| r.get(0))?,
-                ))
-            })
-            .unwrap();
-        assert_eq!((journal.as_str(), sync), ("wal", 2));
+        drop(store);
+        let conn = Connection::open(dir.join("identity.db")).unwrap();
+        let pragma = |name: &str| -> rusqlite::types::Value {
+            conn.pragma_query_value(None, name, |r| r.get(0)).unwrap()
+        };
+        assert_eq!(pragma("user_version"), 2.into());
+        assert_eq!(pragma("journal_mode"), "wal".to_string().into());
     }
 
     #[test]
@@ -504,7 +290,6 @@ pub(crate) mod tests {
         }
     }
 
-    #[test]
     fn ciphertext_is_bound_to_its_aad_and_key() {
         let (_tmp, store) = temp_store();
         let sealed = store.encrypt(b"secret", b"AK1").unwrap();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use rusqlite::{params, Connection, OptionalExtension};
+use cts_db::{Row, Sql};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -138,59 +138,53 @@ fn ttl_ms(ttl: Duration) -> Result<i64, IdentityError> {
 }
 
 /// The row of a token with everything needed to judge and describe it.
-fn load(conn: &Connection, hash: &str) -> Result<(TokenInfo, bool, bool), IdentityError> {
-    let row = conn
-        .query_row(
-            "SELECT t.user_id, u.name, u.domain_id, d.name, \
-                    u.enabled AND d.enabled, \
-                    t.project_id, p.name, p.domain_id, pd.name, \
-                    coalesce(p.enabled AND pd.enabled, 1), \
-                    t.domain_id, sd.name, coalesce(sd.enabled, 1), \
-                    t.issued_at, t.expires_at, t.revoked, t.methods \
-             FROM tokens t \
-             JOIN users u ON u.id = t.user_id \
-             JOIN domains d ON d.id = u.domain_id \
-             LEFT JOIN projects p ON p.id = t.project_id \
-             LEFT JOIN domains pd ON pd.id = p.domain_id \
-             LEFT JOIN domains sd ON sd.id = t.domain_id \
-             WHERE t.hash = ?1",
-            [hash],
-            |r| {
-                let user_enabled: bool = r.get(4)?;
-                let project_enabled: bool = r.get(9)?;
-                let scope_domain_enabled: bool = r.get(12)?;
-                let project_id: Option<String> = r.get(5)?;
-                let domain_id: Option<String> = r.get(10)?;
-                let scope = match (project_id, domain_id) {
-                    (Some(id), _) => ScopeInfo::Project(TokenProject {
-                        id,
-                        name: r.get(6)?,
-                        domain_id: r.get(7)?,
-                        domain_name: r.get(8)?,
-                    }),
-                    (None, Some(id)) => ScopeInfo::Domain {
-                        id,
-                        name: r.get(11)?,
-                    },
-                    (None, None) => ScopeInfo::Unscoped,
-                };
-                let methods: String = r.get(16)?;
-                let info = TokenInfo {
-                    user_id: r.get(0)?,
-                    user_name: r.get(1)?,
-                    domain_id: r.get(2)?,
-                    domain_name: r.get(3)?,
-                    scope,
-                    issued_at: r.get(13)?,
-                    expires_at: r.get(14)?,
-                    methods: methods.split(',').map(str::to_owned).collect(),
-                };
-                let usable = user_enabled && project_enabled && scope_domain_enabled;
-                Ok((info, r.get(15)?, usable))
-            },
-        )
-        .optional()?;
-    row.ok_or(IdentityError::UnknownToken)
+fn load(conn: &dyn Sql, hash: &str) -> Result<(TokenInfo, bool, bool), IdentityError> {
+    // Flags are 0 or 1: their product is "both enabled" on either backend.
+    let row = conn.query_opt(
+        "SELECT t.user_id, u.name, u.domain_id, d.name, \
+                u.enabled * d.enabled, \
+                t.project_id, p.name, p.domain_id, pd.name, \
+                coalesce(p.enabled * pd.enabled, 1), \
+                t.domain_id, sd.name, coalesce(sd.enabled, 1), \
+                t.issued_at, t.expires_at, t.revoked, t.methods \
+         FROM tokens t \
+         JOIN users u ON u.id = t.user_id \
+         JOIN domains d ON d.id = u.domain_id \
+         LEFT JOIN projects p ON p.id = t.project_id \
+         LEFT JOIN domains pd ON pd.id = p.domain_id \
+         LEFT JOIN domains sd ON sd.id = t.domain_id \
+         WHERE t.hash = $1",
+        &[hash.into()],
+    )?;
+    let r = row.ok_or(IdentityError::UnknownToken)?;
+    Ok((from_row(&r)?, r[15].bool()?, r[4].bool()? && r[9].bool()? && r[12].bool()?))
+}
+
+/// The token of a row of [`load`].
+fn from_row(r: &Row) -> Result<TokenInfo, IdentityError> {
+    let scope = match (r[5].opt_text()?, r[10].opt_text()?) {
+        (Some(id), _) => ScopeInfo::Project(TokenProject {
+            id,
+            name: r[6].text()?,
+            domain_id: r[7].text()?,
+            domain_name: r[8].text()?,
+        }),
+        (None, Some(id)) => ScopeInfo::Domain {
+            id,
+            name: r[11].text()?,
+        },
+        (None, None) => ScopeInfo::Unscoped,
+    };
+    Ok(TokenInfo {
+        user_id: r[0].text()?,
+        user_name: r[1].text()?,
+        domain_id: r[2].text()?,
+        domain_name: r[3].text()?,
+        scope,
+        issued_at: r[13].int()?,
+        expires_at: r[14].int()?,
+        methods: r[16].text()?.split(',').map(str::to_owned).collect(),
+    })
 }
 
 impl IdentityStore {
@@ -216,19 +210,17 @@ impl IdentityStore {
             URL_SAFE_NO_PAD.encode(rules::random_bytes::<32>())
         );
         let hash = hex::encode(token_hash(&token)?);
-        let info = self.write(|tx| {
-            let (user_name, domain_id, domain_name, enabled): (String, String, String, bool) =
-                found(
-                    tx.query_row(
-                        "SELECT u.name, u.domain_id, d.name, u.enabled AND d.enabled \
-                         FROM users u JOIN domains d ON d.id = u.domain_id WHERE u.id = ?1",
-                        [user_id],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                    ),
-                    "user",
-                    user_id,
-                )?;
-            if !enabled {
+        // A new token makes no cached answer wrong.
+        let info = self.record(|tx| {
+            let row = tx.query_opt(
+                "SELECT u.name, u.domain_id, d.name, u.enabled * d.enabled \
+                 FROM users u JOIN domains d ON d.id = u.domain_id WHERE u.id = $1",
+                &[user_id.into()],
+            )?;
+            let row = found(row, "user", user_id)?;
+            let (user_name, domain_id, domain_name) =
+                (row[0].text()?, row[1].text()?, row[2].text()?);
+            if !row[3].bool()? {
                 return Err(IdentityError::InvalidCredentials);
             }
             let (scope_info, project_id, scope_domain_id) = match scope {
@@ -259,22 +251,22 @@ impl IdentityStore {
                     (info, None, Some(id.as_str()))
                 }
             };
-            tx.execute(
-                "DELETE FROM tokens WHERE expires_at < ?1",
-                [now_ms.saturating_sub(PURGE_AFTER_MS)],
+            tx.exec(
+                "DELETE FROM tokens WHERE expires_at < $1",
+                &[now_ms.saturating_sub(PURGE_AFTER_MS).into()],
             )?;
-            tx.execute(
+            tx.exec(
                 "INSERT INTO tokens (hash, user_id, project_id, domain_id, issued_at, \
                      expires_at, revoked, methods) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)",
-                params![
-                    hash,
-                    user_id,
-                    project_id,
-                    scope_domain_id,
-                    now_ms,
-                    expires_at,
-                    methods.join(",")
+                 VALUES ($1, $2, $3, $4, $5, $6, 0, $7)",
+                &[
+                    hash.as_str().into(),
+                    user_id.into(),
+                    project_id.into(),
+                    scope_domain_id.into(),
+                    now_ms.into(),
+                    expires_at.into(),
+                    methods.join(",").as_str().into(),
                 ],
             )?;
             Ok(TokenInfo {
@@ -298,6 +290,7 @@ impl IdentityStore {
     /// first validation.
     pub fn validate_token(&self, token: &str, now_ms: i64) -> Result<TokenInfo, IdentityError> {
         let hash = token_hash(token)?;
+        self.catch_up()?;
         if let Some(info) = self.tokens.lock().entries.get(&hash) {
             return if now_ms >= info.expires_at {
                 Err(IdentityError::TokenExpired)
@@ -305,21 +298,23 @@ impl IdentityStore {
                 Ok(info.clone())
             };
         }
-        self.read(|conn| {
-            let (info, revoked, usable) = load(conn, &hex::encode(hash))?;
-            if revoked {
-                return Err(IdentityError::TokenRevoked);
-            }
-            if now_ms >= info.expires_at {
-                return Err(IdentityError::TokenExpired);
-            }
-            if !usable {
-                return Err(IdentityError::TokenRevoked);
-            }
-            // Filled under the connection lock: see `IdentityStore`.
-            self.tokens.lock().insert(hash, info.clone(), now_ms);
-            Ok(info)
-        })
+        let generation = self.changes.generation();
+        let (info, revoked, usable) = self.read(|conn| load(conn, &hex::encode(hash)))?;
+        if revoked {
+            return Err(IdentityError::TokenRevoked);
+        }
+        if now_ms >= info.expires_at {
+            return Err(IdentityError::TokenExpired);
+        }
+        if !usable {
+            return Err(IdentityError::TokenRevoked);
+        }
+        // Not if the caches were emptied since the read: see `crate::changes`.
+        let mut cache = self.tokens.lock();
+        if self.changes.generation() == generation {
+            cache.insert(hash, info.clone(), now_ms);
+        }
+        Ok(info)
     }
 
     /// Revokes a token (Keystone's `DELETE /v3/auth/tokens`). Revoking a
@@ -327,14 +322,10 @@ impl IdentityStore {
     pub fn revoke_token(&self, token: &str) -> Result<(), IdentityError> {
         let hash = token_hash(token)?;
         self.write(|tx| {
-            if tx.execute(
-                "UPDATE tokens SET revoked = 1 WHERE hash = ?1",
-                [hex::encode(hash)],
-            )? == 0
-            {
+            let sql = "UPDATE tokens SET revoked = 1 WHERE hash = $1";
+            if tx.exec(sql, &[hex::encode(hash).as_str().into()])? == 0 {
                 return Err(IdentityError::UnknownToken);
             }
-            self.tokens.lock().entries.remove(&hash);
             Ok(())
         })
     }
@@ -343,9 +334,13 @@ impl IdentityStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::temp_store;
+    use crate::testdb::{both, temp_store};
     use crate::testutil::*;
     use crate::{Actor, Role, UserUpdate};
+
+    both!(
+        revocation_is_immediate_and_durable,
+        issue_and_validate_each_scope, scope_needs_a_role_or_the_own_domain, expiry_from_database_and_cache, old_rows_are_purged_on_issue, malformed_and_unknown_tokens, tokens_die_with_their_user_domain_or_project_state, password_change_revokes_tokens);
 
     const HOUR: Duration = Duration::from_secs(3600);
     const T0: i64 = 1_700_000_000_000;
@@ -359,7 +354,6 @@ mod tests {
         (domain, project, alice)
     }
 
-    #[test]
     fn issue_and_validate_each_scope() {
         let (_tmp, store) = temp_store();
         let (domain, project, alice) = setup(&store);
@@ -419,7 +413,6 @@ mod tests {
         assert_eq!(store.validate_token(&token, T0).unwrap(), info);
     }
 
-    #[test]
     fn scope_needs_a_role_or_the_own_domain() {
         let (_tmp, store) = temp_store();
         let (_, project, alice) = setup(&store);
@@ -474,7 +467,6 @@ mod tests {
         ));
     }
 
-    #[test]
     fn expiry_from_database_and_cache() {
         let (_tmp, store) = temp_store();
         let (_, _, alice) = setup(&store);
@@ -498,7 +490,6 @@ mod tests {
         ));
     }
 
-    #[test]
     fn old_rows_are_purged_on_issue() {
         let (_tmp, store) = temp_store();
         let (_, _, alice) = setup(&store);
@@ -522,11 +513,8 @@ mod tests {
         ));
     }
 
-    #[test]
     fn revocation_is_immediate_and_durable() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("identity");
-        let store = IdentityStore::open(&dir).unwrap();
+        let (place, store) = temp_store();
         let (_, _, alice) = setup(&store);
         let (token, _) = store
             .issue_token(&alice.id, &TokenScope::Unscoped, &["password"], HOUR, T0)
@@ -539,7 +527,7 @@ mod tests {
             Err(IdentityError::TokenRevoked)
         ));
         drop(store);
-        let store = IdentityStore::open(&dir).unwrap();
+        let store = place.reopen();
         assert!(matches!(
             store.validate_token(&token, T0),
             Err(IdentityError::TokenRevoked)
@@ -551,7 +539,6 @@ mod tests {
         ));
     }
 
-    #[test]
     fn malformed_and_unknown_tokens() {
         let (_tmp, store) = temp_store();
         let unknown = format!("cts1.{}", URL_SAFE_NO_PAD.encode([0u8; 32]));
@@ -567,7 +554,6 @@ mod tests {
         }
     }
 
-    #[test]
     fn tokens_die_with_their_user_domain_or_project_state() {
         let (_tmp, store) = temp_store();
         let (domain, project, alice) = setup(&store);
@@ -630,7 +616,6 @@ mod tests {
         ));
     }
 
-    #[test]
     fn password_change_revokes_tokens() {
         let (_tmp, store) = temp_store();
         let (_, _, alice) = setup(&store);

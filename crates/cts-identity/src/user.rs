@@ -2,7 +2,7 @@
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use cts_db::{Row, Sql};
 use serde::Serialize;
 
 use crate::domain::{self, DomainRef};
@@ -60,17 +60,17 @@ pub enum UserRef {
 pub(crate) const COLUMNS: &str = "u.id, u.name, u.domain_id, u.enabled, u.description, u.email, \
                        u.default_project_id, u.created_at, u.password_changed_at";
 
-pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<User> {
+pub(crate) fn from_row(r: &Row) -> Result<User, IdentityError> {
     Ok(User {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        domain_id: r.get(2)?,
-        enabled: r.get(3)?,
-        description: r.get(4)?,
-        email: r.get(5)?,
-        default_project_id: r.get(6)?,
-        created_at: r.get(7)?,
-        password_changed_at: r.get(8)?,
+        id: r[0].text()?,
+        name: r[1].text()?,
+        domain_id: r[2].text()?,
+        enabled: r[3].bool()?,
+        description: r[4].text()?,
+        email: r[5].opt_text()?,
+        default_project_id: r[6].opt_text()?,
+        created_at: r[7].int()?,
+        password_changed_at: r[8].opt_int()?,
     })
 }
 
@@ -95,17 +95,16 @@ fn verify_password(hash: &str, password: &str) -> Result<bool, IdentityError> {
         .is_ok())
 }
 
-fn name_taken(conn: &Connection, domain_id: &str, name: &str) -> Result<bool, IdentityError> {
-    Ok(conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM users WHERE domain_id = ?1 AND name = ?2)",
-        [domain_id, name],
-        |r| r.get(0),
-    )?)
+fn name_taken(conn: &dyn Sql, domain_id: &str, name: &str) -> Result<bool, IdentityError> {
+    let sql = "SELECT 1 FROM users WHERE domain_id = $1 AND name = $2";
+    Ok(conn
+        .query_opt(sql, &[domain_id.into(), name.into()])?
+        .is_some())
 }
 
 /// A default project must exist and belong to the user's domain.
 fn check_default_project(
-    conn: &Connection,
+    conn: &dyn Sql,
     domain_id: &str,
     project_id: &str,
 ) -> Result<(), IdentityError> {
@@ -118,60 +117,48 @@ fn check_default_project(
     Ok(())
 }
 
-pub(crate) fn get(conn: &Connection, id: &str) -> Result<User, IdentityError> {
-    found(
-        conn.query_row(
-            &format!("SELECT {COLUMNS} FROM users u WHERE u.id = ?1"),
-            [id],
-            from_row,
-        ),
-        "user",
-        id,
-    )
+pub(crate) fn get(conn: &dyn Sql, id: &str) -> Result<User, IdentityError> {
+    let sql = format!("SELECT {COLUMNS} FROM users u WHERE u.id = $1");
+    from_row(&found(conn.query_opt(&sql, &[id.into()])?, "user", id)?)
 }
 
 /// A user, whether it may log in (it and its domain are enabled), and its
 /// password hash; `None` when the reference names no user.
 fn lookup(
-    conn: &Connection,
+    conn: &dyn Sql,
     user: &UserRef,
 ) -> Result<Option<(User, bool, Option<String>)>, IdentityError> {
-    let sql = format!(
-        "SELECT {COLUMNS}, u.enabled AND d.enabled, u.password_hash \
-         FROM users u JOIN domains d ON d.id = u.domain_id "
-    );
-    let row = |r: &Row<'_>| Ok((from_row(r)?, r.get(9)?, r.get(10)?));
-    Ok(match user {
-        UserRef::Id(id) => conn
-            .query_row(&format!("{sql} WHERE u.id = ?1"), [id], row)
-            .optional()?,
+    let (condition, args) = match user {
+        UserRef::Id(id) => ("u.id = $1", vec![id.as_str().into()]),
         UserRef::Name {
             name,
             domain: DomainRef::Id(domain_id),
-        } => conn
-            .query_row(
-                &format!("{sql} WHERE d.id = ?1 AND u.name = ?2"),
-                [domain_id, name],
-                row,
-            )
-            .optional()?,
+        } => (
+            "d.id = $1 AND u.name = $2",
+            vec![domain_id.as_str().into(), name.as_str().into()],
+        ),
         UserRef::Name {
             name,
             domain: DomainRef::Name(domain_name),
-        } => conn
-            .query_row(
-                &format!("{sql} WHERE d.name = ?1 AND u.name = ?2"),
-                [domain_name, name],
-                row,
-            )
-            .optional()?,
-    })
+        } => (
+            "d.name = $1 AND u.name = $2",
+            vec![domain_name.as_str().into(), name.as_str().into()],
+        ),
+    };
+    // Flags are 0 or 1: their product is "both enabled" on either backend.
+    let sql = format!(
+        "SELECT {COLUMNS}, u.enabled * d.enabled, u.password_hash \
+         FROM users u JOIN domains d ON d.id = u.domain_id WHERE {condition}"
+    );
+    conn.query_opt(&sql, &args)?
+        .map(|r| Ok((from_row(&r)?, r[9].bool()?, r[10].opt_text()?)))
+        .transpose()
 }
 
 /// Inserts a user with a caller-chosen id (bootstrap) or a new one;
 /// `password_hash` is made by the caller, outside any lock.
 pub(crate) fn insert(
-    tx: &Transaction<'_>,
+    tx: &dyn Sql,
     id: &str,
     new: &NewUser,
     password_hash: Option<&str>,
@@ -184,21 +171,21 @@ pub(crate) fn insert(
         check_default_project(tx, &new.domain_id, project_id)?;
     }
     let now = now_ms();
-    tx.execute(
+    tx.exec(
         "INSERT INTO users (id, name, domain_id, enabled, description, email, \
              default_project_id, password_hash, created_at, password_changed_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![
-            id,
-            new.name,
-            new.domain_id,
-            new.enabled,
-            new.description,
-            new.email,
-            new.default_project_id,
-            password_hash,
-            now,
-            password_hash.map(|_| now),
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        &[
+            id.into(),
+            new.name.as_str().into(),
+            new.domain_id.as_str().into(),
+            new.enabled.into(),
+            new.description.as_str().into(),
+            new.email.as_deref().into(),
+            new.default_project_id.as_deref().into(),
+            password_hash.into(),
+            now.into(),
+            password_hash.map(|_| now).into(),
         ],
     )?;
     get(tx, id)
@@ -243,13 +230,13 @@ impl IdentityStore {
     /// Users matching `filter`, by domain and name.
     pub fn list_users(&self, filter: &Filter) -> Result<Vec<User>, IdentityError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached(&format!(
+            let sql = format!(
                 "SELECT {COLUMNS} FROM users u \
-                 WHERE (?1 IS NULL OR u.domain_id = ?1) AND (?2 IS NULL OR u.name = ?2) \
+                 WHERE (CAST($1 AS TEXT) IS NULL OR u.domain_id = $1) AND (CAST($2 AS TEXT) IS NULL OR u.name = $2) \
                  ORDER BY u.domain_id, u.name"
-            ))?;
-            let rows = stmt.query_map(params![filter.domain_id, filter.name], from_row)?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            );
+            let args = [filter.domain_id.as_deref().into(), filter.name.as_deref().into()];
+            conn.query(&sql, &args)?.iter().map(from_row).collect()
         })
     }
 
@@ -292,34 +279,31 @@ impl IdentityStore {
             if let Some(project_id) = &update.default_project_id {
                 user.default_project_id.clone_from(project_id);
             }
-            tx.execute(
-                "UPDATE users SET name = ?2, description = ?3, enabled = ?4, email = ?5, \
-                     default_project_id = ?6 WHERE id = ?1",
-                params![
-                    id,
-                    user.name,
-                    user.description,
-                    user.enabled,
-                    user.email,
-                    user.default_project_id
+            tx.exec(
+                "UPDATE users SET name = $1, description = $2, enabled = $3, email = $4, \
+                     default_project_id = $5 WHERE id = $6",
+                &[
+                    user.name.as_str().into(),
+                    user.description.as_str().into(),
+                    user.enabled.into(),
+                    user.email.as_deref().into(),
+                    user.default_project_id.as_deref().into(),
+                    id.into(),
                 ],
             )?;
             if let Some(hash) = &hash {
                 let now = now_ms();
-                tx.execute(
-                    "UPDATE users SET password_hash = ?2, password_changed_at = ?3 WHERE id = ?1",
-                    params![id, hash, now],
+                tx.exec(
+                    "UPDATE users SET password_hash = $1, password_changed_at = $2 WHERE id = $3",
+                    &[hash.as_str().into(), now.into(), id.into()],
                 )?;
                 user.password_changed_at = Some(now);
             }
             // A new password, or disabling, ends every token for good:
             // enabling the user again must not bring them back.
             if hash.is_some() || update.enabled == Some(false) {
-                tx.execute("UPDATE tokens SET revoked = 1 WHERE user_id = ?1", [id])?;
+                tx.exec("UPDATE tokens SET revoked = 1 WHERE user_id = $1", &[id.into()])?;
             }
-            // Tokens carry the user name; a disabled user's tokens and keys
-            // must stop working at once.
-            self.clear_caches();
             Ok(user)
         })
     }
@@ -328,10 +312,9 @@ impl IdentityStore {
     /// assignments.
     pub fn delete_user(&self, id: &str) -> Result<(), IdentityError> {
         self.write(|tx| {
-            if tx.execute("DELETE FROM users WHERE id = ?1", [id])? == 0 {
+            if tx.exec("DELETE FROM users WHERE id = $1", &[id.into()])? == 0 {
                 return Err(IdentityError::not_found("user", id));
             }
-            self.clear_caches();
             Ok(())
         })
     }
@@ -370,12 +353,13 @@ impl IdentityStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::temp_store;
+    use crate::testdb::{both, temp_store};
     use crate::testutil::*;
+
+    both!(round_trip_and_update, names_are_unique_per_domain_and_listable, values_are_checked, deleting_the_default_project_clears_it, password_authentication, users_without_password_cannot_log_in_and_changes_take_effect);
 
     const PASSWORD: &str = "Correct-Horse-9";
 
-    #[test]
     fn round_trip_and_update() {
         let (_tmp, store) = temp_store();
         let (domain, project) = domain_and_project(&store, "d1");
@@ -433,7 +417,6 @@ mod tests {
         ));
     }
 
-    #[test]
     fn names_are_unique_per_domain_and_listable() {
         let (_tmp, store) = temp_store();
         let d1 = store.create_domain("d1").unwrap();
@@ -471,7 +454,6 @@ mod tests {
         assert_eq!(store.list_users(&named).unwrap().len(), 2);
     }
 
-    #[test]
     fn values_are_checked() {
         let (_tmp, store) = temp_store();
         let (d1, _) = domain_and_project(&store, "d1");
@@ -506,7 +488,6 @@ mod tests {
         assert!(store.list_users(&Filter::default()).unwrap().is_empty());
     }
 
-    #[test]
     fn deleting_the_default_project_clears_it() {
         let (_tmp, store) = temp_store();
         let (domain, project) = domain_and_project(&store, "d1");
@@ -517,7 +498,6 @@ mod tests {
         assert_eq!(store.get_user(&alice.id).unwrap().default_project_id, None);
     }
 
-    #[test]
     fn password_authentication() {
         let (_tmp, store) = temp_store();
         let domain = store.create_domain("d1").unwrap();
@@ -568,7 +548,6 @@ mod tests {
         ));
     }
 
-    #[test]
     fn users_without_password_cannot_log_in_and_changes_take_effect() {
         let (_tmp, store) = temp_store();
         let domain = store.create_domain("d1").unwrap();

@@ -1,0 +1,98 @@
+//! Keeping the caches of every node true to the database.
+//!
+//! Every identity write that can make a cached answer wrong sets the `meta`
+//! row `changes` to a new random value in its own transaction. Each store
+//! reads that row at most once per [`POLL`] before answering from a cache,
+//! and empties its caches when the value moved: a change made through
+//! another node (or another process, like `ctsd unlock`) is seen within
+//! [`POLL`]. Changes made through this store empty its caches at once.
+//!
+//! A fill must not put back an answer read before a change that emptied
+//! the caches meanwhile: fills note the [`Changes::generation`] before
+//! reading and insert only if it has not moved (checked under the cache's
+//! lock, which emptying also takes).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cts_db::Sql;
+use parking_lot::Mutex;
+
+use crate::{rules, IdentityError, IdentityStore};
+
+/// How stale a node's caches may be: a key deleted or a user disabled
+/// through one node stops working on every node within this.
+pub const POLL: Duration = Duration::from_secs(1);
+
+const READ: &str = "SELECT value FROM meta WHERE key = 'changes'";
+
+#[derive(Default)]
+pub(crate) struct Changes {
+    /// Moves whenever the caches are emptied.
+    generation: AtomicU64,
+    /// When `changes` was last read, and its value then.
+    seen: Mutex<Option<(Instant, String)>>,
+}
+
+impl Changes {
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+}
+
+/// Creates the row (databases made before it existed lack it).
+pub(crate) fn ensure_row(tx: &dyn Sql) -> Result<(), IdentityError> {
+    tx.exec(
+        "INSERT INTO meta (key, value) VALUES ('changes', $1) ON CONFLICT DO NOTHING",
+        &[rules::new_id().as_str().into()],
+    )?;
+    Ok(())
+}
+
+/// Records a change, in the transaction that makes it.
+pub(crate) fn record(tx: &dyn Sql) -> Result<(), IdentityError> {
+    tx.exec(
+        "UPDATE meta SET value = $1 WHERE key = 'changes'",
+        &[rules::new_id().as_str().into()],
+    )?;
+    Ok(())
+}
+
+impl IdentityStore {
+    /// Empties the caches when another node or process changed identities
+    /// since the last look (at most one look per [`POLL`]).
+    pub(crate) fn catch_up(&self) -> Result<(), IdentityError> {
+        let due = |seen: &Option<(Instant, String)>| {
+            seen.as_ref().is_none_or(|(at, _)| at.elapsed() >= POLL)
+        };
+        if !due(&self.changes.seen.lock()) {
+            return Ok(());
+        }
+        // One look at a time; the others wait for its answer rather than
+        // answering from caches that may be stale.
+        let mut seen = self.changes.seen.lock();
+        if !due(&seen) {
+            return Ok(());
+        }
+        let value = self.read(|c| {
+            c.query_opt(READ, &[])?
+                .map(|row| Ok(row[0].text()?))
+                .transpose()
+        })?;
+        let value = value.unwrap_or_default();
+        if seen.as_ref().is_some_and(|(_, v)| *v != value) {
+            self.clear_caches();
+        }
+        *seen = Some((Instant::now(), value));
+        Ok(())
+    }
+
+    /// Drops every cached answer; fills that read before this do not put
+    /// theirs back.
+    pub(crate) fn clear_caches(&self) {
+        self.changes.generation.fetch_add(1, Ordering::SeqCst);
+        self.tokens.lock().clear();
+        self.keys.lock().clear();
+        self.reads.lock().clear();
+    }
+}
