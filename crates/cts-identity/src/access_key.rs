@@ -105,7 +105,11 @@ fn from_row(r: &Row) -> Result<AccessKey, IdentityError> {
 
 fn get(conn: &dyn Sql, access: &str) -> Result<AccessKey, IdentityError> {
     let sql = format!("SELECT {COLUMNS} FROM access_keys WHERE access = $1");
-    from_row(&found(conn.query_opt(&sql, &[access.into()])?, "access key", access)?)
+    from_row(&found(
+        conn.query_opt(&sql, &[access.into()])?,
+        "access key",
+        access,
+    )?)
 }
 
 fn exists(conn: &dyn Sql, access: &str) -> Result<bool, IdentityError> {
@@ -192,7 +196,11 @@ impl IdentityStore {
 
     pub fn delete_access_key(&self, access: &str) -> Result<(), IdentityError> {
         self.write(|tx| {
-            if tx.exec("DELETE FROM access_keys WHERE access = $1", &[access.into()])? == 0 {
+            if tx.exec(
+                "DELETE FROM access_keys WHERE access = $1",
+                &[access.into()],
+            )? == 0
+            {
                 return Err(IdentityError::not_found("access key", access));
             }
             Ok(())
@@ -308,7 +316,13 @@ mod tests {
     use crate::testdb::{both, temp_store};
     use crate::testutil::*;
 
-    both!(at_most_two_keys_per_user, unknown_inactive_and_deleted_keys_fail_even_when_cached, keys_go_with_their_user, touch_is_coalesced_per_minute, descriptions_are_checked);
+    both!(
+        at_most_two_keys_per_user,
+        unknown_inactive_and_deleted_keys_fail_even_when_cached,
+        keys_go_with_their_user,
+        touch_is_coalesced_per_minute,
+        descriptions_are_checked
+    );
 
     #[test]
     fn create_verify_list_and_reopen() {

@@ -133,7 +133,9 @@ impl Bootstrap {
 }
 
 fn has_domain(conn: &dyn Sql) -> Result<bool, IdentityError> {
-    Ok(conn.query_opt("SELECT 1 FROM domains LIMIT 1", &[])?.is_some())
+    Ok(conn
+        .query_opt("SELECT 1 FROM domains LIMIT 1", &[])?
+        .is_some())
 }
 
 /// Makes nodes starting together on an empty database bootstrap one after
@@ -234,7 +236,14 @@ mod tests {
     use crate::testdb::{both, temp_store};
     use crate::{ProjectRef, UserRef};
 
-    both!(first_start_generates_and_writes_once, seed_values_are_honoured, bad_seed_values_change_nothing, failed_file_write_commits_nothing_and_the_next_start_recovers, crash_after_the_file_before_the_commit_is_redone);
+    both!(
+        nodes_starting_together_bootstrap_once,
+        first_start_generates_and_writes_once,
+        seed_values_are_honoured,
+        bad_seed_values_change_nothing,
+        failed_file_write_commits_nothing_and_the_next_start_recovers,
+        crash_after_the_file_before_the_commit_is_redone
+    );
 
     const ENDPOINT: &str = "https://cts.example.com:8443";
 
@@ -499,5 +508,52 @@ mod tests {
         let mut json = serde_json::to_value(&b).unwrap();
         json["extra"] = serde_json::Value::Bool(true);
         assert!(serde_json::from_value::<Bootstrap>(json).is_err());
+    }
+
+    /// Several nodes starting at once on an empty database: one creates
+    /// the first identities (and writes its file), the others find them.
+    fn nodes_starting_together_bootstrap_once() {
+        const NODES: usize = 4;
+        let (place, first) = temp_store();
+        drop(first);
+        let barrier = std::sync::Barrier::new(NODES);
+        let outcomes: Vec<_> = std::thread::scope(|s| {
+            let starts: Vec<_> = (0..NODES)
+                .map(|i| {
+                    let (place, barrier) = (&place, &barrier);
+                    s.spawn(move || {
+                        let store = place.reopen();
+                        let file = place.path().join(format!("bootstrap-{i}.json"));
+                        barrier.wait();
+                        let outcome = store.bootstrap(&BootstrapSeed::default(), ENDPOINT, &file);
+                        (outcome.unwrap(), file)
+                    })
+                })
+                .collect();
+            starts.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let created: Vec<_> = outcomes
+            .iter()
+            .filter_map(|(o, file)| match o {
+                BootstrapOutcome::Created(b) => Some((b, file)),
+                BootstrapOutcome::Existing => {
+                    assert!(
+                        !file.exists(),
+                        "only the node that bootstrapped writes its file"
+                    );
+                    None
+                }
+            })
+            .collect();
+        assert_eq!(created.len(), 1, "{outcomes:?}");
+        let (b, file) = created[0];
+        assert_eq!(read_file(file), **b);
+        let store = place.reopen();
+        assert_eq!(store.list_domains().unwrap().len(), 1);
+        assert_eq!(
+            store.list_users(&crate::Filter::default()).unwrap().len(),
+            1
+        );
+        assert_usable(&store, b);
     }
 }

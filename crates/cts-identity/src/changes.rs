@@ -96,3 +96,73 @@ impl IdentityStore {
         self.reads.lock().clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::thread::sleep;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::testdb::{pg_database, pg_store, random_key};
+    use crate::testutil::*;
+    use crate::{Actor, Role, TokenScope};
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    /// Two nodes on one database: what one creates works on the other at
+    /// once; what one deletes or revokes, the other refuses within
+    /// [`POLL`] even though it had the answers cached.
+    #[test]
+    fn two_nodes_share_identities_and_changes_reach_the_other_within_the_poll() {
+        let (url, key) = (pg_database(), random_key());
+        let (a, b) = (pg_store(&url, &key), pg_store(&url, &key));
+        let (domain, project) = domain_and_project(&a, "d1");
+        let alice = user(&a, &domain.id, "alice");
+        let actor = Actor::User(alice.id.clone());
+        a.assign_role(&project.id, &actor, Role::CtsAdmin).unwrap();
+        let (ak, secret) = a.create_access_key(&alice.id, "ci").unwrap();
+        let now = cts_clock::now_ms();
+        let scope = TokenScope::Project(project.id.clone());
+        let (token, _) = a
+            .issue_token(&alice.id, &scope, &["password"], HOUR, now)
+            .unwrap();
+
+        // Created on A, valid on B (and now cached there).
+        assert_eq!(b.access_key_secret(&ak.access).unwrap().secret, secret);
+        assert_eq!(b.validate_token(&token, now).unwrap().user_id, alice.id);
+        assert!(b
+            .effective_roles(&alice.id, &project.id)
+            .unwrap()
+            .contains(Role::CtsAdmin));
+        assert!(b.get_user(&alice.id).unwrap().enabled);
+
+        a.delete_access_key(&ak.access).unwrap();
+        a.revoke_token(&token).unwrap();
+        a.unassign_role(&project.id, &actor, Role::CtsAdmin)
+            .unwrap();
+        set_user_enabled(&a, &alice.id, false);
+        let changed = Instant::now();
+        loop {
+            let refused = matches!(
+                b.access_key_secret(&ak.access),
+                Err(IdentityError::UnknownAccessKey)
+            ) && matches!(
+                b.validate_token(&token, now),
+                Err(IdentityError::TokenRevoked)
+            ) && b
+                .effective_roles(&alice.id, &project.id)
+                .unwrap()
+                .is_empty()
+                && !b.get_user(&alice.id).unwrap().enabled;
+            if refused {
+                break;
+            }
+            assert!(
+                changed.elapsed() < POLL + Duration::from_millis(500),
+                "node B still answers from stale caches after {:?}",
+                changed.elapsed()
+            );
+            sleep(Duration::from_millis(50));
+        }
+    }
+}

@@ -73,7 +73,11 @@ pub(crate) fn find(conn: &dyn Sql, domain: &DomainRef) -> Result<Domain, Identit
         DomainRef::Id(id) => get(conn, id),
         DomainRef::Name(name) => {
             let sql = format!("SELECT {COLUMNS} FROM domains WHERE name = $1");
-            from_row(&found(conn.query_opt(&sql, &[name.as_str().into()])?, "domain", name)?)
+            from_row(&found(
+                conn.query_opt(&sql, &[name.as_str().into()])?,
+                "domain",
+                name,
+            )?)
         }
     }
 }
@@ -117,7 +121,11 @@ impl IdentityStore {
             }
             tx.exec(
                 "UPDATE domains SET name = $1, enabled = $2 WHERE id = $3",
-                &[domain.name.as_str().into(), domain.enabled.into(), id.into()],
+                &[
+                    domain.name.as_str().into(),
+                    domain.enabled.into(),
+                    id.into(),
+                ],
             )?;
             Ok(domain)
         })
@@ -129,7 +137,11 @@ mod tests {
     use super::*;
     use crate::testdb::{both, temp_store};
 
-    both!(create_get_find_list_update, names_are_unique_and_checked, unknown_domains_are_not_found);
+    both!(
+        create_get_find_list_update,
+        names_are_unique_and_checked,
+        unknown_domains_are_not_found
+    );
 
     fn create_get_find_list_update() {
         let (_tmp, store) = temp_store();

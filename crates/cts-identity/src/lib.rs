@@ -56,6 +56,7 @@ mod user;
 
 pub use access_key::{AccessKey, AccessKeyStatus, SigningKey, MAX_ACCESS_KEYS_PER_USER};
 pub use bootstrap::{Bootstrap, BootstrapOutcome, BootstrapSeed};
+pub use changes::POLL as CHANGE_POLL;
 pub use domain::{Domain, DomainRef, DomainUpdate};
 pub use domain_role::DOMAIN_ROLES;
 pub use error::IdentityError;
@@ -63,7 +64,6 @@ pub use group::{Group, GroupUpdate, NewGroup};
 pub use lockout::ANY_SOURCE;
 pub use project::{NewProject, Project, ProjectRef, ProjectUpdate};
 pub use role::{Actor, Assignment, Role, RoleRecord, RoleSet};
-pub use changes::POLL as CHANGE_POLL;
 pub use server_key::ServerKey;
 pub use store::{pg_schema, IdentityStore};
 pub use throttle::LoginThrottle;

@@ -42,7 +42,12 @@ impl IdentityStore {
             let row = c.query_opt(
                 "SELECT max(locked_until) FROM login_lockouts
                  WHERE user_id = $1 AND source IN ($2, $3) AND locked_until > $4",
-                &[user_id.into(), source.into(), ANY_SOURCE.into(), now_ms.into()],
+                &[
+                    user_id.into(),
+                    source.into(),
+                    ANY_SOURCE.into(),
+                    now_ms.into(),
+                ],
             )?;
             Ok(row.map(|r| r[0].opt_int()).transpose()?.flatten())
         })
@@ -52,7 +57,10 @@ impl IdentityStore {
     /// (expired ones included).
     pub fn unlock_login(&self, user_id: &str) -> Result<usize, IdentityError> {
         self.record(|tx| {
-            let lifted = tx.exec("DELETE FROM login_lockouts WHERE user_id = $1", &[user_id.into()])?;
+            let lifted = tx.exec(
+                "DELETE FROM login_lockouts WHERE user_id = $1",
+                &[user_id.into()],
+            )?;
             Ok(lifted as usize)
         })
     }

@@ -64,11 +64,7 @@ fn name_taken(conn: &dyn Sql, domain_id: &str, name: &str) -> Result<bool, Ident
 }
 
 /// Inserts a project with a caller-chosen id (bootstrap) or a new one.
-pub(crate) fn insert(
-    tx: &dyn Sql,
-    id: &str,
-    new: &NewProject,
-) -> Result<Project, IdentityError> {
+pub(crate) fn insert(tx: &dyn Sql, id: &str, new: &NewProject) -> Result<Project, IdentityError> {
     rules::check_project_name(&new.name)?;
     rules::check_description(&new.description)?;
     rules::check_region(&new.region)?;
@@ -111,8 +107,10 @@ impl IdentityStore {
             ProjectRef::Id(id) => get(conn, id),
             ProjectRef::Name { name, domain } => {
                 let domain = domain::find(conn, domain)?;
-                let sql = format!("SELECT {COLUMNS} FROM projects WHERE domain_id = $1 AND name = $2");
-                let row = conn.query_opt(&sql, &[domain.id.as_str().into(), name.as_str().into()])?;
+                let sql =
+                    format!("SELECT {COLUMNS} FROM projects WHERE domain_id = $1 AND name = $2");
+                let row =
+                    conn.query_opt(&sql, &[domain.id.as_str().into(), name.as_str().into()])?;
                 from_row(&found(row, "project", name)?)
             }
         })
@@ -183,7 +181,12 @@ mod tests {
     use crate::testdb::{both, temp_store};
     use crate::testutil::*;
 
-    both!(round_trip_and_lookup, names_are_unique_per_domain, list_filters_by_domain_and_name, values_are_checked);
+    both!(
+        round_trip_and_lookup,
+        names_are_unique_per_domain,
+        list_filters_by_domain_and_name,
+        values_are_checked
+    );
 
     fn round_trip_and_lookup() {
         let (_tmp, store) = temp_store();

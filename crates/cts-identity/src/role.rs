@@ -202,7 +202,11 @@ impl IdentityStore {
                 .into_iter()
                 .map(|role| {
                     let sql = "SELECT id, description FROM roles WHERE name = $1";
-                    let row = found(conn.query_opt(sql, &[role.name().into()])?, "role", role.name())?;
+                    let row = found(
+                        conn.query_opt(sql, &[role.name().into()])?,
+                        "role",
+                        role.name(),
+                    )?;
                     Ok(RoleRecord {
                         id: row[0].text()?,
                         role,
@@ -249,7 +253,11 @@ impl IdentityStore {
                  VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
             }
         };
-        let args = [project_id.into(), actor.id().into(), self.role_id(role).into()];
+        let args = [
+            project_id.into(),
+            actor.id().into(),
+            self.role_id(role).into(),
+        ];
         tx.exec(sql, &args)?;
         Ok(())
     }
@@ -272,7 +280,11 @@ impl IdentityStore {
                      WHERE project_id = $1 AND group_id = $2 AND role_id = $3"
                 }
             };
-            let args = [project_id.into(), actor.id().into(), self.role_id(role).into()];
+            let args = [
+                project_id.into(),
+                actor.id().into(),
+                self.role_id(role).into(),
+            ];
             match tx.exec(sql, &args)? {
                 0 => Err(IdentityError::not_found(
                     "role assignment",
@@ -355,8 +367,12 @@ pub(crate) fn effective_roles(
 ) -> Result<RoleSet, IdentityError> {
     let user_enabled = user_enabled(conn, user_id)?;
     let sql = "SELECT enabled FROM projects WHERE id = $1";
-    let project_enabled =
-        found(conn.query_opt(sql, &[project_id.into()])?, "project", project_id)?[0].bool()?;
+    let project_enabled = found(
+        conn.query_opt(sql, &[project_id.into()])?,
+        "project",
+        project_id,
+    )?[0]
+        .bool()?;
     if !user_enabled || !project_enabled {
         return Ok(RoleSet::default());
     }
@@ -380,7 +396,11 @@ mod tests {
 
     both!(
         exactly_the_builtin_roles_exist_with_stable_ids,
-        direct_and_group_roles_combine, disabled_user_domain_or_project_has_no_roles, cross_domain_and_unknown_references_are_refused, deleting_a_project_or_actor_cascades_its_assignments);
+        direct_and_group_roles_combine,
+        disabled_user_domain_or_project_has_no_roles,
+        cross_domain_and_unknown_references_are_refused,
+        deleting_a_project_or_actor_cascades_its_assignments
+    );
 
     /// How many assignment rows exist (for tests of cascades).
     fn assignment_count(conn: &dyn Sql) -> i64 {

@@ -141,7 +141,6 @@ fn admins_become_domain_admins(tx: &Transaction<'_>) -> cts_sqlite::HookResult {
     Ok(())
 }
 
-
 /// PostgreSQL: the tables of SQLite's versions 1 and 2. Integers are
 /// `bigint` (the statements bind 64-bit values; flags are 0 or 1 as in
 /// SQLite), names and ids sort bytewise (`COLLATE "C"`) as in SQLite.

@@ -179,3 +179,61 @@ fn create_key(path: &Path) -> Result<[u8; 32], IdentityError> {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testdb::{pg_database, pg_store, random_key};
+    use crate::IdentityStore;
+
+    #[test]
+    fn keys_are_read_as_hex_or_base64_and_never_echoed() {
+        let bytes = [0xabu8; 32];
+        for text in [
+            hex::encode(bytes),
+            format!(" {}\n", STANDARD.encode(bytes)),
+            STANDARD_NO_PAD.encode(bytes),
+        ] {
+            assert_eq!(ServerKey::parse(&text, "k").unwrap().bytes, bytes);
+        }
+        for bad in [
+            "",
+            "abcd",
+            &hex::encode([1u8; 31]),
+            &STANDARD.encode([1u8; 33]),
+        ] {
+            let e = ServerKey::parse(bad, "CTS_IDENTITY_SECRET_KEY").unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.contains("CTS_IDENTITY_SECRET_KEY must be 32 bytes"),
+                "{msg}"
+            );
+            assert!(bad.is_empty() || !msg.contains(bad), "{msg}");
+        }
+        assert!(
+            !format!("{:?}", ServerKey::parse(&hex::encode(bytes), "k").unwrap()).contains("abab")
+        );
+    }
+
+    /// Every node of one database must have the key its secrets were
+    /// written with: another key stops the start, naming the setting.
+    #[test]
+    fn a_node_with_another_key_refuses_to_start() {
+        let url = pg_database();
+        let key = random_key();
+        let first = pg_store(&url, &key);
+        let alice = crate::testutil::user(&first, &first.create_domain("d1").unwrap().id, "a");
+        let (ak, secret) = first.create_access_key(&alice.id, "").unwrap();
+        let other = ServerKey::parse(&hex::encode([9u8; 32]), "identity.secret_key").unwrap();
+        let pool = cts_db::PgSettings::new(url.parse().unwrap())
+            .connect()
+            .unwrap();
+        match IdentityStore::open_postgres(pool, true, &other) {
+            Err(IdentityError::Crypto(msg)) => {
+                assert!(msg.contains("identity.secret_key is not the key"), "{msg}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let second = pg_store(&url, &key);
+        assert_eq!(second.access_key_secret(&ak.access).unwrap().secret, secret);
+    }
+}

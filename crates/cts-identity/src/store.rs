@@ -201,9 +201,16 @@ fn ensure_roles(tx: &dyn Sql) -> Result<[String; Role::ALL.len()], IdentityError
         let id = rules::new_id();
         tx.exec(
             "INSERT INTO roles (id, name, description) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            &[id.as_str().into(), role.name().into(), role.description().into()],
+            &[
+                id.as_str().into(),
+                role.name().into(),
+                role.description().into(),
+            ],
         )?;
-        let row = tx.query_opt("SELECT id FROM roles WHERE name = $1", &[role.name().into()])?;
+        let row = tx.query_opt(
+            "SELECT id FROM roles WHERE name = $1",
+            &[role.name().into()],
+        )?;
         ids[role as usize] = found(row, "role", role.name())?[0].text()?;
     }
     Ok(ids)

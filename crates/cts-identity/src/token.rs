@@ -157,7 +157,11 @@ fn load(conn: &dyn Sql, hash: &str) -> Result<(TokenInfo, bool, bool), IdentityE
         &[hash.into()],
     )?;
     let r = row.ok_or(IdentityError::UnknownToken)?;
-    Ok((from_row(&r)?, r[15].bool()?, r[4].bool()? && r[9].bool()? && r[12].bool()?))
+    Ok((
+        from_row(&r)?,
+        r[15].bool()?,
+        r[4].bool()? && r[9].bool()? && r[12].bool()?,
+    ))
 }
 
 /// The token of a row of [`load`].
@@ -340,7 +344,14 @@ mod tests {
 
     both!(
         revocation_is_immediate_and_durable,
-        issue_and_validate_each_scope, scope_needs_a_role_or_the_own_domain, expiry_from_database_and_cache, old_rows_are_purged_on_issue, malformed_and_unknown_tokens, tokens_die_with_their_user_domain_or_project_state, password_change_revokes_tokens);
+        issue_and_validate_each_scope,
+        scope_needs_a_role_or_the_own_domain,
+        expiry_from_database_and_cache,
+        old_rows_are_purged_on_issue,
+        malformed_and_unknown_tokens,
+        tokens_die_with_their_user_domain_or_project_state,
+        password_change_revokes_tokens
+    );
 
     const HOUR: Duration = Duration::from_secs(3600);
     const T0: i64 = 1_700_000_000_000;

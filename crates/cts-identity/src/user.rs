@@ -302,7 +302,10 @@ impl IdentityStore {
             // A new password, or disabling, ends every token for good:
             // enabling the user again must not bring them back.
             if hash.is_some() || update.enabled == Some(false) {
-                tx.exec("UPDATE tokens SET revoked = 1 WHERE user_id = $1", &[id.into()])?;
+                tx.exec(
+                    "UPDATE tokens SET revoked = 1 WHERE user_id = $1",
+                    &[id.into()],
+                )?;
             }
             Ok(user)
         })
@@ -356,7 +359,14 @@ mod tests {
     use crate::testdb::{both, temp_store};
     use crate::testutil::*;
 
-    both!(round_trip_and_update, names_are_unique_per_domain_and_listable, values_are_checked, deleting_the_default_project_clears_it, password_authentication, users_without_password_cannot_log_in_and_changes_take_effect);
+    both!(
+        round_trip_and_update,
+        names_are_unique_per_domain_and_listable,
+        values_are_checked,
+        deleting_the_default_project_clears_it,
+        password_authentication,
+        users_without_password_cannot_log_in_and_changes_take_effect
+    );
 
     const PASSWORD: &str = "Correct-Horse-9";
 
