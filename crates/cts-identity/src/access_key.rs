@@ -87,17 +87,17 @@ impl KeyCache {
 const COLUMNS: &str = "access, user_id, status, description, created_at, last_use_at";
 
 fn from_row(r: &Row) -> Result<AccessKey, IdentityError> {
-    let status = r[2].text()?;
+    let status = r[2].text()?.to_owned();
     Ok(AccessKey {
-        access: r[0].text()?,
-        user_id: r[1].text()?,
+        access: r[0].text()?.to_owned(),
+        user_id: r[1].text()?.to_owned(),
         // The CHECK constraint admits only these two values.
         status: if status == "active" {
             AccessKeyStatus::Active
         } else {
             AccessKeyStatus::Inactive
         },
-        description: r[3].text()?,
+        description: r[3].text()?.to_owned(),
         created_at: r[4].int()?,
         last_use_at: r[5].opt_int()?,
     })
@@ -263,11 +263,11 @@ impl IdentityStore {
         if row[2].text()? != AccessKeyStatus::Active.as_str() || !row[3].bool()? {
             return Err(IdentityError::InactiveAccessKey);
         }
-        let secret = String::from_utf8(self.decrypt(&row[1].bytes()?, access.as_bytes())?)
+        let secret = String::from_utf8(self.decrypt(row[1].bytes()?, access.as_bytes())?)
             .map_err(|_| IdentityError::Crypto("stored secret is not UTF-8".into()))?;
         let key = SigningKey {
             access: access.to_owned(),
-            user_id: row[0].text()?,
+            user_id: row[0].text()?.to_owned(),
             secret,
         };
         // Not if the caches were emptied since the read: see `crate::changes`.

@@ -76,7 +76,7 @@ impl IdentityStore {
         }
         let value = self.read(|c| {
             c.query_opt(READ, &[])?
-                .map(|row| Ok(row[0].text()?))
+                .map(|row| Ok(row[0].text()?.to_owned()))
                 .transpose()
         })?;
         let value = value.unwrap_or_default();

@@ -34,8 +34,8 @@ const COLUMNS: &str = "id, name, enabled";
 
 fn from_row(r: &Row) -> Result<Domain, IdentityError> {
     Ok(Domain {
-        id: r[0].text()?,
-        name: r[1].text()?,
+        id: r[0].text()?.to_owned(),
+        name: r[1].text()?.to_owned(),
         enabled: r[2].bool()?,
     })
 }

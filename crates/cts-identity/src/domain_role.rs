@@ -78,7 +78,7 @@ impl IdentityStore {
                 &[domain_id.into(), user_id.into()],
             )?;
             rows.iter()
-                .map(|row| Ok((row[0].text()?, role_from_row(row[1].text()?)?)))
+                .map(|row| Ok((row[0].text()?.to_owned(), role_from_row(row[1].text()?.to_owned())?)))
                 .collect()
         })
     }
@@ -95,7 +95,9 @@ impl IdentityStore {
                  ORDER BY 1",
                 &[user_id.into()],
             )?;
-            rows.iter().map(|row| Ok(row[0].text()?)).collect()
+            rows.iter()
+                .map(|row| Ok(row[0].text()?.to_owned()))
+                .collect()
         })
     }
 }

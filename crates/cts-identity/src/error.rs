@@ -44,18 +44,6 @@ pub enum IdentityError {
     Crypto(String),
 }
 
-impl From<cts_sqlite::OpenError> for IdentityError {
-    fn from(e: cts_sqlite::OpenError) -> Self {
-        IdentityError::Storage(e.to_string())
-    }
-}
-
-impl From<rusqlite::Error> for IdentityError {
-    fn from(e: rusqlite::Error) -> Self {
-        IdentityError::Storage(e.to_string())
-    }
-}
-
 impl From<cts_db::DbError> for IdentityError {
     fn from(e: cts_db::DbError) -> Self {
         IdentityError::Storage(e.to_string())

@@ -35,10 +35,10 @@ const COLUMNS: &str = "g.id, g.name, g.domain_id, g.description";
 
 fn from_row(r: &Row) -> Result<Group, IdentityError> {
     Ok(Group {
-        id: r[0].text()?,
-        name: r[1].text()?,
-        domain_id: r[2].text()?,
-        description: r[3].text()?,
+        id: r[0].text()?.to_owned(),
+        name: r[1].text()?.to_owned(),
+        domain_id: r[2].text()?.to_owned(),
+        description: r[3].text()?.to_owned(),
     })
 }
 

@@ -47,12 +47,12 @@ const COLUMNS: &str = "id, name, domain_id, description, enabled, region";
 
 fn from_row(r: &Row) -> Result<Project, IdentityError> {
     Ok(Project {
-        id: r[0].text()?,
-        name: r[1].text()?,
-        domain_id: r[2].text()?,
-        description: r[3].text()?,
+        id: r[0].text()?.to_owned(),
+        name: r[1].text()?.to_owned(),
+        domain_id: r[2].text()?.to_owned(),
+        description: r[3].text()?.to_owned(),
         enabled: r[4].bool()?,
-        region: r[5].text()?,
+        region: r[5].text()?.to_owned(),
     })
 }
 

@@ -174,7 +174,9 @@ pub(crate) fn domain_of(conn: &dyn Sql, kind: Owned, id: &str) -> Result<String,
         Owned::Group => ("SELECT domain_id FROM groups WHERE id = $1", "group"),
         Owned::Project => ("SELECT domain_id FROM projects WHERE id = $1", "project"),
     };
-    Ok(found(conn.query_opt(sql, &[id.into()])?, what, id)?[0].text()?)
+    Ok(found(conn.query_opt(sql, &[id.into()])?, what, id)?[0]
+        .text()?
+        .to_owned())
 }
 
 pub(crate) fn role_from_row(name: String) -> Result<Role, IdentityError> {
@@ -189,7 +191,7 @@ pub(crate) fn role_set(
 ) -> Result<RoleSet, IdentityError> {
     let mut set = RoleSet::default();
     for row in conn.query(sql, args)? {
-        set.insert(role_from_row(row[0].text()?)?);
+        set.insert(role_from_row(row[0].text()?.to_owned())?);
     }
     Ok(set)
 }
@@ -208,9 +210,9 @@ impl IdentityStore {
                         role.name(),
                     )?;
                     Ok(RoleRecord {
-                        id: row[0].text()?,
+                        id: row[0].text()?.to_owned(),
                         role,
-                        description: row[1].text()?,
+                        description: row[1].text()?.to_owned(),
                     })
                 })
                 .collect()
@@ -319,8 +321,8 @@ impl IdentityStore {
             )?;
             let mut out = Vec::new();
             for row in rows {
-                let (id, role) = (row[1].text()?, row[2].text()?);
-                let row_actor = match row[0].text()?.as_str() {
+                let (id, role) = (row[1].text()?.to_owned(), row[2].text()?.to_owned());
+                let row_actor = match row[0].text()? {
                     "user" => Actor::User(id),
                     _ => Actor::Group(id),
                 };

@@ -10,8 +10,6 @@ use std::io::{ErrorKind, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
-use base64::Engine;
 use cts_db::Sql;
 use sha2::{Digest, Sha256};
 
@@ -35,31 +33,18 @@ impl fmt::Debug for ServerKey {
 }
 
 impl ServerKey {
-    /// 32 bytes written as 64 hex digits or in base64 (`openssl rand
-    /// -base64 32`); surrounding white space is ignored. `origin` names
-    /// the setting for messages; the value itself never appears in one.
-    pub fn parse(text: &str, origin: &str) -> Result<ServerKey, IdentityError> {
-        let text = text.trim();
-        let decoded = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
-            hex::decode(text).ok()
-        } else {
-            STANDARD
-                .decode(text)
-                .or_else(|_| STANDARD_NO_PAD.decode(text))
-                .ok()
-        };
-        let bytes = decoded
-            .and_then(|d| <[u8; 32]>::try_from(d).ok())
-            .ok_or_else(|| {
-                IdentityError::Crypto(format!(
-                    "{origin} must be 32 bytes, as 64 hex digits or in base64 \
-                     (e.g. the output of `openssl rand -base64 32`)"
-                ))
-            })?;
-        Ok(ServerKey {
-            bytes,
+    /// The identity store's key from the store's secret key (the one key
+    /// every node is given, which encrypts other secrets too): derived, so
+    /// that no two uses share a key. `origin` names the setting, for
+    /// messages; the value never appears in one.
+    pub fn derive(store_key: &[u8; 32], origin: &str) -> ServerKey {
+        let mut h = Sha256::new();
+        h.update(b"cts-identity access-key secrets\0");
+        h.update(store_key);
+        ServerKey {
+            bytes: h.finalize().into(),
             origin: origin.to_owned(),
-        })
+        }
     }
 }
 
@@ -116,7 +101,7 @@ pub(crate) fn load(source: KeySource<'_>, tx: &dyn Sql) -> Result<[u8; 32], Iden
 
 fn recorded_fingerprint(tx: &dyn Sql) -> Result<Option<String>, IdentityError> {
     tx.query_opt("SELECT value FROM meta WHERE key = 'key_fingerprint'", &[])?
-        .map(|row| Ok(row[0].text()?))
+        .map(|row| Ok(row[0].text()?.to_owned()))
         .transpose()
 }
 
@@ -186,31 +171,15 @@ mod tests {
     use crate::IdentityStore;
 
     #[test]
-    fn keys_are_read_as_hex_or_base64_and_never_echoed() {
-        let bytes = [0xabu8; 32];
-        for text in [
-            hex::encode(bytes),
-            format!(" {}\n", STANDARD.encode(bytes)),
-            STANDARD_NO_PAD.encode(bytes),
-        ] {
-            assert_eq!(ServerKey::parse(&text, "k").unwrap().bytes, bytes);
-        }
-        for bad in [
-            "",
-            "abcd",
-            &hex::encode([1u8; 31]),
-            &STANDARD.encode([1u8; 33]),
-        ] {
-            let e = ServerKey::parse(bad, "CTS_IDENTITY_SECRET_KEY").unwrap_err();
-            let msg = e.to_string();
-            assert!(
-                msg.contains("CTS_IDENTITY_SECRET_KEY must be 32 bytes"),
-                "{msg}"
-            );
-            assert!(bad.is_empty() || !msg.contains(bad), "{msg}");
-        }
-        assert!(
-            !format!("{:?}", ServerKey::parse(&hex::encode(bytes), "k").unwrap()).contains("abab")
+    fn the_key_is_derived_per_use_and_never_printed() {
+        let store_key = [0xabu8; 32];
+        let key = ServerKey::derive(&store_key, "store.secret_key");
+        assert_ne!(key.bytes, store_key);
+        assert_eq!(key.bytes, ServerKey::derive(&store_key, "other").bytes);
+        assert_ne!(key.bytes, ServerKey::derive(&[0xac; 32], "k").bytes);
+        assert_eq!(
+            format!("{key:?}"),
+            r#"ServerKey { origin: "store.secret_key", .. }"#
         );
     }
 
@@ -223,13 +192,13 @@ mod tests {
         let first = pg_store(&url, &key);
         let alice = crate::testutil::user(&first, &first.create_domain("d1").unwrap().id, "a");
         let (ak, secret) = first.create_access_key(&alice.id, "").unwrap();
-        let other = ServerKey::parse(&hex::encode([9u8; 32]), "identity.secret_key").unwrap();
+        let other = ServerKey::derive(&[9u8; 32], "store.secret_key");
         let pool = cts_db::PgSettings::new(url.parse().unwrap())
             .connect()
             .unwrap();
         match IdentityStore::open_postgres(pool, true, &other) {
             Err(IdentityError::Crypto(msg)) => {
-                assert!(msg.contains("identity.secret_key is not the key"), "{msg}")
+                assert!(msg.contains("store.secret_key is not the key"), "{msg}")
             }
             other => panic!("{other:?}"),
         }

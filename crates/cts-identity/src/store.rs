@@ -211,7 +211,7 @@ fn ensure_roles(tx: &dyn Sql) -> Result<[String; Role::ALL.len()], IdentityError
             "SELECT id FROM roles WHERE name = $1",
             &[role.name().into()],
         )?;
-        ids[role as usize] = found(row, "role", role.name())?[0].text()?;
+        ids[role as usize] = found(row, "role", role.name())?[0].text()?.to_owned();
     }
     Ok(ids)
 }

@@ -43,7 +43,7 @@ pub(crate) fn pg_database() -> String {
 
 /// A random server key, as a node's configuration would give it.
 pub(crate) fn random_key() -> ServerKey {
-    ServerKey::parse(&hex::encode(rules::random_bytes::<32>()), "the test key").unwrap()
+    ServerKey::derive(&rules::random_bytes::<32>(), "the test key")
 }
 
 /// A store (a "node") on the PostgreSQL database `url`.

@@ -166,24 +166,27 @@ fn load(conn: &dyn Sql, hash: &str) -> Result<(TokenInfo, bool, bool), IdentityE
 
 /// The token of a row of [`load`].
 fn from_row(r: &Row) -> Result<TokenInfo, IdentityError> {
-    let scope = match (r[5].opt_text()?, r[10].opt_text()?) {
+    let scope = match (
+        r[5].opt_text()?.map(str::to_owned),
+        r[10].opt_text()?.map(str::to_owned),
+    ) {
         (Some(id), _) => ScopeInfo::Project(TokenProject {
             id,
-            name: r[6].text()?,
-            domain_id: r[7].text()?,
-            domain_name: r[8].text()?,
+            name: r[6].text()?.to_owned(),
+            domain_id: r[7].text()?.to_owned(),
+            domain_name: r[8].text()?.to_owned(),
         }),
         (None, Some(id)) => ScopeInfo::Domain {
             id,
-            name: r[11].text()?,
+            name: r[11].text()?.to_owned(),
         },
         (None, None) => ScopeInfo::Unscoped,
     };
     Ok(TokenInfo {
-        user_id: r[0].text()?,
-        user_name: r[1].text()?,
-        domain_id: r[2].text()?,
-        domain_name: r[3].text()?,
+        user_id: r[0].text()?.to_owned(),
+        user_name: r[1].text()?.to_owned(),
+        domain_id: r[2].text()?.to_owned(),
+        domain_name: r[3].text()?.to_owned(),
         scope,
         issued_at: r[13].int()?,
         expires_at: r[14].int()?,
@@ -222,8 +225,11 @@ impl IdentityStore {
                 &[user_id.into()],
             )?;
             let row = found(row, "user", user_id)?;
-            let (user_name, domain_id, domain_name) =
-                (row[0].text()?, row[1].text()?, row[2].text()?);
+            let (user_name, domain_id, domain_name) = (
+                row[0].text()?.to_owned(),
+                row[1].text()?.to_owned(),
+                row[2].text()?.to_owned(),
+            );
             if !row[3].bool()? {
                 return Err(IdentityError::InvalidCredentials);
             }

@@ -62,13 +62,13 @@ pub(crate) const COLUMNS: &str = "u.id, u.name, u.domain_id, u.enabled, u.descri
 
 pub(crate) fn from_row(r: &Row) -> Result<User, IdentityError> {
     Ok(User {
-        id: r[0].text()?,
-        name: r[1].text()?,
-        domain_id: r[2].text()?,
+        id: r[0].text()?.to_owned(),
+        name: r[1].text()?.to_owned(),
+        domain_id: r[2].text()?.to_owned(),
         enabled: r[3].bool()?,
-        description: r[4].text()?,
-        email: r[5].opt_text()?,
-        default_project_id: r[6].opt_text()?,
+        description: r[4].text()?.to_owned(),
+        email: r[5].opt_text()?.map(str::to_owned),
+        default_project_id: r[6].opt_text()?.map(str::to_owned),
         created_at: r[7].int()?,
         password_changed_at: r[8].opt_int()?,
     })
@@ -151,7 +151,13 @@ fn lookup(
          FROM users u JOIN domains d ON d.id = u.domain_id WHERE {condition}"
     );
     conn.query_opt(&sql, &args)?
-        .map(|r| Ok((from_row(&r)?, r[9].bool()?, r[10].opt_text()?)))
+        .map(|r| {
+            Ok((
+                from_row(&r)?,
+                r[9].bool()?,
+                r[10].opt_text()?.map(str::to_owned),
+            ))
+        })
         .transpose()
 }
 

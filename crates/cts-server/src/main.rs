@@ -184,15 +184,31 @@ fn migrate(config: &Config) -> Result<()> {
     for m in applied {
         println!("applied migration {}: {}", m.version, m.name);
     }
+    let mut client = pg
+        .connect()
+        .and_then(|pool| Ok(pool.get()?))
+        .with_context(|| format!("connecting to {}", pg.url))?;
+    for schema in [cts_identity::pg_schema()] {
+        let applied = cts_db::migrate(&mut client, schema)
+            .with_context(|| format!("migrating {} at {}", schema.ledger, pg.url))?;
+        if applied.is_empty() {
+            println!(
+                "{} is current (version {})",
+                schema.ledger,
+                schema.current()
+            );
+        }
+        for version in applied {
+            println!("applied {} migration {version}", schema.ledger);
+        }
+    }
     Ok(())
 }
 
 /// `ctsd unlock`: lifts the stored lockouts of one user.
 fn unlock(config: &Config, user: &str, domain: Option<&str>) -> Result<()> {
-    use cts_identity::{DomainRef, Filter, IdentityStore, UserRef};
-    let dir = config.identity_dir();
-    let identity = IdentityStore::open(&dir)
-        .with_context(|| format!("opening the identity store in {}", dir.display()))?;
+    use cts_identity::{DomainRef, Filter, UserRef};
+    let identity = cts_server::state::open_identity(config)?;
     let found = match domain {
         Some(d) => identity.find_user(&UserRef::Name {
             name: user.to_string(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cts_archive::ObjectStorage;
 use cts_consumer::{ConsumerError, ConsumerStore, PgConnection, PgConnector};
-use cts_identity::{IdentityError, IdentityStore};
+use cts_identity::{IdentityError, IdentityStore, ServerKey};
 use cts_lts::Lts;
 use cts_notification::{NotificationError, NotificationStore, Notifier, NotifierError};
 use cts_smn::{Outbox, SmnError, TopicStore};
@@ -143,7 +143,7 @@ impl Settings {
     /// `store`'s journal (and holds it against retention at once).
     pub fn open(config: &Config, store: Arc<dyn TraceStore>) -> Result<Settings, OpenError> {
         let trackers_dir = config.trackers_dir();
-        let identity = Arc::new(IdentityStore::open(&config.identity_dir())?);
+        let identity = Arc::new(open_identity(config)?);
         let trackers = Arc::new(TrackerStore::open(&trackers_dir, config.tracker_limits())?);
         let storage = ObjectStorage::new(config.storage_config())
             .map_err(|e| OpenError::Transfer(e.to_string()))?;
@@ -198,6 +198,34 @@ impl Settings {
             lts: Arc::new(lts),
         })
     }
+}
+
+/// The identity store: in the data directory, or with `store.backend =
+/// "postgres"` in PostgreSQL, shared with the other nodes, its access-key
+/// secrets encrypted under a key derived from `store.secret_key` (every
+/// node must be given the same; a node with another refuses to start).
+pub fn open_identity(config: &Config) -> Result<IdentityStore, OpenError> {
+    let Some(pg) = config.postgres_settings() else {
+        return Ok(IdentityStore::open(&config.identity_dir())?);
+    };
+    let key = config
+        .store_secret_key()
+        .map_err(|e| IdentityError::Crypto(e.to_string()))?
+        .ok_or_else(|| {
+            IdentityError::Crypto(
+                "store.secret_key (CTS_STORE_SECRET_KEY) or store.secret_key_file is needed \
+                 with store.backend = \"postgres\": it encrypts the access-key secrets that \
+                 every node reads"
+                    .into(),
+            )
+        })?;
+    let origin = match config.store.secret_key_file {
+        Some(_) => "store.secret_key_file",
+        None => "store.secret_key",
+    };
+    let pool = pg.connect().map_err(IdentityError::from)?;
+    let key = ServerKey::derive(&key, origin);
+    Ok(IdentityStore::open_postgres(pool, pg.auto_migrate, &key)?)
 }
 
 /// The state of every journal consumer: in the data directory, or with
