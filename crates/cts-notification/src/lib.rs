@@ -28,4 +28,4 @@ pub use request::{
     is_valid_name, parse_create, parse_update, NotificationSpec, MAX_OPERATIONS, MAX_SERVICES,
     MAX_USERS, MAX_USER_GROUPS,
 };
-pub use store::{Directory, NotificationStore};
+pub use store::{Directory, NotificationStore, PG_SCHEMA, RECHECK};

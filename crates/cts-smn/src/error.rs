@@ -35,14 +35,8 @@ impl SmnError {
     }
 }
 
-impl From<rusqlite::Error> for SmnError {
-    fn from(e: rusqlite::Error) -> Self {
-        SmnError::Storage(e.to_string())
-    }
-}
-
-impl From<cts_sqlite::OpenError> for SmnError {
-    fn from(e: cts_sqlite::OpenError) -> Self {
+impl From<cts_db::DbError> for SmnError {
+    fn from(e: cts_db::DbError) -> Self {
         SmnError::Storage(e.to_string())
     }
 }

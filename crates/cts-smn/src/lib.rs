@@ -12,6 +12,9 @@
 //!                           secrets), messages, deliveries (SQLite through
 //!                           cts-sqlite: 0600, WAL, synchronous=FULL)
 //! ```
+//!
+//! With `store.backend = "postgres"` the same tables live in the shared
+//! database ([`PG_SCHEMA`]), and every node serves them.
 
 mod db;
 mod delivery;
@@ -23,6 +26,7 @@ mod topics;
 pub mod webhook;
 
 pub use delivery::{backoff, Deliverer, DeliveryConfig, OnOutcome, Outcome};
+pub use db::{open_embedded, open_postgres, PG_SCHEMA};
 pub use email::{compose as compose_email, Password, SmtpConfig, SmtpTls};
 pub use error::SmnError;
 pub use model::{

@@ -9,14 +9,15 @@
 //! `delivered` or, after its retry window, `dead`.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use parking_lot::Mutex;
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use cts_db::{Arg, Db, Row, Val};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::db::{self, now_ms};
 use crate::error::SmnError;
+use crate::topics::{count, shape, unknown};
 
 /// A message for a topic, as the notification matcher produces it.
 #[derive(Debug, Clone)]
@@ -138,13 +139,14 @@ pub struct Pruned {
 /// the delivery workers, which wait at most one such batch.
 const PRUNE_BATCH: i64 = 1000;
 
-/// The outbox. Share it as an `Arc`; every method blocks on SQLite (async
-/// callers use `spawn_blocking`). Writes are fsync'd before they return
-/// (WAL, `synchronous=FULL`): an enqueued message survives a crash.
+/// The outbox. Share it as an `Arc`; every method blocks on the database
+/// (async callers use `spawn_blocking`). Writes are durable before they
+/// return (SQLite: WAL, `synchronous=FULL`; PostgreSQL: committed): an
+/// enqueued message survives a crash.
 pub struct Outbox {
-    conn: Mutex<Connection>,
-    /// Bumped after each commit that created deliveries: the delivery
-    /// workers wait on it instead of polling.
+    db: Arc<Db>,
+    /// Bumped after each commit through this outbox that created
+    /// deliveries: the delivery workers wait on it instead of polling.
     enqueued: tokio::sync::watch::Sender<u64>,
 }
 
@@ -159,58 +161,75 @@ const DELIVERY_COLUMNS: &str = "d.seq, m.message_id, d.subscription_urn, m.topic
      d.done_ms, d.last_error, m.trace";
 
 impl Outbox {
-    /// Opens (creating on first use) the outbox in `dir`
+    /// Opens (creating on first use) the embedded outbox in `dir`
     /// (`DATA_DIR/notifications`, beside the topics it fans out to).
     pub fn open(dir: &Path) -> Result<Outbox, SmnError> {
-        Ok(Outbox {
-            conn: Mutex::new(db::open(dir)?),
-            enqueued: tokio::sync::watch::Sender::new(0),
-        })
+        Ok(Outbox::on(db::open_embedded(dir)?))
     }
 
-    /// A receiver that sees every later enqueue that created deliveries.
+    /// The outbox on `db`, the database of the topics it fans out to.
+    pub fn on(db: Arc<Db>) -> Outbox {
+        Outbox {
+            db,
+            enqueued: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// Whether other nodes enqueue into this outbox too (PostgreSQL): then
+    /// [`Outbox::watch`] does not see every enqueue, and workers poll.
+    pub fn is_shared(&self) -> bool {
+        self.db.is_postgres()
+    }
+
+    /// A receiver that sees every later enqueue through this outbox that
+    /// created deliveries.
     pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
         self.enqueued.subscribe()
     }
 
     /// Stores `msgs` and their deliveries in one transaction; a message
-    /// whose id is already stored is left as it is.
+    /// whose id is already stored (by this node or another) is left as it
+    /// is.
     pub fn enqueue(&self, msgs: Vec<OutboxMessage>) -> Result<Enqueued, SmnError> {
         let now = now_ms();
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut done = Enqueued::default();
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO messages (message_id, project_id, topic_urn, \
-                 notification_id, notification_name, trace, created_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            let mut fan_out = tx.prepare_cached(
-                "INSERT INTO deliveries (subscription_urn, seq, state, attempts, next_ms) \
-                 SELECT s.urn, ?1, 'pending', 0, ?2 FROM subscriptions s \
-                 JOIN topics t ON t.urn = s.topic_urn \
-                 WHERE t.urn = ?3 AND t.project_id = ?4",
-            )?;
+        let done = self.db.transaction(|tx| {
+            let mut done = Enqueued::default();
             for m in &msgs {
-                let stored = insert.execute(params![
-                    m.message_id,
-                    m.project_id,
-                    m.topic_urn,
-                    m.notification_id,
-                    m.notification_name,
-                    m.trace.get(),
-                    now
-                ])?;
-                if stored == 0 {
+                let stored = tx.query_opt(
+                    "INSERT INTO messages (message_id, project_id, topic_urn, \
+                     notification_id, notification_name, trace, created_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (message_id) DO NOTHING RETURNING seq",
+                    &[
+                        Arg::Text(&m.message_id),
+                        Arg::Text(&m.project_id),
+                        Arg::Text(&m.topic_urn),
+                        Arg::Text(&m.notification_id),
+                        Arg::Text(&m.notification_name),
+                        Arg::Text(m.trace.get()),
+                        Arg::Int(now),
+                    ],
+                )?;
+                let Some(seq) = stored else {
                     continue;
-                }
+                };
                 done.messages += 1;
-                let seq = tx.last_insert_rowid();
-                done.deliveries += fan_out.execute(params![seq, now, m.topic_urn, m.project_id])?;
+                let fanned = tx.exec(
+                    "INSERT INTO deliveries (subscription_urn, seq, state, attempts, next_ms) \
+                     SELECT s.urn, CAST($1 AS BIGINT), 'pending', 0, CAST($2 AS BIGINT) \
+                     FROM subscriptions s JOIN topics t ON t.urn = s.topic_urn \
+                     WHERE t.urn = $3 AND t.project_id = $4",
+                    &[
+                        Arg::Int(seq[0].int()?),
+                        Arg::Int(now),
+                        Arg::Text(&m.topic_urn),
+                        Arg::Text(&m.project_id),
+                    ],
+                )?;
+                done.deliveries += fanned as usize;
             }
-        }
-        tx.commit()?;
+            Ok::<_, SmnError>(done)
+        })?;
         if done.deliveries > 0 {
             self.enqueued.send_modify(|n| *n += 1);
         }
@@ -220,12 +239,16 @@ impl Outbox {
     /// The oldest pending delivery of `subscription_urn`: the only one its
     /// worker may attempt (deliveries of a subscription go in order).
     pub fn next_pending(&self, subscription_urn: &str) -> Result<Option<Delivery>, SmnError> {
-        let conn = self.conn.lock();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN messages m ON m.seq = d.seq \
-             WHERE d.subscription_urn = ?1 AND d.state = 'pending' ORDER BY d.seq LIMIT 1"
-        ))?;
-        Ok(stmt.query_row([subscription_urn], delivery_of).optional()?)
+        let row = self.db.read(|sql| {
+            sql.query_opt(
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN messages m ON m.seq = d.seq \
+                     WHERE d.subscription_urn = $1 AND d.state = 'pending' ORDER BY d.seq LIMIT 1"
+                ),
+                &[Arg::Text(subscription_urn)],
+            )
+        })?;
+        row.map(delivery_of).transpose()
     }
 
     /// Records how an attempt at delivery (`subscription_urn`, `seq`) ended.
@@ -245,19 +268,21 @@ impl Outbox {
             }
             Attempt::Dead { error } => (DeliveryState::Dead, now, Some(now), Some(error)),
         };
-        self.conn.lock().execute(
-            "UPDATE deliveries SET state = ?1, attempts = attempts + 1, next_ms = ?2, \
-             done_ms = ?3, last_error = coalesce(?4, last_error) \
-             WHERE subscription_urn = ?5 AND seq = ?6 AND state = 'pending'",
-            params![
-                state.as_str(),
-                next_ms,
-                done_ms,
-                error,
-                subscription_urn,
-                seq
-            ],
-        )?;
+        self.db.transaction(|tx| {
+            tx.exec(
+                "UPDATE deliveries SET state = $1, attempts = attempts + 1, next_ms = $2, \
+                 done_ms = $3, last_error = coalesce($4, last_error) \
+                 WHERE subscription_urn = $5 AND seq = $6 AND state = 'pending'",
+                &[
+                    Arg::Text(state.as_str()),
+                    Arg::Int(next_ms),
+                    done_ms.into(),
+                    error.as_deref().into(),
+                    Arg::Text(subscription_urn),
+                    Arg::Int(seq),
+                ],
+            )
+        })?;
         Ok(())
     }
 
@@ -271,24 +296,25 @@ impl Outbox {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<Delivery>, SmnError> {
-        let conn = self.conn.lock();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN messages m ON m.seq = d.seq \
-             WHERE m.project_id = ?1 AND (?2 IS NULL OR d.subscription_urn = ?2) \
-             AND (?3 IS NULL OR d.state = ?3) \
-             ORDER BY d.seq DESC, d.subscription_urn LIMIT ?4 OFFSET ?5"
-        ))?;
-        let rows = stmt.query_map(
-            params![
-                project_id,
-                subscription_urn,
-                state.map(DeliveryState::as_str),
-                limit as i64,
-                offset as i64
-            ],
-            delivery_of,
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = self.db.read(|sql| {
+            sql.query(
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN messages m ON m.seq = d.seq \
+                     WHERE m.project_id = $1 \
+                     AND ($2 IS NULL OR d.subscription_urn = $2) \
+                     AND ($3 IS NULL OR d.state = $3) \
+                     ORDER BY d.seq DESC, d.subscription_urn LIMIT $4 OFFSET $5"
+                ),
+                &[
+                    Arg::Text(project_id),
+                    subscription_urn.into(),
+                    state.map(DeliveryState::as_str).into(),
+                    Arg::Int(limit as i64),
+                    Arg::Int(offset as i64),
+                ],
+            )
+        })?;
+        rows.into_iter().map(delivery_of).collect()
     }
 
     /// Removes deliveries finished longer ago than `retention` says (by
@@ -309,26 +335,33 @@ impl Outbox {
             *count = self.prune_batches(
                 "DELETE FROM deliveries WHERE (subscription_urn, seq) IN \
                  (SELECT subscription_urn, seq FROM deliveries \
-                  WHERE state = ?1 AND done_ms < ?2 LIMIT ?3)",
-                params![state, now_ms.saturating_sub(keep), PRUNE_BATCH],
+                  WHERE state = $1 AND done_ms < $2 LIMIT $3)",
+                &[
+                    Arg::Text(state),
+                    Arg::Int(now_ms.saturating_sub(keep)),
+                    Arg::Int(PRUNE_BATCH),
+                ],
             )?;
         }
         out.messages = self.prune_batches(
             "DELETE FROM messages WHERE seq IN (SELECT m.seq FROM messages m \
-             WHERE m.created_ms < ?1 \
-             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = m.seq) LIMIT ?2)",
-            params![now_ms.saturating_sub(retention.delivered_ms), PRUNE_BATCH],
+             WHERE m.created_ms < $1 \
+             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = m.seq) LIMIT $2)",
+            &[
+                Arg::Int(now_ms.saturating_sub(retention.delivered_ms)),
+                Arg::Int(PRUNE_BATCH),
+            ],
         )?;
         Ok(out)
     }
 
     /// Runs `sql`, a delete of at most [`PRUNE_BATCH`] rows, until it
     /// deletes fewer; returns the rows deleted.
-    fn prune_batches(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<u64, SmnError> {
+    fn prune_batches(&self, sql: &str, args: &[Arg<'_>]) -> Result<u64, SmnError> {
         let mut total = 0u64;
         loop {
-            let n = self.conn.lock().prepare_cached(sql)?.execute(args)?;
-            total += n as u64;
+            let n = self.db.transaction(|tx| tx.exec(sql, args))?;
+            total += n;
             if (n as i64) < PRUNE_BATCH {
                 return Ok(total);
             }
@@ -337,51 +370,49 @@ impl Outbox {
 
     /// Pending and dead deliveries of every project.
     pub fn backlog(&self) -> Result<Backlog, SmnError> {
-        let conn = self.conn.lock();
-        let count = |state: &str| -> rusqlite::Result<u64> {
-            conn.query_row(
-                "SELECT count(*) FROM deliveries WHERE state = ?1",
-                [state],
-                |r| r.get(0),
-            )
-        };
-        let oldest_pending_ms = conn
-            .query_row(
-                "SELECT m.created_ms FROM deliveries d JOIN messages m ON m.seq = d.seq \
-                 WHERE d.state = 'pending' ORDER BY d.seq LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(Backlog {
-            pending: count("pending")?,
-            dead: count("dead")?,
-            oldest_pending_ms,
+        self.db.read(|sql| {
+            let of = |state: &str| -> Result<u64, SmnError> {
+                let n = count(
+                    sql,
+                    "SELECT count(*) FROM deliveries WHERE state = $1",
+                    &[Arg::Text(state)],
+                )?;
+                Ok(n as u64)
+            };
+            let oldest_pending_ms = sql
+                .query_opt(
+                    "SELECT m.created_ms FROM deliveries d JOIN messages m ON m.seq = d.seq \
+                     WHERE d.state = 'pending' ORDER BY d.seq LIMIT 1",
+                    &[],
+                )?
+                .map(|row| row[0].int())
+                .transpose()?;
+            Ok(Backlog {
+                pending: of("pending")?,
+                dead: of("dead")?,
+                oldest_pending_ms,
+            })
         })
     }
 }
 
-fn delivery_of(r: &Row<'_>) -> rusqlite::Result<Delivery> {
-    let state: String = r.get(6)?;
+fn delivery_of(row: Row) -> Result<Delivery, SmnError> {
+    let [seq, message_id, subscription_urn, topic_urn, notification_id, notification_name, state, attempts, created_ms, next_ms, done_ms, last_error, trace]: [Val; 13] =
+        row.try_into().map_err(|_| shape("delivery"))?;
+    let state = state.into_text()?;
     Ok(Delivery {
-        seq: r.get(0)?,
-        message_id: r.get(1)?,
-        subscription_urn: r.get(2)?,
-        topic_urn: r.get(3)?,
-        notification_id: r.get(4)?,
-        notification_name: r.get(5)?,
-        state: DeliveryState::parse(&state).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                6,
-                rusqlite::types::Type::Text,
-                format!("unknown delivery state {state:?}").into(),
-            )
-        })?,
-        attempts: r.get(7)?,
-        created_ms: r.get(8)?,
-        next_ms: r.get(9)?,
-        done_ms: r.get(10)?,
-        last_error: r.get(11)?,
-        trace: r.get(12)?,
+        seq: seq.int()?,
+        message_id: message_id.into_text()?,
+        subscription_urn: subscription_urn.into_text()?,
+        topic_urn: topic_urn.into_text()?,
+        notification_id: notification_id.into_text()?,
+        notification_name: notification_name.into_text()?,
+        state: DeliveryState::parse(&state).ok_or_else(|| unknown("delivery state", &state))?,
+        attempts: u32::try_from(attempts.int()?).unwrap_or(u32::MAX),
+        created_ms: created_ms.int()?,
+        next_ms: next_ms.int()?,
+        done_ms: done_ms.opt_int()?,
+        last_error: last_error.opt_text()?.map(str::to_owned),
+        trace: trace.into_text()?,
     })
 }

@@ -2,10 +2,10 @@
 //! subscriptions, per project.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use parking_lot::Mutex;
+use cts_db::{Arg, Db, Row, Sql};
 use rand::RngCore;
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::db::{self, now_ms};
 use crate::error::SmnError;
@@ -15,11 +15,11 @@ use crate::model::{
 };
 
 /// Topics and subscriptions of every project. Share it as an `Arc`; every
-/// method blocks on SQLite (async callers use `spawn_blocking`).
+/// method blocks on the database (async callers use `spawn_blocking`).
 pub struct TopicStore {
-    conn: Mutex<Connection>,
-    /// Woken by every change of the subscriptions, so the delivery serves
-    /// a new subscription at once.
+    db: Arc<Db>,
+    /// Woken by every change of the subscriptions made through this
+    /// store, so the delivery serves a new subscription at once.
     changes: tokio::sync::watch::Sender<u64>,
 }
 
@@ -34,16 +34,22 @@ const SUBSCRIPTION_COLUMNS: &str =
     "s.urn, s.topic_urn, t.project_id, s.protocol, s.endpoint, s.remark, s.secret, s.created_ms";
 
 impl TopicStore {
-    /// Opens (creating on first use) the store in `dir`
+    /// Opens (creating on first use) the embedded store in `dir`
     /// (`DATA_DIR/notifications`).
     pub fn open(dir: &Path) -> Result<TopicStore, SmnError> {
-        Ok(TopicStore {
-            conn: Mutex::new(db::open(dir)?),
-            changes: tokio::sync::watch::Sender::new(0),
-        })
+        Ok(TopicStore::on(db::open_embedded(dir)?))
     }
 
-    /// A receiver that sees every later change of the subscriptions.
+    /// The store on `db` ([`crate::open_embedded`], [`crate::open_postgres`]).
+    pub fn on(db: Arc<Db>) -> TopicStore {
+        TopicStore {
+            db,
+            changes: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// A receiver that sees every later change of the subscriptions made
+    /// through this store (other nodes' changes are found by polling).
     pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
     }
@@ -92,61 +98,64 @@ impl TopicStore {
     }
 
     fn insert_topic(&self, topic: Topic) -> Result<Topic, SmnError> {
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let count: usize = tx.query_row(
-            "SELECT count(*) FROM topics WHERE project_id = ?1",
-            [&topic.project_id],
-            |r| r.get(0),
-        )?;
-        if count >= MAX_TOPICS {
-            return Err(SmnError::Quota {
-                what: "topics per project",
-                limit: MAX_TOPICS,
-            });
-        }
-        let inserted = tx.execute(
-            &format!(
-                "INSERT OR IGNORE INTO topics ({TOPIC_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
-            ),
-            params![
-                topic.urn,
-                topic.project_id,
-                topic.name,
-                topic.display_name,
-                topic.kind.as_str(),
-                topic.created_ms
-            ],
-        )?;
-        if inserted == 0 {
-            return Err(SmnError::TopicExists(topic.urn));
-        }
-        tx.commit()?;
+        self.db.transaction(|tx| {
+            let count = count(
+                tx,
+                "SELECT count(*) FROM topics WHERE project_id = $1",
+                &[Arg::Text(&topic.project_id)],
+            )?;
+            if count >= MAX_TOPICS {
+                return Err(SmnError::Quota {
+                    what: "topics per project",
+                    limit: MAX_TOPICS,
+                });
+            }
+            let inserted = tx.exec(
+                &format!(
+                    "INSERT INTO topics ({TOPIC_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT DO NOTHING"
+                ),
+                &[
+                    Arg::Text(&topic.urn),
+                    Arg::Text(&topic.project_id),
+                    Arg::Text(&topic.name),
+                    Arg::Text(&topic.display_name),
+                    Arg::Text(topic.kind.as_str()),
+                    Arg::Int(topic.created_ms),
+                ],
+            )?;
+            if inserted == 0 {
+                return Err(SmnError::TopicExists(topic.urn.clone()));
+            }
+            Ok(())
+        })?;
         Ok(topic)
     }
 
     /// The project's topic `urn`, if it has one: what a notification's
     /// `topic_id` must name.
     pub fn resolve(&self, project_id: &str, urn: &str) -> Result<Option<Topic>, SmnError> {
-        Ok(self
-            .conn
-            .lock()
-            .query_row(
-                &format!("SELECT {TOPIC_COLUMNS} FROM topics WHERE urn = ?1 AND project_id = ?2"),
-                [urn, project_id],
-                topic_of,
+        let row = self.db.read(|sql| {
+            sql.query_opt(
+                &format!("SELECT {TOPIC_COLUMNS} FROM topics WHERE urn = $1 AND project_id = $2"),
+                &[Arg::Text(urn), Arg::Text(project_id)],
             )
-            .optional()?)
+        })?;
+        row.map(topic_of).transpose()
     }
 
     /// The project's topics, oldest first.
     pub fn topics(&self, project_id: &str) -> Result<Vec<Topic>, SmnError> {
-        let conn = self.conn.lock();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {TOPIC_COLUMNS} FROM topics WHERE project_id = ?1 ORDER BY created_ms, rowid"
-        ))?;
-        let rows = stmt.query_map([project_id], topic_of)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = self.db.read(|sql| {
+            sql.query(
+                &format!(
+                    "SELECT {TOPIC_COLUMNS} FROM topics WHERE project_id = $1 \
+                     ORDER BY created_ms, rowid"
+                ),
+                &[Arg::Text(project_id)],
+            )
+        })?;
+        rows.into_iter().map(topic_of).collect()
     }
 
     /// Deletes a topic with its subscriptions and their pending deliveries.
@@ -154,10 +163,12 @@ impl TopicStore {
         let topic = self
             .resolve(project_id, urn)?
             .ok_or_else(|| SmnError::TopicNotFound(urn.to_owned()))?;
-        self.conn.lock().execute(
-            "DELETE FROM topics WHERE urn = ?1 AND project_id = ?2",
-            [urn, project_id],
-        )?;
+        self.db.transaction(|tx| {
+            tx.exec(
+                "DELETE FROM topics WHERE urn = $1 AND project_id = $2",
+                &[Arg::Text(urn), Arg::Text(project_id)],
+            )
+        })?;
         self.changed();
         Ok(topic)
     }
@@ -179,65 +190,63 @@ impl TopicStore {
                 "must be shorter than 128 bytes",
             ));
         }
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let kind: Option<String> = tx
-            .query_row(
-                "SELECT kind FROM topics WHERE urn = ?1 AND project_id = ?2",
-                [topic_urn, project_id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let kind = kind.ok_or_else(|| SmnError::TopicNotFound(topic_urn.to_owned()))?;
-        if kind == TopicKind::Function.as_str() && protocol == Protocol::Email {
-            return Err(SmnError::invalid(
-                "protocol",
-                "a function is reached over http or https, not email",
-            ));
-        }
-        let count: usize = tx.query_row(
-            "SELECT count(*) FROM subscriptions WHERE topic_urn = ?1",
-            [topic_urn],
-            |r| r.get(0),
-        )?;
-        if count >= MAX_SUBSCRIPTIONS {
-            return Err(SmnError::Quota {
-                what: "subscriptions per topic",
-                limit: MAX_SUBSCRIPTIONS,
-            });
-        }
-        let sub = Subscription {
-            urn: format!("{topic_urn}:{}", uuid::Uuid::new_v4().simple()),
-            topic_urn: topic_urn.to_owned(),
-            project_id: project_id.to_owned(),
-            protocol,
-            endpoint: endpoint.to_owned(),
-            remark: remark.to_owned(),
-            secret: new_secret(),
-            created_ms: now_ms(),
-        };
-        let inserted = tx.execute(
-            "INSERT OR IGNORE INTO subscriptions \
-             (urn, topic_urn, protocol, endpoint, remark, secret, created_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                sub.urn,
-                sub.topic_urn,
-                protocol.as_str(),
-                sub.endpoint,
-                sub.remark,
-                sub.secret,
-                sub.created_ms
-            ],
-        )?;
-        if inserted == 0 {
-            return Err(SmnError::SubscriptionExists {
-                topic: sub.topic_urn,
-                protocol: protocol.as_str(),
-                endpoint: sub.endpoint,
-            });
-        }
-        tx.commit()?;
+        let sub = self.db.transaction(|tx| {
+            let kind = tx
+                .query_opt(
+                    "SELECT kind FROM topics WHERE urn = $1 AND project_id = $2",
+                    &[Arg::Text(topic_urn), Arg::Text(project_id)],
+                )?
+                .ok_or_else(|| SmnError::TopicNotFound(topic_urn.to_owned()))?;
+            if kind[0].text()? == TopicKind::Function.as_str() && protocol == Protocol::Email {
+                return Err(SmnError::invalid(
+                    "protocol",
+                    "a function is reached over http or https, not email",
+                ));
+            }
+            let count = count(
+                tx,
+                "SELECT count(*) FROM subscriptions WHERE topic_urn = $1",
+                &[Arg::Text(topic_urn)],
+            )?;
+            if count >= MAX_SUBSCRIPTIONS {
+                return Err(SmnError::Quota {
+                    what: "subscriptions per topic",
+                    limit: MAX_SUBSCRIPTIONS,
+                });
+            }
+            let sub = Subscription {
+                urn: format!("{topic_urn}:{}", uuid::Uuid::new_v4().simple()),
+                topic_urn: topic_urn.to_owned(),
+                project_id: project_id.to_owned(),
+                protocol,
+                endpoint: endpoint.to_owned(),
+                remark: remark.to_owned(),
+                secret: new_secret(),
+                created_ms: now_ms(),
+            };
+            let inserted = tx.exec(
+                "INSERT INTO subscriptions \
+                 (urn, topic_urn, protocol, endpoint, remark, secret, created_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                &[
+                    Arg::Text(&sub.urn),
+                    Arg::Text(&sub.topic_urn),
+                    Arg::Text(protocol.as_str()),
+                    Arg::Text(&sub.endpoint),
+                    Arg::Text(&sub.remark),
+                    Arg::Text(&sub.secret),
+                    Arg::Int(sub.created_ms),
+                ],
+            )?;
+            if inserted == 0 {
+                return Err(SmnError::SubscriptionExists {
+                    topic: sub.topic_urn,
+                    protocol: protocol.as_str(),
+                    endpoint: sub.endpoint,
+                });
+            }
+            Ok(sub)
+        })?;
         self.changed();
         Ok(sub)
     }
@@ -251,12 +260,12 @@ impl TopicStore {
         if self.resolve(project_id, topic_urn)?.is_none() {
             return Err(SmnError::TopicNotFound(topic_urn.to_owned()));
         }
-        self.query_subscriptions("WHERE s.topic_urn = ?1", [topic_urn])
+        self.query_subscriptions("WHERE s.topic_urn = $1", &[Arg::Text(topic_urn)])
     }
 
     /// Every subscription of every project: what the delivery workers serve.
     pub fn all_subscriptions(&self) -> Result<Vec<Subscription>, SmnError> {
-        self.query_subscriptions("", [])
+        self.query_subscriptions("", &[])
     }
 
     /// The project's subscription `urn`, if it has one.
@@ -265,8 +274,10 @@ impl TopicStore {
         project_id: &str,
         urn: &str,
     ) -> Result<Option<Subscription>, SmnError> {
-        let mut found =
-            self.query_subscriptions("WHERE s.urn = ?1 AND t.project_id = ?2", [urn, project_id])?;
+        let mut found = self.query_subscriptions(
+            "WHERE s.urn = $1 AND t.project_id = $2",
+            &[Arg::Text(urn), Arg::Text(project_id)],
+        )?;
         Ok(found.pop())
     }
 
@@ -275,26 +286,42 @@ impl TopicStore {
         let sub = self
             .subscription(project_id, urn)?
             .ok_or_else(|| SmnError::SubscriptionNotFound(urn.to_owned()))?;
-        self.conn
-            .lock()
-            .execute("DELETE FROM subscriptions WHERE urn = ?1", [urn])?;
+        self.db.transaction(|tx| {
+            tx.exec(
+                "DELETE FROM subscriptions WHERE urn = $1",
+                &[Arg::Text(urn)],
+            )
+        })?;
         self.changed();
         Ok(sub)
     }
 
-    fn query_subscriptions<P: rusqlite::Params>(
+    fn query_subscriptions(
         &self,
         filter: &str,
-        params: P,
+        args: &[Arg<'_>],
     ) -> Result<Vec<Subscription>, SmnError> {
-        let conn = self.conn.lock();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions s \
-             JOIN topics t ON t.urn = s.topic_urn {filter} ORDER BY s.created_ms, s.rowid"
-        ))?;
-        let rows = stmt.query_map(params, subscription_of)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = self.db.read(|sql| {
+            sql.query(
+                &format!(
+                    "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions s \
+                     JOIN topics t ON t.urn = s.topic_urn {filter} \
+                     ORDER BY s.created_ms, s.rowid"
+                ),
+                args,
+            )
+        })?;
+        rows.into_iter().map(subscription_of).collect()
     }
+}
+
+/// The one integer a `count(*)` answers.
+pub(crate) fn count(sql: &dyn Sql, query: &str, args: &[Arg<'_>]) -> Result<usize, SmnError> {
+    let n = match sql.query_opt(query, args)? {
+        Some(row) => row[0].int()?,
+        None => 0,
+    };
+    Ok(usize::try_from(n).unwrap_or(0))
 }
 
 fn new_secret() -> String {
@@ -303,36 +330,42 @@ fn new_secret() -> String {
     hex::encode(key)
 }
 
-fn topic_of(r: &Row<'_>) -> rusqlite::Result<Topic> {
-    let kind: String = r.get(4)?;
+fn topic_of(row: Row) -> Result<Topic, SmnError> {
+    let [urn, project_id, name, display_name, kind, created_ms]: [cts_db::Val; 6] =
+        row.try_into().map_err(|_| shape("topic"))?;
+    let kind = kind.into_text()?;
     Ok(Topic {
-        urn: r.get(0)?,
-        project_id: r.get(1)?,
-        name: r.get(2)?,
-        display_name: r.get(3)?,
-        kind: TopicKind::parse(&kind).ok_or_else(|| bad_column(4, &kind))?,
-        created_ms: r.get(5)?,
+        urn: urn.into_text()?,
+        project_id: project_id.into_text()?,
+        name: name.into_text()?,
+        display_name: display_name.into_text()?,
+        kind: TopicKind::parse(&kind).ok_or_else(|| unknown("topic kind", &kind))?,
+        created_ms: created_ms.int()?,
     })
 }
 
-fn subscription_of(r: &Row<'_>) -> rusqlite::Result<Subscription> {
-    let protocol: String = r.get(3)?;
+fn subscription_of(row: Row) -> Result<Subscription, SmnError> {
+    let [urn, topic_urn, project_id, protocol, endpoint, remark, secret, created_ms]: [cts_db::Val;
+        8] = row.try_into().map_err(|_| shape("subscription"))?;
+    let protocol = protocol.into_text()?;
     Ok(Subscription {
-        urn: r.get(0)?,
-        topic_urn: r.get(1)?,
-        project_id: r.get(2)?,
-        protocol: Protocol::parse(&protocol).map_err(|_| bad_column(3, &protocol))?,
-        endpoint: r.get(4)?,
-        remark: r.get(5)?,
-        secret: r.get(6)?,
-        created_ms: r.get(7)?,
+        urn: urn.into_text()?,
+        topic_urn: topic_urn.into_text()?,
+        project_id: project_id.into_text()?,
+        protocol: Protocol::parse(&protocol).map_err(|_| unknown("protocol", &protocol))?,
+        endpoint: endpoint.into_text()?,
+        remark: remark.into_text()?,
+        secret: secret.into_text()?,
+        created_ms: created_ms.int()?,
     })
 }
 
-fn bad_column(index: usize, value: &str) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        index,
-        rusqlite::types::Type::Text,
-        format!("unknown value {value:?}").into(),
-    )
+/// A stored row of another number of columns than its query selects.
+pub(crate) fn shape(what: &str) -> SmnError {
+    SmnError::Storage(format!("a stored {what} of an unexpected shape"))
+}
+
+/// A stored value outside its set.
+pub(crate) fn unknown(what: &str, value: &str) -> SmnError {
+    SmnError::Storage(format!("unknown {what} {value:?}"))
 }
