@@ -7,11 +7,23 @@
 //!
 //! At-least-once: a delivery is marked after the endpoint answered, so a
 //! crash in between repeats it (receivers drop repeats by message id).
+//!
+//! **Several nodes** (PostgreSQL): a subscription's worker runs only on the
+//! node that holds its lease (`cts-consumer`, consumer [`CONSUMER`], key the
+//! subscription URN). Every node tries to claim the subscriptions it does
+//! not work at every lease renewal interval; a worker checks its lease
+//! before each attempt and stops once it lost it; and its records are
+//! fenced by the lease ([`Fence`]): a node that lost it cannot mark a
+//! message delivered, retried or dead. A killed holder's subscriptions are
+//! taken over after the lease time plus one renewal interval (15 + 5 s by
+//! default), from the first message it had not recorded. Workers of other
+//! nodes' enqueues poll the outbox every [`SHARED_POLL`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cts_consumer::ConsumerStore;
 use rand::Rng;
 use tokio::task::JoinHandle;
 
@@ -19,7 +31,7 @@ use crate::db::now_ms;
 use crate::email::{Mailer, SmtpConfig};
 use crate::error::SmnError;
 use crate::model::{Protocol, Subscription};
-use crate::outbox::{Attempt, Delivery, Outbox};
+use crate::outbox::{Attempt, Delivery, Fence, Outbox};
 use crate::topics::TopicStore;
 use crate::webhook;
 
@@ -59,6 +71,16 @@ impl Outcome {
 
 pub type OnOutcome = Arc<dyn Fn(Outcome) + Send + Sync>;
 
+/// The delivery's name in the consumer leases: one lease per subscription.
+pub const CONSUMER: &str = "smn-delivery";
+
+/// Longest wait of an idle worker for messages other nodes enqueued.
+pub const SHARED_POLL: Duration = Duration::from_secs(1);
+
+/// Rescan of the subscriptions on the embedded node, where every change
+/// comes through this process and wakes the delivery at once.
+const EMBEDDED_RESCAN: Duration = Duration::from_secs(30);
+
 /// The running delivery of one server.
 pub struct Deliverer {
     topics: Arc<TopicStore>,
@@ -67,13 +89,18 @@ pub struct Deliverer {
     http: reqwest::Client,
     mailer: Option<Mailer>,
     on_outcome: OnOutcome,
+    /// Whose leases say which node works which subscription.
+    leases: Arc<ConsumerStore>,
 }
 
 impl Deliverer {
-    /// Checks the SMTP settings (the sender must be a mailbox).
+    /// Checks the SMTP settings (the sender must be a mailbox). `leases`
+    /// is the consumer state that holds the subscriptions' leases (the
+    /// caller renews them, as it does every consumer's).
     pub fn new(
         topics: Arc<TopicStore>,
         outbox: Arc<Outbox>,
+        leases: Arc<ConsumerStore>,
         config: DeliveryConfig,
         on_outcome: OnOutcome,
     ) -> Result<Deliverer, SmnError> {
@@ -89,51 +116,95 @@ impl Deliverer {
             mailer,
             config,
             on_outcome,
+            leases,
         })
     }
 
-    /// Serves every subscription until the task is aborted: starts a
-    /// worker for each new subscription and stops those of removed ones.
+    /// Serves every subscription whose lease this node holds or takes,
+    /// until the task is aborted: starts a worker for each, and stops those
+    /// of removed subscriptions and lost leases.
     pub async fn run(self: Arc<Self>) {
         let mut changes = self.topics.watch();
         let mut workers = Workers::default();
+        let rescan = self.leases.renew_every().unwrap_or(EMBEDDED_RESCAN);
         loop {
             changes.mark_unchanged();
             let topics = Arc::clone(&self.topics);
             match blocking(move || topics.all_subscriptions()).await {
-                Ok(subs) => {
-                    workers.0.retain(|urn, task| {
-                        let keep = subs.iter().any(|s| &s.urn == urn);
-                        if !keep {
-                            task.abort();
-                        }
-                        keep
-                    });
-                    for sub in subs {
-                        if !workers.0.contains_key(&sub.urn) {
-                            let me = Arc::clone(&self);
-                            workers
-                                .0
-                                .insert(sub.urn.clone(), tokio::spawn(me.work(sub)));
-                        }
-                    }
-                }
+                Ok(subs) => self.serve(&mut workers, subs).await,
                 Err(e) => tracing::warn!(error = %e, "cannot read the subscriptions; retrying"),
             }
-            // A periodic rescan too: a change made by another process.
-            let _ = tokio::time::timeout(Duration::from_secs(30), changes.changed()).await;
+            // A periodic rescan too: a change made through another node,
+            // a lease another node let go.
+            let _ = tokio::time::timeout(rescan, changes.changed()).await;
         }
     }
 
-    /// Delivers `sub`'s messages in order, forever.
+    /// Stops the workers of subscriptions gone (dropping their leases) or
+    /// whose lease was lost, and starts one for each subscription whose
+    /// lease this node takes.
+    async fn serve(self: &Arc<Self>, workers: &mut Workers, subs: Vec<Subscription>) {
+        let mut gone = Vec::new();
+        workers.0.retain(|urn, task| {
+            let exists = subs.iter().any(|s| &s.urn == urn);
+            if !exists {
+                task.abort();
+                gone.push(urn.clone());
+            }
+            exists && !task.is_finished()
+        });
+        for urn in gone {
+            let leases = Arc::clone(&self.leases);
+            let forgotten = blocking(move || Ok(leases.forget(CONSUMER, &urn)?)).await;
+            if let Err(e) = forgotten {
+                tracing::warn!(error = %e, "the lease of a removed subscription stays");
+            }
+        }
+        for sub in subs {
+            if workers.0.contains_key(&sub.urn) {
+                continue;
+            }
+            let leases = Arc::clone(&self.leases);
+            let urn = sub.urn.clone();
+            match blocking(move || Ok(leases.claim(CONSUMER, &urn)?)).await {
+                Ok(true) => {
+                    let me = Arc::clone(self);
+                    workers
+                        .0
+                        .insert(sub.urn.clone(), tokio::spawn(me.work(sub)));
+                }
+                Ok(false) => {} // Another node delivers it.
+                Err(e) => tracing::warn!(subscription = %sub.urn, error = %e,
+                    "cannot claim a subscription's delivery; retrying"),
+            }
+        }
+    }
+
+    /// Delivers `sub`'s messages in order while this node holds its lease.
     async fn work(self: Arc<Self>, sub: Subscription) {
         let mut enqueued = self.outbox.watch();
+        let idle = if self.outbox.is_shared() {
+            SHARED_POLL
+        } else {
+            EMBEDDED_RESCAN
+        };
         loop {
             enqueued.mark_unchanged();
-            let outbox = Arc::clone(&self.outbox);
+            let (outbox, leases) = (Arc::clone(&self.outbox), Arc::clone(&self.leases));
             let urn = sub.urn.clone();
-            let next = match blocking(move || outbox.next_pending(&urn)).await {
-                Ok(next) => next,
+            let next = blocking(move || {
+                if !leases.claim(CONSUMER, &urn)? {
+                    return Ok(None);
+                }
+                Ok(Some(outbox.next_pending(&urn)?))
+            })
+            .await;
+            let next = match next {
+                Ok(Some(next)) => next,
+                Ok(None) => {
+                    tracing::info!(subscription = %sub.urn, "lease lost: another node delivers");
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(subscription = %sub.urn, error = %e, "cannot read the outbox");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -141,12 +212,16 @@ impl Deliverer {
                 }
             };
             let Some(delivery) = next else {
-                let _ = tokio::time::timeout(Duration::from_secs(30), enqueued.changed()).await;
+                let _ = tokio::time::timeout(idle, enqueued.changed()).await;
                 continue;
             };
             let wait = delivery.next_ms - now_ms();
             if wait > 0 {
-                tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+                // At most an idle wait: the lease is checked in between.
+                tokio::time::sleep(Duration::from_millis(wait as u64).min(idle)).await;
+                if delivery.next_ms > now_ms() {
+                    continue;
+                }
             }
             let attempt = match self.attempt(&sub, &delivery).await {
                 Ok(()) => Attempt::Delivered,
@@ -157,15 +232,29 @@ impl Deliverer {
                 Attempt::Retry { .. } => Outcome::Retry,
                 Attempt::Dead { .. } => Outcome::Dead,
             };
-            let outbox = Arc::clone(&self.outbox);
+            let (outbox, leases) = (Arc::clone(&self.outbox), Arc::clone(&self.leases));
             let (urn, seq) = (sub.urn.clone(), delivery.seq);
-            if let Err(e) = blocking(move || outbox.record(&urn, seq, attempt)).await {
-                // Not recorded: the delivery stays pending and is repeated.
-                tracing::warn!(subscription = %sub.urn, error = %e, "cannot record a delivery");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+            let recorded = blocking(move || {
+                let holder = leases.node();
+                let fence = holder.map(|holder| Fence {
+                    consumer: CONSUMER,
+                    holder,
+                });
+                outbox.record(&urn, seq, attempt, fence.as_ref())
+            })
+            .await;
+            match recorded {
+                Ok(()) => (self.on_outcome)(outcome),
+                Err(SmnError::LeaseLost(_)) => {
+                    tracing::info!(subscription = %sub.urn, "lease lost: another node delivers");
+                    return;
+                }
+                Err(e) => {
+                    // Not recorded: the delivery stays pending and is repeated.
+                    tracing::warn!(subscription = %sub.urn, error = %e, "cannot record a delivery");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
-            (self.on_outcome)(outcome);
         }
     }
 

@@ -21,6 +21,10 @@ pub enum SmnError {
     /// A per-project or per-topic limit (`what`) is reached.
     #[error("at most {limit} {what}")]
     Quota { what: &'static str, limit: usize },
+    /// Another node took the subscription's delivery over: this node's
+    /// record of an attempt is refused.
+    #[error("this node no longer holds the delivery lease of {0}")]
+    LeaseLost(String),
     /// The database failed; the detail is for the log.
     #[error("notification storage: {0}")]
     Storage(String),
@@ -32,6 +36,12 @@ impl SmnError {
             field,
             rule: rule.into(),
         }
+    }
+}
+
+impl From<cts_consumer::ConsumerError> for SmnError {
+    fn from(e: cts_consumer::ConsumerError) -> Self {
+        SmnError::Storage(e.to_string())
     }
 }
 

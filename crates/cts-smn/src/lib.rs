@@ -25,7 +25,10 @@ mod outbox;
 mod topics;
 pub mod webhook;
 
-pub use delivery::{backoff, Deliverer, DeliveryConfig, OnOutcome, Outcome};
+pub use delivery::{
+    backoff, Deliverer, DeliveryConfig, OnOutcome, Outcome, CONSUMER as DELIVERY_CONSUMER,
+    SHARED_POLL,
+};
 pub use db::{open_embedded, open_postgres, PG_SCHEMA};
 pub use email::{compose as compose_email, Password, SmtpConfig, SmtpTls};
 pub use error::SmnError;
@@ -34,7 +37,8 @@ pub use model::{
     Subscription, Topic, TopicKind, MAX_SUBSCRIPTIONS, MAX_TOPICS,
 };
 pub use outbox::{
-    Attempt, Backlog, Delivery, DeliveryState, Enqueued, Outbox, OutboxMessage, Pruned, Retention,
+    Attempt, Backlog, Delivery, DeliveryState, Enqueued, Fence, Outbox, OutboxMessage, Pruned,
+    Retention,
 };
 pub use topics::TopicStore;
 

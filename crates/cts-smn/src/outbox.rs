@@ -108,6 +108,15 @@ pub enum Attempt {
     },
 }
 
+/// The lease an attempt's record is fenced by (several nodes): the lease
+/// row of `consumer` for the subscription must be `holder`'s and unexpired,
+/// and stays locked until the record commits, so no takeover passes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Fence<'a> {
+    pub consumer: &'a str,
+    pub holder: &'a str,
+}
+
 /// Totals of every project, for the metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Backlog {
@@ -253,12 +262,15 @@ impl Outbox {
 
     /// Records how an attempt at delivery (`subscription_urn`, `seq`) ended.
     /// Only a pending delivery changes: a subscription removed meanwhile
-    /// took its deliveries with it.
+    /// took its deliveries with it. With a `fence` (the leases of several
+    /// nodes, in this database) only while its lease holds, else
+    /// [`SmnError::LeaseLost`].
     pub fn record(
         &self,
         subscription_urn: &str,
         seq: i64,
         attempt: Attempt,
+        fence: Option<&Fence<'_>>,
     ) -> Result<(), SmnError> {
         let now = now_ms();
         let (state, next_ms, done_ms, error) = match attempt {
@@ -269,6 +281,22 @@ impl Outbox {
             Attempt::Dead { error } => (DeliveryState::Dead, now, Some(now), Some(error)),
         };
         self.db.transaction(|tx| {
+            if let Some(fence) = fence {
+                // Only where leases are (PostgreSQL): `now()` is the
+                // database's clock, as the leases' own.
+                let held = tx.query_opt(
+                    "SELECT 1 FROM leases WHERE consumer = $1 AND key = $2 AND holder = $3 \
+                     AND expires_at > now() FOR UPDATE",
+                    &[
+                        Arg::Text(fence.consumer),
+                        Arg::Text(subscription_urn),
+                        Arg::Text(fence.holder),
+                    ],
+                )?;
+                if held.is_none() {
+                    return Err(SmnError::LeaseLost(subscription_urn.to_owned()));
+                }
+            }
             tx.exec(
                 "UPDATE deliveries SET state = $1, attempts = attempts + 1, next_ms = $2, \
                  done_ms = $3, last_error = coalesce($4, last_error) \
@@ -281,9 +309,9 @@ impl Outbox {
                     Arg::Text(subscription_urn),
                     Arg::Int(seq),
                 ],
-            )
-        })?;
-        Ok(())
+            )?;
+            Ok::<_, SmnError>(())
+        })
     }
 
     /// The project's deliveries, newest first, optionally only those of one

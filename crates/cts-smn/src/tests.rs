@@ -1,4 +1,4 @@
-use std::path::Path;
+//! The stores' tests, each run on SQLite and on PostgreSQL (`both!`).
 
 use serde_json::value::RawValue;
 
@@ -7,9 +7,45 @@ use crate::*;
 const P: &str = "0123456789abcdef0123456789abcdef";
 const OTHER: &str = "ffffffffffffffffffffffffffffffff";
 
-fn stores(dir: &Path) -> (TopicStore, Outbox) {
-    let dir = dir.join("notifications");
-    (TopicStore::open(&dir).unwrap(), Outbox::open(&dir).unwrap())
+/// Where a test's database lives; [`Place::stores`] opens it again (a
+/// restart, or another node).
+pub(crate) enum Place {
+    Sqlite(tempfile::TempDir),
+    Postgres(cts_testpg::TestPg),
+}
+
+impl Place {
+    fn stores(&self) -> (TopicStore, Outbox) {
+        let db = match self {
+            Place::Sqlite(dir) => open_embedded(&dir.path().join("notifications")).unwrap(),
+            Place::Postgres(pg) => open_postgres(pg_pool(&pg.url()), true).unwrap(),
+        };
+        (TopicStore::on(db.clone()), Outbox::on(db))
+    }
+}
+
+/// A pool of connections to the test database at `url`.
+pub(crate) fn pg_pool(url: &str) -> cts_db::Pool {
+    cts_db::PgSettings::new(url.parse().unwrap())
+        .connect()
+        .unwrap()
+}
+
+/// Runs the test `$name(&Place)` on SQLite and on PostgreSQL, as two tests.
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name(&super::Place::Sqlite(tempfile::tempdir().unwrap()));
+            }
+
+            #[test]
+            fn postgres() {
+                super::$name(&super::Place::Postgres(cts_testpg::TestPg::start()));
+            }
+        }
+    };
 }
 
 fn message(id: &str, topic_urn: &str) -> OutboxMessage {
@@ -34,10 +70,9 @@ fn topic_of_two(topics: &TopicStore) -> (Topic, Subscription, Subscription) {
     (t, a, b)
 }
 
-#[test]
-fn topics_are_per_project_and_unique() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (topics, _) = stores(tmp.path());
+both!(topics_are_per_project_and_unique);
+fn topics_are_per_project_and_unique(place: &Place) {
+    let (topics, _) = place.stores();
     let t = topics
         .create_topic(P, "eu-de", "alerts", "Ops alerts")
         .unwrap();
@@ -70,10 +105,9 @@ fn topics_are_per_project_and_unique() {
     assert_eq!(topics.topics(P).unwrap(), vec![f]);
 }
 
-#[test]
-fn topic_quota() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (topics, _) = stores(tmp.path());
+both!(topic_quota);
+fn topic_quota(place: &Place) {
+    let (topics, _) = place.stores();
     for i in 0..MAX_TOPICS {
         topics
             .create_topic(P, "eu-de", &format!("t{i}"), "")
@@ -89,10 +123,9 @@ fn topic_quota() {
     topics.create_topic(OTHER, "eu-de", "one-more", "").unwrap();
 }
 
-#[test]
-fn subscriptions_have_their_own_secret_and_rules() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (topics, _) = stores(tmp.path());
+both!(subscriptions_have_their_own_secret_and_rules);
+fn subscriptions_have_their_own_secret_and_rules(place: &Place) {
+    let (topics, _) = place.stores();
     let t = topics.create_topic(P, "eu-de", "alerts", "").unwrap();
     let a = topics
         .subscribe(
@@ -165,10 +198,9 @@ fn subscriptions_have_their_own_secret_and_rules() {
     assert_eq!(topics.all_subscriptions().unwrap().len(), 1);
 }
 
-#[test]
-fn enqueue_is_idempotent_and_fans_out_per_subscription() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (topics, outbox) = stores(tmp.path());
+both!(enqueue_is_idempotent_and_fans_out_per_subscription);
+fn enqueue_is_idempotent_and_fans_out_per_subscription(place: &Place) {
+    let (topics, outbox) = place.stores();
     let (t, a, b) = topic_of_two(&topics);
     let first = outbox
         .enqueue(vec![message("m1", &t.urn), message("m2", &t.urn)])
@@ -208,12 +240,13 @@ fn enqueue_is_idempotent_and_fans_out_per_subscription() {
                 next_ms: 42,
                 error: "503".into(),
             },
+            None,
         )
         .unwrap();
     for id in ["m1", "m2", "m3"] {
         let d = outbox.next_pending(&b.urn).unwrap().unwrap();
         assert_eq!(d.message_id, id);
-        outbox.record(&b.urn, d.seq, Attempt::Delivered).unwrap();
+        outbox.record(&b.urn, d.seq, Attempt::Delivered, None).unwrap();
     }
     assert!(outbox.next_pending(&b.urn).unwrap().is_none());
     let d = outbox.next_pending(&a.urn).unwrap().unwrap();
@@ -229,6 +262,7 @@ fn enqueue_is_idempotent_and_fans_out_per_subscription() {
             Attempt::Dead {
                 error: "gave up".into(),
             },
+            None,
         )
         .unwrap();
     assert_eq!(
@@ -260,11 +294,38 @@ fn enqueue_is_idempotent_and_fans_out_per_subscription() {
         .is_empty());
 }
 
-#[test]
-fn pending_deliveries_survive_a_reopen_and_leave_with_their_subscription() {
-    let tmp = tempfile::tempdir().unwrap();
+both!(nodes_enqueueing_one_message_at_once_store_it_once);
+fn nodes_enqueueing_one_message_at_once_store_it_once(place: &Place) {
+    let (topics, _) = place.stores();
+    let (t, a, _) = topic_of_two(&topics);
+    // Two matchers (a lease taken over mid-batch) enqueue the same ids.
+    let done: Vec<Enqueued> = std::thread::scope(|s| {
+        let nodes: Vec<_> = (0..2)
+            .map(|_| {
+                let (_, outbox) = place.stores();
+                let t = &t;
+                s.spawn(move || {
+                    let msgs = (0..20).map(|i| message(&format!("m{i:02}"), &t.urn));
+                    outbox.enqueue(msgs.collect()).unwrap()
+                })
+            })
+            .collect();
+        nodes.into_iter().map(|n| n.join().unwrap()).collect()
+    });
+    assert_eq!(done.iter().map(|d| d.messages).sum::<usize>(), 20);
+    assert_eq!(done.iter().map(|d| d.deliveries).sum::<usize>(), 40);
+    let (_, outbox) = place.stores();
+    let of_a = outbox.deliveries(P, Some(&a.urn), None, 0, 100).unwrap();
+    let mut ids: Vec<_> = of_a.into_iter().map(|d| d.message_id).collect();
+    ids.reverse();
+    let expected: Vec<_> = (0..20).map(|i| format!("m{i:02}")).collect();
+    assert_eq!(ids, expected, "each once, in order");
+}
+
+both!(pending_deliveries_survive_a_reopen_and_leave_with_their_subscription);
+fn pending_deliveries_survive_a_reopen_and_leave_with_their_subscription(place: &Place) {
     let (t, a, b) = {
-        let (topics, outbox) = stores(tmp.path());
+        let (topics, outbox) = place.stores();
         let t = topics.create_topic(P, "eu-de", "alerts", "").unwrap();
         let a = topics
             .subscribe(P, &t.urn, Protocol::Https, "https://a.example.com/", "")
@@ -275,7 +336,7 @@ fn pending_deliveries_survive_a_reopen_and_leave_with_their_subscription() {
         outbox.enqueue(vec![message("m1", &t.urn)]).unwrap();
         (t, a, b)
     };
-    let (topics, outbox) = stores(tmp.path());
+    let (topics, outbox) = place.stores();
     assert_eq!(
         outbox.next_pending(&a.urn).unwrap().unwrap().message_id,
         "m1"
@@ -292,10 +353,9 @@ fn pending_deliveries_survive_a_reopen_and_leave_with_their_subscription() {
     assert_eq!(outbox.backlog().unwrap(), Backlog::default());
 }
 
-#[test]
-fn prune_removes_finished_deliveries_after_their_retention_never_pending_ones() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (topics, outbox) = stores(tmp.path());
+both!(prune_removes_finished_deliveries_after_their_retention_never_pending_ones);
+fn prune_removes_finished_deliveries_after_their_retention_never_pending_ones(place: &Place) {
+    let (topics, outbox) = place.stores();
     let (t, a, b) = topic_of_two(&topics);
     let quiet = topics.create_topic(P, "eu-de", "quiet", "").unwrap();
     let msgs = ["m1", "m2", "m3"].map(|id| message(id, &t.urn));
@@ -305,15 +365,15 @@ fn prune_removes_finished_deliveries_after_their_retention_never_pending_ones() 
     // a: m1 delivered, m2 dead, m3 pending; b: all three delivered.
     let next = |urn: &str| outbox.next_pending(urn).unwrap().unwrap();
     outbox
-        .record(&a.urn, next(&a.urn).seq, Attempt::Delivered)
+        .record(&a.urn, next(&a.urn).seq, Attempt::Delivered, None)
         .unwrap();
     let dead = Attempt::Dead {
         error: "gave up".into(),
     };
-    outbox.record(&a.urn, next(&a.urn).seq, dead).unwrap();
+    outbox.record(&a.urn, next(&a.urn).seq, dead, None).unwrap();
     for _ in 0..3 {
         outbox
-            .record(&b.urn, next(&b.urn).seq, Attempt::Delivered)
+            .record(&b.urn, next(&b.urn).seq, Attempt::Delivered, None)
             .unwrap();
     }
     let now = crate::db::now_ms();

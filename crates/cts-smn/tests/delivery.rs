@@ -1,6 +1,7 @@
 //! The delivery against a real HTTP receiver on loopback: bodies and
 //! signatures, failures, timeouts, recovery, order per subscription,
-//! isolation of a failing endpoint, dead letters.
+//! isolation of a failing endpoint, dead letters; on PostgreSQL, two nodes
+//! and the takeover of a subscription's lease.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
+use cts_consumer::{ConsumerStore, LeaseSettings};
 use cts_smn::webhook::{signature, MESSAGE_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use cts_smn::*;
 use parking_lot::Mutex;
@@ -102,11 +104,8 @@ struct World {
     delivery: tokio::task::JoinHandle<()>,
 }
 
-async fn world(retry_for: Duration) -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("notifications");
-    let topics = Arc::new(TopicStore::open(&data).unwrap());
-    let outbox = Arc::new(Outbox::open(&data).unwrap());
+/// The receiver on a free loopback port; answers the base URL of its hooks.
+async fn receiver() -> (Arc<Receiver>, String) {
     let receiver = Arc::new(Receiver::default());
     let app = Router::new()
         .route("/hook/{path}", post(hook))
@@ -114,9 +113,18 @@ async fn world(retry_for: Duration) -> World {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let topic = topics.create_topic(P, "eu-de", "alerts", "").unwrap();
-    let outcomes = Arc::new(Mutex::new(Vec::new()));
-    let seen = outcomes.clone();
+    (receiver, base)
+}
+
+/// A running delivery over `topics`, `outbox` and `leases`, recording its
+/// outcomes in `outcomes`.
+fn deliver(
+    topics: &Arc<TopicStore>,
+    outbox: &Arc<Outbox>,
+    leases: Arc<ConsumerStore>,
+    retry_for: Duration,
+    outcomes: &Arc<Mutex<Vec<Outcome>>>,
+) -> tokio::task::JoinHandle<()> {
     let config = DeliveryConfig {
         timeout: Duration::from_millis(300),
         retry_for,
@@ -124,14 +132,28 @@ async fn world(retry_for: Duration) -> World {
         max_backoff: Duration::from_millis(100),
         smtp: None,
     };
+    let seen = outcomes.clone();
     let deliverer = Deliverer::new(
         topics.clone(),
         outbox.clone(),
+        leases,
         config,
         Arc::new(move |o| seen.lock().push(o)),
     )
     .unwrap();
-    let delivery = tokio::spawn(Arc::new(deliverer).run());
+    tokio::spawn(Arc::new(deliverer).run())
+}
+
+async fn world(retry_for: Duration) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("notifications");
+    let topics = Arc::new(TopicStore::open(&data).unwrap());
+    let outbox = Arc::new(Outbox::open(&data).unwrap());
+    let leases = Arc::new(ConsumerStore::open(&dir.path().join("consumers")).unwrap());
+    let (receiver, base) = receiver().await;
+    let topic = topics.create_topic(P, "eu-de", "alerts", "").unwrap();
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let delivery = deliver(&topics, &outbox, leases, retry_for, &outcomes);
     World {
         _dir: dir,
         topics,
@@ -296,6 +318,183 @@ async fn messages_failing_past_the_retry_window_are_dead_and_the_queue_moves_on(
     w.topics.unsubscribe(P, &sub.urn).unwrap();
     assert_eq!(w.outbox.backlog().unwrap().dead, 0);
     w.delivery.abort();
+}
+
+/// Short leases: the takeover test waits for expiry.
+const LEASES: LeaseSettings = LeaseSettings {
+    ttl: Duration::from_millis(600),
+    renew_every: Duration::from_millis(200),
+};
+
+/// Runs `f` on a blocking thread: the PostgreSQL client blocks (and must
+/// not be used, made or dropped on an async worker).
+async fn off<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+/// A node of its own on the database `url`: its stores, its leases renewed
+/// every [`LEASES`]`.renew_every` (as ctsd does) and its delivery running.
+struct Node {
+    topics: Arc<TopicStore>,
+    outbox: Arc<Outbox>,
+    leases: Arc<ConsumerStore>,
+    outcomes: Arc<Mutex<Vec<Outcome>>>,
+    tasks: [tokio::task::JoinHandle<()>; 2],
+}
+
+impl Node {
+    async fn start(url: &str) -> Node {
+        let url = url.to_owned();
+        let (topics, outbox, leases) = off(move || {
+            let pool = cts_db::PgSettings::new(url.parse().unwrap())
+                .connect()
+                .unwrap();
+            let db = open_postgres(pool, true).unwrap();
+            let leases = ConsumerStore::connect(&url, cts_consumer::node_id(), LEASES).unwrap();
+            (
+                Arc::new(TopicStore::on(db.clone())),
+                Arc::new(Outbox::on(db)),
+                Arc::new(leases),
+            )
+        })
+        .await;
+        let outcomes = Arc::new(Mutex::new(Vec::new()));
+        let delivery = deliver(
+            &topics,
+            &outbox,
+            leases.clone(),
+            Duration::from_secs(3600),
+            &outcomes,
+        );
+        let renewing = leases.clone();
+        let renewal = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASES.renew_every).await;
+                let leases = renewing.clone();
+                let _ = tokio::task::spawn_blocking(move || leases.renew()).await;
+            }
+        });
+        Node {
+            topics,
+            outbox,
+            leases,
+            outcomes,
+            tasks: [delivery, renewal],
+        }
+    }
+
+    fn delivered(&self) -> usize {
+        let outcomes = self.outcomes.lock();
+        outcomes.iter().filter(|o| **o == Outcome::Delivered).count()
+    }
+
+    /// As `kill -9` leaves it: no more attempts, no renewals, no release.
+    fn kill(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+
+    async fn enqueue(&self, msgs: Vec<OutboxMessage>) {
+        let outbox = self.outbox.clone();
+        off(move || outbox.enqueue(msgs).unwrap()).await;
+    }
+}
+
+fn messages(topic_urn: &str, range: std::ops::Range<usize>) -> Vec<OutboxMessage> {
+    ids(range)
+        .into_iter()
+        .map(|id| OutboxMessage {
+            trace: RawValue::from_string(format!(r#"{{"trace_id":"{id}"}}"#)).unwrap(),
+            message_id: id,
+            project_id: P.into(),
+            topic_urn: topic_urn.into(),
+            notification_id: "n-1".into(),
+            notification_name: "deletes".into(),
+        })
+        .collect()
+}
+
+/// Polls `done` every 50 ms for at most 20 s.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(started.elapsed() < Duration::from_secs(20), "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_one_node_delivers_a_subscription_and_another_takes_it_over_in_order() {
+    let pg = cts_testpg::TestPg::start();
+    let a = Node::start(&pg.url()).await;
+    let (receiver, base) = receiver().await;
+    let topics = a.topics.clone();
+    let (topic, sub) = off(move || {
+        let topic = topics.create_topic(P, "eu-de", "alerts", "").unwrap();
+        let sub = topics
+            .subscribe(P, &topic.urn, Protocol::Http, &format!("{base}/hook"), "")
+            .unwrap();
+        (topic, sub)
+    })
+    .await;
+    receiver.scripts.lock().insert("hook".into(), vec![Act::Ok]);
+    receiver.secrets.lock().insert("hook".into(), sub.secret.clone());
+    // a's delivery claims the new subscription at once (its own change);
+    // b starts after.
+    let started = std::time::Instant::now();
+    loop {
+        let (leases, urn) = (a.leases.clone(), sub.urn.clone());
+        if off(move || leases.claim(DELIVERY_CONSUMER, &urn).unwrap()).await {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "a never took it");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = Node::start(&pg.url()).await;
+    // Enqueued through b (the matcher may run on another node than the
+    // delivery): a, the holder, delivers them.
+    b.enqueue(messages(&topic.urn, 0..10)).await;
+    until("a delivers 10", || a.delivered() == 10).await;
+    assert_eq!(b.delivered(), 0, "one node per subscription");
+
+    // a dies; messages keep coming; b takes over after the lease time.
+    a.kill();
+    let killed = std::time::Instant::now();
+    b.enqueue(messages(&topic.urn, 10..20)).await;
+    let accepted = || {
+        let mut got = receiver.accepted.lock().get("hook").cloned().unwrap_or_default();
+        got.dedup();
+        got
+    };
+    until("b delivers the rest", || accepted().len() == 20).await;
+    let took_over = killed.elapsed();
+    assert!(
+        took_over < LEASES.ttl + LEASES.renew_every + Duration::from_secs(3),
+        "takeover took {took_over:?}"
+    );
+    // At least once, in order: a repeat (a killed between its POST and its
+    // record) only ever follows itself.
+    let got = receiver.accepted.lock()["hook"].clone();
+    assert!(got.windows(2).all(|w| w[0] <= w[1]), "out of order: {got:?}");
+    assert_eq!(accepted(), ids(0..20));
+    assert!(b.delivered() >= 10);
+    assert_eq!(receiver.bad_signatures.load(Ordering::SeqCst), 0);
+
+    // a, were it still running, could not record anything any more.
+    let (outbox, leases, urn) = (a.outbox.clone(), a.leases.clone(), sub.urn.clone());
+    let stale = off(move || {
+        let fence = Fence {
+            consumer: DELIVERY_CONSUMER,
+            holder: leases.node().unwrap(),
+        };
+        outbox.record(&urn, 1, Attempt::Delivered, Some(&fence))
+    })
+    .await;
+    assert!(matches!(stale, Err(SmnError::LeaseLost(_))), "{stale:?}");
+    b.kill();
+    // The stores close their connections off the async workers.
+    off(move || drop((a, b))).await;
 }
 
 #[test]
