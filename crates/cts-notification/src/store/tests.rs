@@ -29,15 +29,49 @@ fn spec(v: serde_json::Value) -> NotificationSpec {
     parse_create(v.to_string().as_bytes()).unwrap()
 }
 
-fn open(quota: u64) -> (tempfile::TempDir, NotificationStore) {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = NotificationStore::open(&tmp.path().join("notifications"), quota).unwrap();
-    (tmp, store)
+/// Where a test's rules live; [`Place::open`] opens them again (a restart,
+/// or another node).
+enum Place {
+    Sqlite(tempfile::TempDir),
+    Postgres(cts_testpg::TestPg),
 }
 
-#[test]
-fn create_list_update_delete_survive_a_reopen() {
-    let (tmp, s) = open(100);
+impl Place {
+    fn open(&self, quota: u64) -> NotificationStore {
+        match self {
+            Place::Sqlite(dir) => {
+                NotificationStore::open(&dir.path().join("notifications"), quota).unwrap()
+            }
+            Place::Postgres(pg) => {
+                let pool = cts_db::PgSettings::new(pg.url().parse().unwrap())
+                    .connect()
+                    .unwrap();
+                NotificationStore::open_postgres(pool, true, quota).unwrap()
+            }
+        }
+    }
+}
+
+/// Runs the test `$name(&Place)` on SQLite and on PostgreSQL, as two tests.
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name(&super::Place::Sqlite(tempfile::tempdir().unwrap()));
+            }
+
+            #[test]
+            fn postgres() {
+                super::$name(&super::Place::Postgres(cts_testpg::TestPg::start()));
+            }
+        }
+    };
+}
+
+both!(create_list_update_delete_survive_a_reopen);
+fn create_list_update_delete_survive_a_reopen(place: &Place) {
+    let s = place.open(100);
     let n = s
         .create(
             "p1",
@@ -62,7 +96,7 @@ fn create_list_update_delete_survive_a_reopen() {
     assert_eq!((off.status, off.since), (Status::Disabled, None));
     assert_eq!(s.matcher().len(), 1);
     drop(s);
-    let s = NotificationStore::open(&tmp.path().join("notifications"), 100).unwrap();
+    let s = place.open(100);
     assert_eq!(s.list("p1", None, None).unwrap().len(), 2);
     assert_eq!(
         s.list("p1", Some(NotificationType::Fun), None)
@@ -101,9 +135,9 @@ fn create_list_update_delete_survive_a_reopen() {
     );
 }
 
-#[test]
-fn names_are_unique_per_project_and_the_quota_holds() {
-    let (_tmp, s) = open(2);
+both!(names_are_unique_per_project_and_the_quota_holds);
+fn names_are_unique_per_project_and_the_quota_holds(place: &Place) {
+    let s = place.open(2);
     let a = spec(json!({"notification_name": "a", "operation_type": "complete"}));
     s.create("p1", "d1", &a, 1, &Dir).unwrap();
     assert_eq!(
@@ -131,9 +165,9 @@ fn names_are_unique_per_project_and_the_quota_holds() {
     assert_eq!((e.code, e.status), ("CTS.9007", 409));
 }
 
-#[test]
-fn topics_groups_and_users_are_resolved() {
-    let (_tmp, s) = open(100);
+both!(topics_groups_and_users_are_resolved);
+fn topics_groups_and_users_are_resolved(place: &Place) {
+    let s = place.open(100);
     let field = |v: serde_json::Value| {
         s.create("p1", "d1", &spec(v), 1, &Dir)
             .unwrap_err()
@@ -179,4 +213,46 @@ fn topics_groups_and_users_are_resolved() {
             name: "bob".into()
         }]
     );
+}
+
+both!(a_rule_written_through_one_node_applies_on_another_within_the_recheck);
+fn a_rule_written_through_one_node_applies_on_another_within_the_recheck(place: &Place) {
+    let (a, b) = (place.open(100), place.open(100));
+    assert!(b.matcher().is_empty());
+    // Polls b's matcher until it has `n` rules; answers how long it took.
+    let until = |n: usize| {
+        let started = std::time::Instant::now();
+        while b.matcher().len() != n {
+            assert!(started.elapsed() < RECHECK * 3, "b never saw {n} rules");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        started.elapsed()
+    };
+    let rule = json!({"notification_name": "a", "operation_type": "complete", "topic_id": TOPIC});
+    let n = a.create("p1", "d1", &spec(rule), 10, &Dir).unwrap();
+    assert_eq!(a.matcher().len(), 1, "the writer's own at once");
+    let took = until(1);
+    assert!(took <= RECHECK + std::time::Duration::from_millis(300), "{took:?}");
+    a.delete("p1", &n.notification_id).unwrap();
+    until(0);
+}
+
+both!(the_quota_holds_across_nodes_creating_at_once);
+fn the_quota_holds_across_nodes_creating_at_once(place: &Place) {
+    let nodes = [place.open(1), place.open(1)];
+    let created = std::thread::scope(|s| {
+        let tries: Vec<_> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                s.spawn(move || {
+                    let rule = json!({"notification_name": format!("n{i}"), "operation_type": "complete"});
+                    node.create("p1", "d1", &spec(rule), 1, &Dir)
+                })
+            })
+            .collect();
+        tries.into_iter().map(|t| t.join().unwrap()).collect::<Vec<_>>()
+    });
+    assert_eq!(created.iter().filter(|c| c.is_ok()).count(), 1, "{created:?}");
+    assert_eq!(nodes[0].count("p1").unwrap(), 1);
 }
