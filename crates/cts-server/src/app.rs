@@ -756,6 +756,7 @@ fn deliver_notifications(state: AppState) -> std::io::Result<impl Future<Output 
     let deliverer = cts_smn::Deliverer::new(
         state.topics.clone(),
         state.outbox.clone(),
+        state.consumers.clone(),
         state.config.delivery_config(),
         on_outcome,
     )

@@ -124,6 +124,7 @@ impl From<SmnError> for ApiError {
             | SmnError::SubscriptionExists { .. }
             | SmnError::Quota { .. } => ApiError::Conflict(e.to_string()),
             SmnError::Storage(detail) => ApiError::Write(detail),
+            SmnError::LeaseLost(_) => ApiError::Write(e.to_string()),
         }
     }
 }
