@@ -132,14 +132,8 @@ fn decode(row: Row) -> Result<Notification, NotificationError> {
     serde_json::from_str(&body).map_err(|e| unreadable(format!("stored rule: {e}")))
 }
 
-fn load(
-    db: &Db,
-    sql: &str,
-    args: &[Arg<'_>],
-) -> Result<Vec<Notification>, NotificationError> {
-    let rows = db
-        .read(|s| s.query(sql, args))
-        .map_err(db_read())?;
+fn load(db: &Db, sql: &str, args: &[Arg<'_>]) -> Result<Vec<Notification>, NotificationError> {
+    let rows = db.read(|s| s.query(sql, args)).map_err(db_read())?;
     rows.into_iter().map(decode).collect()
 }
 
@@ -191,10 +185,7 @@ impl NotificationStore {
     pub fn matcher(&self) -> Arc<Matcher> {
         if let Some(mut checked) = self.checked.try_lock() {
             if checked.elapsed() >= RECHECK {
-                let moved = self
-                    .db
-                    .read(version)
-                    .map(|v| v != self.compiled.read().1);
+                let moved = self.db.read(version).map(|v| v != self.compiled.read().1);
                 match moved {
                     Ok(false) => *checked = Instant::now(),
                     Ok(true) => {
@@ -394,7 +385,7 @@ impl NotificationStore {
         let all = load(
             &self.db,
             "SELECT body FROM notifications WHERE project_id = $1 \
-             AND ($2 IS NULL OR name = $2) ORDER BY create_time, id",
+             AND (CAST($2 AS TEXT) IS NULL OR name = $2) ORDER BY create_time, id",
             &[Arg::Text(project_id), name.into()],
         )?;
         Ok(all

@@ -173,11 +173,9 @@ impl Settings {
             now_ms() / 1000,
         )
         .map_err(|e| OpenError::Transfer(e.to_string()))?;
-        let notifications = Arc::new(NotificationStore::open(
-            &config.notifications_dir(),
-            config.quotas.notifications,
-        )?);
-        let outbox = Arc::new(Outbox::open(&config.notifications_dir())?);
+        let (notifications, smn) = open_notifications(config)?;
+        let notifications = Arc::new(notifications);
+        let outbox = Arc::new(Outbox::on(smn.clone()));
         // Holds the journal at once, before retention first runs.
         let notifier = Notifier::open(
             store,
@@ -192,7 +190,7 @@ impl Settings {
             transfer: Arc::new(transfer),
             consumers,
             notifications,
-            topics: Arc::new(TopicStore::open(&config.notifications_dir())?),
+            topics: Arc::new(TopicStore::on(smn)),
             outbox,
             notifier: Arc::new(notifier),
             lts: Arc::new(lts),
@@ -253,6 +251,23 @@ fn open_consumers(config: &Config) -> Result<ConsumerStore, OpenError> {
         node,
         config.lease_settings(),
     )?)
+}
+
+/// The notification rules, and the database of the topics and the outbox:
+/// in the data directory, or with `store.backend = "postgres"` in the
+/// shared database.
+fn open_notifications(config: &Config) -> Result<(NotificationStore, cts_db::Db), OpenError> {
+    let quota = config.quotas.notifications;
+    let Some(pg) = config.postgres_settings() else {
+        let dir = config.notifications_dir();
+        let rules = NotificationStore::open(&dir, quota)?;
+        return Ok((rules, cts_smn::open_embedded(&dir)?));
+    };
+    let pool = pg
+        .connect()
+        .map_err(|e| OpenError::Store(StoreError::Setting(e.to_string())))?;
+    let rules = NotificationStore::open_postgres(pool.clone(), pg.auto_migrate, quota)?;
+    Ok((rules, cts_smn::open_postgres(pool, pg.auto_migrate)?))
 }
 
 #[derive(Debug, thiserror::Error)]

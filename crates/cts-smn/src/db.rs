@@ -9,11 +9,9 @@
 //! how `seq` and the insertion order are generated) lives in the two schemas
 //! below.
 
-use std::path::Path;
-use std::sync::Arc;
-
 use cts_db::{Db, PgMigration, PgSchema, Pool};
 use cts_sqlite::{Migrations, M};
+use std::path::Path;
 
 use crate::error::SmnError;
 
@@ -123,15 +121,15 @@ pub static PG_SCHEMA: PgSchema = PgSchema {
 };
 
 /// Opens (creating on first use) `dir/smn.db` (`DATA_DIR/notifications`).
-pub fn open_embedded(dir: &Path) -> Result<Arc<Db>, SmnError> {
+pub fn open_embedded(dir: &Path) -> Result<Db, SmnError> {
     let migrations = Migrations::new(vec![M::up(SQLITE)]);
-    Ok(Arc::new(Db::sqlite(dir, "smn.db", &migrations)?))
+    Ok(Db::sqlite(dir, "smn.db", &migrations)?)
 }
 
 /// The tables in the shared PostgreSQL database, migrated unless
 /// `auto_migrate` is off (then pending migrations refuse the start).
-pub fn open_postgres(pool: Pool, auto_migrate: bool) -> Result<Arc<Db>, SmnError> {
-    Ok(Arc::new(Db::postgres(pool, &PG_SCHEMA, auto_migrate)?))
+pub fn open_postgres(pool: Pool, auto_migrate: bool) -> Result<Db, SmnError> {
+    Ok(Db::postgres(pool, &PG_SCHEMA, auto_migrate)?)
 }
 
 pub(crate) use cts_clock::now_ms;

@@ -25,11 +25,11 @@ mod outbox;
 mod topics;
 pub mod webhook;
 
+pub use db::{open_embedded, open_postgres, PG_SCHEMA};
 pub use delivery::{
     backoff, Deliverer, DeliveryConfig, OnOutcome, Outcome, CONSUMER as DELIVERY_CONSUMER,
     SHARED_POLL,
 };
-pub use db::{open_embedded, open_postgres, PG_SCHEMA};
 pub use email::{compose as compose_email, Password, SmtpConfig, SmtpTls};
 pub use error::SmnError;
 pub use model::{

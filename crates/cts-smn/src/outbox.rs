@@ -9,7 +9,6 @@
 //! `delivered` or, after its retry window, `dead`.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use cts_db::{Arg, Db, Row, Val};
 use serde::Serialize;
@@ -153,7 +152,7 @@ const PRUNE_BATCH: i64 = 1000;
 /// return (SQLite: WAL, `synchronous=FULL`; PostgreSQL: committed): an
 /// enqueued message survives a crash.
 pub struct Outbox {
-    db: Arc<Db>,
+    db: Db,
     /// Bumped after each commit through this outbox that created
     /// deliveries: the delivery workers wait on it instead of polling.
     enqueued: tokio::sync::watch::Sender<u64>,
@@ -177,7 +176,7 @@ impl Outbox {
     }
 
     /// The outbox on `db`, the database of the topics it fans out to.
-    pub fn on(db: Arc<Db>) -> Outbox {
+    pub fn on(db: Db) -> Outbox {
         Outbox {
             db,
             enqueued: tokio::sync::watch::Sender::new(0),
@@ -329,8 +328,8 @@ impl Outbox {
                 &format!(
                     "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN messages m ON m.seq = d.seq \
                      WHERE m.project_id = $1 \
-                     AND ($2 IS NULL OR d.subscription_urn = $2) \
-                     AND ($3 IS NULL OR d.state = $3) \
+                     AND (CAST($2 AS TEXT) IS NULL OR d.subscription_urn = $2) \
+                     AND (CAST($3 AS TEXT) IS NULL OR d.state = $3) \
                      ORDER BY d.seq DESC, d.subscription_urn LIMIT $4 OFFSET $5"
                 ),
                 &[

@@ -246,7 +246,9 @@ fn enqueue_is_idempotent_and_fans_out_per_subscription(place: &Place) {
     for id in ["m1", "m2", "m3"] {
         let d = outbox.next_pending(&b.urn).unwrap().unwrap();
         assert_eq!(d.message_id, id);
-        outbox.record(&b.urn, d.seq, Attempt::Delivered, None).unwrap();
+        outbox
+            .record(&b.urn, d.seq, Attempt::Delivered, None)
+            .unwrap();
     }
     assert!(outbox.next_pending(&b.urn).unwrap().is_none());
     let d = outbox.next_pending(&a.urn).unwrap().unwrap();

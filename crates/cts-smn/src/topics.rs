@@ -2,7 +2,6 @@
 //! subscriptions, per project.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use cts_db::{Arg, Db, Row, Sql};
 use rand::RngCore;
@@ -17,7 +16,7 @@ use crate::model::{
 /// Topics and subscriptions of every project. Share it as an `Arc`; every
 /// method blocks on the database (async callers use `spawn_blocking`).
 pub struct TopicStore {
-    db: Arc<Db>,
+    db: Db,
     /// Woken by every change of the subscriptions made through this
     /// store, so the delivery serves a new subscription at once.
     changes: tokio::sync::watch::Sender<u64>,
@@ -41,7 +40,7 @@ impl TopicStore {
     }
 
     /// The store on `db` ([`crate::open_embedded`], [`crate::open_postgres`]).
-    pub fn on(db: Arc<Db>) -> TopicStore {
+    pub fn on(db: Db) -> TopicStore {
         TopicStore {
             db,
             changes: tokio::sync::watch::Sender::new(0),

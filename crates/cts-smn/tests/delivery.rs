@@ -385,7 +385,10 @@ impl Node {
 
     fn delivered(&self) -> usize {
         let outcomes = self.outcomes.lock();
-        outcomes.iter().filter(|o| **o == Outcome::Delivered).count()
+        outcomes
+            .iter()
+            .filter(|o| **o == Outcome::Delivered)
+            .count()
     }
 
     /// As `kill -9` leaves it: no more attempts, no renewals, no release.
@@ -419,7 +422,10 @@ fn messages(topic_urn: &str, range: std::ops::Range<usize>) -> Vec<OutboxMessage
 async fn until(what: &str, done: impl Fn() -> bool) {
     let started = std::time::Instant::now();
     while !done() {
-        assert!(started.elapsed() < Duration::from_secs(20), "timed out: {what}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "timed out: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -439,7 +445,10 @@ async fn on_postgres_one_node_delivers_a_subscription_and_another_takes_it_over_
     })
     .await;
     receiver.scripts.lock().insert("hook".into(), vec![Act::Ok]);
-    receiver.secrets.lock().insert("hook".into(), sub.secret.clone());
+    receiver
+        .secrets
+        .lock()
+        .insert("hook".into(), sub.secret.clone());
     // a's delivery claims the new subscription at once (its own change);
     // b starts after.
     let started = std::time::Instant::now();
@@ -448,7 +457,10 @@ async fn on_postgres_one_node_delivers_a_subscription_and_another_takes_it_over_
         if off(move || leases.claim(DELIVERY_CONSUMER, &urn).unwrap()).await {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(5), "a never took it");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a never took it"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let b = Node::start(&pg.url()).await;
@@ -463,7 +475,12 @@ async fn on_postgres_one_node_delivers_a_subscription_and_another_takes_it_over_
     let killed = std::time::Instant::now();
     b.enqueue(messages(&topic.urn, 10..20)).await;
     let accepted = || {
-        let mut got = receiver.accepted.lock().get("hook").cloned().unwrap_or_default();
+        let mut got = receiver
+            .accepted
+            .lock()
+            .get("hook")
+            .cloned()
+            .unwrap_or_default();
         got.dedup();
         got
     };
@@ -476,7 +493,10 @@ async fn on_postgres_one_node_delivers_a_subscription_and_another_takes_it_over_
     // At least once, in order: a repeat (a killed between its POST and its
     // record) only ever follows itself.
     let got = receiver.accepted.lock()["hook"].clone();
-    assert!(got.windows(2).all(|w| w[0] <= w[1]), "out of order: {got:?}");
+    assert!(
+        got.windows(2).all(|w| w[0] <= w[1]),
+        "out of order: {got:?}"
+    );
     assert_eq!(accepted(), ids(0..20));
     assert!(b.delivered() >= 10);
     assert_eq!(receiver.bad_signatures.load(Ordering::SeqCst), 0);

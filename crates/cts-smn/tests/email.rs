@@ -132,9 +132,16 @@ async fn email_arrives_through_an_authenticated_relay_readable_with_the_trace() 
             from: "CTS <cts@example.com>".into(),
         }),
     };
-    let leases = Arc::new(cts_consumer::ConsumerStore::open(&dir.path().join("consumers")).unwrap());
-    let deliverer =
-        Deliverer::new(topics.clone(), outbox.clone(), leases, config, Arc::new(|_| {})).unwrap();
+    let leases =
+        Arc::new(cts_consumer::ConsumerStore::open(&dir.path().join("consumers")).unwrap());
+    let deliverer = Deliverer::new(
+        topics.clone(),
+        outbox.clone(),
+        leases,
+        config,
+        Arc::new(|_| {}),
+    )
+    .unwrap();
     let delivery = tokio::spawn(Arc::new(deliverer).run());
 
     let trace = r#"{"trace_id":"t-1","time":1765007563000,"user":{"name":"alice","id":"u1"},

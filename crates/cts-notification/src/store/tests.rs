@@ -232,7 +232,10 @@ fn a_rule_written_through_one_node_applies_on_another_within_the_recheck(place: 
     let n = a.create("p1", "d1", &spec(rule), 10, &Dir).unwrap();
     assert_eq!(a.matcher().len(), 1, "the writer's own at once");
     let took = until(1);
-    assert!(took <= RECHECK + std::time::Duration::from_millis(300), "{took:?}");
+    assert!(
+        took <= RECHECK + std::time::Duration::from_millis(300),
+        "{took:?}"
+    );
     a.delete("p1", &n.notification_id).unwrap();
     until(0);
 }
@@ -246,13 +249,21 @@ fn the_quota_holds_across_nodes_creating_at_once(place: &Place) {
             .enumerate()
             .map(|(i, node)| {
                 s.spawn(move || {
-                    let rule = json!({"notification_name": format!("n{i}"), "operation_type": "complete"});
+                    let rule =
+                        json!({"notification_name": format!("n{i}"), "operation_type": "complete"});
                     node.create("p1", "d1", &spec(rule), 1, &Dir)
                 })
             })
             .collect();
-        tries.into_iter().map(|t| t.join().unwrap()).collect::<Vec<_>>()
+        tries
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect::<Vec<_>>()
     });
-    assert_eq!(created.iter().filter(|c| c.is_ok()).count(), 1, "{created:?}");
+    assert_eq!(
+        created.iter().filter(|c| c.is_ok()).count(),
+        1,
+        "{created:?}"
+    );
     assert_eq!(nodes[0].count("p1").unwrap(), 1);
 }
