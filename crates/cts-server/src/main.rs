@@ -188,7 +188,11 @@ fn migrate(config: &Config) -> Result<()> {
         .connect()
         .and_then(|pool| Ok(pool.get()?))
         .with_context(|| format!("connecting to {}", pg.url))?;
-    for schema in [cts_identity::pg_schema()] {
+    for schema in [
+        cts_identity::pg_schema(),
+        &cts_smn::PG_SCHEMA,
+        &cts_notification::PG_SCHEMA,
+    ] {
         let applied = cts_db::migrate(&mut client, schema)
             .with_context(|| format!("migrating {} at {}", schema.ledger, pg.url))?;
         if applied.is_empty() {
