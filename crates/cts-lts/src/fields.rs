@@ -67,6 +67,23 @@ impl Severity {
     }
 }
 
+/// A stored trace read for delivery: the fields it is routed and labelled
+/// by, and its whole JSON, both borrowed from the journal entry (parsed
+/// once, whatever the sink kind).
+pub(crate) struct Record<'a> {
+    pub fields: Fields<'a>,
+    pub text: &'a str,
+}
+
+impl<'a> Record<'a> {
+    /// None when `doc` does not read as a stored trace.
+    pub fn parse(doc: &'a [u8]) -> Option<Record<'a>> {
+        let text = std::str::from_utf8(doc).ok()?;
+        let fields = serde_json::from_str(text).ok()?;
+        Some(Record { fields, text })
+    }
+}
+
 impl Fields<'_> {
     /// `code` as text (a string without its quotes, a number as written).
     pub fn code(&self) -> Option<Cow<'_, str>> {

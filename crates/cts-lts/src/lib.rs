@@ -14,14 +14,15 @@
 //! ([`Failure`]); each sink counts what it delivered and failed and how
 //! far behind it is ([`SinkMetrics`]).
 
+mod batch;
 mod fields;
-pub mod otlp;
+mod otlp;
+mod pipeline;
 mod protocol;
 mod sink;
 mod stream;
-pub mod syslog;
+mod syslog;
 
-pub use protocol::{Protocol, Stream};
 pub use sink::{Facility, Failure, SinkError, SinkKind, SinkSpec, SpecError};
 pub use stream::{Lts, LtsStatus, RegionOf, Routing, Settings, SinkMetrics};
 

@@ -11,83 +11,93 @@
 use std::io::Write;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 use prost::Message;
 
-use crate::fields::{Fields, Severity};
+use crate::fields::{Record, Severity};
 use crate::protocol::{Protocol, Sending, Stream};
 use crate::sink::{Failure, SinkError, SinkSpec};
 
-/// The gzip'd protobuf request body of `docs` (stored trace JSON; a
-/// document that does not read is left out and counted in the answer).
+/// The gzip'd protobuf `ExportLogsServiceRequest` of `records`: one
+/// resource (the stream), one scope, a LogRecord per trace. The records
+/// are written straight in the wire format from the borrowed fields (no
+/// owned message per trace); the few envelope messages through prost.
 /// CPU work: call it off the async workers.
-pub fn encode(stream: &Stream, docs: &[Vec<u8>]) -> (Vec<u8>, u64) {
-    let mut unreadable = 0;
-    let records: Vec<LogRecord> = docs
-        .iter()
-        .filter_map(|doc| {
-            let record = record(doc);
-            unreadable += u64::from(record.is_none());
-            record
-        })
-        .collect();
-    let request = ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: Some(Resource {
-                attributes: vec![
-                    kv("service.name", "cts"),
-                    kv("cts.project_id", &stream.project_id),
-                    kv("cts.region", &stream.region),
-                    kv("cts.log_group", &stream.log_group),
-                    kv("cts.log_topic", &stream.log_topic),
-                    kv("cts.log_group_id", &stream.group_id),
-                    kv("cts.log_stream_id", &stream.stream_id),
-                ],
-                ..Default::default()
-            }),
-            scope_logs: vec![ScopeLogs {
-                scope: Some(InstrumentationScope {
-                    name: "cts".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                    ..Default::default()
-                }),
-                log_records: records,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    let raw = request.encode_to_vec();
+pub(crate) fn encode(stream: &Stream, records: &[Record<'_>]) -> Vec<u8> {
+    let mut logs = Vec::with_capacity(records.iter().map(|r| r.text.len() + 512).sum());
+    let mut one = Vec::with_capacity(4096);
+    for r in records {
+        one.clear();
+        log_record(&mut one, r);
+        // ScopeLogs.log_records
+        message(&mut logs, 2, &one);
+    }
+    let resource = Resource {
+        attributes: vec![
+            kv("service.name", "cts"),
+            kv("cts.project_id", &stream.project_id),
+            kv("cts.region", &stream.region),
+            kv("cts.log_group", &stream.log_group),
+            kv("cts.log_topic", &stream.log_topic),
+            kv("cts.log_group_id", &stream.group_id),
+            kv("cts.log_stream_id", &stream.stream_id),
+        ],
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let scope = InstrumentationScope {
+        name: "cts".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    // ScopeLogs { scope = 1, log_records = 2 }: its head, then `logs`.
+    let mut scope_logs = Vec::new();
+    message(&mut scope_logs, 1, &scope);
+    let scope_logs_len = scope_logs.len() + logs.len();
+    // ResourceLogs { resource = 1, scope_logs = 2 }
+    let mut resource_logs = Vec::new();
+    message(&mut resource_logs, 1, &resource);
+    length_delimited(&mut resource_logs, 2, scope_logs_len);
+    // ExportLogsServiceRequest { resource_logs = 1 }
+    let mut head = Vec::new();
+    length_delimited(&mut head, 1, resource_logs.len() + scope_logs_len);
+    head.extend_from_slice(&resource_logs);
+    head.extend_from_slice(&scope_logs);
     let mut gz = flate2::write::GzEncoder::new(
-        Vec::with_capacity(raw.len() / 4),
+        Vec::with_capacity((head.len() + logs.len()) / 4),
         flate2::Compression::fast(),
     );
     // Writing into a Vec cannot fail.
-    gz.write_all(&raw).expect("gzip into memory");
-    (gz.finish().expect("gzip into memory"), unreadable)
+    gz.write_all(&head).expect("gzip into memory");
+    gz.write_all(&logs).expect("gzip into memory");
+    gz.finish().expect("gzip into memory")
 }
 
-fn record(doc: &[u8]) -> Option<LogRecord> {
-    let f: Fields<'_> = serde_json::from_slice(doc).ok()?;
-    let text = std::str::from_utf8(doc).ok()?;
+/// One LogRecord's fields (without its own key and length).
+fn log_record(buf: &mut Vec<u8>, r: &Record<'_>) {
+    let f = &r.fields;
     let (number, severity) = match Severity::of(&f.trace_rating) {
-        Severity::Info => (SeverityNumber::Info, "INFO"),
-        Severity::Warn => (SeverityNumber::Warn, "WARN"),
-        Severity::Error => (SeverityNumber::Error, "ERROR"),
+        Severity::Info => (9, "INFO"),
+        Severity::Warn => (13, "WARN"),
+        Severity::Error => (17, "ERROR"),
     };
-    let mut attributes = vec![
-        kv("cts.trace_id", &f.trace_id),
-        kv("cts.service_type", &f.service_type),
-        kv("cts.resource_type", &f.resource_type),
-        kv("cts.trace_name", &f.trace_name),
-        kv("cts.trace_type", &f.trace_type),
-        kv("cts.trace_rating", &f.trace_rating),
-        kv("cts.source_ip", &f.source_ip),
-    ];
-    let optional = [
+    fixed64(buf, 1, nanos(f.time));
+    encode_key(2, WireType::Varint, buf);
+    encode_varint(number, buf);
+    string(buf, 3, severity);
+    any_string(buf, 5, r.text);
+    let code = f.code();
+    let attributes = [
+        ("cts.trace_id", Some(f.trace_id.as_ref())),
+        ("cts.service_type", Some(&f.service_type)),
+        ("cts.resource_type", Some(&f.resource_type)),
+        ("cts.trace_name", Some(&f.trace_name)),
+        ("cts.trace_type", Some(&f.trace_type)),
+        ("cts.trace_rating", Some(&f.trace_rating)),
+        ("cts.source_ip", Some(&f.source_ip)),
         ("cts.resource_name", f.resource_name.as_deref()),
         ("cts.resource_id", f.resource_id.as_deref()),
         ("cts.user", f.user.name.as_deref()),
@@ -97,47 +107,68 @@ fn record(doc: &[u8]) -> Option<LogRecord> {
             "cts.tracker_name",
             Some(f.tracker_name.as_ref()).filter(|s| !s.is_empty()),
         ),
+        ("cts.code", code.as_deref()),
     ];
-    attributes.extend(
-        optional
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| kv(k, v))),
-    );
-    if let Some(code) = f.code() {
-        attributes.push(kv("cts.code", &code));
+    for (key, value) in attributes {
+        if let Some(value) = value {
+            // LogRecord.attributes: KeyValue { key = 1, value = 2 }
+            let any = string_len(value);
+            let len = string_len(key) + 1 + encoded_len_varint(any as u64) + any;
+            length_delimited(buf, 6, len);
+            string(buf, 1, key);
+            any_string(buf, 2, value);
+        }
     }
-    Some(LogRecord {
-        time_unix_nano: nanos(f.time),
-        observed_time_unix_nano: nanos(f.record_time),
-        severity_number: number as i32,
-        severity_text: severity.into(),
-        body: Some(string(text)),
-        attributes,
-        ..Default::default()
-    })
+    fixed64(buf, 11, nanos(f.record_time));
+}
+
+fn length_delimited(buf: &mut Vec<u8>, tag: u32, len: usize) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+}
+
+fn message(buf: &mut Vec<u8>, tag: u32, body: &[u8]) {
+    length_delimited(buf, tag, body.len());
+    buf.extend_from_slice(body);
+}
+
+fn string(buf: &mut Vec<u8>, tag: u32, s: &str) {
+    message(buf, tag, s.as_bytes());
+}
+
+/// The encoded length of a one-byte-key string field.
+fn string_len(s: &str) -> usize {
+    1 + encoded_len_varint(s.len() as u64) + s.len()
+}
+
+/// `AnyValue { string_value = 1 }` holding `s`.
+fn any_string(buf: &mut Vec<u8>, tag: u32, s: &str) {
+    length_delimited(buf, tag, string_len(s));
+    string(buf, 1, s);
+}
+
+fn fixed64(buf: &mut Vec<u8>, tag: u32, v: u64) {
+    encode_key(tag, WireType::SixtyFourBit, buf);
+    buf.extend_from_slice(&v.to_le_bytes());
 }
 
 fn nanos(ms: i64) -> u64 {
     u64::try_from(ms).unwrap_or(0).saturating_mul(1_000_000)
 }
 
-fn string(s: &str) -> AnyValue {
-    AnyValue {
-        value: Some(any_value::Value::StringValue(s.to_owned())),
-    }
-}
-
 fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.into(),
-        value: Some(string(value)),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_owned())),
+        }),
         ..Default::default()
     }
 }
 
 /// An HTTP client for one `otlp` sink.
 #[derive(Debug, Clone)]
-pub struct Client {
+pub(crate) struct Client {
     url: reqwest::Url,
     http: reqwest::Client,
 }
@@ -214,8 +245,12 @@ impl Client {
 }
 
 impl Protocol for Client {
-    fn encode(&self, stream: &Stream, docs: &[Vec<u8>]) -> (Vec<u8>, u64) {
-        encode(stream, docs)
+    fn encode(&self, stream: &Stream, records: &[Record<'_>]) -> Vec<u8> {
+        encode(stream, records)
+    }
+
+    fn concurrent(&self) -> bool {
+        true
     }
 
     fn send(&self, body: Vec<u8>) -> Sending<'_> {

@@ -6,13 +6,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::fields::Record;
 use crate::sink::{SinkError, SinkKind, SinkSpec};
 use crate::{otlp, syslog};
 
 /// Whose stream a batch is: the tracker's log group and topic and the
 /// stable ids of the tracker answer.
 #[derive(Debug, Clone)]
-pub struct Stream {
+pub(crate) struct Stream {
     pub project_id: String,
     pub region: String,
     pub log_group: String,
@@ -21,14 +22,18 @@ pub struct Stream {
     pub stream_id: String,
 }
 
-pub type Sending<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
+pub(crate) type Sending<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
 
 /// One sink kind's wire format and transport.
-pub trait Protocol: Send + Sync {
-    /// The bytes of one delivery of `docs` (stored trace JSON) and how
-    /// many documents did not read (left out). CPU work: call it off the
+pub(crate) trait Protocol: Send + Sync {
+    /// The bytes of one delivery of `records`. CPU work: call it off the
     /// async workers.
-    fn encode(&self, stream: &Stream, docs: &[Vec<u8>]) -> (Vec<u8>, u64);
+    fn encode(&self, stream: &Stream, records: &[Record<'_>]) -> Vec<u8>;
+
+    /// Whether several deliveries may be in flight at once. Not over one
+    /// ordered connection (syslog): a failed batch would be overtaken by
+    /// the next on the reopened connection.
+    fn concurrent(&self) -> bool;
 
     /// Delivers one encoded batch; `Ok` once it is handed over (see each
     /// kind for what that guarantees).
@@ -37,7 +42,7 @@ pub trait Protocol: Send + Sync {
 
 /// The protocol of a checked `spec`; a CA file that does not read is an
 /// error (at start, not at the first delivery).
-pub fn build(spec: &SinkSpec) -> Result<Arc<dyn Protocol>, String> {
+pub(crate) fn build(spec: &SinkSpec) -> Result<Arc<dyn Protocol>, String> {
     Ok(match spec.kind {
         SinkKind::Otlp => Arc::new(otlp::Client::new(spec)?),
         SinkKind::Syslog => Arc::new(syslog::Client::new(spec)?),

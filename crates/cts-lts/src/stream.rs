@@ -1,6 +1,8 @@
 //! The LTS consumer: per tracker with `lts` on, a durable cursor in the
 //! consumer store and a pass that reads after it, keeps the tracker's
-//! traces, sends them in one request and only then commits the cursor.
+//! traces, sends them in batches (several in flight, `pipeline`) and
+//! commits the cursor after each batch the receiver acknowledged, in
+//! journal order.
 //! With several nodes a tracker streams from the node holding its lease
 //! (`cts_consumer`); a node that lost it fails its next commit (fenced)
 //! and stops that tracker: the new holder sends from the committed cursor
@@ -17,10 +19,16 @@ use cts_tracker::{Tracker, TrackerStore};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::fields::Fields;
+use crate::batch::{Batch, Reader};
+use crate::pipeline::{Done, Pipeline};
 use crate::protocol::{self, Protocol, Stream};
-use crate::sink::{Failure, SinkSpec};
+use crate::sink::{Failure, SinkError, SinkSpec};
 use crate::{LtsError, CONSUMER};
+
+/// Batches of one tracker a pass sends at most, so that one tracker far
+/// behind does not hold back the others for long (the next pass begins at
+/// once when more is waiting).
+const PASS_BATCHES: usize = 32;
 
 /// How long journal marks are kept (longer than the journal's 7 days).
 const MARKS_KEPT_SECS: i64 = 8 * 86_400;
@@ -34,8 +42,12 @@ pub struct Settings {
     /// The transfer period (seconds): a tracker begins at the start of the
     /// period in which `lts` was switched on.
     pub period_secs: i64,
-    /// Records per request at most.
+    /// Journal entries per request at most (the tracker's among them are
+    /// sent).
     pub batch_max: usize,
+    /// Requests of one tracker in flight at once (`otlp`; a `syslog`
+    /// connection takes one batch after the other).
+    pub in_flight: usize,
     /// Time between passes: the longest a trace waits to be sent.
     pub interval: Duration,
     /// Longest wait between attempts on a failing receiver, seconds.
@@ -49,6 +61,7 @@ impl Default for Settings {
         Settings {
             period_secs: 300,
             batch_max: 5_000,
+            in_flight: 4,
             interval: Duration::from_secs(1),
             max_backoff_secs: 30,
             read_batch: 10_000,
@@ -117,17 +130,11 @@ struct Sink {
     failed: AtomicU64,
 }
 
-/// The next request of a tracker, read and encoded off the async workers.
-struct Next {
-    gone: u64,
-    unreadable: u64,
-    /// The cursor once this request is delivered.
-    upto: u64,
-    count: u64,
-    body: Option<Vec<u8>>,
-    oldest_ms: Option<i64>,
-    /// More is waiting right away.
-    more: bool,
+/// A tracker and the sink its traces go to.
+struct To<'a> {
+    t: &'a Tracker,
+    name: &'a str,
+    sink: &'a Sink,
 }
 
 pub struct Lts {
@@ -349,7 +356,9 @@ impl Lts {
         Ok(entry)
     }
 
-    /// Sends the next request of `t`, if any is due.
+    /// Delivers the waiting batches of `t` through a [`Pipeline`] (at most
+    /// [`PASS_BATCHES`]), committing the cursor after each acknowledged
+    /// batch in journal order; answers whether more is waiting.
     async fn run_tracker(&self, t: &Tracker, now_ms: i64) -> Result<bool, LtsError> {
         let Some((name, sink)) = self
             .routing
@@ -380,59 +389,105 @@ impl Lts {
         if now_ms < e.body.retry_at_ms {
             return Ok(false);
         }
-        let (tracker, cursor, settings) = (t.clone(), e.cursor, self.settings.clone());
-        let (stream, protocol) = (self.stream(t), Arc::clone(&sink.protocol));
-        let next = self
-            .blocking(move |_, j| next(j, &tracker, &stream, &*protocol, cursor, &settings))
-            .await?;
-        self.skips.record(
-            &key(t),
-            next.gone,
-            "journal entries (of any project) removed before they were delivered",
-        );
-        self.skips
-            .record(&key(t), next.unreadable, "stored traces that do not read");
-        let Some(body) = next.body else {
-            if next.upto != e.cursor {
-                e.cursor = next.upto;
-                e.body.oldest_ms = None;
-                self.save(&t.id, e).await?;
-            }
-            return Ok(next.more);
+        let reader = Reader {
+            journal: Arc::clone(&self.journal),
+            tracker: t.clone(),
+            stream: self.stream(t),
+            protocol: Arc::clone(&sink.protocol),
+            batch_max: self.settings.batch_max,
         };
-        match sink.protocol.send(body).await {
-            Ok(()) => {
-                sink.delivered.fetch_add(next.count, Ordering::Relaxed);
-                let recovered = e.body.error.is_some();
-                e.cursor = next.upto;
-                e.body.failures = 0;
-                e.body.retry_at_ms = 0;
-                e.body.error = None;
-                e.body.oldest_ms = None;
-                self.save(&t.id, e).await?;
-                self.status.lock().insert(t.id.clone(), LtsStatus::Enabled);
-                if recovered {
-                    tracing::info!(tracker = %t.tracker_name, project = %t.project_id, sink = %name,
-                        "lts delivery works again");
+        let protocol = Arc::clone(&sink.protocol);
+        let in_flight = if protocol.concurrent() {
+            self.settings.in_flight
+        } else {
+            1
+        };
+        let mut pipeline = Pipeline::start(
+            move |cursor| reader.read(cursor),
+            move |body| {
+                let protocol = Arc::clone(&protocol);
+                async move { protocol.send(body).await }
+            },
+            e.cursor,
+            PASS_BATCHES,
+            in_flight,
+        );
+        let (to, mut more) = (To { t, name, sink }, false);
+        while let Some(done) = pipeline.next().await {
+            let Done { batch, result } = done?;
+            self.skips.record(
+                &key(t),
+                batch.gone,
+                "journal entries (of any project) removed before they were delivered",
+            );
+            self.skips
+                .record(&key(t), batch.unreadable, "stored traces that do not read");
+            match result {
+                Ok(()) => {
+                    more = batch.more;
+                    self.delivered(&to, &mut e, &batch).await?;
                 }
-                Ok(next.more)
-            }
-            Err(err) => {
-                sink.failed.fetch_add(1, Ordering::Relaxed);
-                e.body.failures += 1;
-                let backoff = (1i64 << e.body.failures.min(10)).min(self.settings.max_backoff_secs);
-                e.body.retry_at_ms = now_ms + backoff * 1000;
-                e.body.error = Some(err.failure);
-                e.body.oldest_ms = e.body.oldest_ms.or(next.oldest_ms);
-                self.save(&t.id, e).await?;
-                self.status
-                    .lock()
-                    .insert(t.id.clone(), LtsStatus::Error(err.failure));
-                tracing::warn!(tracker = %t.tracker_name, project = %t.project_id, sink = %name,
-                    error = %err, retry_in_secs = backoff, "lts delivery failed; the traces wait");
-                Ok(false)
+                Err(err) => {
+                    // The cursor stays before this batch: the later ones
+                    // in flight are dropped and sent again after it.
+                    self.failed(&to, e, &batch, err, now_ms).await?;
+                    return Ok(false);
+                }
             }
         }
+        Ok(more)
+    }
+
+    /// Commits the cursor after a delivered batch.
+    async fn delivered(
+        &self,
+        &To { t, name, sink }: &To<'_>,
+        e: &mut Entry<State>,
+        batch: &Batch,
+    ) -> Result<(), LtsError> {
+        if batch.count == 0 && batch.upto == e.cursor {
+            return Ok(());
+        }
+        sink.delivered.fetch_add(batch.count, Ordering::Relaxed);
+        let recovered = e.body.error.is_some();
+        e.cursor = batch.upto;
+        e.body.failures = 0;
+        e.body.retry_at_ms = 0;
+        e.body.error = None;
+        e.body.oldest_ms = None;
+        self.save(&t.id, e.clone()).await?;
+        if batch.count > 0 {
+            self.status.lock().insert(t.id.clone(), LtsStatus::Enabled);
+        }
+        if recovered {
+            tracing::info!(tracker = %t.tracker_name, project = %t.project_id, sink = %name,
+                "lts delivery works again");
+        }
+        Ok(())
+    }
+
+    /// Records a failed delivery and when to try again.
+    async fn failed(
+        &self,
+        &To { t, name, sink }: &To<'_>,
+        mut e: Entry<State>,
+        batch: &Batch,
+        err: SinkError,
+        now_ms: i64,
+    ) -> Result<(), LtsError> {
+        sink.failed.fetch_add(1, Ordering::Relaxed);
+        e.body.failures += 1;
+        let backoff = (1i64 << e.body.failures.min(10)).min(self.settings.max_backoff_secs);
+        e.body.retry_at_ms = now_ms + backoff * 1000;
+        e.body.error = Some(err.failure);
+        e.body.oldest_ms = e.body.oldest_ms.or(batch.oldest_ms);
+        self.save(&t.id, e).await?;
+        self.status
+            .lock()
+            .insert(t.id.clone(), LtsStatus::Error(err.failure));
+        tracing::warn!(tracker = %t.tracker_name, project = %t.project_id, sink = %name,
+            error = %err, retry_in_secs = backoff, "lts delivery failed; the traces wait");
+        Ok(())
     }
 
     fn stream(&self, t: &Tracker) -> Stream {
@@ -449,57 +504,4 @@ impl Lts {
 
 fn key(t: &Tracker) -> String {
     format!("{}/{}", t.project_id, t.tracker_name)
-}
-
-/// Reads after `cursor`, keeps `t`'s traces (at most a batch) and encodes
-/// them. Blocking.
-fn next(
-    journal: &dyn TraceStore,
-    t: &Tracker,
-    stream: &Stream,
-    protocol: &dyn Protocol,
-    cursor: u64,
-    settings: &Settings,
-) -> Result<Next, LtsError> {
-    let read = cts_consumer::read_batch(journal, cursor, settings.read_batch)?;
-    let mut upto = read.entries.first().map_or(read.cursor, |e| e.seq - 1);
-    let (mut docs, mut unreadable, mut oldest_ms) = (Vec::new(), 0, None);
-    let mut full = read.entries.len() >= settings.read_batch;
-    for entry in read.entries {
-        if docs.len() >= settings.batch_max {
-            full = true;
-            break;
-        }
-        upto = entry.seq;
-        match serde_json::from_slice::<Fields<'_>>(&entry.doc) {
-            Ok(f)
-                if t.records(
-                    &f.project_id,
-                    &f.trace_type,
-                    &f.tracker_name,
-                    &f.service_type,
-                ) =>
-            {
-                oldest_ms.get_or_insert(f.record_time);
-                docs.push(entry.doc);
-            }
-            Ok(_) => {}
-            Err(_) => unreadable += 1,
-        }
-    }
-    let count = docs.len() as u64;
-    let body = (!docs.is_empty()).then(|| {
-        let (body, bad) = protocol.encode(stream, &docs);
-        unreadable += bad;
-        body
-    });
-    Ok(Next {
-        gone: read.gone,
-        unreadable,
-        upto,
-        count,
-        body,
-        oldest_ms,
-        more: full,
-    })
 }

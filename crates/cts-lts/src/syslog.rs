@@ -28,7 +28,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 
-use crate::fields::{Fields, Severity};
+use crate::fields::{Record, Severity};
 use crate::protocol::{read_ca, Protocol, Sending, Stream};
 use crate::sink::{Facility, Failure, SinkError, SinkSpec};
 
@@ -40,27 +40,22 @@ pub const SD_ID: &str = "cts@32473";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The octet-counted messages of `docs` (stored trace JSON; a document
-/// that does not read is left out and counted in the answer).
-pub fn encode(
+/// The octet-counted messages of `records`.
+pub(crate) fn encode(
     facility: Facility,
     hostname: &str,
     stream: &Stream,
-    docs: &[Vec<u8>],
-) -> (Vec<u8>, u64) {
-    let mut out = Vec::with_capacity(docs.iter().map(|d| d.len() + 600).sum());
-    let mut unreadable = 0;
+    records: &[Record<'_>],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(records.iter().map(|r| r.text.len() + 600).sum());
     let mut message = String::new();
-    for doc in docs {
+    for r in records {
         message.clear();
-        if write_message(&mut message, facility, hostname, stream, doc).is_none() {
-            unreadable += 1;
-            continue;
-        }
+        write_message(&mut message, facility, hostname, stream, r);
         out.extend_from_slice(format!("{} ", message.len()).as_bytes());
         out.extend_from_slice(message.as_bytes());
     }
-    (out, unreadable)
+    out
 }
 
 fn write_message(
@@ -68,10 +63,9 @@ fn write_message(
     facility: Facility,
     hostname: &str,
     stream: &Stream,
-    doc: &[u8],
-) -> Option<()> {
-    let f: Fields<'_> = serde_json::from_slice(doc).ok()?;
-    let text = std::str::from_utf8(doc).ok()?;
+    r: &Record<'_>,
+) {
+    let f = &r.fields;
     let severity = match Severity::of(&f.trace_rating) {
         Severity::Info => 6,
         Severity::Warn => 4,
@@ -121,8 +115,7 @@ fn write_message(
         m.push('"');
     }
     m.push_str("] ");
-    m.push_str(text);
-    Some(())
+    m.push_str(r.text);
 }
 
 /// An SD-PARAM value with `"`, `\` and `]` escaped (RFC 5424 §6.3.3).
@@ -154,7 +147,7 @@ trait Connection: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Connection for T {}
 
 /// A connection to one `syslog` sink, kept open between batches.
-pub struct Client {
+pub(crate) struct Client {
     host: String,
     port: u16,
     tls: Option<(TlsConnector, ServerName<'static>)>,
@@ -249,8 +242,12 @@ impl Client {
 }
 
 impl Protocol for Client {
-    fn encode(&self, stream: &Stream, docs: &[Vec<u8>]) -> (Vec<u8>, u64) {
-        encode(self.facility, &self.hostname, stream, docs)
+    fn encode(&self, stream: &Stream, records: &[Record<'_>]) -> Vec<u8> {
+        encode(self.facility, &self.hostname, stream, records)
+    }
+
+    fn concurrent(&self) -> bool {
+        false
     }
 
     fn send(&self, body: Vec<u8>) -> Sending<'_> {

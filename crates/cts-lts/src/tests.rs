@@ -8,8 +8,10 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use prost::Message;
 use serde_json::json;
 
+use crate::fields::Record;
 use crate::otlp::encode;
-use crate::{SinkKind, SinkSpec, Stream};
+use crate::protocol::Stream;
+use crate::{SinkKind, SinkSpec};
 
 fn spec(endpoint: &str) -> SinkSpec {
     SinkSpec {
@@ -33,6 +35,13 @@ fn doc(id: &str, rating: &str) -> Vec<u8> {
         "code": 200, "user": {"id": "u1", "name": "alice"}
     }))
     .unwrap()
+}
+
+/// The documents that read as traces, and how many did not.
+fn records(docs: &[Vec<u8>]) -> (Vec<Record<'_>>, usize) {
+    let records: Vec<_> = docs.iter().filter_map(|d| Record::parse(d)).collect();
+    let unreadable = docs.len() - records.len();
+    (records, unreadable)
 }
 
 fn stream() -> Stream {
@@ -74,8 +83,9 @@ fn a_batch_decodes_to_one_record_per_trace() {
         b"{not json".to_vec(),
         doc("b", "incident"),
     ];
-    let (gz, unreadable) = encode(&stream, &docs);
+    let (records, unreadable) = records(&docs);
     assert_eq!(unreadable, 1);
+    let gz = encode(&stream, &records);
     let mut raw = Vec::new();
     flate2::read::GzDecoder::new(&gz[..])
         .read_to_end(&mut raw)
@@ -154,9 +164,9 @@ fn a_syslog_batch_is_octet_counted_rfc5424() {
         doc("b", "incident"),
         doc("c", "warning"),
     ];
-    let (body, unreadable) =
-        crate::syslog::encode(crate::Facility::Local0, "host1", &stream, &docs);
+    let (records, unreadable) = records(&docs);
     assert_eq!(unreadable, 1);
+    let body = crate::syslog::encode(crate::Facility::Local0, "host1", &stream, &records);
     let mut messages = Vec::new();
     let mut rest = &body[..];
     while !rest.is_empty() {

@@ -137,8 +137,10 @@ pub struct LtsSettings {
     pub default_sink: Option<String>,
     /// Project id → sink name.
     pub projects: BTreeMap<String, String>,
-    /// Records per request at most.
+    /// Journal entries per request at most.
     pub batch_max: usize,
+    /// Requests of one tracker in flight at once (`otlp`).
+    pub in_flight: usize,
     /// Time between delivery passes: the longest a trace waits to be sent.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
@@ -424,6 +426,7 @@ impl Default for Config {
                 default_sink: None,
                 projects: BTreeMap::new(),
                 batch_max: cts_lts::Settings::default().batch_max,
+                in_flight: cts_lts::Settings::default().in_flight,
                 interval: cts_lts::Settings::default().interval,
                 max_backoff: Duration::from_secs(
                     cts_lts::Settings::default().max_backoff_secs as u64,
@@ -715,6 +718,9 @@ impl Config {
         if lts.batch_max == 0 {
             return invalid("lts.batch_max", "must be greater than zero".into());
         }
+        if !(1..=64).contains(&lts.in_flight) {
+            return invalid("lts.in_flight", "must be 1 to 64".into());
+        }
         let (sinks, routing) = self.lts_sinks();
         let mut names = std::collections::BTreeSet::new();
         for s in &sinks {
@@ -760,6 +766,7 @@ impl Config {
         cts_lts::Settings {
             period_secs: self.transfer_settings().period_secs,
             batch_max: self.lts.batch_max,
+            in_flight: self.lts.in_flight,
             interval: self.lts.interval.max(Duration::from_millis(10)),
             max_backoff_secs: i64::try_from(self.lts.max_backoff.as_secs())
                 .unwrap_or(i64::MAX)
@@ -1121,6 +1128,7 @@ mod tests {
                 r#"
                 [lts]
                 batch_max = 100
+                in_flight = 8
                 [lts.projects]
                 p9 = "siem"
                 [[lts.sinks]]
@@ -1139,7 +1147,12 @@ mod tests {
             assert_eq!(routing.sink_of("p9"), Some("siem"));
             assert_eq!(routing.sink_of("p1"), Some("default"));
             assert_eq!(c.lts_settings().batch_max, 100);
+            assert_eq!(c.lts_settings().in_flight, 8);
 
+            jail.set_env("CTS_LTS_IN_FLIGHT", "0");
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("lts.in_flight"), "{e}");
+            jail.set_env("CTS_LTS_IN_FLIGHT", "2");
             jail.set_env("CTS_LTS_ENDPOINT", "tcp://127.0.0.1:514");
             let e = Config::load(None, &Overrides::default()).unwrap_err();
             assert!(e.to_string().contains("lts.sinks[default].endpoint"), "{e}");
