@@ -76,7 +76,11 @@ impl Reader {
 
     fn records(&self, r: &Record<'_>) -> bool {
         let f = &r.fields;
-        self.tracker
-            .records(&f.project_id, &f.trace_type, &f.tracker_name, &f.service_type)
+        self.tracker.records(
+            &f.project_id,
+            &f.trace_type,
+            &f.tracker_name,
+            &f.service_type,
+        )
     }
 }
