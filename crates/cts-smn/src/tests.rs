@@ -2,50 +2,26 @@
 
 use serde_json::value::RawValue;
 
+use cts_testpg::{both, Place};
+
 use crate::*;
 
 const P: &str = "0123456789abcdef0123456789abcdef";
 const OTHER: &str = "ffffffffffffffffffffffffffffffff";
 
-/// Where a test's database lives; [`Place::stores`] opens it again (a
-/// restart, or another node).
-pub(crate) enum Place {
-    Sqlite(tempfile::TempDir),
-    Postgres(cts_testpg::TestPg),
-}
-
-impl Place {
-    fn stores(&self) -> (TopicStore, Outbox) {
-        let db = match self {
-            Place::Sqlite(dir) => open_embedded(&dir.path().join("notifications")).unwrap(),
-            Place::Postgres(pg) => open_postgres(pg_pool(&pg.url()), true).unwrap(),
-        };
-        (TopicStore::on(db.clone()), Outbox::on(db))
-    }
-}
-
-/// A pool of connections to the test database at `url`.
-pub(crate) fn pg_pool(url: &str) -> cts_db::Pool {
-    cts_db::PgSettings::new(url.parse().unwrap())
-        .connect()
-        .unwrap()
-}
-
-/// Runs the test `$name(&Place)` on SQLite and on PostgreSQL, as two tests.
-macro_rules! both {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn sqlite() {
-                super::$name(&super::Place::Sqlite(tempfile::tempdir().unwrap()));
-            }
-
-            #[test]
-            fn postgres() {
-                super::$name(&super::Place::Postgres(cts_testpg::TestPg::start()));
-            }
+/// The stores on `place`, opened again on each call (a restart, or
+/// another node).
+fn stores(place: &Place) -> (TopicStore, Outbox) {
+    let db = match place {
+        Place::Sqlite(dir) => open_embedded(&dir.path().join("notifications")).unwrap(),
+        Place::Postgres(pg) => {
+            let pool = cts_db::PgSettings::new(pg.url().parse().unwrap())
+                .connect()
+                .unwrap();
+            open_postgres(pool, true).unwrap()
         }
     };
+    (TopicStore::on(db.clone()), Outbox::on(db))
 }
 
 fn message(id: &str, topic_urn: &str) -> OutboxMessage {
@@ -72,7 +48,7 @@ fn topic_of_two(topics: &TopicStore) -> (Topic, Subscription, Subscription) {
 
 both!(topics_are_per_project_and_unique);
 fn topics_are_per_project_and_unique(place: &Place) {
-    let (topics, _) = place.stores();
+    let (topics, _) = stores(place);
     let t = topics
         .create_topic(P, "eu-de", "alerts", "Ops alerts")
         .unwrap();
@@ -107,7 +83,7 @@ fn topics_are_per_project_and_unique(place: &Place) {
 
 both!(topic_quota);
 fn topic_quota(place: &Place) {
-    let (topics, _) = place.stores();
+    let (topics, _) = stores(place);
     for i in 0..MAX_TOPICS {
         topics
             .create_topic(P, "eu-de", &format!("t{i}"), "")
@@ -125,7 +101,7 @@ fn topic_quota(place: &Place) {
 
 both!(subscriptions_have_their_own_secret_and_rules);
 fn subscriptions_have_their_own_secret_and_rules(place: &Place) {
-    let (topics, _) = place.stores();
+    let (topics, _) = stores(place);
     let t = topics.create_topic(P, "eu-de", "alerts", "").unwrap();
     let a = topics
         .subscribe(
@@ -200,7 +176,7 @@ fn subscriptions_have_their_own_secret_and_rules(place: &Place) {
 
 both!(enqueue_is_idempotent_and_fans_out_per_subscription);
 fn enqueue_is_idempotent_and_fans_out_per_subscription(place: &Place) {
-    let (topics, outbox) = place.stores();
+    let (topics, outbox) = stores(place);
     let (t, a, b) = topic_of_two(&topics);
     let first = outbox
         .enqueue(vec![message("m1", &t.urn), message("m2", &t.urn)])
@@ -298,13 +274,13 @@ fn enqueue_is_idempotent_and_fans_out_per_subscription(place: &Place) {
 
 both!(nodes_enqueueing_one_message_at_once_store_it_once);
 fn nodes_enqueueing_one_message_at_once_store_it_once(place: &Place) {
-    let (topics, _) = place.stores();
+    let (topics, _) = stores(place);
     let (t, a, _) = topic_of_two(&topics);
     // Two matchers (a lease taken over mid-batch) enqueue the same ids.
     let done: Vec<Enqueued> = std::thread::scope(|s| {
         let nodes: Vec<_> = (0..2)
             .map(|_| {
-                let (_, outbox) = place.stores();
+                let (_, outbox) = stores(place);
                 let t = &t;
                 s.spawn(move || {
                     let msgs = (0..20).map(|i| message(&format!("m{i:02}"), &t.urn));
@@ -316,7 +292,7 @@ fn nodes_enqueueing_one_message_at_once_store_it_once(place: &Place) {
     });
     assert_eq!(done.iter().map(|d| d.messages).sum::<usize>(), 20);
     assert_eq!(done.iter().map(|d| d.deliveries).sum::<usize>(), 40);
-    let (_, outbox) = place.stores();
+    let (_, outbox) = stores(place);
     let of_a = outbox.deliveries(P, Some(&a.urn), None, 0, 100).unwrap();
     let mut ids: Vec<_> = of_a.into_iter().map(|d| d.message_id).collect();
     ids.reverse();
@@ -327,7 +303,7 @@ fn nodes_enqueueing_one_message_at_once_store_it_once(place: &Place) {
 both!(pending_deliveries_survive_a_reopen_and_leave_with_their_subscription);
 fn pending_deliveries_survive_a_reopen_and_leave_with_their_subscription(place: &Place) {
     let (t, a, b) = {
-        let (topics, outbox) = place.stores();
+        let (topics, outbox) = stores(place);
         let t = topics.create_topic(P, "eu-de", "alerts", "").unwrap();
         let a = topics
             .subscribe(P, &t.urn, Protocol::Https, "https://a.example.com/", "")
@@ -338,7 +314,7 @@ fn pending_deliveries_survive_a_reopen_and_leave_with_their_subscription(place: 
         outbox.enqueue(vec![message("m1", &t.urn)]).unwrap();
         (t, a, b)
     };
-    let (topics, outbox) = place.stores();
+    let (topics, outbox) = stores(place);
     assert_eq!(
         outbox.next_pending(&a.urn).unwrap().unwrap().message_id,
         "m1"
@@ -357,7 +333,7 @@ fn pending_deliveries_survive_a_reopen_and_leave_with_their_subscription(place: 
 
 both!(prune_removes_finished_deliveries_after_their_retention_never_pending_ones);
 fn prune_removes_finished_deliveries_after_their_retention_never_pending_ones(place: &Place) {
-    let (topics, outbox) = place.stores();
+    let (topics, outbox) = stores(place);
     let (t, a, b) = topic_of_two(&topics);
     let quiet = topics.create_topic(P, "eu-de", "quiet", "").unwrap();
     let msgs = ["m1", "m2", "m3"].map(|id| message(id, &t.urn));

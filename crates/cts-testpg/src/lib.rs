@@ -204,6 +204,45 @@ impl Drop for TestPg {
     }
 }
 
+/// Where a test's database lives, for tests that run on both backends: a
+/// temporary directory (SQLite files) or a throwaway server. A store opened
+/// on it twice is the same data (a restart, or another node).
+pub enum Place {
+    Sqlite(tempfile::TempDir),
+    Postgres(TestPg),
+}
+
+impl Place {
+    pub fn sqlite() -> Place {
+        Place::Sqlite(tempfile::tempdir().expect("a temporary directory"))
+    }
+
+    pub fn postgres() -> Place {
+        Place::Postgres(TestPg::start())
+    }
+}
+
+/// Runs each test `$name(&Place)` on SQLite and on PostgreSQL, as two
+/// tests `$name::sqlite` and `$name::postgres`.
+#[macro_export]
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn sqlite() {
+                    super::$name(&$crate::Place::sqlite());
+                }
+
+                #[test]
+                fn postgres() {
+                    super::$name(&$crate::Place::postgres());
+                }
+            }
+        )*
+    };
+}
+
 /// Where initdb, pg_ctl and createdb are: `CTS_TEST_PG_BIN`, the newest
 /// Debian cluster version, or `PATH`.
 fn find_bin() -> Option<PathBuf> {

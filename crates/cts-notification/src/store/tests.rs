@@ -1,5 +1,7 @@
 use serde_json::json;
 
+use cts_testpg::{both, Place};
+
 use super::*;
 use crate::request::{parse_create, parse_update};
 
@@ -29,49 +31,25 @@ fn spec(v: serde_json::Value) -> NotificationSpec {
     parse_create(v.to_string().as_bytes()).unwrap()
 }
 
-/// Where a test's rules live; [`Place::open`] opens them again (a restart,
-/// or another node).
-enum Place {
-    Sqlite(tempfile::TempDir),
-    Postgres(cts_testpg::TestPg),
-}
-
-impl Place {
-    fn open(&self, quota: u64) -> NotificationStore {
-        match self {
-            Place::Sqlite(dir) => {
-                NotificationStore::open(&dir.path().join("notifications"), quota).unwrap()
-            }
-            Place::Postgres(pg) => {
-                let pool = cts_db::PgSettings::new(pg.url().parse().unwrap())
-                    .connect()
-                    .unwrap();
-                NotificationStore::open_postgres(pool, true, quota).unwrap()
-            }
+/// A store on `place`, opened again on each call (a restart, or another
+/// node).
+fn open(place: &Place, quota: u64) -> NotificationStore {
+    match place {
+        Place::Sqlite(dir) => {
+            NotificationStore::open(&dir.path().join("notifications"), quota).unwrap()
+        }
+        Place::Postgres(pg) => {
+            let pool = cts_db::PgSettings::new(pg.url().parse().unwrap())
+                .connect()
+                .unwrap();
+            NotificationStore::open_postgres(pool, true, quota).unwrap()
         }
     }
 }
 
-/// Runs the test `$name(&Place)` on SQLite and on PostgreSQL, as two tests.
-macro_rules! both {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn sqlite() {
-                super::$name(&super::Place::Sqlite(tempfile::tempdir().unwrap()));
-            }
-
-            #[test]
-            fn postgres() {
-                super::$name(&super::Place::Postgres(cts_testpg::TestPg::start()));
-            }
-        }
-    };
-}
-
 both!(create_list_update_delete_survive_a_reopen);
 fn create_list_update_delete_survive_a_reopen(place: &Place) {
-    let s = place.open(100);
+    let s = open(place, 100);
     let n = s
         .create(
             "p1",
@@ -96,7 +74,7 @@ fn create_list_update_delete_survive_a_reopen(place: &Place) {
     assert_eq!((off.status, off.since), (Status::Disabled, None));
     assert_eq!(s.matcher().len(), 1);
     drop(s);
-    let s = place.open(100);
+    let s = open(place, 100);
     assert_eq!(s.list("p1", None, None).unwrap().len(), 2);
     assert_eq!(
         s.list("p1", Some(NotificationType::Fun), None)
@@ -137,7 +115,7 @@ fn create_list_update_delete_survive_a_reopen(place: &Place) {
 
 both!(names_are_unique_per_project_and_the_quota_holds);
 fn names_are_unique_per_project_and_the_quota_holds(place: &Place) {
-    let s = place.open(2);
+    let s = open(place, 2);
     let a = spec(json!({"notification_name": "a", "operation_type": "complete"}));
     s.create("p1", "d1", &a, 1, &Dir).unwrap();
     assert_eq!(
@@ -167,7 +145,7 @@ fn names_are_unique_per_project_and_the_quota_holds(place: &Place) {
 
 both!(topics_groups_and_users_are_resolved);
 fn topics_groups_and_users_are_resolved(place: &Place) {
-    let s = place.open(100);
+    let s = open(place, 100);
     let field = |v: serde_json::Value| {
         s.create("p1", "d1", &spec(v), 1, &Dir)
             .unwrap_err()
@@ -217,7 +195,7 @@ fn topics_groups_and_users_are_resolved(place: &Place) {
 
 both!(a_rule_written_through_one_node_applies_on_another_within_the_recheck);
 fn a_rule_written_through_one_node_applies_on_another_within_the_recheck(place: &Place) {
-    let (a, b) = (place.open(100), place.open(100));
+    let (a, b) = (open(place, 100), open(place, 100));
     assert!(b.matcher().is_empty());
     // Polls b's matcher until it has `n` rules; answers how long it took.
     let until = |n: usize| {
@@ -242,7 +220,7 @@ fn a_rule_written_through_one_node_applies_on_another_within_the_recheck(place: 
 
 both!(the_quota_holds_across_nodes_creating_at_once);
 fn the_quota_holds_across_nodes_creating_at_once(place: &Place) {
-    let nodes = [place.open(1), place.open(1)];
+    let nodes = [open(place, 1), open(place, 1)];
     let created = std::thread::scope(|s| {
         let tries: Vec<_> = nodes
             .iter()
