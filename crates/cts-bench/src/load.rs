@@ -55,6 +55,8 @@ pub struct Plan {
     pub batch: u64,
     pub url: String,
     pub auth: Arc<Auth>,
+    /// Traces per second; `None`: as fast as the server takes them.
+    pub rate: Option<f64>,
 }
 
 impl Plan {
@@ -123,6 +125,11 @@ pub async fn ingest(plan: Arc<Plan>, clients: usize) -> Result<Ingest> {
                     let b = next.fetch_add(1, Ordering::Relaxed);
                     if b >= batches {
                         return Ok::<_, anyhow::Error>(out);
+                    }
+                    if let Some(rate) = plan.rate {
+                        let due = (b * plan.batch) as f64 / rate;
+                        tokio::time::sleep_until((start + Duration::from_secs_f64(due)).into())
+                            .await;
                     }
                     let tenant = project_for_batch(b);
                     let project = plan.auth.project(tenant);

@@ -215,6 +215,7 @@ pub fn run(cfg: &Config) -> Result<()> {
             batch: cfg.batch,
             url: srv.url.clone(),
             auth,
+            rate: None,
         });
         let done = rt.block_on(load::ingest(plan, cfg.clients))?;
         Ok(done.traces as f64 / done.elapsed.as_secs_f64())
