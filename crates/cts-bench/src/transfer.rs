@@ -98,7 +98,7 @@ fn drain(
         ..Settings::default()
     };
     let transfer = Transfer::open(
-        &run.join("transfer"),
+        cts_transfer::Keys::open(&run.join("transfer"), None)?,
         consumers,
         store.clone(),
         trackers.clone(),

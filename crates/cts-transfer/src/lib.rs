@@ -28,10 +28,10 @@
 
 mod building;
 mod keys;
+mod secret;
 mod state;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -47,8 +47,8 @@ use cts_tracker::{CompressType, ErrorDetail, Tracker, TrackerStatus, TrackerStor
 use serde::Deserialize;
 
 use building::{Building, FilesSpec};
-use keys::Keys;
-pub use keys::StoredKey;
+pub use keys::{Keys, StoredKey, PG_SCHEMA};
+pub use secret::SecretKey;
 use state::State;
 pub use state::TrackerState;
 
@@ -80,6 +80,12 @@ pub enum TransferError {
     Key(String),
     #[error("building trace files: {0}")]
     Files(#[from] cts_archive::FileError),
+}
+
+impl From<cts_db::DbError> for TransferError {
+    fn from(e: cts_db::DbError) -> Self {
+        TransferError::State(e.to_string())
+    }
 }
 
 /// How the transfer runs.
@@ -132,24 +138,25 @@ pub struct Progress {
     pub oldest_age_secs: i64,
 }
 
-/// Starts a new digest signing key from `now_secs` on, in the transfer
-/// state of `dir` (`DATA_DIR/transfer`); the previous key stays valid for
-/// the digests it signed. Returns the new key's fingerprint.
-pub fn rotate_digest_key_in(dir: &Path, now_secs: i64) -> Result<String, TransferError> {
-    rotate_digest_key(&Keys::open(dir)?, now_secs)
+/// Starts a new digest signing key from `now_secs` on (`ctsd
+/// rotate-digest-key`); the previous key stays valid for the digests it
+/// signed. Returns the new key's fingerprint.
+pub fn rotate_digest_key(keys: &Keys, now_secs: i64) -> Result<String, TransferError> {
+    let stored = new_key(now_secs)?;
+    keys.rotate_to(&stored)?;
+    Ok(stored.fingerprint)
 }
 
-fn rotate_digest_key(keys: &Keys, now_secs: i64) -> Result<String, TransferError> {
+/// A new signing key, valid from `now_secs` on.
+fn new_key(now_secs: i64) -> Result<StoredKey, TransferError> {
     let key = SigningKey::generate().map_err(|e| TransferError::Key(e.to_string()))?;
-    let stored = StoredKey {
+    Ok(StoredKey {
         fingerprint: key.fingerprint().to_string(),
         private_pem: key.to_pkcs8_pem(),
         public_pem: key.verifying_key().to_pem(),
         valid_from: now_secs,
         valid_to: None,
-    };
-    keys.rotate_to(&stored)?;
-    Ok(stored.fingerprint)
+    })
 }
 
 /// The fields of a stored trace the transfer routes by.
@@ -198,13 +205,13 @@ impl From<TransferError> for Failed {
 }
 
 impl Transfer {
-    /// Opens the signing keys in `dir` (`DATA_DIR/transfer`), moves state
-    /// an older version left there into `consumers`, makes the first
-    /// signing key if there is none, and holds the journal from the lowest
-    /// cursor before anything else runs.
+    /// Takes the signing `keys`, moves state an older version left in
+    /// their file into `consumers`, makes the first signing key if there
+    /// is none (one, when several nodes start together), and holds the
+    /// journal from the lowest cursor before anything else runs.
     #[allow(clippy::too_many_arguments)] // everything the transfer works with
     pub fn open(
-        dir: &Path,
+        keys: Keys,
         consumers: Arc<ConsumerStore>,
         journal: Arc<dyn TraceStore>,
         trackers: Arc<TrackerStore>,
@@ -213,7 +220,7 @@ impl Transfer {
         region_of: RegionOf,
         now_secs: i64,
     ) -> Result<Transfer, TransferError> {
-        let state = Arc::new(State::open(dir, consumers)?);
+        let state = Arc::new(State::open(keys, consumers)?);
         let t = Transfer {
             journal,
             trackers,
@@ -226,7 +233,7 @@ impl Transfer {
             expired_at: parking_lot::Mutex::default(),
         };
         if t.state.keys.all()?.is_empty() {
-            rotate_digest_key(&t.state.keys, now_secs)?;
+            t.state.keys.add_first(&new_key(now_secs)?)?;
         }
         hold(&t.state, t.journal.as_ref())?;
         Ok(t)

@@ -3,7 +3,7 @@
 //! the tracker id): the journal cursor up to which its traces are in files
 //! and, as the body, the next period to write, the trace files not yet in a
 //! digest and the last digest of each chain. The digest signing keys stay
-//! in `DATA_DIR/transfer/transfer.db` (`keys`).
+//! in `DATA_DIR/transfer/transfer.db` or in PostgreSQL (`keys`).
 //!
 //! A period's files are uploaded first and its state is committed after, in
 //! one transaction: a crash in between redoes the period, which writes the
@@ -15,13 +15,11 @@
 //! (idempotently: copied where absent, then deleted from the old file).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use cts_archive::{ChainLink, LogFile};
 use cts_consumer::{ConsumerStore, Entry};
-use rusqlite::types::FromSql;
-use rusqlite::Connection;
+use cts_db::{DbError, Sql};
 use serde::{Deserialize, Serialize};
 
 use crate::keys::Keys;
@@ -61,11 +59,12 @@ pub struct State {
 }
 
 impl State {
-    /// Opens the signing keys in `dir` (`DATA_DIR/transfer`) and moves
-    /// tracker state and journal marks left there into `consumers`.
-    pub fn open(dir: &Path, consumers: Arc<ConsumerStore>) -> Result<State, TransferError> {
-        let keys = Keys::open(dir)?;
-        keys.with_conn(|conn| migrate(conn, &consumers))?;
+    /// Takes the signing keys and moves tracker state and journal marks
+    /// an older version left in their SQLite file into `consumers`.
+    pub fn open(keys: Keys, consumers: Arc<ConsumerStore>) -> Result<State, TransferError> {
+        if !keys.db.is_postgres() {
+            keys.db.read(|conn| migrate(conn, &consumers))?;
+        }
         Ok(State { consumers, keys })
     }
 
@@ -109,20 +108,33 @@ fn with_cursor(e: Entry<TrackerState>) -> TrackerState {
 /// Moves the `trackers` and `journal_marks` rows of an old `transfer.db`
 /// into the consumer store. Copied first (a row the store already has is
 /// newer and stays), deleted after: a crash in between copies nothing twice.
-fn migrate(old: &Connection, consumers: &ConsumerStore) -> Result<(), TransferError> {
-    let has = |table: &str| -> Result<bool, rusqlite::Error> {
-        old.query_row(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
-            [table],
-            |r| r.get::<_, i64>(0),
+fn migrate(old: &dyn Sql, consumers: &ConsumerStore) -> Result<(), TransferError> {
+    let has_trackers = old
+        .query_opt(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'trackers'",
+            &[],
         )
-        .map(|n| n > 0)
-    };
-    if !has("trackers").map_err(db)? {
+        .map_err(db)?
+        .is_some();
+    if !has_trackers {
         return Ok(());
     }
-    let trackers = rows::<String, String>(old, "SELECT tracker_id, body FROM trackers")?;
-    let marks = rows::<i64, i64>(old, "SELECT period_start, seq FROM journal_marks")?;
+    let trackers = old
+        .query("SELECT tracker_id, body FROM trackers", &[])
+        .and_then(|rows| {
+            rows.into_iter()
+                .map(|r| Ok((r[0].text()?.to_owned(), r[1].text()?.to_owned())))
+                .collect::<Result<Vec<_>, DbError>>()
+        })
+        .map_err(db)?;
+    let marks = old
+        .query("SELECT period_start, seq FROM journal_marks", &[])
+        .and_then(|rows| {
+            rows.into_iter()
+                .map(|r| Ok((r[0].int()?, r[1].int()?)))
+                .collect::<Result<Vec<_>, DbError>>()
+        })
+        .map_err(db)?;
     if trackers.is_empty() && marks.is_empty() {
         return Ok(());
     }
@@ -146,8 +158,8 @@ fn migrate(old: &Connection, consumers: &ConsumerStore) -> Result<(), TransferEr
         }
         Ok(())
     })?;
-    old.execute_batch("DELETE FROM trackers; DELETE FROM journal_marks;")
-        .map_err(db)?;
+    old.exec("DELETE FROM trackers", &[]).map_err(db)?;
+    old.exec("DELETE FROM journal_marks", &[]).map_err(db)?;
     tracing::info!(
         trackers = trackers.len(),
         marks = marks.len(),
@@ -156,20 +168,6 @@ fn migrate(old: &Connection, consumers: &ConsumerStore) -> Result<(), TransferEr
     Ok(())
 }
 
-/// The two columns of every row of `sql`.
-fn rows<K: FromSql, V: FromSql>(
-    conn: &Connection,
-    sql: &str,
-) -> Result<Vec<(K, V)>, TransferError> {
-    let mut stmt = conn.prepare(sql).map_err(db)?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, K>(0)?, r.get::<_, V>(1)?)))
-        .map_err(db)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(db)?;
-    Ok(rows)
-}
-
-pub(crate) fn db(e: rusqlite::Error) -> TransferError {
+pub(crate) fn db(e: DbError) -> TransferError {
     TransferError::State(e.to_string())
 }

@@ -81,7 +81,7 @@ fn transfer_of(
 ) -> Transfer {
     let storage = ObjectStorage::new(StorageConfig::Local(dir.join("obs"))).unwrap();
     Transfer::open(
-        &dir.join(node),
+        cts_transfer::Keys::open(&dir.join(node), None).unwrap(),
         consumers,
         journal,
         trackers,
