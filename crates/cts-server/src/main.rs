@@ -154,10 +154,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Check(_) => check(&config.store_config()),
         Command::Repair(a) => repair(config.store_config(), a.acknowledge),
         Command::RotateDigestKey(_) => {
-            let dir = config.data_dir.join("transfer");
+            let keys = cts_server::state::open_digest_keys(&config)?;
             let now = cts_server::state::now_ms() / 1000;
-            let fingerprint = cts_transfer::rotate_digest_key_in(&dir, now)
-                .with_context(|| format!("rotating the digest key in {}", dir.display()))?;
+            let fingerprint =
+                cts_transfer::rotate_digest_key(&keys, now).context("rotating the digest key")?;
             println!("new digest signing key {fingerprint}, valid from now on");
             Ok(())
         }
@@ -192,6 +192,8 @@ fn migrate(config: &Config) -> Result<()> {
         cts_identity::pg_schema(),
         &cts_smn::PG_SCHEMA,
         &cts_notification::PG_SCHEMA,
+        &cts_tracker::PG_SCHEMA,
+        &cts_transfer::PG_SCHEMA,
     ] {
         let applied = cts_db::migrate(&mut client, schema)
             .with_context(|| format!("migrating {} at {}", schema.ledger, pg.url))?;

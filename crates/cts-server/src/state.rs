@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use cts_archive::ObjectStorage;
 use cts_consumer::{ConsumerError, ConsumerStore, PgConnection, PgConnector};
+use cts_db::Db;
 use cts_identity::{IdentityError, IdentityStore, ServerKey};
 use cts_lts::Lts;
 use cts_notification::{NotificationError, NotificationStore, Notifier, NotifierError};
@@ -142,9 +143,8 @@ impl Settings {
     /// Opens them in the data directory of `config`; the transfer reads
     /// `store`'s journal (and holds it against retention at once).
     pub fn open(config: &Config, store: Arc<dyn TraceStore>) -> Result<Settings, OpenError> {
-        let trackers_dir = config.trackers_dir();
         let identity = Arc::new(open_identity(config)?);
-        let trackers = Arc::new(TrackerStore::open(&trackers_dir, config.tracker_limits())?);
+        let (trackers, catalog) = open_trackers(config)?;
         let storage = ObjectStorage::new(config.storage_config())
             .map_err(|e| OpenError::Transfer(e.to_string()))?;
         let regions = identity.clone();
@@ -163,7 +163,7 @@ impl Settings {
         )
         .map_err(OpenError::Lts)?;
         let transfer = Transfer::open(
-            &config.data_dir.join("transfer"),
+            open_digest_keys(config)?,
             consumers.clone(),
             store.clone(),
             trackers.clone(),
@@ -186,7 +186,7 @@ impl Settings {
         Ok(Settings {
             identity,
             trackers,
-            catalog: Arc::new(Catalog::open(&trackers_dir)?),
+            catalog,
             transfer: Arc::new(transfer),
             consumers,
             notifications,
@@ -224,6 +224,46 @@ pub fn open_identity(config: &Config) -> Result<IdentityStore, OpenError> {
     let pool = pg.connect().map_err(IdentityError::from)?;
     let key = ServerKey::derive(&key, origin);
     Ok(IdentityStore::open_postgres(pool, pg.auto_migrate, &key)?)
+}
+
+/// The trackers (with tags and encryption keys) and the operation catalog:
+/// in the data directory, or with `store.backend = "postgres"` in
+/// PostgreSQL, shared with the other nodes; this node's view of what each
+/// project records follows their changes within about a second.
+fn open_trackers(config: &Config) -> Result<(Arc<TrackerStore>, Arc<Catalog>), OpenError> {
+    let limits = config.tracker_limits();
+    let (trackers, catalog) = match config.postgres_settings() {
+        None => {
+            let dir = config.trackers_dir();
+            (TrackerStore::open(&dir, limits)?, Catalog::open(&dir)?)
+        }
+        Some(pg) => {
+            let db = Db::postgres(pg.connect()?, &cts_tracker::PG_SCHEMA, pg.auto_migrate)?;
+            (TrackerStore::on(db.clone(), limits)?, Catalog::on(db)?)
+        }
+    };
+    let trackers = Arc::new(trackers);
+    TrackerStore::follow_other_nodes(&trackers);
+    Ok((trackers, Arc::new(catalog)))
+}
+
+/// The digest signing keys: in `DATA_DIR/transfer`, or with
+/// `store.backend = "postgres"` in PostgreSQL, their private halves sealed
+/// under `store.secret_key` (needed there; also used by an embedded node
+/// that sets it).
+pub fn open_digest_keys(config: &Config) -> Result<cts_transfer::Keys, OpenError> {
+    let secret = config
+        .store_secret_key()
+        .map_err(|e| OpenError::Transfer(e.to_string()))?
+        .map(|k| cts_transfer::SecretKey::new(&k));
+    let keys = match config.postgres_settings() {
+        None => cts_transfer::Keys::open(&config.data_dir.join("transfer"), secret),
+        Some(pg) => cts_transfer::Keys::on(
+            Db::postgres(pg.connect()?, &cts_transfer::PG_SCHEMA, pg.auto_migrate)?,
+            secret,
+        ),
+    };
+    keys.map_err(|e| OpenError::Transfer(e.to_string()))
 }
 
 /// The state of every journal consumer: in the data directory, or with
@@ -290,6 +330,8 @@ pub enum OpenError {
     Smn(#[from] SmnError),
     #[error("opening the LTS sinks: {0}")]
     Lts(String),
+    #[error("opening a store in PostgreSQL: {0}")]
+    Db(#[from] cts_db::DbError),
 }
 
 /// What a failed blocking task said, for the log.

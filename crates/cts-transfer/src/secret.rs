@@ -43,7 +43,10 @@ impl SecretKey {
         let fingerprint = derive(b"cts-transfer digest signing keys fingerprint\0");
         SecretKey {
             cipher: Aes256Gcm::new(&key),
-            fingerprint: fingerprint[..8].iter().map(|b| format!("{b:02x}")).collect(),
+            fingerprint: fingerprint[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
         }
     }
 
