@@ -447,10 +447,16 @@ async fn bootstrap(state: &AppState, endpoint: &str) -> Result<Option<PathBuf>> 
     Ok(match outcome {
         BootstrapOutcome::Created(b) => {
             // CTS is enabled in the first project from the start.
-            state
-                .trackers
-                .ensure_system_tracker(&b.project_id, &b.domain_id, cts_server::state::now_ms())
-                .context("creating the management tracker of the first project")?;
+            let (trackers, project, domain) = (
+                state.trackers.clone(),
+                b.project_id.clone(),
+                b.domain_id.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                trackers.ensure_system_tracker(&project, &domain, cts_server::state::now_ms())
+            })
+            .await?
+            .context("creating the management tracker of the first project")?;
             tracing::info!(
                 domain = %b.domain_name,
                 project_id = %b.project_id,

@@ -15,6 +15,7 @@ use cts_tracker::EncryptionKey;
 
 use crate::api::identity::{blocking, from_value, parse_body, Call, Change};
 use crate::api::tokens::iso_time;
+use crate::api::trackers;
 use crate::error::ApiError;
 use crate::state::now_ms;
 
@@ -65,10 +66,11 @@ pub async fn create_key(
             })
         }
     };
-    let key = c
-        .state
-        .trackers
-        .create_key(&project_id, &b.name, &recipient, now_ms())?;
+    let (project, name) = (project_id.clone(), b.name.clone());
+    let key = trackers::blocking(&c.state.trackers, move |s| {
+        s.create_key(&project, &name, &recipient, now_ms())
+    })
+    .await?;
     let mut body = json!({ "key": key_json(&key) });
     let change = Change::project_change(
         &project_id,
@@ -89,10 +91,8 @@ pub async fn create_key(
 }
 
 pub async fn list_keys(c: Call, Path(project_id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let keys: Vec<Value> = c
-        .state
-        .trackers
-        .list_keys(&project_id)?
+    let keys: Vec<Value> = trackers::blocking(&c.state.trackers, move |s| s.list_keys(&project_id))
+        .await?
         .iter()
         .map(key_json)
         .collect();
@@ -106,7 +106,8 @@ pub struct KeyPath {
 }
 
 pub async fn delete_key(c: Call, Path(p): Path<KeyPath>) -> Result<Response, ApiError> {
-    let key = c.state.trackers.key(&p.project_id, &p.key_id)?;
+    let (project, id) = (p.project_id.clone(), p.key_id.clone());
+    let key = trackers::blocking(&c.state.trackers, move |s| s.key(&project, &id)).await?;
     let change = Change::project_change(
         &p.project_id,
         "encryption_key",
@@ -114,7 +115,8 @@ pub async fn delete_key(c: Call, Path(p): Path<KeyPath>) -> Result<Response, Api
         (&key.id, &key.name),
         None,
     );
-    let delete = async { Ok(c.state.trackers.delete_key(&p.project_id, &p.key_id)?) };
+    let (project, id) = (p.project_id.clone(), p.key_id.clone());
+    let delete = trackers::blocking(&c.state.trackers, move |s| s.delete_key(&project, &id));
     c.audited(&change, StatusCode::NO_CONTENT, delete).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
