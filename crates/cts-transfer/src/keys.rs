@@ -150,10 +150,11 @@ impl Keys {
                 )
             })
             .map_err(db_error)?;
-        rows.into_iter().map(|r| self.from_row(r)).collect()
+        rows.into_iter().map(|r| self.stored(r)).collect()
     }
 
-    fn from_row(&self, r: Row) -> Result<StoredKey, TransferError> {
+    /// A stored row as a key, its private half opened.
+    fn stored(&self, r: Row) -> Result<StoredKey, TransferError> {
         let [fingerprint, private, public, from, to]: [cts_db::Val; 5] = r
             .try_into()
             .map_err(|_| TransferError::State("signing_keys: not 5 columns".into()))?;
