@@ -570,7 +570,8 @@ mod tests {
     const DAY: i64 = 24 * 3600 * 1000;
     const NOW: i64 = 1_700_000_000_000;
 
-    use crate::testing::Place;
+    use crate::testing::{catalog, pg_db};
+    use cts_testpg::{both, Place};
 
     fn open() -> (tempfile::TempDir, Catalog) {
         let dir = tempfile::tempdir().unwrap();
@@ -747,7 +748,7 @@ mod tests {
 
     fn flush_survives_reopen_and_prunes_expired_users(place: &Place) {
         {
-            let c = place.catalog();
+            let c = catalog(place);
             c.observe("p1", "d1", "ECS", "server", "createServer", "alice", NOW);
             c.observe(
                 "p1",
@@ -772,7 +773,7 @@ mod tests {
             // Not flushed: lost on "crash", relearned from the next trace.
             c.observe("p1", "d1", "ECS", "server", "stopServer", "", NOW);
         }
-        let c = place.catalog();
+        let c = catalog(place);
         assert_eq!(
             c.operations("d1", Some("ECS"), None).unwrap()[0].operation_list,
             ["createServer", "rebootServer"]
@@ -835,8 +836,8 @@ mod tests {
     #[test]
     fn nodes_learn_from_each_other() {
         let pg = cts_testpg::TestPg::start();
-        let a = std::sync::Arc::new(Catalog::on(Place::pg_db(&pg)).unwrap());
-        let b = std::sync::Arc::new(Catalog::on(Place::pg_db(&pg)).unwrap());
+        let a = std::sync::Arc::new(Catalog::on(pg_db(&pg)).unwrap());
+        let b = std::sync::Arc::new(Catalog::on(pg_db(&pg)).unwrap());
         a.observe("p1", "d1", "ECS", "server", "createServer", "alice", NOW);
         b.observe("p1", "d1", "EVS", "volume", "createVolume", "bob", NOW);
         for i in 0..200 {

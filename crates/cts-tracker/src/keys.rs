@@ -170,13 +170,14 @@ impl TrackerStore {
 
 #[cfg(test)]
 mod tests {
-    use crate::testing::Place;
+    use crate::testing::trackers;
     use crate::{parse_v3_create, Limits};
+    use cts_testpg::{both, Place};
 
     const AGE: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
 
     fn keys_register_list_and_refuse_deletion_in_use(place: &Place) {
-        let store = place.trackers(Limits::default());
+        let store = trackers(place, Limits::default());
         let key = store.create_key("p1", "archive-key", AGE, 1).unwrap();
         assert_eq!(store.list_keys("p1").unwrap(), vec![key.clone()]);
         assert!(store.list_keys("p2").unwrap().is_empty());
@@ -209,7 +210,7 @@ mod tests {
 
         // Reopened (another node), it is still there.
         drop(store);
-        let store = place.trackers(Limits::default());
+        let store = trackers(place, Limits::default());
         assert_eq!(store.key("p1", &key.id).unwrap(), key);
         store.delete("p1", Some("system"), None).unwrap();
         store.delete_key("p1", &key.id).unwrap();

@@ -34,10 +34,6 @@
 //!   [`Catalog::observe`] learns from every recorded trace.
 //! * Notifications: [`TrackerStore::quotas`] takes their count.
 
-#[cfg(test)]
-#[macro_use]
-mod testing;
-
 mod catalog;
 mod error;
 mod keys;
@@ -46,6 +42,8 @@ mod request;
 mod schema;
 mod store;
 mod tags;
+#[cfg(test)]
+mod testing;
 mod view;
 
 pub use catalog::{Catalog, OperationList, TraceResource, SUPPORTED_SERVICES, USER_WINDOW_MS};

@@ -674,7 +674,8 @@ pub(crate) mod tests {
     use super::*;
     use crate::model::{CompressType, DataEvent, ErrorDetail};
     use crate::request::{parse_v1_create, parse_v1_update, parse_v3_create, parse_v3_update};
-    use crate::testing::Place;
+    use crate::testing::{pg_db, trackers};
+    use cts_testpg::{both, Place};
     use serde_json::{json, Value};
 
     pub(crate) fn sys_spec() -> TrackerSpec {
@@ -707,7 +708,7 @@ pub(crate) mod tests {
     }
 
     fn v3_create_is_seen_through_v1(place: &Place) {
-        let s = place.trackers(Limits::default());
+        let s = trackers(place, Limits::default());
         let spec = v3(json!({
             "tracker_type": "system", "tracker_name": "system",
             "obs_info": {"bucket_name": "test-bucket", "file_prefix_name": "11", "compress_type": "json"},
@@ -752,7 +753,7 @@ pub(crate) mod tests {
     }
 
     fn v1_create_is_seen_through_v3(place: &Place) {
-        let s = place.trackers(Limits::default());
+        let s = trackers(place, Limits::default());
         let spec = parse_v1_create(
             br#"{"bucket_name": "obs-f1da", "file_prefix_name": "yO8Q", "is_obs_created": true,
                  "is_support_trace_files_encryption": true, "kms_id": "key-1",
@@ -789,7 +790,7 @@ pub(crate) mod tests {
     }
 
     fn one_management_tracker_per_project(place: &Place) {
-        let s = place.trackers(Limits::default());
+        let s = trackers(place, Limits::default());
         create(&s, "p1", &sys_spec()).unwrap();
         assert_eq!(err_code(create(&s, "p1", &sys_spec())), "CTS.0201");
         let v1 = parse_v1_create(br#"{"bucket_name": "abc"}"#).unwrap();
@@ -798,7 +799,7 @@ pub(crate) mod tests {
     }
 
     fn data_tracker_names_are_unique_in_a_project(place: &Place) {
-        let s = place.trackers(Limits::default());
+        let s = trackers(place, Limits::default());
         create(&s, "p1", &data("d1", "bkt1", &["READ"])).unwrap();
         let e = create(&s, "p1", &data("d1", "bkt2", &["READ"])).unwrap_err();
         assert_eq!(
@@ -809,10 +810,13 @@ pub(crate) mod tests {
     }
 
     fn data_tracker_quota(place: &Place) {
-        let s = place.trackers(Limits {
-            data_trackers: 2,
-            notifications: 7,
-        });
+        let s = trackers(
+            place,
+            Limits {
+                data_trackers: 2,
+                notifications: 7,
+            },
+        );
         create(&s, "p1", &sys_spec()).unwrap();
         create(&s, "p1", &data("a", "bkt1", &["READ"])).unwrap();
         create(&s, "p1", &data("b", "bkt2", &["READ"])).unwrap();
@@ -838,7 +842,7 @@ pub(crate) mod tests {
     }
 
     fn default_quotas(place: &Place) {
-        let s = place.trackers(Limits::default());
+        let s = trackers(place, Limits::default());
         let q = s.quotas("p1", 0).unwrap();
         assert_eq!(
             serde_json::to_value(&q).unwrap(),
@@ -847,7 +851,7 @@ pub(crate) mod tests {
     }
 
     fn one_data_tracker_per_bucket_and_operation_type(place: &Place) {
-        let s = place.trackers(Limits::default());
+        let s = trackers(place, Limits::default());
         create(&s, "p1", &data("r", "bkt1", &["READ"])).unwrap();
         create(&s, "p1", &data("w", "bkt1", &["WRITE"])).unwrap();
         let e = create(&s, "p1", &data("rw", "bkt1", &["WRITE", "READ"])).unwrap_err();
@@ -865,7 +869,7 @@ pub(crate) mod tests {
     }
 
     fn the_tracked_bucket_is_fixed(place: &Place) {
-        let s = place.trackers(Limits::default());
+        let s = trackers(place, Limits::default());
         create(&s, "p1", &data("d", "bkt1", &["READ"])).unwrap();
         let upd = |bucket: &str| {
             v3u(json!({"tracker_type": "data", "tracker_name": "d",
@@ -881,7 +885,7 @@ pub(crate) mod tests {
     }
 
     fn no_transfer_into_a_tracked_bucket(place: &Place) {
-        let s = place.trackers(Limits::default());
+        let s = trackers(place, Limits::default());
         let own = v3(json!({"tracker_type": "data", "tracker_name": "d",
             "data_bucket": {"data_bucket_name": "bkt1", "data_event": ["READ"]},
             "obs_info": {"bucket_name": "bkt1"}}));
@@ -912,7 +916,7 @@ pub(crate) mod tests {
     }
 
     fn encryption_needs_an_existing_key(place: &Place) {
-        let s = place.trackers(Limits::default());
+        let s = trackers(place, Limits::default());
         let keys: &dyn Fn(&str) -> bool = &|k| k == "k1";
         let no_key =
             v3(json!({"tracker_type": "system", "is_support_trace_files_encryption": true}));
@@ -948,7 +952,7 @@ pub(crate) mod tests {
     }
 
     fn one_organization_tracker_per_domain(place: &Place) {
-        let s = place.trackers(Limits::default());
+        let s = trackers(place, Limits::default());
         let org = v3(json!({"tracker_type": "system", "is_organization_tracker": true}));
         s.create("p1", "d1", &org, 1, NO_KEYS).unwrap();
         let e = s.create("p2", "d1", &org, 1, NO_KEYS).unwrap_err();
@@ -969,7 +973,7 @@ pub(crate) mod tests {
     /// bucket at creation, a bucket given, or enabled again; other changes
     /// keep it.
     fn transfer_since_marks_the_change_that_starts_transfer(place: &Place) {
-        let s = place.trackers(Limits::default());
+        let s = trackers(place, Limits::default());
         let t = s
             .create(
                 "p1",
@@ -1023,7 +1027,7 @@ pub(crate) mod tests {
     }
 
     fn update_keeps_what_it_does_not_name(place: &Place) {
-        let s = place.trackers(Limits::default());
+        let s = trackers(place, Limits::default());
         let spec = v3(
             json!({"tracker_type": "system", "is_lts_enabled": true, "agency_name": "cts_admin_trust",
             "management_event_selector": {"exclude_service": ["KMS"]},
@@ -1057,7 +1061,7 @@ pub(crate) mod tests {
     }
 
     fn missing_trackers_are_404(place: &Place) {
-        let s = place.trackers(Limits::default());
+        let s = trackers(place, Limits::default());
         let e = s
             .update("p1", &v3u(json!({"tracker_type": "system"})), 0, NO_KEYS)
             .unwrap_err();
@@ -1084,7 +1088,7 @@ pub(crate) mod tests {
     }
 
     fn list_filters_and_orders(place: &Place) {
-        let s = place.trackers(Limits::default());
+        let s = trackers(place, Limits::default());
         s.create("p1", "d1", &data("z", "bkt1", &["READ"]), 1, NO_KEYS)
             .unwrap();
         s.create("p1", "d1", &data("a", "bkt2", &["READ"]), 2, NO_KEYS)
@@ -1119,7 +1123,7 @@ pub(crate) mod tests {
     }
 
     fn delete_without_name_deletes_every_data_tracker(place: &Place) {
-        let s = place.trackers(Limits::default());
+        let s = trackers(place, Limits::default());
         three(&s);
         create(&s, "p2", &data("a", "bkt1", &["READ"])).unwrap();
         assert_eq!(names_of(&s.delete("p1", None, None).unwrap()), ["a", "b"]);
@@ -1132,7 +1136,7 @@ pub(crate) mod tests {
     }
 
     fn delete_by_name_and_type(place: &Place) {
-        let s = place.trackers(Limits::default());
+        let s = trackers(place, Limits::default());
         three(&s);
         assert_eq!(names_of(&s.delete("p1", Some("a"), None).unwrap()), ["a"]);
         assert_eq!(
@@ -1166,7 +1170,7 @@ pub(crate) mod tests {
     }
 
     fn delete_system_by_name_alone_or_by_type_alone(place: &Place) {
-        let s = place.trackers(Limits::default());
+        let s = trackers(place, Limits::default());
         three(&s);
         // The reference's example: `?tracker_name=system`, no type.
         assert_eq!(
@@ -1182,7 +1186,7 @@ pub(crate) mod tests {
     }
 
     fn ingest_view_follows_every_write(place: &Place) {
-        let s = place.trackers(Limits::default());
+        let s = trackers(place, Limits::default());
         assert!(!s.management_enabled("p1"));
         assert_eq!(
             s.ensure_system_tracker("p1", "d1", 9)
@@ -1228,14 +1232,14 @@ pub(crate) mod tests {
     }
 
     fn a_failed_write_leaves_the_view_alone(place: &Place) {
-        let s = place.trackers(Limits::default());
+        let s = trackers(place, Limits::default());
         create(&s, "p1", &sys_spec()).unwrap();
         assert!(create(&s, "p1", &sys_spec()).is_err());
         assert!(s.management_enabled("p1"));
     }
 
     fn status_error_carries_its_detail(place: &Place) {
-        let s = place.trackers(Limits::default());
+        let s = trackers(place, Limits::default());
         create(&s, "p1", &sys_spec()).unwrap();
         let t = s
             .set_status(
@@ -1268,7 +1272,7 @@ pub(crate) mod tests {
     /// are as they were.
     fn reopen_keeps_trackers_and_rebuilds_the_view(place: &Place) {
         let (sys, d) = {
-            let s = place.trackers(Limits::default());
+            let s = trackers(place, Limits::default());
             let sys = create(&s, "p1", &sys_spec()).unwrap();
             let d = create(&s, "p1", &data("d", "bkt1", &["READ"])).unwrap();
             s.create_tags(
@@ -1289,7 +1293,7 @@ pub(crate) mod tests {
             .unwrap();
             (sys, s.get("p1", &d.id).unwrap())
         };
-        let s = place.trackers(Limits::default());
+        let s = trackers(place, Limits::default());
         let sys = Tracker {
             status: TrackerStatus::Disabled,
             ..sys
@@ -1344,7 +1348,7 @@ pub(crate) mod tests {
     }
 
     fn storage_failures_are_500(place: &Place) {
-        let s = place.trackers(Limits::default());
+        let s = trackers(place, Limits::default());
         create(&s, "p1", &sys_spec()).unwrap();
         s.db.transaction(|tx| tx.exec("UPDATE trackers SET body = 'not json'", &[]))
             .unwrap();
@@ -1355,7 +1359,7 @@ pub(crate) mod tests {
     }
 
     fn concurrent_readers_and_writers(place: &Place) {
-        let s = place.trackers(Limits::default());
+        let s = trackers(place, Limits::default());
         let s = Arc::new(s);
         create(&s, "p1", &sys_spec()).unwrap();
         let writer = {
@@ -1388,8 +1392,8 @@ pub(crate) mod tests {
     #[test]
     fn another_nodes_changes_reach_the_view_within_a_second() {
         let pg = cts_testpg::TestPg::start();
-        let a = TrackerStore::on(Place::pg_db(&pg), Limits::default()).unwrap();
-        let b = Arc::new(TrackerStore::on(Place::pg_db(&pg), Limits::default()).unwrap());
+        let a = TrackerStore::on(pg_db(&pg), Limits::default()).unwrap();
+        let b = Arc::new(TrackerStore::on(pg_db(&pg), Limits::default()).unwrap());
         TrackerStore::follow_other_nodes(&b);
         // Measured from the commit on `a`; the bound is REFRESH_EVERY plus a
         // reload, with slack for a starved test machine.
@@ -1435,7 +1439,7 @@ pub(crate) mod tests {
             notifications: 1,
         };
         let nodes: Vec<Arc<TrackerStore>> = (0..2)
-            .map(|_| Arc::new(TrackerStore::on(Place::pg_db(&pg), limits).unwrap()))
+            .map(|_| Arc::new(TrackerStore::on(pg_db(&pg), limits).unwrap()))
             .collect();
         for round in 0..5 {
             let project = format!("p{round}");

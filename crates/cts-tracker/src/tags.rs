@@ -200,7 +200,8 @@ fn tracker(tx: &dyn Sql, project_id: &str, id: &str) -> Result<Tracker, Failure>
 mod tests {
     use super::*;
     use crate::store::tests::sys_spec;
-    use crate::testing::Place;
+    use crate::testing::trackers;
+    use cts_testpg::{both, Place};
     use serde_json::json;
 
     fn create(v: serde_json::Value) -> Result<Vec<Tag>, TrackerError> {
@@ -262,7 +263,7 @@ mod tests {
     }
 
     fn tags_are_returned_with_the_tracker_and_replace_values(place: &Place) {
-        let store = place.trackers(crate::Limits::default());
+        let store = trackers(place, crate::Limits::default());
         let t = store
             .create("p1", "d1", &sys_spec(), 1, &|_| false)
             .unwrap();
@@ -279,7 +280,7 @@ mod tests {
     }
 
     fn delete_with_value_removes_the_pair_and_without_the_key(place: &Place) {
-        let store = place.trackers(crate::Limits::default());
+        let store = trackers(place, crate::Limits::default());
         let t = store
             .create("p1", "d1", &sys_spec(), 1, &|_| false)
             .unwrap();
@@ -306,7 +307,7 @@ mod tests {
     }
 
     fn at_most_twenty_tags_per_tracker(place: &Place) {
-        let store = place.trackers(crate::Limits::default());
+        let store = trackers(place, crate::Limits::default());
         let t = store
             .create("p1", "d1", &sys_spec(), 1, &|_| false)
             .unwrap();
@@ -322,7 +323,7 @@ mod tests {
     }
 
     fn tags_of_a_missing_or_foreign_tracker_are_not_found(place: &Place) {
-        let store = place.trackers(crate::Limits::default());
+        let store = trackers(place, crate::Limits::default());
         let t = store
             .create("p1", "d1", &sys_spec(), 1, &|_| false)
             .unwrap();
@@ -333,7 +334,7 @@ mod tests {
     }
 
     fn deleting_a_tracker_deletes_its_tags(place: &Place) {
-        let store = place.trackers(crate::Limits::default());
+        let store = trackers(place, crate::Limits::default());
         let t = store
             .create("p1", "d1", &sys_spec(), 1, &|_| false)
             .unwrap();
