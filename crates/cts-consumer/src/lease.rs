@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::sql::{Arg, Sql, Val};
 use crate::ConsumerError;
+use cts_db::{columns, Arg, Sql};
 
 /// How long a lease lasts and how often its holder renews it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,9 +116,11 @@ impl Leases {
                 Arg::Int(self.settings.ttl_ms()),
             ],
         )?;
-        let Some(epoch) = rows.first().and_then(|r| r.first()).and_then(Val::int) else {
+        let Some(row) = rows.into_iter().next() else {
             return Ok(false);
         };
+        let [epoch] = columns(row)?;
+        let epoch = epoch.int()?;
         tracing::info!(consumer, key, epoch, node = %self.node, "lease taken");
         self.held.lock().insert(id, epoch);
         Ok(true)
@@ -134,12 +136,8 @@ impl Leases {
         )?;
         let mut current = HashMap::new();
         for row in rows {
-            let mut row = row.into_iter();
-            let (consumer, key, epoch) = (row.next(), row.next(), row.next());
-            if let (Some(c), Some(k), Some(e)) = (consumer, key, epoch.as_ref().and_then(Val::int))
-            {
-                current.insert((c.into_text(), k.into_text()), e);
-            }
+            let [consumer, key, epoch] = columns(row)?;
+            current.insert((consumer.into_text()?, key.into_text()?), epoch.int()?);
         }
         self.held.lock().retain(|(consumer, key), epoch| {
             let kept = current.get(&(consumer.clone(), key.clone())) == Some(epoch);

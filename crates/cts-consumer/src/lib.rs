@@ -29,40 +29,25 @@
 //!   it (see `lease`). The embedded store holds every lease itself.
 //!
 //! [`ConsumerStore`] is the same type on SQLite ([`ConsumerStore::open`])
-//! and on PostgreSQL ([`ConsumerStore::connect`]): no consumer sees which
-//! backend runs.
+//! and on PostgreSQL ([`ConsumerStore::new`] on a `Db` of the node's pool):
+//! no consumer sees which backend runs. Both run the same statements,
+//! through `cts-db`.
 
 mod lease;
-mod pg;
 mod poll;
-mod sql;
 mod start;
 mod store;
 
 pub use lease::{node_id, LeaseSettings};
-pub use pg::{PgConnection, PgConnector};
 pub use poll::{read_batch, Batch, Skips};
 pub use start::{start_cursor, Start};
-pub use store::{ConsumerStore, Entry, Tx};
+pub use store::{sqlite_migrations, ConsumerStore, Entry, Tx, FILE, PG_SCHEMA};
 
 /// Why the consumer state could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
-    #[error("consumer state {0}")]
-    Open(#[from] cts_sqlite::OpenError),
     #[error("consumer state: {0}")]
-    Database(#[from] rusqlite::Error),
-    #[error("consumer state on PostgreSQL: {0}")]
-    Postgres(#[from] postgres::Error),
-    #[error("consumer state on PostgreSQL: no connection: {0}")]
-    Connect(String),
-    #[error(
-        "consumer state on PostgreSQL: the database has schema version {found}, \
-         this build knows up to {known}: upgrade ctsd"
-    )]
-    NewerSchema { found: i64, known: i64 },
-    #[error("consumer state: a row of an unexpected shape")]
-    Shape,
+    Db(#[from] cts_db::DbError),
     /// Another node took the key over (or it was forgotten): this node's
     /// work of the key stops without committing.
     #[error("consumer state of {consumer}/{key}: this node no longer holds its lease")]

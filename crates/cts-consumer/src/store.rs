@@ -14,19 +14,17 @@
 //! ([`ConsumerStore::claim`], see `lease`); on SQLite the one node holds
 //! every lease. The queries are the same on both (`sql`).
 
-use cts_sqlite::{Migrations, M};
 use std::path::Path;
 use std::time::Duration;
 
+use cts_db::{columns, Arg, Db, PgMigration, PgSchema, Sql, Val};
+use cts_sqlite::{Migrations, M};
 use cts_store::TraceStore;
 use parking_lot::Mutex;
-use rusqlite::Connection;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::lease::{LeaseSettings, Leases};
-use crate::pg::{Pg, PgConnector};
-use crate::sql::{Arg, Sql, Val};
 use crate::ConsumerError;
 
 const SCHEMA: &str = "
@@ -43,8 +41,43 @@ CREATE TABLE IF NOT EXISTS journal_marks (
 );
 ";
 
+/// The consumer tables on PostgreSQL, with the leases. Never edit a
+/// released entry: add one.
+pub const PG_SCHEMA: PgSchema = PgSchema {
+    ledger: "cts_consumer_migrations",
+    migrations: &[PgMigration {
+        version: 1,
+        name: "cursors, journal marks, leases",
+        sql: "
+CREATE TABLE cursors (
+    consumer TEXT NOT NULL,
+    key TEXT NOT NULL,
+    cursor BIGINT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (consumer, key)
+);
+CREATE TABLE journal_marks (
+    period_start BIGINT PRIMARY KEY,
+    seq BIGINT NOT NULL
+);
+CREATE TABLE leases (
+    consumer TEXT NOT NULL,
+    key TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    epoch BIGINT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (consumer, key)
+);",
+    }],
+};
+
 /// The file name of the store in its directory (`DATA_DIR/consumers`).
 pub const FILE: &str = "consumers.db";
+
+/// The consumer tables on SQLite.
+pub fn sqlite_migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(SCHEMA)])
+}
 
 /// Lead of the next mark over the clock: `now` is read a moment before
 /// the durable sequence number, so a period start closer than this is left
@@ -64,93 +97,59 @@ pub struct Entry<T> {
 /// `spawn_blocking`.
 pub struct ConsumerStore {
     db: Db,
+    /// None: the embedded store, whose one node holds every lease.
+    leases: Option<Leases>,
     /// When (Unix seconds) [`ConsumerStore::mark`] last wrote a mark.
     marked_at: Mutex<i64>,
-}
-
-enum Db {
-    Sqlite(Mutex<Connection>),
-    // Boxed: the client config is large beside a SQLite connection.
-    Postgres { pg: Box<Pg>, leases: Leases },
 }
 
 /// The writes of one transaction ([`ConsumerStore::transaction`]).
 pub struct Tx<'a> {
     sql: &'a dyn Sql,
-    /// None: the embedded store, whose one node holds every lease.
     leases: Option<&'a Leases>,
-}
-
-impl Db {
-    fn read<R>(
-        &self,
-        f: impl FnOnce(&dyn Sql) -> Result<R, ConsumerError>,
-    ) -> Result<R, ConsumerError> {
-        match self {
-            Db::Sqlite(conn) => f(&*conn.lock()),
-            Db::Postgres { pg, .. } => pg.read(f),
-        }
-    }
-
-    fn transaction<R>(
-        &self,
-        f: impl FnOnce(&Tx<'_>) -> Result<R, ConsumerError>,
-    ) -> Result<R, ConsumerError> {
-        match self {
-            Db::Sqlite(conn) => {
-                let mut conn = conn.lock();
-                let tx = conn.transaction()?;
-                let out = f(&Tx {
-                    sql: &*tx,
-                    leases: None,
-                })?;
-                tx.commit()?;
-                Ok(out)
-            }
-            Db::Postgres { pg, leases } => pg.transaction(|sql| {
-                f(&Tx {
-                    sql,
-                    leases: Some(leases),
-                })
-            }),
-        }
-    }
 }
 
 impl ConsumerStore {
     /// Opens (or creates) `dir/consumers.db`: the embedded node's store.
     pub fn open(dir: &Path) -> Result<ConsumerStore, ConsumerError> {
-        let conn = cts_sqlite::open(dir, FILE, &Migrations::new(vec![M::up(SCHEMA)]))?;
-        Ok(ConsumerStore::with(Db::Sqlite(Mutex::new(conn))))
+        let db = Db::sqlite(dir, FILE, &sqlite_migrations())?;
+        Ok(ConsumerStore::with(db, None))
     }
 
-    /// Connects to the PostgreSQL database at `url` (plain connections),
-    /// shared by every node, as the node `node` (see [`crate::node_id`]),
-    /// and migrates its consumer tables.
+    /// The store on `db`: the SQLite file [`FILE`] opened with
+    /// [`sqlite_migrations`], or PostgreSQL opened with [`PG_SCHEMA`],
+    /// shared by every node, where this node works under leases in the
+    /// name `node` (see [`crate::node_id`]).
+    pub fn new(
+        db: Db,
+        node: String,
+        settings: LeaseSettings,
+    ) -> Result<ConsumerStore, ConsumerError> {
+        if !db.is_postgres() {
+            return Ok(ConsumerStore::with(db, None));
+        }
+        settings.check()?;
+        Ok(ConsumerStore::with(db, Some(Leases::new(node, settings))))
+    }
+
+    /// The store on PostgreSQL at `url`, on a pool of its own (plain
+    /// connections), migrating its tables.
     pub fn connect(
         url: &str,
         node: String,
         settings: LeaseSettings,
     ) -> Result<ConsumerStore, ConsumerError> {
-        ConsumerStore::connect_with(Pg::plain(url)?, node, settings)
+        let url: cts_db::PgUrl = url
+            .parse()
+            .map_err(|e| cts_db::DbError::Setting(format!("{e}")))?;
+        let pool = cts_db::PgSettings::new(url).connect()?;
+        ConsumerStore::new(Db::postgres(pool, &PG_SCHEMA, true)?, node, settings)
     }
 
-    /// [`ConsumerStore::connect`] with connections the caller makes (a
-    /// pool's, with its TLS).
-    pub fn connect_with(
-        connect: PgConnector,
-        node: String,
-        settings: LeaseSettings,
-    ) -> Result<ConsumerStore, ConsumerError> {
-        settings.check()?;
-        let pg = Box::new(Pg::connect(connect)?);
-        let leases = Leases::new(node, settings);
-        Ok(ConsumerStore::with(Db::Postgres { pg, leases }))
-    }
-
-    fn with(db: Db) -> ConsumerStore {
+    fn with(db: Db, leases: Option<Leases>) -> ConsumerStore {
         ConsumerStore {
             db,
+            leases,
             marked_at: Mutex::new(i64::MIN),
         }
     }
@@ -177,9 +176,8 @@ impl ConsumerStore {
         })?;
         rows.into_iter()
             .map(|row| {
-                let [key, cursor, body]: [Val; 3] =
-                    row.try_into().map_err(|_| ConsumerError::Shape)?;
-                let key = key.into_text();
+                let [key, cursor, body] = columns(row)?;
+                let key = key.into_text()?;
                 let entry = entry(consumer, &key, cursor, body)?;
                 Ok((key, entry))
             })
@@ -208,7 +206,12 @@ impl ConsumerStore {
         &self,
         f: impl FnOnce(&Tx<'_>) -> Result<R, ConsumerError>,
     ) -> Result<R, ConsumerError> {
-        self.db.transaction(f)
+        self.db.transaction(|sql| {
+            f(&Tx {
+                sql,
+                leases: self.leases.as_ref(),
+            })
+        })
     }
 
     /// The lowest cursor of `consumer`, if it has any key.
@@ -219,7 +222,7 @@ impl ConsumerStore {
                 &[Arg::Text(consumer)],
             )
         })?;
-        Ok(first_int(&rows).map(|m| m as u64))
+        Ok(first_int(&rows)?.map(|m| m as u64))
     }
 
     /// Holds `journal` for `consumer` from its lowest cursor (releases it
@@ -274,16 +277,16 @@ impl ConsumerStore {
                 &[Arg::Int(at)],
             )
         })?;
-        Ok(first_int(&rows).map(|s| s as u64))
+        Ok(first_int(&rows)?.map(|s| s as u64))
     }
 
     /// Whether this node may work `key` of `consumer`: it holds the key's
     /// lease, or took it now (free, or expired). Always so on the embedded
     /// store. Read the key's state after a claim, never before.
     pub fn claim(&self, consumer: &str, key: &str) -> Result<bool, ConsumerError> {
-        match &self.db {
-            Db::Sqlite(_) => Ok(true),
-            Db::Postgres { pg, leases } => pg.read(|sql| leases.claim(sql, consumer, key)),
+        match &self.leases {
+            None => Ok(true),
+            Some(leases) => self.db.read(|sql| leases.claim(sql, consumer, key)),
         }
     }
 
@@ -291,36 +294,30 @@ impl ConsumerStore {
     /// [`ConsumerStore::renew_every`]); those another node took over are
     /// dropped, and their writes fail from then on.
     pub fn renew(&self) -> Result<(), ConsumerError> {
-        match &self.db {
-            Db::Sqlite(_) => Ok(()),
-            Db::Postgres { pg, leases } => pg.read(|sql| leases.renew(sql)),
+        match &self.leases {
+            None => Ok(()),
+            Some(leases) => self.db.read(|sql| leases.renew(sql)),
         }
     }
 
     /// Gives up every lease of this node (at stop), for others to take at
     /// once.
     pub fn release(&self) -> Result<(), ConsumerError> {
-        match &self.db {
-            Db::Sqlite(_) => Ok(()),
-            Db::Postgres { pg, leases } => pg.read(|sql| leases.release(sql)),
+        match &self.leases {
+            None => Ok(()),
+            Some(leases) => self.db.read(|sql| leases.release(sql)),
         }
     }
 
     /// How often [`ConsumerStore::renew`] must run; None when there is
     /// nothing to renew (the embedded store).
     pub fn renew_every(&self) -> Option<Duration> {
-        match &self.db {
-            Db::Sqlite(_) => None,
-            Db::Postgres { leases, .. } => Some(leases.settings().renew_every),
-        }
+        self.leases.as_ref().map(|l| l.settings().renew_every)
     }
 
     /// This node's name in the leases; None on the embedded store.
     pub fn node(&self) -> Option<&str> {
-        match &self.db {
-            Db::Sqlite(_) => None,
-            Db::Postgres { leases, .. } => Some(leases.node()),
-        }
+        self.leases.as_ref().map(Leases::node)
     }
 }
 
@@ -421,14 +418,18 @@ fn get<T: DeserializeOwned>(
         .into_iter()
         .next();
     row.map(|row| {
-        let [cursor, body]: [Val; 2] = row.try_into().map_err(|_| ConsumerError::Shape)?;
+        let [cursor, body] = columns(row)?;
         entry(consumer, key, cursor, body)
     })
     .transpose()
 }
 
-fn first_int(rows: &[Vec<Val>]) -> Option<i64> {
-    rows.first().and_then(|r| r.first()).and_then(Val::int)
+/// The integer of the first column of the first row, if any (NULL: none).
+fn first_int(rows: &[Vec<Val>]) -> Result<Option<i64>, ConsumerError> {
+    match rows.first().and_then(|r| r.first()) {
+        Some(v) => Ok(v.opt_int()?),
+        None => Ok(None),
+    }
 }
 
 fn entry<T: DeserializeOwned>(
@@ -437,8 +438,8 @@ fn entry<T: DeserializeOwned>(
     cursor: Val,
     body: Val,
 ) -> Result<Entry<T>, ConsumerError> {
-    let cursor = cursor.int().ok_or(ConsumerError::Shape)?;
-    let body = serde_json::from_str(&body.into_text()).map_err(|source| ConsumerError::Body {
+    let cursor = cursor.int()?;
+    let body = serde_json::from_str(body.text()?).map_err(|source| ConsumerError::Body {
         consumer: consumer.into(),
         key: key.into(),
         source,

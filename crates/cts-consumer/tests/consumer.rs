@@ -53,7 +53,10 @@ fn state_commits_together_or_not_at_all_and_survives_reopening(place: &Place) {
             },
         )?;
         tx.put("lts", "t2", &body("c"))?;
-        Err(ConsumerError::Shape)
+        Err(ConsumerError::LeaseLost {
+            consumer: "lts".into(),
+            key: "t2".into(),
+        })
     });
     assert!(failed.is_err());
     assert_eq!(

@@ -188,13 +188,13 @@ fn migrations_run_once_and_a_newer_schema_is_refused() {
     assert_eq!(b.get::<()>("lts", "t1").unwrap(), Some(at(7)));
     let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     let versions: i64 = client
-        .query_one("SELECT COUNT(*) FROM consumer_schema_migrations", &[])
+        .query_one("SELECT COUNT(*) FROM cts_consumer_migrations", &[])
         .unwrap()
         .get(0);
     assert_eq!(versions, 1);
     client
         .execute(
-            "INSERT INTO consumer_schema_migrations (version) VALUES (99)",
+            "INSERT INTO cts_consumer_migrations (version, name) VALUES (99, 'future')",
             &[],
         )
         .unwrap();
@@ -202,7 +202,10 @@ fn migrations_run_once_and_a_newer_schema_is_refused() {
         .err()
         .unwrap();
     assert!(
-        matches!(err, ConsumerError::NewerSchema { found: 99, .. }),
+        matches!(
+            err,
+            ConsumerError::Db(cts_db::DbError::SchemaAhead { applied: 99, .. })
+        ),
         "{err}"
     );
 }

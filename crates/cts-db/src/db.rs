@@ -8,7 +8,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use rusqlite::{Connection, TransactionBehavior};
 
-use crate::migrate::{check_current, migrate, PgSchema};
+use crate::migrate::{ensure_schema, PgSchema};
 use crate::sql::PgSql;
 use crate::{DbError, Pool, Sql};
 
@@ -53,16 +53,7 @@ impl Db {
     /// `schema` (`auto_migrate`), or refuses a schema that is not current,
     /// naming `ctsd migrate`.
     pub fn postgres(pool: Pool, schema: &PgSchema, auto_migrate: bool) -> Result<Db, DbError> {
-        {
-            let mut client = pool.get()?;
-            if auto_migrate {
-                for version in migrate(&mut client, schema)? {
-                    tracing::info!(ledger = schema.ledger, version, "schema migration applied");
-                }
-            } else {
-                check_current(&mut client, schema)?;
-            }
-        }
+        ensure_schema(&pool, schema, auto_migrate)?;
         Ok(Db(Arc::new(Backend::Postgres(Some(pool)))))
     }
 

@@ -24,10 +24,10 @@ mod sql;
 mod value;
 
 pub use db::Db;
-pub use migrate::{check_current, migrate, PgMigration, PgSchema};
+pub use migrate::{check_current, ensure_schema, migrate, PgMigration, PgSchema};
 pub use settings::{PgSettings, PgUrl, PgUrlError, Pool};
 pub use sql::Sql;
-pub use value::{Arg, Row, Val};
+pub use value::{columns, Arg, Row, Val};
 
 use postgres::error::SqlState;
 
@@ -73,6 +73,8 @@ pub enum DbError {
     Parameter { name: String, given: usize },
     #[error("column {column} has type {ty}, which is not read: cast it to bigint or text")]
     ColumnType { column: String, ty: String },
+    #[error("a row of {found} columns where {expected} were expected")]
+    Columns { expected: usize, found: usize },
     #[error("a column of an unexpected shape: expected {expected}, found {found}")]
     Shape {
         expected: &'static str,

@@ -10,7 +10,7 @@
 use postgres::error::SqlState;
 use postgres::GenericClient;
 
-use crate::DbError;
+use crate::{DbError, Pool};
 
 /// One schema change. Versions are consecutive from 1 and never edited
 /// once released: a change is a new entry.
@@ -135,6 +135,21 @@ pub fn check_current(client: &mut postgres::Client, schema: &PgSchema) -> Result
         });
     }
     Ok(())
+}
+
+/// What a store does as it opens on PostgreSQL: applies the pending
+/// migrations of `schema` (`auto_migrate`, logging each), or refuses a
+/// schema that is not current, naming `ctsd migrate`.
+pub fn ensure_schema(pool: &Pool, schema: &PgSchema, auto_migrate: bool) -> Result<(), DbError> {
+    let mut client = pool.get()?;
+    if auto_migrate {
+        for version in migrate(&mut client, schema)? {
+            tracing::info!(ledger = schema.ledger, version, "schema migration applied");
+        }
+        Ok(())
+    } else {
+        check_current(&mut client, schema)
+    }
 }
 
 /// `CREATE TABLE IF NOT EXISTS` is not safe against a concurrent twin (both

@@ -62,6 +62,13 @@ pub enum Val {
 /// A result row: its columns in the order the statement selects them.
 pub type Row = Vec<Val>;
 
+/// The `N` columns of `row`, to destructure: `let [id, name] = columns(row)?`.
+pub fn columns<const N: usize>(row: Row) -> Result<[Val; N], DbError> {
+    let found = row.len();
+    row.try_into()
+        .map_err(|_| DbError::Columns { expected: N, found })
+}
+
 impl Val {
     fn kind(&self) -> &'static str {
         match self {
@@ -156,6 +163,10 @@ mod tests {
         );
         assert!(Val::Null.text().is_err());
         assert_eq!(Val::Null.opt_text().unwrap(), None);
+        let [a, b] = columns(vec![Val::Int(1), Val::Null]).unwrap();
+        assert_eq!((a, b), (Val::Int(1), Val::Null));
+        let e = columns::<3>(vec![Val::Null]).unwrap_err();
+        assert_eq!(e.to_string(), "a row of 1 columns where 3 were expected");
         assert_eq!(Arg::from(Some("a")), Arg::Text("a"));
         assert_eq!(Arg::from(None::<i64>), Arg::Null);
         assert_eq!(Arg::from(true), Arg::Int(1));

@@ -6,6 +6,7 @@ pub mod api;
 mod app;
 mod audit;
 pub mod auth;
+pub mod backend;
 mod body;
 pub mod config;
 mod connections;

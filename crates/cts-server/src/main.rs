@@ -154,7 +154,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Check(_) => check(&config.store_config()),
         Command::Repair(a) => repair(config.store_config(), a.acknowledge),
         Command::RotateDigestKey(_) => {
-            let keys = cts_server::state::open_digest_keys(&config)?;
+            let backend = cts_server::backend::Backend::open(&config)?;
+            let keys = cts_server::state::open_digest_keys(&config, &backend)?;
             let now = cts_server::state::now_ms() / 1000;
             let fingerprint =
                 cts_transfer::rotate_digest_key(&keys, now).context("rotating the digest key")?;
@@ -166,46 +167,31 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// `ctsd migrate`: applies the pending migrations of the PostgreSQL store.
+/// `ctsd migrate`: applies the pending migrations of every PostgreSQL
+/// schema of ctsd, saying per schema what it applied.
 fn migrate(config: &Config) -> Result<()> {
     let Some(pg) = config.postgres_settings() else {
         anyhow::bail!(
             "store.backend is not \"postgres\": the embedded store has no schema to migrate"
         );
     };
-    let applied = cts_store_pg::PgStore::migrate(&pg)
-        .with_context(|| format!("migrating the schema at {}", pg.url))?;
-    if applied.is_empty() {
-        println!(
-            "the schema is current (version {})",
-            cts_store_pg::schema::SCHEMA.current()
-        );
-    }
-    for m in applied {
-        println!("applied migration {}: {}", m.version, m.name);
-    }
-    let mut client = pg
-        .connect()
-        .and_then(|pool| Ok(pool.get()?))
-        .with_context(|| format!("connecting to {}", pg.url))?;
-    for schema in [
-        cts_identity::pg_schema(),
-        &cts_smn::PG_SCHEMA,
-        &cts_notification::PG_SCHEMA,
-        &cts_tracker::PG_SCHEMA,
-        &cts_transfer::PG_SCHEMA,
-    ] {
-        let applied = cts_db::migrate(&mut client, schema)
-            .with_context(|| format!("migrating {} at {}", schema.ledger, pg.url))?;
+    let at = || format!("migrating the schema at {}", pg.url);
+    let pool = pg.connect().with_context(at)?;
+    let mut client = pool.get().with_context(at)?;
+    for schema in cts_server::backend::pg_schemas() {
+        let applied = cts_db::migrate(&mut client, schema).with_context(at)?;
         if applied.is_empty() {
-            println!(
-                "{} is current (version {})",
-                schema.ledger,
-                schema.current()
-            );
+            println!("{}: current (version {})", schema.ledger, schema.current());
         }
-        for version in applied {
-            println!("applied {} migration {version}", schema.ledger);
+        for m in schema
+            .migrations
+            .iter()
+            .filter(|m| applied.contains(&m.version))
+        {
+            println!(
+                "{}: applied migration {}: {}",
+                schema.ledger, m.version, m.name
+            );
         }
     }
     Ok(())
@@ -214,7 +200,8 @@ fn migrate(config: &Config) -> Result<()> {
 /// `ctsd unlock`: lifts the stored lockouts of one user.
 fn unlock(config: &Config, user: &str, domain: Option<&str>) -> Result<()> {
     use cts_identity::{DomainRef, Filter, UserRef};
-    let identity = cts_server::state::open_identity(config)?;
+    let backend = cts_server::backend::Backend::open(config)?;
+    let identity = cts_server::state::open_identity(config, &backend)?;
     let found = match domain {
         Some(d) => identity.find_user(&UserRef::Name {
             name: user.to_string(),

@@ -5,7 +5,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use cts_archive::ObjectStorage;
-use cts_consumer::{ConsumerError, ConsumerStore, PgConnection, PgConnector};
+use cts_consumer::ConsumerStore;
 use cts_db::Db;
 use cts_identity::{IdentityError, IdentityStore, ServerKey};
 use cts_lts::Lts;
@@ -16,6 +16,7 @@ use cts_store_pg::PgStore;
 use cts_tracker::{Catalog, TrackerError, TrackerStore};
 use cts_transfer::Transfer;
 
+use crate::backend::Backend;
 use crate::config::Config;
 use crate::console::Sessions;
 use crate::lockout::LoginLockout;
@@ -85,21 +86,24 @@ impl AppState {
         }))
     }
 
-    /// Opens the trace store of `store.backend` (the embedded one replays
-    /// its journal, which may take a while; the PostgreSQL one migrates its
-    /// schema unless told not to) and the identity store, and builds the
-    /// state around them.
+    /// Opens the [`Backend`] of `store.backend` (on PostgreSQL the one
+    /// pool of the process), the trace store on it (the embedded one
+    /// replays its journal, which may take a while; on PostgreSQL every
+    /// store migrates its schema unless told not to) and the other stores,
+    /// and builds the state around them.
     pub async fn open(config: Config) -> Result<AppState, OpenError> {
-        let store_config = config.store_config();
-        let postgres = config.postgres_settings();
-        let retention_ms = config.retention_ms();
         let for_settings = config.clone();
         let (store, settings) = tokio::task::spawn_blocking(move || {
-            let store: Arc<dyn TraceStore> = match postgres {
-                Some(pg) => Arc::new(PgStore::open(&pg, retention_ms).map_err(StoreError::from)?),
-                None => Arc::new(EmbeddedStore::open(store_config)?),
+            let config = for_settings;
+            let backend = Backend::open(&config)?;
+            let store: Arc<dyn TraceStore> = match &backend {
+                Backend::Postgres { pool, auto_migrate } => Arc::new(
+                    PgStore::open(pool.clone(), *auto_migrate, config.retention_ms())
+                        .map_err(StoreError::from)?,
+                ),
+                Backend::Embedded => Arc::new(EmbeddedStore::open(config.store_config())?),
             };
-            let settings = Settings::open(&for_settings, store.clone())?;
+            let settings = Settings::open(&config, &backend, store.clone())?;
             Ok::<_, OpenError>((store, settings))
         })
         .await
@@ -140,17 +144,22 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Opens them in the data directory of `config`; the transfer reads
-    /// `store`'s journal (and holds it against retention at once).
-    pub fn open(config: &Config, store: Arc<dyn TraceStore>) -> Result<Settings, OpenError> {
-        let identity = Arc::new(open_identity(config)?);
-        let (trackers, catalog) = open_trackers(config)?;
+    /// Opens them in the data directory of `config` or on `backend`'s
+    /// PostgreSQL; the transfer reads `store`'s journal (and holds it
+    /// against retention at once).
+    pub fn open(
+        config: &Config,
+        backend: &Backend,
+        store: Arc<dyn TraceStore>,
+    ) -> Result<Settings, OpenError> {
+        let identity = Arc::new(open_identity(config, backend)?);
+        let (trackers, catalog) = open_trackers(config, backend)?;
         let storage = ObjectStorage::new(config.storage_config())
             .map_err(|e| OpenError::Transfer(e.to_string()))?;
         let regions = identity.clone();
         let region_of: cts_transfer::RegionOf =
             Arc::new(move |project: &str| regions.get_project(project).ok().map(|p| p.region));
-        let consumers = Arc::new(open_consumers(config)?);
+        let consumers = Arc::new(open_consumers(config, backend)?);
         let (sinks, routing) = config.lts_sinks();
         let lts = Lts::open(
             store.clone(),
@@ -163,7 +172,7 @@ impl Settings {
         )
         .map_err(OpenError::Lts)?;
         let transfer = Transfer::open(
-            open_digest_keys(config)?,
+            open_digest_keys(config, backend)?,
             consumers.clone(),
             store.clone(),
             trackers.clone(),
@@ -173,7 +182,7 @@ impl Settings {
             now_ms() / 1000,
         )
         .map_err(|e| OpenError::Transfer(e.to_string()))?;
-        let (notifications, smn) = open_notifications(config)?;
+        let (notifications, smn) = open_notifications(config, backend)?;
         let notifications = Arc::new(notifications);
         let outbox = Arc::new(Outbox::on(smn.clone()));
         // Holds the journal at once, before retention first runs.
@@ -202,8 +211,8 @@ impl Settings {
 /// "postgres"` in PostgreSQL, shared with the other nodes, its access-key
 /// secrets encrypted under a key derived from `store.secret_key` (every
 /// node must be given the same; a node with another refuses to start).
-pub fn open_identity(config: &Config) -> Result<IdentityStore, OpenError> {
-    let Some(pg) = config.postgres_settings() else {
+pub fn open_identity(config: &Config, backend: &Backend) -> Result<IdentityStore, OpenError> {
+    let Backend::Postgres { pool, auto_migrate } = backend else {
         return Ok(IdentityStore::open(&config.identity_dir())?);
     };
     let key = config
@@ -221,24 +230,30 @@ pub fn open_identity(config: &Config) -> Result<IdentityStore, OpenError> {
         Some(_) => "store.secret_key_file",
         None => "store.secret_key",
     };
-    let pool = pg.connect().map_err(IdentityError::from)?;
     let key = ServerKey::derive(&key, origin);
-    Ok(IdentityStore::open_postgres(pool, pg.auto_migrate, &key)?)
+    Ok(IdentityStore::open_postgres(
+        pool.clone(),
+        *auto_migrate,
+        &key,
+    )?)
 }
 
 /// The trackers (with tags and encryption keys) and the operation catalog:
 /// in the data directory, or with `store.backend = "postgres"` in
 /// PostgreSQL, shared with the other nodes; this node's view of what each
 /// project records follows their changes within about a second.
-fn open_trackers(config: &Config) -> Result<(Arc<TrackerStore>, Arc<Catalog>), OpenError> {
+fn open_trackers(
+    config: &Config,
+    backend: &Backend,
+) -> Result<(Arc<TrackerStore>, Arc<Catalog>), OpenError> {
     let limits = config.tracker_limits();
-    let (trackers, catalog) = match config.postgres_settings() {
-        None => {
+    let (trackers, catalog) = match backend {
+        Backend::Embedded => {
             let dir = config.trackers_dir();
             (TrackerStore::open(&dir, limits)?, Catalog::open(&dir)?)
         }
-        Some(pg) => {
-            let db = Db::postgres(pg.connect()?, &cts_tracker::PG_SCHEMA, pg.auto_migrate)?;
+        Backend::Postgres { pool, auto_migrate } => {
+            let db = Db::postgres(pool.clone(), &cts_tracker::PG_SCHEMA, *auto_migrate)?;
             (TrackerStore::on(db.clone(), limits)?, Catalog::on(db)?)
         }
     };
@@ -251,15 +266,18 @@ fn open_trackers(config: &Config) -> Result<(Arc<TrackerStore>, Arc<Catalog>), O
 /// `store.backend = "postgres"` in PostgreSQL, their private halves sealed
 /// under `store.secret_key` (needed there; also used by an embedded node
 /// that sets it).
-pub fn open_digest_keys(config: &Config) -> Result<cts_transfer::Keys, OpenError> {
+pub fn open_digest_keys(
+    config: &Config,
+    backend: &Backend,
+) -> Result<cts_transfer::Keys, OpenError> {
     let secret = config
         .store_secret_key()
         .map_err(|e| OpenError::Transfer(e.to_string()))?
         .map(|k| cts_transfer::SecretKey::new(&k));
-    let keys = match config.postgres_settings() {
-        None => cts_transfer::Keys::open(&config.data_dir.join("transfer"), secret),
-        Some(pg) => cts_transfer::Keys::on(
-            Db::postgres(pg.connect()?, &cts_transfer::PG_SCHEMA, pg.auto_migrate)?,
+    let keys = match backend {
+        Backend::Embedded => cts_transfer::Keys::open(&config.data_dir.join("transfer"), secret),
+        Backend::Postgres { pool, auto_migrate } => cts_transfer::Keys::on(
+            Db::postgres(pool.clone(), &cts_transfer::PG_SCHEMA, *auto_migrate)?,
             secret,
         ),
     };
@@ -269,45 +287,35 @@ pub fn open_digest_keys(config: &Config) -> Result<cts_transfer::Keys, OpenError
 /// The state of every journal consumer: in the data directory, or with
 /// `store.backend = "postgres"` in PostgreSQL, shared with the other nodes
 /// under leases held in this process's name.
-fn open_consumers(config: &Config) -> Result<ConsumerStore, OpenError> {
-    let Some(pg) = config.postgres_settings() else {
-        return Ok(ConsumerStore::open(&config.data_dir.join("consumers"))?);
-    };
-    // Connections from a pool of the store's settings (TLS, timeouts): the
-    // consumer state keeps one of them.
-    let pool = pg
-        .connect()
-        .map_err(|e| OpenError::Store(StoreError::Setting(e.to_string())))?;
-    let connect: PgConnector = Box::new(move || {
-        let conn = pool
-            .get()
-            .map_err(|e| ConsumerError::Connect(e.to_string()))?;
-        Ok(Box::new(conn) as PgConnection)
-    });
+fn open_consumers(config: &Config, backend: &Backend) -> Result<ConsumerStore, OpenError> {
+    let db = backend.db(
+        &config.data_dir.join("consumers"),
+        cts_consumer::FILE,
+        &cts_consumer::sqlite_migrations(),
+        &cts_consumer::PG_SCHEMA,
+    )?;
     let node = cts_consumer::node_id();
-    tracing::info!(%node, "consumer state on PostgreSQL; this node's name in the leases");
-    Ok(ConsumerStore::connect_with(
-        connect,
-        node,
-        config.lease_settings(),
-    )?)
+    if db.is_postgres() {
+        tracing::info!(%node, "consumer state on PostgreSQL; this node's name in the leases");
+    }
+    Ok(ConsumerStore::new(db, node, config.lease_settings())?)
 }
 
 /// The notification rules, and the database of the topics and the outbox:
 /// in the data directory, or with `store.backend = "postgres"` in the
 /// shared database.
-fn open_notifications(config: &Config) -> Result<(NotificationStore, cts_db::Db), OpenError> {
+fn open_notifications(
+    config: &Config,
+    backend: &Backend,
+) -> Result<(NotificationStore, Db), OpenError> {
     let quota = config.quotas.notifications;
-    let Some(pg) = config.postgres_settings() else {
+    let Backend::Postgres { pool, auto_migrate } = backend else {
         let dir = config.notifications_dir();
         let rules = NotificationStore::open(&dir, quota)?;
         return Ok((rules, cts_smn::open_embedded(&dir)?));
     };
-    let pool = pg
-        .connect()
-        .map_err(|e| OpenError::Store(StoreError::Setting(e.to_string())))?;
-    let rules = NotificationStore::open_postgres(pool.clone(), pg.auto_migrate, quota)?;
-    Ok((rules, cts_smn::open_postgres(pool, pg.auto_migrate)?))
+    let rules = NotificationStore::open_postgres(pool.clone(), *auto_migrate, quota)?;
+    Ok((rules, cts_smn::open_postgres(pool.clone(), *auto_migrate)?))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -16,6 +16,7 @@ use tower::ServiceExt;
 
 use crate::api::ops::OPENAPI_JSON;
 use crate::app::routes;
+use crate::backend::Backend;
 use crate::broken_store::BrokenStore;
 use crate::config::Config;
 use crate::router;
@@ -88,7 +89,7 @@ fn app_with(config: Config, store: Arc<dyn TraceStore>) -> (tempfile::TempDir, R
 fn state_with(mut config: Config, store: Arc<dyn TraceStore>) -> (tempfile::TempDir, AppState) {
     let dir = tempfile::tempdir().unwrap();
     config.data_dir = dir.path().to_path_buf();
-    let settings = Settings::open(&config, store.clone()).unwrap();
+    let settings = Settings::open(&config, &Backend::Embedded, store.clone()).unwrap();
     let seed = BootstrapSeed {
         project_id: Some("p1".into()),
         access_key: Some(AK.into()),

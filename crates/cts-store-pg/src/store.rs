@@ -10,10 +10,8 @@ use cts_store::{
 };
 use parking_lot::Mutex;
 
-use cts_db::PgMigration;
-
 use crate::schema::SCHEMA;
-use crate::{PgError, PgSettings, Pool};
+use crate::{PgError, Pool};
 
 /// Width of a partition: traces are partitioned by the UTC day of their time.
 pub(crate) const DAY_MS: i64 = 86_400_000;
@@ -37,39 +35,16 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects, brings the schema up to date (or, with `auto_migrate`
-    /// off, checks that it is) and returns the store.
-    pub fn open(settings: &PgSettings, retention_ms: i64) -> Result<PgStore, PgError> {
-        let pool = settings.connect()?;
-        {
-            let mut client = pool.get()?;
-            if settings.auto_migrate {
-                for version in cts_db::migrate(&mut client, &SCHEMA)? {
-                    tracing::info!(version, "schema migration applied");
-                }
-            } else {
-                cts_db::check_current(&mut client, &SCHEMA)?;
-            }
-        }
+    /// The store on the node's pool: brings the schema up to date (or,
+    /// with `auto_migrate` off, checks that it is).
+    pub fn open(pool: Pool, auto_migrate: bool, retention_ms: i64) -> Result<PgStore, PgError> {
+        cts_db::ensure_schema(&pool, &SCHEMA, auto_migrate)?;
         Ok(PgStore {
             pool,
             retention_ms,
             partitions: Mutex::new(BTreeSet::new()),
             holds: Mutex::new(HashMap::new()),
         })
-    }
-
-    /// Applies the pending schema migrations (`ctsd migrate`); returns
-    /// those applied.
-    pub fn migrate(settings: &PgSettings) -> Result<Vec<&'static PgMigration>, PgError> {
-        let pool = settings.connect()?;
-        let mut client = pool.get()?;
-        let applied = cts_db::migrate(&mut client, &SCHEMA)?;
-        Ok(SCHEMA
-            .migrations
-            .iter()
-            .filter(|m| applied.contains(&m.version))
-            .collect())
     }
 
     /// The lowest position some consumer of this node still holds.

@@ -7,21 +7,22 @@ use std::sync::{Arc, Mutex};
 
 use cts_store::conformance::{self, RETENTION_MS};
 use cts_store::{StoreError, TraceStore};
-use cts_store_pg::{PgSettings, PgStore};
+use cts_store_pg::schema::SCHEMA;
+use cts_store_pg::{PgSettings, PgStore, Pool};
 use cts_testpg::TestPg;
 use serde_json::json;
 
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
 
-fn settings(url: &str) -> PgSettings {
+fn pool(url: &str) -> Pool {
     let mut s = PgSettings::new(url.parse().expect("a test URL"));
     s.pool_size = 8;
-    s
+    s.connect().expect("a pool")
 }
 
 fn open(url: &str) -> PgStore {
-    PgStore::open(&settings(url), RETENTION_MS).expect("open PgStore")
+    PgStore::open(pool(url), true, RETENTION_MS).expect("open PgStore")
 }
 
 fn now() -> i64 {
@@ -220,27 +221,14 @@ fn journal_gone_after_retention_without_hold() {
 }
 
 #[test]
-fn migrations_run_once_and_a_start_without_them_refuses() {
+fn a_start_without_migrations_refuses_until_they_ran() {
     let pg = TestPg::start();
     let url = pg.fresh_database();
-    let mut manual = settings(&url);
-    manual.auto_migrate = false;
-    let e = PgStore::open(&manual, RETENTION_MS)
+    let e = PgStore::open(pool(&url), false, RETENTION_MS)
         .err()
         .expect("an unmigrated schema");
     assert!(e.to_string().contains("ctsd migrate"), "{e}");
-    let applied = PgStore::migrate(&settings(&url)).unwrap();
-    assert_eq!(applied.iter().map(|m| m.version).collect::<Vec<_>>(), [1]);
-    assert!(PgStore::migrate(&settings(&url)).unwrap().is_empty());
-    PgStore::open(&manual, RETENTION_MS).expect("a current schema");
-    // Nodes starting together on a new database: one applies, none fails.
-    let url = pg.fresh_database();
-    let starts: Vec<_> = (0..4)
-        .map(|_| {
-            let url = url.clone();
-            std::thread::spawn(move || PgStore::migrate(&settings(&url)).unwrap().len())
-        })
-        .collect();
-    let applied: usize = starts.into_iter().map(|s| s.join().unwrap()).sum();
-    assert_eq!(applied, 1);
+    let applied = cts_db::migrate(&mut pool(&url).get().unwrap(), &SCHEMA).unwrap();
+    assert_eq!(applied, [1]);
+    PgStore::open(pool(&url), false, RETENTION_MS).expect("a current schema");
 }
