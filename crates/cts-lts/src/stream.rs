@@ -230,8 +230,10 @@ impl Lts {
 
     /// Per sink: delivered, failed, backlog and oldest undelivered age.
     pub async fn metrics(&self, now_ms: i64) -> Result<Vec<SinkMetrics>, LtsError> {
-        let states = self.blocking(|c, _| Ok(c.all::<State>(CONSUMER)?)).await?;
-        let durable = self.journal.stats().journal_seq;
+        // `stats` asks the database on PostgreSQL: off the async workers too.
+        let (states, durable) = self
+            .blocking(|c, j| Ok((c.all::<State>(CONSUMER)?, j.stats().journal_seq)))
+            .await?;
         Ok(self
             .sinks
             .iter()

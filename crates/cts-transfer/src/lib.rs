@@ -557,7 +557,10 @@ impl Transfer {
             Err(Failed::Write(e)) if !on && s.failures + 1 >= WIND_DOWN_ATTEMPTS => {
                 // A disabled tracker must not hold the journal for ever.
                 self.failed_writes.fetch_add(1, Ordering::Relaxed);
-                let backlog = self.journal.stats().journal_seq.saturating_sub(s.cursor);
+                // `stats` asks the database on PostgreSQL: off the async workers.
+                let journal = Arc::clone(&self.journal);
+                let durable = blocking(move || Ok(journal.stats().journal_seq)).await?;
+                let backlog = durable.saturating_sub(s.cursor);
                 self.skip(
                     t,
                     backlog,
