@@ -22,7 +22,7 @@ use crate::{rules, IdentityError, IdentityStore};
 
 /// How stale a node's caches may be: a key deleted or a user disabled
 /// through one node stops working on every node within this.
-pub const POLL: Duration = Duration::from_secs(1);
+pub(crate) const POLL: Duration = Duration::from_secs(1);
 
 const READ: &str = "SELECT value FROM meta WHERE key = 'changes'";
 

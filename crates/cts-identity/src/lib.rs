@@ -16,6 +16,11 @@
 //!     server.key         32 random bytes, mode 0600, created once
 //! ```
 //!
+//! With PostgreSQL (`IdentityStore::open_postgres`) the same tables live in
+//! the database every node shares (`pg/`, migrations recorded in
+//! `identity_schema_migrations`); the node keeps no file, and the server key
+//! is derived from the configured store key ([`ServerKey`]).
+//!
 //! # Security choices
 //!
 //! * Passwords are stored as Argon2id hashes (default parameters, 19 MiB,
@@ -56,7 +61,6 @@ mod user;
 
 pub use access_key::{AccessKey, AccessKeyStatus, SigningKey, MAX_ACCESS_KEYS_PER_USER};
 pub use bootstrap::{Bootstrap, BootstrapOutcome, BootstrapSeed};
-pub use changes::POLL as CHANGE_POLL;
 pub use domain::{Domain, DomainRef, DomainUpdate};
 pub use domain_role::DOMAIN_ROLES;
 pub use error::IdentityError;

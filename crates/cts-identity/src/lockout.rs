@@ -1,6 +1,7 @@
 //! Login lockouts of users, kept in the store: a restart does not lift
-//! them, and `ctsd unlock` can lift one whether the server runs or not
-//! (SQLite in WAL mode lets both processes at the database). Failures are
+//! them, every node of a PostgreSQL database sees them at once, and `ctsd
+//! unlock` can lift one whether the server runs or not (SQLite in WAL mode
+//! lets both processes at the database). Failures are
 //! counted elsewhere (the server's in-memory [`crate::LoginThrottle`]);
 //! only the lockouts they lead to are stored here.
 

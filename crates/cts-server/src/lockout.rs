@@ -6,9 +6,10 @@
 //! users is stopped (`auth.login_address_max_failures`). A user counts
 //! once whatever form names it (id, name with domain id or domain name).
 //!
-//! Counting is in memory; the lockouts of existing users are stored in
-//! the identity store, so they survive a restart and `ctsd unlock` lifts
-//! them whether the server runs or not.
+//! Counting is in memory, per node; the lockouts of existing users are
+//! stored in the identity store, so they survive a restart, hold on every
+//! node sharing a PostgreSQL database, and `ctsd unlock` lifts them
+//! whether the server runs or not.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
