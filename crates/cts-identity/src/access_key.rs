@@ -290,7 +290,7 @@ impl IdentityStore {
         if recent(&self.keys.lock()) {
             return Ok(());
         }
-        self.record(|tx| {
+        self.write_quiet(|tx| {
             // Another thread may have written it while this one waited.
             if recent(&self.keys.lock()) {
                 return Ok(());

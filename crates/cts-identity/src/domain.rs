@@ -4,7 +4,7 @@
 use cts_db::{Row, Sql};
 use serde::Serialize;
 
-use crate::store::{found, now_ms};
+use crate::store::{found, now_ms, taken};
 use crate::{rules, IdentityError, IdentityStore};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -55,7 +55,8 @@ pub(crate) fn insert(tx: &dyn Sql, id: &str, name: &str) -> Result<Domain, Ident
     tx.exec(
         "INSERT INTO domains (id, name, enabled, created_at) VALUES ($1, $2, 1, $3)",
         &[id.into(), name.into(), now_ms().into()],
-    )?;
+    )
+    .map_err(|e| taken(e, "domain", name))?;
     Ok(Domain {
         id: id.to_owned(),
         name: name.to_owned(),
@@ -126,7 +127,8 @@ impl IdentityStore {
                     domain.enabled.into(),
                     id.into(),
                 ],
-            )?;
+            )
+            .map_err(|e| taken(e, "domain", &domain.name))?;
             Ok(domain)
         })
     }

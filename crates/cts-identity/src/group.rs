@@ -5,7 +5,7 @@ use cts_db::{Row, Sql};
 use serde::Serialize;
 
 use crate::role::{domain_of, Owned};
-use crate::store::{found, now_ms};
+use crate::store::{found, now_ms, taken};
 use crate::{domain, rules, user, Filter, IdentityError, IdentityStore, User};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -74,7 +74,8 @@ impl IdentityStore {
                     new.description.as_str().into(),
                     now_ms().into(),
                 ],
-            )?;
+            )
+            .map_err(|e| taken(e, "group", &new.name))?;
             get(tx, &id)
         })
     }
@@ -121,7 +122,8 @@ impl IdentityStore {
                     group.description.as_str().into(),
                     id.into(),
                 ],
-            )?;
+            )
+            .map_err(|e| taken(e, "group", &group.name))?;
             Ok(group)
         })
     }

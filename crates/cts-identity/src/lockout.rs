@@ -19,7 +19,7 @@ impl IdentityStore {
         source: &str,
         until_ms: i64,
     ) -> Result<(), IdentityError> {
-        self.record(|tx| {
+        self.write_quiet(|tx| {
             tx.exec(
                 "INSERT INTO login_lockouts (user_id, source, locked_until) VALUES ($1, $2, $3)
                  ON CONFLICT (user_id, source) DO UPDATE SET locked_until = CASE
@@ -57,7 +57,7 @@ impl IdentityStore {
     /// Lifts every lockout of `user_id`; returns how many there were
     /// (expired ones included).
     pub fn unlock_login(&self, user_id: &str) -> Result<usize, IdentityError> {
-        self.record(|tx| {
+        self.write_quiet(|tx| {
             let lifted = tx.exec(
                 "DELETE FROM login_lockouts WHERE user_id = $1",
                 &[user_id.into()],

@@ -4,7 +4,7 @@ use cts_db::{Row, Sql};
 use serde::Serialize;
 
 use crate::domain::{self, DomainRef};
-use crate::store::{found, now_ms};
+use crate::store::{found, now_ms, taken};
 use crate::{rules, Filter, IdentityError, IdentityStore};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -83,7 +83,8 @@ pub(crate) fn insert(tx: &dyn Sql, id: &str, new: &NewProject) -> Result<Project
             new.region.as_str().into(),
             now_ms().into(),
         ],
-    )?;
+    )
+    .map_err(|e| taken(e, "project", &new.name))?;
     get(tx, id)
 }
 
@@ -158,7 +159,8 @@ impl IdentityStore {
                     project.enabled.into(),
                     id.into(),
                 ],
-            )?;
+            )
+            .map_err(|e| taken(e, "project", &project.name))?;
             Ok(project)
         })
     }

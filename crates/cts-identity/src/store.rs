@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use cts_db::{Db, Row, Sql};
+use cts_db::{Db, DbError, Row, Sql};
 use parking_lot::Mutex;
 
 use crate::access_key::KeyCache;
@@ -116,10 +116,12 @@ impl IdentityStore {
         &self,
         f: impl FnOnce(&dyn Sql) -> Result<T, IdentityError>,
     ) -> Result<T, IdentityError> {
-        let out = self.db.transaction(|tx| {
-            let out = f(tx)?;
-            changes::record(tx)?;
-            Ok::<_, IdentityError>(out)
+        let out = off_async(|| {
+            self.db.transaction(|tx| {
+                let out = f(tx)?;
+                changes::record(tx)?;
+                Ok::<_, IdentityError>(out)
+            })
         })?;
         self.clear_caches();
         Ok(out)
@@ -127,11 +129,11 @@ impl IdentityStore {
 
     /// Runs `f` in one transaction that makes no cached answer wrong (a new
     /// token, a key's last use, a lockout): the caches stay.
-    pub(crate) fn record<T>(
+    pub(crate) fn write_quiet<T>(
         &self,
         f: impl FnOnce(&dyn Sql) -> Result<T, IdentityError>,
     ) -> Result<T, IdentityError> {
-        self.db.transaction(f)
+        off_async(|| self.db.transaction(f))
     }
 
     /// Runs `f` with a connection (reads, and cache fills).
@@ -139,7 +141,7 @@ impl IdentityStore {
         &self,
         f: impl FnOnce(&dyn Sql) -> Result<T, IdentityError>,
     ) -> Result<T, IdentityError> {
-        self.db.read(f)
+        off_async(|| self.db.read(f))
     }
 
     pub(crate) fn role_id(&self, role: Role) -> &str {
@@ -189,6 +191,28 @@ impl IdentityStore {
 
 pub(crate) use cts_clock::now_ms;
 
+/// Runs database work `f`. Called on an async worker of a multi-threaded
+/// runtime (the server's request paths call the cached reads directly),
+/// the worker hands its other tasks over while `f` blocks; PostgreSQL's
+/// blocking client cannot run on a worker at all. Elsewhere `f` just runs.
+fn off_async<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// A name taken by a concurrent writer (another node) between the check
+/// and the write: the same `Conflict` the check answers.
+pub(crate) fn taken(e: DbError, what: &'static str, name: &str) -> IdentityError {
+    if e.is_unique_violation() {
+        IdentityError::conflict(what, name)
+    } else {
+        e.into()
+    }
+}
+
 /// Maps "no row" to `NotFound { what, id }`.
 pub(crate) fn found(row: Option<Row>, what: &'static str, id: &str) -> Result<Row, IdentityError> {
     row.ok_or_else(|| IdentityError::not_found(what, id))
@@ -226,7 +250,11 @@ mod tests {
     use super::*;
     use crate::testdb::{both, temp_store};
 
-    both!(ciphertext_is_bound_to_its_aad_and_key);
+    both!(
+        ciphertext_is_bound_to_its_aad_and_key,
+        a_name_taken_meanwhile_is_a_conflict,
+        reads_and_writes_work_on_an_async_worker
+    );
 
     fn assert_crypto_error(r: Result<IdentityStore, IdentityError>, needle: &str) {
         match r {
@@ -321,5 +349,38 @@ mod tests {
     fn store_is_send_and_sync() {
         fn check<T: Send + Sync>() {}
         check::<IdentityStore>();
+    }
+
+    /// What a writer on another node meets when it inserted the same name
+    /// after this one's check: the check's `Conflict`, not a storage error.
+    fn a_name_taken_meanwhile_is_a_conflict() {
+        let (_tmp, store) = temp_store();
+        store.create_domain("alpha").unwrap();
+        let twin = store.write(|tx| {
+            let sql = "INSERT INTO domains (id, name, enabled, created_at) VALUES ($1, $2, 1, 0)";
+            tx.exec(sql, &["x".into(), "alpha".into()])
+                .map_err(|e| taken(e, "domain", "alpha"))
+        });
+        assert!(
+            matches!(twin, Err(IdentityError::Conflict { what: "domain", ref name }) if name == "alpha"),
+            "{twin:?}"
+        );
+    }
+
+    /// The server calls the cached reads on its async workers, where
+    /// PostgreSQL's blocking client would panic.
+    fn reads_and_writes_work_on_an_async_worker() {
+        let (_tmp, store) = temp_store();
+        let store = std::sync::Arc::new(store);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let on_worker = runtime.spawn(async move {
+            let domain = store.create_domain("alpha")?;
+            store.get_domain(&domain.id)
+        });
+        let domain = runtime.block_on(on_worker).unwrap().unwrap();
+        assert_eq!(domain.name, "alpha");
     }
 }

@@ -218,7 +218,7 @@ impl IdentityStore {
         );
         let hash = hex::encode(token_hash(&token)?);
         // A new token makes no cached answer wrong.
-        let info = self.record(|tx| {
+        let info = self.write_quiet(|tx| {
             let row = tx.query_opt(
                 "SELECT u.name, u.domain_id, d.name, u.enabled * d.enabled \
                  FROM users u JOIN domains d ON d.id = u.domain_id WHERE u.id = $1",

@@ -6,7 +6,7 @@ use cts_db::{Row, Sql};
 use serde::Serialize;
 
 use crate::domain::{self, DomainRef};
-use crate::store::{found, now_ms};
+use crate::store::{found, now_ms, taken};
 use crate::{project, rules, Filter, IdentityError, IdentityStore};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -193,7 +193,8 @@ pub(crate) fn insert(
             now.into(),
             password_hash.map(|_| now).into(),
         ],
-    )?;
+    )
+    .map_err(|e| taken(e, "user", &new.name))?;
     get(tx, id)
 }
 
@@ -296,7 +297,8 @@ impl IdentityStore {
                     user.default_project_id.as_deref().into(),
                     id.into(),
                 ],
-            )?;
+            )
+            .map_err(|e| taken(e, "user", &user.name))?;
             if let Some(hash) = &hash {
                 let now = now_ms();
                 tx.exec(

@@ -15,6 +15,7 @@ mod lts_syslog;
 mod notifications;
 mod ops;
 mod paging;
+mod pg_identity;
 mod postgres;
 mod query;
 mod report;
