@@ -130,7 +130,7 @@ fn a_node_without_the_store_key_refuses_to_start_and_unlock_works_on_postgres() 
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("applied identity_schema_migrations migration 1"),
+        stdout.contains("identity_schema_migrations: applied migration 1"),
         "{stdout}"
     );
 
