@@ -399,10 +399,13 @@ impl Lts {
             batch_max: self.settings.batch_max,
         };
         let protocol = Arc::clone(&sink.protocol);
-        let in_flight = if protocol.concurrent() {
-            self.settings.in_flight
-        } else {
-            1
+        // After a failure one batch probes the receiver: no batches read,
+        // encoded and refused in vain while it is down.
+        let probing = e.body.failures > 0;
+        let (batches, in_flight) = match (probing, protocol.concurrent()) {
+            (true, _) => (1, 1),
+            (false, true) => (PASS_BATCHES, self.settings.in_flight),
+            (false, false) => (PASS_BATCHES, 1),
         };
         let mut pipeline = Pipeline::start(
             move |cursor| reader.read(cursor),
@@ -411,7 +414,7 @@ impl Lts {
                 async move { protocol.send(body).await }
             },
             e.cursor,
-            PASS_BATCHES,
+            batches,
             in_flight,
         );
         let (to, mut more) = (To { t, name, sink }, false);
