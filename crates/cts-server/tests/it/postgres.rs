@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use cts_testpg::TestPg;
 
-use crate::support::{Builder, TestServer};
+use std::collections::HashSet;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+
+use crate::support::{batch, ids, now_ms, trace, Builder, TestServer};
 
 /// 32 bytes in base64.
 const SECRET_KEY: &str = "Y3RzLXRlc3QtY2x1c3Rlci1zZWNyZXQta2V5LTMyYiE=";
@@ -41,6 +44,27 @@ impl Cluster {
         self.env()
             .into_iter()
             .fold(TestServer::builder(), |b, (k, v)| b.env(k, &v))
+    }
+
+    /// Another node, started: it shares the first node's identities, so
+    /// it is given the first's `bootstrap.json` (the admin's credentials)
+    /// in a data directory of its own.
+    pub fn another(&self, first: &TestServer, root: &std::path::Path) -> TestServer {
+        let data = root.join("data");
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(&data)
+            .unwrap();
+        let bytes = std::fs::read(first.data_dir.join("bootstrap.json")).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(data.join("bootstrap.json"))
+            .unwrap();
+        std::io::Write::write_all(&mut file, &bytes).unwrap();
+        self.node().root(root).start()
     }
 
     /// Runs `ctsd ARGS` with this cluster's settings and `env`; kills it
@@ -116,4 +140,56 @@ fn migrate_applies_every_schema_once_and_serve_without_auto_migrate_needs_it() {
         .env("CTS_STORE_AUTO_MIGRATE", "false")
         .start();
     node.report("main", &[crate::support::trace(crate::support::now_ms())]);
+}
+
+/// Every trace id of the bootstrap project that `node` answers.
+fn all_ids(node: &TestServer) -> HashSet<String> {
+    ids(&node.query_all("main", &[])).into_iter().collect()
+}
+
+#[test]
+fn nodes_share_traces_a_killed_node_loses_nothing_acknowledged_and_a_new_node_serves_at_once() {
+    let cluster = Cluster::start();
+    let a = cluster.node().start();
+    let roots = tempfile::tempdir().unwrap();
+    let mut b = cluster.another(&a, &roots.path().join("b"));
+
+    // Reported through one node, read through the other.
+    let first = a.report("main", &[trace(now_ms())]);
+    let id = first["trace_ids"][0].as_str().unwrap().to_string();
+    assert_eq!(ids(&b.by_id("main", &id)), std::slice::from_ref(&id));
+
+    // kill -9 of b while a writer reports through it.
+    let signer = b.signer();
+    let path = format!("/v3/{}/traces", a.admin.project_id);
+    let writer = std::thread::spawn(move || {
+        let client = reqwest::blocking::Client::new();
+        let mut acked = Vec::new();
+        loop {
+            let body = serde_json::to_vec(&batch(&[trace(now_ms()), trace(now_ms())])).unwrap();
+            match signer.try_send(&client, "POST", &path, Some(("application/json", body))) {
+                Ok(answer) if answer.status == 201 => acked.extend(
+                    answer.body["trace_ids"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|i| i.as_str().unwrap().to_string()),
+                ),
+                _ => return acked,
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    b.kill();
+    let acked = writer.join().unwrap();
+    assert!(!acked.is_empty());
+    let on_a = all_ids(&a);
+    let lost: Vec<_> = acked.iter().filter(|i| !on_a.contains(*i)).collect();
+    assert!(lost.is_empty(), "acknowledged, then lost: {lost:?}");
+    assert!(on_a.contains(&id));
+
+    // A node added now answers at once, all of it.
+    let c = cluster.another(&a, &roots.path().join("c"));
+    let on_c = all_ids(&c);
+    assert!(on_a.is_subset(&on_c), "{} of {}", on_c.len(), on_a.len());
 }
