@@ -253,6 +253,34 @@ async fn periods_become_files_and_digests_verify() {
     assert_eq!(endings, 2, "one per chain (ECS, EVS)");
 }
 
+/// The files `f` of the system tracker's bucket `archive` hold `traces`
+/// traces, each once, and `cts verify` finds every file and no fault.
+async fn assert_every_trace_once_in_verified_files(
+    w: &World,
+    f: &[(String, Vec<String>)],
+    traces: usize,
+) {
+    let mut ids: Vec<&String> = f.iter().flat_map(|(_, ids)| ids).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), traces, "every trace once");
+    let keys = PublicKeySet::new(w.transfer.public_keys(None, None).await.unwrap()).unwrap();
+    let path = TrackerPath {
+        file_prefix: String::new(),
+        region: "eu-de".into(),
+        tracker_name: "system".into(),
+    };
+    let options = VerifyOptions {
+        digest_period_secs: 3 * P,
+        ..VerifyOptions::default()
+    };
+    let report = verify_tracker(w.transfer.storage(), "archive", &path, &keys, &options)
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.files_checked, f.len(), "{report:?}");
+}
+
 #[tokio::test]
 async fn a_period_of_many_files_built_at_once_numbers_them_in_order() {
     let t0 = 1_800_000_000;
@@ -290,25 +318,7 @@ async fn a_period_of_many_files_built_at_once_numbers_them_in_order() {
     assert_eq!(count("ECS").iter().sum::<usize>(), 39, "{f:?}");
     assert_eq!(count("ECS").len(), 10, "{f:?}");
     assert_eq!(count("EVS"), vec![4, 2], "{f:?}");
-    let mut ids: Vec<&String> = f.iter().flat_map(|(_, ids)| ids).collect();
-    ids.sort();
-    ids.dedup();
-    assert_eq!(ids.len(), 45, "every trace once");
-    let keys = PublicKeySet::new(w.transfer.public_keys(None, None).await.unwrap()).unwrap();
-    let path = TrackerPath {
-        file_prefix: String::new(),
-        region: "eu-de".into(),
-        tracker_name: "system".into(),
-    };
-    let options = VerifyOptions {
-        digest_period_secs: 3 * P,
-        ..VerifyOptions::default()
-    };
-    let report = verify_tracker(w.transfer.storage(), "archive", &path, &keys, &options)
-        .await
-        .unwrap();
-    assert!(report.is_clean(), "{report:?}");
-    assert_eq!(report.files_checked, 12, "{report:?}");
+    assert_every_trace_once_in_verified_files(&w, &f, 45).await;
 }
 
 #[tokio::test]
@@ -337,25 +347,7 @@ async fn many_services_filling_at_once_stay_within_the_memory_bound() {
     // Unbounded, each service would have one file of 10 traces.
     assert!(f.len() > 3, "{f:?}");
     assert!(f.iter().all(|(_, ids)| ids.len() < 10), "{f:?}");
-    let mut ids: Vec<&String> = f.iter().flat_map(|(_, ids)| ids).collect();
-    ids.sort();
-    ids.dedup();
-    assert_eq!(ids.len(), 30, "every trace once");
-    let keys = PublicKeySet::new(w.transfer.public_keys(None, None).await.unwrap()).unwrap();
-    let path = TrackerPath {
-        file_prefix: String::new(),
-        region: "eu-de".into(),
-        tracker_name: "system".into(),
-    };
-    let options = VerifyOptions {
-        digest_period_secs: 3 * P,
-        ..VerifyOptions::default()
-    };
-    let report = verify_tracker(w.transfer.storage(), "archive", &path, &keys, &options)
-        .await
-        .unwrap();
-    assert!(report.is_clean(), "{report:?}");
-    assert_eq!(report.files_checked, f.len(), "{report:?}");
+    assert_every_trace_once_in_verified_files(&w, &f, 30).await;
 }
 
 #[tokio::test]
