@@ -489,3 +489,94 @@ fn reported_traces_reach_a_recovering_webhook_in_order_across_kill_9() {
     assert!(all - expected.len() <= 1, "{all} deliveries");
     assert_eq!(*receiver.inner.bad_signatures.lock().unwrap(), 0);
 }
+
+/// A node of a cluster on the PostgreSQL database `url`: short leases, so
+/// that a takeover costs the test seconds; `root/data` its data directory.
+fn start_on_postgres(url: &str, root: &std::path::Path) -> TestServer {
+    TestServer::builder()
+        .root(root)
+        .env("CTS_STORE_BACKEND", "postgres")
+        .env("CTS_STORE_POSTGRES_URL", url)
+        .env(
+            "CTS_STORE_SECRET_KEY",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        )
+        .env("CTS_LEASES_TTL", "2s")
+        .env("CTS_LEASES_RENEW_EVERY", "500ms")
+        .env("CTS_DELIVERY_TIMEOUT", "500ms")
+        .env("CTS_DELIVERY_FIRST_BACKOFF", "50ms")
+        .env("CTS_DELIVERY_MAX_BACKOFF", "200ms")
+        .start()
+}
+
+/// Two ctsd nodes on one PostgreSQL database. A topic, a subscription and
+/// a rule made through the first node are the second's too: when the
+/// first, which matches and delivers, is killed (-9) right after traces
+/// were acknowledged, the second takes the matcher and the subscription
+/// over and every matching trace reaches the webhook, in report order.
+#[test]
+fn on_postgres_a_second_node_takes_notifications_over_from_a_killed_one() {
+    let pg = cts_testpg::TestPg::start();
+    let receiver = Receiver::start(vec!["Ok"]);
+    let (root_a, root_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = start_on_postgres(&pg.url(), root_a.path());
+    // b finds the identities in the database; the harness reads the
+    // bootstrap file the first node wrote.
+    std::fs::create_dir_all(root_b.path().join("data")).unwrap();
+    std::fs::copy(
+        a.data_dir.join("bootstrap.json"),
+        root_b.path().join("data/bootstrap.json"),
+    )
+    .unwrap();
+    let b = start_on_postgres(&pg.url(), root_b.path());
+    let pid = a.pid("main");
+    let (urn, _) = subscribe(&a, &pid, &receiver);
+    let rule = json!({"notification_name": "deletes", "operation_type": "customized", "topic_id": urn,
+        "operations": [{"service_type": "ECS", "resource_type": "ecs", "trace_names": ["deleteServer"]}]});
+    let made = a.post_json(&format!("/v3/{pid}/notifications"), &rule);
+    assert_eq!(made.status, 201, "{}", made.text);
+    let listed = b.get(&format!("/v3/{pid}/notifications/smn"));
+    assert_eq!(
+        listed.body["notifications"][0]["notification_name"],
+        "deletes"
+    );
+
+    let mut expected = Vec::new();
+    let traces: Vec<Value> = (0..20)
+        .map(|n| {
+            let mut t = trace(now_ms());
+            t["resource_id"] = json!(format!("srv-{n:02}"));
+            if n % 2 == 1 {
+                t["trace_name"] = json!("deleteServer");
+                expected.push(format!("srv-{n:02}"));
+            }
+            t
+        })
+        .collect();
+    a.report("main", &traces[..10]);
+    let arrived = || -> Vec<String> {
+        let accepted = receiver.inner.accepted.lock().unwrap();
+        let mut ids: Vec<String> = accepted
+            .iter()
+            .map(|m| m["trace"]["resource_id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.dedup();
+        ids
+    };
+    wait_for("a first delivery", Duration::from_secs(30), || {
+        !arrived().is_empty()
+    });
+    a.report("main", &traces[10..]);
+    a.kill();
+    let killed = Instant::now();
+    wait_for(
+        "every matching trace, through b",
+        Duration::from_secs(30),
+        || arrived().len() >= expected.len(),
+    );
+    assert_eq!(arrived(), expected, "every message, in report order");
+    println!("taken over and delivered in {:?}", killed.elapsed());
+    let all = receiver.inner.accepted.lock().unwrap().len();
+    assert!(all - expected.len() <= 1, "{all} deliveries");
+    assert_eq!(*receiver.inner.bad_signatures.lock().unwrap(), 0);
+}
