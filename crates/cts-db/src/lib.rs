@@ -13,18 +13,21 @@
 //! * PostgreSQL: the node's one [`Pool`] (from [`PgSettings`], with TLS),
 //!   and one migration runner ([`migrate`]) for every [`PgSchema`], each
 //!   recorded in its own ledger table.
+//! * [`Sealer`]: secrets a store keeps in its database, sealed (AES-256-GCM).
 //!
 //! Every call blocks: call it from `spawn_blocking`, never on an async
 //! worker.
 
 mod db;
 mod migrate;
+mod sealed;
 mod settings;
 mod sql;
 mod value;
 
 pub use db::Db;
 pub use migrate::{check_current, ensure_schema, migrate, PgMigration, PgSchema};
+pub use sealed::{SealError, Sealer};
 pub use settings::{PgSettings, PgUrl, PgUrlError, Pool};
 pub use sql::Sql;
 pub use value::{columns, Arg, Row, Val};

@@ -5,9 +5,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
-use cts_db::{Db, DbError, Row, Sql};
+use cts_db::{Db, DbError, Row, Sealer, Sql};
 use parking_lot::Mutex;
 
 use crate::access_key::KeyCache;
@@ -17,9 +15,6 @@ use crate::role::Role;
 use crate::server_key::{self, KeySource, ServerKey};
 use crate::token::TokenCache;
 use crate::{rules, schema, IdentityError};
-
-/// Length of the AES-GCM nonce stored in front of each ciphertext.
-const NONCE_LEN: usize = 12;
 
 /// The identity store. Share it as `Arc<IdentityStore>`: it is `Send + Sync`
 /// and every method takes `&self`.
@@ -36,7 +31,7 @@ const NONCE_LEN: usize = 12;
 /// emptying (see [`crate::changes`]).
 pub struct IdentityStore {
     db: Db,
-    cipher: Aes256Gcm,
+    sealer: Sealer,
     /// Ids of the built-in roles, indexed by `Role as usize`.
     role_ids: [String; Role::ALL.len()],
     pub(crate) tokens: Mutex<TokenCache>,
@@ -95,11 +90,9 @@ impl IdentityStore {
             changes::ensure_row(tx)?;
             Ok::<_, IdentityError>((key, ensure_roles(tx)?))
         })?;
-        let cipher = Aes256Gcm::new_from_slice(&key)
-            .map_err(|e| IdentityError::Crypto(format!("server key: {e}")))?;
         Ok(IdentityStore {
             db,
-            cipher,
+            sealer: Sealer::new(&key),
             role_ids,
             tokens: Mutex::new(TokenCache::default()),
             keys: Mutex::new(KeyCache::default()),
@@ -157,35 +150,16 @@ impl IdentityStore {
         Ok(self.dummy_hash.get_or_init(|| hash))
     }
 
-    /// `nonce || AES-256-GCM(secret)`, bound to `aad` (the access key id) so
-    /// a ciphertext moved to another row does not decrypt.
+    /// The secret sealed (`cts_db::Sealer`), bound to `aad` (the access key
+    /// id) so a ciphertext moved to another row does not decrypt.
     pub(crate) fn encrypt(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, IdentityError> {
-        let nonce = rules::random_bytes::<NONCE_LEN>();
-        let sealed = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
-            )
-            .map_err(|_| IdentityError::Crypto("encryption failed".into()))?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&sealed);
-        Ok(out)
+        Ok(self.sealer.seal(plaintext, aad))
     }
 
     pub(crate) fn decrypt(&self, stored: &[u8], aad: &[u8]) -> Result<Vec<u8>, IdentityError> {
-        if stored.len() < NONCE_LEN {
-            return Err(IdentityError::Crypto(
-                "stored ciphertext is truncated".into(),
-            ));
-        }
-        let (nonce, sealed) = stored.split_at(NONCE_LEN);
-        self.cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad })
-            .map_err(|_| IdentityError::Crypto("stored ciphertext does not authenticate".into()))
+        self.sealer
+            .open(stored, aad)
+            .map_err(|e| IdentityError::Crypto(e.to_string()))
     }
 }
 
@@ -328,7 +302,6 @@ mod tests {
     fn ciphertext_is_bound_to_its_aad_and_key() {
         let (_tmp, store) = temp_store();
         let sealed = store.encrypt(b"secret", b"AK1").unwrap();
-        assert_eq!(sealed.len(), NONCE_LEN + 6 + 16);
         assert_eq!(store.decrypt(&sealed, b"AK1").unwrap(), b"secret");
         assert!(matches!(
             store.decrypt(&sealed, b"AK2"),

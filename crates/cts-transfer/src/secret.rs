@@ -6,9 +6,8 @@
 //! node started with another key refuses at once instead of failing to
 //! sign later.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
+use cts_db::Sealer;
 use sha2::{Digest, Sha256};
 
 use crate::TransferError;
@@ -16,12 +15,11 @@ use crate::TransferError;
 /// How a sealed value begins; a PEM (`-----BEGIN`) is a key stored in the
 /// clear (an embedded node's `transfer.db` from before).
 const SEALED: &str = "aes256gcm:";
-const NONCE_LEN: usize = 12;
 
 /// The 32-byte key of `store.secret_key`.
 #[derive(Clone)]
 pub struct SecretKey {
-    cipher: Aes256Gcm,
+    sealer: Sealer,
     fingerprint: String,
 }
 
@@ -42,7 +40,7 @@ impl SecretKey {
         let key = derive(b"cts-transfer digest signing keys\0");
         let fingerprint = derive(b"cts-transfer digest signing keys fingerprint\0");
         SecretKey {
-            cipher: Aes256Gcm::new(&key),
+            sealer: Sealer::new(&key.into()),
             fingerprint: fingerprint[..8]
                 .iter()
                 .map(|b| format!("{b:02x}"))
@@ -57,22 +55,10 @@ impl SecretKey {
 
     /// `plaintext` sealed, bound to `aad` (what it belongs to), as text.
     pub(crate) fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<String, TransferError> {
-        let nonce: [u8; NONCE_LEN] = rand::random();
-        let sealed = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
-            )
-            .map_err(|_| TransferError::Key("sealing failed".into()))?;
-        let mut bytes = nonce.to_vec();
-        bytes.extend_from_slice(&sealed);
+        let sealed = self.sealer.seal(plaintext, aad);
         Ok(format!(
             "{SEALED}{}",
-            base64::engine::general_purpose::STANDARD.encode(bytes)
+            base64::engine::general_purpose::STANDARD.encode(sealed)
         ))
     }
 
@@ -82,12 +68,8 @@ impl SecretKey {
         let bytes = stored
             .strip_prefix(SEALED)
             .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-            .filter(|b| b.len() > NONCE_LEN)
             .ok_or_else(bad)?;
-        let (nonce, sealed) = bytes.split_at(NONCE_LEN);
-        self.cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad })
-            .map_err(|_| bad())
+        self.sealer.open(&bytes, aad).map_err(|_| bad())
     }
 }
 
