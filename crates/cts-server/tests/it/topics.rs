@@ -67,6 +67,18 @@ async fn receive(State(r): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -
 }
 
 impl Receiver {
+    /// The `resource_id`s of the traces delivered, in order, a message
+    /// delivered again right after itself counted once.
+    fn resource_ids(&self) -> Vec<String> {
+        let accepted = self.inner.accepted.lock().unwrap();
+        let mut ids: Vec<String> = accepted
+            .iter()
+            .map(|m| m["trace"]["resource_id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.dedup();
+        ids
+    }
+
     fn start(script: Vec<&'static str>) -> Receiver {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -278,6 +290,29 @@ fn enqueue(server: &TestServer, pid: &str, urn: &str, ids: &[String]) {
 /// Messages put in the outbox while ctsd is down, delivered by ctsd to an
 /// endpoint that fails, hangs and recovers; ctsd is killed (-9) while some
 /// are pending; after the restart every message arrives, in order.
+/// A rule sending ECS `deleteServer` traces to the topic `urn`.
+fn deletes_rule(urn: &str) -> Value {
+    json!({"notification_name": "deletes", "operation_type": "customized", "topic_id": urn,
+        "operations": [{"service_type": "ECS", "resource_type": "ecs", "trace_names": ["deleteServer"]}]})
+}
+
+/// Traces `srv-NN` for each `n` of `numbers`; the odd ones are
+/// `deleteServer` (they match [`deletes_rule`]) and their names are added
+/// to `matching`, in report order.
+fn numbered_traces(numbers: std::ops::Range<usize>, matching: &mut Vec<String>) -> Vec<Value> {
+    numbers
+        .map(|n| {
+            let mut t = trace(now_ms());
+            t["resource_id"] = json!(format!("srv-{n:02}"));
+            if n % 2 == 1 {
+                t["trace_name"] = json!("deleteServer");
+                matching.push(format!("srv-{n:02}"));
+            }
+            t
+        })
+        .collect()
+}
+
 #[test]
 fn webhook_gets_every_message_in_order_across_failures_and_kill_9() {
     let receiver = Receiver::start(vec![
@@ -440,36 +475,18 @@ fn reported_traces_reach_a_recovering_webhook_in_order_across_kill_9() {
     let mut server = start();
     let pid = server.pid("main");
     let (urn, _) = subscribe(&server, &pid, &receiver);
-    let rule = json!({"notification_name": "deletes", "operation_type": "customized", "topic_id": urn,
-        "operations": [{"service_type": "ECS", "resource_type": "ecs", "trace_names": ["deleteServer"]}]});
+    let rule = deletes_rule(&urn);
     let a = server.post_json(&format!("/v3/{pid}/notifications"), &rule);
     assert_eq!(a.status, 201, "{}", a.text);
     // Every other trace matches; each names its place in the report order.
     let mut expected = Vec::new();
     let mut report = |server: &TestServer, batch: usize| {
-        let traces: Vec<Value> = (0..10)
-            .map(|i| {
-                let n = batch * 10 + i;
-                let mut t = trace(now_ms());
-                t["resource_id"] = json!(format!("srv-{n:02}"));
-                if i % 2 == 1 {
-                    t["trace_name"] = json!("deleteServer");
-                    expected.push(format!("srv-{n:02}"));
-                }
-                t
-            })
-            .collect();
-        server.report("main", &traces);
+        server.report(
+            "main",
+            &numbered_traces(batch * 10..batch * 10 + 10, &mut expected),
+        );
     };
-    let arrived = || -> Vec<String> {
-        let accepted = receiver.inner.accepted.lock().unwrap();
-        let mut ids: Vec<String> = accepted
-            .iter()
-            .map(|m| m["trace"]["resource_id"].as_str().unwrap().to_owned())
-            .collect();
-        ids.dedup();
-        ids
-    };
+    let arrived = || receiver.resource_ids();
     report(&server, 0);
     wait_for("a first delivery", Duration::from_secs(30), || {
         !arrived().is_empty()
@@ -531,8 +548,7 @@ fn on_postgres_a_second_node_takes_notifications_over_from_a_killed_one() {
     let b = start_on_postgres(&pg.url(), root_b.path());
     let pid = a.pid("main");
     let (urn, _) = subscribe(&a, &pid, &receiver);
-    let rule = json!({"notification_name": "deletes", "operation_type": "customized", "topic_id": urn,
-        "operations": [{"service_type": "ECS", "resource_type": "ecs", "trace_names": ["deleteServer"]}]});
+    let rule = deletes_rule(&urn);
     let made = a.post_json(&format!("/v3/{pid}/notifications"), &rule);
     assert_eq!(made.status, 201, "{}", made.text);
     let listed = b.get(&format!("/v3/{pid}/notifications/smn"));
@@ -542,27 +558,9 @@ fn on_postgres_a_second_node_takes_notifications_over_from_a_killed_one() {
     );
 
     let mut expected = Vec::new();
-    let traces: Vec<Value> = (0..20)
-        .map(|n| {
-            let mut t = trace(now_ms());
-            t["resource_id"] = json!(format!("srv-{n:02}"));
-            if n % 2 == 1 {
-                t["trace_name"] = json!("deleteServer");
-                expected.push(format!("srv-{n:02}"));
-            }
-            t
-        })
-        .collect();
+    let traces = numbered_traces(0..20, &mut expected);
     a.report("main", &traces[..10]);
-    let arrived = || -> Vec<String> {
-        let accepted = receiver.inner.accepted.lock().unwrap();
-        let mut ids: Vec<String> = accepted
-            .iter()
-            .map(|m| m["trace"]["resource_id"].as_str().unwrap().to_owned())
-            .collect();
-        ids.dedup();
-        ids
-    };
+    let arrived = || receiver.resource_ids();
     wait_for("a first delivery", Duration::from_secs(30), || {
         !arrived().is_empty()
     });
