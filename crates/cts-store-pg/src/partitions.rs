@@ -3,6 +3,8 @@
 
 use std::collections::BTreeSet;
 
+use jiff::civil::Date;
+use jiff::Span;
 use postgres::error::SqlState;
 
 use crate::store::PgStore;
@@ -51,44 +53,25 @@ pub(crate) fn list(client: &mut impl postgres::GenericClient) -> Result<Vec<i32>
     Ok(days)
 }
 
-/// `cts_traces_YYYYMMDD` of a day since 1970-01-01.
+/// `cts_traces_YYYYMMDD` of a day since 1970-01-01. Trace times are
+/// checked at ingest, so every day a partition is made for is a date.
 pub(crate) fn name(day: i32) -> String {
-    let (y, m, d) = civil_from_days(i64::from(day));
-    format!("cts_traces_{y:04}{m:02}{d:02}")
+    let date = Span::new()
+        .try_days(day)
+        .and_then(|days| EPOCH.checked_add(days))
+        .expect("a trace's day is within the calendar");
+    format!("cts_traces_{}", date.strftime("%Y%m%d"))
 }
+
+const EPOCH: Date = Date::constant(1970, 1, 1);
 
 fn day_of_name(name: &str) -> Option<i32> {
     let date = name.strip_prefix("cts_traces_")?;
     if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let y: i64 = date[..4].parse().ok()?;
-    let m: u32 = date[4..6].parse().ok()?;
-    let d: u32 = date[6..].parse().ok()?;
-    i32::try_from(days_from_civil(y, m, d)).ok()
-}
-
-// Howard Hinnant's date algorithms (proleptic Gregorian calendar).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let date = Date::strptime("%Y%m%d", date).ok()?;
+    EPOCH.until(date).ok().map(|span| span.get_days())
 }
 
 #[cfg(test)]
