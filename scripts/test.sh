@@ -13,6 +13,9 @@ cargo test --workspace --no-fail-fast
 # The benchmark must keep working: a small smoke run against the debug server.
 target/debug/cts-bench --traces 20000 --queries 20 --baseline-traces 20000 \
   --server target/debug/ctsd --out target/bench-smoke.json
+# And on PostgreSQL: two nodes, the plain COPY beside them (~20 s).
+target/debug/cts-bench --backend postgres --nodes 2 --traces 5000 --queries 5 \
+  --server target/debug/ctsd --out target/bench-pg-smoke.json
 # The soak mode too, briefly (~25 s): rate probe, paced load, queries,
 # transfer, samples, table and plot.
 target/debug/cts-bench --soak 15s --sample-every 5s --transfer-period 10s \

@@ -91,7 +91,7 @@ pub fn run(
     pid: u32,
 ) -> Result<Busy> {
     anyhow::ensure!(!queries.is_empty(), "no queries to run while loading");
-    let url = plan.url.clone();
+    let url = plan.urls[0].clone();
     let merges_before = server::metric(&url, "cts_index_segment_merges")?;
     let durable_before = server::metric(&url, "cts_index_durable_seq")?;
     let loader = std::thread::spawn(move || -> Result<load::Ingest> {

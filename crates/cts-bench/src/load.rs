@@ -53,7 +53,8 @@ pub struct Plan {
     pub gen: Arc<Generator>,
     pub timeline: Timeline,
     pub batch: u64,
-    pub url: String,
+    /// The nodes: batch b goes to node b mod their number.
+    pub urls: Vec<String>,
     pub auth: Arc<Auth>,
     /// Traces per second; `None`: as fast as the server takes them.
     pub rate: Option<f64>,
@@ -131,14 +132,14 @@ pub async fn ingest(plan: Arc<Plan>, clients: usize) -> Result<Ingest> {
                         tokio::time::sleep_until((start + Duration::from_secs_f64(due)).into())
                             .await;
                     }
+                    let url = &plan.urls[b as usize % plan.urls.len()];
                     let tenant = project_for_batch(b);
                     let project = plan.auth.project(tenant);
                     let body = bytes::Bytes::from(plan.body(b));
                     out.body_bytes += body.len() as u64;
                     let mut attempt = 0;
                     let (status, answer) = loop {
-                        let result =
-                            post(&http, &plan.auth, &plan.url, project, body.clone()).await;
+                        let result = post(&http, &plan.auth, url, project, body.clone()).await;
                         match result {
                             Ok((201, answer, took)) => {
                                 out.latencies_ms.push(ms(took));

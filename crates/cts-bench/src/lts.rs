@@ -14,7 +14,7 @@
 //! Figures are medians over runs.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,7 +33,7 @@ use crate::auth::Auth;
 use crate::gen::{self, Generator, Timeline};
 use crate::server::Server;
 use crate::stats::median;
-use crate::{load, now_ms, progress, DAY_MS};
+use crate::{load, now_ms, progress, Setup, DAY_MS};
 
 /// The target: delivered traces per second to a local receiver.
 const TARGET_PER_SEC: f64 = 100_000.0;
@@ -41,12 +41,7 @@ const TARGET_PER_SEC: f64 = 100_000.0;
 pub struct Config {
     pub traces: u64,
     pub runs: usize,
-    pub clients: usize,
-    pub batch: u64,
-    pub seed: u64,
-    pub server_bin: PathBuf,
-    pub work: PathBuf,
-    pub out_dir: PathBuf,
+    pub run: Setup,
 }
 
 /// What the receiver decoded.
@@ -176,8 +171,8 @@ struct Run {
 
 pub fn run(cfg: &Config) -> Result<()> {
     let t0 = Instant::now();
-    std::fs::create_dir_all(&cfg.out_dir)?;
-    let log = cfg.out_dir.join("ctsd-lts.log");
+    std::fs::create_dir_all(&cfg.run.out_dir)?;
+    let log = cfg.run.out_dir.join("ctsd-lts.log");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -186,7 +181,7 @@ pub fn run(cfg: &Config) -> Result<()> {
     let url = rt.block_on(serve(receiver.clone()))?;
     progress(t0, &format!("OTLP receiver at {url}; generating traces"));
     let gen = Arc::new(Generator::new(&gen::Config {
-        seed: cfg.seed,
+        seed: cfg.run.seed,
         ..gen::Config::default()
     }));
     let w0 = now_ms();
@@ -196,9 +191,9 @@ pub fn run(cfg: &Config) -> Result<()> {
         n: cfg.traces,
     };
     // The system tracker records the main tenant's traces.
-    let expected: u64 = (0..cfg.traces.div_ceil(cfg.batch))
+    let expected: u64 = (0..cfg.traces.div_ceil(cfg.run.batch))
         .filter(|&b| load::project_for_batch(b) == gen::MAIN_PROJECT)
-        .map(|b| cfg.batch.min(cfg.traces - b * cfg.batch))
+        .map(|b| cfg.run.batch.min(cfg.traces - b * cfg.run.batch))
         .sum();
     let setup = |srv: &Server, dir: &Path| -> Result<Arc<Auth>> {
         Ok(Arc::new(rt.block_on(Auth::setup(
@@ -212,19 +207,19 @@ pub fn run(cfg: &Config) -> Result<()> {
         let plan = Arc::new(load::Plan {
             gen: gen.clone(),
             timeline: timeline(),
-            batch: cfg.batch,
-            url: srv.url.clone(),
+            batch: cfg.run.batch,
+            urls: vec![srv.url.clone()],
             auth,
             rate: None,
         });
-        let done = rt.block_on(load::ingest(plan, cfg.clients))?;
+        let done = rt.block_on(load::ingest(plan, cfg.run.clients))?;
         Ok(done.traces as f64 / done.elapsed.as_secs_f64())
     };
     let mut runs = Vec::new();
     for r in 0..cfg.runs {
-        let dir = cfg.work.join(format!("alone-{r}"));
+        let dir = cfg.run.work.join(format!("alone-{r}"));
         std::fs::create_dir_all(&dir)?;
-        let (srv, _) = Server::start(&cfg.server_bin, &dir, &log, &[])?;
+        let (srv, _) = Server::start(&cfg.run.server_bin, &dir, &log, &[])?;
         let ingest_alone = ingest(&srv, &setup(&srv, &dir)?)?;
         drop(srv);
         std::fs::remove_dir_all(&dir)?;
@@ -233,7 +228,7 @@ pub fn run(cfg: &Config) -> Result<()> {
             &format!("run {}: ingest alone {ingest_alone:.0}/s", r + 1),
         );
 
-        let dir = cfg.work.join(format!("sink-{r}"));
+        let dir = cfg.run.work.join(format!("sink-{r}"));
         std::fs::create_dir_all(&dir)?;
         let settings = [
             ("CTS_LTS_KIND", "otlp".to_string()),
@@ -241,7 +236,7 @@ pub fn run(cfg: &Config) -> Result<()> {
             ("CTS_LTS_INTERVAL", "100ms".into()),
             ("CTS_LTS_MAX_BACKOFF", "1s".into()),
         ];
-        let (srv, _) = Server::start(&cfg.server_bin, &dir, &log, &settings)?;
+        let (srv, _) = Server::start(&cfg.run.server_bin, &dir, &log, &settings)?;
         receiver.reset(true);
         let auth = setup(&srv, &dir)?;
         rt.block_on(auth.update_system_tracker(&srv.url, json!({"is_lts_enabled": true})))?;

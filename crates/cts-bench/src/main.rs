@@ -4,9 +4,11 @@
 mod auth;
 mod baseline;
 mod busy;
+mod copy;
 mod gen;
 mod load;
 mod lts;
+mod multinode;
 mod notifications;
 mod notify_latency;
 mod queries;
@@ -108,6 +110,35 @@ struct Args {
     /// (medians over --runs).
     #[arg(long, value_name = "TRACES")]
     lts: Option<u64>,
+    /// Where ctsd keeps the traces: `embedded` (one node, the issue's
+    /// targets, a SQLite baseline) or `postgres` (--nodes ctsd nodes on a
+    /// PostgreSQL started for the run; the baseline is a plain COPY).
+    #[arg(long, value_enum, default_value_t = Backend::Embedded)]
+    backend: Backend,
+    /// With --backend postgres: ctsd nodes sharing the load.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Backend {
+    Embedded,
+    Postgres,
+}
+
+/// What every mode that runs ctsd under an HTTP load shares.
+pub struct Setup {
+    /// Concurrent HTTP clients (requests in flight).
+    pub clients: usize,
+    /// Traces per request.
+    pub batch: u64,
+    /// Seed of the generated data.
+    pub seed: u64,
+    pub server_bin: PathBuf,
+    /// Where the data directories go.
+    pub work: PathBuf,
+    /// Where the results and the server logs go.
+    pub out_dir: PathBuf,
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -171,16 +202,19 @@ fn run(args: &Args) -> Result<()> {
             log: &log,
         });
     }
+    let common = Setup {
+        clients: args.clients,
+        batch: args.batch,
+        seed: args.seed,
+        server_bin: server_bin.clone(),
+        work: work.path().to_path_buf(),
+        out_dir: log.parent().map(Path::to_path_buf).unwrap_or_default(),
+    };
     if let Some(traces) = args.lts {
         return lts::run(&lts::Config {
             traces,
             runs: args.runs,
-            clients: args.clients,
-            batch: args.batch,
-            seed: args.seed,
-            server_bin,
-            work: work.path().to_path_buf(),
-            out_dir: log.parent().map(Path::to_path_buf).unwrap_or_default(),
+            run: common,
         });
     }
     if let Some(duration) = args.soak {
@@ -189,12 +223,19 @@ fn run(args: &Args) -> Result<()> {
             sample_every: args.sample_every,
             rate: args.rate,
             transfer_period: args.transfer_period,
-            clients: args.clients,
-            batch: args.batch,
-            seed: args.seed,
-            server_bin,
-            work: work.path().to_path_buf(),
-            out_dir: log.parent().map(Path::to_path_buf).unwrap_or_default(),
+            run: common,
+        });
+    }
+    if args.backend == Backend::Postgres {
+        return multinode::run(&multinode::Config {
+            traces: args.traces,
+            nodes: args.nodes,
+            queries: args.queries,
+            runs: args.runs,
+            baseline_traces: (!args.skip_baseline)
+                .then(|| args.baseline_traces.unwrap_or(args.traces)),
+            out: args.out.clone(),
+            run: common,
         });
     }
     let data_dir = work.path().join("ctsd");
@@ -239,7 +280,7 @@ fn run(args: &Args) -> Result<()> {
         gen: gen.clone(),
         timeline: timeline(args.traces),
         batch: args.batch,
-        url: srv.url.clone(),
+        urls: vec![srv.url.clone()],
         auth: auth.clone(),
         rate: None,
     });
@@ -312,7 +353,7 @@ fn run(args: &Args) -> Result<()> {
                 n: busy_traces,
             },
             batch: args.batch,
-            url: srv.url.clone(),
+            urls: vec![srv.url.clone()],
             auth: auth.clone(),
             rate: Some(rate),
         });

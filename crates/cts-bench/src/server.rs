@@ -154,9 +154,39 @@ pub fn free_space(dir: &Path) -> Result<u64> {
 /// CPU time process `pid` has used so far (user + system), from
 /// `/proc/{pid}/stat` (clock ticks: 10 ms resolution).
 pub fn process_cpu(pid: u32) -> Result<Duration> {
+    Ok(stat_cpu(pid)?.0)
+}
+
+/// CPU time of process `pid` and all its children so far: its own, that
+/// of the children it has reaped, and that of those alive now (a
+/// PostgreSQL server: the postmaster and its backends).
+pub fn tree_cpu(pid: u32) -> Result<Duration> {
+    let (own, reaped, _) = stat_cpu(pid)?;
+    let mut total = own + reaped;
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A process may end between the listing and the read.
+        if let Ok((cpu, _, ppid)) = stat_cpu(child) {
+            if ppid == pid {
+                total += cpu;
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Of process `pid`: its CPU time, its reaped children's, its parent's pid.
+fn stat_cpu(pid: u32) -> Result<(Duration, Duration, u32)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name, which is in parentheses and may hold
-    // spaces: state is field 3, utime 14, stime 15.
+    // spaces: state is field 3, ppid 4, utime 14, stime 15, cutime 16,
+    // cstime 17.
     let after = stat
         .rsplit_once(')')
         .with_context(|| format!("no command name in /proc/{pid}/stat"))?
@@ -170,8 +200,13 @@ pub fn process_cpu(pid: u32) -> Result<Duration> {
     };
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    let t = ticks(14)? + ticks(15)?;
-    Ok(Duration::from_secs(t / hz) + Duration::from_nanos((t % hz) * 1_000_000_000 / hz))
+    let time =
+        |t: u64| Duration::from_secs(t / hz) + Duration::from_nanos((t % hz) * 1_000_000_000 / hz);
+    Ok((
+        time(ticks(14)? + ticks(15)?),
+        time(ticks(16)? + ticks(17)?),
+        ticks(4)? as u32,
+    ))
 }
 
 /// CPU time this process has used so far (user + system).

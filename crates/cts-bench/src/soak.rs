@@ -7,7 +7,7 @@
 
 mod report;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use crate::gen::{self, Generator};
 use crate::queries::{self, Query, Target, SINGLE_FILTERS};
 use crate::server::{self, Server};
 use crate::stats::{ms, percentile};
-use crate::{load, now_ms, progress};
+use crate::{load, now_ms, progress, Setup};
 use report::Sample;
 
 pub struct Config {
@@ -31,14 +31,7 @@ pub struct Config {
     /// Traces per second; `None`: half the rate measured first.
     pub rate: Option<f64>,
     pub transfer_period: Duration,
-    pub clients: usize,
-    pub batch: u64,
-    pub seed: u64,
-    pub server_bin: PathBuf,
-    /// Where the data directory goes.
-    pub work: PathBuf,
-    /// Where the table, the plot and the server log go.
-    pub out_dir: PathBuf,
+    pub run: Setup,
 }
 
 /// The bucket the management tracker transfers to (`DATA_DIR/obs/…`).
@@ -61,13 +54,13 @@ impl Latencies {
 
 pub fn run(cfg: &Config) -> Result<()> {
     let t0 = Instant::now();
-    std::fs::create_dir_all(&cfg.out_dir)?;
-    let data_dir = cfg.work.join("ctsd");
+    std::fs::create_dir_all(&cfg.run.out_dir)?;
+    let data_dir = cfg.run.work.join("ctsd");
     std::fs::create_dir_all(&data_dir)?;
-    let log = cfg.out_dir.join("ctsd-soak.log");
+    let log = cfg.run.out_dir.join("ctsd-soak.log");
     let period = humantime::format_duration(cfg.transfer_period).to_string();
     let (srv, _) = Server::start(
-        &cfg.server_bin,
+        &cfg.run.server_bin,
         &data_dir,
         &log,
         &[("CTS_TRANSFER_PERIOD", period)],
@@ -79,15 +72,15 @@ pub fn run(cfg: &Config) -> Result<()> {
     let auth = Arc::new(rt.block_on(Auth::setup(&load::http_client(1)?, &srv.url, &data_dir))?);
     rt.block_on(transfer_to_local_bucket(&auth, &srv.url))?;
     let gen = Arc::new(Generator::new(&gen::Config {
-        seed: cfg.seed,
+        seed: cfg.run.seed,
         ..gen::Config::default()
     }));
     let loader = Loader {
         gen: gen.clone(),
         auth: auth.clone(),
         url: srv.url.clone(),
-        batch: cfg.batch,
-        clients: cfg.clients,
+        batch: cfg.run.batch,
+        clients: cfg.run.clients,
         next: Arc::new(AtomicU64::new(0)),
         acked: Arc::new(AtomicU64::new(0)),
         failed: Arc::new(AtomicU64::new(0)),
@@ -133,7 +126,7 @@ pub fn run(cfg: &Config) -> Result<()> {
             loader.stop.clone(),
         );
         let (latencies, sent) = (latencies.clone(), loader.next.clone());
-        let (batch, seed) = (cfg.batch, cfg.seed);
+        let (batch, seed) = (cfg.run.batch, cfg.run.seed);
         std::thread::spawn(move || {
             query_loop(&auth, &gen, &url, &stop, &latencies, &sent, batch, seed)
         })
@@ -193,7 +186,7 @@ pub fn run(cfg: &Config) -> Result<()> {
         failed: loader.failed.load(Ordering::Relaxed),
         transfer_period: cfg.transfer_period,
     };
-    let written = report::write(&cfg.out_dir, &summary, &samples)?;
+    let written = report::write(&cfg.run.out_dir, &summary, &samples)?;
     progress(
         t0,
         &format!(

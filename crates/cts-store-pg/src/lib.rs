@@ -17,6 +17,7 @@ pub mod schema;
 mod store;
 mod write;
 
+pub use columns::filter_columns;
 pub use cts_db::{PgSettings, PgUrl, PgUrlError, Pool};
 pub use error::PgError;
 pub use store::PgStore;

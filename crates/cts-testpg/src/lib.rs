@@ -15,7 +15,9 @@
 //!
 //! The server runs with `fsync=off`: a test's database is thrown away, and
 //! the tests kill `ctsd` nodes, never the database. `synchronous_commit`
-//! keeps its default (`on`), which is what the backend relies on.
+//! keeps its default (`on`), which is what the backend relies on. A
+//! benchmark, which must measure durable commits, starts it with
+//! [`TestPg::start_with`] and [`Options::durable`] instead.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -33,11 +35,29 @@ pub struct TestPg {
 /// The role every test connects as (a superuser of the throwaway cluster).
 pub const USER: &str = "cts";
 
+/// How a server is started; the default is a test's.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `fsync=on` and `full_page_writes=on`, as a production server runs
+    /// (a benchmark's commits must be durable); default off.
+    pub durable: bool,
+    /// The directory the server's temporary directory is made in (default:
+    /// the system's temporary directory).
+    pub parent: Option<PathBuf>,
+    /// More `-c name=value` settings, applied last.
+    pub settings: Vec<(String, String)>,
+}
+
 impl TestPg {
+    /// Starts a new server for a test (see [`Options`]).
+    pub fn start() -> TestPg {
+        TestPg::start_with(&Options::default())
+    }
+
     /// Starts a new server with one database, `cts`. Panics with what to
     /// install when PostgreSQL is missing, or with the server's log when it
     /// does not start.
-    pub fn start() -> TestPg {
+    pub fn start_with(opts: &Options) -> TestPg {
         let bin = find_bin().unwrap_or_else(|| {
             panic!(
                 "PostgreSQL is not installed: the PostgreSQL backend's tests need initdb and \
@@ -45,11 +65,23 @@ impl TestPg {
                  or set CTS_TEST_PG_BIN to the directory holding initdb"
             )
         });
-        let dir = tempfile::Builder::new()
-            .prefix("cts-testpg-")
-            .tempdir()
-            .expect("a temporary directory for PostgreSQL");
+        let mut dir = tempfile::Builder::new();
+        dir.prefix("cts-testpg-");
+        let dir = match &opts.parent {
+            Some(parent) => dir.tempdir_in(parent),
+            None => dir.tempdir(),
+        }
+        .expect("a temporary directory for PostgreSQL");
         let run_as = if is_root() { Some("postgres") } else { None };
+        if let (Some(_), Some(parent)) = (run_as, &opts.parent) {
+            // The server's own user must reach its directory inside.
+            use std::os::unix::fs::PermissionsExt;
+            let mut perms = std::fs::metadata(parent)
+                .expect("the parent exists")
+                .permissions();
+            perms.set_mode(perms.mode() | 0o111);
+            std::fs::set_permissions(parent, perms).expect("the parent made traversable");
+        }
         if let Some(user) = run_as {
             let status = Command::new("chown")
                 .arg(format!("{user}:"))
@@ -82,12 +114,16 @@ impl TestPg {
         // A free port can be taken between the probe and the start: retry.
         for attempt in 0..5 {
             pg.port = free_port();
-            let options = format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off \
-                 -c max_connections=200",
+            let sync = if opts.durable { "on" } else { "off" };
+            let mut options = format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync={sync} \
+                 -c full_page_writes={sync} -c max_connections=200",
                 pg.port,
                 path_str(pg.dir.path())
             );
+            for (name, value) in &opts.settings {
+                options.push_str(&format!(" -c {name}={value}"));
+            }
             let log = pg.log_file();
             let ok = pg.try_run(
                 "pg_ctl",
@@ -149,7 +185,8 @@ impl TestPg {
         );
     }
 
-    fn data_dir(&self) -> PathBuf {
+    /// The cluster's data directory (for its size on disk).
+    pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
@@ -292,16 +329,15 @@ fn path_str(p: &Path) -> &str {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_server_starts_answers_and_is_gone_after_drop() {
-        let pg = TestPg::start();
-        let port = pg.port().to_string();
+    /// What `sql` answers on the `cts` database, through psql.
+    fn psql(pg: &TestPg, sql: &str) -> String {
         let psql = pg.bin.join("psql");
         let psql = if psql.exists() {
             psql
         } else {
             PathBuf::from("psql")
         };
+        let port = pg.port().to_string();
         let out = Command::new(psql)
             .args([
                 "-h",
@@ -314,15 +350,38 @@ mod tests {
                 "cts",
                 "-tAc",
             ])
-            .arg("select 40 + 2")
+            .arg(sql)
             .output()
             .expect("psql runs");
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    #[test]
+    fn a_server_starts_answers_and_is_gone_after_drop() {
+        let pg = TestPg::start();
+        let port = pg.port().to_string();
+        assert_eq!(psql(&pg, "select 40 + 2"), "42");
+        assert_eq!(psql(&pg, "show fsync"), "off");
         let other = pg.fresh_database();
         assert!(other.ends_with("/t0"), "{other}");
         let dir = pg.dir.path().to_path_buf();
         drop(pg);
         assert!(!dir.exists());
         assert!(TcpListener::bind(("127.0.0.1", port.parse::<u16>().unwrap())).is_ok());
+    }
+
+    #[test]
+    fn a_durable_server_fsyncs_where_it_is_told_with_its_settings() {
+        let parent = tempfile::tempdir().unwrap();
+        let pg = TestPg::start_with(&Options {
+            durable: true,
+            parent: Some(parent.path().to_path_buf()),
+            settings: vec![("work_mem".into(), "7MB".into())],
+        });
+        assert_eq!(psql(&pg, "show fsync"), "on");
+        assert_eq!(psql(&pg, "show full_page_writes"), "on");
+        assert_eq!(psql(&pg, "show synchronous_commit"), "on");
+        assert_eq!(psql(&pg, "show work_mem"), "7MB");
+        assert!(pg.data_dir().starts_with(parent.path()));
     }
 }
