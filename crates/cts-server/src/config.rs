@@ -287,6 +287,10 @@ pub struct StoreSettings {
     /// A partition's index segments are merged in the background down to
     /// at most this many: the bound on open index files.
     pub max_segments_per_partition: usize,
+    /// Bytes of index segment summaries (Bloom filters, samples) held in
+    /// memory, for the segments used most; the bound on the index's memory
+    /// whatever the data held.
+    pub index_cache_bytes: u64,
     /// What a start does on a damaged journal: `refuse` (name it and
     /// stop) or `read-only` (quarantine a copy, serve queries, refuse
     /// every change).
@@ -368,6 +372,7 @@ impl Default for Config {
                 journal_segment_bytes: store.journal_segment_bytes,
                 fsync: store.fsync,
                 max_segments_per_partition: store.max_segments_per_partition,
+                index_cache_bytes: store.index_cache_bytes,
                 on_damage: store.on_damage,
                 backend: StoreBackend::Embedded,
                 postgres_url: None,
@@ -890,6 +895,7 @@ impl Config {
         c.journal_segment_bytes = self.store.journal_segment_bytes;
         c.fsync = self.store.fsync;
         c.max_segments_per_partition = self.store.max_segments_per_partition;
+        c.index_cache_bytes = self.store.index_cache_bytes;
         c.on_damage = self.store.on_damage;
         c
     }
@@ -1327,6 +1333,10 @@ mod tests {
             jail.set_env("CTS_STORE_MAX_SEGMENTS_PER_PARTITION", "12");
             let c = Config::load(None, &Overrides::default()).unwrap();
             assert_eq!(c.store_config().max_segments_per_partition, 12);
+            assert_eq!(c.store_config().index_cache_bytes, 64 << 20);
+            jail.set_env("CTS_STORE_INDEX_CACHE_BYTES", "1048576");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(c.store_config().index_cache_bytes, 1 << 20);
 
             jail.clear_env();
             jail.create_file("bad.toml", "[store]\nretention = \"1h\"\nbogus = 1\n")?;

@@ -82,6 +82,7 @@ struct StoreGauges {
     index_bytes: Gauge,
     index_segments: Gauge,
     index_segment_merges: Gauge,
+    index_summary_bytes: Gauge,
     indexed_traces: Gauge,
     journal_seq: Gauge,
     index_durable_seq: Gauge,
@@ -342,6 +343,11 @@ impl Metrics {
                 &g.index_segment_merges,
             ),
             (
+                "cts_index_summary_bytes",
+                "Bytes of index segment summaries in memory (Bloom filters and samples; within store.index_cache_bytes plus a thinned copy of each segment's samples)",
+                &g.index_summary_bytes,
+            ),
+            (
                 "cts_indexed_traces",
                 "Traces currently queryable",
                 &g.indexed_traces,
@@ -428,6 +434,8 @@ impl Metrics {
             g.index_bytes.set(gauge_value(s.index_bytes));
             g.index_segments.set(gauge_value(s.segments as u64));
             g.index_segment_merges.set(gauge_value(s.segment_merges));
+            g.index_summary_bytes
+                .set(gauge_value(s.index_summary_bytes));
             g.indexed_traces.set(gauge_value(s.indexed_traces));
             g.journal_seq.set(gauge_value(s.journal_seq));
             g.index_durable_seq.set(gauge_value(s.index_durable_seq));
@@ -532,6 +540,7 @@ mod tests {
             "cts_index_bytes 0",
             "cts_index_segments 0",
             "cts_index_segment_merges 0",
+            "cts_index_summary_bytes 0",
             "cts_indexed_traces 0",
             "cts_journal_seq 10",
             "cts_index_durable_seq 4",

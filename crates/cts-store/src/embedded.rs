@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dict::Dictionaries;
 use crate::memtable::{Candidate, Memtable};
-use crate::segment::Segment;
+use crate::segment::{Segment, SummaryCache};
 use crate::PreparedTrace;
 use crate::{
     AppendOutcome, JournalBatch, QueryPage, RetentionReport, StoreError, StoreStats, TraceStore,
@@ -64,6 +64,10 @@ pub struct StoreConfig {
     pub max_segments_per_partition: usize,
     /// What a start does on a damaged journal record.
     pub on_damage: OnDamage,
+    /// Bytes of segment summaries (Bloom filters and samples) held in
+    /// memory, for the most recently used segments; the others answer from
+    /// their term tables on disk.
+    pub index_cache_bytes: u64,
 }
 
 /// What the store does when its start finds a damaged journal record (not
@@ -92,6 +96,7 @@ impl StoreConfig {
             fsync: true,
             max_segments_per_partition: 8,
             on_damage: OnDamage::Refuse,
+            index_cache_bytes: 64 << 20,
         }
     }
 }
@@ -152,6 +157,9 @@ struct Inner {
     journal_files: Mutex<BTreeMap<u32, JournalFile>>,
     /// Open journal files for reads, a bounded number of them.
     readers: readers::Readers,
+    /// Summaries (samples, Bloom filters) of the most recently used
+    /// segments, within `config.index_cache_bytes`.
+    summaries: Arc<SummaryCache>,
     last_seq: AtomicU64,
     /// Reads that found stored data failing its check, since the start.
     corrupt_reads: AtomicU64,
@@ -377,6 +385,8 @@ impl TraceStore for EmbeddedStore {
             journal_bytes,
             index_bytes: idx.segments.iter().map(|s| s.size).sum(),
             segments: idx.segments.len(),
+            index_summary_bytes: self.inner.summaries.bytes()
+                + idx.segments.iter().map(|s| s.resident_bytes()).sum::<u64>(),
             indexed_traces: active
                 + idx.frozen.iter().map(|m| m.len() as u64).sum::<u64>()
                 + idx.segments.iter().map(|s| s.docs() as u64).sum::<u64>(),

@@ -87,6 +87,12 @@ pub fn segment_file(path: &Path) -> Result<(), crate::StoreError> {
         };
         let mut top = TopK::new(50);
         s.probe(&probe, &mut top, 50)?;
+        // Every doc of the project: its entries and frames are read.
+        let everything = Probe {
+            filters: &[],
+            ..probe
+        };
+        s.probe(&everything, &mut TopK::new(1000), 1000)?;
         let unfiltered = Probe {
             filters: &[],
             from: 1100,

@@ -50,6 +50,9 @@ pub struct StoreStats {
     pub journal_bytes: u64,
     pub index_bytes: u64,
     pub segments: usize,
+    /// Bytes the index's segments hold in memory: the cached summaries
+    /// (within `index_cache_bytes`) and each segment's thinned samples.
+    pub index_summary_bytes: u64,
     /// Merges of index segments since the start.
     pub segment_merges: u64,
     /// Traces currently queryable (memtable + segments).

@@ -1,21 +1,33 @@
 //! Immutable index segments: one file per partition and memtable flush.
 //!
+//! Format 3 (magic `CTS3`):
+//!
 //! ```text
-//! frames   n × (file u32, offset u32, len u32)       journal frames referenced
-//! docs     n × (time i64, id [16], frame u32, idx u8) sorted (project, time desc, id desc)
+//! docs     n × (time i64, id [16], file u32, offset u32, len u32, idx u8)
+//!          sorted (project, time desc, id desc); the journal frame of each doc
 //! postings varint-delta ordinals of terms seen more than once
 //! terms    n × (hash u64, ord_or_offset u32, count u32, bytes u32), sorted by hash
-//! tsample  every TERM_SAMPLE-th term hash                       (kept in memory)
-//! dsample  every DOC_SAMPLE-th doc key                          (kept in memory)
-//! bloom    Bloom filter of the term hashes                      (kept in memory)
+//! tsample  every TERM_SAMPLE-th term hash                  (summary)
+//! dsample  every DOC_SAMPLE-th doc key                     (summary)
+//! bloom    Bloom filter of the term hashes                 (summary)
 //! meta     JSON footer | len u32 | crc32 u32 | magic u32
 //! ```
 //!
-//! The CRC covers every byte before it and is checked when a segment is
-//! opened; every offset and count of the footer is checked against the file
-//! before anything is read with it, and every read checks its bounds, so a
-//! damaged segment is an error naming it, never a panic or a wrong answer.
-//! Format 1 (magic `MAGIC_V1`, no CRC) is still read.
+//! Formats 1 and 2 are still read (a merge rewrites them as format 3): they
+//! start with a frame table (`n × (file u32, offset u32, len u32)`) and a doc
+//! entry names its frame by ordinal (`frame u32` instead of the frame); the
+//! frame table is read from the file when a doc is, never held in memory.
+//!
+//! The CRC (formats 2 and 3) covers every byte before it and is checked when
+//! a segment is opened; every offset and count of the footer is checked
+//! against the file before anything is read with it, and every read checks
+//! its bounds, so a damaged segment is an error naming it, never a panic or
+//! a wrong answer. Format 1 (magic `MAGIC_V1`) has no CRC.
+//!
+//! In memory a segment keeps its footer and a thinned copy of its samples;
+//! its summary (samples and Bloom filter) is held in the store's bounded
+//! [`SummaryCache`] while it is among the most recently used (see
+//! `summary.rs`).
 //!
 //! A term is (field, project, value) hashed to 64 bits; a trace id is a term
 //! too. Ordinals grow with age inside a project, so a query reads the first
@@ -25,6 +37,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use cts_model::Field;
 use serde::{Deserialize, Serialize};
@@ -36,18 +49,27 @@ use crate::StoreError;
 
 mod build;
 mod merge;
+mod summary;
 
 pub use build::file_name;
 use build::{DocTable, SegmentFile, TermTable};
 pub use merge::merge;
+pub use summary::SummaryCache;
+use summary::{Samples, Summary, RESIDENT_STRIDE};
 
 /// Format 1: footer without a checksum.
 const MAGIC_V1: u32 = 0x4354_5347; // "CTSG"
 /// Format 2: footer with the CRC of the file.
-const MAGIC: u32 = 0x4354_5332; // "CTS2"
+const MAGIC_V2: u32 = 0x4354_5332; // "CTS2"
+/// Format 3: as 2, with each doc's frame in its entry (no frame table).
+const MAGIC: u32 = 0x4354_5333; // "CTS3"
 /// A segment's CRC is computed over pieces of this size when it is opened.
 const CHECK_CHUNK: usize = 1 << 20;
-const DOC_ENTRY: usize = 29;
+/// A doc entry of format 3, and of formats 1 and 2 (a frame ordinal).
+const DOC_ENTRY: usize = 37;
+const DOC_ENTRY_V2: usize = 29;
+/// A frame-table entry of formats 1 and 2.
+const FRAME_ENTRY: usize = 12;
 const TERM_ENTRY: usize = 20;
 const TERM_SAMPLE: usize = 128;
 const DOC_SAMPLE: usize = 64;
@@ -108,11 +130,15 @@ impl Meta {
 
     /// Checks that the sections lie in order inside the `meta_at` bytes
     /// before the footer and have the sizes the counts imply.
-    fn check(&self, meta_at: u64) -> Result<(), &'static str> {
+    fn check(&self, meta_at: u64, doc_entry: usize) -> Result<(), &'static str> {
         let (docs, terms) = (self.docs as u64, self.terms as u64);
         let sizes = [
-            (self.frames_at, self.docs_at, self.frames as u64 * 12),
-            (self.docs_at, self.postings_at, docs * DOC_ENTRY as u64),
+            (
+                self.frames_at,
+                self.docs_at,
+                self.frames as u64 * FRAME_ENTRY as u64,
+            ),
+            (self.docs_at, self.postings_at, docs * doc_entry as u64),
             (self.terms_at, self.tsample_at, terms * TERM_ENTRY as u64),
             (
                 self.tsample_at,
@@ -201,17 +227,36 @@ pub fn decode_postings(bytes: &[u8], count: u32, docs: u32) -> Result<Vec<u32>, 
     Ok(out)
 }
 
-/// An open segment; the small parts live in memory, the rest is read with
-/// `pread` so that the page cache, not the process, holds it.
+/// An open segment; its footer and thinned samples live in memory, its
+/// summary in the cache while it is used, the rest is read with `pread` so
+/// that the page cache, not the process, holds it.
 pub struct Segment {
     pub path: PathBuf,
     file: File,
     meta: Meta,
-    frames: Vec<FrameRef>,
-    term_samples: Vec<u64>,
-    doc_samples: Vec<Key>,
-    bloom: Vec<u64>,
+    /// Bytes of a doc entry: [`DOC_ENTRY`], or [`DOC_ENTRY_V2`] when the
+    /// entries name frames of a frame table.
+    doc_entry: usize,
+    /// Every [`RESIDENT_STRIDE`]-th sample, for when the summary is not cached.
+    resident: Samples,
+    cache: Arc<SummaryCache>,
+    /// This segment's key in `cache`.
+    key: u64,
     pub size: u64,
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        self.cache.remove(self.key);
+    }
+}
+
+/// Where a doc entry's frame is: in the entry (format 3) or at an ordinal
+/// of the frame table (formats 1 and 2).
+#[derive(Clone, Copy)]
+enum DocFrame {
+    Ref(FrameRef),
+    Ordinal(u32),
 }
 
 fn varint(buf: &mut Vec<u8>, mut v: u32) {
@@ -241,31 +286,16 @@ pub fn write(
             .then((db.time, db.id).cmp(&(da.time, da.id)))
     });
 
-    // Frames in the order the docs first name them.
-    let mut frames: Vec<FrameRef> = Vec::new();
-    let mut frame_index: HashMap<FrameRef, u32> = HashMap::new();
-    let doc_frames: Vec<u32> = order
-        .iter()
-        .map(|&i| {
-            let frame = mem.docs[i as usize].frame;
-            *frame_index.entry(frame).or_insert_with(|| {
-                frames.push(frame);
-                frames.len() as u32 - 1
-            })
-        })
-        .collect();
     let mut out = SegmentFile::create(dir, partition, flush_id, fsync)?;
-    build::put_frames(&mut out, &frames)?;
-
     let mut docs = DocTable::new(&out);
     // (term hash, ordinal) pairs; sorted, they group into posting lists.
     let mut pairs: Vec<(u64, u32)> = Vec::with_capacity(order.len() * 8);
     // (project, trace-id seed, field seeds) of the project being written.
     let mut seeds: Option<(&str, u64, [u64; NF])> = None;
-    for (&i, &frame) in order.iter().zip(&doc_frames) {
+    for &i in &order {
         let d = &mem.docs[i as usize];
         let project = proj(i);
-        let ord = docs.push(&mut out, project, (d.time, d.id), frame, d.idx)?;
+        let ord = docs.push(&mut out, project, (d.time, d.id), d.frame, d.idx)?;
         if seeds.is_none_or(|(p, ..)| p != project) {
             seeds = Some((
                 project,
@@ -293,7 +323,7 @@ pub fn write(
         ords.extend(group.iter().map(|p| p.1));
         terms.push(&mut out, group[0].0, &ords)?;
     }
-    build::finish(out, partition, flush_id, frames.len() as u32, docs, terms)
+    build::finish(out, partition, flush_id, docs, terms)
 }
 
 /// Asks the kernel to read a range ahead (`POSIX_FADV_WILLNEED`); only a
@@ -337,7 +367,13 @@ impl Posting {
 }
 
 impl Segment {
+    /// Opens a segment with a cache of its own (offline checks, tests).
     pub fn open(path: &Path) -> Result<Segment, StoreError> {
+        Segment::open_cached(path, SummaryCache::new(u64::MAX))
+    }
+
+    /// Opens a segment whose summary goes into `cache` (a store's).
+    pub fn open_cached(path: &Path, cache: Arc<SummaryCache>) -> Result<Segment, StoreError> {
         let corrupt = |detail: String| StoreError::Corrupt {
             what: "index segment",
             path: path.to_path_buf(),
@@ -355,16 +391,17 @@ impl Segment {
             return Err(corrupt("too short".into()));
         }
         let magic = u32::from_le_bytes(read(size - 4, 4)?.try_into().unwrap());
-        let trailer = match magic {
-            MAGIC if size >= 12 => 12,
-            MAGIC_V1 => 8,
+        let (trailer, doc_entry) = match magic {
+            MAGIC if size >= 12 => (12, DOC_ENTRY),
+            MAGIC_V2 if size >= 12 => (12, DOC_ENTRY_V2),
+            MAGIC_V1 => (8, DOC_ENTRY_V2),
             _ => return Err(corrupt("bad magic".into())),
         };
         let meta_len = u32::from_le_bytes(read(size - trailer, 4)?.try_into().unwrap()) as u64;
         if meta_len + trailer > size {
             return Err(corrupt("bad footer length".into()));
         }
-        if magic == MAGIC {
+        if trailer == 12 {
             let stored = u32::from_le_bytes(read(size - 8, 4)?.try_into().unwrap());
             let actual = crc_of(&file, size - 8).map_err(StoreError::io(path))?;
             if stored != actual {
@@ -376,16 +413,12 @@ impl Segment {
         let meta_at = size - trailer - meta_len;
         let meta: Meta = serde_json::from_slice(&read(meta_at, meta_len)?)
             .map_err(|e| corrupt(e.to_string()))?;
-        meta.check(meta_at).map_err(|d| corrupt(d.into()))?;
+        meta.check(meta_at, doc_entry)
+            .map_err(|d| corrupt(d.into()))?;
+        if doc_entry == DOC_ENTRY && meta.frames != 0 {
+            return Err(corrupt("a frame table in format 3".into()));
+        }
 
-        let frames = read(meta.frames_at, meta.docs_at - meta.frames_at)?
-            .chunks_exact(12)
-            .map(|c| FrameRef {
-                file: u32::from_le_bytes(c[0..4].try_into().unwrap()),
-                offset: u32::from_le_bytes(c[4..8].try_into().unwrap()),
-                len: u32::from_le_bytes(c[8..12].try_into().unwrap()),
-            })
-            .collect();
         let term_samples = read(meta.tsample_at, meta.dsample_at - meta.tsample_at)?
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
@@ -403,16 +436,42 @@ impl Segment {
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
             .collect();
+        let summary = Summary {
+            samples: Samples {
+                terms: term_samples,
+                docs: doc_samples,
+                term_span: TERM_SAMPLE,
+                doc_span: DOC_SAMPLE,
+            },
+            bloom,
+        };
+        let key = cache.key();
+        let resident = summary.samples.thinned(RESIDENT_STRIDE);
+        cache.insert(key, summary);
         Ok(Segment {
             path: path.to_path_buf(),
             file,
             meta,
-            frames,
-            term_samples,
-            doc_samples,
-            bloom,
+            doc_entry,
+            resident,
+            cache,
+            key,
             size,
         })
+    }
+
+    /// Bytes this segment holds in memory outside the cache.
+    pub fn resident_bytes(&self) -> u64 {
+        self.resident.bytes()
+    }
+
+    /// Runs `f` with the samples and Bloom filter to use: the summary when
+    /// it is cached, else the thinned samples and no filter.
+    fn with_summary<R>(&self, f: impl FnOnce(&Samples, &[u64]) -> R) -> R {
+        match self.cache.get(self.key) {
+            Some(s) => f(&s.samples, &s.bloom),
+            None => f(&self.resident, &[]),
+        }
     }
 
     fn corrupt(&self, detail: impl Into<String>) -> StoreError {
@@ -438,43 +497,101 @@ impl Segment {
     pub fn min_time(&self) -> i64 {
         self.meta.min_time
     }
-    /// Journal frames this segment points into.
-    pub fn frames(&self) -> &[FrameRef] {
-        &self.frames
-    }
-
     fn io<T>(&self, r: std::io::Result<T>) -> Result<T, StoreError> {
         r.map_err(StoreError::io(&self.path))
     }
 
-    fn read_docs(&self, first: u32, n: u32) -> Result<Vec<(Key, u32, u8)>, StoreError> {
-        if first as u64 + n as u64 > self.meta.docs as u64 {
-            return Err(self.corrupt("doc ordinal past the doc table"));
-        }
-        let mut b = vec![0u8; n as usize * DOC_ENTRY];
-        self.io(self
-            .file
-            .read_exact_at(&mut b, self.meta.docs_at + first as u64 * DOC_ENTRY as u64))?;
-        Ok(b.chunks_exact(DOC_ENTRY)
-            .map(|c| {
-                let time = i64::from_le_bytes(c[..8].try_into().unwrap());
-                let id: [u8; 16] = c[8..24].try_into().unwrap();
-                let frame = u32::from_le_bytes(c[24..28].try_into().unwrap());
-                ((time, id), frame, c[28])
+    /// Doc entries `first..first + n` as candidates (key, frame, index in
+    /// the frame).
+    fn read_docs(&self, first: u32, n: u32) -> Result<Vec<Candidate>, StoreError> {
+        let entries = self.read_doc_entries(first, n)?;
+        let mut ordinals: Vec<u32> = entries
+            .iter()
+            .filter_map(|(_, f, _)| match f {
+                DocFrame::Ordinal(o) => Some(*o),
+                DocFrame::Ref(_) => None,
+            })
+            .collect();
+        let table = self.frames_of(&mut ordinals)?;
+        Ok(entries
+            .into_iter()
+            .map(|(key, frame, idx)| {
+                let frame = match frame {
+                    DocFrame::Ref(f) => f,
+                    DocFrame::Ordinal(o) => table[&o],
+                };
+                Candidate { key, frame, idx }
             })
             .collect())
     }
 
-    fn candidate(&self, entry: (Key, u32, u8)) -> Result<Candidate, StoreError> {
-        let frame = *self
-            .frames
-            .get(entry.1 as usize)
-            .ok_or_else(|| self.corrupt("frame index out of range"))?;
-        Ok(Candidate {
-            key: entry.0,
-            frame,
-            idx: entry.2,
-        })
+    /// The frames at `ordinals` of a format 1 or 2 frame table: one read of
+    /// their span when it is short (the docs of a flush name frames in
+    /// order), else one read each (a merge concatenated frame tables).
+    fn frames_of(&self, ordinals: &mut Vec<u32>) -> Result<HashMap<u32, FrameRef>, StoreError> {
+        ordinals.sort_unstable();
+        ordinals.dedup();
+        let (Some(&lo), Some(&hi)) = (ordinals.first(), ordinals.last()) else {
+            return Ok(HashMap::new());
+        };
+        if (hi - lo + 1) as usize * FRAME_ENTRY <= 64 << 10 {
+            let span = self.read_frames(lo, hi - lo + 1)?;
+            return Ok(ordinals
+                .iter()
+                .map(|&o| (o, span[(o - lo) as usize]))
+                .collect());
+        }
+        ordinals
+            .iter()
+            .map(|&o| Ok((o, self.read_frames(o, 1)?[0])))
+            .collect()
+    }
+
+    fn read_doc_entries(&self, first: u32, n: u32) -> Result<Vec<(Key, DocFrame, u8)>, StoreError> {
+        if first as u64 + n as u64 > self.meta.docs as u64 {
+            return Err(self.corrupt("doc ordinal past the doc table"));
+        }
+        let size = self.doc_entry;
+        let mut b = vec![0u8; n as usize * size];
+        self.io(self
+            .file
+            .read_exact_at(&mut b, self.meta.docs_at + first as u64 * size as u64))?;
+        let u32_at = |c: &[u8], at: usize| u32::from_le_bytes(c[at..at + 4].try_into().unwrap());
+        Ok(b.chunks_exact(size)
+            .map(|c| {
+                let time = i64::from_le_bytes(c[..8].try_into().unwrap());
+                let id: [u8; 16] = c[8..24].try_into().unwrap();
+                let frame = if size == DOC_ENTRY {
+                    DocFrame::Ref(FrameRef {
+                        file: u32_at(c, 24),
+                        offset: u32_at(c, 28),
+                        len: u32_at(c, 32),
+                    })
+                } else {
+                    DocFrame::Ordinal(u32_at(c, 24))
+                };
+                ((time, id), frame, c[size - 1])
+            })
+            .collect())
+    }
+
+    /// Entries `first..first + n` of a format 1 or 2 frame table.
+    fn read_frames(&self, first: u32, n: u32) -> Result<Vec<FrameRef>, StoreError> {
+        if first as u64 + n as u64 > self.meta.frames as u64 {
+            return Err(self.corrupt("frame index out of range"));
+        }
+        let mut b = vec![0u8; n as usize * FRAME_ENTRY];
+        self.io(self.file.read_exact_at(
+            &mut b,
+            self.meta.frames_at + first as u64 * FRAME_ENTRY as u64,
+        ))?;
+        Ok(b.chunks_exact(FRAME_ENTRY)
+            .map(|c| FrameRef {
+                file: u32::from_le_bytes(c[0..4].try_into().unwrap()),
+                offset: u32::from_le_bytes(c[4..8].try_into().unwrap()),
+                len: u32::from_le_bytes(c[8..12].try_into().unwrap()),
+            })
+            .collect())
     }
 
     /// First ordinal in `[lo, hi)` whose key satisfies `pred`, where `pred`
@@ -489,21 +606,25 @@ impl Segment {
             return Ok(hi);
         }
         // Narrow with the in-memory samples, then scan one chunk from disk.
-        let first_sample = (lo as usize).div_ceil(DOC_SAMPLE);
-        let last_sample = (hi as usize - 1) / DOC_SAMPLE;
-        let mut start = lo;
-        let mut end = hi;
-        if first_sample <= last_sample {
-            let s = &self.doc_samples[first_sample..=last_sample];
-            let k = s.partition_point(|key| !pred(key));
-            if k > 0 {
-                start = start.max(((first_sample + k - 1) * DOC_SAMPLE) as u32);
+        let (start, end) = self.with_summary(|samples, _| {
+            let span = samples.doc_span;
+            let first_sample = (lo as usize).div_ceil(span);
+            let last_sample = (hi as usize - 1) / span;
+            let mut start = lo;
+            let mut end = hi;
+            if first_sample <= last_sample {
+                let s = &samples.docs[first_sample..=last_sample];
+                let k = s.partition_point(|key| !pred(key));
+                if k > 0 {
+                    start = start.max(((first_sample + k - 1) * span) as u32);
+                }
+                if k < s.len() {
+                    end = end.min(((first_sample + k) * span) as u32 + 1);
+                }
             }
-            if k < s.len() {
-                end = end.min(((first_sample + k) * DOC_SAMPLE) as u32 + 1);
-            }
-        }
-        let chunk = self.read_docs(start, end - start)?;
+            (start, end)
+        });
+        let chunk = self.read_doc_entries(start, end - start)?;
         let k = chunk.partition_point(|(key, _, _)| !pred(key));
         Ok(start + k as u32)
     }
@@ -522,20 +643,25 @@ impl Segment {
         if self.meta.terms == 0 {
             return None;
         }
-        if !self.bloom.is_empty() {
-            let bits = self.bloom.len() as u64 * 64;
-            let absent = bloom_positions(hash, bits)
-                .any(|bit| self.bloom[(bit / 64) as usize] & (1 << (bit % 64)) == 0);
-            if absent {
+        self.with_summary(|samples, bloom| {
+            if !bloom.is_empty() {
+                let bits = bloom.len() as u64 * 64;
+                let absent = bloom_positions(hash, bits)
+                    .any(|bit| bloom[(bit / 64) as usize] & (1 << (bit % 64)) == 0);
+                if absent {
+                    return None;
+                }
+            }
+            let block = samples.terms.partition_point(|h| *h <= hash);
+            if block == 0 {
                 return None;
             }
-        }
-        let block = self.term_samples.partition_point(|h| *h <= hash);
-        if block == 0 {
-            return None;
-        }
-        let first = (block - 1) * TERM_SAMPLE;
-        Some((first, TERM_SAMPLE.min(self.meta.terms as usize - first)))
+            let first = (block - 1) * samples.term_span;
+            Some((
+                first,
+                samples.term_span.min(self.meta.terms as usize - first),
+            ))
+        })
     }
 
     /// Starts reading, in the background, the term block of the query's own
@@ -632,9 +758,9 @@ impl Segment {
             if ord < ps || ord >= pe {
                 continue;
             }
-            let entry = self.read_docs(ord, 1)?[0];
-            if &entry.0 .1 == id {
-                return Ok(Some(self.candidate(entry)?));
+            let c = self.read_docs(ord, 1)?[0];
+            if &c.key.1 == id {
+                return Ok(Some(c));
             }
         }
         Ok(None)
@@ -725,8 +851,8 @@ impl Segment {
     fn advise_docs(&self, first: u32, n: u32) {
         advise_willneed(
             &self.file,
-            self.meta.docs_at + first as u64 * DOC_ENTRY as u64,
-            n as u64 * DOC_ENTRY as u64,
+            self.meta.docs_at + first as u64 * self.doc_entry as u64,
+            n as u64 * self.doc_entry as u64,
         );
     }
 
@@ -739,11 +865,11 @@ impl Segment {
         if close_together(lo, hi, hits.len()) {
             let entries = self.read_docs(lo, hi - lo + 1)?;
             for &o in hits {
-                top.offer(self.candidate(entries[(o - lo) as usize])?);
+                top.offer(entries[(o - lo) as usize]);
             }
         } else {
             for &o in hits {
-                top.offer(self.candidate(self.read_docs(o, 1)?[0])?);
+                top.offer(self.read_docs(o, 1)?[0]);
             }
         }
         Ok(())
@@ -781,6 +907,16 @@ mod tests {
         write(dir, 0, 1, &mem, &members, false).unwrap()
     }
 
+    /// A segment of the current format and one of format 2 (its frame
+    /// table read from the file as docs are), as written.
+    fn good_segments(dir: &Path) -> [Vec<u8>; 2] {
+        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/segment");
+        [
+            fs::read(sample_segment(dir)).unwrap(),
+            fs::read(corpus.join("valid-forty-traces-format2")).unwrap(),
+        ]
+    }
+
     /// Opens the bytes as a segment and runs every kind of read on it.
     fn exercise(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         fs::write(path, bytes).unwrap();
@@ -790,14 +926,18 @@ mod tests {
     #[test]
     fn a_damaged_segment_is_refused_by_its_checksum() {
         let dir = tempfile::tempdir().unwrap();
-        let path = sample_segment(dir.path());
-        let good = fs::read(&path).unwrap();
         let probe = dir.path().join("probe.seg");
-        exercise(&probe, &good).unwrap();
+        for good in good_segments(dir.path()) {
+            exercise(&probe, &good).unwrap();
+            refused_when_flipped(&probe, &good);
+        }
+    }
+
+    fn refused_when_flipped(probe: &Path, good: &[u8]) {
         for at in (0..good.len()).step_by(7) {
-            let mut bad = good.clone();
+            let mut bad = good.to_vec();
             bad[at] ^= 0x10;
-            let err = exercise(&probe, &bad).expect_err("a flipped byte is noticed");
+            let err = exercise(probe, &bad).expect_err("a flipped byte is noticed");
             assert!(
                 matches!(
                     err,
@@ -814,21 +954,25 @@ mod tests {
     #[test]
     fn damage_behind_a_valid_checksum_is_an_error_never_a_panic() {
         let dir = tempfile::tempdir().unwrap();
-        let path = sample_segment(dir.path());
-        let good = fs::read(&path).unwrap();
         let probe = dir.path().join("probe.seg");
+        for good in good_segments(dir.path()) {
+            damaged_behind_its_checksum(&probe, &good);
+        }
+    }
+
+    fn damaged_behind_its_checksum(probe: &Path, good: &[u8]) {
         let body = good.len() - 8;
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;
         for at in (0..body).step_by(3) {
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
-            let mut bad = good.clone();
+            let mut bad = good.to_vec();
             bad[at] = rng as u8;
             // As if written that way: the checksum matches the damage.
             let crc = crc32fast::hash(&bad[..body]);
             bad[body..body + 4].copy_from_slice(&crc.to_le_bytes());
-            let _ = exercise(&probe, &bad);
+            let _ = exercise(probe, &bad);
         }
     }
 

@@ -705,3 +705,6 @@ mod model;
 
 #[path = "engine/merging.rs"]
 mod merging;
+
+#[path = "engine/summaries.rs"]
+mod summaries;

@@ -45,6 +45,7 @@ fn health_metrics_and_api_description() {
         "cts_journal_bytes ",
         "cts_index_bytes ",
         "cts_index_segments ",
+        "cts_index_summary_bytes ",
         "cts_indexed_traces 2",
         "cts_journal_seq ",
         "cts_index_durable_seq ",

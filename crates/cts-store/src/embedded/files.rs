@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{JournalFile, Manifest, MANIFEST};
-use crate::segment::Segment;
+use crate::segment::{Segment, SummaryCache};
 use crate::{sealed, StoreError};
 
 pub(super) fn rel(base: &Path, path: &Path) -> String {
@@ -76,6 +76,7 @@ pub(super) fn store_manifest(
 pub(super) fn open_segments(
     index_dir: &Path,
     m: &Manifest,
+    summaries: &Arc<SummaryCache>,
 ) -> Result<Vec<Arc<Segment>>, StoreError> {
     let listed: HashSet<&str> = m.segments.iter().map(String::as_str).collect();
     for entry in fs::read_dir(index_dir).map_err(StoreError::io(index_dir))? {
@@ -98,6 +99,6 @@ pub(super) fn open_segments(
     }
     m.segments
         .iter()
-        .map(|s| Segment::open(&index_dir.join(s)).map(Arc::new))
+        .map(|s| Segment::open_cached(&index_dir.join(s), Arc::clone(summaries)).map(Arc::new))
         .collect()
 }

@@ -49,7 +49,10 @@ pub(super) fn flush(inner: &Inner, mem: &Arc<Memtable>, flush_id: u64) -> Result
             members,
             inner.config.fsync,
         )?;
-        opened.push(Arc::new(Segment::open(&path)?));
+        opened.push(Arc::new(Segment::open_cached(
+            &path,
+            Arc::clone(&inner.summaries),
+        )?));
     }
     {
         let mut m = inner.manifest.lock();

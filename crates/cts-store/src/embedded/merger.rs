@@ -175,7 +175,7 @@ fn merge(
         pace(inner)
     })?;
     at(Step::Written);
-    let merged = match Segment::open(&path) {
+    let merged = match Segment::open_cached(&path, Arc::clone(&inner.summaries)) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             // Not in the manifest: nothing names it.

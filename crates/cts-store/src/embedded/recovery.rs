@@ -20,6 +20,7 @@ use super::{feed, salvage, EmbeddedStore, IndexState, Inner, JournalFile, OnDama
 use crate::dict::Dictionaries;
 use crate::journal::{self, ActiveFile};
 use crate::memtable::{IndexValues, Memtable};
+use crate::segment::SummaryCache;
 use crate::{StoreError, TraceStore};
 
 /// Name of the lock file in the store's directory.
@@ -105,7 +106,8 @@ impl EmbeddedStore {
             cts_fs::create_dir_all(d).map_err(StoreError::io(d))?;
         }
         let manifest = load_manifest(&index_dir)?;
-        let segments = open_segments(&index_dir, &manifest)?;
+        let summary_cache = SummaryCache::new(config.index_cache_bytes);
+        let segments = open_segments(&index_dir, &manifest, &summary_cache)?;
 
         let dicts = Dictionaries::open(&journal_dir, config.fsync)?;
         let files = journal::list_files(&journal_dir)?;
@@ -216,6 +218,7 @@ impl EmbeddedStore {
             manifest: Mutex::new(manifest.clone()),
             journal_files: Mutex::new(journal_files),
             readers: Default::default(),
+            summaries: summary_cache,
             last_seq: AtomicU64::new(last_seq),
             corrupt_reads: AtomicU64::new(0),
             quarantined,

@@ -145,21 +145,6 @@ fn start_writeback(file: &File, from: u64, to: u64) {
     }
 }
 
-/// The frame table: the first section, at offset 0.
-pub(crate) fn put_frames(out: &mut SegmentFile, frames: &[FrameRef]) -> Result<(), StoreError> {
-    let mut b = Vec::with_capacity(frames.len().min(1 << 16) * 12);
-    for chunk in frames.chunks(1 << 16) {
-        b.clear();
-        for f in chunk {
-            b.extend_from_slice(&f.file.to_le_bytes());
-            b.extend_from_slice(&f.offset.to_le_bytes());
-            b.extend_from_slice(&f.len.to_le_bytes());
-        }
-        out.put(&b)?;
-    }
-    Ok(())
-}
-
 /// The doc table, written entry by entry in query order, with what the
 /// footer says of it (samples, project ranges, time span).
 pub(crate) struct DocTable {
@@ -172,7 +157,7 @@ pub(crate) struct DocTable {
 }
 
 impl DocTable {
-    /// Starts the doc table after the frame table.
+    /// Starts the doc table: the first section.
     pub fn new(out: &SegmentFile) -> Self {
         DocTable {
             docs_at: out.at(),
@@ -190,7 +175,7 @@ impl DocTable {
         out: &mut SegmentFile,
         project: &str,
         key: (i64, [u8; 16]),
-        frame: u32,
+        frame: FrameRef,
         idx: u8,
     ) -> Result<u32, StoreError> {
         let ord = self.n;
@@ -204,8 +189,10 @@ impl DocTable {
         let mut e = [0u8; super::DOC_ENTRY];
         e[..8].copy_from_slice(&key.0.to_le_bytes());
         e[8..24].copy_from_slice(&key.1);
-        e[24..28].copy_from_slice(&frame.to_le_bytes());
-        e[28] = idx;
+        e[24..28].copy_from_slice(&frame.file.to_le_bytes());
+        e[28..32].copy_from_slice(&frame.offset.to_le_bytes());
+        e[32..36].copy_from_slice(&frame.len.to_le_bytes());
+        e[36] = idx;
         out.put(&e)?;
         if (ord as usize).is_multiple_of(DOC_SAMPLE) {
             self.samples.extend_from_slice(&e[..24]);
@@ -362,7 +349,6 @@ pub(crate) fn finish(
     mut out: SegmentFile,
     partition: i64,
     flush_id: u64,
-    frames: u32,
     docs: DocTable,
     mut terms: TermTable,
 ) -> Result<PathBuf, StoreError> {
@@ -379,7 +365,7 @@ pub(crate) fn finish(
         partition,
         flush_id,
         docs: docs.n,
-        frames,
+        frames: 0,
         terms: terms.n,
         min_time: docs.min_time,
         max_time: docs.max_time,

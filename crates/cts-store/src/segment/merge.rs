@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::build::{self, DocTable, SegmentFile, TermTable};
 use super::{Posting, Segment};
-use crate::memtable::Key;
+use crate::memtable::{Candidate, Key};
 use crate::StoreError;
 
 /// Entries read from an input at a time.
@@ -44,18 +44,11 @@ pub fn merge(
         ));
     }
     let mut out = SegmentFile::create(dir, partition, id, fsync)?;
-    let mut frames = Vec::new();
-    let mut frame_base = Vec::with_capacity(inputs.len());
-    for s in inputs {
-        frame_base.push(frames.len() as u32);
-        frames.extend_from_slice(s.frames());
-    }
-    build::put_frames(&mut out, &frames)?;
     let mut docs = DocTable::new(&out);
-    let renumber = merge_docs(&mut out, &mut docs, inputs, &frame_base, pace)?;
+    let renumber = merge_docs(&mut out, &mut docs, inputs, pace)?;
     let mut terms = TermTable::new(&out);
     merge_terms(&mut out, &mut terms, inputs, &renumber, pace)?;
-    build::finish(out, partition, id, frames.len() as u32, docs, terms)
+    build::finish(out, partition, id, docs, terms)
 }
 
 /// Entries of one input still to merge, read a chunk at a time.
@@ -96,15 +89,12 @@ impl<T> Cursor<T> {
     }
 }
 
-type DocEntry = (Key, u32, u8);
-
 /// Writes the docs of every input in query order; returns, per input, the
 /// new ordinal of each of its docs.
 fn merge_docs(
     out: &mut SegmentFile,
     docs: &mut DocTable,
     inputs: &[Arc<Segment>],
-    frame_base: &[u32],
     pace: Pace<'_>,
 ) -> Result<Vec<Vec<u32>>, StoreError> {
     let mut renumber: Vec<Vec<u32>> = inputs
@@ -116,7 +106,7 @@ fn merge_docs(
         .flat_map(|s| s.meta.projects.iter().map(|p| p.0.as_str()))
         .collect();
     for project in projects {
-        let mut cursors: Vec<(usize, Cursor<DocEntry>)> = inputs
+        let mut cursors: Vec<(usize, Cursor<Candidate>)> = inputs
             .iter()
             .enumerate()
             .filter_map(|(k, s)| {
@@ -129,20 +119,17 @@ fn merge_docs(
         for (c, (k, cursor)) in cursors.iter_mut().enumerate() {
             let seg = &inputs[*k];
             if let Some(e) = cursor.head(pace, |a, n| seg.read_docs(a, n))? {
-                heap.push((e.0, Reverse(c)));
+                heap.push((e.key, Reverse(c)));
             }
         }
         while let Some((_, Reverse(c))) = heap.pop() {
             let (k, cursor) = &mut cursors[c];
             let seg = &inputs[*k];
-            let (old, (key, frame, idx)) = cursor.take().expect("the heap holds its head");
-            if frame as usize >= seg.frames().len() {
-                return Err(seg.corrupt("frame index out of range"));
-            }
-            let new = docs.push(out, project, key, frame_base[*k] + frame, idx)?;
+            let (old, doc) = cursor.take().expect("the heap holds its head");
+            let new = docs.push(out, project, doc.key, doc.frame, doc.idx)?;
             renumber[*k][old as usize] = new;
             if let Some(e) = cursor.head(pace, |a, n| seg.read_docs(a, n))? {
-                heap.push((e.0, Reverse(c)));
+                heap.push((e.key, Reverse(c)));
             }
         }
     }
@@ -210,6 +197,11 @@ mod tests {
     /// Segment `n` of partition 0: traces of two projects whose times
     /// interleave with the other segments', some sharing values.
     fn input(dir: &Path, n: u32, traces: u32) -> Arc<Segment> {
+        input_at(dir, 0, 1000, n, traces)
+    }
+
+    /// As [`input`], in `partition`, with times from `base`.
+    fn input_at(dir: &Path, partition: i64, base: i64, n: u32, traces: u32) -> Arc<Segment> {
         let mut mem = Memtable::default();
         for i in 0..traces {
             let service = format!("S{}", i % 3);
@@ -227,7 +219,7 @@ mod tests {
                 offset: i / 8 * 100,
                 len: 100,
             };
-            let time = 1000 + (i * 3 + n) as i64 % 500;
+            let time = base + (i * 3 + n) as i64 % 500;
             mem.insert(
                 &IndexValues::new(project, time, id, values),
                 frame,
@@ -236,7 +228,7 @@ mod tests {
             );
         }
         let members: Vec<u32> = (0..traces).collect();
-        let path = super::super::write(dir, 0, n as u64, &mem, &members, false).unwrap();
+        let path = super::super::write(dir, partition, n as u64, &mem, &members, false).unwrap();
         Arc::new(Segment::open(&path).unwrap())
     }
 
@@ -266,15 +258,19 @@ mod tests {
         // is small), which is gone with the staged file.
         let files = std::fs::read_dir(dir.path().join("p0")).unwrap().count();
         assert_eq!(files, 4, "three inputs and the merged segment");
-        let merged = vec![Arc::new(Segment::open(&path).unwrap())];
-        assert_eq!(
-            merged[0].docs(),
-            inputs.iter().map(|s| s.docs()).sum::<u32>()
-        );
-        assert_eq!(merged[0].size, std::fs::metadata(&path).unwrap().len());
+        let merged = Arc::new(Segment::open(&path).unwrap());
+        assert_eq!(merged.size, std::fs::metadata(&path).unwrap().len());
+        assert_answers_as_inputs(&merged, &inputs);
+    }
+
+    /// Every kind of query answers from `merged` as from its `inputs`.
+    fn assert_answers_as_inputs(merged: &Arc<Segment>, inputs: &[Arc<Segment>]) {
+        assert_eq!(merged.docs(), inputs.iter().map(|s| s.docs()).sum::<u32>());
+        let merged = std::slice::from_ref(merged);
         let filters = [
             vec![],
             vec![(Field::ServiceType, "S1".to_string())],
+            vec![(Field::ServiceType, "ECS".to_string())],
             vec![(Field::User, "u3".to_string())],
             vec![
                 (Field::ServiceType, "S2".to_string()),
@@ -282,9 +278,10 @@ mod tests {
             ],
             vec![(Field::User, "nobody".to_string())],
         ];
+        let lo = inputs.iter().map(|s| s.min_time()).min().unwrap();
         for project in ["a", "b", "c"] {
             for f in &filters {
-                for (from, to) in [(0, i64::MAX), (1100, 1300), (1499, 1600)] {
+                for (from, to) in [(0, i64::MAX), (lo + 100, lo + 300), (lo + 499, lo + 600)] {
                     for k in [1, 200, 100_000] {
                         let probe = Probe {
                             project,
@@ -293,26 +290,86 @@ mod tests {
                             filters: f,
                         };
                         assert_eq!(
-                            page(&merged, &probe, k),
-                            page(&inputs, &probe, k),
+                            page(merged, &probe, k),
+                            page(inputs, &probe, k),
                             "{project} {f:?} {from}..{to} k={k}"
                         );
                     }
                 }
             }
         }
-        for s in &inputs {
-            let probe = Probe {
-                project: "a",
-                from: 0,
-                upper: (i64::MAX, [0; 16]),
-                filters: &[],
-            };
-            for c in page(std::slice::from_ref(s), &probe, 100_000) {
+        for s in inputs {
+            for c in page(std::slice::from_ref(s), &everything("a", &[]), 100_000) {
                 assert_eq!(merged[0].find("a", &c.key.1).unwrap(), Some(c));
                 assert_eq!(merged[0].find("b", &c.key.1).unwrap(), None);
             }
         }
+    }
+
+    fn everything<'a>(project: &'a str, filters: &'a [(Field, String)]) -> Probe<'a> {
+        Probe {
+            project,
+            from: 0,
+            upper: (i64::MAX, [0; 16]),
+            filters,
+        }
+    }
+
+    /// A format-2 segment as the writer before format 3 wrote it, and the
+    /// journal file it points into (kept in `fuzz/corpus` as written).
+    fn format2() -> (Arc<Segment>, Vec<u8>) {
+        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
+        let s = Segment::open(&corpus.join("segment/valid-forty-traces-format2")).unwrap();
+        let wal = std::fs::read(corpus.join("journal/valid-two-records-format2")).unwrap();
+        (Arc::new(s), wal)
+    }
+
+    #[test]
+    fn a_format_2_segment_is_read_through_its_frame_table_on_disk() {
+        let (s, wal) = format2();
+        assert_eq!(s.doc_entry, super::super::DOC_ENTRY_V2);
+        let all = page(std::slice::from_ref(&s), &everything("a", &[]), 1000);
+        assert_eq!(all.len(), 60);
+        let dicts_dir = tempfile::tempdir().unwrap();
+        let dicts = crate::dict::Dictionaries::open(dicts_dir.path(), false).unwrap();
+        let mut ecs = Vec::new();
+        for c in &all {
+            // The frame the segment names holds the trace it names.
+            let frame = &wal[c.frame.offset as usize..(c.frame.offset + c.frame.len) as usize];
+            let (key, service) =
+                crate::journal::with_frame_bytes(&dicts, Path::new("wal"), frame, |raw| {
+                    let doc = crate::journal::split_frame(raw)[c.idx as usize];
+                    let t = cts_model::IndexedFields::from_json(doc).unwrap();
+                    assert_eq!(&*t.project_id, "a");
+                    let key = (t.time, cts_model::query::trace_id_bytes(&t.trace_id));
+                    (key, t.value(Field::ServiceType).map(str::to_string))
+                })
+                .unwrap();
+            assert_eq!(key, c.key);
+            if service.as_deref() == Some("ECS") {
+                ecs.push(*c);
+            }
+            assert_eq!(s.find("a", &c.key.1).unwrap(), Some(*c));
+        }
+        assert!(!ecs.is_empty() && ecs.len() < all.len());
+        let filter = [(Field::ServiceType, "ECS".to_string())];
+        assert_eq!(
+            page(std::slice::from_ref(&s), &everything("a", &filter), 1000),
+            ecs
+        );
+    }
+
+    #[test]
+    fn format_2_and_format_3_segments_merge_into_format_3() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, _) = format2();
+        let new = input_at(dir.path(), old.partition(), old.min_time(), 1, 3000);
+        assert_eq!(new.doc_entry, super::super::DOC_ENTRY);
+        let inputs = vec![old, new];
+        let path = merge(dir.path(), 9, &inputs, false, &mut || Ok(())).unwrap();
+        let merged = Arc::new(Segment::open(&path).unwrap());
+        assert_eq!(merged.doc_entry, super::super::DOC_ENTRY);
+        assert_answers_as_inputs(&merged, &inputs);
     }
 
     #[test]
@@ -323,9 +380,9 @@ mod tests {
         let merged = Segment::open(&path).unwrap();
         let listed: u32 = inputs.iter().map(|s| s.meta.terms).sum();
         assert!(merged.meta.terms < listed, "the inputs share terms");
-        // It stays in memory as long as the segment is open.
+        // It is held in memory while the segment is among those used most.
         assert_eq!(
-            merged.bloom.len(),
+            merged.with_summary(|_, bloom| bloom.len()),
             (merged.meta.terms as usize * super::super::BLOOM_BITS_PER_TERM).div_ceil(64)
         );
     }

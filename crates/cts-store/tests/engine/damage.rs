@@ -290,8 +290,9 @@ fn check_finds_the_damage_and_repair_quarantines_it_keeping_the_rest() {
     assert!(store.stats().quarantined.is_empty());
 }
 
-/// Rewrites every file that has a format version in the previous format:
-/// manifest and summaries as bare JSON, segments without their CRC.
+/// Rewrites every file that has a format version in the first format:
+/// manifest and summaries as bare JSON, segments without their CRC and with
+/// a frame table that doc entries name by ordinal.
 fn to_previous_format(dir: &std::path::Path) {
     let unwrap_body = |path: &std::path::Path| {
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
@@ -311,13 +312,54 @@ fn to_previous_format(dir: &std::path::Path) {
         }
         for seg in std::fs::read_dir(&part).unwrap() {
             let seg = seg.unwrap().path();
-            let mut data = std::fs::read(&seg).unwrap();
-            let n = data.len();
-            data.truncate(n - 8);
-            data.extend_from_slice(&0x4354_5347u32.to_le_bytes());
-            std::fs::write(&seg, data).unwrap();
+            let data = std::fs::read(&seg).unwrap();
+            std::fs::write(&seg, segment_format_1(&data)).unwrap();
         }
     }
+}
+
+/// A format-3 segment rewritten in format 1.
+fn segment_format_1(data: &[u8]) -> Vec<u8> {
+    let word = |at: usize| u32::from_le_bytes(data[at..at + 4].try_into().unwrap());
+    let n = data.len();
+    assert_eq!(word(n - 4), 0x4354_5333, "a format-3 segment");
+    let meta_at = n - 12 - word(n - 12) as usize;
+    let mut meta: serde_json::Value = serde_json::from_slice(&data[meta_at..n - 12]).unwrap();
+    let at = |meta: &serde_json::Value, k: &str| meta[k].as_u64().unwrap() as usize;
+    // Frames in the order docs first name them; entries name their ordinal.
+    let (mut frames, mut ordinals): (Vec<&[u8]>, Vec<u8>) = (Vec::new(), Vec::new());
+    for entry in data[at(&meta, "docs_at")..at(&meta, "postings_at")].chunks_exact(37) {
+        let frame = &entry[24..36];
+        let ord = frames.iter().position(|f| *f == frame).unwrap_or_else(|| {
+            frames.push(frame);
+            frames.len() - 1
+        });
+        ordinals.extend_from_slice(&entry[..24]);
+        ordinals.extend_from_slice(&(ord as u32).to_le_bytes());
+        ordinals.push(entry[36]);
+    }
+    let mut out: Vec<u8> = frames.concat();
+    let docs_at = out.len();
+    out.extend_from_slice(&ordinals);
+    // Format 1 is smaller: sections after the docs move back.
+    let shift = at(&meta, "postings_at") - out.len();
+    out.extend_from_slice(&data[at(&meta, "postings_at")..meta_at]);
+    for k in [
+        "postings_at",
+        "terms_at",
+        "tsample_at",
+        "dsample_at",
+        "bloom_at",
+    ] {
+        meta[k] = (at(&meta, k) - shift).into();
+    }
+    meta["frames"] = frames.len().into();
+    meta["docs_at"] = docs_at.into();
+    let json = serde_json::to_vec(&meta).unwrap();
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&0x4354_5347u32.to_le_bytes());
+    out
 }
 
 #[test]
