@@ -547,15 +547,30 @@ impl Segment {
             .collect()
     }
 
-    fn read_doc_entries(&self, first: u32, n: u32) -> Result<Vec<(Key, DocFrame, u8)>, StoreError> {
-        if first as u64 + n as u64 > self.meta.docs as u64 {
-            return Err(self.corrupt("doc ordinal past the doc table"));
+    /// The bytes of entries `first..first + n` of the table at `at` that
+    /// holds `count` entries of `size` bytes; `past` names the damage when
+    /// they lie past its end.
+    fn read_table(
+        &self,
+        (at, count, size): (u64, u32, usize),
+        first: u32,
+        n: u32,
+        past: &'static str,
+    ) -> Result<Vec<u8>, StoreError> {
+        if first as u64 + n as u64 > count as u64 {
+            return Err(self.corrupt(past));
         }
-        let size = self.doc_entry;
         let mut b = vec![0u8; n as usize * size];
         self.io(self
             .file
-            .read_exact_at(&mut b, self.meta.docs_at + first as u64 * size as u64))?;
+            .read_exact_at(&mut b, at + first as u64 * size as u64))?;
+        Ok(b)
+    }
+
+    fn read_doc_entries(&self, first: u32, n: u32) -> Result<Vec<(Key, DocFrame, u8)>, StoreError> {
+        let size = self.doc_entry;
+        let table = (self.meta.docs_at, self.meta.docs, size);
+        let b = self.read_table(table, first, n, "doc ordinal past the doc table")?;
         let u32_at = |c: &[u8], at: usize| u32::from_le_bytes(c[at..at + 4].try_into().unwrap());
         Ok(b.chunks_exact(size)
             .map(|c| {
@@ -577,14 +592,8 @@ impl Segment {
 
     /// Entries `first..first + n` of a format 1 or 2 frame table.
     fn read_frames(&self, first: u32, n: u32) -> Result<Vec<FrameRef>, StoreError> {
-        if first as u64 + n as u64 > self.meta.frames as u64 {
-            return Err(self.corrupt("frame index out of range"));
-        }
-        let mut b = vec![0u8; n as usize * FRAME_ENTRY];
-        self.io(self.file.read_exact_at(
-            &mut b,
-            self.meta.frames_at + first as u64 * FRAME_ENTRY as u64,
-        ))?;
+        let table = (self.meta.frames_at, self.meta.frames, FRAME_ENTRY);
+        let b = self.read_table(table, first, n, "frame index out of range")?;
         Ok(b.chunks_exact(FRAME_ENTRY)
             .map(|c| FrameRef {
                 file: u32::from_le_bytes(c[0..4].try_into().unwrap()),
@@ -718,14 +727,8 @@ impl Segment {
 
     /// Term entries `first..first + n`, in hash order.
     fn read_terms(&self, first: u32, n: u32) -> Result<Vec<(u64, Posting)>, StoreError> {
-        if first as u64 + n as u64 > self.meta.terms as u64 {
-            return Err(self.corrupt("term ordinal past the term table"));
-        }
-        let mut b = vec![0u8; n as usize * TERM_ENTRY];
-        self.io(self.file.read_exact_at(
-            &mut b,
-            self.meta.terms_at + first as u64 * TERM_ENTRY as u64,
-        ))?;
+        let table = (self.meta.terms_at, self.meta.terms, TERM_ENTRY);
+        let b = self.read_table(table, first, n, "term ordinal past the term table")?;
         Ok(b.chunks_exact(TERM_ENTRY)
             .map(|e| self.posting(e))
             .collect())
