@@ -23,5 +23,8 @@ target/debug/cts-bench --soak 15s --sample-every 5s --transfer-period 10s \
 # The official clients (huaweicloudsdkcts, openstacksdk + otcextensions)
 # against a live server.
 CTSD="$PWD/target/debug/ctsd" scripts/compat.sh
+# The same suite with every server on PostgreSQL (store.backend =
+# "postgres"), on a throwaway server that cts-testpg starts and stops.
+target/debug/cts-testpg -- env CTSD="$PWD/target/debug/ctsd" scripts/compat.sh
 # Generated requests from /openapi.json against a live server: no 5xx.
 CTSD="$PWD/target/debug/ctsd" scripts/schemathesis.sh

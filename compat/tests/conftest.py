@@ -21,6 +21,7 @@ needed, helpers to :class:`Admin`; the server and identity plumbing stays here.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -47,6 +48,11 @@ REPO = Path(__file__).resolve().parents[2]
 # A clean, private process environment. This runs when pytest loads the
 # conftest, i.e. before any test module imports an SDK.
 # ---------------------------------------------------------------------------
+
+# scripts/test.sh runs the suite a second time with every server on
+# PostgreSQL: `cts-testpg` starts a throwaway server and names its database
+# here (read before the CTS_* variables go).
+POSTGRES_URL = os.environ.get("CTS_TEST_PG_URL")
 
 # ctsd reads CTS_* (configuration, CTS_BOOTSTRAP_*); openstacksdk reads OS_*
 # (OS_CLOUD, OS_AUTH_URL, ...); the Huawei SDK reads HUAWEICLOUD_SDK_*. None of
@@ -110,6 +116,23 @@ def unique(prefix: str) -> str:
 # ---------------------------------------------------------------------------
 
 
+def postgres_env() -> dict[str, str]:
+    """The settings of a server on a fresh database of the PostgreSQL server
+    of POSTGRES_URL: each server of the suite keeps identities of its own,
+    as with its own data directory."""
+    name = f"compat_{uuid.uuid4().hex[:12]}"
+    subprocess.run(
+        ["psql", POSTGRES_URL, "-v", "ON_ERROR_STOP=1", "-qc", f"CREATE DATABASE {name}"],
+        check=True,
+        capture_output=True,
+    )
+    return {
+        "CTS_STORE_BACKEND": "postgres",
+        "CTS_STORE_POSTGRES_URL": POSTGRES_URL.rsplit("/", 1)[0] + "/" + name,
+        "CTS_STORE_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
+
+
 def ctsd_binary() -> Path:
     path = Path(os.environ.get("CTSD") or REPO / "target" / "debug" / "ctsd").resolve()
     if not path.is_file() or not os.access(path, os.X_OK):
@@ -138,7 +161,8 @@ class Ctsd:
         self.data_dir = workdir / "data"
         Ctsd.started.append(self)
         self.log_path = workdir / "ctsd.log"
-        self.env = {**DEFAULT_SERVER_ENV, **(env or {})}
+        backend = postgres_env() if POSTGRES_URL else {}
+        self.env = {**DEFAULT_SERVER_ENV, **backend, **(env or {})}
         full_env = {**os.environ, **self.env}
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
