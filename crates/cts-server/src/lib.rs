@@ -8,6 +8,7 @@ mod audit;
 pub mod auth;
 pub mod backend;
 mod body;
+pub mod citus;
 pub mod config;
 mod connections;
 mod console;

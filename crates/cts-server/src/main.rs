@@ -2,6 +2,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -170,6 +171,7 @@ fn run(cli: Cli) -> Result<()> {
 /// `ctsd migrate`: applies the pending migrations of every PostgreSQL
 /// schema of ctsd, saying per schema what it applied.
 fn migrate(config: &Config) -> Result<()> {
+    use cts_server::citus::Distribution;
     let Some(pg) = config.postgres_settings() else {
         anyhow::bail!(
             "store.backend is not \"postgres\": the embedded store has no schema to migrate"
@@ -193,6 +195,11 @@ fn migrate(config: &Config) -> Result<()> {
                 schema.ledger, m.version, m.name
             );
         }
+    }
+    match cts_server::citus::distribute(&pool).with_context(at)? {
+        Distribution::NoCitus => println!("citus: not installed, no table distributed"),
+        Distribution::Done(now) if now.is_empty() => println!("citus: current"),
+        Distribution::Done(now) => println!("citus: distributed {}", now.join(", ")),
     }
     Ok(())
 }
@@ -321,6 +328,13 @@ fn init_logging(format: LogFormat) {
 
 fn run_server(config: Config) -> Result<()> {
     raise_open_file_limit();
+    // On PostgreSQL with S3 no store makes the data directory, which still
+    // holds bootstrap.json: made here, private, as the stores make it.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let listen = config.listen;

@@ -104,6 +104,13 @@ impl AppState {
                 Backend::Embedded => Arc::new(EmbeddedStore::open(config.store_config())?),
             };
             let settings = Settings::open(&config, &backend, store.clone())?;
+            if let Backend::Postgres {
+                pool,
+                auto_migrate: true,
+            } = &backend
+            {
+                log_distribution(crate::citus::distribute(pool)?);
+            }
             Ok::<_, OpenError>((store, settings))
         })
         .await
@@ -340,6 +347,18 @@ pub enum OpenError {
     Lts(String),
     #[error("opening a store in PostgreSQL: {0}")]
     Db(#[from] cts_db::DbError),
+}
+
+/// Says once, at start, what the Citus step did.
+fn log_distribution(d: crate::citus::Distribution) {
+    match d {
+        crate::citus::Distribution::NoCitus => {
+            tracing::info!("the citus extension is not installed: no table distributed")
+        }
+        crate::citus::Distribution::Done(now) => {
+            tracing::info!(newly = ?now, "citus: per-project tables distributed, shared ones reference tables")
+        }
+    }
 }
 
 /// What a failed blocking task said, for the log.

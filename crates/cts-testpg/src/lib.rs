@@ -177,6 +177,31 @@ impl TestPg {
         self.url_of(&name)
     }
 
+    /// Runs `query` with psql on the `cts` database and returns what it
+    /// printed, unaligned and without headers (`-tA`), trimmed. Panics with
+    /// psql's error when it fails.
+    pub fn sql(&self, query: &str) -> String {
+        let psql = self.bin.join("psql");
+        let psql = if psql.exists() {
+            psql
+        } else {
+            PathBuf::from("psql")
+        };
+        let port = self.port.to_string();
+        let out = Command::new(psql)
+            .args(["-h", "127.0.0.1", "-p", &port, "-U", USER, "-d", "cts"])
+            .args(["-v", "ON_ERROR_STOP=1", "-tAc", query])
+            .stdin(Stdio::null())
+            .output()
+            .expect("psql runs");
+        assert!(
+            out.status.success(),
+            "psql {query:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     fn create_database(&self, name: &str) {
         let port = self.port.to_string();
         self.run(
@@ -329,39 +354,12 @@ fn path_str(p: &Path) -> &str {
 mod tests {
     use super::*;
 
-    /// What `sql` answers on the `cts` database, through psql.
-    fn psql(pg: &TestPg, sql: &str) -> String {
-        let psql = pg.bin.join("psql");
-        let psql = if psql.exists() {
-            psql
-        } else {
-            PathBuf::from("psql")
-        };
-        let port = pg.port().to_string();
-        let out = Command::new(psql)
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                USER,
-                "-d",
-                "cts",
-                "-tAc",
-            ])
-            .arg(sql)
-            .output()
-            .expect("psql runs");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
     #[test]
     fn a_server_starts_answers_and_is_gone_after_drop() {
         let pg = TestPg::start();
         let port = pg.port().to_string();
-        assert_eq!(psql(&pg, "select 40 + 2"), "42");
-        assert_eq!(psql(&pg, "show fsync"), "off");
+        assert_eq!(pg.sql("select 40 + 2"), "42");
+        assert_eq!(pg.sql("show fsync"), "off");
         let other = pg.fresh_database();
         assert!(other.ends_with("/t0"), "{other}");
         let dir = pg.dir.path().to_path_buf();

@@ -17,33 +17,55 @@ const SECRET_KEY: &str = "Y3RzLXRlc3QtY2x1c3Rlci1zZWNyZXQta2V5LTMyYiE=";
 
 /// One database that several nodes share.
 pub struct Cluster {
-    /// Kept for its drop, which stops the server.
-    _pg: TestPg,
+    /// The server; stopped when dropped.
+    pg: TestPg,
     pub url: String,
+    /// Settings of every node beside the database's.
+    extra: Vec<(String, String)>,
 }
 
 impl Cluster {
     pub fn start() -> Cluster {
         let pg = TestPg::start();
         let url = pg.url();
-        Cluster { _pg: pg, url }
+        Cluster {
+            pg,
+            url,
+            extra: Vec::new(),
+        }
+    }
+
+    /// Every node of this cluster gets the setting `key=value`.
+    pub fn with(mut self, key: &str, value: &str) -> Cluster {
+        self.extra.push((key.into(), value.into()));
+        self
+    }
+
+    /// What psql prints for `query` on the cluster's database.
+    pub fn sql(&self, query: &str) -> String {
+        self.pg.sql(query)
     }
 
     /// The settings of a node of this cluster.
-    pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("CTS_STORE_BACKEND", "postgres".into()),
-            ("CTS_STORE_POSTGRES_URL", self.url.clone()),
+    pub fn env(&self) -> Vec<(String, String)> {
+        let shared = [
+            ("CTS_STORE_BACKEND", "postgres"),
+            ("CTS_STORE_POSTGRES_URL", &self.url),
             // The same on every node: it encrypts the secrets they share.
-            ("CTS_STORE_SECRET_KEY", SECRET_KEY.into()),
-        ]
+            ("CTS_STORE_SECRET_KEY", SECRET_KEY),
+        ];
+        shared
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain(self.extra.iter().cloned())
+            .collect()
     }
 
     /// A node of this cluster, to start.
     pub fn node(&self) -> Builder {
         self.env()
             .into_iter()
-            .fold(TestServer::builder(), |b, (k, v)| b.env(k, &v))
+            .fold(TestServer::builder(), |b, (k, v)| b.env(&k, &v))
     }
 
     /// Another node, started: it shares the first node's identities, so
@@ -192,4 +214,94 @@ fn nodes_share_traces_a_killed_node_loses_nothing_acknowledged_and_a_new_node_se
     let c = cluster.another(&a, &roots.path().join("c"));
     let on_c = all_ids(&c);
     assert!(on_a.is_subset(&on_c), "{} of {}", on_c.len(), on_a.len());
+}
+
+/// Which list of [`cts_server::citus`] holds `table`.
+fn citus_class(table: &str) -> &'static str {
+    use cts_server::citus::{coordinator_tables, DISTRIBUTED, REFERENCE};
+    let class = [
+        ("distributed", DISTRIBUTED.contains(&table)),
+        ("reference", REFERENCE.contains(&table)),
+        ("coordinator", coordinator_tables().contains(&table)),
+    ];
+    let mut holding = class.iter().filter(|(_, has)| *has).map(|(c, _)| *c);
+    let first = holding.next().unwrap_or("unlisted");
+    assert_eq!(holding.next(), None, "{table} is in two Citus lists");
+    first
+}
+
+/// Citus (issue 17.7) as far as plain PostgreSQL can tell: every table
+/// ctsd makes is in one of the lists; each unique index (and primary key)
+/// of a distributed table holds `project_id`, which `create_distributed_table`
+/// demands; foreign keys stay inside the reference tables or inside the
+/// coordinator's; and without the extension `ctsd migrate` and a start
+/// distribute nothing and say so.
+#[test]
+fn the_schema_suits_citus_and_nothing_is_distributed_without_it() {
+    let cluster = Cluster::start();
+    let out = cluster.ctsd(&["migrate"], &[]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("citus: not installed, no table distributed"),
+        "{stdout}"
+    );
+    let node = cluster.node().start();
+    assert!(
+        node.log()
+            .contains("the citus extension is not installed: no table distributed"),
+        "{}",
+        node.log()
+    );
+    // A day partition exists too; Citus distributes it with its parent.
+    node.report("main", &[trace(now_ms())]);
+
+    let tables = cluster.sql(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition",
+    );
+    let unlisted: Vec<&str> = tables
+        .lines()
+        .filter(|t| citus_class(t) == "unlisted")
+        .collect();
+    assert!(unlisted.is_empty(), "tables in no Citus list: {unlisted:?}");
+    let listed = cts_server::citus::DISTRIBUTED
+        .iter()
+        .chain(cts_server::citus::REFERENCE)
+        .copied()
+        .chain(cts_server::citus::coordinator_tables());
+    for table in listed {
+        assert!(tables.lines().any(|t| t == table), "no table {table}");
+    }
+
+    for table in cts_server::citus::DISTRIBUTED {
+        let unique = cluster.sql(&format!(
+            "SELECT count(*) FROM pg_index WHERE indrelid = '{table}'::regclass AND indisunique"
+        ));
+        assert_ne!(unique, "0", "{table}: no unique key to check");
+        let without = cluster.sql(&format!(
+            "SELECT i.indexrelid::regclass FROM pg_index i \
+             WHERE i.indrelid = '{table}'::regclass AND i.indisunique AND NOT EXISTS ( \
+               SELECT 1 FROM pg_attribute a WHERE a.attrelid = i.indrelid \
+               AND a.attname = 'project_id' AND a.attnum = ANY (i.indkey))"
+        ));
+        assert!(
+            without.is_empty(),
+            "{table}: unique indexes without project_id: {without}"
+        );
+    }
+
+    let keys = cluster.sql(
+        "SELECT conrelid::regclass || ' ' || confrelid::regclass FROM pg_constraint \
+         WHERE contype = 'f'",
+    );
+    assert!(!keys.is_empty());
+    for key in keys.lines() {
+        let (from, to) = key.split_once(' ').unwrap();
+        let (from_class, to_class) = (citus_class(from), citus_class(to));
+        assert!(
+            from_class == to_class && from_class != "distributed",
+            "foreign key {from} ({from_class}) -> {to} ({to_class})"
+        );
+    }
 }

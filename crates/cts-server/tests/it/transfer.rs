@@ -13,17 +13,22 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-/// A server whose periods are 10 s and digest windows 20 s.
+/// Periods of 10 s and digest windows of 20 s.
+pub(crate) const FAST: [(&str, &str); 4] = [
+    ("CTS_TRANSFER_PERIOD", "10s"),
+    ("CTS_TRANSFER_GRACE", "1s"),
+    ("CTS_TRANSFER_DIGEST_PERIOD", "20s"),
+    ("CTS_TRANSFER_MAX_BACKOFF", "2s"),
+];
+
+/// A server with [`FAST`] transfer periods.
 fn fast() -> Builder {
-    TestServer::builder()
-        .env("CTS_TRANSFER_PERIOD", "10s")
-        .env("CTS_TRANSFER_GRACE", "1s")
-        .env("CTS_TRANSFER_DIGEST_PERIOD", "20s")
-        .env("CTS_TRANSFER_MAX_BACKOFF", "2s")
+    FAST.iter()
+        .fold(TestServer::builder(), |b, (k, v)| b.env(k, v))
 }
 
 /// Sets the obs_info of the main project's management tracker.
-fn set_transfer(server: &TestServer, obs_info: Value) {
+pub(crate) fn set_transfer(server: &TestServer, obs_info: Value) {
     let pid = &server.admin.project_id;
     let a = put(
         server,
@@ -246,7 +251,7 @@ fn assert_private(dir: &Path) {
 }
 
 /// The `cts` binary, built by `cargo build --workspace --bins` (scripts/test.sh).
-fn cts_binary() -> PathBuf {
+pub(crate) fn cts_binary() -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/cts");
     assert!(
         path.exists(),
@@ -258,13 +263,13 @@ fn cts_binary() -> PathBuf {
 
 /// moto's S3 server on a free loopback port (scripts/s3-test-server.sh
 /// installs it); killed when dropped.
-struct Moto {
+pub(crate) struct Moto {
     child: std::process::Child,
     url: String,
 }
 
 impl Moto {
-    fn start() -> Moto {
+    pub(crate) fn start() -> Moto {
         let bin =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/s3-venv/bin/moto_server");
         assert!(
@@ -289,6 +294,70 @@ impl Moto {
         });
         Moto { child, url }
     }
+
+    /// The settings of a ctsd node that writes its trace files here.
+    pub(crate) fn env(&self) -> [(&'static str, String); 4] {
+        [
+            ("CTS_OBS_ENDPOINT", self.url.clone()),
+            ("CTS_OBS_REGION", "us-east-1".into()),
+            ("CTS_OBS_ACCESS_KEY", "testing".into()),
+            ("CTS_OBS_SECRET_KEY", "testing".into()),
+        ]
+    }
+
+    pub(crate) fn storage(&self) -> cts_archive::ObjectStorage {
+        cts_archive::ObjectStorage::new(cts_archive::StorageConfig::S3(cts_archive::S3Config {
+            endpoint: Some(self.url.clone()),
+            region: "us-east-1".into(),
+            access_key: "testing".into(),
+            secret_key: "testing".into(),
+            path_style: true,
+            allow_http: true,
+        }))
+        .unwrap()
+    }
+
+    /// The trace files of `bucket` (none while it does not exist): key and
+    /// traces, opened (neither digests nor their sidecars).
+    pub(crate) fn trace_files(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        bucket: &str,
+    ) -> Vec<(String, Vec<Value>)> {
+        let storage = self.storage();
+        runtime.block_on(async {
+            let Ok(objects) = storage.list(bucket, "CloudTraces/").await else {
+                return Vec::new();
+            };
+            let mut files = Vec::new();
+            for o in objects.iter().filter(|o| o.key.contains("CloudTrace_")) {
+                let bytes = storage.get(bucket, &o.key).await.unwrap();
+                let json = open_trace_file(&o.key, &bytes, None).unwrap();
+                files.push((o.key.clone(), serde_json::from_slice(&json).unwrap()));
+            }
+            files
+        })
+    }
+
+    /// trace_id → how many trace files of `bucket` hold it (the given
+    /// services' traces only).
+    pub(crate) fn archived(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        bucket: &str,
+        services: &[&str],
+    ) -> HashMap<String, usize> {
+        let mut count = HashMap::new();
+        for (_, traces) in self.trace_files(runtime, bucket) {
+            for t in traces {
+                if services.iter().any(|s| t["service_type"] == *s) {
+                    let id = t["trace_id"].as_str().unwrap().to_string();
+                    *count.entry(id).or_default() += 1;
+                }
+            }
+        }
+        count
+    }
 }
 
 impl Drop for Moto {
@@ -301,11 +370,10 @@ impl Drop for Moto {
 #[test]
 fn traces_land_in_an_s3_bucket() {
     let moto = Moto::start();
-    let server = fast()
-        .env("CTS_OBS_ENDPOINT", &moto.url)
-        .env("CTS_OBS_REGION", "us-east-1")
-        .env("CTS_OBS_ACCESS_KEY", "testing")
-        .env("CTS_OBS_SECRET_KEY", "testing")
+    let server = moto
+        .env()
+        .iter()
+        .fold(fast(), |b, (k, v)| b.env(k, v))
         .start();
     set_transfer(
         &server,
@@ -316,38 +384,11 @@ fn traces_land_in_an_s3_bucket() {
     let now = now_ms();
     let (ids, traces): (Vec<String>, Vec<Value>) = (0..25).map(|_| trace_with_id(now - 10)).unzip();
     server.report("main", &traces);
-    let storage =
-        cts_archive::ObjectStorage::new(cts_archive::StorageConfig::S3(cts_archive::S3Config {
-            endpoint: Some(moto.url.clone()),
-            region: "us-east-1".into(),
-            access_key: "testing".into(),
-            secret_key: "testing".into(),
-            path_style: true,
-            allow_http: true,
-        }))
-        .unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     // bucket_lifecycle is the bucket's lifecycle rule, set with the tracker.
-    let days = runtime.block_on(storage.lifecycle_days("s3-archive"));
+    let days = runtime.block_on(moto.storage().lifecycle_days("s3-archive"));
     assert_eq!(days.unwrap(), Some(30));
-    let in_s3 = || -> HashMap<String, usize> {
-        runtime.block_on(async {
-            let mut count = HashMap::new();
-            let Ok(objects) = storage.list("s3-archive", "CloudTraces/").await else {
-                return count;
-            };
-            for o in objects.iter().filter(|o| o.key.contains("CloudTrace_")) {
-                let bytes = storage.get("s3-archive", &o.key).await.unwrap();
-                let json = open_trace_file(&o.key, &bytes, None).unwrap();
-                let traces: Vec<Value> = serde_json::from_slice(&json).unwrap();
-                for t in traces.iter().filter(|t| t["service_type"] == "ECS") {
-                    let id = t["trace_id"].as_str().unwrap().to_string();
-                    *count.entry(id).or_default() += 1;
-                }
-            }
-            count
-        })
-    };
+    let in_s3 = || moto.archived(&runtime, "s3-archive", &["ECS"]);
     wait_for("the trace files in S3", Duration::from_secs(40), || {
         in_s3().len() == ids.len()
     });
