@@ -376,10 +376,10 @@ mod tests {
             parent: Some(parent.path().to_path_buf()),
             settings: vec![("work_mem".into(), "7MB".into())],
         });
-        assert_eq!(psql(&pg, "show fsync"), "on");
-        assert_eq!(psql(&pg, "show full_page_writes"), "on");
-        assert_eq!(psql(&pg, "show synchronous_commit"), "on");
-        assert_eq!(psql(&pg, "show work_mem"), "7MB");
+        assert_eq!(pg.sql("show fsync"), "on");
+        assert_eq!(pg.sql("show full_page_writes"), "on");
+        assert_eq!(pg.sql("show synchronous_commit"), "on");
+        assert_eq!(pg.sql("show work_mem"), "7MB");
         assert!(pg.data_dir().starts_with(parent.path()));
     }
 }
