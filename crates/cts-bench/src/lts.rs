@@ -11,7 +11,9 @@
 //! 3. the receiver refuses (503) while N more are ingested, then accepts:
 //!    the backlog's drain rate is the sink's delivery throughput.
 //!
-//! Figures are medians over runs.
+//! Figures are medians over runs, with the CPU time ctsd and this process
+//! (the receiver) spent on the drain per million delivered traces: unlike
+//! the rate, that does not depend on what else runs on the machine.
 
 use std::io::Read;
 use std::path::Path;
@@ -31,7 +33,7 @@ use serde_json::json;
 
 use crate::auth::Auth;
 use crate::gen::{self, Generator, Timeline};
-use crate::server::Server;
+use crate::server::{own_cpu, process_cpu, Server};
 use crate::stats::median;
 use crate::{load, now_ms, progress, Setup, DAY_MS};
 
@@ -167,6 +169,9 @@ struct Run {
     ingest_with_sink: f64,
     lag_secs: f64,
     drain: f64,
+    /// CPU seconds per million traces of the drain: ctsd's, the receiver's.
+    ctsd_cpu: f64,
+    receiver_cpu: f64,
 }
 
 pub fn run(cfg: &Config) -> Result<()> {
@@ -249,15 +254,20 @@ pub fn run(cfg: &Config) -> Result<()> {
 
         receiver.reset(false);
         ingest(&srv, &auth)?;
+        let cpu = (process_cpu(srv.pid())?, own_cpu());
         receiver.open.store(true, Ordering::SeqCst);
         wait_for(&receiver, expected, Duration::from_secs(600))?;
+        let per_million = 1e6 / receiver.records.load(Ordering::SeqCst).max(1) as f64;
+        let ctsd_cpu = (process_cpu(srv.pid())? - cpu.0).as_secs_f64() * per_million;
+        let receiver_cpu = (own_cpu() - cpu.1).as_secs_f64() * per_million;
         let drain = receiver.rate().context("the backlog came in one request")?;
         drop(srv);
         std::fs::remove_dir_all(&dir)?;
         progress(
             t0,
             &format!(
-                "run {}: ingest with the sink {ingest_with_sink:.0}/s (lag {lag_secs:.1} s), backlog drained at {drain:.0}/s",
+                "run {}: ingest with the sink {ingest_with_sink:.0}/s (lag {lag_secs:.1} s), backlog drained at {drain:.0}/s \
+                 (CPU s per 1 M: ctsd {ctsd_cpu:.2}, receiver {receiver_cpu:.2})",
                 r + 1
             ),
         );
@@ -266,6 +276,8 @@ pub fn run(cfg: &Config) -> Result<()> {
             ingest_with_sink,
             lag_secs,
             drain,
+            ctsd_cpu,
+            receiver_cpu,
         });
     }
     let median = |f: fn(&Run) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
@@ -283,6 +295,9 @@ pub fn run(cfg: &Config) -> Result<()> {
         "ingest_traces_per_sec_with_sink": with_sink.round(),
         "ingest_ratio_with_sink": (with_sink / alone * 1000.0).round() / 1000.0,
         "lag_after_ingest_secs": (median(|r| r.lag_secs) * 10.0).round() / 10.0,
+        "drain_runs_traces_per_sec": runs.iter().map(|r| r.drain.round()).collect::<Vec<_>>(),
+        "drain_ctsd_cpu_secs_per_million": (median(|r| r.ctsd_cpu) * 100.0).round() / 100.0,
+        "drain_receiver_cpu_secs_per_million": (median(|r| r.receiver_cpu) * 100.0).round() / 100.0,
         "target_delivered_traces_per_sec": TARGET_PER_SEC,
         "meets_target": drain >= TARGET_PER_SEC,
     });

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use cts_store::TraceStore;
+use cts_store::{JournalEntry, TraceStore};
 use cts_tracker::Tracker;
 
 use crate::fields::Record;
+use crate::pipeline::Source;
 use crate::protocol::{Protocol, Stream};
 use crate::LtsError;
 
@@ -44,15 +45,37 @@ pub(crate) struct Reader {
     pub batch_max: usize,
 }
 
-impl Reader {
-    /// The batch after `cursor`: `batch_max` journal entries at most, all
-    /// of them decided (the next read begins right after the last, where
-    /// the journal's read position is cached), each trace parsed once.
-    /// Blocking.
-    pub fn read(&self, cursor: u64) -> Result<Prepared, LtsError> {
+/// Journal entries read after a cursor, not yet parsed.
+pub(crate) struct Read {
+    gone: u64,
+    upto: u64,
+    more: bool,
+    entries: Vec<JournalEntry>,
+}
+
+impl Source for Reader {
+    type Read = Read;
+
+    /// The `batch_max` journal entries at most after `cursor`, all of them
+    /// decided (the next read begins right after the last, where the
+    /// journal's read position is cached).
+    fn read(&self, cursor: u64) -> Result<Read, LtsError> {
         let read = cts_consumer::read_batch(self.journal.as_ref(), cursor, self.batch_max)?;
-        let more = read.entries.len() >= self.batch_max;
-        let (mut records, mut unreadable) = (Vec::new(), 0);
+        Ok(Read {
+            gone: read.gone,
+            upto: read.cursor,
+            more: read.entries.len() >= self.batch_max,
+            entries: read.entries,
+        })
+    }
+
+    fn ends(read: &Read) -> (u64, bool) {
+        (read.upto, read.more)
+    }
+
+    /// The tracker's traces of `read`, each parsed once, encoded.
+    fn prepare(&self, read: Read) -> Prepared {
+        let (mut records, mut unreadable) = (Vec::with_capacity(read.entries.len()), 0);
         for entry in &read.entries {
             match Record::parse(&entry.doc) {
                 Some(r) if self.records(&r) => records.push(r),
@@ -61,19 +84,21 @@ impl Reader {
             }
         }
         let body = (!records.is_empty()).then(|| self.protocol.encode(&self.stream, &records));
-        Ok(Prepared {
+        Prepared {
             batch: Batch {
                 gone: read.gone,
                 unreadable,
-                upto: read.cursor,
+                upto: read.upto,
                 count: records.len() as u64,
                 oldest_ms: records.first().map(|r| r.fields.record_time),
-                more,
+                more: read.more,
             },
             body,
-        })
+        }
     }
+}
 
+impl Reader {
     fn records(&self, r: &Record<'_>) -> bool {
         let f = &r.fields;
         self.tracker.records(

@@ -1,28 +1,51 @@
-//! Pipelined delivery of one tracker's batches: the next batch is read and
-//! encoded (on a blocking thread) while earlier ones are in flight, up to
-//! `in_flight` requests at once, and their outcomes come back in journal
-//! order whatever order the receiver answers in. The caller commits each
-//! delivered batch's cursor as it comes and stops at the first failure, so
-//! the cursor never passes a batch that was not acknowledged (at least
-//! once; a later batch already delivered is sent again after the retry).
+//! Pipelined delivery of one tracker's batches. The journal is read one
+//! batch after the other (in order, on a blocking thread); each batch read
+//! is then parsed, encoded and compressed on its own blocking thread, up to
+//! `encoders` at once, and sent as soon as it is encoded, up to `in_flight`
+//! batches encoding or in flight at once. Their outcomes come back in
+//! journal order whatever order the encoders finish and the receiver
+//! answers in. The caller commits each delivered batch's cursor as it
+//! comes and stops at the first failure, so the cursor never passes a
+//! batch that was not acknowledged (at least once; a later batch already
+//! delivered is sent again after the retry). With `in_flight` 1 a batch is
+//! sent only once the one before it was answered (in order on the wire).
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::batch::{Batch, Prepared};
-use crate::sink::{Failure, SinkError};
+use crate::protocol::Sending;
+use crate::sink::SinkError;
 use crate::LtsError;
 
-/// A request in flight.
-type Request = JoinHandle<Result<(), SinkError>>;
+/// Where a pipeline's batches come from.
+pub(crate) trait Source: Send + Sync + 'static {
+    /// A batch read from the journal, not yet encoded.
+    type Read: Send + 'static;
 
-/// Batches in journal order; None: nothing to send (only the cursor
-/// moves).
-type Window = VecDeque<(Batch, Option<Request>)>;
+    /// The batch after `cursor`. Blocking; called one after the other.
+    fn read(&self, cursor: u64) -> Result<Self::Read, LtsError>;
+
+    /// Where `read` leaves the cursor, and whether it was full (more is
+    /// waiting right away).
+    fn ends(read: &Self::Read) -> (u64, bool);
+
+    /// The request of a batch read. Blocking CPU work; several run at once.
+    fn prepare(&self, read: Self::Read) -> Prepared;
+}
+
+/// A batch being encoded.
+type Encoding = JoinHandle<Prepared>;
+
+/// A batch being encoded, then sent.
+type Slot = JoinHandle<Result<Done, LtsError>>;
+
+/// Sends one encoded batch.
+type Deliver = Arc<dyn Fn(Vec<u8>) -> Sending<'static> + Send + Sync>;
 
 /// A batch whose delivery ended.
 #[derive(Debug)]
@@ -31,42 +54,58 @@ pub(crate) struct Done {
     pub result: Result<(), SinkError>,
 }
 
-/// The window of one tracker's batches in flight. Dropping it stops the
-/// reading and the requests still in flight (their batches are not
-/// committed: they are sent again).
+/// The window of one tracker's batches encoding or in flight, in journal
+/// order. Dropping it stops the reading and the requests still in flight
+/// (their batches are not committed: they are sent again).
 pub(crate) struct Pipeline {
-    reads: mpsc::Receiver<Result<Prepared, LtsError>>,
+    reads: mpsc::Receiver<Result<Encoding, LtsError>>,
     reader: JoinHandle<()>,
-    sending: Window,
+    window: VecDeque<Slot>,
     in_flight: usize,
-    send: Box<dyn Fn(Vec<u8>) -> Request + Send>,
+    send: Deliver,
     /// Reads go on.
     open: bool,
     /// A read failed: said once the batches before it are done.
     error: Option<LtsError>,
 }
 
+/// How a pipeline runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    /// Batches read at most (fewer when one is not full).
+    pub batches: usize,
+    /// Batches encoding or in flight at once.
+    pub in_flight: usize,
+    /// Batches encoded at once.
+    pub encoders: usize,
+}
+
 impl Pipeline {
-    /// Reads batches with `read` (blocking) from `cursor` on, at most
-    /// `batches` of them (fewer when one is not full), and delivers each
-    /// body with `send`, at most `in_flight` at once. Call it on a Tokio
-    /// runtime.
-    pub fn start<R, S, F>(read: R, send: S, cursor: u64, batches: usize, in_flight: usize) -> Self
+    /// Reads the batches of `source` from `cursor` on and delivers each
+    /// body with `send`, within `bounds`. Call it on a Tokio runtime.
+    pub fn start<S, T, F>(source: S, send: T, cursor: u64, bounds: Bounds) -> Self
     where
-        R: Fn(u64) -> Result<Prepared, LtsError> + Send + Sync + 'static,
-        S: Fn(Vec<u8>) -> F + Send + 'static,
+        S: Source,
+        T: Fn(Vec<u8>) -> F + Send + Sync + 'static,
         F: Future<Output = Result<(), SinkError>> + Send + 'static,
     {
-        let in_flight = in_flight.max(1);
-        // Reads run one batch ahead of the window.
-        let (tx, reads) = mpsc::channel(1);
-        let reader = tokio::spawn(read_ahead(Arc::new(read), cursor, batches, tx));
+        let encoders = bounds.encoders.max(1);
+        // Encoded batches wait here while the window is full: the encoders
+        // go on meanwhile.
+        let (tx, reads) = mpsc::channel(encoders);
+        let reader = tokio::spawn(read_ahead(
+            Arc::new(source),
+            cursor,
+            bounds.batches,
+            Arc::new(Semaphore::new(encoders)),
+            tx,
+        ));
         Pipeline {
             reads,
             reader,
-            sending: VecDeque::new(),
-            in_flight,
-            send: Box::new(move |body| tokio::spawn(send(body))),
+            window: VecDeque::new(),
+            in_flight: bounds.in_flight.max(1),
+            send: Arc::new(move |body| Box::pin(send(body))),
             open: true,
             error: None,
         }
@@ -76,24 +115,24 @@ impl Pipeline {
     /// read error, if any; then None.
     pub async fn next(&mut self) -> Option<Result<Done, LtsError>> {
         loop {
-            if self.sending.is_empty() && !self.open {
+            if self.window.is_empty() && !self.open {
                 return self.error.take().map(Err);
             }
-            let can_read = self.open && self.sending.len() < self.in_flight;
+            let can_read = self.open && self.window.len() < self.in_flight;
             let step = tokio::select! {
                 // Answers first: they free the window.
                 biased;
-                result = first(&mut self.sending), if !self.sending.is_empty() => Step::Sent(result),
+                done = first(&mut self.window), if !self.window.is_empty() => Step::Done(done),
                 read = self.reads.recv(), if can_read => Step::Read(read),
             };
             match step {
-                Step::Sent(result) => {
-                    let (batch, _) = self.sending.pop_front()?;
-                    return Some(Ok(Done { batch, result }));
+                Step::Done(done) => {
+                    self.window.pop_front();
+                    return Some(done);
                 }
-                Step::Read(Some(Ok(p))) => {
-                    let sending = p.body.map(|body| (self.send)(body));
-                    self.sending.push_back((p.batch, sending));
+                Step::Read(Some(Ok(encoding))) => {
+                    let send = Arc::clone(&self.send);
+                    self.window.push_back(tokio::spawn(deliver(encoding, send)));
                 }
                 Step::Read(Some(Err(e))) => {
                     self.error = Some(e);
@@ -108,57 +147,77 @@ impl Pipeline {
 impl Drop for Pipeline {
     fn drop(&mut self) {
         self.reader.abort();
-        for (_, sending) in &self.sending {
-            if let Some(h) = sending {
-                h.abort();
-            }
+        for slot in &self.window {
+            slot.abort();
         }
     }
 }
 
 enum Step {
-    Sent(Result<(), SinkError>),
-    Read(Option<Result<Prepared, LtsError>>),
+    Done(Result<Done, LtsError>),
+    Read(Option<Result<Encoding, LtsError>>),
 }
 
-/// The outcome of the oldest batch in flight.
-async fn first(sending: &mut Window) -> Result<(), SinkError> {
-    match sending.front_mut() {
-        Some((_, Some(h))) => h.await.unwrap_or_else(|e| {
-            Err(SinkError {
-                failure: Failure::Unreachable,
-                message: format!("the request task ended: {e}"),
-            })
-        }),
-        _ => Ok(()),
+/// The outcome of the oldest batch of the window (not empty).
+async fn first(window: &mut VecDeque<Slot>) -> Result<Done, LtsError> {
+    match window.front_mut() {
+        Some(slot) => slot
+            .await
+            .unwrap_or_else(|e| Err(LtsError::Task(e.to_string()))),
+        None => Err(LtsError::Task("an empty delivery window".into())),
     }
 }
 
-/// Reads batch after batch into `tx` until one is not full, `batches` were
-/// read, a read fails or the pipeline is dropped.
-async fn read_ahead<R>(
-    read: Arc<R>,
+/// Sends a batch once it is encoded (a batch without any of the tracker's
+/// traces only moves the cursor).
+async fn deliver(encoding: Encoding, send: Deliver) -> Result<Done, LtsError> {
+    let p = encoding.await.map_err(|e| LtsError::Task(e.to_string()))?;
+    let result = match p.body {
+        Some(body) => send(body).await,
+        None => Ok(()),
+    };
+    Ok(Done {
+        batch: p.batch,
+        result,
+    })
+}
+
+/// Reads batch after batch and hands each to an encoder (at most
+/// `encoders` permits at once), in journal order into `tx`, until one is
+/// not full, `batches` were read, a read fails or the pipeline is dropped.
+async fn read_ahead<S: Source>(
+    source: Arc<S>,
     mut cursor: u64,
     batches: usize,
-    tx: mpsc::Sender<Result<Prepared, LtsError>>,
-) where
-    R: Fn(u64) -> Result<Prepared, LtsError> + Send + Sync + 'static,
-{
+    encoders: Arc<Semaphore>,
+    tx: mpsc::Sender<Result<Encoding, LtsError>>,
+) {
     for _ in 0..batches {
-        let r = Arc::clone(&read);
-        let got = tokio::task::spawn_blocking(move || r(cursor))
+        let s = Arc::clone(&source);
+        let read = tokio::task::spawn_blocking(move || s.read(cursor))
             .await
             .unwrap_or_else(|e| Err(LtsError::Task(e.to_string())));
-        let go_on = match &got {
-            Ok(p) => {
-                cursor = p.batch.upto;
-                p.batch.more
+        let read = match read {
+            Ok(read) => read,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
             }
-            Err(_) => false,
         };
-        if tx.send(got).await.is_err() || !go_on {
+        let (upto, more) = S::ends(&read);
+        // Never closed: dropped with this task.
+        let Ok(permit) = Arc::clone(&encoders).acquire_owned().await else {
+            return;
+        };
+        let s = Arc::clone(&source);
+        let encoding = tokio::task::spawn_blocking(move || {
+            let _encoder = permit;
+            s.prepare(read)
+        });
+        if tx.send(Ok(encoding)).await.is_err() || !more {
             return;
         }
+        cursor = upto;
     }
 }
 
@@ -167,24 +226,88 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
+    use parking_lot::Mutex;
+
     use super::*;
+    use crate::sink::Failure;
+
+    /// Counts how many run at once, and the most.
+    #[derive(Default)]
+    struct Gauge {
+        now: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    impl Gauge {
+        fn enter(&self) {
+            let k = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(k, Ordering::SeqCst);
+        }
+        fn leave(&self) {
+            self.now.fetch_sub(1, Ordering::SeqCst);
+        }
+        fn most(&self) -> usize {
+            self.most.load(Ordering::SeqCst)
+        }
+    }
 
     /// Batch `n` (1-based) covers the cursor up to `n * 10`; the first
-    /// `full` batches are full.
-    fn batches(full: u64) -> impl Fn(u64) -> Result<Prepared, LtsError> + Send + Sync {
-        move |cursor| {
+    /// `full` batches are full; reads from `fail_at` on fail; encoding
+    /// batch `n` takes `encode_ms(n)`.
+    struct Batches {
+        full: u64,
+        fail_at: u64,
+        encode_ms: fn(u64) -> u64,
+        encoding: Arc<Gauge>,
+    }
+
+    fn batches(full: u64) -> Batches {
+        Batches {
+            full,
+            fail_at: u64::MAX,
+            encode_ms: |_| 0,
+            encoding: Arc::default(),
+        }
+    }
+
+    impl Source for Batches {
+        type Read = (u64, bool);
+
+        fn read(&self, cursor: u64) -> Result<(u64, bool), LtsError> {
+            if cursor >= self.fail_at {
+                return Err(LtsError::Task("the journal broke".into()));
+            }
             let n = cursor / 10 + 1;
-            Ok(Prepared {
+            Ok((n, n < self.full))
+        }
+
+        fn ends(&(n, more): &(u64, bool)) -> (u64, bool) {
+            (n * 10, more)
+        }
+
+        fn prepare(&self, (n, more): (u64, bool)) -> Prepared {
+            self.encoding.enter();
+            std::thread::sleep(Duration::from_millis((self.encode_ms)(n)));
+            self.encoding.leave();
+            Prepared {
                 batch: Batch {
                     gone: 0,
                     unreadable: 0,
                     upto: n * 10,
                     count: 10,
                     oldest_ms: None,
-                    more: n < full,
+                    more,
                 },
                 body: Some(vec![n as u8]),
-            })
+            }
+        }
+    }
+
+    fn bounds(batches: usize, in_flight: usize, encoders: usize) -> Bounds {
+        Bounds {
+            batches,
+            in_flight,
+            encoders,
         }
     }
 
@@ -197,28 +320,66 @@ mod tests {
         out
     }
 
+    fn in_order(n: u64) -> Vec<(u64, bool)> {
+        (1..=n).map(|n| (n * 10, true)).collect()
+    }
+
     /// Early batches answer last: several are in flight at once (never
     /// more than the window), and the outcomes still come in order.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn outcomes_come_in_journal_order_with_several_in_flight() {
-        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let (n, m) = (Arc::clone(&now), Arc::clone(&most));
+        let sending = Arc::new(Gauge::default());
+        let g = Arc::clone(&sending);
         let send = move |body: Vec<u8>| {
-            let (now, most) = (Arc::clone(&n), Arc::clone(&m));
+            let g = Arc::clone(&g);
             async move {
-                let k = now.fetch_add(1, Ordering::SeqCst) + 1;
-                most.fetch_max(k, Ordering::SeqCst);
+                g.enter();
                 tokio::time::sleep(Duration::from_millis(60 - 10 * u64::from(body[0] % 5))).await;
-                now.fetch_sub(1, Ordering::SeqCst);
+                g.leave();
                 Ok(())
             }
         };
-        let mut p = Pipeline::start(batches(6), send, 0, 100, 3);
-        let got = drain(&mut p).await;
-        let want: Vec<_> = (1..=6).map(|n| (n * 10, true)).collect();
-        assert_eq!(got, want);
-        let most = most.load(Ordering::SeqCst);
+        let mut p = Pipeline::start(batches(6), send, 0, bounds(100, 3, 2));
+        assert_eq!(drain(&mut p).await, in_order(6));
+        let most = sending.most();
         assert!((2..=3).contains(&most), "{most} in flight at most");
+    }
+
+    /// Earlier batches take longer to encode: two encode at once (never
+    /// more), and they are still sent and said in journal order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_encode_in_parallel_and_still_come_in_journal_order() {
+        let mut source = batches(6);
+        source.encode_ms = |n| 20 * (7 - n);
+        let encoding = Arc::clone(&source.encoding);
+        let ok = |_: Vec<u8>| async { Ok(()) };
+        let mut p = Pipeline::start(source, ok, 0, bounds(100, 4, 2));
+        assert_eq!(drain(&mut p).await, in_order(6));
+        assert_eq!(encoding.most(), 2, "encoders at once");
+    }
+
+    /// One in flight (syslog): encoders run ahead, but a batch is sent
+    /// only once the one before it was answered, in journal order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_in_flight_sends_one_batch_after_the_other_in_order() {
+        let mut source = batches(6);
+        source.encode_ms = |n| 10 * (n % 3);
+        let (sent, sending) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Gauge::default()));
+        let (s, g) = (Arc::clone(&sent), Arc::clone(&sending));
+        let send = move |body: Vec<u8>| {
+            let (s, g) = (Arc::clone(&s), Arc::clone(&g));
+            async move {
+                g.enter();
+                s.lock().push(body[0]);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                g.leave();
+                Ok(())
+            }
+        };
+        let mut p = Pipeline::start(source, send, 0, bounds(100, 1, 3));
+        assert_eq!(drain(&mut p).await, in_order(6));
+        assert_eq!(*sent.lock(), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(sending.most(), 1);
     }
 
     /// Batch 2 fails while 3 and 4 are acknowledged first: its failure
@@ -236,7 +397,7 @@ mod tests {
             }
             Ok(())
         };
-        let mut p = Pipeline::start(batches(4), send, 0, 100, 4);
+        let mut p = Pipeline::start(batches(4), send, 0, bounds(100, 4, 2));
         let first = p.next().await.unwrap().unwrap();
         assert_eq!((first.batch.upto, first.result.is_ok()), (10, true));
         let second = p.next().await.unwrap().unwrap();
@@ -249,9 +410,9 @@ mod tests {
     #[tokio::test]
     async fn a_pass_is_bounded_and_stops_when_caught_up() {
         let ok = |_: Vec<u8>| async { Ok(()) };
-        let mut p = Pipeline::start(batches(100), ok, 0, 3, 2);
+        let mut p = Pipeline::start(batches(100), ok, 0, bounds(3, 2, 2));
         assert_eq!(drain(&mut p).await.len(), 3);
-        let mut p = Pipeline::start(batches(2), ok, 0, 100, 2);
+        let mut p = Pipeline::start(batches(2), ok, 0, bounds(100, 2, 2));
         assert_eq!(drain(&mut p).await.len(), 2);
     }
 
@@ -259,13 +420,10 @@ mod tests {
     /// said first, then the error.
     #[tokio::test]
     async fn a_read_error_comes_after_the_batches_before_it() {
-        let read = |cursor: u64| {
-            if cursor >= 20 {
-                return Err(LtsError::Task("the journal broke".into()));
-            }
-            batches(100)(cursor)
-        };
-        let mut p = Pipeline::start(read, |_: Vec<u8>| async { Ok(()) }, 0, 100, 4);
+        let mut source = batches(100);
+        source.fail_at = 20;
+        let ok = |_: Vec<u8>| async { Ok(()) };
+        let mut p = Pipeline::start(source, ok, 0, bounds(100, 4, 2));
         for upto in [10, 20] {
             assert_eq!(p.next().await.unwrap().unwrap().batch.upto, upto);
         }

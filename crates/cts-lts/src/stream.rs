@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{Batch, Reader};
-use crate::pipeline::{Done, Pipeline};
+use crate::pipeline::{Bounds, Done, Pipeline};
 use crate::protocol::{self, Protocol, Stream};
 use crate::sink::{Failure, SinkError, SinkSpec};
 use crate::{LtsError, CONSUMER};
@@ -45,9 +45,12 @@ pub struct Settings {
     /// Journal entries per request at most (the tracker's among them are
     /// sent).
     pub batch_max: usize,
-    /// Requests of one tracker in flight at once (`otlp`; a `syslog`
-    /// connection takes one batch after the other).
+    /// Batches of one tracker encoding or in flight at once (`otlp`; a
+    /// `syslog` connection takes one batch after the other).
     pub in_flight: usize,
+    /// Batches of one tracker parsed, encoded and compressed at once (the
+    /// journal is read by one thread, in order).
+    pub encode_threads: usize,
     /// Time between passes: the longest a trace waits to be sent.
     pub interval: Duration,
     /// Longest wait between attempts on a failing receiver, seconds.
@@ -62,6 +65,7 @@ impl Default for Settings {
             period_secs: 300,
             batch_max: 5_000,
             in_flight: 4,
+            encode_threads: std::thread::available_parallelism().map_or(2, usize::from),
             interval: Duration::from_secs(1),
             max_backoff_secs: 30,
             read_batch: 10_000,
@@ -407,15 +411,19 @@ impl Lts {
             (false, true) => (PASS_BATCHES, self.settings.in_flight),
             (false, false) => (PASS_BATCHES, 1),
         };
+        let bounds = Bounds {
+            batches,
+            in_flight,
+            encoders: self.settings.encode_threads,
+        };
         let mut pipeline = Pipeline::start(
-            move |cursor| reader.read(cursor),
+            reader,
             move |body| {
                 let protocol = Arc::clone(&protocol);
                 async move { protocol.send(body).await }
             },
             e.cursor,
-            batches,
-            in_flight,
+            bounds,
         );
         let (to, mut more) = (To { t, name, sink }, false);
         while let Some(done) = pipeline.next().await {

@@ -139,8 +139,10 @@ pub struct LtsSettings {
     pub projects: BTreeMap<String, String>,
     /// Journal entries per request at most.
     pub batch_max: usize,
-    /// Requests of one tracker in flight at once (`otlp`).
+    /// Batches of one tracker encoding or in flight at once (`otlp`).
     pub in_flight: usize,
+    /// Batches of one tracker encoded at once (default: the cores).
+    pub encode_threads: usize,
     /// Time between delivery passes: the longest a trace waits to be sent.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
@@ -432,6 +434,7 @@ impl Default for Config {
                 projects: BTreeMap::new(),
                 batch_max: cts_lts::Settings::default().batch_max,
                 in_flight: cts_lts::Settings::default().in_flight,
+                encode_threads: cts_lts::Settings::default().encode_threads,
                 interval: cts_lts::Settings::default().interval,
                 max_backoff: Duration::from_secs(
                     cts_lts::Settings::default().max_backoff_secs as u64,
@@ -726,6 +729,9 @@ impl Config {
         if !(1..=64).contains(&lts.in_flight) {
             return invalid("lts.in_flight", "must be 1 to 64".into());
         }
+        if !(1..=64).contains(&lts.encode_threads) {
+            return invalid("lts.encode_threads", "must be 1 to 64".into());
+        }
         let (sinks, routing) = self.lts_sinks();
         let mut names = std::collections::BTreeSet::new();
         for s in &sinks {
@@ -772,6 +778,7 @@ impl Config {
             period_secs: self.transfer_settings().period_secs,
             batch_max: self.lts.batch_max,
             in_flight: self.lts.in_flight,
+            encode_threads: self.lts.encode_threads,
             interval: self.lts.interval.max(Duration::from_millis(10)),
             max_backoff_secs: i64::try_from(self.lts.max_backoff.as_secs())
                 .unwrap_or(i64::MAX)
@@ -1135,6 +1142,7 @@ mod tests {
                 [lts]
                 batch_max = 100
                 in_flight = 8
+                encode_threads = 3
                 [lts.projects]
                 p9 = "siem"
                 [[lts.sinks]]
@@ -1154,11 +1162,16 @@ mod tests {
             assert_eq!(routing.sink_of("p1"), Some("default"));
             assert_eq!(c.lts_settings().batch_max, 100);
             assert_eq!(c.lts_settings().in_flight, 8);
+            assert_eq!(c.lts_settings().encode_threads, 3);
 
             jail.set_env("CTS_LTS_IN_FLIGHT", "0");
             let e = Config::load(None, &Overrides::default()).unwrap_err();
             assert!(e.to_string().contains("lts.in_flight"), "{e}");
             jail.set_env("CTS_LTS_IN_FLIGHT", "2");
+            jail.set_env("CTS_LTS_ENCODE_THREADS", "0");
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("lts.encode_threads"), "{e}");
+            jail.set_env("CTS_LTS_ENCODE_THREADS", "2");
             jail.set_env("CTS_LTS_ENDPOINT", "tcp://127.0.0.1:514");
             let e = Config::load(None, &Overrides::default()).unwrap_err();
             assert!(e.to_string().contains("lts.sinks[default].endpoint"), "{e}");
