@@ -280,6 +280,22 @@ impl ConsumerStore {
         Ok(first_int(&rows)?.map(|s| s as u64))
     }
 
+    /// Every journal mark, `(period start, seq)`, by period start.
+    pub fn marks(&self) -> Result<Vec<(i64, u64)>, ConsumerError> {
+        let rows = self.db.read(|sql| {
+            sql.query(
+                "SELECT period_start, seq FROM journal_marks ORDER BY period_start",
+                &[],
+            )
+        })?;
+        rows.into_iter()
+            .map(|row| {
+                let [start, seq] = columns(row)?;
+                Ok((start.int()?, seq.int()? as u64))
+            })
+            .collect()
+    }
+
     /// Whether this node may work `key` of `consumer`: it holds the key's
     /// lease, or took it now (free, or expired). Always so on the embedded
     /// store. Read the key's state after a claim, never before.

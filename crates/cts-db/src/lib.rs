@@ -14,10 +14,13 @@
 //!   and one migration runner ([`migrate`]) for every [`PgSchema`], each
 //!   recorded in its own ledger table.
 //! * [`Sealer`]: secrets a store keeps in its database, sealed (AES-256-GCM).
+//! * [`copy_rows`]: a table copied into another database where rows are
+//!   missing (moving an embedded node over).
 //!
 //! Every call blocks: call it from `spawn_blocking`, never on an async
 //! worker.
 
+mod copy;
 mod db;
 mod migrate;
 mod sealed;
@@ -25,6 +28,7 @@ mod settings;
 mod sql;
 mod value;
 
+pub use copy::{copy_rows, Copied};
 pub use db::Db;
 pub use migrate::{check_current, ensure_schema, migrate, PgMigration, PgSchema};
 pub use sealed::{SealError, Sealer};

@@ -41,6 +41,7 @@
 mod access_key;
 mod bootstrap;
 mod changes;
+mod copy;
 mod domain;
 mod domain_role;
 mod error;

@@ -13,6 +13,8 @@ use cts_server::{load_tls, serve, AppState, Config, LogFormat, Overrides};
 use cts_store::{EmbeddedStore, StoreConfig};
 use tracing_subscriber::EnvFilter;
 
+mod move_in;
+
 #[derive(Parser)]
 #[command(name = "ctsd", version, about = "Cloud Trace Service server")]
 struct Cli {
@@ -39,6 +41,11 @@ enum Command {
     /// (`store.backend = "postgres"`) and say which (the server may be
     /// running).
     Migrate(CommonArgs),
+    /// Copy a stopped embedded node's data directory (the traces within
+    /// store.retention, identities, trackers, keys, consumer cursors) into
+    /// the PostgreSQL database of the config; resumable, says what it
+    /// copied.
+    MigrateFromEmbedded(MoveArgs),
     /// Lift the login lockouts of a user (the server may be running:
     /// lockouts live in the identity database).
     Unlock(UnlockArgs),
@@ -54,6 +61,22 @@ struct UnlockArgs {
     domain: Option<String>,
     #[command(flatten)]
     common: CommonArgs,
+}
+
+#[derive(Args)]
+struct MoveArgs {
+    /// The embedded node's data directory (not served meanwhile).
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+    /// TOML configuration file naming the PostgreSQL database.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Traces per transaction.
+    #[arg(long, default_value_t = 1000, hide = true)]
+    batch_size: usize,
+    /// Tests only: abort (as a kill -9 would) after this many batches.
+    #[arg(long, hide = true)]
+    abort_after_batches: Option<u64>,
 }
 
 #[derive(Args)]
@@ -127,21 +150,23 @@ fn run(cli: Cli) -> Result<()> {
             data_dir: a.common.data_dir.clone(),
             ..Overrides::default()
         },
+        Command::MigrateFromEmbedded(_) => Overrides::default(),
         Command::Repair(a) => Overrides {
             data_dir: a.common.data_dir.clone(),
             ..Overrides::default()
         },
     };
-    let common = match &cli.command {
-        Command::Serve(a) => &a.common,
-        Command::Repair(a) => &a.common,
+    let config_file = match &cli.command {
+        Command::MigrateFromEmbedded(a) => a.config.as_deref(),
+        Command::Serve(a) => a.common.config.as_deref(),
+        Command::Repair(a) => a.common.config.as_deref(),
         Command::Reindex(a)
         | Command::Check(a)
         | Command::RotateDigestKey(a)
-        | Command::Migrate(a) => a,
-        Command::Unlock(a) => &a.common,
+        | Command::Migrate(a) => a.config.as_deref(),
+        Command::Unlock(a) => a.common.config.as_deref(),
     };
-    let config = Config::load(common.config.as_deref(), &overrides)?;
+    let config = Config::load(config_file, &overrides)?;
     init_logging(config.log_format);
     match cli.command {
         Command::Serve(_) => run_server(config),
@@ -165,6 +190,14 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Unlock(a) => unlock(&config, &a.user, a.domain.as_deref()),
         Command::Migrate(_) => migrate(&config),
+        Command::MigrateFromEmbedded(a) => move_in::run(
+            &config,
+            &move_in::Options {
+                dir: a.data_dir,
+                batch: a.batch_size.max(1),
+                abort_after: a.abort_after_batches,
+            },
+        ),
     }
 }
 

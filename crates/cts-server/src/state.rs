@@ -249,7 +249,7 @@ pub fn open_identity(config: &Config, backend: &Backend) -> Result<IdentityStore
 /// in the data directory, or with `store.backend = "postgres"` in
 /// PostgreSQL, shared with the other nodes; this node's view of what each
 /// project records follows their changes within about a second.
-fn open_trackers(
+pub fn open_trackers(
     config: &Config,
     backend: &Backend,
 ) -> Result<(Arc<TrackerStore>, Arc<Catalog>), OpenError> {
@@ -294,7 +294,7 @@ pub fn open_digest_keys(
 /// The state of every journal consumer: in the data directory, or with
 /// `store.backend = "postgres"` in PostgreSQL, shared with the other nodes
 /// under leases held in this process's name.
-fn open_consumers(config: &Config, backend: &Backend) -> Result<ConsumerStore, OpenError> {
+pub fn open_consumers(config: &Config, backend: &Backend) -> Result<ConsumerStore, OpenError> {
     let db = backend.db(
         &config.data_dir.join("consumers"),
         cts_consumer::FILE,
@@ -311,7 +311,7 @@ fn open_consumers(config: &Config, backend: &Backend) -> Result<ConsumerStore, O
 /// The notification rules, and the database of the topics and the outbox:
 /// in the data directory, or with `store.backend = "postgres"` in the
 /// shared database.
-fn open_notifications(
+pub fn open_notifications(
     config: &Config,
     backend: &Backend,
 ) -> Result<(NotificationStore, Db), OpenError> {

@@ -9,6 +9,7 @@
 
 mod columns;
 mod error;
+mod import;
 mod journal;
 mod partitions;
 mod query;
@@ -20,4 +21,5 @@ mod write;
 pub use columns::filter_columns;
 pub use cts_db::{PgSettings, PgUrl, PgUrlError, Pool};
 pub use error::PgError;
+pub use import::{ImportError, ImportProgress, IMPORT_SCHEMA};
 pub use store::PgStore;

@@ -63,25 +63,35 @@ impl PgStore {
         if traces.is_empty() {
             return Ok(AppendOutcome::default());
         }
+        let stored = self.in_partitions(traces, |client| write(client, traces))?;
+        Ok(AppendOutcome {
+            stored,
+            duplicates: traces.len() - stored,
+        })
+    }
+
+    /// Runs `write` on a connection once the day partitions of `traces`
+    /// exist. Another node's retention may have dropped a partition this
+    /// node thought was there: it is created again, and `write` retried
+    /// once.
+    pub(crate) fn in_partitions<T>(
+        &self,
+        traces: &[PreparedTrace],
+        mut write: impl FnMut(&mut postgres::Client) -> Result<T, PgError>,
+    ) -> Result<T, PgError> {
         let days: BTreeSet<i32> = traces.iter().map(|t| day_of(t.time())).collect();
         partitions::ensure(self, &days)?;
         let mut client = self.pool.get()?;
-        let stored = match write(&mut client, traces) {
-            // Another node's retention dropped a partition this node
-            // thought was there: create it again, once.
+        match write(&mut client) {
             Err(PgError(cts_db::DbError::Postgres(e)))
                 if e.code() == Some(&SqlState::CHECK_VIOLATION) =>
             {
                 self.partitions.lock().clear();
                 partitions::ensure(self, &days)?;
-                write(&mut client, traces)?
+                write(&mut client)
             }
-            other => other?,
-        };
-        Ok(AppendOutcome {
-            stored,
-            duplicates: traces.len() - stored,
-        })
+            other => other,
+        }
     }
 }
 
@@ -89,6 +99,18 @@ impl PgStore {
 /// once committed with `synchronous_commit = on` (set on every connection).
 fn write(client: &mut postgres::Client, traces: &[PreparedTrace]) -> Result<usize, PgError> {
     let mut tx = client.transaction()?;
+    stage(&mut tx, traces)?;
+    let next = lock_positions(&mut tx)?;
+    let stored = insert(&mut tx, next)?;
+    tx.commit()?;
+    Ok(stored as usize)
+}
+
+/// Copies `traces` into the connection's staging table (`ord`: their index).
+pub(crate) fn stage(
+    tx: &mut postgres::Transaction<'_>,
+    traces: &[PreparedTrace],
+) -> Result<(), PgError> {
     tx.batch_execute(&create_staging())?;
     let sink = tx.copy_in(
         format!(
@@ -117,17 +139,26 @@ fn write(client: &mut postgres::Client, traces: &[PreparedTrace]) -> Result<usiz
         writer.write(&row)?;
     }
     writer.finish()?;
-    // From here to the commit, writers of every node go one at a time: the
-    // row lock orders position assignment with commit order, so a consumer
-    // that has read up to N never later finds a committed trace below N.
-    let next: i64 = tx
+    Ok(())
+}
+
+/// Locks the positions counter and answers the next position. From here
+/// to the commit, writers of every node go one at a time: the row lock
+/// orders position assignment with commit order, so a consumer that has
+/// read up to N never later finds a committed trace below N.
+pub(crate) fn lock_positions(tx: &mut postgres::Transaction<'_>) -> Result<i64, PgError> {
+    Ok(tx
         .query_one("SELECT next_pos FROM cts_trace_positions FOR UPDATE", &[])?
-        .get(0);
-    let stored = tx.execute(insert_staged().as_str(), &[&next])?;
+        .get(0))
+}
+
+/// Inserts the staged traces not yet recorded from position `next` on and
+/// moves the counter past them; answers how many it inserted.
+pub(crate) fn insert(tx: &mut postgres::Transaction<'_>, next: i64) -> Result<i64, PgError> {
+    let stored = tx.execute(insert_staged().as_str(), &[&next])? as i64;
     tx.execute(
         "UPDATE cts_trace_positions SET next_pos = next_pos + $1",
-        &[&(stored as i64)],
+        &[&stored],
     )?;
-    tx.commit()?;
-    Ok(stored as usize)
+    Ok(stored)
 }

@@ -102,6 +102,18 @@ impl PreparedTrace {
         }
     }
 
+    /// A trace as another store holds it (its stored JSON, kept byte for
+    /// byte), to be stored once: marked as having a supplied id, so that
+    /// copying it again (a resumed move between stores) stores nothing.
+    pub fn stored(doc: Vec<u8>) -> Result<PreparedTrace, cts_model::IndexedError> {
+        let values = IndexValues::of(&cts_model::IndexedFields::from_json(&doc)?);
+        Ok(PreparedTrace {
+            json: doc,
+            values,
+            supplied: true,
+        })
+    }
+
     /// The stored JSON: the bytes a query returns.
     pub fn json(&self) -> &[u8] {
         &self.json

@@ -337,7 +337,7 @@ struct Observation<'a> {
 
 /// The catalog. `Send + Sync`; share it as `Arc<Catalog>`.
 pub struct Catalog {
-    db: Db,
+    pub(crate) db: Db,
     /// One flush at a time.
     flushing: Mutex<()>,
     learned: RwLock<Learned>,

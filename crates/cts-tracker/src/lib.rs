@@ -35,6 +35,7 @@
 //! * Notifications: [`TrackerStore::quotas`] takes their count.
 
 mod catalog;
+mod copy;
 mod error;
 mod keys;
 mod model;

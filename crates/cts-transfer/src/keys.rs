@@ -204,11 +204,52 @@ impl Keys {
         })
     }
 
-    fn insert(&self, tx: &dyn Sql, key: &StoredKey) -> Result<(), Failed> {
-        let private = match &self.secret {
-            Some(s) => s.seal(key.private_pem.as_bytes(), key.fingerprint.as_bytes())?,
-            None => key.private_pem.clone(),
+    /// Copies every key `target` lacks (by fingerprint) into it, with its
+    /// validity: private halves opened here and sealed under `target`'s
+    /// secret key (an embedded node moving to PostgreSQL). The
+    /// fingerprints stay, so digests already written still verify.
+    pub fn copy_into(&self, target: &Keys) -> Result<cts_db::Copied, TransferError> {
+        let keys = self.all()?;
+        let copy = |tx: &dyn Sql| {
+            let mut done = cts_db::Copied::default();
+            for key in &keys {
+                let n = tx.exec(
+                    "INSERT INTO signing_keys \
+                     (fingerprint, private_pem, public_pem, valid_from, valid_to) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    &[
+                        key.fingerprint.as_str().into(),
+                        target.private_half(key)?.as_str().into(),
+                        key.public_pem.as_str().into(),
+                        key.valid_from.into(),
+                        key.valid_to.into(),
+                    ],
+                )?;
+                match n {
+                    0 => done.present += 1,
+                    _ => done.copied += 1,
+                }
+            }
+            Ok::<_, Failed>(done)
         };
+        match target.db.transaction(copy) {
+            Ok(done) => Ok(done),
+            Err(Failed::Db(e)) => Err(db_error(e)),
+            Err(Failed::Other(e)) => Err(e),
+        }
+    }
+
+    /// The private half as this store keeps it: sealed under its secret
+    /// key when it has one.
+    fn private_half(&self, key: &StoredKey) -> Result<String, TransferError> {
+        match &self.secret {
+            Some(s) => s.seal(key.private_pem.as_bytes(), key.fingerprint.as_bytes()),
+            None => Ok(key.private_pem.clone()),
+        }
+    }
+
+    fn insert(&self, tx: &dyn Sql, key: &StoredKey) -> Result<(), Failed> {
+        let private = self.private_half(key)?;
         tx.exec(
             "INSERT INTO signing_keys (fingerprint, private_pem, public_pem, valid_from) \
              VALUES ($1, $2, $3, $4)",

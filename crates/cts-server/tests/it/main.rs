@@ -16,6 +16,7 @@ mod notifications;
 mod ops;
 mod paging;
 mod pg_identity;
+mod pg_move;
 mod pg_transfer;
 mod postgres;
 mod query;

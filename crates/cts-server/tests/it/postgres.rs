@@ -72,6 +72,16 @@ impl Cluster {
     /// it is given the first's `bootstrap.json` (the admin's credentials)
     /// in a data directory of its own.
     pub fn another(&self, first: &TestServer, root: &std::path::Path) -> TestServer {
+        self.another_with(first, root, |b| b)
+    }
+
+    /// [`Cluster::another`] with more settings (`with` adds them).
+    pub fn another_with(
+        &self,
+        first: &TestServer,
+        root: &std::path::Path,
+        with: impl FnOnce(Builder) -> Builder,
+    ) -> TestServer {
         let data = root.join("data");
         std::fs::DirBuilder::new()
             .mode(0o700)
@@ -86,17 +96,23 @@ impl Cluster {
             .open(data.join("bootstrap.json"))
             .unwrap();
         std::io::Write::write_all(&mut file, &bytes).unwrap();
-        self.node().root(root).start()
+        with(self.node()).root(root).start()
+    }
+
+    /// Runs `ctsd ARGS --data-dir TMP` with this cluster's settings and
+    /// `env`; kills it if it has not ended within a minute.
+    pub fn ctsd(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let data = tempfile::tempdir().unwrap();
+        let mut all: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        all.extend(["--data-dir".as_ref(), data.path().as_os_str()]);
+        self.run(&all, env)
     }
 
     /// Runs `ctsd ARGS` with this cluster's settings and `env`; kills it
     /// if it has not ended within a minute.
-    pub fn ctsd(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let data = tempfile::tempdir().unwrap();
+    pub fn run(&self, args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ctsd"));
         cmd.args(args)
-            .arg("--data-dir")
-            .arg(data.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -265,7 +265,7 @@ pub(crate) fn cts_binary() -> PathBuf {
 /// installs it); killed when dropped.
 pub(crate) struct Moto {
     child: std::process::Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Moto {
