@@ -15,7 +15,15 @@ const TABLES: [(&str, &[&str]); 11] = [
     ("domains", &["id", "name", "enabled", "created_at"]),
     (
         "projects",
-        &["id", "domain_id", "name", "description", "enabled", "region", "created_at"],
+        &[
+            "id",
+            "domain_id",
+            "name",
+            "description",
+            "enabled",
+            "region",
+            "created_at",
+        ],
     ),
     (
         "users",
@@ -32,18 +40,38 @@ const TABLES: [(&str, &[&str]); 11] = [
             "password_changed_at",
         ],
     ),
-    ("groups", &["id", "domain_id", "name", "description", "created_at"]),
+    (
+        "groups",
+        &["id", "domain_id", "name", "description", "created_at"],
+    ),
     ("memberships", &["group_id", "user_id"]),
     ("user_assignments", &["project_id", "user_id", "role_id"]),
     ("group_assignments", &["project_id", "group_id", "role_id"]),
     ("domain_assignments", &["domain_id", "user_id", "role_id"]),
     (
         "access_keys",
-        &["access", "user_id", "secret", "status", "description", "created_at", "last_use_at"],
+        &[
+            "access",
+            "user_id",
+            "secret",
+            "status",
+            "description",
+            "created_at",
+            "last_use_at",
+        ],
     ),
     (
         "tokens",
-        &["hash", "user_id", "project_id", "domain_id", "issued_at", "expires_at", "revoked", "methods"],
+        &[
+            "hash",
+            "user_id",
+            "project_id",
+            "domain_id",
+            "issued_at",
+            "expires_at",
+            "revoked",
+            "methods",
+        ],
     ),
     ("login_lockouts", &["user_id", "source", "locked_until"]),
 ];

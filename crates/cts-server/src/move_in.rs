@@ -13,9 +13,7 @@ use anyhow::{bail, Context, Result};
 use cts_consumer::{ConsumerStore, Entry};
 use cts_server::backend::Backend;
 use cts_server::config::StoreBackend;
-use cts_server::state::{
-    now_ms, open_consumers, open_digest_keys, open_identity, open_trackers,
-};
+use cts_server::state::{now_ms, open_consumers, open_digest_keys, open_identity, open_trackers};
 use cts_server::Config;
 use cts_store::{EmbeddedStore, PreparedTrace, StoreError};
 use cts_store_pg::{ImportProgress, PgStore};
@@ -149,8 +147,12 @@ fn copy_stores(source: &Config, config: &Config, target: &Backend) -> Result<()>
     say(&identity);
     let (trackers, catalog) = open_trackers(source, &Backend::Embedded)?;
     let (to_trackers, to_catalog) = open_trackers(config, target)?;
-    say(&trackers.copy_into(&to_trackers).context("copying the trackers")?);
-    say(&catalog.copy_into(&to_catalog).context("copying the catalog")?);
+    say(&trackers
+        .copy_into(&to_trackers)
+        .context("copying the trackers")?);
+    say(&catalog
+        .copy_into(&to_catalog)
+        .context("copying the catalog")?);
     let keys = source_digest_keys(source)?
         .copy_into(&open_digest_keys(config, target)?)
         .context("copying the digest signing keys")?;

@@ -145,7 +145,8 @@ impl PgStore {
             &[&(seq as i64)],
         )?;
         if let Some(row) = at {
-            let (first_seq, first_pos, count): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+            let (first_seq, first_pos, count): (i64, i64, i64) =
+                (row.get(0), row.get(1), row.get(2));
             return Ok((first_pos + (seq as i64 - first_seq).min(count - 1)) as u64);
         }
         let first = client.query_opt(
@@ -289,7 +290,14 @@ mod tests {
     #[test]
     fn runs_break_where_either_number_jumps() {
         let seqs = [3, 4, 5, 7, 8, 9];
-        let pos = [(10, true), (11, true), (12, true), (13, true), (2, false), (14, true)];
+        let pos = [
+            (10, true),
+            (11, true),
+            (12, true),
+            (13, true),
+            (2, false),
+            (14, true),
+        ];
         assert_eq!(
             runs(&seqs, &pos),
             vec![(3, 10, 3), (7, 13, 1), (8, 2, 1), (9, 14, 1)]

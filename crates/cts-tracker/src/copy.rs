@@ -15,14 +15,28 @@ use crate::{Catalog, TrackerError, TrackerStore};
 const TRACKERS: [(&str, &[&str]); 3] = [
     (
         "trackers",
-        &["id", "project_id", "domain_id", "tracker_name", "tracker_type", "create_time", "body"],
+        &[
+            "id",
+            "project_id",
+            "domain_id",
+            "tracker_name",
+            "tracker_type",
+            "create_time",
+            "body",
+        ],
     ),
     ("tags", &["tracker_id", "key", "value"]),
-    ("encryption_keys", &["id", "project_id", "name", "recipient", "created_at"]),
+    (
+        "encryption_keys",
+        &["id", "project_id", "name", "recipient", "created_at"],
+    ),
 ];
 
 const CATALOG: [(&str, &[&str]); 2] = [
-    ("catalog_operations", &["domain_id", "service_type", "resource_type", "trace_name"]),
+    (
+        "catalog_operations",
+        &["domain_id", "service_type", "resource_type", "trace_name"],
+    ),
     ("catalog_users", &["project_id", "user_name", "last_seen"]),
 ];
 
@@ -65,7 +79,10 @@ fn copy_tables(
             tables
                 .iter()
                 .map(|(table, columns)| {
-                    Ok((*table, copy_rows(from, to, table, columns, |_| Ok::<_, Failure>(()))?))
+                    Ok((
+                        *table,
+                        copy_rows(from, to, table, columns, |_| Ok::<_, Failure>(()))?,
+                    ))
                 })
                 .collect::<Result<Vec<_>, Failure>>()
         })
