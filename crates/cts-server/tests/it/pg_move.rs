@@ -214,7 +214,8 @@ fn verify(moto: &Moto, node: &TestServer, pid: &str) -> (bool, String) {
         .unwrap();
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
     (
-        out.status.success() && report.contains("\"clean\":true"),
+        out.status.success()
+            && serde_json::from_str::<Value>(&report).is_ok_and(|r| r["clean"] == true),
         report,
     )
 }
