@@ -472,6 +472,16 @@ pub struct Timeline {
 const PER_MS: u64 = 4;
 
 impl Timeline {
+    /// `n` traces over the seven days before `now`: inside the 7-day
+    /// retention with an hour to spare, never in the future.
+    pub fn last_week(now: i64, n: u64) -> Timeline {
+        Timeline {
+            start: now - 7 * 86_400_000 + 3_600_000,
+            end: now - 60_000,
+            n,
+        }
+    }
+
     pub fn time(&self, k: u64) -> i64 {
         let slots = self.n.div_ceil(PER_MS).max(1);
         let span = (self.end - self.start) as f64;

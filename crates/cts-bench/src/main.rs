@@ -247,12 +247,7 @@ fn run(args: &Args) -> Result<()> {
         ..gen::Config::default()
     }));
     let w0 = now_ms();
-    // Inside the 7-day retention with an hour to spare, never in the future.
-    let timeline = |n| Timeline {
-        start: w0 - 7 * DAY_MS + 3_600_000,
-        end: w0 - 60_000,
-        n,
-    };
+    let timeline = |n| Timeline::last_week(w0, n);
     let (window_from, window_to) = (w0 - 7 * DAY_MS, w0);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -165,11 +165,7 @@ pub fn run(cfg: &Config) -> Result<()> {
         ..gen::Config::default()
     }));
     let w0 = now_ms();
-    let timeline = |n| Timeline {
-        start: w0 - 7 * DAY_MS + 3_600_000,
-        end: w0 - 60_000,
-        n,
-    };
+    let timeline = |n| Timeline::last_week(w0, n);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
