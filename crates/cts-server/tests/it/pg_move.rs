@@ -60,16 +60,7 @@ fn traces_by_id(server: &TestServer) -> HashMap<String, Value> {
 
 /// The ECS test traces in the S3 bucket: trace id → files holding it.
 fn in_bucket(moto: &Moto, bucket: &str) -> HashMap<String, usize> {
-    let storage =
-        cts_archive::ObjectStorage::new(cts_archive::StorageConfig::S3(cts_archive::S3Config {
-            endpoint: Some(moto.url.clone()),
-            region: "us-east-1".into(),
-            access_key: "testing".into(),
-            secret_key: "testing".into(),
-            path_style: true,
-            allow_http: true,
-        }))
-        .unwrap();
+    let storage = moto.storage();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut count = HashMap::new();
