@@ -28,7 +28,7 @@ mod settings;
 mod sql;
 mod value;
 
-pub use copy::{copy_rows, Copied};
+pub use copy::{copy_rows, copy_rows_in_order, Copied};
 pub use db::Db;
 pub use migrate::{check_current, ensure_schema, migrate, PgMigration, PgSchema};
 pub use sealed::{SealError, Sealer};

@@ -44,6 +44,18 @@ impl From<bool> for Arg<'_> {
     }
 }
 
+/// A value read, passed on as an argument (a row copied elsewhere).
+impl<'a> From<&'a Val> for Arg<'a> {
+    fn from(v: &'a Val) -> Self {
+        match v {
+            Val::Null => Arg::Null,
+            Val::Int(i) => Arg::Int(*i),
+            Val::Text(s) => Arg::Text(s),
+            Val::Bytes(b) => Arg::Bytes(b),
+        }
+    }
+}
+
 impl<'a, T: Into<Arg<'a>>> From<Option<T>> for Arg<'a> {
     fn from(v: Option<T>) -> Self {
         v.map_or(Arg::Null, Into::into)

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cts_db::{Arg, Db, DbError, PgMigration, PgSchema, Pool, Row, Sql};
+use cts_db::{copy_rows, Arg, Copied, Db, DbError, PgMigration, PgSchema, Pool, Row, Sql};
 use cts_sqlite::{Migrations, M};
 use parking_lot::{Mutex, RwLock};
 
@@ -492,3 +492,25 @@ fn check_name_free(tx: &dyn Sql, n: &Notification) -> Result<(), NotificationErr
 
 #[cfg(test)]
 mod tests;
+
+impl NotificationStore {
+    /// Copies every rule `target` lacks into it (`ctsd migrate-from-embedded`),
+    /// moving the rules' version on so that every node recompiles its
+    /// matcher within [`RECHECK`].
+    pub fn copy_into(&self, target: &NotificationStore) -> Result<Copied, NotificationError> {
+        const COLUMNS: [&str; 5] = ["id", "project_id", "name", "create_time", "body"];
+        let copied = self.db.read(|from| {
+            target.db.transaction(|to| {
+                bump(to)?;
+                copy_rows(
+                    from,
+                    to,
+                    "notifications",
+                    &COLUMNS,
+                    |_| Ok::<_, DbError>(()),
+                )
+            })
+        })?;
+        Ok(copied)
+    }
+}

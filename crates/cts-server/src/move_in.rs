@@ -3,9 +3,10 @@
 //! resumably (see docs/postgres.md, "Moving an embedded node over").
 //!
 //! Order: the traces of the retention window (batches, each committed with
-//! its ledger row), then the stores (each row copied where absent), then
-//! the journal consumers' cursors, translated through the ledger into
-//! positions. Every step may run again: what is there stays.
+//! its ledger row), then the stores (each row copied where absent: the
+//! notification rules, topics and the outbox among them), then the journal
+//! consumers' cursors, translated through the ledger into positions. Every
+//! step may run again: what is there stays.
 
 use std::path::PathBuf;
 
@@ -13,7 +14,9 @@ use anyhow::{bail, Context, Result};
 use cts_consumer::{ConsumerStore, Entry};
 use cts_server::backend::Backend;
 use cts_server::config::StoreBackend;
-use cts_server::state::{now_ms, open_consumers, open_digest_keys, open_identity, open_trackers};
+use cts_server::state::{
+    now_ms, open_consumers, open_digest_keys, open_identity, open_notifications, open_trackers,
+};
 use cts_server::Config;
 use cts_store::{EmbeddedStore, PreparedTrace, StoreError};
 use cts_store_pg::{ImportProgress, PgStore};
@@ -138,8 +141,9 @@ fn copy_traces(
     Ok(())
 }
 
-/// Copies identities, trackers, the catalog and the digest signing keys,
-/// each row where PostgreSQL lacks it; secrets re-sealed.
+/// Copies identities, trackers, the catalog, the digest signing keys, the
+/// notification rules, topics, subscriptions and the outbox, each row where
+/// PostgreSQL lacks it; secrets re-sealed.
 fn copy_stores(source: &Config, config: &Config, target: &Backend) -> Result<()> {
     let identity = open_identity(source, &Backend::Embedded)?
         .copy_into(&open_identity(config, target)?)
@@ -157,6 +161,14 @@ fn copy_stores(source: &Config, config: &Config, target: &Backend) -> Result<()>
         .copy_into(&open_digest_keys(config, target)?)
         .context("copying the digest signing keys")?;
     say(&[("digest signing keys", keys)]);
+    let (rules, smn) = open_notifications(source, &Backend::Embedded)?;
+    let (to_rules, to_smn) = open_notifications(config, target)?;
+    let rules = rules
+        .copy_into(&to_rules)
+        .context("copying the notification rules")?;
+    say(&[("notifications", rules)]);
+    say(&cts_smn::copy_into(&smn, &to_smn)
+        .context("copying the topics, subscriptions and the outbox")?);
     Ok(())
 }
 

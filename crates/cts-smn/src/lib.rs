@@ -16,6 +16,7 @@
 //! With `store.backend = "postgres"` the same tables live in the shared
 //! database ([`PG_SCHEMA`]), and every node serves them.
 
+mod copy;
 mod db;
 mod delivery;
 mod email;
@@ -25,6 +26,7 @@ mod outbox;
 mod topics;
 pub mod webhook;
 
+pub use copy::copy_into;
 pub use db::{open_embedded, open_postgres, PG_SCHEMA};
 pub use delivery::{
     backoff, Deliverer, DeliveryConfig, OnOutcome, Outcome, CONSUMER as DELIVERY_CONSUMER,

@@ -27,14 +27,14 @@ fn transfer_env(b: Builder, moto: &Moto) -> Builder {
 
 /// `ctsd migrate-from-embedded --data-dir DIR ARGS` with the cluster's
 /// settings.
-fn migrate(cluster: &Cluster, dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn migrate(cluster: &Cluster, dir: &Path, args: &[&str]) -> Output {
     let mut all: Vec<&OsStr> = vec!["migrate-from-embedded".as_ref(), "--data-dir".as_ref()];
     all.push(dir.as_os_str());
     all.extend(args.iter().map(|a| a.as_ref() as &OsStr));
     cluster.run(&all, &[])
 }
 
-fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -14,6 +14,8 @@ use cts_smn::webhook::{signature, MESSAGE_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP
 use cts_smn::{Outbox, OutboxMessage};
 use serde_json::{json, Value};
 
+use crate::pg_move::{migrate, text};
+use crate::postgres::Cluster;
 use crate::support::*;
 
 /// An HTTP receiver on loopback. It answers each request by its script
@@ -576,5 +578,84 @@ fn on_postgres_a_second_node_takes_notifications_over_from_a_killed_one() {
     println!("taken over and delivered in {:?}", killed.elapsed());
     let all = receiver.inner.accepted.lock().unwrap().len();
     assert!(all - expected.len() <= 1, "{all} deliveries");
+    assert_eq!(*receiver.inner.bad_signatures.lock().unwrap(), 0);
+}
+
+/// An embedded node's rule, topic, subscription and the messages its outbox
+/// still holds move into PostgreSQL (`ctsd migrate-from-embedded`): a
+/// PostgreSQL node lists them and delivers every waiting message, in order,
+/// with the same signing secret, then the traces reported to it.
+#[test]
+fn an_embedded_nodes_notifications_and_waiting_messages_move_to_postgres() {
+    let receiver = Receiver::start(vec!["Fail"]);
+    let cluster = Cluster::start();
+    let root = tempfile::tempdir().unwrap();
+    let mut embedded = start_impatient(root.path());
+    let pid = embedded.pid("main");
+    let (urn, _) = subscribe(&embedded, &pid, &receiver);
+    let made = embedded.post_json(&format!("/v3/{pid}/notifications"), &deletes_rule(&urn));
+    assert_eq!(made.status, 201, "{}", made.text);
+    let mut expected = Vec::new();
+    embedded.report("main", &numbered_traces(0..10, &mut expected));
+    // Every match waits: the receiver refuses each attempt.
+    wait_for("five messages waiting", Duration::from_secs(30), || {
+        embedded
+            .get("/metrics")
+            .text
+            .lines()
+            .any(|l| l.starts_with("cts_notification_pending") && l.ends_with(" 5"))
+    });
+    embedded.terminate();
+
+    let moved = migrate(&cluster, &embedded.data_dir, &[]);
+    let said = text(&moved);
+    assert!(moved.status.success(), "{said}");
+    for line in [
+        "notifications: 1 copied",
+        "topics: 1 copied",
+        "subscriptions: 1 copied",
+        "messages: 5 copied",
+        "deliveries: 5 copied",
+    ] {
+        assert!(said.contains(line), "{line}: {said}");
+    }
+    let again = text(&migrate(&cluster, &embedded.data_dir, &[]));
+    assert!(
+        again.contains("messages: 0 copied (5 already there)"),
+        "{again}"
+    );
+    assert!(
+        again.contains("deliveries: 0 copied (5 already there)"),
+        "{again}"
+    );
+
+    *receiver.inner.script.lock().unwrap() = vec!["Ok"];
+    let root_b = tempfile::tempdir().unwrap();
+    let node = cluster.another_with(&embedded, root_b.path(), |b| {
+        b.env("CTS_DELIVERY_TIMEOUT", "500ms")
+            .env("CTS_DELIVERY_FIRST_BACKOFF", "50ms")
+            .env("CTS_DELIVERY_MAX_BACKOFF", "200ms")
+    });
+    let listed = node.get(&format!("/v3/{pid}/notifications/smn"));
+    assert_eq!(
+        listed.body["notifications"][0]["notification_name"], "deletes",
+        "{}",
+        listed.text
+    );
+    let topics = node.get(&topics_path(&pid));
+    assert_eq!(
+        topics.body["topics"][0]["topic_urn"],
+        urn.as_str(),
+        "{}",
+        topics.text
+    );
+    node.report("main", &numbered_traces(10..20, &mut expected));
+    let arrived = || receiver.resource_ids();
+    wait_for("every matching trace", Duration::from_secs(30), || {
+        arrived().len() >= expected.len()
+    });
+    assert_eq!(arrived(), expected, "every message, in report order");
+    let all = receiver.inner.accepted.lock().unwrap().len();
+    assert_eq!(all, expected.len(), "each message once");
     assert_eq!(*receiver.inner.bad_signatures.lock().unwrap(), 0);
 }
