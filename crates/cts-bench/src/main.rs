@@ -311,6 +311,7 @@ fn run(args: &Args) -> Result<()> {
         http: load::http_client(1)?,
         url: srv.url.clone(),
         auth: &auth,
+        pid: Some(srv.pid()),
     };
     let mut rounds = Vec::new();
     for r in 0..args.runs {
@@ -512,6 +513,9 @@ fn run(args: &Args) -> Result<()> {
         )
         .pass(k.p99_ms <= limit);
         f.detail = format!("p50 {:.2} ms, {:.0} results", k.p50_ms, k.mean_results);
+        if let Some(cpu) = k.cpu_ms_per_page {
+            f.detail.push_str(&format!(", ctsd CPU {cpu:.2} ms a page"));
+        }
         if let Some(b) = base {
             f.detail
                 .push_str(&format!("; baseline p50 {:.2} ms", b.p50_ms));

@@ -230,6 +230,7 @@ pub fn run(cfg: &Config) -> Result<()> {
         http: load::http_client(1)?,
         url: nodes[cfg.nodes - 1].url.clone(),
         auth: &auth,
+        pid: None,
     };
     let mut rounds = Vec::new();
     for r in 0..cfg.runs {

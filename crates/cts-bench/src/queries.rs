@@ -47,6 +47,12 @@ pub struct Page {
 /// A store that answers ListTraces pages; returns the time the page took.
 pub trait Target {
     fn page(&mut self, q: &Query, next: Option<&str>) -> Result<(Duration, Page)>;
+
+    /// CPU time the server has used so far, when it is a process of its
+    /// own (the cost of a page, apart from waiting for a core).
+    fn server_cpu(&self) -> Result<Option<Duration>> {
+        Ok(None)
+    }
 }
 
 type Pick = fn(&TraceValues) -> String;
@@ -229,6 +235,8 @@ pub struct KindResult {
     pub pages: usize,
     /// Mean traces on a first page; shows the query found what it should.
     pub mean_results: f64,
+    /// The server's CPU time per page (ms), where it can be told apart.
+    pub cpu_ms_per_page: Option<f64>,
 }
 
 pub fn run(target: &mut dyn Target, kinds: &[Kind]) -> Result<Vec<KindResult>> {
@@ -236,6 +244,7 @@ pub fn run(target: &mut dyn Target, kinds: &[Kind]) -> Result<Vec<KindResult>> {
     for kind in kinds {
         let mut latencies = Vec::new();
         let mut first_counts = Vec::new();
+        let cpu_before = target.server_cpu()?;
         for q in &kind.queries {
             let mut next: Option<String> = None;
             for p in 0..q.pages {
@@ -257,7 +266,9 @@ pub fn run(target: &mut dyn Target, kinds: &[Kind]) -> Result<Vec<KindResult>> {
                 }
             }
         }
+        let cpu = cpu_before.zip(target.server_cpu()?);
         results.push(KindResult {
+            cpu_ms_per_page: cpu.map(|(a, b)| ms(b - a) / latencies.len().max(1) as f64),
             name: kind.name.clone(),
             class: kind.class,
             p50_ms: percentile(&latencies, 50.0),
@@ -285,6 +296,9 @@ pub fn median_over_runs(runs: &[Vec<KindResult>]) -> Vec<KindResult> {
                 p50_ms: col(|r| r.p50_ms),
                 p99_ms: col(|r| r.p99_ms),
                 mean_results: col(|r| r.mean_results),
+                cpu_ms_per_page: k
+                    .cpu_ms_per_page
+                    .map(|_| col(|r| r.cpu_ms_per_page.unwrap_or(0.0))),
                 ..k.clone()
             }
         })
@@ -297,6 +311,9 @@ pub struct Http<'a> {
     pub http: reqwest::Client,
     pub url: String,
     pub auth: &'a Auth,
+    /// The server's process, when it runs alone on this machine (its CPU
+    /// time per page is reported).
+    pub pid: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -311,6 +328,10 @@ struct ListMeta {
 }
 
 impl Target for Http<'_> {
+    fn server_cpu(&self) -> Result<Option<Duration>> {
+        self.pid.map(crate::server::process_cpu).transpose()
+    }
+
     fn page(&mut self, q: &Query, next: Option<&str>) -> Result<(Duration, Page)> {
         let mut params: Vec<(&str, String)> = q.filters.clone();
         params.push(("from", q.from.to_string()));

@@ -256,6 +256,7 @@ fn query_loop(
         http: load::http_client(1)?,
         url: url.to_string(),
         auth,
+        pid: None,
     };
     let mut rng = SmallRng::seed_from_u64(seed);
     while !stop.load(Ordering::Relaxed) {

@@ -293,6 +293,9 @@ pub struct StoreSettings {
     /// memory, for the segments used most; the bound on the index's memory
     /// whatever the data held.
     pub index_cache_bytes: u64,
+    /// Bytes of decompressed journal frames held in memory for queries,
+    /// the most recently read ones (0: none).
+    pub frame_cache_bytes: u64,
     /// What a start does on a damaged journal: `refuse` (name it and
     /// stop) or `read-only` (quarantine a copy, serve queries, refuse
     /// every change).
@@ -375,6 +378,7 @@ impl Default for Config {
                 fsync: store.fsync,
                 max_segments_per_partition: store.max_segments_per_partition,
                 index_cache_bytes: store.index_cache_bytes,
+                frame_cache_bytes: store.frame_cache_bytes,
                 on_damage: store.on_damage,
                 backend: StoreBackend::Embedded,
                 postgres_url: None,
@@ -903,6 +907,7 @@ impl Config {
         c.fsync = self.store.fsync;
         c.max_segments_per_partition = self.store.max_segments_per_partition;
         c.index_cache_bytes = self.store.index_cache_bytes;
+        c.frame_cache_bytes = self.store.frame_cache_bytes;
         c.on_damage = self.store.on_damage;
         c
     }
@@ -1350,6 +1355,10 @@ mod tests {
             jail.set_env("CTS_STORE_INDEX_CACHE_BYTES", "1048576");
             let c = Config::load(None, &Overrides::default()).unwrap();
             assert_eq!(c.store_config().index_cache_bytes, 1 << 20);
+            assert_eq!(c.store_config().frame_cache_bytes, 32 << 20);
+            jail.set_env("CTS_STORE_FRAME_CACHE_BYTES", "0");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(c.store_config().frame_cache_bytes, 0);
 
             jail.clear_env();
             jail.create_file("bad.toml", "[store]\nretention = \"1h\"\nbogus = 1\n")?;

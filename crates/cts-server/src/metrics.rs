@@ -83,6 +83,9 @@ struct StoreGauges {
     index_segments: Gauge,
     index_segment_merges: Gauge,
     index_summary_bytes: Gauge,
+    frame_cache_bytes: Gauge,
+    frame_cache_hits: Gauge,
+    frame_cache_misses: Gauge,
     indexed_traces: Gauge,
     journal_seq: Gauge,
     index_durable_seq: Gauge,
@@ -348,6 +351,21 @@ impl Metrics {
                 &g.index_summary_bytes,
             ),
             (
+                "cts_query_frame_cache_bytes",
+                "Bytes of decompressed journal frames cached for queries (within store.frame_cache_bytes)",
+                &g.frame_cache_bytes,
+            ),
+            (
+                "cts_query_frame_cache_hits",
+                "Journal frames queries found decompressed in the frame cache, since the start",
+                &g.frame_cache_hits,
+            ),
+            (
+                "cts_query_frame_cache_misses",
+                "Journal frames queries read and decompressed, since the start",
+                &g.frame_cache_misses,
+            ),
+            (
                 "cts_indexed_traces",
                 "Traces currently queryable",
                 &g.indexed_traces,
@@ -436,6 +454,9 @@ impl Metrics {
             g.index_segment_merges.set(gauge_value(s.segment_merges));
             g.index_summary_bytes
                 .set(gauge_value(s.index_summary_bytes));
+            g.frame_cache_bytes.set(gauge_value(s.frame_cache_bytes));
+            g.frame_cache_hits.set(gauge_value(s.frame_cache_hits));
+            g.frame_cache_misses.set(gauge_value(s.frame_cache_misses));
             g.indexed_traces.set(gauge_value(s.indexed_traces));
             g.journal_seq.set(gauge_value(s.journal_seq));
             g.index_durable_seq.set(gauge_value(s.index_durable_seq));
@@ -541,6 +562,8 @@ mod tests {
             "cts_index_segments 0",
             "cts_index_segment_merges 0",
             "cts_index_summary_bytes 0",
+            "cts_query_frame_cache_bytes 0",
+            "cts_query_frame_cache_hits 0",
             "cts_indexed_traces 0",
             "cts_journal_seq 10",
             "cts_index_durable_seq 4",

@@ -26,6 +26,7 @@ mod check;
 mod feed;
 mod files;
 mod flusher;
+mod frame_cache;
 mod merger;
 mod query;
 mod readers;
@@ -68,6 +69,9 @@ pub struct StoreConfig {
     /// memory, for the most recently used segments; the others answer from
     /// their term tables on disk.
     pub index_cache_bytes: u64,
+    /// Bytes of decompressed journal frames held in memory for queries,
+    /// the most recently read ones (0: none).
+    pub frame_cache_bytes: u64,
 }
 
 /// What the store does when its start finds a damaged journal record (not
@@ -97,6 +101,7 @@ impl StoreConfig {
             max_segments_per_partition: 8,
             on_damage: OnDamage::Refuse,
             index_cache_bytes: 64 << 20,
+            frame_cache_bytes: 32 << 20,
         }
     }
 }
@@ -160,6 +165,9 @@ struct Inner {
     /// Summaries (samples, Bloom filters) of the most recently used
     /// segments, within `config.index_cache_bytes`.
     summaries: Arc<SummaryCache>,
+    /// Decompressed frames queries read most recently, within
+    /// `config.frame_cache_bytes`.
+    frames: frame_cache::FrameCache,
     last_seq: AtomicU64,
     /// Reads that found stored data failing its check, since the start.
     corrupt_reads: AtomicU64,
@@ -396,6 +404,9 @@ impl TraceStore for EmbeddedStore {
             read_only: self.inner.read_only.clone(),
             index_durable_seq: self.inner.durable_seq.load(Ordering::Acquire),
             segment_merges: self.inner.merges.load(Ordering::Relaxed),
+            frame_cache_bytes: self.inner.frames.bytes(),
+            frame_cache_hits: self.inner.frames.hits_and_misses().0,
+            frame_cache_misses: self.inner.frames.hits_and_misses().1,
         }
     }
 }

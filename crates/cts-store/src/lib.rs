@@ -55,6 +55,13 @@ pub struct StoreStats {
     pub index_summary_bytes: u64,
     /// Merges of index segments since the start.
     pub segment_merges: u64,
+    /// Bytes of decompressed journal frames cached for queries (within
+    /// `frame_cache_bytes`).
+    pub frame_cache_bytes: u64,
+    /// Frames queries found in that cache, and those they decompressed,
+    /// since the start.
+    pub frame_cache_hits: u64,
+    pub frame_cache_misses: u64,
     /// Traces currently queryable (memtable + segments).
     pub indexed_traces: u64,
     /// Sequence number of the last journaled trace.

@@ -50,7 +50,8 @@ impl EmbeddedStore {
 
     /// Reads the bodies of the candidates, in their order, each checked
     /// against what the index said of it (see [`checked`]). A body whose
-    /// journal file retention removed meanwhile is left out.
+    /// journal file retention removed meanwhile is left out. Frames come
+    /// from the frame cache when it holds them.
     fn fetch(
         &self,
         cands: &[Candidate],
@@ -79,14 +80,25 @@ impl EmbeddedStore {
                 continue;
             };
             let path = self.inner.journal_dir.join(journal::file_name(frame.file));
-            let read = journal::with_frame(&self.inner.dicts, &file, &path, frame, |raw| {
+            let mut pick = |raw: &[u8]| {
                 let docs = journal::split_frame(raw);
-                for (pos, idx) in wanted {
+                for &(pos, idx) in &wanted {
                     let doc = docs.get(idx as usize).copied().unwrap_or_default();
                     out[pos] = checked(doc, &cands[pos], project, filters)?;
                 }
                 Ok::<(), String>(())
-            });
+            };
+            // Checked again on a hit too: the filters are this query's.
+            let frames = &self.inner.frames;
+            let read = match frames.get(frame) {
+                Some(raw) => Ok(pick(&raw)),
+                None => journal::with_frame(&self.inner.dicts, &file, &path, frame, |raw| {
+                    if frames.enabled() {
+                        frames.insert(frame, raw.into());
+                    }
+                    pick(raw)
+                }),
+            };
             if let Err(e) = read.and_then(|r| {
                 r.map_err(|detail| StoreError::Corrupt {
                     what: "journal frame",

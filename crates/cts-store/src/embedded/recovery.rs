@@ -219,6 +219,7 @@ impl EmbeddedStore {
             journal_files: Mutex::new(journal_files),
             readers: Default::default(),
             summaries: summary_cache,
+            frames: super::frame_cache::FrameCache::new(config.frame_cache_bytes),
             last_seq: AtomicU64::new(last_seq),
             corrupt_reads: AtomicU64::new(0),
             quarantined,

@@ -81,6 +81,7 @@ impl EmbeddedStore {
             }
             files.remove(&id);
             self.inner.readers.remove(id);
+            self.inner.frames.forget_file(id);
             report.journal_segments_dropped += 1;
         }
         let min_dict = files.values().map(|f| f.min_dict).min().unwrap_or(u32::MAX);

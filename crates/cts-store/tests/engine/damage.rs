@@ -121,7 +121,10 @@ fn a_flipped_byte_in_a_closed_journal_file_is_an_error_never_altered_data() {
     assert_eq!(originals.len(), 8);
     // Every byte of a frame's compressed documents, one at a time. A few
     // bits of a zstd frame change nothing it decodes to; all others are
-    // noticed.
+    // noticed. Without the frame cache: every query reads the file (a
+    // cached frame is the verified original, see the test below).
+    let mut cfg = cfg;
+    cfg.frame_cache_bytes = 0;
     let store = EmbeddedStore::open(cfg).unwrap();
     let mut noticed = 0;
     let first = frame.offset as usize + 9;
@@ -148,6 +151,46 @@ fn a_flipped_byte_in_a_closed_journal_file_is_an_error_never_altered_data() {
         "{noticed} of {flips} flips noticed"
     );
     assert!(store.stats().corrupt_reads >= noticed as u64);
+}
+
+#[test]
+fn a_frame_damaged_after_it_was_cached_is_answered_as_verified_then_noticed_from_disk() {
+    let (dir, cfg, _) = filled_dir(8 << 10, 8);
+    let store = EmbeddedStore::open(cfg.clone()).unwrap();
+    let entries = read_all(&store, 0, 10_000);
+    let closed = wal_files(dir.path()).remove(1);
+    let mut data = std::fs::read(&closed).unwrap();
+    let scan = cts_store::journal::scan_bytes(2, &data);
+    let frame = scan.records[0].frames[0];
+    let first_seq = scan.records[0].first_seq;
+    let (id, doc) = entries
+        .into_iter()
+        .find(|e| e.seq == first_seq)
+        .map(|e| (doc_id(&e.doc), e.doc))
+        .unwrap();
+    assert_eq!(
+        store.query(&by_id("p", &id)).unwrap().traces,
+        vec![doc.clone()]
+    );
+    let before = store.stats();
+    assert!(before.frame_cache_bytes > 0, "{before:?}");
+    // Every byte of the frame's documents damaged at once.
+    for b in &mut data[frame.offset as usize + 9..(frame.offset + frame.len) as usize] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&closed, &data).unwrap();
+    // The frame cache holds what passed the checksum: the original, never
+    // bytes decoded from the damaged file.
+    assert_eq!(store.query(&by_id("p", &id)).unwrap().traces, vec![doc]);
+    assert_eq!(store.stats().frame_cache_hits, before.frame_cache_hits + 1);
+    drop(store);
+    // A store that has not cached it reads the file: an error naming it.
+    let store = EmbeddedStore::open(cfg).unwrap();
+    match store.query(&by_id("p", &id)) {
+        Err(StoreError::Corrupt { path, .. }) => assert_eq!(path, closed),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.stats().corrupt_reads, 1);
 }
 
 fn by_id(project: &str, id: &str) -> TraceQuery {
