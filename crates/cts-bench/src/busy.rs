@@ -52,6 +52,9 @@ pub struct Busy {
     pub merges: u64,
     /// Traces the index made durable meanwhile (flushed memtables).
     pub flushed_traces: u64,
+    /// Of the journal frames the pages read, the share the server's frame
+    /// cache held (`None`: a server without one).
+    pub frame_cache_hit_share: Option<f64>,
     /// The largest of each resource sampled while loading.
     pub max: Resources,
     /// Once the merges the load started are done.
@@ -81,6 +84,15 @@ fn settled(url: &str, pid: u32) -> Result<Resources> {
     Resources::of(url, pid)
 }
 
+/// The server's frame cache hits and misses so far, if it has one.
+fn frame_cache(url: &str) -> Option<(u64, u64)> {
+    let hits = server::metric(url, "cts_query_frame_cache_hits").ok()?;
+    Some((
+        hits,
+        server::metric(url, "cts_query_frame_cache_misses").ok()?,
+    ))
+}
+
 /// Loads `plan` with `clients` on a thread of its own while `target` runs
 /// `queries` one after another, until the load is done.
 pub fn run(
@@ -94,6 +106,7 @@ pub fn run(
     let url = plan.urls[0].clone();
     let merges_before = server::metric(&url, "cts_index_segment_merges")?;
     let durable_before = server::metric(&url, "cts_index_durable_seq")?;
+    let cache_before = frame_cache(&url);
     let loader = std::thread::spawn(move || -> Result<load::Ingest> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -120,6 +133,7 @@ pub fn run(
         .map_err(|_| anyhow!("the loader thread panicked"))??;
     let seconds = start.elapsed().as_secs_f64();
     let settle = Instant::now();
+    let cache = frame_cache(&url).zip(cache_before);
     let end = settled(&url, pid)?;
     Ok(Busy {
         traces: ingest.traces,
@@ -130,6 +144,9 @@ pub fn run(
         p99_ms: percentile(&latencies, 99.0),
         merges: server::metric(&url, "cts_index_segment_merges")? - merges_before,
         flushed_traces: server::metric(&url, "cts_index_durable_seq")? - durable_before,
+        frame_cache_hit_share: cache.map(|((hits, misses), (hits0, misses0))| {
+            (hits - hits0) as f64 / ((hits - hits0) + (misses - misses0)).max(1) as f64
+        }),
         max: max.max(end),
         end,
     })

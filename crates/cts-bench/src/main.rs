@@ -570,6 +570,12 @@ fn run(args: &Args) -> Result<()> {
             "p50 {:.2} ms over {} pages while {} traces loaded in {:.0} s at half the measured rate; {} merges, {} traces flushed meanwhile",
             b.p50_ms, b.pages, b.traces, b.seconds, b.merges, b.flushed_traces
         );
+        if let Some(share) = b.frame_cache_hit_share {
+            f.detail.push_str(&format!(
+                "; {:.0} % of the frames read were in the frame cache",
+                share * 100.0
+            ));
+        }
         f.scaled = small;
         figures.push(f);
         for (name, end, max) in [
