@@ -6,8 +6,9 @@
 //!
 //! What it leaves out is what ctsd adds on top of the database: HTTP,
 //! signatures, the staging table, the duplicate check of reporter-supplied
-//! ids, and the positions counter's row lock (positions here come from an
-//! atomic counter in this process, unique but unordered with commits).
+//! ids, and the journal positions (`cts_trace_order`, numbered under the
+//! counter's row lock); the row keys (`seq`) here come from an atomic
+//! counter in this process.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,7 +46,7 @@ pub fn create_partitions(client: &mut postgres::Client, plan: &Plan) -> Result<(
 /// COPYs every trace of the plan over `connections` connections to `url`.
 pub fn run(url: &str, plan: Arc<Plan>, connections: usize) -> Result<Copied> {
     let next_batch = Arc::new(AtomicU64::new(0));
-    let next_pos = Arc::new(AtomicU64::new(1));
+    let next_seq = Arc::new(AtomicU64::new(1));
     let batches = plan.timeline.n.div_ceil(plan.batch);
     let start = Instant::now();
     let workers: Vec<_> = (0..connections)
@@ -53,7 +54,7 @@ pub fn run(url: &str, plan: Arc<Plan>, connections: usize) -> Result<Copied> {
             let mut client = postgres::Client::connect(url, postgres::NoTls)
                 .with_context(|| format!("connecting to {url}"))?;
             client.batch_execute("SET synchronous_commit = on")?;
-            let (plan, next_batch, next_pos) = (plan.clone(), next_batch.clone(), next_pos.clone());
+            let (plan, next_batch, next_seq) = (plan.clone(), next_batch.clone(), next_seq.clone());
             Ok(std::thread::spawn(move || -> Result<u64> {
                 let mut copied = 0;
                 loop {
@@ -62,7 +63,7 @@ pub fn run(url: &str, plan: Arc<Plan>, connections: usize) -> Result<Copied> {
                         return Ok(copied);
                     }
                     let rows = prepare(&plan, b)?;
-                    let first = next_pos.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                    let first = next_seq.fetch_add(rows.len() as u64, Ordering::Relaxed);
                     copy(&mut client, &rows, first as i64)
                         .with_context(|| format!("COPY of batch {b}"))?;
                     copied += rows.len() as u64;
@@ -98,12 +99,12 @@ fn prepare(plan: &Plan, b: u64) -> Result<Vec<PreparedTrace>> {
     Ok(traces.iter().map(PreparedTrace::of).collect())
 }
 
-/// One transaction: the rows with positions from `first`, committed.
+/// One transaction: the rows with keys from `first`, committed.
 fn copy(client: &mut postgres::Client, rows: &[PreparedTrace], first: i64) -> Result<()> {
     let mut tx = client.transaction()?;
     let sink = tx.copy_in(
         format!(
-            "COPY cts_traces (pos, day, time_ms, trace_id, project_id, {}, doc) \
+            "COPY cts_traces (seq, day, time_ms, trace_id, project_id, {}, doc) \
              FROM STDIN (FORMAT binary)",
             cts_store_pg::filter_columns()
         )
@@ -115,14 +116,14 @@ fn copy(client: &mut postgres::Client, rows: &[PreparedTrace], first: i64) -> Re
     types.push(Type::BYTEA);
     let mut writer = BinaryCopyInWriter::new(sink, &types);
     for (i, t) in rows.iter().enumerate() {
-        let pos = first + i as i64;
+        let seq = first + i as i64;
         let day = t.time().div_euclid(DAY_MS) as i32;
         let time = t.time();
         let id = uuid::Uuid::from_bytes(t.trace_id());
         let project = t.project_id();
         let values: Vec<Option<&str>> = (0..fields).map(|i| t.value(i)).collect();
         let doc = t.json();
-        let mut row: Vec<&(dyn ToSql + Sync)> = vec![&pos, &day, &time, &id, &project];
+        let mut row: Vec<&(dyn ToSql + Sync)> = vec![&seq, &day, &time, &id, &project];
         row.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
         row.push(&doc);
         writer.write(&row)?;

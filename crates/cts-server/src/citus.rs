@@ -40,12 +40,14 @@ pub const REFERENCE: &[&str] = &[
 ];
 
 /// On the coordinator: the one-row counters every write of their kind
-/// locks (the positions counter serialises trace commits), the state of
+/// locks (the positions counter serialises trace commits) and the trace
+/// positions numbered under it (`cts_trace_order`), the state of
 /// the consumers and their leases, the digest signing keys, the SMN
 /// topics and outbox (keyed by URN and sequence, not by project), and
 /// the migration ledgers (see [`coordinator_tables`]).
 pub const COORDINATOR: &[&str] = &[
     "cts_trace_positions",
+    "cts_trace_order",
     "tracker_version",
     "tracker_projects",
     "rules_version",

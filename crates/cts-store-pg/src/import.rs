@@ -2,8 +2,8 @@
 //! migrate-from-embedded`), resumably.
 //!
 //! Each batch is one transaction: the traces go through the normal write
-//! path (staged, numbered under the counter's lock, a trace already
-//! recorded for its project, day and id stored once), and in the same
+//! path (staged, inserted, numbered under the counter's lock, a trace
+//! already recorded for its project, day and id stored once), and in the same
 //! transaction the ledger records how far the journal was read and which
 //! position each journal sequence number became (runs of consecutive
 //! numbers). A crash loses a whole batch or nothing; a rerun goes on after
@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use cts_db::{PgMigration, PgSchema};
 use cts_store::PreparedTrace;
 
-use crate::store::{day_of, PgStore};
-use crate::write::{insert, lock_positions, stage};
+use crate::store::PgStore;
+use crate::write::{insert, number, stage};
 use crate::PgError;
 
 /// The import ledger, migrated by the import only (`cts_import_migrations`).
@@ -197,25 +197,10 @@ impl Batch<'_> {
                 found,
             }));
         }
-        let next = lock_positions(&mut tx)?;
-        let present: HashMap<i32, i64> = tx
-            .query(
-                "SELECT s.ord, t.pos FROM cts_staging s JOIN cts_traces t \
-                 ON t.project_id = s.project_id AND t.trace_id = s.trace_id AND t.day = s.day",
-                &[],
-            )?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        let stored = insert(&mut tx, next)?;
-        let positions = self.positions(next, &present);
-        let copied = positions.iter().filter(|(_, new)| *new).count() as i64;
-        if copied != stored {
-            return Err(PgError(cts_db::DbError::BadSchema {
-                ledger: IMPORT_SCHEMA.ledger,
-                detail: format!("{stored} traces stored where {copied} were new"),
-            }));
-        }
+        let inserted = insert(&mut tx)?;
+        number(&mut tx, &inserted)?;
+        let positions = self.positions(&mut tx)?;
+        let copied = inserted.len() as i64;
         for (first_seq, first_pos, count) in runs(self.seqs, &positions) {
             tx.execute(
                 "INSERT INTO cts_import_runs (first_seq, first_pos, count) VALUES ($1, $2, $3)",
@@ -245,26 +230,26 @@ impl Batch<'_> {
         }))
     }
 
-    /// The position of each trace, and whether it is new: the recorded
-    /// one's for a trace already there (or repeated in the batch), else
-    /// the next of those the insert numbered in batch order.
-    fn positions(&self, next: i64, present: &HashMap<i32, i64>) -> Vec<(i64, bool)> {
-        let mut first: HashMap<(&str, i32, [u8; 16]), i64> = HashMap::new();
-        let mut pos = next;
-        self.traces
+    /// The position of each trace: numbered now, or recorded before (a
+    /// repeat, in the batch or of an earlier one, has its first's).
+    fn positions(&self, tx: &mut postgres::Transaction<'_>) -> Result<Vec<i64>, PgError> {
+        let at: HashMap<i32, i64> = tx
+            .query(
+                "SELECT s.ord, o.pos FROM cts_staging s JOIN cts_traces t \
+                 ON t.project_id = s.project_id AND t.trace_id = s.trace_id AND t.day = s.day \
+                 JOIN cts_trace_order o ON o.day = t.day AND o.seq = t.seq",
+                &[],
+            )?
             .iter()
-            .enumerate()
-            .map(|(ord, t)| {
-                if let Some(p) = present.get(&(ord as i32)) {
-                    return (*p, false);
-                }
-                let key = (t.project_id(), day_of(t.time()), t.trace_id());
-                if let Some(p) = first.get(&key) {
-                    return (*p, false);
-                }
-                first.insert(key, pos);
-                pos += 1;
-                (pos - 1, true)
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        (0..self.traces.len())
+            .map(|ord| match at.get(&(ord as i32)) {
+                Some(pos) => Ok(*pos),
+                None => Err(PgError(cts_db::DbError::BadSchema {
+                    ledger: IMPORT_SCHEMA.ledger,
+                    detail: format!("trace {ord} of the batch has no position after its insert"),
+                })),
             })
             .collect()
     }
@@ -272,9 +257,9 @@ impl Batch<'_> {
 
 /// `(first_seq, first_pos, count)` for each stretch where sequence numbers
 /// and positions both go up by one.
-fn runs(seqs: &[u64], positions: &[(i64, bool)]) -> Vec<(u64, i64, i64)> {
+fn runs(seqs: &[u64], positions: &[i64]) -> Vec<(u64, i64, i64)> {
     let mut out: Vec<(u64, i64, i64)> = Vec::new();
-    for (&seq, &(pos, _)) in seqs.iter().zip(positions) {
+    for (&seq, &pos) in seqs.iter().zip(positions) {
         match out.last_mut() {
             Some((s, p, n)) if *s + *n as u64 == seq && *p + *n == pos => *n += 1,
             _ => out.push((seq, pos, 1)),
@@ -290,14 +275,7 @@ mod tests {
     #[test]
     fn runs_break_where_either_number_jumps() {
         let seqs = [3, 4, 5, 7, 8, 9];
-        let pos = [
-            (10, true),
-            (11, true),
-            (12, true),
-            (13, true),
-            (2, false),
-            (14, true),
-        ];
+        let pos = [10, 11, 12, 13, 2, 14];
         assert_eq!(
             runs(&seqs, &pos),
             vec![(3, 10, 3), (7, 13, 1), (8, 2, 1), (9, 14, 1)]

@@ -1,7 +1,8 @@
-//! Journal consumers: traces in position order. Positions are consecutive
-//! and committed in order (see `write`), so everything up to the committed
-//! counter is readable, and a hole can only be a partition retention
-//! dropped.
+//! Journal consumers: traces in position order (`cts_trace_order` joined
+//! with the traces). Positions are consecutive and committed in order (see
+//! `write`), so everything up to the committed counter is readable, and a
+//! hole can only be a day retention dropped (its traces and positions go
+//! together).
 
 use cts_store::{JournalBatch, JournalEntry, StoreError};
 
@@ -33,7 +34,9 @@ impl PgStore {
         }
         let rows = client
             .query(
-                "SELECT pos, doc FROM cts_traces WHERE pos > $1 AND pos <= $2 ORDER BY pos LIMIT $3",
+                "SELECT o.pos, t.doc FROM cts_trace_order o JOIN cts_traces t \
+                 ON t.day = o.day AND t.seq = o.seq \
+                 WHERE o.pos > $1 AND o.pos <= $2 ORDER BY o.pos LIMIT $3",
                 &[&(after_seq as i64), &(durable_seq as i64), &(max as i64)],
             )
             .map_err(PgError::from)?;

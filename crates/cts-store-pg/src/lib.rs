@@ -2,8 +2,9 @@
 //! of ctsd nodes sharing one database (see docs/postgres.md).
 //!
 //! Traces live in `cts_traces`, partitioned by the UTC day of their time;
-//! each carries its stored JSON and a journal position. Positions are taken
-//! from a one-row counter inside the batch's transaction, so they are
+//! each carries its stored JSON. Their journal positions live beside them
+//! in the narrow `cts_trace_order`, numbered from a one-row counter after
+//! the traces are inserted and locked to the commit, so they are
 //! consecutive and committed in order: the invariant journal consumers
 //! rely on.
 

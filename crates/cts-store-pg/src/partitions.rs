@@ -1,5 +1,6 @@
-//! Day partitions of `cts_traces`: made on demand for the days a batch
-//! touches, named by their UTC date (`cts_traces_20261206`).
+//! Day partitions of `cts_traces` and of its positions, `cts_trace_order`:
+//! made together on demand for the days a batch touches, named by their
+//! UTC date (`cts_traces_20261206`, `cts_trace_order_20261206`).
 
 use std::collections::BTreeSet;
 
@@ -25,10 +26,13 @@ pub(crate) fn ensure(store: &PgStore, days: &BTreeSet<i32>) -> Result<(), PgErro
     }
     let mut client = store.pool.get()?;
     for day in missing {
+        let bounds = format!("FOR VALUES FROM ({day}) TO ({})", i64::from(day) + 1);
+        // One transaction (one simple query): a day has both or neither.
         let sql = format!(
-            "CREATE TABLE IF NOT EXISTS {} PARTITION OF cts_traces FOR VALUES FROM ({day}) TO ({})",
+            "CREATE TABLE IF NOT EXISTS {} PARTITION OF cts_traces {bounds}; \
+             CREATE TABLE IF NOT EXISTS {} PARTITION OF cts_trace_order {bounds}",
             name(day),
-            i64::from(day) + 1
+            order_name(day)
         );
         match client.batch_execute(&sql) {
             Err(e)
@@ -63,6 +67,11 @@ pub(crate) fn name(day: i32) -> String {
     format!("cts_traces_{}", date.strftime("%Y%m%d"))
 }
 
+/// The partition of `cts_trace_order` for the same day as [`name`]'s.
+pub(crate) fn order_name(day: i32) -> String {
+    name(day).replacen("cts_traces_", "cts_trace_order_", 1)
+}
+
 const EPOCH: Date = Date::constant(1970, 1, 1);
 
 fn day_of_name(name: &str) -> Option<i32> {
@@ -84,6 +93,7 @@ mod tests {
         // 2026-12-06T10:00:00Z
         let day = crate::store::day_of(1_796_551_200_000);
         assert_eq!(name(day), "cts_traces_20261206");
+        assert_eq!(order_name(day), "cts_trace_order_20261206");
         for day in [-1, 0, 59, 60, 11_016, 20_428, 2_932_896] {
             assert_eq!(day_of_name(&name(day)), Some(day), "{day}");
         }

@@ -22,23 +22,23 @@ impl PgStore {
             if day >= first_kept {
                 break;
             }
-            let part = partitions::name(day);
+            let (part, order) = (partitions::name(day), partitions::order_name(day));
             let mut tx = client.transaction()?;
-            // The parent first, as writers lock it: the hold check and the
-            // drop see no batch landing in between.
+            // The parents first, in the order writers lock them: the hold
+            // check and the drop see no batch landing in between.
             tx.batch_execute(&format!(
-                "LOCK TABLE cts_traces, {part} IN ACCESS EXCLUSIVE MODE"
+                "LOCK TABLE cts_traces, cts_trace_order, {part}, {order} IN ACCESS EXCLUSIVE MODE"
             ))?;
             if let Some(hold) = hold {
                 let max: Option<i64> = tx
-                    .query_one(format!("SELECT max(pos) FROM {part}").as_str(), &[])?
+                    .query_one(format!("SELECT max(pos) FROM {order}").as_str(), &[])?
                     .get(0);
                 if max.is_some_and(|m| m as u64 > hold) {
                     report.journal_segments_held += 1;
                     continue;
                 }
             }
-            tx.batch_execute(&format!("DROP TABLE {part}"))?;
+            tx.batch_execute(&format!("DROP TABLE {part}, {order}"))?;
             tx.commit()?;
             self.partitions.lock().remove(&day);
             report.index_partitions_dropped += 1;

@@ -6,9 +6,16 @@ use cts_db::{PgMigration, PgSchema};
 /// Never edit a released entry: a change is a new one.
 pub const SCHEMA: PgSchema = PgSchema {
     ledger: "cts_schema_migrations",
-    migrations: &[PgMigration {
-        version: 1,
-        name: "traces partitioned by day, positions counter",
-        sql: include_str!("migrations/0001_traces.sql"),
-    }],
+    migrations: &[
+        PgMigration {
+            version: 1,
+            name: "traces partitioned by day, positions counter",
+            sql: include_str!("migrations/0001_traces.sql"),
+        },
+        PgMigration {
+            version: 2,
+            name: "positions in a narrow table of their own, numbered after the insert",
+            sql: include_str!("migrations/0002_trace_order.sql"),
+        },
+    ],
 };

@@ -1,6 +1,10 @@
 //! Appends: a batch is copied (binary `COPY`) into a per-connection staging
-//! table, then, holding the positions counter's row lock for as short as
-//! possible, inserted with consecutive positions and committed.
+//! table and inserted into `cts_traces` (every index) concurrently with
+//! other batches; only then, holding the positions counter's row lock to
+//! the commit, are the inserted rows numbered in the narrow
+//! `cts_trace_order`. The lock orders positions with commits (a consumer
+//! that has read up to N never later finds a committed trace below N)
+//! while the index maintenance of concurrent batches runs in parallel.
 
 use std::collections::BTreeSet;
 
@@ -20,8 +24,8 @@ fn create_staging() -> String {
         .map(|f| format!("{} text", crate::columns::column(f)))
         .join(", ");
     format!(
-        "CREATE TEMP TABLE IF NOT EXISTS cts_staging (ord integer NOT NULL, supplied boolean \
-         NOT NULL, day integer NOT NULL, time_ms bigint NOT NULL, trace_id uuid NOT NULL, \
+        "CREATE TEMP TABLE IF NOT EXISTS cts_staging (ord integer NOT NULL, \
+         day integer NOT NULL, time_ms bigint NOT NULL, trace_id uuid NOT NULL, \
          project_id text NOT NULL, {filters}, doc bytea NOT NULL) ON COMMIT DELETE ROWS"
     )
 }
@@ -30,7 +34,6 @@ fn create_staging() -> String {
 fn staging_types() -> Vec<Type> {
     let mut types = vec![
         Type::INT4,
-        Type::BOOL,
         Type::INT4,
         Type::INT8,
         Type::UUID,
@@ -41,22 +44,38 @@ fn staging_types() -> Vec<Type> {
     types
 }
 
-/// Moves the staged batch into `cts_traces` with positions from `$1` in
-/// batch order. A trace with a reporter-supplied id already recorded for
-/// its project and day is left out, as is a repeat within the batch: the
-/// positions stay consecutive because only inserted rows are numbered.
+/// Bits of a row key (`seq`) taken by the trace's index in its batch; the
+/// batch's number from `cts_trace_batches` is above them.
+const ORD_BITS: u32 = 24;
+
+/// Moves the staged batch into `cts_traces`, keyed by the batch's number
+/// and each trace's index in it, and answers the keys and days of the rows
+/// inserted. A trace already recorded for its project and day (or being
+/// recorded by a concurrent batch: the insert waits for its commit) is
+/// left out, as is a repeat within the batch. Rows go in key order, so
+/// two batches sharing reporter-supplied ids wait for each other in one
+/// direction only and cannot deadlock.
 fn insert_staged() -> String {
     let filters = filter_columns();
     format!(
-        "INSERT INTO cts_traces (pos, day, time_ms, trace_id, project_id, {filters}, doc) \
-         SELECT $1 + row_number() OVER (ORDER BY ord) - 1, day, time_ms, trace_id, project_id, \
-         {filters}, doc \
-         FROM (SELECT DISTINCT ON (project_id, trace_id, day) * FROM cts_staging \
+        "WITH b AS (SELECT nextval('cts_trace_batches') AS n) \
+         INSERT INTO cts_traces (seq, day, time_ms, trace_id, project_id, {filters}, doc) \
+         SELECT (b.n << {ORD_BITS}) + s.ord, day, time_ms, trace_id, project_id, {filters}, doc \
+         FROM b, (SELECT DISTINCT ON (project_id, trace_id, day) * FROM cts_staging \
                ORDER BY project_id, trace_id, day, ord) s \
-         WHERE NOT (s.supplied AND EXISTS (SELECT 1 FROM cts_traces t \
-               WHERE t.project_id = s.project_id AND t.trace_id = s.trace_id AND t.day = s.day))"
+         ON CONFLICT (project_id, trace_id, day) DO NOTHING RETURNING seq, day"
     )
 }
+
+/// Numbers the inserted rows `$1` (keys, ascending) of days `$2` from the
+/// counter on, in one statement that locks the counter's row till the
+/// commit.
+const NUMBER: &str = "WITH p AS (UPDATE cts_trace_positions SET next_pos = next_pos + $3 \
+     RETURNING next_pos - $3 AS first), \
+     o AS (INSERT INTO cts_trace_order (pos, day, seq) \
+           SELECT p.first + r.i - 1, r.day, r.seq \
+           FROM p, unnest($1::bigint[], $2::integer[]) WITH ORDINALITY AS r(seq, day, i)) \
+     SELECT 1 FROM p";
 
 impl PgStore {
     pub(crate) fn append_batch(&self, traces: &[PreparedTrace]) -> Result<AppendOutcome, PgError> {
@@ -100,10 +119,10 @@ impl PgStore {
 fn write(client: &mut postgres::Client, traces: &[PreparedTrace]) -> Result<usize, PgError> {
     let mut tx = client.transaction()?;
     stage(&mut tx, traces)?;
-    let next = lock_positions(&mut tx)?;
-    let stored = insert(&mut tx, next)?;
+    let rows = insert(&mut tx)?;
+    number(&mut tx, &rows)?;
     tx.commit()?;
-    Ok(stored as usize)
+    Ok(rows.len())
 }
 
 /// Copies `traces` into the connection's staging table (`ord`: their index).
@@ -111,10 +130,17 @@ pub(crate) fn stage(
     tx: &mut postgres::Transaction<'_>,
     traces: &[PreparedTrace],
 ) -> Result<(), PgError> {
+    if traces.len() >= 1 << ORD_BITS {
+        return Err(PgError(cts_db::DbError::Setting(format!(
+            "a batch of {} traces is more than one transaction takes ({})",
+            traces.len(),
+            (1 << ORD_BITS) - 1
+        ))));
+    }
     tx.batch_execute(&create_staging())?;
     let sink = tx.copy_in(
         format!(
-            "COPY cts_staging (ord, supplied, day, time_ms, trace_id, project_id, {}, doc) \
+            "COPY cts_staging (ord, day, time_ms, trace_id, project_id, {}, doc) \
              FROM STDIN (FORMAT binary)",
             filter_columns()
         )
@@ -124,7 +150,6 @@ pub(crate) fn stage(
     let mut writer = BinaryCopyInWriter::new(sink, &types);
     for (ord, t) in traces.iter().enumerate() {
         let ord = ord as i32;
-        let supplied = t.supplied();
         let day = day_of(t.time());
         let time = t.time();
         let id = uuid::Uuid::from_bytes(t.trace_id());
@@ -133,7 +158,7 @@ pub(crate) fn stage(
             .map(|i| t.value(i))
             .collect();
         let doc = t.json();
-        let mut row: Vec<&(dyn ToSql + Sync)> = vec![&ord, &supplied, &day, &time, &id, &project];
+        let mut row: Vec<&(dyn ToSql + Sync)> = vec![&ord, &day, &time, &id, &project];
         row.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
         row.push(&doc);
         writer.write(&row)?;
@@ -142,23 +167,44 @@ pub(crate) fn stage(
     Ok(())
 }
 
-/// Locks the positions counter and answers the next position. From here
-/// to the commit, writers of every node go one at a time: the row lock
-/// orders position assignment with commit order, so a consumer that has
-/// read up to N never later finds a committed trace below N.
-pub(crate) fn lock_positions(tx: &mut postgres::Transaction<'_>) -> Result<i64, PgError> {
-    Ok(tx
-        .query_one("SELECT next_pos FROM cts_trace_positions FOR UPDATE", &[])?
-        .get(0))
+/// The rows a batch inserted: their keys (`seq`, ascending: batch order)
+/// and days.
+pub(crate) struct Inserted {
+    seqs: Vec<i64>,
+    days: Vec<i32>,
 }
 
-/// Inserts the staged traces not yet recorded from position `next` on and
-/// moves the counter past them; answers how many it inserted.
-pub(crate) fn insert(tx: &mut postgres::Transaction<'_>, next: i64) -> Result<i64, PgError> {
-    let stored = tx.execute(insert_staged().as_str(), &[&next])? as i64;
-    tx.execute(
-        "UPDATE cts_trace_positions SET next_pos = next_pos + $1",
-        &[&stored],
-    )?;
-    Ok(stored)
+impl Inserted {
+    pub(crate) fn len(&self) -> usize {
+        self.seqs.len()
+    }
+}
+
+/// Inserts the staged traces not yet recorded, without positions: this
+/// runs concurrently with other batches.
+pub(crate) fn insert(tx: &mut postgres::Transaction<'_>) -> Result<Inserted, PgError> {
+    let mut rows: Vec<(i64, i32)> = tx
+        .query(insert_staged().as_str(), &[])?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    rows.sort_unstable();
+    Ok(Inserted {
+        seqs: rows.iter().map(|r| r.0).collect(),
+        days: rows.iter().map(|r| r.1).collect(),
+    })
+}
+
+/// Gives the inserted rows consecutive positions in batch order (none
+/// taken when nothing was inserted). From here to
+/// the commit, writers of every node go one at a time: the counter's row
+/// lock orders position assignment with commit order, so a consumer that
+/// has read up to N never later finds a committed trace below N.
+pub(crate) fn number(tx: &mut postgres::Transaction<'_>, rows: &Inserted) -> Result<(), PgError> {
+    if rows.seqs.is_empty() {
+        return Ok(());
+    }
+    let n = rows.len() as i64;
+    tx.execute(NUMBER, &[&rows.seqs, &rows.days, &n])?;
+    Ok(())
 }

@@ -123,20 +123,158 @@ fn concurrent_writers_on_several_nodes_and_a_consumer_miss_nothing() {
     );
 }
 
-/// Makes every batch wait a random few ms between inserting its rows and
-/// committing, as a commit waiting for its WAL flush or a synchronous
-/// standby does: transactions that take positions concurrently then commit
-/// out of order unless positions are ordered with commits.
+/// Makes every batch wait a random few ms after inserting its traces
+/// (concurrent batches overlap there) and again between taking its
+/// positions and committing, as a commit waiting for its WAL flush or a
+/// synchronous standby does: transactions that take positions
+/// concurrently then commit out of order unless positions are ordered
+/// with commits.
 fn slow_commits(url: &str) {
     let mut client = postgres::Client::connect(url, postgres::NoTls).expect("connect");
     client
         .batch_execute(
             "CREATE FUNCTION cts_test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ \
              BEGIN PERFORM pg_sleep(random() * 0.02); RETURN NULL; END $$; \
-             CREATE TRIGGER cts_test_slow_commit AFTER INSERT ON cts_traces \
+             CREATE TRIGGER cts_test_slow_insert AFTER INSERT ON cts_traces \
+             FOR EACH STATEMENT EXECUTE FUNCTION cts_test_slow_commit(); \
+             CREATE TRIGGER cts_test_slow_commit AFTER INSERT ON cts_trace_order \
              FOR EACH STATEMENT EXECUTE FUNCTION cts_test_slow_commit();",
         )
-        .expect("the slow-commit trigger");
+        .expect("the slow-commit triggers");
+}
+
+/// Every trace the journal holds, in order, by trace id; panics on a gap
+/// or a trace read twice.
+fn read_all(store: &PgStore) -> Vec<String> {
+    let (mut cursor, mut ids) = (0u64, Vec::new());
+    loop {
+        let batch = store.read_journal(cursor, 1000).expect("read_journal");
+        for e in &batch.entries {
+            assert_eq!(e.seq, cursor + 1, "positions go up by one");
+            cursor = e.seq;
+            let v: serde_json::Value = serde_json::from_slice(&e.doc).unwrap();
+            ids.push(v["trace_id"].as_str().unwrap().to_string());
+        }
+        if cursor == batch.durable_seq {
+            let unique: HashSet<&String> = ids.iter().collect();
+            assert_eq!(unique.len(), ids.len(), "a trace read twice: {ids:?}");
+            return ids;
+        }
+    }
+}
+
+/// Retries sent through two nodes at the same moment: the traces are
+/// inserted outside the positions lock, so a batch meets the other's
+/// uncommitted rows, waits for that commit and leaves them out. Each trace
+/// is stored and delivered once; batches holding the same ids in opposite
+/// orders do not deadlock.
+#[test]
+fn a_duplicate_reported_through_two_nodes_at_once_is_stored_and_delivered_once() {
+    const ROUNDS: usize = 8;
+    const IDS: usize = 20;
+    let pg = TestPg::start();
+    let url = pg.fresh_database();
+    let nodes: Vec<Arc<PgStore>> = (0..2).map(|_| Arc::new(open(&url))).collect();
+    slow_commits(&url);
+    let mut expected = HashSet::new();
+    for round in 0..ROUNDS {
+        let items: Vec<_> = (0..IDS)
+            .map(|i| {
+                let id = format!("00000000-0000-4000-8000-{:012x}", round * IDS + i);
+                expected.insert(id.clone());
+                json!({"trace_id": id, "time": now() - HOUR - (i % 2) as i64 * DAY})
+            })
+            .collect();
+        let barrier = Arc::new(std::sync::Barrier::new(4));
+        let senders: Vec<_> = (0..4)
+            .map(|k| {
+                let (store, barrier) = (Arc::clone(&nodes[k % 2]), Arc::clone(&barrier));
+                let mut items = items.clone();
+                if k >= 2 {
+                    items.reverse();
+                }
+                std::thread::spawn(move || {
+                    let batch = conformance::traces("p", &items);
+                    barrier.wait();
+                    store.append(batch).expect("append")
+                })
+            })
+            .collect();
+        let outcomes: Vec<_> = senders.into_iter().map(|s| s.join().unwrap()).collect();
+        let stored: usize = outcomes.iter().map(|o| o.stored).sum();
+        assert_eq!(stored, IDS, "round {round}: {outcomes:?}");
+        assert!(outcomes.iter().all(|o| o.stored + o.duplicates == IDS));
+    }
+    let read: HashSet<String> = read_all(&nodes[1]).into_iter().collect();
+    assert!(read == expected, "every trace delivered once");
+}
+
+/// A database at schema 1 (positions in `cts_traces`) moves to the
+/// narrow positions table: every trace keeps its position, consumers go on
+/// where they were, new traces are numbered after the old ones, and
+/// retention drops a migrated day whole.
+#[test]
+fn the_migration_from_schema_1_keeps_positions() {
+    let pg = TestPg::start();
+    let url = pg.fresh_database();
+    let schema_1 = cts_db::PgSchema {
+        ledger: SCHEMA.ledger,
+        migrations: &SCHEMA.migrations[..1],
+    };
+    let mut client = pool(&url).get().unwrap();
+    assert_eq!(cts_db::migrate(&mut client, &schema_1).unwrap(), [1]);
+    // Three traces as schema 1 stored them: two four days ago, one now.
+    let old = now() - 4 * DAY;
+    for (pos, time) in [(1i64, old), (2, old), (3, now() - HOUR)] {
+        let day = time.div_euclid(DAY) as i32;
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS cts_traces_{} PARTITION OF cts_traces \
+                 FOR VALUES FROM ({day}) TO ({})",
+                jiff::Timestamp::from_millisecond(time)
+                    .unwrap()
+                    .strftime("%Y%m%d"),
+                day + 1
+            ))
+            .unwrap();
+        let doc = format!(r#"{{"trace_id":"00000000-0000-4000-8000-00000000000{pos}"}}"#);
+        client
+            .execute(
+                "INSERT INTO cts_traces (day, time_ms, trace_id, pos, project_id, doc) \
+                 VALUES ($1, $2, gen_random_uuid(), $3, 'p', $4)",
+                &[&day, &time, &pos, &doc.as_bytes()],
+            )
+            .unwrap();
+    }
+    client
+        .execute("UPDATE cts_trace_positions SET next_pos = 4", &[])
+        .unwrap();
+
+    let store = open(&url);
+    let tail = store.read_journal(1, 10).unwrap();
+    assert_eq!(tail.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
+    assert!(String::from_utf8_lossy(&tail.entries[0].doc).ends_with("0002\"}"));
+    store
+        .append(conformance::traces("p", &[json!({})]))
+        .unwrap();
+    let ids = read_all(&store);
+    assert_eq!(ids.len(), 4);
+    assert_eq!(ids[2], "00000000-0000-4000-8000-000000000003");
+
+    let report = store.enforce_retention(now() - 2 * DAY).unwrap();
+    assert_eq!(report.index_partitions_dropped, 1);
+    match store.read_journal(0, 10) {
+        Err(StoreError::JournalGone {
+            after_seq: 0,
+            oldest_seq: 3,
+        }) => {}
+        other => panic!("expected JournalGone, got {other:?}"),
+    }
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM cts_trace_order", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 2, "the dropped day's positions went with it");
 }
 
 /// A retry reaching another node is a duplicate there too; a partition one
@@ -229,6 +367,6 @@ fn a_start_without_migrations_refuses_until_they_ran() {
         .expect("an unmigrated schema");
     assert!(e.to_string().contains("ctsd migrate"), "{e}");
     let applied = cts_db::migrate(&mut pool(&url).get().unwrap(), &SCHEMA).unwrap();
-    assert_eq!(applied, [1]);
+    assert_eq!(applied, [1, 2]);
     PgStore::open(pool(&url), false, RETENTION_MS).expect("a current schema");
 }
