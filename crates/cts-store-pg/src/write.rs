@@ -32,13 +32,7 @@ fn create_staging() -> String {
 
 /// Column types of the staging table, in order.
 fn staging_types() -> Vec<Type> {
-    let mut types = vec![
-        Type::INT4,
-        Type::INT4,
-        Type::INT8,
-        Type::UUID,
-        Type::TEXT,
-    ];
+    let mut types = vec![Type::INT4, Type::INT4, Type::INT8, Type::UUID, Type::TEXT];
     types.extend(cts_model::Field::ALL.map(|_| Type::TEXT));
     types.push(Type::BYTEA);
     types

@@ -252,7 +252,10 @@ fn the_migration_from_schema_1_keeps_positions() {
 
     let store = open(&url);
     let tail = store.read_journal(1, 10).unwrap();
-    assert_eq!(tail.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(
+        tail.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [2, 3]
+    );
     assert!(String::from_utf8_lossy(&tail.entries[0].doc).ends_with("0002\"}"));
     store
         .append(conformance::traces("p", &[json!({})]))
