@@ -264,15 +264,7 @@ fn the_migration_from_schema_1_keeps_positions() {
     assert_eq!(ids.len(), 4);
     assert_eq!(ids[2], "00000000-0000-4000-8000-000000000003");
 
-    let report = store.enforce_retention(now() - 2 * DAY).unwrap();
-    assert_eq!(report.index_partitions_dropped, 1);
-    match store.read_journal(0, 10) {
-        Err(StoreError::JournalGone {
-            after_seq: 0,
-            oldest_seq: 3,
-        }) => {}
-        other => panic!("expected JournalGone, got {other:?}"),
-    }
+    retention_drops_one_day_up_to_position_2(&store);
     let left: i64 = client
         .query_one("SELECT count(*) FROM cts_trace_order", &[])
         .unwrap()
@@ -322,6 +314,20 @@ fn nodes_share_idempotency_and_partitions() {
     assert_eq!(b.query(&q).unwrap().traces.len(), 1);
 }
 
+/// Retention two days back drops one day, the one holding positions 1 and
+/// 2: a consumer from the start is told the journal goes on at 3.
+fn retention_drops_one_day_up_to_position_2(store: &PgStore) {
+    let report = store.enforce_retention(now() - 2 * DAY).unwrap();
+    assert_eq!(report.index_partitions_dropped, 1);
+    match store.read_journal(0, 10) {
+        Err(StoreError::JournalGone {
+            after_seq: 0,
+            oldest_seq: 3,
+        }) => {}
+        other => panic!("expected JournalGone, got {other:?}"),
+    }
+}
+
 /// A consumer whose traces retention dropped (it held nothing) is told so,
 /// with where the journal goes on.
 #[test]
@@ -346,15 +352,7 @@ fn journal_gone_after_retention_without_hold() {
         (0, 1)
     );
     store.hold_journal("transfer", 2);
-    let report = store.enforce_retention(now() - 2 * DAY).unwrap();
-    assert_eq!(report.index_partitions_dropped, 1);
-    match store.read_journal(0, 10) {
-        Err(StoreError::JournalGone {
-            after_seq: 0,
-            oldest_seq: 3,
-        }) => {}
-        other => panic!("expected JournalGone, got {other:?}"),
-    }
+    retention_drops_one_day_up_to_position_2(&store);
     let rest = store.read_journal(2, 10).unwrap();
     assert_eq!(rest.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [3]);
     let stats = store.stats();
