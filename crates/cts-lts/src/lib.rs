@@ -22,6 +22,7 @@ mod protocol;
 mod sink;
 mod stream;
 mod syslog;
+mod workers;
 
 pub use sink::{Facility, Failure, SinkError, SinkKind, SinkSpec, SpecError};
 pub use stream::{Lts, LtsStatus, RegionOf, Routing, Settings, SinkMetrics};

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+use prost::encoding::{encode_varint, encoded_len_varint, WireType};
 use prost::Message;
 
 use crate::fields::{Record, Severity};
@@ -23,17 +23,25 @@ use crate::sink::{Failure, SinkError, SinkSpec};
 /// The gzip'd protobuf `ExportLogsServiceRequest` of `records`: one
 /// resource (the stream), one scope, a LogRecord per trace. The records
 /// are written straight in the wire format from the borrowed fields (no
-/// owned message per trace); the few envelope messages through prost.
+/// owned message per trace), one after the other into the compressor
+/// through one small buffer: their lengths are counted first, so the
+/// envelope's length prefixes go before them and the batch is never laid
+/// out whole uncompressed. The few envelope messages through prost.
 /// CPU work: call it off the async workers.
 pub(crate) fn encode(stream: &Stream, records: &[Record<'_>]) -> Vec<u8> {
-    let mut logs = Vec::with_capacity(records.iter().map(|r| r.text.len() + 512).sum());
-    let mut one = Vec::with_capacity(4096);
-    for r in records {
-        one.clear();
-        log_record(&mut one, r);
-        // ScopeLogs.log_records
-        message(&mut logs, 2, &one);
-    }
+    let lens: Vec<usize> = records
+        .iter()
+        .map(|r| {
+            let mut n = Len(0);
+            log_record(&mut n, r);
+            n.0
+        })
+        .collect();
+    // ScopeLogs.log_records: each a key, a length and the record.
+    let logs_len: usize = lens
+        .iter()
+        .map(|&n| 1 + encoded_len_varint(n as u64) + n)
+        .sum();
     let resource = Resource {
         attributes: vec![
             kv("service.name", "cts"),
@@ -53,10 +61,10 @@ pub(crate) fn encode(stream: &Stream, records: &[Record<'_>]) -> Vec<u8> {
         ..Default::default()
     }
     .encode_to_vec();
-    // ScopeLogs { scope = 1, log_records = 2 }: its head, then `logs`.
+    // ScopeLogs { scope = 1, log_records = 2 }: its head, then the records.
     let mut scope_logs = Vec::new();
     message(&mut scope_logs, 1, &scope);
-    let scope_logs_len = scope_logs.len() + logs.len();
+    let scope_logs_len = scope_logs.len() + logs_len;
     // ResourceLogs { resource = 1, scope_logs = 2 }
     let mut resource_logs = Vec::new();
     message(&mut resource_logs, 1, &resource);
@@ -67,17 +75,43 @@ pub(crate) fn encode(stream: &Stream, records: &[Record<'_>]) -> Vec<u8> {
     head.extend_from_slice(&resource_logs);
     head.extend_from_slice(&scope_logs);
     let mut gz = flate2::write::GzEncoder::new(
-        Vec::with_capacity((head.len() + logs.len()) / 4),
+        Vec::with_capacity((head.len() + logs_len) / 4),
         flate2::Compression::fast(),
     );
     // Writing into a Vec cannot fail.
     gz.write_all(&head).expect("gzip into memory");
-    gz.write_all(&logs).expect("gzip into memory");
+    let mut one = Vec::with_capacity(4096);
+    for (r, &len) in records.iter().zip(&lens) {
+        one.clear();
+        length_delimited(&mut one, 2, len);
+        log_record(&mut one, r);
+        gz.write_all(&one).expect("gzip into memory");
+    }
     gz.finish().expect("gzip into memory")
 }
 
+/// Where a record's wire format goes: its bytes, or only their count.
+trait Out {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Out for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// Counts the bytes of a record, for the length before it.
+struct Len(usize);
+
+impl Out for Len {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0 += bytes.len();
+    }
+}
+
 /// One LogRecord's fields (without its own key and length).
-fn log_record(buf: &mut Vec<u8>, r: &Record<'_>) {
+fn log_record(buf: &mut impl Out, r: &Record<'_>) {
     let f = &r.fields;
     let (number, severity) = match Severity::of(&f.trace_rating) {
         Severity::Info => (9, "INFO"),
@@ -85,8 +119,8 @@ fn log_record(buf: &mut Vec<u8>, r: &Record<'_>) {
         Severity::Error => (17, "ERROR"),
     };
     fixed64(buf, 1, nanos(f.time));
-    encode_key(2, WireType::Varint, buf);
-    encode_varint(number, buf);
+    key(buf, 2, WireType::Varint);
+    varint(buf, number);
     string(buf, 3, severity);
     any_string(buf, 5, r.text);
     let code = f.code();
@@ -109,30 +143,42 @@ fn log_record(buf: &mut Vec<u8>, r: &Record<'_>) {
         ),
         ("cts.code", code.as_deref()),
     ];
-    for (key, value) in attributes {
+    for (name, value) in attributes {
         if let Some(value) = value {
             // LogRecord.attributes: KeyValue { key = 1, value = 2 }
             let any = string_len(value);
-            let len = string_len(key) + 1 + encoded_len_varint(any as u64) + any;
+            let len = string_len(name) + 1 + encoded_len_varint(any as u64) + any;
             length_delimited(buf, 6, len);
-            string(buf, 1, key);
+            string(buf, 1, name);
             any_string(buf, 2, value);
         }
     }
     fixed64(buf, 11, nanos(f.record_time));
 }
 
-fn length_delimited(buf: &mut Vec<u8>, tag: u32, len: usize) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(len as u64, buf);
+fn varint(buf: &mut impl Out, v: u64) {
+    let mut b = [0u8; 10];
+    let mut s = &mut b[..];
+    encode_varint(v, &mut s);
+    let n = 10 - s.len();
+    buf.put(&b[..n]);
 }
 
-fn message(buf: &mut Vec<u8>, tag: u32, body: &[u8]) {
+fn key(buf: &mut impl Out, tag: u32, wire_type: WireType) {
+    varint(buf, u64::from(tag << 3 | wire_type as u32));
+}
+
+fn length_delimited(buf: &mut impl Out, tag: u32, len: usize) {
+    key(buf, tag, WireType::LengthDelimited);
+    varint(buf, len as u64);
+}
+
+fn message(buf: &mut impl Out, tag: u32, body: &[u8]) {
     length_delimited(buf, tag, body.len());
-    buf.extend_from_slice(body);
+    buf.put(body);
 }
 
-fn string(buf: &mut Vec<u8>, tag: u32, s: &str) {
+fn string(buf: &mut impl Out, tag: u32, s: &str) {
     message(buf, tag, s.as_bytes());
 }
 
@@ -142,14 +188,14 @@ fn string_len(s: &str) -> usize {
 }
 
 /// `AnyValue { string_value = 1 }` holding `s`.
-fn any_string(buf: &mut Vec<u8>, tag: u32, s: &str) {
+fn any_string(buf: &mut impl Out, tag: u32, s: &str) {
     length_delimited(buf, tag, string_len(s));
     string(buf, 1, s);
 }
 
-fn fixed64(buf: &mut Vec<u8>, tag: u32, v: u64) {
-    encode_key(tag, WireType::SixtyFourBit, buf);
-    buf.extend_from_slice(&v.to_le_bytes());
+fn fixed64(buf: &mut impl Out, tag: u32, v: u64) {
+    key(buf, tag, WireType::SixtyFourBit);
+    buf.put(&v.to_le_bytes());
 }
 
 fn nanos(ms: i64) -> u64 {

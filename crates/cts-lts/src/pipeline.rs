@@ -1,7 +1,8 @@
 //! Pipelined delivery of one tracker's batches. The journal is read one
-//! batch after the other (in order, on a blocking thread); each batch read
-//! is then parsed, encoded and compressed on its own blocking thread, up to
-//! `encoders` at once, and sent as soon as it is encoded, up to `in_flight`
+//! batch after the other (in order, on a worker thread); each batch read
+//! is then parsed, encoded and compressed on its own worker thread, up to
+//! `encoders` at once (the workers run at background priority:
+//! `workers.rs`), and sent as soon as it is encoded, up to `in_flight`
 //! batches encoding or in flight at once. Their outcomes come back in
 //! journal order whatever order the encoders finish and the receiver
 //! answers in. The caller commits each delivered batch's cursor as it
@@ -12,6 +13,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, Semaphore};
@@ -20,6 +22,7 @@ use tokio::task::JoinHandle;
 use crate::batch::{Batch, Prepared};
 use crate::protocol::Sending;
 use crate::sink::SinkError;
+use crate::workers::Workers;
 use crate::LtsError;
 
 /// Where a pipeline's batches come from.
@@ -27,19 +30,21 @@ pub(crate) trait Source: Send + Sync + 'static {
     /// A batch read from the journal, not yet encoded.
     type Read: Send + 'static;
 
-    /// The batch after `cursor`. Blocking; called one after the other.
+    /// The batch after `cursor`. Blocking (on a worker thread); called one
+    /// after the other.
     fn read(&self, cursor: u64) -> Result<Self::Read, LtsError>;
 
     /// Where `read` leaves the cursor, and whether it was full (more is
     /// waiting right away).
     fn ends(read: &Self::Read) -> (u64, bool);
 
-    /// The request of a batch read. Blocking CPU work; several run at once.
+    /// The request of a batch read. Blocking CPU work (on a worker thread);
+    /// several run at once.
     fn prepare(&self, read: Self::Read) -> Prepared;
 }
 
 /// A batch being encoded.
-type Encoding = JoinHandle<Prepared>;
+type Encoding = Pin<Box<dyn Future<Output = Result<Prepared, LtsError>> + Send>>;
 
 /// A batch being encoded, then sent.
 type Slot = JoinHandle<Result<Done, LtsError>>;
@@ -81,9 +86,16 @@ pub(crate) struct Bounds {
 }
 
 impl Pipeline {
-    /// Reads the batches of `source` from `cursor` on and delivers each
-    /// body with `send`, within `bounds`. Call it on a Tokio runtime.
-    pub fn start<S, T, F>(source: S, send: T, cursor: u64, bounds: Bounds) -> Self
+    /// Reads the batches of `source` from `cursor` on (on `workers`) and
+    /// delivers each body with `send`, within `bounds`. Call it on a Tokio
+    /// runtime.
+    pub fn start<S, T, F>(
+        source: S,
+        send: T,
+        cursor: u64,
+        bounds: Bounds,
+        workers: &Workers,
+    ) -> Self
     where
         S: Source,
         T: Fn(Vec<u8>) -> F + Send + Sync + 'static,
@@ -97,7 +109,7 @@ impl Pipeline {
             Arc::new(source),
             cursor,
             bounds.batches,
-            Arc::new(Semaphore::new(encoders)),
+            (workers.clone(), Arc::new(Semaphore::new(encoders))),
             tx,
         ));
         Pipeline {
@@ -171,7 +183,7 @@ async fn first(window: &mut VecDeque<Slot>) -> Result<Done, LtsError> {
 /// Sends a batch once it is encoded (a batch without any of the tracker's
 /// traces only moves the cursor).
 async fn deliver(encoding: Encoding, send: Deliver) -> Result<Done, LtsError> {
-    let p = encoding.await.map_err(|e| LtsError::Task(e.to_string()))?;
+    let p = encoding.await?;
     let result = match p.body {
         Some(body) => send(body).await,
         None => Ok(()),
@@ -189,14 +201,12 @@ async fn read_ahead<S: Source>(
     source: Arc<S>,
     mut cursor: u64,
     batches: usize,
-    encoders: Arc<Semaphore>,
+    (workers, encoders): (Workers, Arc<Semaphore>),
     tx: mpsc::Sender<Result<Encoding, LtsError>>,
 ) {
     for _ in 0..batches {
         let s = Arc::clone(&source);
-        let read = tokio::task::spawn_blocking(move || s.read(cursor))
-            .await
-            .unwrap_or_else(|e| Err(LtsError::Task(e.to_string())));
+        let read = workers.spawn(move || s.read(cursor)).await.and_then(|r| r);
         let read = match read {
             Ok(read) => read,
             Err(e) => {
@@ -210,10 +220,10 @@ async fn read_ahead<S: Source>(
             return;
         };
         let s = Arc::clone(&source);
-        let encoding = tokio::task::spawn_blocking(move || {
+        let encoding: Encoding = Box::pin(workers.spawn(move || {
             let _encoder = permit;
             s.prepare(read)
-        });
+        }));
         if tx.send(Ok(encoding)).await.is_err() || !more {
             return;
         }
@@ -303,6 +313,11 @@ mod tests {
         }
     }
 
+    /// A reader and `encoders` encoders at once, as `Lts` starts them.
+    fn workers(encoders: usize) -> Workers {
+        Workers::start(encoders + 1).unwrap()
+    }
+
     fn bounds(batches: usize, in_flight: usize, encoders: usize) -> Bounds {
         Bounds {
             batches,
@@ -339,7 +354,7 @@ mod tests {
                 Ok(())
             }
         };
-        let mut p = Pipeline::start(batches(6), send, 0, bounds(100, 3, 2));
+        let mut p = Pipeline::start(batches(6), send, 0, bounds(100, 3, 2), &workers(2));
         assert_eq!(drain(&mut p).await, in_order(6));
         let most = sending.most();
         assert!((2..=3).contains(&most), "{most} in flight at most");
@@ -353,7 +368,7 @@ mod tests {
         source.encode_ms = |n| 20 * (7 - n);
         let encoding = Arc::clone(&source.encoding);
         let ok = |_: Vec<u8>| async { Ok(()) };
-        let mut p = Pipeline::start(source, ok, 0, bounds(100, 4, 2));
+        let mut p = Pipeline::start(source, ok, 0, bounds(100, 4, 2), &workers(2));
         assert_eq!(drain(&mut p).await, in_order(6));
         assert_eq!(encoding.most(), 2, "encoders at once");
     }
@@ -376,7 +391,7 @@ mod tests {
                 Ok(())
             }
         };
-        let mut p = Pipeline::start(source, send, 0, bounds(100, 1, 3));
+        let mut p = Pipeline::start(source, send, 0, bounds(100, 1, 3), &workers(3));
         assert_eq!(drain(&mut p).await, in_order(6));
         assert_eq!(*sent.lock(), [1, 2, 3, 4, 5, 6]);
         assert_eq!(sending.most(), 1);
@@ -397,7 +412,7 @@ mod tests {
             }
             Ok(())
         };
-        let mut p = Pipeline::start(batches(4), send, 0, bounds(100, 4, 2));
+        let mut p = Pipeline::start(batches(4), send, 0, bounds(100, 4, 2), &workers(2));
         let first = p.next().await.unwrap().unwrap();
         assert_eq!((first.batch.upto, first.result.is_ok()), (10, true));
         let second = p.next().await.unwrap().unwrap();
@@ -410,9 +425,9 @@ mod tests {
     #[tokio::test]
     async fn a_pass_is_bounded_and_stops_when_caught_up() {
         let ok = |_: Vec<u8>| async { Ok(()) };
-        let mut p = Pipeline::start(batches(100), ok, 0, bounds(3, 2, 2));
+        let mut p = Pipeline::start(batches(100), ok, 0, bounds(3, 2, 2), &workers(2));
         assert_eq!(drain(&mut p).await.len(), 3);
-        let mut p = Pipeline::start(batches(2), ok, 0, bounds(100, 2, 2));
+        let mut p = Pipeline::start(batches(2), ok, 0, bounds(100, 2, 2), &workers(2));
         assert_eq!(drain(&mut p).await.len(), 2);
     }
 
@@ -423,7 +438,7 @@ mod tests {
         let mut source = batches(100);
         source.fail_at = 20;
         let ok = |_: Vec<u8>| async { Ok(()) };
-        let mut p = Pipeline::start(source, ok, 0, bounds(100, 4, 2));
+        let mut p = Pipeline::start(source, ok, 0, bounds(100, 4, 2), &workers(2));
         for upto in [10, 20] {
             assert_eq!(p.next().await.unwrap().unwrap().batch.upto, upto);
         }

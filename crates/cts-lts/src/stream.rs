@@ -23,6 +23,7 @@ use crate::batch::{Batch, Reader};
 use crate::pipeline::{Bounds, Done, Pipeline};
 use crate::protocol::{self, Protocol, Stream};
 use crate::sink::{Failure, SinkError, SinkSpec};
+use crate::workers::Workers;
 use crate::{LtsError, CONSUMER};
 
 /// Batches of one tracker a pass sends at most, so that one tracker far
@@ -49,7 +50,8 @@ pub struct Settings {
     /// `syslog` connection takes one batch after the other).
     pub in_flight: usize,
     /// Batches of one tracker parsed, encoded and compressed at once (the
-    /// journal is read by one thread, in order).
+    /// journal is read by one thread, in order); these threads and the
+    /// reader run at background priority.
     pub encode_threads: usize,
     /// Time between passes: the longest a trace waits to be sent.
     pub interval: Duration,
@@ -149,6 +151,8 @@ pub struct Lts {
     routing: Routing,
     region_of: RegionOf,
     settings: Settings,
+    /// Read and encode the batches, at background priority.
+    workers: Workers,
     skips: Skips,
     status: Mutex<HashMap<String, LtsStatus>>,
 }
@@ -195,6 +199,9 @@ impl Lts {
                 )
             })
             .collect();
+        // The encoders and the one reader of a tracker's pass.
+        let workers = Workers::start(settings.encode_threads + 1)
+            .map_err(|e| format!("lts: starting the worker threads: {e}"))?;
         Ok(Lts {
             journal,
             trackers,
@@ -203,6 +210,7 @@ impl Lts {
             routing,
             region_of,
             settings,
+            workers,
             skips: Skips::new(CONSUMER),
             status: Mutex::new(status),
         })
@@ -424,6 +432,7 @@ impl Lts {
             },
             e.cursor,
             bounds,
+            &self.workers,
         );
         let (to, mut more) = (To { t, name, sink }, false);
         while let Some(done) = pipeline.next().await {

@@ -58,7 +58,8 @@ impl Merger {
 
 pub(super) fn merger_loop(inner: Arc<Inner>, rx: Receiver<()>, merger: Merger) {
     if merger == Merger::Background {
-        lower_priority();
+        // Merges give way to queries and the journal writer.
+        cts_priority::lower_this_thread("background merger thread");
     }
     let max = inner.config.max_segments_per_partition;
     let mut delay = Duration::from_millis(100);
@@ -85,23 +86,6 @@ pub(super) fn merger_loop(inner: Arc<Inner>, rx: Receiver<()>, merger: Merger) {
         }
     }
 }
-
-/// Merges give way to queries and the journal writer: the merger thread
-/// runs at nice 5 (about a third of the CPU share of a normal thread when
-/// they compete; the CFQ and BFQ disk schedulers follow it too). Not lower:
-/// a server busy with ingest must still leave the merger enough to keep
-/// the segment count bounded (an unprivileged thread cannot raise its
-/// priority again once behind).
-fn lower_priority() {
-    // SAFETY: setpriority reads no memory of ours. On Linux, PRIO_PROCESS
-    // with 0 names the calling thread only.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, MERGER_NICE) };
-    if rc != 0 {
-        tracing::warn!(error = %std::io::Error::last_os_error(), "could not lower the merger thread's priority");
-    }
-}
-
-const MERGER_NICE: libc::c_int = 5;
 
 /// Between chunks of a merge: stop when the store closes, else let other
 /// threads run first.
