@@ -31,7 +31,7 @@ mod value;
 pub use copy::{copy_rows, copy_rows_in_order, Copied};
 pub use db::Db;
 pub use migrate::{check_current, ensure_schema, migrate, PgMigration, PgSchema};
-pub use sealed::{SealError, Sealer};
+pub use sealed::{SealError, Sealer, SecretKey};
 pub use settings::{PgSettings, PgUrl, PgUrlError, Pool};
 pub use sql::Sql;
 pub use value::{columns, Arg, Row, Val};

@@ -1,11 +1,13 @@
 //! Secrets a store keeps in its database (access-key secrets, digest
-//! signing keys), sealed: AES-256-GCM with a random nonce per value, bound
-//! to what the value belongs to (`aad`, e.g. the access key id) so that a
-//! ciphertext moved to another row does not open. Stored as
-//! `nonce || ciphertext`.
+//! signing keys, webhook signing secrets), sealed: AES-256-GCM with a
+//! random nonce per value, bound to what the value belongs to (`aad`, e.g.
+//! the access key id) so that a ciphertext moved to another row does not
+//! open. Stored as `nonce || ciphertext`, or as text by [`SecretKey`].
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
 
 /// Length of the nonce in front of each sealed value.
 pub const NONCE_LEN: usize = 12;
@@ -59,6 +61,76 @@ impl Sealer {
     }
 }
 
+/// How a value sealed as text begins (anything else is in the clear: a
+/// row written before its store sealed).
+const SEALED: &str = "aes256gcm:";
+
+/// The store's secret key (`store.secret_key`), derived for one purpose
+/// (each store derives its own from the same secret), sealing values as
+/// text. Known by a fingerprint, so that a node started with another key
+/// can refuse at once instead of failing later.
+#[derive(Clone)]
+pub struct SecretKey {
+    sealer: Sealer,
+    fingerprint: String,
+}
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretKey({})", self.fingerprint)
+    }
+}
+
+impl SecretKey {
+    /// The key of `secret` for `purpose` (e.g. `cts-transfer digest signing keys`).
+    pub fn derive(secret: &[u8; 32], purpose: &str) -> SecretKey {
+        let derive = |label: &str| {
+            let mut h = Sha256::new();
+            h.update(label.as_bytes());
+            h.update(b"\0");
+            h.update(secret);
+            h.finalize()
+        };
+        let key = derive(purpose);
+        let fingerprint = derive(&format!("{purpose} fingerprint"));
+        SecretKey {
+            sealer: Sealer::new(&key.into()),
+            fingerprint: fingerprint[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        }
+    }
+
+    /// Names the key without revealing it.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// `plaintext` sealed, bound to `aad` (what it belongs to), as text.
+    pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> String {
+        let sealed = self.sealer.seal(plaintext, aad);
+        format!(
+            "{SEALED}{}",
+            base64::engine::general_purpose::STANDARD.encode(sealed)
+        )
+    }
+
+    /// What [`SecretKey::seal`] sealed with the same `aad`.
+    pub fn open(&self, stored: &str, aad: &[u8]) -> Result<Vec<u8>, SealError> {
+        let bytes = stored
+            .strip_prefix(SEALED)
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .ok_or(SealError::NotAuthentic)?;
+        self.sealer.open(&bytes, aad)
+    }
+
+    /// Whether a stored value is sealed (else it is in the clear).
+    pub fn is_sealed(stored: &str) -> bool {
+        stored.starts_with(SEALED)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +146,28 @@ mod tests {
         assert_eq!(sealer.open(&sealed[..5], b"AK1"), Err(SealError::Truncated));
         let other = Sealer::new(&[8; 32]);
         assert_eq!(other.open(&sealed, b"AK1"), Err(SealError::NotAuthentic));
+    }
+
+    #[test]
+    fn text_sealed_values_open_only_with_their_key_purpose_and_owner() {
+        let key = SecretKey::derive(&[7; 32], "a");
+        let sealed = key.seal(b"private", b"fp1");
+        assert!(SecretKey::is_sealed(&sealed));
+        assert!(!sealed.contains("private"));
+        assert_ne!(sealed, key.seal(b"private", b"fp1"), "nonce");
+        assert_eq!(key.open(&sealed, b"fp1").unwrap(), b"private");
+        assert!(key.open(&sealed, b"fp2").is_err(), "bound to its owner");
+        assert!(SecretKey::derive(&[8; 32], "a")
+            .open(&sealed, b"fp1")
+            .is_err());
+        assert!(SecretKey::derive(&[7; 32], "b")
+            .open(&sealed, b"fp1")
+            .is_err());
+        assert_ne!(
+            key.fingerprint(),
+            SecretKey::derive(&[8; 32], "a").fingerprint()
+        );
+        assert!(key.open("-----BEGIN PRIVATE KEY-----", b"fp1").is_err());
+        assert!(!SecretKey::is_sealed("-----BEGIN PRIVATE KEY-----"));
     }
 }

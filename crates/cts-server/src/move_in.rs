@@ -16,6 +16,7 @@ use cts_server::backend::Backend;
 use cts_server::config::StoreBackend;
 use cts_server::state::{
     now_ms, open_consumers, open_digest_keys, open_identity, open_notifications, open_trackers,
+    subscription_secrets_key,
 };
 use cts_server::Config;
 use cts_store::{EmbeddedStore, PreparedTrace, StoreError};
@@ -167,7 +168,8 @@ fn copy_stores(source: &Config, config: &Config, target: &Backend) -> Result<()>
         .copy_into(&to_rules)
         .context("copying the notification rules")?;
     say(&[("notifications", rules)]);
-    say(&cts_smn::copy_into(&smn, &to_smn)
+    let key = subscription_secrets_key(config, target)?;
+    say(&cts_smn::copy_into(&smn, &to_smn, key.as_ref())
         .context("copying the topics, subscriptions and the outbox")?);
     Ok(())
 }
@@ -183,7 +185,10 @@ fn source_digest_keys(source: &Config) -> Result<cts_transfer::Keys> {
             let secret = source.store_secret_key()?.ok_or(unsealed)?;
             Ok(cts_transfer::Keys::open(
                 &dir,
-                Some(cts_transfer::SecretKey::new(&secret)),
+                Some(cts_db::SecretKey::derive(
+                    &secret,
+                    cts_transfer::SECRET_PURPOSE,
+                )),
             )?)
         }
     }

@@ -206,7 +206,10 @@ impl Settings {
             transfer: Arc::new(transfer),
             consumers,
             notifications,
-            topics: Arc::new(TopicStore::on(smn)),
+            topics: Arc::new(match subscription_secrets_key(config, backend)? {
+                Some(key) => TopicStore::sealed(smn, key)?,
+                None => TopicStore::on(smn),
+            }),
             outbox,
             notifier: Arc::new(notifier),
             lts: Arc::new(lts),
@@ -280,7 +283,7 @@ pub fn open_digest_keys(
     let secret = config
         .store_secret_key()
         .map_err(|e| OpenError::Transfer(e.to_string()))?
-        .map(|k| cts_transfer::SecretKey::new(&k));
+        .map(|k| cts_db::SecretKey::derive(&k, cts_transfer::SECRET_PURPOSE));
     let keys = match backend {
         Backend::Embedded => cts_transfer::Keys::open(&config.data_dir.join("transfer"), secret),
         Backend::Postgres { pool, auto_migrate } => cts_transfer::Keys::on(
@@ -323,6 +326,32 @@ pub fn open_notifications(
     };
     let rules = NotificationStore::open_postgres(pool.clone(), *auto_migrate, quota)?;
     Ok((rules, cts_smn::open_postgres(pool.clone(), *auto_migrate)?))
+}
+
+/// The key sealing the subscriptions' signing secrets where the nodes
+/// share them (PostgreSQL: `store.secret_key`, needed there); `None` on an
+/// embedded node, whose database file only ctsd's user reads.
+pub fn subscription_secrets_key(
+    config: &Config,
+    backend: &Backend,
+) -> Result<Option<cts_db::SecretKey>, OpenError> {
+    if !matches!(backend, Backend::Postgres { .. }) {
+        return Ok(None);
+    }
+    let key = config
+        .store_secret_key()
+        .map_err(|e| SmnError::Storage(e.to_string()))?
+        .ok_or_else(|| {
+            SmnError::Storage(
+                "store.secret_key (CTS_STORE_SECRET_KEY) or store.secret_key_file is needed \
+                 with store.backend = \"postgres\": it seals the subscriptions' signing secrets"
+                    .into(),
+            )
+        })?;
+    Ok(Some(cts_db::SecretKey::derive(
+        &key,
+        cts_smn::SECRET_PURPOSE,
+    )))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -3,14 +3,29 @@
 //! that a run again completes what is missing. A message waiting for
 //! delivery on the embedded node is delivered by the new one.
 
-use cts_db::{copy_rows_in_order, Arg, Copied, Db, DbError, Sql};
+use cts_db::{copy_rows_in_order, Arg, Copied, Db, DbError, Row, SecretKey, Sql, Val};
 
 use crate::error::SmnError;
+use crate::topics::stored_secret;
 
 /// Copies topics, subscriptions, messages and deliveries, each in the order
 /// they were made: the target numbers messages as they arrive, and a
-/// subscription's deliveries go in that order. One transaction.
-pub fn copy_into(from: &Db, to: &Db) -> Result<Vec<(&'static str, Copied)>, SmnError> {
+/// subscription's deliveries go in that order. With `key` (the target's,
+/// see [`crate::TopicStore::sealed`]) the signing secrets arrive sealed.
+/// One transaction.
+pub fn copy_into(
+    from: &Db,
+    to: &Db,
+    key: Option<&SecretKey>,
+) -> Result<Vec<(&'static str, Copied)>, SmnError> {
+    // The subscriptions' columns begin with `urn` and hold `secret` at 5.
+    let seal = |table: &str, row: &mut Row| {
+        if let (Some(key), "subscriptions") = (key, table) {
+            let sealed = stored_secret(Some(key), row[0].text()?, row[5].text()?);
+            row[5] = Val::Text(sealed);
+        }
+        Ok::<_, DbError>(())
+    };
     let tables: [(&str, &[&str], &str); 3] = [
         (
             "topics",
@@ -55,8 +70,8 @@ pub fn copy_into(from: &Db, to: &Db) -> Result<Vec<(&'static str, Copied)>, SmnE
         to.transaction(|to| {
             let mut out = Vec::new();
             for (table, columns, order) in tables {
-                let copied = copy_rows_in_order(from, to, table, columns, Some(order), |_| {
-                    Ok::<_, DbError>(())
+                let copied = copy_rows_in_order(from, to, table, columns, Some(order), |row| {
+                    seal(table, row)
                 })?;
                 out.push((table, copied));
             }

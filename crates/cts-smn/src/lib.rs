@@ -42,7 +42,7 @@ pub use outbox::{
     Attempt, Backlog, Delivery, DeliveryState, Enqueued, Fence, Outbox, OutboxMessage, Pruned,
     Retention,
 };
-pub use topics::TopicStore;
+pub use topics::{TopicStore, SECRET_PURPOSE};
 
 #[cfg(test)]
 mod tests;

@@ -10,18 +10,82 @@ const P: &str = "0123456789abcdef0123456789abcdef";
 const OTHER: &str = "ffffffffffffffffffffffffffffffff";
 
 /// The stores on `place`, opened again on each call (a restart, or
-/// another node).
+/// another node); on PostgreSQL the signing secrets sealed, as ctsd has
+/// them there.
 fn stores(place: &Place) -> (TopicStore, Outbox) {
-    let db = match place {
-        Place::Sqlite(dir) => open_embedded(&dir.path().join("notifications")).unwrap(),
-        Place::Postgres(pg) => {
-            let pool = cts_db::PgSettings::new(pg.url().parse().unwrap())
-                .connect()
-                .unwrap();
-            open_postgres(pool, true).unwrap()
+    match place {
+        Place::Sqlite(dir) => {
+            let db = open_embedded(&dir.path().join("notifications")).unwrap();
+            (TopicStore::on(db.clone()), Outbox::on(db))
         }
+        Place::Postgres(pg) => {
+            let db = pg_db(pg);
+            let topics = TopicStore::sealed(db.clone(), key(7)).unwrap();
+            (topics, Outbox::on(db))
+        }
+    }
+}
+
+fn pg_db(pg: &cts_testpg::TestPg) -> cts_db::Db {
+    let pool = cts_db::PgSettings::new(pg.url().parse().unwrap())
+        .connect()
+        .unwrap();
+    open_postgres(pool, true).unwrap()
+}
+
+fn key(byte: u8) -> cts_db::SecretKey {
+    cts_db::SecretKey::derive(&[byte; 32], SECRET_PURPOSE)
+}
+
+/// Where nodes share the subscriptions (PostgreSQL), a signing secret is
+/// never stored in the clear: one written before (or copied in by a move)
+/// is sealed when a node opens the store; each reads back as it was; a
+/// node with another key refuses to start instead of signing wrongly.
+#[test]
+fn on_postgres_signing_secrets_are_sealed_and_open_only_with_the_same_key() {
+    let pg = cts_testpg::TestPg::start();
+    let db = pg_db(&pg);
+    let clear = TopicStore::on(db.clone());
+    let t = clear.create_topic(P, "eu-de", "alerts", "").unwrap();
+    let a = clear
+        .subscribe(P, &t.urn, Protocol::Https, "https://a.example.com/", "")
+        .unwrap();
+    let stored = || -> Vec<String> {
+        db.read(|sql| sql.query("SELECT secret FROM subscriptions ORDER BY rowid", &[]))
+            .unwrap()
+            .into_iter()
+            .map(|r| r[0].text().unwrap().to_owned())
+            .collect()
     };
-    (TopicStore::on(db.clone()), Outbox::on(db))
+    assert_eq!(stored(), [a.secret.clone()], "written in the clear before");
+
+    let sealed = TopicStore::sealed(db.clone(), key(7)).unwrap();
+    let b = sealed
+        .subscribe(P, &t.urn, Protocol::Https, "https://b.example.com/", "")
+        .unwrap();
+    for (s, plain) in stored().iter().zip([&a.secret, &b.secret]) {
+        assert!(cts_db::SecretKey::is_sealed(s), "{s}");
+        assert!(!s.contains(plain.as_str()));
+    }
+    let listed: Vec<String> = sealed
+        .subscriptions(P, &t.urn)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.secret)
+        .collect();
+    assert_eq!(listed, [a.secret.clone(), b.secret.clone()]);
+    let again = TopicStore::sealed(db.clone(), key(7)).unwrap();
+    assert_eq!(again.subscriptions(P, &t.urn).unwrap()[1].secret, b.secret);
+
+    let refused = TopicStore::sealed(db.clone(), key(8)).unwrap_err();
+    assert!(
+        refused.to_string().contains("another store.secret_key"),
+        "{refused}"
+    );
+    assert!(
+        TopicStore::on(db).subscriptions(P, &t.urn).is_err(),
+        "no key, no secret"
+    );
 }
 
 fn message(id: &str, topic_urn: &str) -> OutboxMessage {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use cts_db::{Arg, Db, Row, Sql};
+use cts_db::{Arg, Db, Row, SecretKey, Sql};
 use rand::RngCore;
 
 use crate::db::{self, now_ms};
@@ -17,6 +17,9 @@ use crate::model::{
 /// method blocks on the database (async callers use `spawn_blocking`).
 pub struct TopicStore {
     db: Db,
+    /// Seals the subscriptions' signing secrets where nodes share them
+    /// (PostgreSQL); `None`: in the clear (the embedded node's 0600 file).
+    secrets: Option<SecretKey>,
     /// Woken by every change of the subscriptions made through this
     /// store, so the delivery serves a new subscription at once.
     changes: tokio::sync::watch::Sender<u64>,
@@ -43,8 +46,44 @@ impl TopicStore {
     pub fn on(db: Db) -> TopicStore {
         TopicStore {
             db,
+            secrets: None,
             changes: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// The store on `db`, the subscriptions' signing secrets sealed under
+    /// `key` ([`SECRET_PURPOSE`] of `store.secret_key`). Seals the secrets
+    /// still in the clear (written before, or copied by a move), and
+    /// refuses a key other than the one the stored secrets were sealed
+    /// under, naming the setting.
+    pub fn sealed(db: Db, key: SecretKey) -> Result<TopicStore, SmnError> {
+        db.transaction(|tx| {
+            for row in tx.query("SELECT urn, secret FROM subscriptions", &[])? {
+                let (urn, secret) = (row[0].text()?, row[1].text()?);
+                if !SecretKey::is_sealed(secret) {
+                    tx.exec(
+                        "UPDATE subscriptions SET secret = $1 WHERE urn = $2 AND secret = $3",
+                        &[
+                            Arg::Text(&key.seal(secret.as_bytes(), urn.as_bytes())),
+                            Arg::Text(urn),
+                            Arg::Text(secret),
+                        ],
+                    )?;
+                } else if key.open(secret, urn.as_bytes()).is_err() {
+                    return Err(SmnError::Storage(format!(
+                        "the signing secret of subscription {urn} is sealed under another \
+                         store.secret_key (this node's key has fingerprint {}): give every \
+                         node the same key",
+                        key.fingerprint()
+                    )));
+                }
+            }
+            Ok(())
+        })?;
+        Ok(TopicStore {
+            secrets: Some(key),
+            ..TopicStore::on(db)
+        })
     }
 
     /// A receiver that sees every later change of the subscriptions made
@@ -233,7 +272,7 @@ impl TopicStore {
                     Arg::Text(protocol.as_str()),
                     Arg::Text(&sub.endpoint),
                     Arg::Text(&sub.remark),
-                    Arg::Text(&sub.secret),
+                    Arg::Text(&stored_secret(self.secrets.as_ref(), &sub.urn, &sub.secret)),
                     Arg::Int(sub.created_ms),
                 ],
             )?;
@@ -310,7 +349,9 @@ impl TopicStore {
                 args,
             )
         })?;
-        rows.into_iter().map(subscription_of).collect()
+        rows.into_iter()
+            .map(|row| subscription_of(row, self.secrets.as_ref()))
+            .collect()
     }
 }
 
@@ -343,20 +384,53 @@ fn topic_of(row: Row) -> Result<Topic, SmnError> {
     })
 }
 
-fn subscription_of(row: Row) -> Result<Subscription, SmnError> {
+/// What purpose the subscriptions' signing secrets derive their key for
+/// ([`SecretKey::derive`]).
+pub const SECRET_PURPOSE: &str = "cts-smn subscription signing secrets";
+
+/// A signing secret as the store keeps it: sealed (bound to its
+/// subscription) when the store has a key.
+pub(crate) fn stored_secret(key: Option<&SecretKey>, urn: &str, secret: &str) -> String {
+    match key {
+        Some(key) => key.seal(secret.as_bytes(), urn.as_bytes()),
+        None => secret.to_owned(),
+    }
+}
+
+fn subscription_of(row: Row, key: Option<&SecretKey>) -> Result<Subscription, SmnError> {
     let [urn, topic_urn, project_id, protocol, endpoint, remark, secret, created_ms]: [cts_db::Val;
         8] = row.try_into().map_err(|_| shape("subscription"))?;
     let protocol = protocol.into_text()?;
+    let urn = urn.into_text()?;
     Ok(Subscription {
-        urn: urn.into_text()?,
+        secret: open_secret(key, &urn, secret.into_text()?)?,
+        urn,
         topic_urn: topic_urn.into_text()?,
         project_id: project_id.into_text()?,
         protocol: Protocol::parse(&protocol).map_err(|_| unknown("protocol", &protocol))?,
         endpoint: endpoint.into_text()?,
         remark: remark.into_text()?,
-        secret: secret.into_text()?,
         created_ms: created_ms.int()?,
     })
+}
+
+/// A stored signing secret opened: a sealed one needs the key it was
+/// sealed under.
+fn open_secret(key: Option<&SecretKey>, urn: &str, stored: String) -> Result<String, SmnError> {
+    if !SecretKey::is_sealed(&stored) {
+        return Ok(stored);
+    }
+    let unsealed = match key {
+        Some(key) => key.open(&stored, urn.as_bytes()).map_err(|e| e.to_string()),
+        None => Err("store.secret_key is not set".to_owned()),
+    };
+    unsealed
+        .and_then(|b| String::from_utf8(b).map_err(|e| e.to_string()))
+        .map_err(|e| {
+            SmnError::Storage(format!(
+                "the signing secret of subscription {urn} does not open: {e}"
+            ))
+        })
 }
 
 /// A stored row of another number of columns than its query selects.

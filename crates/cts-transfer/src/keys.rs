@@ -2,7 +2,7 @@
 //! (0600; key material, not consumer state, and written by `ctsd
 //! rotate-digest-key` from another process, so they keep their own file);
 //! with several nodes the same table in PostgreSQL ([`PG_SCHEMA`]), the
-//! private halves sealed under the store's secret key ([`SecretKey`]).
+//! private halves sealed under the store's secret key ([`SECRET_PURPOSE`]).
 //!
 //! One key is current (`valid_to` unset): a unique index says so, so that
 //! nodes rotating at once, or making the first key at once, leave exactly
@@ -10,11 +10,14 @@
 
 use std::path::Path;
 
-use cts_db::{Db, DbError, PgMigration, PgSchema, Row, Sql};
+use cts_db::{Db, DbError, PgMigration, PgSchema, Row, SecretKey, Sql};
 use cts_sqlite::{Migrations, M};
 
-use crate::secret::{is_sealed, SecretKey};
 use crate::TransferError;
+
+/// What the digest signing keys derive from `store.secret_key`
+/// ([`SecretKey::derive`]).
+pub const SECRET_PURPOSE: &str = "cts-transfer digest signing keys";
 
 const SQLITE_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS signing_keys (
@@ -160,10 +163,15 @@ impl Keys {
             .map_err(|_| TransferError::State("signing_keys: not 5 columns".into()))?;
         let fingerprint = fingerprint.into_text().map_err(db_error)?;
         let private = private.into_text().map_err(db_error)?;
-        let private_pem = match (&self.secret, is_sealed(&private)) {
+        let private_pem = match (&self.secret, SecretKey::is_sealed(&private)) {
             (_, false) => private,
-            (Some(s), true) => String::from_utf8(s.open(&private, fingerprint.as_bytes())?)
-                .map_err(|_| TransferError::Key(format!("key {fingerprint}: not a PEM")))?,
+            (Some(s), true) => {
+                let opened = s.open(&private, fingerprint.as_bytes()).map_err(|e| {
+                    TransferError::Key(format!("the sealed value of key {fingerprint}: {e}"))
+                })?;
+                String::from_utf8(opened)
+                    .map_err(|_| TransferError::Key(format!("key {fingerprint}: not a PEM")))?
+            }
             (None, true) => {
                 return Err(TransferError::Key(format!(
                     "key {fingerprint} is sealed and no secret key is set"
@@ -243,7 +251,7 @@ impl Keys {
     /// key when it has one.
     fn private_half(&self, key: &StoredKey) -> Result<String, TransferError> {
         match &self.secret {
-            Some(s) => s.seal(key.private_pem.as_bytes(), key.fingerprint.as_bytes()),
+            Some(s) => Ok(s.seal(key.private_pem.as_bytes(), key.fingerprint.as_bytes())),
             None => Ok(key.private_pem.clone()),
         }
     }

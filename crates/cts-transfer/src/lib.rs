@@ -28,7 +28,6 @@
 
 mod building;
 mod keys;
-mod secret;
 mod state;
 
 use std::collections::BTreeMap;
@@ -47,8 +46,8 @@ use cts_tracker::{CompressType, ErrorDetail, Tracker, TrackerStatus, TrackerStor
 use serde::Deserialize;
 
 use building::{Building, FilesSpec};
+pub use keys::SECRET_PURPOSE;
 pub use keys::{Keys, StoredKey, PG_SCHEMA};
-pub use secret::SecretKey;
 use state::State;
 pub use state::TrackerState;
 

@@ -4,9 +4,10 @@
 
 use std::sync::{Arc, Barrier};
 
+use cts_db::SecretKey;
 use cts_db::{Db, PgSettings};
 use cts_testpg::TestPg;
-use cts_transfer::{rotate_digest_key, Keys, SecretKey, StoredKey, PG_SCHEMA};
+use cts_transfer::{rotate_digest_key, Keys, StoredKey, PG_SCHEMA, SECRET_PURPOSE};
 
 const SECRET: [u8; 32] = [42; 32];
 
@@ -18,7 +19,7 @@ fn pg_db(pg: &TestPg) -> Db {
 
 /// A node's keys on PostgreSQL, sealed under `secret`.
 fn pg_keys(pg: &TestPg, secret: [u8; 32]) -> Keys {
-    Keys::on(pg_db(pg), Some(SecretKey::new(&secret))).unwrap()
+    Keys::on(pg_db(pg), Some(SecretKey::derive(&secret, SECRET_PURPOSE))).unwrap()
 }
 
 fn current(keys: &Keys) -> Vec<StoredKey> {
@@ -77,10 +78,13 @@ fn postgres_refuses_a_missing_or_other_secret_key() {
     rotate_digest_key(&pg_keys(&pg, SECRET), 100).unwrap();
     let missing = Keys::on(pg_db(&pg), None).err().unwrap().to_string();
     assert!(missing.contains("store.secret_key"), "{missing}");
-    let other = Keys::on(pg_db(&pg), Some(SecretKey::new(&[1; 32])))
-        .err()
-        .unwrap()
-        .to_string();
+    let other = Keys::on(
+        pg_db(&pg),
+        Some(SecretKey::derive(&[1; 32], SECRET_PURPOSE)),
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(
         other.contains("another secret key") && other.contains("store.secret_key"),
         "{other}"
@@ -94,7 +98,7 @@ fn postgres_refuses_a_missing_or_other_secret_key() {
 fn sqlite_with_a_secret_key_seals_new_keys_and_reads_old_ones() {
     let dir = tempfile::tempdir().unwrap();
     let old = rotate_digest_key(&Keys::open(dir.path(), None).unwrap(), 100).unwrap();
-    let keys = Keys::open(dir.path(), Some(SecretKey::new(&SECRET))).unwrap();
+    let keys = Keys::open(dir.path(), Some(SecretKey::derive(&SECRET, SECRET_PURPOSE))).unwrap();
     let new = rotate_digest_key(&keys, 200).unwrap();
     let all = keys.all().unwrap();
     assert_eq!(

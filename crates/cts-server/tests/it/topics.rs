@@ -584,7 +584,8 @@ fn on_postgres_a_second_node_takes_notifications_over_from_a_killed_one() {
 /// An embedded node's rule, topic, subscription and the messages its outbox
 /// still holds move into PostgreSQL (`ctsd migrate-from-embedded`): a
 /// PostgreSQL node lists them and delivers every waiting message, in order,
-/// with the same signing secret, then the traces reported to it.
+/// with the same signing secret (sealed in the database), then the traces
+/// reported to it.
 #[test]
 fn an_embedded_nodes_notifications_and_waiting_messages_move_to_postgres() {
     let receiver = Receiver::start(vec!["Fail"]);
@@ -619,6 +620,13 @@ fn an_embedded_nodes_notifications_and_waiting_messages_move_to_postgres() {
     ] {
         assert!(said.contains(line), "{line}: {said}");
     }
+    // Sealed on the way: PostgreSQL never holds the secret in the clear.
+    let secret = receiver.inner.secret.lock().unwrap().clone();
+    let stored = cluster.sql("SELECT secret FROM subscriptions");
+    assert!(
+        stored.contains("aes256gcm:") && !stored.contains(&secret),
+        "{stored}"
+    );
     let again = text(&migrate(&cluster, &embedded.data_dir, &[]));
     assert!(
         again.contains("messages: 0 copied (5 already there)"),
