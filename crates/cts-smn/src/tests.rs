@@ -57,7 +57,11 @@ fn on_postgres_signing_secrets_are_sealed_and_open_only_with_the_same_key() {
             .map(|r| r[0].text().unwrap().to_owned())
             .collect()
     };
-    assert_eq!(stored(), [a.secret.clone()], "written in the clear before");
+    assert_eq!(
+        stored(),
+        std::slice::from_ref(&a.secret),
+        "written in the clear before"
+    );
 
     let sealed = TopicStore::sealed(db.clone(), key(7)).unwrap();
     let b = sealed
