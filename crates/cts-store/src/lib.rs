@@ -126,12 +126,6 @@ impl PreparedTrace {
         &self.json
     }
 
-    /// Whether the reporter supplied the trace_id (a retry is recognised
-    /// by it).
-    pub fn supplied(&self) -> bool {
-        self.supplied
-    }
-
     pub fn project_id(&self) -> &str {
         self.values.project()
     }
