@@ -225,17 +225,11 @@ pub fn open_identity(config: &Config, backend: &Backend) -> Result<IdentityStore
     let Backend::Postgres { pool, auto_migrate } = backend else {
         return Ok(IdentityStore::open(&config.identity_dir())?);
     };
-    let key = config
-        .store_secret_key()
-        .map_err(|e| IdentityError::Crypto(e.to_string()))?
-        .ok_or_else(|| {
-            IdentityError::Crypto(
-                "store.secret_key (CTS_STORE_SECRET_KEY) or store.secret_key_file is needed \
-                 with store.backend = \"postgres\": it encrypts the access-key secrets that \
-                 every node reads"
-                    .into(),
-            )
-        })?;
+    let key = shared_secret_key(
+        config,
+        "encrypts the access-key secrets that every node reads",
+    )
+    .map_err(IdentityError::Crypto)?;
     let origin = match config.store.secret_key_file {
         Some(_) => "store.secret_key_file",
         None => "store.secret_key",
@@ -338,20 +332,26 @@ pub fn subscription_secrets_key(
     if !matches!(backend, Backend::Postgres { .. }) {
         return Ok(None);
     }
-    let key = config
-        .store_secret_key()
-        .map_err(|e| SmnError::Storage(e.to_string()))?
-        .ok_or_else(|| {
-            SmnError::Storage(
-                "store.secret_key (CTS_STORE_SECRET_KEY) or store.secret_key_file is needed \
-                 with store.backend = \"postgres\": it seals the subscriptions' signing secrets"
-                    .into(),
-            )
-        })?;
+    let key = shared_secret_key(config, "seals the subscriptions' signing secrets")
+        .map_err(SmnError::Storage)?;
     Ok(Some(cts_db::SecretKey::derive(
         &key,
         cts_smn::SECRET_PURPOSE,
     )))
+}
+
+/// `store.secret_key`, which PostgreSQL needs: it (`what`) protects the
+/// secrets every node reads.
+fn shared_secret_key(config: &Config, what: &str) -> Result<[u8; 32], String> {
+    config
+        .store_secret_key()
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| {
+            format!(
+                "store.secret_key (CTS_STORE_SECRET_KEY) or store.secret_key_file is needed \
+                 with store.backend = \"postgres\": it {what}"
+            )
+        })
 }
 
 #[derive(Debug, thiserror::Error)]
