@@ -498,7 +498,16 @@ async fn on_postgres_one_node_delivers_a_subscription_and_another_takes_it_over_
         "out of order: {got:?}"
     );
     assert_eq!(accepted(), ids(0..20));
-    assert!(b.delivered() >= 10);
+    // An abort is not a kill -9: a's worker may finish what it had in hand
+    // (its lease still valid) before it stops, so b delivers the rest of
+    // the ten, at least one.
+    assert!(b.delivered() >= 1, "b took nothing over");
+    assert!(
+        a.delivered() + b.delivered() >= 20,
+        "a {} + b {} < 20",
+        a.delivered(),
+        b.delivered()
+    );
     assert_eq!(receiver.bad_signatures.load(Ordering::SeqCst), 0);
 
     // a, were it still running, could not record anything any more.
