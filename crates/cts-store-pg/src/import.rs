@@ -2,8 +2,8 @@
 //! migrate-from-embedded`), resumably.
 //!
 //! Each batch is one transaction: the traces go through the normal write
-//! path (staged, inserted, numbered under the counter's lock, a trace
-//! already recorded for its project, day and id stored once), and in the same
+//! path (one statement: inserted, numbered under the counter's lock, a
+//! trace already recorded for its project, day and id stored once), and in the same
 //! transaction the ledger records how far the journal was read and which
 //! position each journal sequence number became (runs of consecutive
 //! numbers). A crash loses a whole batch or nothing; a rerun goes on after
@@ -16,7 +16,8 @@ use cts_db::{PgMigration, PgSchema};
 use cts_store::PreparedTrace;
 
 use crate::store::PgStore;
-use crate::write::{insert, number, stage};
+use crate::store::day_of;
+use crate::write::append;
 use crate::PgError;
 
 /// The import ledger, migrated by the import only (`cts_import_migrations`).
@@ -183,7 +184,6 @@ impl Batch<'_> {
         client: &mut postgres::Client,
     ) -> Result<Result<ImportProgress, ImportError>, PgError> {
         let mut tx = client.transaction()?;
-        stage(&mut tx, self.traces)?;
         // The ledger's row first: a second import waits here, then finds
         // the row moved.
         let row = tx.query_one(
@@ -197,10 +197,8 @@ impl Batch<'_> {
                 found,
             }));
         }
-        let inserted = insert(&mut tx)?;
-        number(&mut tx, &inserted)?;
+        let copied = append(&mut tx, self.traces)? as i64;
         let positions = self.positions(&mut tx)?;
-        let copied = inserted.len() as i64;
         for (first_seq, first_pos, count) in runs(self.seqs, &positions) {
             tx.execute(
                 "INSERT INTO cts_import_runs (first_seq, first_pos, count) VALUES ($1, $2, $3)",
@@ -233,22 +231,33 @@ impl Batch<'_> {
     /// The position of each trace: numbered now, or recorded before (a
     /// repeat, in the batch or of an earlier one, has its first's).
     fn positions(&self, tx: &mut postgres::Transaction<'_>) -> Result<Vec<i64>, PgError> {
-        let at: HashMap<i32, i64> = tx
+        let projects: Vec<&str> = self.traces.iter().map(|t| t.project_id()).collect();
+        let ids: Vec<uuid::Uuid> = self
+            .traces
+            .iter()
+            .map(|t| uuid::Uuid::from_bytes(t.trace_id()))
+            .collect();
+        let days: Vec<i32> = self.traces.iter().map(|t| day_of(t.time())).collect();
+        let at: HashMap<i64, i64> = tx
             .query(
-                "SELECT s.ord, o.pos FROM cts_staging s JOIN cts_traces t \
-                 ON t.project_id = s.project_id AND t.trace_id = s.trace_id AND t.day = s.day \
-                 JOIN cts_trace_order o ON o.day = t.day AND o.seq = t.seq",
-                &[],
+                "SELECT k.i, o.pos FROM unnest($1::text[], $2::uuid[], $3::integer[]) \
+                 WITH ORDINALITY AS k(project_id, trace_id, day, i) \
+                 JOIN cts_traces t ON t.project_id = k.project_id AND t.trace_id = k.trace_id \
+                 AND t.day = k.day JOIN cts_trace_order o ON o.day = t.day AND o.seq = t.seq",
+                &[&projects, &ids, &days],
             )?
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect();
-        (0..self.traces.len())
-            .map(|ord| match at.get(&(ord as i32)) {
+        (1..=self.traces.len() as i64)
+            .map(|i| match at.get(&i) {
                 Some(pos) => Ok(*pos),
                 None => Err(PgError(cts_db::DbError::BadSchema {
                     ledger: IMPORT_SCHEMA.ledger,
-                    detail: format!("trace {ord} of the batch has no position after its insert"),
+                    detail: format!(
+                        "trace {} of the batch has no position after its insert",
+                        i - 1
+                    ),
                 })),
             })
             .collect()

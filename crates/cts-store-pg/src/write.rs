@@ -1,15 +1,16 @@
-//! Appends: a batch is copied (binary `COPY`) into a per-connection staging
-//! table and inserted into `cts_traces` (every index) concurrently with
-//! other batches; only then, holding the positions counter's row lock to
-//! the commit, are the inserted rows numbered in the narrow
-//! `cts_trace_order`. The lock orders positions with commits (a consumer
-//! that has read up to N never later finds a committed trace below N)
-//! while the index maintenance of concurrent batches runs in parallel.
+//! Appends: one statement per batch. The batch's columns go as arrays
+//! (binary parameters, no staging table) into one `INSERT … SELECT FROM
+//! unnest(…) ON CONFLICT DO NOTHING` on `cts_traces` (every index), which
+//! runs concurrently with other batches; only then, in the same statement,
+//! the counter's row is locked and advanced and the inserted rows are
+//! numbered in the narrow `cts_trace_order`. The lock is held to the
+//! commit, which orders positions with commits (a consumer that has read
+//! up to N never later finds a committed trace below N) while the index
+//! maintenance of concurrent batches runs in parallel.
 
 use std::collections::BTreeSet;
 
 use cts_store::{AppendOutcome, PreparedTrace};
-use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::error::SqlState;
 use postgres::types::{ToSql, Type};
 
@@ -17,66 +18,66 @@ use crate::columns::filter_columns;
 use crate::store::{day_of, PgStore};
 use crate::{partitions, PgError};
 
-/// The staging table of a connection: emptied at every commit, so a batch
-/// never sees another's rows.
-fn create_staging() -> String {
-    let filters = cts_model::Field::ALL
-        .map(|f| format!("{} text", crate::columns::column(f)))
-        .join(", ");
-    format!(
-        "CREATE TEMP TABLE IF NOT EXISTS cts_staging (ord integer NOT NULL, \
-         day integer NOT NULL, time_ms bigint NOT NULL, trace_id uuid NOT NULL, \
-         project_id text NOT NULL, {filters}, doc bytea NOT NULL) ON COMMIT DELETE ROWS"
-    )
-}
-
-/// Column types of the staging table, in order.
-fn staging_types() -> Vec<Type> {
-    let mut types = vec![Type::INT4, Type::INT4, Type::INT8, Type::UUID, Type::TEXT];
-    types.extend(cts_model::Field::ALL.map(|_| Type::TEXT));
-    types.push(Type::BYTEA);
-    types
-}
-
 /// Bits of a row key (`seq`) taken by the trace's index in its batch; the
 /// batch's number from `cts_trace_batches` is above them.
 const ORD_BITS: u32 = 24;
 
-/// Moves the staged batch into `cts_traces`, keyed by the batch's number
-/// and each trace's index in it, and answers the keys and days of the rows
-/// inserted. A trace already recorded for its project and day (or being
-/// recorded by a concurrent batch: the insert waits for its commit) is
-/// left out, as is a repeat within the batch. Rows go in key order, so
-/// two batches sharing reporter-supplied ids wait for each other in one
-/// direction only and cannot deadlock.
-fn insert_staged() -> String {
+/// Inserts the rows `unnest($1 …)` not yet recorded for their project and
+/// day (or being recorded by a concurrent batch: the insert waits for its
+/// commit), keyed by the batch's number and each trace's index in it
+/// (`ord`); then, only when some were inserted, locks the counter's row
+/// and numbers them consecutively in key (batch) order. Answers how many
+/// were inserted. The initplans gate the counter's update on the insert
+/// having run to completion, so the lock is taken after the heavy part.
+fn append_statement() -> String {
     let filters = filter_columns();
+    let arrays = (0..cts_model::Field::ALL.len())
+        .map(|i| format!("${}::text[]", 6 + i))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let doc = 6 + cts_model::Field::ALL.len();
     format!(
-        "WITH b AS (SELECT nextval('cts_trace_batches') AS n) \
-         INSERT INTO cts_traces (seq, day, time_ms, trace_id, project_id, {filters}, doc) \
-         SELECT (b.n << {ORD_BITS}) + s.ord, day, time_ms, trace_id, project_id, {filters}, doc \
-         FROM b, (SELECT DISTINCT ON (project_id, trace_id, day) * FROM cts_staging \
-               ORDER BY project_id, trace_id, day, ord) s \
-         ON CONFLICT (project_id, trace_id, day) DO NOTHING RETURNING seq, day"
+        "WITH b AS (SELECT nextval('cts_trace_batches') AS n), \
+         ins AS (INSERT INTO cts_traces (seq, day, time_ms, trace_id, project_id, {filters}, doc) \
+             SELECT (b.n << {ORD_BITS}) + r.ord, r.day, r.time_ms, r.trace_id, r.project_id, \
+                    {filters}, r.doc \
+             FROM b, unnest($1::integer[], $2::integer[], $3::bigint[], $4::uuid[], $5::text[], \
+                            {arrays}, ${doc}::bytea[]) \
+                  AS r(ord, day, time_ms, trace_id, project_id, {filters}, doc) \
+             ON CONFLICT (project_id, trace_id, day) DO NOTHING RETURNING seq, day), \
+         c AS (SELECT count(*) AS n FROM ins), \
+         p AS (UPDATE cts_trace_positions SET next_pos = next_pos + (SELECT n FROM c) \
+               WHERE (SELECT n FROM c) > 0 RETURNING next_pos - (SELECT n FROM c) AS first), \
+         o AS (INSERT INTO cts_trace_order (pos, day, seq) \
+               SELECT p.first + row_number() OVER (ORDER BY i.seq) - 1, i.day, i.seq \
+               FROM p, ins i RETURNING 1) \
+         SELECT count(*) FROM o"
     )
 }
 
-/// Numbers the inserted rows `$1` (keys, ascending) of days `$2` from the
-/// counter on, in one statement that locks the counter's row till the
-/// commit.
-const NUMBER: &str = "WITH p AS (UPDATE cts_trace_positions SET next_pos = next_pos + $3 \
-     RETURNING next_pos - $3 AS first), \
-     o AS (INSERT INTO cts_trace_order (pos, day, seq) \
-           SELECT p.first + r.i - 1, r.day, r.seq \
-           FROM p, unnest($1::bigint[], $2::integer[]) WITH ORDINALITY AS r(seq, day, i)) \
-     SELECT 1 FROM p";
+/// The parameter types of [`append_statement`], in order.
+fn append_types() -> Vec<Type> {
+    let mut types = vec![
+        Type::INT4_ARRAY,
+        Type::INT4_ARRAY,
+        Type::INT8_ARRAY,
+        Type::UUID_ARRAY,
+        Type::TEXT_ARRAY,
+    ];
+    types.extend(cts_model::Field::ALL.map(|_| Type::TEXT_ARRAY));
+    types.push(Type::BYTEA_ARRAY);
+    types
+}
 
 impl PgStore {
     pub(crate) fn append_batch(&self, traces: &[PreparedTrace]) -> Result<AppendOutcome, PgError> {
         if traces.is_empty() {
             return Ok(AppendOutcome::default());
         }
-        let stored = self.in_partitions(traces, |client| write(client, traces))?;
+        // One statement outside a transaction block: it commits as it
+        // ends, all or nothing, with `synchronous_commit = on` (set on
+        // every connection), before its answer comes back.
+        let stored = self.in_partitions(traces, |client| append(client, traces))?;
         Ok(AppendOutcome {
             stored,
             duplicates: traces.len() - stored,
@@ -108,22 +109,14 @@ impl PgStore {
     }
 }
 
-/// One all-or-nothing transaction; returns the traces inserted. Returns
-/// once committed with `synchronous_commit = on` (set on every connection).
-fn write(client: &mut postgres::Client, traces: &[PreparedTrace]) -> Result<usize, PgError> {
-    let mut tx = client.transaction()?;
-    stage(&mut tx, traces)?;
-    let rows = insert(&mut tx)?;
-    number(&mut tx, &rows)?;
-    tx.commit()?;
-    Ok(rows.len())
-}
-
-/// Copies `traces` into the connection's staging table (`ord`: their index).
-pub(crate) fn stage(
-    tx: &mut postgres::Transaction<'_>,
+/// Stores the traces of `traces` not yet recorded and numbers them, in one
+/// round trip; returns how many were stored. On a plain connection the
+/// statement is its own transaction; in one (the import's) it commits
+/// with it.
+pub(crate) fn append(
+    client: &mut impl postgres::GenericClient,
     traces: &[PreparedTrace],
-) -> Result<(), PgError> {
+) -> Result<usize, PgError> {
     if traces.len() >= 1 << ORD_BITS {
         return Err(PgError(cts_db::DbError::Setting(format!(
             "a batch of {} traces is more than one transaction takes ({})",
@@ -131,74 +124,72 @@ pub(crate) fn stage(
             (1 << ORD_BITS) - 1
         ))));
     }
-    tx.batch_execute(&create_staging())?;
-    let sink = tx.copy_in(
-        format!(
-            "COPY cts_staging (ord, day, time_ms, trace_id, project_id, {}, doc) \
-             FROM STDIN (FORMAT binary)",
-            filter_columns()
-        )
-        .as_str(),
-    )?;
-    let types = staging_types();
-    let mut writer = BinaryCopyInWriter::new(sink, &types);
-    for (ord, t) in traces.iter().enumerate() {
-        let ord = ord as i32;
-        let day = day_of(t.time());
-        let time = t.time();
-        let id = uuid::Uuid::from_bytes(t.trace_id());
-        let project = t.project_id();
-        let values: Vec<Option<&str>> = (0..cts_model::Field::ALL.len())
-            .map(|i| t.value(i))
-            .collect();
-        let doc = t.json();
-        let mut row: Vec<&(dyn ToSql + Sync)> = vec![&ord, &day, &time, &id, &project];
-        row.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
-        row.push(&doc);
-        writer.write(&row)?;
+    let columns = Columns::of(traces);
+    let types = append_types();
+    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
+        (&columns.ords, types[0].clone()),
+        (&columns.days, types[1].clone()),
+        (&columns.times, types[2].clone()),
+        (&columns.ids, types[3].clone()),
+        (&columns.projects, types[4].clone()),
+    ];
+    for (values, ty) in columns.values.iter().zip(&types[5..]) {
+        params.push((values, ty.clone()));
     }
-    writer.finish()?;
-    Ok(())
+    params.push((&columns.docs, Type::BYTEA_ARRAY));
+    let stored: i64 = client
+        .query_typed_one(append_statement().as_str(), &params)?
+        .get(0);
+    Ok(stored as usize)
 }
 
-/// The rows a batch inserted: their keys (`seq`, ascending: batch order)
-/// and days.
-pub(crate) struct Inserted {
-    seqs: Vec<i64>,
+/// A batch as column arrays: each trace once (the first of a repeat in the
+/// batch), in key order `(project_id, trace_id, day)`. Every writer inserts
+/// in that one order, so two batches sharing reporter-supplied ids wait
+/// for each other in one direction only and cannot deadlock.
+struct Columns<'a> {
+    ords: Vec<i32>,
     days: Vec<i32>,
+    times: Vec<i64>,
+    ids: Vec<uuid::Uuid>,
+    projects: Vec<&'a str>,
+    /// Per filter field (in [`cts_model::Field::ALL`] order), its values.
+    values: Vec<Vec<Option<&'a str>>>,
+    docs: Vec<&'a [u8]>,
 }
 
-impl Inserted {
-    pub(crate) fn len(&self) -> usize {
-        self.seqs.len()
+impl<'a> Columns<'a> {
+    fn of(traces: &'a [PreparedTrace]) -> Columns<'a> {
+        let key = |i: usize| {
+            let t = &traces[i];
+            (t.project_id(), t.trace_id(), day_of(t.time()))
+        };
+        let mut order: Vec<usize> = (0..traces.len()).collect();
+        // Stable: of a repeat, the first in the batch comes first and stays.
+        order.sort_by_key(|&i| key(i));
+        order.dedup_by_key(|i| key(*i));
+        let fields = cts_model::Field::ALL.len();
+        let mut c = Columns {
+            ords: Vec::with_capacity(order.len()),
+            days: Vec::with_capacity(order.len()),
+            times: Vec::with_capacity(order.len()),
+            ids: Vec::with_capacity(order.len()),
+            projects: Vec::with_capacity(order.len()),
+            values: vec![Vec::with_capacity(order.len()); fields],
+            docs: Vec::with_capacity(order.len()),
+        };
+        for i in order {
+            let t = &traces[i];
+            c.ords.push(i as i32);
+            c.days.push(day_of(t.time()));
+            c.times.push(t.time());
+            c.ids.push(uuid::Uuid::from_bytes(t.trace_id()));
+            c.projects.push(t.project_id());
+            for (f, values) in c.values.iter_mut().enumerate() {
+                values.push(t.value(f));
+            }
+            c.docs.push(t.json());
+        }
+        c
     }
-}
-
-/// Inserts the staged traces not yet recorded, without positions: this
-/// runs concurrently with other batches.
-pub(crate) fn insert(tx: &mut postgres::Transaction<'_>) -> Result<Inserted, PgError> {
-    let mut rows: Vec<(i64, i32)> = tx
-        .query(insert_staged().as_str(), &[])?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    rows.sort_unstable();
-    Ok(Inserted {
-        seqs: rows.iter().map(|r| r.0).collect(),
-        days: rows.iter().map(|r| r.1).collect(),
-    })
-}
-
-/// Gives the inserted rows consecutive positions in batch order (none
-/// taken when nothing was inserted). From here to
-/// the commit, writers of every node go one at a time: the counter's row
-/// lock orders position assignment with commit order, so a consumer that
-/// has read up to N never later finds a committed trace below N.
-pub(crate) fn number(tx: &mut postgres::Transaction<'_>, rows: &Inserted) -> Result<(), PgError> {
-    if rows.seqs.is_empty() {
-        return Ok(());
-    }
-    let n = rows.len() as i64;
-    tx.execute(NUMBER, &[&rows.seqs, &rows.days, &n])?;
-    Ok(())
 }
