@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use cts_db::{PgMigration, PgSchema};
 use cts_store::PreparedTrace;
 
-use crate::store::PgStore;
 use crate::store::day_of;
+use crate::store::PgStore;
 use crate::write::append;
 use crate::PgError;
 

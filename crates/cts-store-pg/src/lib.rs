@@ -8,6 +8,7 @@
 //! consecutive and committed in order: the invariant journal consumers
 //! rely on.
 
+mod analyze;
 mod columns;
 mod error;
 mod import;
@@ -19,6 +20,7 @@ pub mod schema;
 mod store;
 mod write;
 
+pub use analyze::FIRST_ANALYZE_ROWS;
 pub use columns::filter_columns;
 pub use cts_db::{PgSettings, PgUrl, PgUrlError, Pool};
 pub use error::PgError;

@@ -10,6 +10,7 @@ use cts_store::{
 };
 use parking_lot::Mutex;
 
+use crate::analyze::Analyzer;
 use crate::schema::SCHEMA;
 use crate::{PgError, Pool};
 
@@ -32,6 +33,8 @@ pub struct PgStore {
     pub(crate) partitions: Mutex<BTreeSet<i32>>,
     /// Consumer → the position it has consumed up to (in memory, per node).
     pub(crate) holds: Mutex<HashMap<String, u64>>,
+    /// Keeps the statistics of the partitions this node writes fresh.
+    pub(crate) analyzer: Analyzer,
 }
 
 impl PgStore {
@@ -40,6 +43,7 @@ impl PgStore {
     pub fn open(pool: Pool, auto_migrate: bool, retention_ms: i64) -> Result<PgStore, PgError> {
         cts_db::ensure_schema(&pool, &SCHEMA, auto_migrate)?;
         Ok(PgStore {
+            analyzer: Analyzer::start(pool.clone()),
             pool,
             retention_ms,
             partitions: Mutex::new(BTreeSet::new()),

@@ -8,7 +8,7 @@
 //! up to N never later finds a committed trace below N) while the index
 //! maintenance of concurrent batches runs in parallel.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use cts_store::{AppendOutcome, PreparedTrace};
 use postgres::error::SqlState;
@@ -87,25 +87,33 @@ impl PgStore {
     /// Runs `write` on a connection once the day partitions of `traces`
     /// exist. Another node's retention may have dropped a partition this
     /// node thought was there: it is created again, and `write` retried
-    /// once.
+    /// once. Written, the rows count towards their days' next analyze.
     pub(crate) fn in_partitions<T>(
         &self,
         traces: &[PreparedTrace],
         mut write: impl FnMut(&mut postgres::Client) -> Result<T, PgError>,
     ) -> Result<T, PgError> {
-        let days: BTreeSet<i32> = traces.iter().map(|t| day_of(t.time())).collect();
-        partitions::ensure(self, &days)?;
+        let mut days: BTreeMap<i32, u64> = BTreeMap::new();
+        for t in traces {
+            *days.entry(day_of(t.time())).or_default() += 1;
+        }
+        let day_set: BTreeSet<i32> = days.keys().copied().collect();
+        partitions::ensure(self, &day_set)?;
         let mut client = self.pool.get()?;
-        match write(&mut client) {
+        let written = match write(&mut client) {
             Err(PgError(cts_db::DbError::Postgres(e)))
                 if e.code() == Some(&SqlState::CHECK_VIOLATION) =>
             {
                 self.partitions.lock().clear();
-                partitions::ensure(self, &days)?;
+                partitions::ensure(self, &day_set)?;
                 write(&mut client)
             }
             other => other,
+        }?;
+        for (day, rows) in days {
+            self.analyzer.written(day, rows);
         }
+        Ok(written)
     }
 }
 

@@ -371,3 +371,51 @@ fn a_start_without_migrations_refuses_until_they_ran() {
     assert_eq!(applied, [1, 2]);
     PgStore::open(pool(&url), false, RETENTION_MS).expect("a current schema");
 }
+
+/// Issue 17: ListTraces plans rest on a partition's statistics, which
+/// autovacuum gathers late under a bulk load. A node analyzes a fresh day
+/// partition itself once it has written `FIRST_ANALYZE_ROWS` rows into it.
+#[test]
+fn a_node_analyzes_a_day_partition_it_filled() {
+    let pg = TestPg::start();
+    let url = pg.fresh_database();
+    let store = open(&url);
+    let rows = cts_store_pg::FIRST_ANALYZE_ROWS as usize;
+    for chunk in 0..rows.div_ceil(250) {
+        let items: Vec<_> = (0..250)
+            .map(|i| json!({"user": {"id": "u", "name": format!("user-{}", (chunk * 250 + i) % 7), "domain": {"id": "d", "name": "dn"}}}))
+            .collect();
+        store.append(conformance::traces("p", &items)).unwrap();
+    }
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        // `last_analyze` is an explicit ANALYZE's (autovacuum's is
+        // `last_autoanalyze`).
+        let analyzed: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL \
+                 AND (relname LIKE 'cts_traces_%' OR relname LIKE 'cts_trace_order_%')",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if analyzed == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the day's partitions were not analyzed ({analyzed} of 2)"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let users: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stats WHERE tablename LIKE 'cts_traces_%' \
+             AND attname = 'user_name'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(users, 1, "the filter columns have statistics");
+}
