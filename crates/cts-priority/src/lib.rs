@@ -1,25 +1,66 @@
-//! Background work gives way to ingest and queries: a thread that does it
-//! (the index segment merger, the LTS sink's readers and encoders) runs at
-//! a lower CPU priority, so it takes what ingest leaves when both compete
-//! and all of the CPU when ingest is idle.
+//! CPU priorities of ctsd's threads, in three tiers, so that on a saturated
+//! machine interactive work gets a core first:
+//!
+//! * interactive, at the process's own priority: queries and the other API
+//!   calls, the async workers, the journal writer (it only writes, syncs
+//!   and acknowledges what the ingest threads prepared);
+//! * ingest, [`ingest_nice`]: parsing, checking and compressing report
+//!   batches ([`Pool`]), flushing memtables, urgent merges;
+//! * background, [`BACKGROUND_NICE`] below ingest ([`lower_this_thread`]):
+//!   the index segment merger, the LTS sink's readers and encoders.
+//!
+//! Niceness only weighs threads that compete for a core: with no queries,
+//! ingest has all the CPU; with no ingest, background work has it.
 
-/// The niceness of background threads: about a third of the CPU share of a
-/// normal thread when they compete (the CFQ and BFQ disk schedulers follow
-/// it too). Not lower: a server busy with ingest must still leave them
-/// enough to keep up eventually (an unprivileged thread cannot raise its
-/// priority again once behind).
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// How much lower than ingest background threads run: about a third of
+/// ingest's CPU share when they compete (the CFQ and BFQ disk schedulers
+/// follow it too). Not lower: a server busy with ingest must still leave
+/// them enough to keep up eventually (an unprivileged thread cannot raise
+/// its priority again once behind).
 pub const BACKGROUND_NICE: libc::c_int = 5;
 
-/// Lowers the calling thread (only it) to [`BACKGROUND_NICE`], unless it
-/// already runs at that or lower; `what` names the thread in the warning
-/// logged when the system refuses.
+/// The highest niceness ingest may be given: background work must still
+/// fit below it (19 is the lowest priority).
+pub const MAX_INGEST_NICE: libc::c_int = 19 - BACKGROUND_NICE;
+
+static INGEST_NICE: AtomicI32 = AtomicI32::new(0);
+
+/// Sets the niceness of ingest threads for the process (clamped to
+/// `0..=MAX_INGEST_NICE`); ctsd does so once at start, before any thread
+/// of the tiers starts. Until then it is 0: ingest at the process's
+/// priority, background work [`BACKGROUND_NICE`] below it.
+pub fn set_ingest_nice(nice: libc::c_int) {
+    INGEST_NICE.store(nice.clamp(0, MAX_INGEST_NICE), Ordering::Relaxed);
+}
+
+/// The niceness of ingest threads.
+pub fn ingest_nice() -> libc::c_int {
+    INGEST_NICE.load(Ordering::Relaxed)
+}
+
+/// The niceness of background threads.
+pub fn background_nice() -> libc::c_int {
+    ingest_nice() + BACKGROUND_NICE
+}
+
+/// Lowers the calling thread (only it) to [`background_nice`]; `what`
+/// names the thread in the warning logged when the system refuses.
 pub fn lower_this_thread(what: &str) {
-    if niceness() >= BACKGROUND_NICE {
+    lower_this_thread_to(background_nice(), what)
+}
+
+/// Lowers the calling thread (only it) to `nice`, unless it already runs
+/// at that or lower; `what` names the thread in the warning logged when
+/// the system refuses.
+pub fn lower_this_thread_to(nice: libc::c_int, what: &str) {
+    if niceness() >= nice {
         return;
     }
     // SAFETY: setpriority reads no memory of ours. On Linux, PRIO_PROCESS
     // with 0 names the calling thread only.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, BACKGROUND_NICE) };
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
     if rc != 0 {
         tracing::warn!(error = %std::io::Error::last_os_error(), "could not lower the priority of the {what}");
     }
@@ -31,6 +72,54 @@ pub fn niceness() -> libc::c_int {
     // SAFETY: getpriority reads no memory of ours; PRIO_PROCESS with 0 is
     // the calling thread.
     unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+}
+
+/// Threads for blocking work at a lower priority: the blocking pool of a
+/// Tokio runtime of its own, whose threads lower themselves as they start.
+/// Like `tokio::task::spawn_blocking`, threads are started on demand (a
+/// job that waits, e.g. for a journal fsync, does not hold up the others)
+/// and end after a while idle. Not Tokio's shared blocking threads: a
+/// thread's priority cannot be raised again once lowered, and queries run
+/// there.
+pub struct Pool {
+    // `Some` until dropped: a runtime cannot be dropped (it would wait for
+    // its threads) where blocking is not allowed, so `Drop` lets it go.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Pool {
+    /// A pool whose threads are named `name` and run at `nice`.
+    pub fn start(name: &str, nice: libc::c_int) -> std::io::Result<Pool> {
+        let what = format!("{name} thread");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .thread_name(name)
+            .on_thread_start(move || lower_this_thread_to(nice, &what))
+            .build()?;
+        Ok(Pool {
+            runtime: Some(runtime),
+        })
+    }
+
+    /// Runs `f` on one of the pool's threads.
+    pub fn spawn_blocking<T, F>(&self, f: F) -> tokio::task::JoinHandle<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        self.runtime
+            .as_ref()
+            .expect("a pool's runtime lives until it is dropped")
+            .spawn_blocking(f)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Jobs running finish on their own threads; nothing waits for them.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -47,7 +136,41 @@ mod tests {
         .join()
         .unwrap();
         // Never raised: a thread already lower (tests run under `nice`) stays.
-        assert_eq!(lowered, BACKGROUND_NICE.max(before));
+        assert!(lowered >= BACKGROUND_NICE.max(before), "niceness {lowered}");
         assert_eq!(niceness(), before, "the other threads keep theirs");
+    }
+
+    /// The pool's jobs run on its named threads at its niceness, also
+    /// several at once (one waiting does not hold up the next); a job that
+    /// panics is an error and the pool goes on.
+    #[tokio::test]
+    async fn pool_jobs_run_on_lowered_threads() {
+        let before = niceness();
+        let pool = Pool::start("test-pool", 7).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let waiting = pool.spawn_blocking(move || rx.recv());
+        let (name, nice) = pool
+            .spawn_blocking(|| {
+                let name = std::thread::current().name().map(String::from);
+                (name, niceness())
+            })
+            .await
+            .unwrap();
+        assert_eq!(name.as_deref(), Some("test-pool"));
+        assert_eq!(nice, before.max(7));
+        tx.send(()).unwrap();
+        assert!(waiting.await.unwrap().is_ok());
+        assert!(pool.spawn_blocking(|| panic!("a bad job")).await.is_err());
+        assert_eq!(pool.spawn_blocking(|| 7).await.unwrap(), 7);
+        assert_eq!(niceness(), before, "the caller keeps its own");
+    }
+
+    #[test]
+    fn ingest_nice_is_clamped_and_background_stays_below() {
+        set_ingest_nice(99);
+        assert_eq!(ingest_nice(), MAX_INGEST_NICE);
+        assert_eq!(background_nice(), 19);
+        set_ingest_nice(0);
+        assert_eq!(background_nice(), BACKGROUND_NICE);
     }
 }

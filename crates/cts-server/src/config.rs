@@ -296,6 +296,11 @@ pub struct StoreSettings {
     /// Bytes of decompressed journal frames held in memory for queries,
     /// the most recently read ones (0: none).
     pub frame_cache_bytes: u64,
+    /// The niceness of ingest's threads (parsing and storing report
+    /// batches, index flushes; background work runs 5 lower): on a
+    /// saturated machine queries get a core first. 0: ingest at the
+    /// process's priority, as queries.
+    pub ingest_nice: i32,
     /// What a start does on a damaged journal: `refuse` (name it and
     /// stop) or `read-only` (quarantine a copy, serve queries, refuse
     /// every change).
@@ -379,6 +384,7 @@ impl Default for Config {
                 max_segments_per_partition: store.max_segments_per_partition,
                 index_cache_bytes: store.index_cache_bytes,
                 frame_cache_bytes: store.frame_cache_bytes,
+                ingest_nice: 5,
                 on_damage: store.on_damage,
                 backend: StoreBackend::Embedded,
                 postgres_url: None,
@@ -560,6 +566,10 @@ impl Config {
         }
         if self.store.max_segments_per_partition < 2 {
             return invalid("store.max_segments_per_partition", "must be at least 2");
+        }
+        if !(0..=cts_priority::MAX_INGEST_NICE).contains(&self.store.ingest_nice) {
+            let rule = format!("must be 0 to {}", cts_priority::MAX_INGEST_NICE);
+            return invalid("store.ingest_nice", &rule);
         }
         if self.store.journal_segment_bytes < 4096 {
             return invalid("store.journal_segment_bytes", "must be at least 4096");
@@ -1359,6 +1369,17 @@ mod tests {
             jail.set_env("CTS_STORE_FRAME_CACHE_BYTES", "0");
             let c = Config::load(None, &Overrides::default()).unwrap();
             assert_eq!(c.store_config().frame_cache_bytes, 0);
+            assert_eq!(c.store.ingest_nice, 5);
+            for bad in ["-1", "15"] {
+                jail.set_env("CTS_STORE_INGEST_NICE", bad);
+                let e = Config::load(None, &Overrides::default()).unwrap_err();
+                assert!(
+                    e.to_string().contains("store.ingest_nice must be 0 to 14"),
+                    "{e}"
+                );
+            }
+            jail.set_env("CTS_STORE_INGEST_NICE", "0");
+            assert_eq!(Config::load(None, &Overrides::default()).unwrap().store.ingest_nice, 0);
 
             jail.clear_env();
             jail.create_file("bad.toml", "[store]\nretention = \"1h\"\nbogus = 1\n")?;

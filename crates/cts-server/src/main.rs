@@ -361,6 +361,8 @@ fn init_logging(format: LogFormat) {
 
 fn run_server(config: Config) -> Result<()> {
     raise_open_file_limit();
+    // Before any thread of the store, the LTS sinks or ingest starts.
+    cts_priority::set_ingest_nice(config.store.ingest_nice);
     // On PostgreSQL with S3 no store makes the data directory, which still
     // holds bootstrap.json: made here, private, as the stores make it.
     std::fs::DirBuilder::new()

@@ -49,6 +49,10 @@ pub struct Inner {
     pub console: Sessions,
     /// Why the store opened read-only (fixed for the process's life).
     pub read_only: Option<String>,
+    /// The threads that parse and store report batches, at ingest
+    /// priority (`cts-priority`): queries, on Tokio's blocking threads,
+    /// get a core first.
+    ingest: cts_priority::Pool,
 }
 
 impl Deref for AppState {
@@ -59,12 +63,18 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, store: Arc<dyn TraceStore>, settings: Settings) -> AppState {
+    pub fn new(
+        config: Config,
+        store: Arc<dyn TraceStore>,
+        settings: Settings,
+    ) -> Result<AppState, OpenError> {
+        let ingest = cts_priority::Pool::start("cts-ingest", cts_priority::ingest_nice())
+            .map_err(OpenError::Threads)?;
         let login_lockout = LoginLockout::new(&config.auth);
         let refusals = RefusalAudit::new(config.auth.refusal_audit_window);
         let console = Sessions::new(config.auth.console_idle_timeout);
         let read_only = store.read_only();
-        AppState(Arc::new(Inner {
+        Ok(AppState(Arc::new(Inner {
             config,
             store,
             identity: settings.identity,
@@ -83,7 +93,8 @@ impl AppState {
             metrics: Metrics::new(),
             console,
             read_only,
-        }))
+            ingest,
+        })))
     }
 
     /// Opens the [`Backend`] of `store.backend` (on PostgreSQL the one
@@ -115,7 +126,7 @@ impl AppState {
         })
         .await
         .map_err(|e| OpenError::Store(StoreError::Unavailable(panic_message(e))))??;
-        Ok(AppState::new(config, store, settings))
+        AppState::new(config, store, settings)
     }
 
     /// Runs a blocking store call off the async workers. `Err` carries the
@@ -127,6 +138,20 @@ impl AppState {
     {
         let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(panic_message)
+    }
+
+    /// [`AppState::with_store`] for ingest: on the ingest threads, which
+    /// give way to queries when both want a core.
+    pub async fn ingest_with_store<T, F>(&self, f: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn TraceStore) -> T + Send + 'static,
+    {
+        let store = Arc::clone(&self.store);
+        self.ingest
+            .spawn_blocking(move || f(store.as_ref()))
             .await
             .map_err(panic_message)
     }
@@ -376,6 +401,8 @@ pub enum OpenError {
     Lts(String),
     #[error("opening a store in PostgreSQL: {0}")]
     Db(#[from] cts_db::DbError),
+    #[error("starting the ingest threads: {0}")]
+    Threads(std::io::Error),
 }
 
 /// Says once, at start, what the Citus step did.

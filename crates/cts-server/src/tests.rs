@@ -109,7 +109,7 @@ fn state_with(mut config: Config, store: Arc<dyn TraceStore>) -> (tempfile::Temp
         .trackers
         .ensure_system_tracker("p1", "d1", now_ms())
         .unwrap();
-    (dir, AppState::new(config, store, settings))
+    (dir, AppState::new(config, store, settings).unwrap())
 }
 
 /// The embedded engine in a temporary directory (kept alive by the caller).

@@ -126,11 +126,11 @@ async fn record(
     let oldest_time_ms = now - state.config.retention_ms();
     let newest_time_ms = now.saturating_add(state.config.max_clock_skew_ms());
     // Parsing a body of several MiB is CPU work; it runs beside the blocking
-    // append rather than on an async worker.
+    // append rather than on an async worker, and after queries.
     let state2 = state.clone();
     let domain_id = domain_id.to_string();
     let outcome = state
-        .with_store(move |store| {
+        .ingest_with_store(move |store| {
             let ctx = ReportContext {
                 project_id: &project_id,
                 now_ms: now,

@@ -19,6 +19,7 @@ mod pg_identity;
 mod pg_move;
 mod pg_transfer;
 mod postgres;
+mod priority;
 mod query;
 mod report;
 mod retention;

@@ -14,6 +14,10 @@ use crate::segment::{self, Segment};
 use crate::StoreError;
 
 pub(super) fn flusher_loop(inner: Arc<Inner>, rx: Receiver<Arc<Memtable>>) {
+    // At ingest's priority, not lower: frozen memtables wait for it without
+    // bound and only it can flush them (in order), so it must keep pace with
+    // the ingest threads that fill them. Queries go first.
+    cts_priority::lower_this_thread_to(cts_priority::ingest_nice(), "index flusher thread");
     while let Ok(mem) = rx.recv() {
         // A failed flush (disk full, say) is retried under the same id: the
         // memtable stays queryable and the journal still holds every trace.

@@ -1,10 +1,10 @@
 //! The merger threads: keep each partition at most
 //! `max_segments_per_partition` index segments, so that open files and the
 //! in-memory samples and Bloom filters are bounded by the partitions, not by
-//! the number of flushes. The background merger runs at a lower priority
+//! the number of flushes. The background merger runs at background priority
 //! and gives way to ingest and queries; when the CPU is saturated it falls
 //! behind, and a partition past twice the bound is merged down to the bound
-//! by the urgent merger at normal priority.
+//! by the urgent merger at ingest priority (`cts-priority`).
 //!
 //! Crash safety: the merged segment is written to a staged file, synced and
 //! renamed; the switch is one manifest write (write, fsync, rename); the
@@ -39,9 +39,10 @@ pub(super) enum Step {
 /// Which of the two merger threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Merger {
-    /// At nice 5: merges a partition as soon as it is past the bound.
+    /// At background priority: merges a partition as soon as it is past
+    /// the bound.
     Background,
-    /// At normal priority: merges only a partition past twice the bound
+    /// At ingest priority: merges only a partition past twice the bound
     /// (the background merger is starved), down to the bound.
     Urgent,
 }
@@ -57,9 +58,14 @@ impl Merger {
 }
 
 pub(super) fn merger_loop(inner: Arc<Inner>, rx: Receiver<()>, merger: Merger) {
-    if merger == Merger::Background {
-        // Merges give way to queries and the journal writer.
-        cts_priority::lower_this_thread("background merger thread");
+    match merger {
+        // Merges give way to ingest, queries and the journal writer.
+        Merger::Background => cts_priority::lower_this_thread("background merger thread"),
+        // A starved background merger must catch up with ingest, not with
+        // queries.
+        Merger::Urgent => {
+            cts_priority::lower_this_thread_to(cts_priority::ingest_nice(), "urgent merger thread")
+        }
     }
     let max = inner.config.max_segments_per_partition;
     let mut delay = Duration::from_millis(100);
