@@ -33,7 +33,7 @@ fn ingest_runs_below_queries_at_the_configured_niceness() {
     let now = now_ms();
     let traces: Vec<_> = (0..20).map(|i| trace(now - i)).collect();
     assert_eq!(server.report("prio", &traces)["recorded"], 20);
-    assert_eq!(server.query("prio", &[ecs()])["meta_data"]["count"], 20);
+    assert_eq!(server.query_all("prio", &[ecs()]).len(), 20);
 
     let threads = niceness_by_thread(server.process_id());
     // The process's own (tests may run under `nice`): never raised.
