@@ -1379,7 +1379,13 @@ mod tests {
                 );
             }
             jail.set_env("CTS_STORE_INGEST_NICE", "0");
-            assert_eq!(Config::load(None, &Overrides::default()).unwrap().store.ingest_nice, 0);
+            assert_eq!(
+                Config::load(None, &Overrides::default())
+                    .unwrap()
+                    .store
+                    .ingest_nice,
+                0
+            );
 
             jail.clear_env();
             jail.create_file("bad.toml", "[store]\nretention = \"1h\"\nbogus = 1\n")?;

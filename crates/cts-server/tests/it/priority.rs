@@ -55,5 +55,8 @@ fn ingest_runs_below_queries_at_the_configured_niceness() {
     // Queries (Tokio's workers and blocking threads) and the writer that
     // acknowledges after fsync keep the process's priority.
     assert_eq!(at("cts-journal"), &[base], "{threads:?}");
-    assert!(at("tokio-rt-worker").iter().all(|&n| n == base), "{threads:?}");
+    assert!(
+        at("tokio-rt-worker").iter().all(|&n| n == base),
+        "{threads:?}"
+    );
 }
