@@ -3,49 +3,31 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
-
-#[derive(Deserialize)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct User<'a> {
-    #[serde(borrow, default)]
     pub id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     pub name: Option<Cow<'a, str>>,
 }
 
-/// A stored trace, borrowed from its JSON.
-#[derive(Deserialize)]
+/// A stored trace, borrowed from its JSON (read by [`crate::scan`]).
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Fields<'a> {
-    #[serde(borrow)]
     pub trace_id: Cow<'a, str>,
     pub time: i64,
     pub record_time: i64,
-    #[serde(borrow)]
     pub project_id: Cow<'a, str>,
-    #[serde(borrow)]
     pub trace_type: Cow<'a, str>,
-    #[serde(borrow, default)]
     pub tracker_name: Cow<'a, str>,
-    #[serde(borrow)]
     pub service_type: Cow<'a, str>,
-    #[serde(borrow)]
     pub resource_type: Cow<'a, str>,
-    #[serde(borrow, default)]
     pub resource_name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     pub resource_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     pub trace_name: Cow<'a, str>,
-    #[serde(borrow)]
     pub trace_rating: Cow<'a, str>,
-    #[serde(borrow, default)]
     pub source_ip: Cow<'a, str>,
-    #[serde(borrow, default)]
     pub request_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pub code: Option<&'a RawValue>,
-    #[serde(borrow)]
+    /// As written (a string with its quotes).
+    pub code: Option<&'a str>,
     pub user: User<'a>,
 }
 
@@ -79,7 +61,7 @@ impl<'a> Record<'a> {
     /// None when `doc` does not read as a stored trace.
     pub fn parse(doc: &'a [u8]) -> Option<Record<'a>> {
         let text = std::str::from_utf8(doc).ok()?;
-        let fields = serde_json::from_str(text).ok()?;
+        let fields = crate::scan::fields(text)?;
         Some(Record { fields, text })
     }
 }
@@ -87,7 +69,7 @@ impl<'a> Record<'a> {
 impl Fields<'_> {
     /// `code` as text (a string without its quotes, a number as written).
     pub fn code(&self) -> Option<Cow<'_, str>> {
-        let raw = self.code?.get();
+        let raw = self.code?;
         match serde_json::from_str::<Cow<'_, str>>(raw) {
             Ok(s) => Some(s),
             Err(_) => Some(Cow::Borrowed(raw)),

@@ -19,6 +19,7 @@ mod fields;
 mod otlp;
 mod pipeline;
 mod protocol;
+mod scan;
 mod sink;
 mod stream;
 mod syslog;

@@ -201,10 +201,10 @@ fn a_syslog_batch_is_octet_counted_rfc5424() {
 }
 
 /// A small deterministic generator (no seed file, same cases every run).
-struct Lcg(u64);
+pub(crate) struct Lcg(pub u64);
 
 impl Lcg {
-    fn next(&mut self, n: usize) -> usize {
+    pub fn next(&mut self, n: usize) -> usize {
         self.0 = self
             .0
             .wrapping_mul(6_364_136_223_846_793_005)
@@ -213,7 +213,7 @@ impl Lcg {
     }
 
     /// Text with what JSON escapes and what UTF-8 spans several bytes.
-    fn text(&mut self) -> String {
+    pub fn text(&mut self) -> String {
         const PARTS: &[&str] = &[
             "vm", "-", "\"q\"", "\\", "/", "\n", "\t", "\u{1}", "\u{7f}", "ö", "✓", "𝄞", " ", "]",
             "a",
@@ -228,7 +228,7 @@ impl Lcg {
 /// or null, text with escapes and multi-byte characters, `code` a string,
 /// a number or absent, bodies from a few bytes to tens of KB (the
 /// records' length prefixes take one to three bytes).
-fn generated(n: usize) -> Vec<Vec<u8>> {
+pub(crate) fn generated(n: usize) -> Vec<Vec<u8>> {
     let mut g = Lcg(7);
     (0..n)
         .map(|i| {
