@@ -8,6 +8,7 @@
 //! resource says whose stream it is (`cts.project_id`, `cts.region`,
 //! `cts.log_group`, `cts.log_topic` and their ids).
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::time::Duration;
 
@@ -20,28 +21,45 @@ use crate::fields::{Record, Severity};
 use crate::protocol::{Protocol, Sending, Stream};
 use crate::sink::{Failure, SinkError, SinkSpec};
 
+thread_local! {
+    /// A batch's records in the wire format, kept by each encoder thread
+    /// from batch to batch: not a new request-sized buffer faulted in for
+    /// every batch.
+    static RECORDS: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A batch larger than this gives its buffer back once encoded (a batch
+/// of typical ~1 KB traces takes a few MB).
+const KEPT_BYTES: usize = 32 << 20;
+
 /// The gzip'd protobuf `ExportLogsServiceRequest` of `records`: one
 /// resource (the stream), one scope, a LogRecord per trace. The records
 /// are written straight in the wire format from the borrowed fields (no
-/// owned message per trace), one after the other into the compressor
-/// through one small buffer: their lengths are counted first, so the
-/// envelope's length prefixes go before them and the batch is never laid
-/// out whole uncompressed. The few envelope messages through prost.
-/// CPU work: call it off the async workers.
+/// owned message per trace), each once into a small buffer and from there
+/// behind its key and length into the thread's batch buffer, which goes
+/// through the compressor in one piece after the envelope (whose length
+/// prefixes need the records' total). The few envelope messages through
+/// prost. CPU work: call it off the async workers.
 pub(crate) fn encode(stream: &Stream, records: &[Record<'_>]) -> Vec<u8> {
-    let lens: Vec<usize> = records
-        .iter()
-        .map(|r| {
-            let mut n = Len(0);
-            log_record(&mut n, r);
-            n.0
-        })
-        .collect();
-    // ScopeLogs.log_records: each a key, a length and the record.
-    let logs_len: usize = lens
-        .iter()
-        .map(|&n| 1 + encoded_len_varint(n as u64) + n)
-        .sum();
+    RECORDS.with_borrow_mut(|logs| {
+        logs.clear();
+        let mut one = Vec::with_capacity(4096);
+        for r in records {
+            one.clear();
+            log_record(&mut one, r);
+            // ScopeLogs.log_records: each a key, a length and the record.
+            message(logs, 2, &one);
+        }
+        let body = compress(&envelope(stream, logs.len()), logs);
+        if logs.capacity() > KEPT_BYTES {
+            *logs = Vec::new();
+        }
+        body
+    })
+}
+
+/// The request's bytes before its log records (`logs_len` bytes).
+fn envelope(stream: &Stream, logs_len: usize) -> Vec<u8> {
     let resource = Resource {
         attributes: vec![
             kv("service.name", "cts"),
@@ -74,44 +92,23 @@ pub(crate) fn encode(stream: &Stream, records: &[Record<'_>]) -> Vec<u8> {
     length_delimited(&mut head, 1, resource_logs.len() + scope_logs_len);
     head.extend_from_slice(&resource_logs);
     head.extend_from_slice(&scope_logs);
+    head
+}
+
+/// `head` then `logs`, gzip'd at level 1 (zlib-rs's `deflate_quick`).
+fn compress(head: &[u8], logs: &[u8]) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(
-        Vec::with_capacity((head.len() + logs_len) / 4),
+        Vec::with_capacity((head.len() + logs.len()) / 4),
         flate2::Compression::fast(),
     );
     // Writing into a Vec cannot fail.
-    gz.write_all(&head).expect("gzip into memory");
-    let mut one = Vec::with_capacity(4096);
-    for (r, &len) in records.iter().zip(&lens) {
-        one.clear();
-        length_delimited(&mut one, 2, len);
-        log_record(&mut one, r);
-        gz.write_all(&one).expect("gzip into memory");
-    }
+    gz.write_all(head).expect("gzip into memory");
+    gz.write_all(logs).expect("gzip into memory");
     gz.finish().expect("gzip into memory")
 }
 
-/// Where a record's wire format goes: its bytes, or only their count.
-trait Out {
-    fn put(&mut self, bytes: &[u8]);
-}
-
-impl Out for Vec<u8> {
-    fn put(&mut self, bytes: &[u8]) {
-        self.extend_from_slice(bytes);
-    }
-}
-
-/// Counts the bytes of a record, for the length before it.
-struct Len(usize);
-
-impl Out for Len {
-    fn put(&mut self, bytes: &[u8]) {
-        self.0 += bytes.len();
-    }
-}
-
 /// One LogRecord's fields (without its own key and length).
-fn log_record(buf: &mut impl Out, r: &Record<'_>) {
+fn log_record(buf: &mut Vec<u8>, r: &Record<'_>) {
     let f = &r.fields;
     let (number, severity) = match Severity::of(&f.trace_rating) {
         Severity::Info => (9, "INFO"),
@@ -156,29 +153,25 @@ fn log_record(buf: &mut impl Out, r: &Record<'_>) {
     fixed64(buf, 11, nanos(f.record_time));
 }
 
-fn varint(buf: &mut impl Out, v: u64) {
-    let mut b = [0u8; 10];
-    let mut s = &mut b[..];
-    encode_varint(v, &mut s);
-    let n = 10 - s.len();
-    buf.put(&b[..n]);
+fn varint(buf: &mut Vec<u8>, v: u64) {
+    encode_varint(v, buf);
 }
 
-fn key(buf: &mut impl Out, tag: u32, wire_type: WireType) {
+fn key(buf: &mut Vec<u8>, tag: u32, wire_type: WireType) {
     varint(buf, u64::from(tag << 3 | wire_type as u32));
 }
 
-fn length_delimited(buf: &mut impl Out, tag: u32, len: usize) {
+fn length_delimited(buf: &mut Vec<u8>, tag: u32, len: usize) {
     key(buf, tag, WireType::LengthDelimited);
     varint(buf, len as u64);
 }
 
-fn message(buf: &mut impl Out, tag: u32, body: &[u8]) {
+fn message(buf: &mut Vec<u8>, tag: u32, body: &[u8]) {
     length_delimited(buf, tag, body.len());
-    buf.put(body);
+    buf.extend_from_slice(body);
 }
 
-fn string(buf: &mut impl Out, tag: u32, s: &str) {
+fn string(buf: &mut Vec<u8>, tag: u32, s: &str) {
     message(buf, tag, s.as_bytes());
 }
 
@@ -188,14 +181,14 @@ fn string_len(s: &str) -> usize {
 }
 
 /// `AnyValue { string_value = 1 }` holding `s`.
-fn any_string(buf: &mut impl Out, tag: u32, s: &str) {
+fn any_string(buf: &mut Vec<u8>, tag: u32, s: &str) {
     length_delimited(buf, tag, string_len(s));
     string(buf, 1, s);
 }
 
-fn fixed64(buf: &mut impl Out, tag: u32, v: u64) {
+fn fixed64(buf: &mut Vec<u8>, tag: u32, v: u64) {
     key(buf, tag, WireType::SixtyFourBit);
-    buf.put(&v.to_le_bytes());
+    buf.extend_from_slice(&v.to_le_bytes());
 }
 
 fn nanos(ms: i64) -> u64 {
