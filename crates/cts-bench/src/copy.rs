@@ -5,8 +5,9 @@
 //! from as many connections as the HTTP load has requests in flight.
 //!
 //! What it leaves out is what ctsd adds on top of the database: HTTP,
-//! signatures, the staging table, the duplicate check of reporter-supplied
-//! ids, and the journal positions (`cts_trace_order`, numbered under the
+//! signatures, the duplicate check of reporter-supplied ids (`ON
+//! CONFLICT DO NOTHING`), its statistics upkeep (`ANALYZE` of the
+//! partitions it fills), and the journal positions (`cts_trace_order`, numbered under the
 //! counter's row lock); the row keys (`seq`) here come from an atomic
 //! counter in this process.
 
