@@ -1,14 +1,14 @@
 //! Statistics of the day partitions as they fill. The planner picks the
 //! index of a ListTraces query from a partition's statistics; a fresh
-//! partition has none until autovacuum's analyze comes round (up to a
-//! minute, and later under a bulk load), and until then plans rest on
-//! guesses: a rare user's page read through the time index, a filter that
-//! matches nothing scanned to the end. So each node analyzes a day's
-//! partitions (the filter columns only: the stored JSON's statistics are
-//! of no use and the dearest to gather) once it has written as many rows
-//! into them as they held at their last analyze, at least
-//! [`FIRST_ANALYZE_ROWS`]: a few analyzes per day, cheap next to the
-//! writes, on a thread of its own so that no write waits for one.
+//! partition has none until autovacuum's analyze comes round (at most once
+//! a minute, after 10 % growth, and late under a bulk load, when it then
+//! competes with the first queries), and until then plans rest on
+//! guesses. So a node writing into a day analyzes its partitions (the
+//! filter columns only: the stored JSON's statistics are of no use and
+//! the dearest to gather) once they have grown, through any node, to four
+//! times the rows they held at their last analyze, at least
+//! [`FIRST_ANALYZE_ROWS`]: a handful of analyzes per day, on a thread of
+//! its own so that no write waits for one.
 
 use std::collections::HashMap;
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -18,6 +18,12 @@ use crate::{partitions, PgError, Pool};
 
 /// Rows a node writes into a day before its first analyze of it.
 pub const FIRST_ANALYZE_ROWS: u64 = 1_000;
+
+/// A day is analyzed again once it has grown by this many times the rows
+/// it held at its last analyze (its size four times over): an analyze of
+/// a large partition reads and sorts a sample of 30,000 rows per column,
+/// and statistics of a quarter of the rows choose the same indexes.
+const GROWTH: i64 = 3;
 
 /// The node's analyzer: told of every write, it analyzes a partition when
 /// it is due. Stops when dropped (with the store).
@@ -44,50 +50,54 @@ impl Analyzer {
     }
 }
 
-/// What the analyzer knows of a day.
-struct Day {
-    since: u64,
-    due: u64,
-}
-
 fn run(pool: &Pool, written: &Receiver<(i32, u64)>) {
-    let mut days: HashMap<i32, Day> = HashMap::new();
+    // Day → rows this node writes into it before it looks again.
+    let mut due: HashMap<i32, i64> = HashMap::new();
     while let Ok((day, rows)) = written.recv() {
-        let d = days.entry(day).or_insert(Day {
-            since: 0,
-            due: FIRST_ANALYZE_ROWS,
-        });
-        d.since += rows;
-        if d.since < d.due {
+        let left = due.entry(day).or_insert(FIRST_ANALYZE_ROWS as i64);
+        *left -= rows as i64;
+        if *left > 0 {
             continue;
         }
-        d.since = 0;
-        match analyze(pool, day) {
-            Ok(rows) => d.due = rows.max(FIRST_ANALYZE_ROWS),
+        match look(pool, day) {
+            Ok(next) => *left = next,
             Err(e) => {
                 // Retention may have dropped the day; anything else is
-                // tried again when as much more has been written.
+                // tried again after as many rows.
                 tracing::warn!(error = %e, day, "analyzing a day partition failed");
-                days.remove(&day);
+                due.remove(&day);
             }
         }
     }
 }
 
-/// Analyzes the partitions of `day`; answers the rows they now hold
-/// (PostgreSQL's estimate).
-fn analyze(pool: &Pool, day: i32) -> Result<u64, PgError> {
+/// Analyzes the partitions of `day` when they have grown (through any
+/// node) by [`GROWTH`] times the rows they held at their last analyze
+/// (anyone's, autovacuum's too), at least [`FIRST_ANALYZE_ROWS`]: a
+/// handful of analyzes per day however many nodes write. Answers how many rows this
+/// node is to write before it looks again: a quarter of what is missing,
+/// as other nodes write too.
+fn look(pool: &Pool, day: i32) -> Result<i64, PgError> {
     let (part, order) = (partitions::name(day), partitions::order_name(day));
     let mut client = pool.get()?;
+    let growth = |client: &mut postgres::Client| -> Result<(i64, i64), PgError> {
+        let row = client.query_one(
+            "SELECT s.n_mod_since_analyze, c.reltuples FROM pg_class c \
+             JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.oid = $1::text::regclass",
+            &[&part],
+        )?;
+        let rows: f32 = row.get(1);
+        let needed = (GROWTH * rows.max(0.0) as i64).max(FIRST_ANALYZE_ROWS as i64);
+        Ok((row.get(0), needed))
+    };
+    let (changed, needed) = growth(&mut client)?;
+    if changed < needed {
+        return Ok(((needed - changed) / 4).max(FIRST_ANALYZE_ROWS as i64));
+    }
     client.batch_execute(&format!(
         "ANALYZE {part} (project_id, time_ms, trace_id, {}), {order}",
         filter_columns()
     ))?;
-    let rows: f32 = client
-        .query_one(
-            "SELECT reltuples FROM pg_class WHERE oid = $1::text::regclass",
-            &[&part],
-        )?
-        .get(0);
-    Ok(rows.max(0.0) as u64)
+    let (_, needed) = growth(&mut client)?;
+    Ok((needed / 4).max(FIRST_ANALYZE_ROWS as i64))
 }
