@@ -248,3 +248,26 @@ fn migrations_run_once_per_schema_and_a_start_without_them_refuses() {
     let applied: usize = starts.into_iter().map(|s| s.join().unwrap()).sum();
     assert_eq!(applied, TWO.len());
 }
+
+/// A report is answered only after its commit is durable, whatever the
+/// database's or role's defaults say; and no statement waits for LLVM to
+/// compile it (PostgreSQL's JIT cost more CPU than ctsd's inserts).
+#[test]
+fn every_connection_commits_synchronously_and_never_compiles() {
+    let pg = TestPg::start();
+    let url = pg.fresh_database();
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    pg.sql(&format!(
+        "ALTER DATABASE \"{db}\" SET synchronous_commit = off; \
+         ALTER DATABASE \"{db}\" SET jit = on"
+    ));
+    let mut client = pool(&url).get().unwrap();
+    let mut show = |name: &str| -> String {
+        client
+            .query_one(format!("SHOW {name}").as_str(), &[])
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(show("synchronous_commit"), "on");
+    assert_eq!(show("jit"), "off");
+}
