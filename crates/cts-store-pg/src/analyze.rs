@@ -28,7 +28,7 @@ const GROWTH: i64 = 3;
 /// The node's analyzer: told of every write, it analyzes a partition when
 /// it is due. Stops when dropped (with the store).
 pub(crate) struct Analyzer {
-    written: parking_lot::Mutex<Sender<(i32, u64)>>,
+    written: Sender<(i32, u64)>,
 }
 
 impl Analyzer {
@@ -38,15 +38,13 @@ impl Analyzer {
             .name("cts-pg-analyze".into())
             .spawn(move || run(&pool, &rx))
             .expect("spawning the analyzer thread");
-        Analyzer {
-            written: parking_lot::Mutex::new(tx),
-        }
+        Analyzer { written: tx }
     }
 
     /// `rows` more rows written into the partitions of `day`.
     pub(crate) fn written(&self, day: i32, rows: u64) {
         // The thread only ends with the store: nothing to do if it did.
-        let _ = self.written.lock().send((day, rows));
+        let _ = self.written.send((day, rows));
     }
 }
 
