@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A small OTLP/HTTP logs receiver for the tests: decodes each
-`POST /v1/logs` (protobuf, gzip or not) with the official
+`POST /v1/logs` (protobuf; gzip, zstd or not compressed) with the official
 `opentelemetry-proto` package and appends one JSON line per log record to
 the output file (resource attributes, attributes, body, times, severity).
 
@@ -17,6 +17,7 @@ import ssl
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import zstandard
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
@@ -42,8 +43,14 @@ class Handler(BaseHTTPRequestHandler):
             return self.answer(404, b"")
         if STATUS != 200:
             return self.answer(STATUS, b"refused by the test")
-        if self.headers.get("content-encoding") == "gzip":
+        encoding = self.headers.get("content-encoding")
+        if encoding == "gzip":
             raw = gzip.decompress(raw)
+        elif encoding == "zstd":
+            raw = zstandard.ZstdDecompressor().decompress(raw)
+        elif encoding is not None:
+            # What the Collector answers an encoding it does not know.
+            return self.answer(400, b"unsupported content-encoding")
         request = ExportLogsServiceRequest()
         request.ParseFromString(raw)
         lines = []
@@ -60,7 +67,8 @@ class Handler(BaseHTTPRequestHandler):
                         "observed_time_unix_nano": r.observed_time_unix_nano,
                         "severity_number": r.severity_number,
                         "severity_text": r.severity_text,
-                        "headers": {"x-api-key": self.headers.get("x-api-key")},
+                        "headers": {"x-api-key": self.headers.get("x-api-key"),
+                                    "content-encoding": encoding},
                     }))
         with open(OUT, "a") as f:
             f.write("".join(line + "\n" for line in lines))

@@ -62,8 +62,9 @@ scripts/s3-test-server.sh >/dev/null
 scripts/smtp-test-server.sh >/dev/null
 
 # The official OpenTelemetry protobuf package (PyPI opentelemetry-proto),
-# into the same venv: the LTS tests' OTLP receiver decodes with it.
-if ! target/s3-venv/bin/python -c 'import opentelemetry.proto.collector.logs.v1.logs_service_pb2' 2>/dev/null; then
-  echo "test-deps: installing opentelemetry-proto into target/s3-venv" >&2
-  target/s3-venv/bin/python -m pip install --quiet --disable-pip-version-check "opentelemetry-proto==1.45.2"
+# into the same venv: the LTS tests' OTLP receiver decodes with it, and
+# zstd request bodies with zstandard.
+if ! target/s3-venv/bin/python -c 'import opentelemetry.proto.collector.logs.v1.logs_service_pb2, zstandard' 2>/dev/null; then
+  echo "test-deps: installing opentelemetry-proto and zstandard into target/s3-venv" >&2
+  target/s3-venv/bin/python -m pip install --quiet --disable-pip-version-check "opentelemetry-proto==1.45.2" "zstandard==0.23.0"
 fi

@@ -1,15 +1,16 @@
 //! `cts-bench --lts N`: sustained LTS delivery to a local OTLP receiver.
 //!
 //! The receiver runs in this process: an axum server taking
-//! `POST /v1/logs`, gunzipping and decoding every request (the
-//! `opentelemetry-proto` field numbers, down to each record's body) and
-//! counting the records it decoded. Per run:
+//! `POST /v1/logs`, decompressing (by `Content-Encoding`) and decoding
+//! every request (the `opentelemetry-proto` field numbers, down to each
+//! record's body) and counting the records it decoded. Per run:
 //! 1. a ctsd without a sink ingests N traces (ingest alone);
-//! 2. a ctsd with an `otlp` sink to the receiver and `lts` on for the
-//!    system tracker ingests N traces while it delivers them (ingest with
-//!    the sink; the lag after the last ack until all arrived);
-//! 3. the receiver refuses (503) while N more are ingested, then accepts:
-//!    the backlog's drain rate is the sink's delivery throughput.
+//! 2. for each compression asked for, in turn: a ctsd with an `otlp` sink
+//!    to the receiver and `lts` on for the system tracker ingests N traces
+//!    while it delivers them (ingest with the sink; the lag after the last
+//!    ack until all arrived), then the receiver refuses (503) while N more
+//!    are ingested, then accepts: the backlog's drain rate is the sink's
+//!    delivery throughput.
 //!
 //! Figures are medians over runs, with the CPU time ctsd and this process
 //! (the receiver) spent on the drain per million delivered traces: unlike
@@ -43,8 +44,13 @@ const TARGET_PER_SEC: f64 = 100_000.0;
 pub struct Config {
     pub traces: u64,
     pub runs: usize,
+    /// The sink's `compression` settings to measure, each in every run.
+    pub compressions: Vec<String>,
     pub run: Setup,
 }
+
+/// The values of a sink's `compression` (docs/lts.md).
+pub const COMPRESSIONS: [&str; 3] = ["gzip", "zstd", "none"];
 
 /// What the receiver decoded.
 #[derive(Default)]
@@ -107,16 +113,28 @@ struct LogRecord {
 struct AnyValue {}
 
 thread_local! {
-    /// The gunzipped request, reused between requests of a thread.
+    /// The decompressed request, reused between requests of a thread.
     static RAW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Decodes one OTLP/HTTP request body; the number of log records.
-fn decode(gzipped: &[u8]) -> Result<usize> {
+/// Decodes one OTLP/HTTP request body sent with `encoding` (its
+/// `Content-Encoding`); the number of log records.
+fn decode(body: &[u8], encoding: Option<&str>) -> Result<usize> {
     RAW.with_borrow_mut(|raw| {
         raw.clear();
-        flate2::read::GzDecoder::new(gzipped).read_to_end(raw)?;
-        let request = LogsRequest::decode(&raw[..])?;
+        let raw: &[u8] = match encoding {
+            Some("gzip") => {
+                flate2::read::GzDecoder::new(body).read_to_end(raw)?;
+                raw
+            }
+            Some("zstd") => {
+                zstd::stream::read::Decoder::new(body)?.read_to_end(raw)?;
+                raw
+            }
+            None => body,
+            Some(other) => bail!("unknown content-encoding {other:?}"),
+        };
+        let request = LogsRequest::decode(raw)?;
         let mut n = 0;
         for records in request.resource_logs.iter().flat_map(|r| &r.scope_logs) {
             for r in &records.log_records {
@@ -131,11 +149,20 @@ fn decode(gzipped: &[u8]) -> Result<usize> {
     })
 }
 
-async fn logs(State(r): State<Arc<Receiver>>, body: Bytes) -> Response {
+async fn logs(
+    State(r): State<Arc<Receiver>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
     if !r.open.load(Ordering::SeqCst) {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    let decoded = tokio::task::spawn_blocking(move || decode(&body)).await;
+    let encoding = match headers.get("content-encoding").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(v)) => Some(v.to_owned()),
+        Some(Err(_)) => return StatusCode::BAD_REQUEST.into_response(),
+    };
+    let decoded = tokio::task::spawn_blocking(move || decode(&body, encoding.as_deref())).await;
     let n = match decoded {
         Ok(Ok(n)) => n,
         Ok(Err(e)) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
@@ -164,6 +191,7 @@ async fn serve(receiver: Arc<Receiver>) -> Result<String> {
     Ok(url)
 }
 
+/// One compression's figures in one run.
 struct Run {
     ingest_alone: f64,
     ingest_with_sink: f64,
@@ -220,24 +248,14 @@ pub fn run(cfg: &Config) -> Result<()> {
         let done = rt.block_on(load::ingest(plan, cfg.run.clients))?;
         Ok(done.traces as f64 / done.elapsed.as_secs_f64())
     };
-    let mut runs = Vec::new();
-    for r in 0..cfg.runs {
-        let dir = cfg.run.work.join(format!("alone-{r}"));
-        std::fs::create_dir_all(&dir)?;
-        let (srv, _) = Server::start(&cfg.run.server_bin, &dir, &log, &[])?;
-        let ingest_alone = ingest(&srv, &setup(&srv, &dir)?)?;
-        drop(srv);
-        std::fs::remove_dir_all(&dir)?;
-        progress(
-            t0,
-            &format!("run {}: ingest alone {ingest_alone:.0}/s", r + 1),
-        );
-
-        let dir = cfg.run.work.join(format!("sink-{r}"));
+    // One sink's ctsd: ingest while it delivers, then the drain of a backlog.
+    let with_sink = |r: usize, compression: &str, ingest_alone: f64| -> Result<Run> {
+        let dir = cfg.run.work.join(format!("sink-{r}-{compression}"));
         std::fs::create_dir_all(&dir)?;
         let settings = [
             ("CTS_LTS_KIND", "otlp".to_string()),
             ("CTS_LTS_ENDPOINT", url.clone()),
+            ("CTS_LTS_COMPRESSION", compression.to_string()),
             ("CTS_LTS_INTERVAL", "100ms".into()),
             ("CTS_LTS_MAX_BACKOFF", "1s".into()),
         ];
@@ -266,40 +284,67 @@ pub fn run(cfg: &Config) -> Result<()> {
         progress(
             t0,
             &format!(
-                "run {}: ingest with the sink {ingest_with_sink:.0}/s (lag {lag_secs:.1} s), backlog drained at {drain:.0}/s \
-                 (CPU s per 1 M: ctsd {ctsd_cpu:.2}, receiver {receiver_cpu:.2})",
+                "run {} ({compression}): ingest with the sink {ingest_with_sink:.0}/s (lag {lag_secs:.1} s), \
+                 backlog drained at {drain:.0}/s (CPU s per 1 M: ctsd {ctsd_cpu:.2}, receiver {receiver_cpu:.2})",
                 r + 1
             ),
         );
-        runs.push(Run {
+        Ok(Run {
             ingest_alone,
             ingest_with_sink,
             lag_secs,
             drain,
             ctsd_cpu,
             receiver_cpu,
-        });
+        })
+    };
+    // runs[c]: every run of compression c.
+    let mut runs: Vec<Vec<Run>> = cfg.compressions.iter().map(|_| Vec::new()).collect();
+    for r in 0..cfg.runs {
+        let dir = cfg.run.work.join(format!("alone-{r}"));
+        std::fs::create_dir_all(&dir)?;
+        let (srv, _) = Server::start(&cfg.run.server_bin, &dir, &log, &[])?;
+        let ingest_alone = ingest(&srv, &setup(&srv, &dir)?)?;
+        drop(srv);
+        std::fs::remove_dir_all(&dir)?;
+        progress(
+            t0,
+            &format!("run {}: ingest alone {ingest_alone:.0}/s", r + 1),
+        );
+        // Each run in turn starts with another compression, so none always
+        // runs first in a run.
+        let n = cfg.compressions.len();
+        for k in 0..n {
+            let c = (k + r) % n;
+            runs[c].push(with_sink(r, &cfg.compressions[c], ingest_alone)?);
+        }
     }
-    let median = |f: fn(&Run) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
-    let (alone, with_sink, drain) = (
-        median(|r| r.ingest_alone),
-        median(|r| r.ingest_with_sink),
-        median(|r| r.drain),
-    );
+    let alone = median(&runs[0].iter().map(|r| r.ingest_alone).collect::<Vec<_>>());
+    let mut sinks = serde_json::Map::new();
+    for (compression, runs) in cfg.compressions.iter().zip(&runs) {
+        let median = |f: fn(&Run) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+        let (with_sink, drain) = (median(|r| r.ingest_with_sink), median(|r| r.drain));
+        sinks.insert(
+            compression.clone(),
+            json!({
+                "delivered_traces_per_sec": drain.round(),
+                "ingest_traces_per_sec_with_sink": with_sink.round(),
+                "ingest_ratio_with_sink": (with_sink / alone * 1000.0).round() / 1000.0,
+                "lag_after_ingest_secs": (median(|r| r.lag_secs) * 10.0).round() / 10.0,
+                "drain_runs_traces_per_sec": runs.iter().map(|r| r.drain.round()).collect::<Vec<_>>(),
+                "drain_ctsd_cpu_secs_per_million": (median(|r| r.ctsd_cpu) * 100.0).round() / 100.0,
+                "drain_receiver_cpu_secs_per_million": (median(|r| r.receiver_cpu) * 100.0).round() / 100.0,
+                "meets_target": drain >= TARGET_PER_SEC,
+            }),
+        );
+    }
     let result = json!({
         "traces_per_run": cfg.traces,
         "delivered_per_run": expected,
         "runs": cfg.runs,
-        "delivered_traces_per_sec": drain.round(),
         "ingest_traces_per_sec_alone": alone.round(),
-        "ingest_traces_per_sec_with_sink": with_sink.round(),
-        "ingest_ratio_with_sink": (with_sink / alone * 1000.0).round() / 1000.0,
-        "lag_after_ingest_secs": (median(|r| r.lag_secs) * 10.0).round() / 10.0,
-        "drain_runs_traces_per_sec": runs.iter().map(|r| r.drain.round()).collect::<Vec<_>>(),
-        "drain_ctsd_cpu_secs_per_million": (median(|r| r.ctsd_cpu) * 100.0).round() / 100.0,
-        "drain_receiver_cpu_secs_per_million": (median(|r| r.receiver_cpu) * 100.0).round() / 100.0,
         "target_delivered_traces_per_sec": TARGET_PER_SEC,
-        "meets_target": drain >= TARGET_PER_SEC,
+        "by_compression": sinks,
     });
     println!("{}", serde_json::to_string_pretty(&result)?);
     Ok(())
@@ -330,8 +375,8 @@ mod tests {
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
     use prost::Message;
 
-    fn gzipped(records: Vec<LogRecord>) -> Vec<u8> {
-        let request = ExportLogsServiceRequest {
+    fn request(records: Vec<LogRecord>) -> Vec<u8> {
+        ExportLogsServiceRequest {
             resource_logs: vec![ResourceLogs {
                 scope_logs: vec![ScopeLogs {
                     log_records: records,
@@ -339,9 +384,13 @@ mod tests {
                 }],
                 ..Default::default()
             }],
-        };
+        }
+        .encode_to_vec()
+    }
+
+    fn gzipped(records: Vec<LogRecord>) -> Vec<u8> {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(&request.encode_to_vec()).unwrap();
+        gz.write_all(&request(records)).unwrap();
         gz.finish().unwrap()
     }
 
@@ -359,12 +408,19 @@ mod tests {
     /// record without its trace or a body that is not protobuf.
     #[test]
     fn the_receiver_counts_records_with_a_body() {
+        let gzip = Some("gzip");
         let body = gzipped(vec![record(Some("{}")), record(Some("{\"a\":1}"))]);
-        assert_eq!(super::decode(&body).unwrap(), 2);
+        assert_eq!(super::decode(&body, gzip).unwrap(), 2);
         let body = gzipped(vec![record(Some("{}")), record(None)]);
-        assert!(super::decode(&body).is_err());
+        assert!(super::decode(&body, gzip).is_err());
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&[0x0a, 0x05, 0x01]).unwrap();
-        assert!(super::decode(&gz.finish().unwrap()).is_err());
+        assert!(super::decode(&gz.finish().unwrap(), gzip).is_err());
+        // The same request zstd'd, as it is, and under a name it does not know.
+        let raw = request(vec![record(Some("{}"))]);
+        let zstd = zstd::bulk::compress(&raw, 1).unwrap();
+        assert_eq!(super::decode(&zstd, Some("zstd")).unwrap(), 1);
+        assert_eq!(super::decode(&raw, None).unwrap(), 1);
+        assert!(super::decode(&raw, Some("br")).is_err());
     }
 }

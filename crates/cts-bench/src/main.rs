@@ -110,6 +110,11 @@ struct Args {
     /// (medians over --runs).
     #[arg(long, value_name = "TRACES")]
     lts: Option<u64>,
+    /// With --lts: the sink compressions to measure, each in every run
+    /// (comma-separated: gzip, zstd, none).
+    #[arg(long, value_delimiter = ',', default_value = "gzip",
+          value_parser = clap::builder::PossibleValuesParser::new(lts::COMPRESSIONS))]
+    lts_compression: Vec<String>,
     /// Where ctsd keeps the traces: `embedded` (one node, the issue's
     /// targets, a SQLite baseline) or `postgres` (--nodes ctsd nodes on a
     /// PostgreSQL started for the run; the baseline is a plain COPY).
@@ -214,6 +219,7 @@ fn run(args: &Args) -> Result<()> {
         return lts::run(&lts::Config {
             traces,
             runs: args.runs,
+            compressions: args.lts_compression.clone(),
             run: common,
         });
     }

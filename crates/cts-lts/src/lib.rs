@@ -23,9 +23,8 @@ mod scan;
 mod sink;
 mod stream;
 mod syslog;
-mod workers;
 
-pub use sink::{Facility, Failure, SinkError, SinkKind, SinkSpec, SpecError};
+pub use sink::{Compression, Facility, Failure, SinkError, SinkKind, SinkSpec, SpecError};
 pub use stream::{Lts, LtsStatus, RegionOf, Routing, Settings, SinkMetrics};
 
 /// The journal consumer name of LTS streaming.

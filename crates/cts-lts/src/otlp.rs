@@ -1,6 +1,7 @@
 //! The `otlp` sink: a batch of one tracker's traces as an OTLP
 //! `ExportLogsServiceRequest` (the `opentelemetry-proto` types, encoded by
-//! prost), gzip'd, `POST`ed to `{endpoint}/v1/logs`.
+//! prost), compressed as the sink says (gzip unless told otherwise),
+//! `POST`ed to `{endpoint}/v1/logs`.
 //!
 //! One LogRecord per trace: the stored trace JSON as the body, `time` as
 //! the timestamp, `record_time` as the observed time, severity from
@@ -19,7 +20,7 @@ use prost::Message;
 
 use crate::fields::{Record, Severity};
 use crate::protocol::{Protocol, Sending, Stream};
-use crate::sink::{Failure, SinkError, SinkSpec};
+use crate::sink::{Compression, Failure, SinkError, SinkSpec};
 
 thread_local! {
     /// A batch's records in the wire format, kept by each encoder thread
@@ -32,7 +33,8 @@ thread_local! {
 /// of typical ~1 KB traces takes a few MB).
 const KEPT_BYTES: usize = 32 << 20;
 
-/// The gzip'd protobuf `ExportLogsServiceRequest` of `records`: one
+/// The protobuf `ExportLogsServiceRequest` of `records`, compressed by
+/// `compression`: one
 /// resource (the stream), one scope, a LogRecord per trace. The records
 /// are written straight in the wire format from the borrowed fields (no
 /// owned message per trace), each once into a small buffer and from there
@@ -40,7 +42,7 @@ const KEPT_BYTES: usize = 32 << 20;
 /// through the compressor in one piece after the envelope (whose length
 /// prefixes need the records' total). The few envelope messages through
 /// prost. CPU work: call it off the async workers.
-pub(crate) fn encode(stream: &Stream, records: &[Record<'_>]) -> Vec<u8> {
+pub(crate) fn encode(stream: &Stream, records: &[Record<'_>], compression: Compression) -> Vec<u8> {
     RECORDS.with_borrow_mut(|logs| {
         logs.clear();
         let mut one = Vec::with_capacity(4096);
@@ -50,7 +52,7 @@ pub(crate) fn encode(stream: &Stream, records: &[Record<'_>]) -> Vec<u8> {
             // ScopeLogs.log_records: each a key, a length and the record.
             message(logs, 2, &one);
         }
-        let body = compress(&envelope(stream, logs.len()), logs);
+        let body = compress(&envelope(stream, logs.len()), logs, compression);
         if logs.capacity() > KEPT_BYTES {
             *logs = Vec::new();
         }
@@ -95,16 +97,34 @@ fn envelope(stream: &Stream, logs_len: usize) -> Vec<u8> {
     head
 }
 
-/// `head` then `logs`, gzip'd at level 1 (zlib-rs's `deflate_quick`).
-fn compress(head: &[u8], logs: &[u8]) -> Vec<u8> {
-    let mut gz = flate2::write::GzEncoder::new(
-        Vec::with_capacity((head.len() + logs.len()) / 4),
-        flate2::Compression::fast(),
-    );
+/// `head` then `logs`, compressed in one piece: gzip at level 1
+/// (zlib-rs's `deflate_quick`), zstd at level 1 (its frame says the
+/// content size, so a receiver can size its buffer), or as they are.
+fn compress(head: &[u8], logs: &[u8], compression: Compression) -> Vec<u8> {
+    let len = head.len() + logs.len();
     // Writing into a Vec cannot fail.
-    gz.write_all(head).expect("gzip into memory");
-    gz.write_all(logs).expect("gzip into memory");
-    gz.finish().expect("gzip into memory")
+    match compression {
+        Compression::Gzip => {
+            let mut gz = flate2::write::GzEncoder::new(
+                Vec::with_capacity(len / 4),
+                flate2::Compression::fast(),
+            );
+            gz.write_all(head).expect("gzip into memory");
+            gz.write_all(logs).expect("gzip into memory");
+            gz.finish().expect("gzip into memory")
+        }
+        Compression::Zstd => {
+            let mut z = zstd::stream::Encoder::new(Vec::with_capacity(len / 4), 1)
+                .expect("zstd at level 1");
+            z.include_contentsize(true).expect("zstd parameter");
+            z.set_pledged_src_size(Some(len as u64))
+                .expect("zstd parameter");
+            z.write_all(head).expect("zstd into memory");
+            z.write_all(logs).expect("zstd into memory");
+            z.finish().expect("zstd into memory")
+        }
+        Compression::None => [head, logs].concat(),
+    }
 }
 
 /// One LogRecord's fields (without its own key and length).
@@ -210,6 +230,7 @@ fn kv(key: &str, value: &str) -> KeyValue {
 pub(crate) struct Client {
     url: reqwest::Url,
     http: reqwest::Client,
+    compression: Compression,
 }
 
 impl Client {
@@ -241,27 +262,27 @@ impl Client {
         Ok(Client {
             url,
             http: http.build().map_err(|e| e.to_string())?,
+            compression: spec.compression.unwrap_or_default(),
         })
     }
 
-    /// Sends one gzip'd request body; `Ok` once the receiver answered 2xx.
+    /// Sends one encoded request body; `Ok` once the receiver answered 2xx.
     async fn post(&self, body: Vec<u8>) -> Result<(), SinkError> {
-        let answer = self
+        let mut request = self
             .http
             .post(self.url.clone())
-            .header("content-type", "application/x-protobuf")
-            .header("content-encoding", "gzip")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| SinkError {
-                failure: if is_tls(&e) {
-                    Failure::TlsError
-                } else {
-                    Failure::Unreachable
-                },
-                message: chain(&e),
-            })?;
+            .header("content-type", "application/x-protobuf");
+        if let Some(encoding) = self.compression.content_encoding() {
+            request = request.header("content-encoding", encoding);
+        }
+        let answer = request.body(body).send().await.map_err(|e| SinkError {
+            failure: if is_tls(&e) {
+                Failure::TlsError
+            } else {
+                Failure::Unreachable
+            },
+            message: chain(&e),
+        })?;
         let status = answer.status();
         if status.is_success() {
             return Ok(());
@@ -285,7 +306,7 @@ impl Client {
 
 impl Protocol for Client {
     fn encode(&self, stream: &Stream, records: &[Record<'_>]) -> Vec<u8> {
-        encode(stream, records)
+        encode(stream, records, self.compression)
     }
 
     fn concurrent(&self) -> bool {

@@ -2,7 +2,7 @@
 //! batch after the other (in order, on a worker thread); each batch read
 //! is then parsed, encoded and compressed on its own worker thread, up to
 //! `encoders` at once (the workers run at background priority:
-//! `workers.rs`), and sent as soon as it is encoded, up to `in_flight`
+//! [`Workers`]), and sent as soon as it is encoded, up to `in_flight`
 //! batches encoding or in flight at once. Their outcomes come back in
 //! journal order whatever order the encoders finish and the receiver
 //! answers in. The caller commits each delivered batch's cursor as it
@@ -22,8 +22,34 @@ use tokio::task::JoinHandle;
 use crate::batch::{Batch, Prepared};
 use crate::protocol::Sending;
 use crate::sink::SinkError;
-use crate::workers::Workers;
 use crate::LtsError;
+
+/// The threads that read the journal for the sink and encode its batches:
+/// a pool at background priority (`cts-priority`), bounded to the encoders
+/// and one reader, so that while ingest runs it wins the CPU and the sink
+/// falls behind, and when ingest is idle the sink drains at full speed.
+pub(crate) type Workers = Arc<cts_priority::Pool>;
+
+/// Starts the sink's pool of `threads` threads.
+pub(crate) fn start_workers(threads: usize) -> std::io::Result<Workers> {
+    cts_priority::Pool::bounded("cts-lts", cts_priority::background_nice(), threads).map(Arc::new)
+}
+
+/// Runs `f` on `workers` at once; the future answers its result (a job
+/// that panicked is an error). It holds the pool until then: a pool
+/// dropped would cancel the jobs still queued.
+fn run_on<T: Send + 'static>(
+    workers: &Workers,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> impl Future<Output = Result<T, LtsError>> + Send + 'static {
+    let job = workers.spawn_blocking(f);
+    let workers = Arc::clone(workers);
+    async move {
+        let _held = workers;
+        job.await
+            .map_err(|e| LtsError::Task(format!("an LTS worker job: {e}")))
+    }
+}
 
 /// Where a pipeline's batches come from.
 pub(crate) trait Source: Send + Sync + 'static {
@@ -206,7 +232,9 @@ async fn read_ahead<S: Source>(
 ) {
     for _ in 0..batches {
         let s = Arc::clone(&source);
-        let read = workers.spawn(move || s.read(cursor)).await.and_then(|r| r);
+        let read = run_on(&workers, move || s.read(cursor))
+            .await
+            .and_then(|r| r);
         let read = match read {
             Ok(read) => read,
             Err(e) => {
@@ -220,7 +248,7 @@ async fn read_ahead<S: Source>(
             return;
         };
         let s = Arc::clone(&source);
-        let encoding: Encoding = Box::pin(workers.spawn(move || {
+        let encoding: Encoding = Box::pin(run_on(&workers, move || {
             let _encoder = permit;
             s.prepare(read)
         }));
@@ -315,7 +343,27 @@ mod tests {
 
     /// A reader and `encoders` encoders at once, as `Lts` starts them.
     fn workers(encoders: usize) -> Workers {
-        Workers::start(encoders + 1).unwrap()
+        start_workers(encoders + 1).unwrap()
+    }
+
+    /// Jobs run on the pool's threads, at background priority; a job that
+    /// panics is an error and the pool goes on.
+    #[tokio::test]
+    async fn jobs_run_at_background_priority_and_survive_a_panic() {
+        let workers = workers(1);
+        let (name, nice) = run_on(&workers, || {
+            (
+                std::thread::current().name().map(String::from),
+                cts_priority::niceness(),
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(name.as_deref(), Some("cts-lts"));
+        assert!(nice >= cts_priority::BACKGROUND_NICE, "niceness {nice}");
+        let panicked = run_on(&workers, || panic!("a broken batch")).await;
+        assert!(matches!(panicked, Err(LtsError::Task(_))));
+        assert_eq!(run_on(&workers, || 7).await.unwrap(), 7);
     }
 
     fn bounds(batches: usize, in_flight: usize, encoders: usize) -> Bounds {

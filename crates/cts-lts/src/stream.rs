@@ -20,10 +20,9 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{Batch, Reader};
-use crate::pipeline::{Bounds, Done, Pipeline};
+use crate::pipeline::{Bounds, Done, Pipeline, Workers};
 use crate::protocol::{self, Protocol, Stream};
 use crate::sink::{Failure, SinkError, SinkSpec};
-use crate::workers::Workers;
 use crate::{LtsError, CONSUMER};
 
 /// Batches of one tracker a pass sends at most, so that one tracker far
@@ -200,7 +199,7 @@ impl Lts {
             })
             .collect();
         // The encoders and the one reader of a tracker's pass.
-        let workers = Workers::start(settings.encode_threads + 1)
+        let workers = crate::pipeline::start_workers(settings.encode_threads + 1)
             .map_err(|e| format!("lts: starting the worker threads: {e}"))?;
         Ok(Lts {
             journal,

@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::fields::Record;
 use crate::otlp::encode;
 use crate::protocol::Stream;
-use crate::{SinkKind, SinkSpec};
+use crate::{Compression, SinkKind, SinkSpec};
 
 fn spec(endpoint: &str) -> SinkSpec {
     SinkSpec {
@@ -21,6 +21,23 @@ fn spec(endpoint: &str) -> SinkSpec {
         ca_file: None,
         headers: Default::default(),
         facility: None,
+        compression: None,
+    }
+}
+
+/// A request body as the receiver reads it, by its `Content-Encoding`.
+fn decompress(body: &[u8], compression: Compression) -> Vec<u8> {
+    match compression.content_encoding() {
+        Some("gzip") => {
+            let mut raw = Vec::new();
+            flate2::read::GzDecoder::new(body)
+                .read_to_end(&mut raw)
+                .unwrap();
+            raw
+        }
+        Some("zstd") => zstd::stream::decode_all(body).unwrap(),
+        Some(other) => panic!("{other}"),
+        None => body.to_vec(),
     }
 }
 
@@ -85,12 +102,8 @@ fn a_batch_decodes_to_one_record_per_trace() {
     ];
     let (records, unreadable) = records(&docs);
     assert_eq!(unreadable, 1);
-    let gz = encode(&stream, &records);
-    let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(&gz[..])
-        .read_to_end(&mut raw)
-        .unwrap();
-    let req = ExportLogsServiceRequest::decode(&raw[..]).unwrap();
+    let gz = encode(&stream, &records, Compression::default());
+    let req = ExportLogsServiceRequest::decode(&decompress(&gz, Compression::Gzip)[..]).unwrap();
     let rl = &req.resource_logs[0];
     let attr = |kvs: &[opentelemetry_proto::tonic::common::v1::KeyValue], k: &str| {
         kvs.iter()
@@ -151,6 +164,9 @@ fn syslog_sink_rules_name_the_field() {
     let mut s = spec("http://x:1");
     s.facility = Some(crate::Facility::Auth);
     assert_eq!(s.check().unwrap_err().field, "facility");
+    let mut s = syslog("tcp://x:514");
+    s.compression = Some(Compression::Zstd);
+    assert_eq!(s.check().unwrap_err().field, "compression");
 }
 
 /// RFC 5424 messages, octet-counted: PRI from the facility and the
@@ -311,18 +327,22 @@ fn expected_attributes(doc: &[u8]) -> Vec<(String, String)> {
 /// times and body equal what a full parse of its trace says, decoded from
 /// the request with the official types. A smaller batch after a larger
 /// one on the same thread (whose batch buffer it reuses) holds only its
-/// own records.
+/// own records. The same for every compression.
 #[test]
 fn records_carry_what_a_full_parse_of_each_trace_says() {
     let all = generated(400);
-    for docs in [&all[..], &all[250..]] {
+    let compressions = [Compression::Gzip, Compression::Zstd, Compression::None];
+    for (docs, compression) in [&all[..], &all[250..]]
+        .into_iter()
+        .flat_map(|d| compressions.map(|c| (d, c)))
+    {
         let (records, unreadable) = records(docs);
         assert_eq!(unreadable, 0);
-        let gz = encode(&stream(), &records);
-        let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(&gz[..])
-            .read_to_end(&mut raw)
-            .unwrap();
+        let body = encode(&stream(), &records, compression);
+        let raw = decompress(&body, compression);
+        if compression != Compression::None {
+            assert!(body.len() < raw.len() / 2, "{compression:?} compresses");
+        }
         let req = ExportLogsServiceRequest::decode(&raw[..]).unwrap();
         let got = &req.resource_logs[0].scope_logs[0].log_records;
         assert_eq!(got.len(), docs.len());

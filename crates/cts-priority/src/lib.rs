@@ -77,8 +77,8 @@ pub fn niceness() -> libc::c_int {
 /// Threads for blocking work at a lower priority: the blocking pool of a
 /// Tokio runtime of its own, whose threads lower themselves as they start.
 /// Like `tokio::task::spawn_blocking`, threads are started on demand (a
-/// job that waits, e.g. for a journal fsync, does not hold up the others)
-/// and end after a while idle. Not Tokio's shared blocking threads: a
+/// job that waits, e.g. for a journal fsync, does not hold up the others;
+/// up to a bound with [`Pool::bounded`]) and end after a while idle. Not Tokio's shared blocking threads: a
 /// thread's priority cannot be raised again once lowered, and queries run
 /// there.
 pub struct Pool {
@@ -90,11 +90,25 @@ pub struct Pool {
 impl Pool {
     /// A pool whose threads are named `name` and run at `nice`.
     pub fn start(name: &str, nice: libc::c_int) -> std::io::Result<Pool> {
+        Pool::build(name, nice, None)
+    }
+
+    /// The same with at most `threads` threads (at least one): jobs beyond
+    /// them wait, so the pool's CPU is bounded.
+    pub fn bounded(name: &str, nice: libc::c_int, threads: usize) -> std::io::Result<Pool> {
+        Pool::build(name, nice, Some(threads.max(1)))
+    }
+
+    fn build(name: &str, nice: libc::c_int, threads: Option<usize>) -> std::io::Result<Pool> {
         let what = format!("{name} thread");
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        let mut builder = tokio::runtime::Builder::new_current_thread();
+        builder
             .thread_name(name)
-            .on_thread_start(move || lower_this_thread_to(nice, &what))
-            .build()?;
+            .on_thread_start(move || lower_this_thread_to(nice, &what));
+        if let Some(threads) = threads {
+            builder.max_blocking_threads(threads);
+        }
+        let runtime = builder.build()?;
         Ok(Pool {
             runtime: Some(runtime),
         })
@@ -163,6 +177,30 @@ mod tests {
         assert!(pool.spawn_blocking(|| panic!("a bad job")).await.is_err());
         assert_eq!(pool.spawn_blocking(|| 7).await.unwrap(), 7);
         assert_eq!(niceness(), before, "the caller keeps its own");
+    }
+
+    /// A bounded pool runs no more jobs at once than it has threads.
+    #[tokio::test]
+    async fn a_bounded_pool_runs_at_most_its_threads_at_once() {
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::Arc;
+        let pool = Pool::bounded("test-bounded", 0, 2).unwrap();
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let jobs: Vec<_> = (0..8)
+            .map(|_| {
+                let (running, most) = (Arc::clone(&running), Arc::clone(&most));
+                pool.spawn_blocking(move || {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        for j in jobs {
+            j.await.unwrap();
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 2);
     }
 
     #[test]

@@ -132,6 +132,9 @@ pub struct LtsSettings {
     /// The facility of the `syslog` sink of `kind`/`endpoint`
     /// (`CTS_LTS_FACILITY`).
     pub facility: Option<cts_lts::Facility>,
+    /// How the `otlp` sink of `kind`/`endpoint` compresses its requests
+    /// (`CTS_LTS_COMPRESSION`: `gzip`, the default, `zstd` or `none`).
+    pub compression: Option<cts_lts::Compression>,
     pub sinks: Vec<cts_lts::SinkSpec>,
     /// The sink of every project without an entry in `projects`.
     pub default_sink: Option<String>,
@@ -439,6 +442,7 @@ impl Default for Config {
                 endpoint: None,
                 ca_file: None,
                 facility: None,
+                compression: None,
                 sinks: Vec::new(),
                 default_sink: None,
                 projects: BTreeMap::new(),
@@ -737,6 +741,12 @@ impl Config {
                 "is for the sink of lts.kind/lts.endpoint".into(),
             );
         }
+        if lts.kind.is_none() && lts.compression.is_some() {
+            return invalid(
+                "lts.compression",
+                "is for the sink of lts.kind/lts.endpoint".into(),
+            );
+        }
         if lts.batch_max == 0 {
             return invalid("lts.batch_max", "must be greater than zero".into());
         }
@@ -777,6 +787,7 @@ impl Config {
                 ca_file: lts.ca_file.clone(),
                 headers: BTreeMap::new(),
                 facility: lts.facility,
+                compression: lts.compression,
             });
             default_sink.get_or_insert_with(|| ENV_SINK.into());
         }
@@ -1187,6 +1198,14 @@ mod tests {
             let e = Config::load(None, &Overrides::default()).unwrap_err();
             assert!(e.to_string().contains("lts.encode_threads"), "{e}");
             jail.set_env("CTS_LTS_ENCODE_THREADS", "2");
+            jail.set_env("CTS_LTS_COMPRESSION", "zstd");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            let default = c.lts_sinks().0.pop().unwrap();
+            assert_eq!(default.compression, Some(cts_lts::Compression::Zstd));
+            jail.set_env("CTS_LTS_COMPRESSION", "brotli");
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("compression"), "{e}");
+            jail.set_env("CTS_LTS_COMPRESSION", "none");
             jail.set_env("CTS_LTS_ENDPOINT", "tcp://127.0.0.1:514");
             let e = Config::load(None, &Overrides::default()).unwrap_err();
             assert!(e.to_string().contains("lts.sinks[default].endpoint"), "{e}");

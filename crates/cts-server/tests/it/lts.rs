@@ -117,16 +117,21 @@ impl Drop for Receiver {
 }
 
 fn server_for(receiver: &Receiver, root: Option<&Path>) -> TestServer {
-    let mut b = TestServer::builder()
-        .env("CTS_LTS_KIND", "otlp")
-        .env("CTS_LTS_ENDPOINT", &receiver.endpoint())
-        .env("CTS_LTS_INTERVAL", "200ms")
-        .env("CTS_LTS_MAX_BACKOFF", "1s")
-        .env("CTS_TRANSFER_PERIOD", "10s");
+    let mut b = sink_builder(receiver);
     if let Some(root) = root {
         b = b.root(root);
     }
     b.start()
+}
+
+/// A server whose `default` sink is `receiver`.
+fn sink_builder(receiver: &Receiver) -> Builder {
+    TestServer::builder()
+        .env("CTS_LTS_KIND", "otlp")
+        .env("CTS_LTS_ENDPOINT", &receiver.endpoint())
+        .env("CTS_LTS_INTERVAL", "200ms")
+        .env("CTS_LTS_MAX_BACKOFF", "1s")
+        .env("CTS_TRANSFER_PERIOD", "10s")
 }
 
 pub(crate) fn set_lts(server: &TestServer, kind: &str, name: &str, on: bool) {
@@ -293,6 +298,41 @@ fn every_trace_of_an_enabled_tracker_arrives_once_with_its_fields() {
         metrics.contains("cts_lts_skipped_traces_total 0"),
         "{metrics}"
     );
+}
+
+/// A sink set to zstd (which the Collector decodes since v0.81) or to no
+/// compression (a receiver on the same host) delivers every trace once,
+/// the same records as gzip, each request marked as what it is.
+#[test]
+fn zstd_and_uncompressed_sinks_deliver_every_trace_once() {
+    for (compression, encoding) in [("zstd", json!("zstd")), ("none", Value::Null)] {
+        let receiver = Receiver::start(None);
+        let server = sink_builder(&receiver)
+            .env("CTS_LTS_COMPRESSION", compression)
+            .start();
+        set_lts(&server, "system", "system", true);
+        let (ids, batch) = traces(40);
+        server.report("main", &batch);
+        wait_for(
+            &format!("every trace at the receiver ({compression})"),
+            Duration::from_secs(30),
+            || {
+                let got = receiver.counts();
+                ids.iter().all(|id| got.contains_key(id))
+            },
+        );
+        std::thread::sleep(Duration::from_secs(1));
+        let got = receiver.counts();
+        for id in &ids {
+            assert_eq!(got.get(id), Some(&1), "{compression}: {id}");
+        }
+        for r in receiver.records() {
+            assert_eq!(r["headers"]["content-encoding"], encoding, "{compression}");
+            let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+            assert_eq!(body["trace_id"], r["attributes"]["cts.trace_id"]);
+        }
+        assert_eq!(system_tracker(&server)["lts"]["status"], "enabled");
+    }
 }
 
 /// Issue 16: a receiver down for a while, then back, gets every trace
