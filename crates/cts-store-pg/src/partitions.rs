@@ -28,11 +28,18 @@ pub(crate) fn ensure(store: &PgStore, days: &BTreeSet<i32>) -> Result<(), PgErro
     for day in missing {
         let bounds = format!("FOR VALUES FROM ({day}) TO ({})", i64::from(day) + 1);
         // One transaction (one simple query): a day has both or neither.
+        // Made on their own, then attached: ATTACH PARTITION locks a
+        // parent only against other schema changes (SHARE UPDATE
+        // EXCLUSIVE), so writers and journal reads of either table go on
+        // meanwhile. `PARTITION OF` locks each parent exclusively, one
+        // after the other, and deadlocked with a journal read that held
+        // one of the two while it waited for the other.
+        let (traces, order) = (name(day), order_name(day));
         let sql = format!(
-            "CREATE TABLE IF NOT EXISTS {} PARTITION OF cts_traces {bounds}; \
-             CREATE TABLE IF NOT EXISTS {} PARTITION OF cts_trace_order {bounds}",
-            name(day),
-            order_name(day)
+            "CREATE TABLE {traces} (LIKE cts_traces INCLUDING DEFAULTS); \
+             ALTER TABLE cts_traces ATTACH PARTITION {traces} {bounds}; \
+             CREATE TABLE {order} (LIKE cts_trace_order INCLUDING DEFAULTS); \
+             ALTER TABLE cts_trace_order ATTACH PARTITION {order} {bounds}"
         );
         match client.batch_execute(&sql) {
             Err(e)

@@ -314,6 +314,54 @@ fn nodes_share_idempotency_and_partitions() {
     assert_eq!(b.query(&q).unwrap().traces.len(), 1);
 }
 
+/// A batch of a day without partitions makes them while a journal read
+/// holds both tables in an open transaction (as a consumer's read does for
+/// its statement): it does not wait for the read. Making them with
+/// `PARTITION OF` waited for it, and deadlocked with a read that held
+/// `cts_trace_order` while it waited for `cts_traces`.
+#[test]
+fn a_new_days_partitions_are_made_while_a_journal_read_holds_the_tables() {
+    let pg = TestPg::start();
+    let url = pg.fresh_database();
+    let store = open(&url);
+    let today = json!({"trace_id": "00000000-0000-4000-8000-0000000000b1", "time": now()});
+    assert_eq!(
+        store
+            .append(conformance::traces("p", &[today]))
+            .unwrap()
+            .stored,
+        1
+    );
+
+    let pool = pool(&url);
+    let mut reader = pool.get().unwrap();
+    let mut read = reader.transaction().unwrap();
+    let held = read
+        .query(
+            "SELECT o.pos FROM cts_trace_order o JOIN cts_traces t \
+             ON t.day = o.day AND t.seq = o.seq ORDER BY o.pos",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(held.len(), 1);
+
+    let (done, made) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let old =
+            json!({"trace_id": "00000000-0000-4000-8000-0000000000b2", "time": now() - 3 * DAY});
+        let _ = done.send(
+            store
+                .append(conformance::traces("p", &[old]))
+                .map(|r| r.stored),
+        );
+    });
+    let stored = made
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the day's partitions made without waiting for the journal read");
+    assert_eq!(stored.unwrap(), 1);
+    read.commit().unwrap();
+}
+
 /// Retention two days back drops one day, the one holding positions 1 and
 /// 2: a consumer from the start is told the journal goes on at 3.
 fn retention_drops_one_day_up_to_position_2(store: &PgStore) {
