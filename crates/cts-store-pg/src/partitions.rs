@@ -41,9 +41,12 @@ pub(crate) fn ensure(store: &PgStore, days: &BTreeSet<i32>) -> Result<(), PgErro
              CREATE TABLE {order} (LIKE cts_trace_order INCLUDING DEFAULTS); \
              ALTER TABLE cts_trace_order ATTACH PARTITION {order} {bounds}"
         );
+        // A node that lost the race waited for the winner's commit, so the
+        // day's tables exist: as a table, or as its row type.
         match client.batch_execute(&sql) {
             Err(e)
                 if e.code() == Some(&SqlState::DUPLICATE_TABLE)
+                    || e.code() == Some(&SqlState::DUPLICATE_OBJECT)
                     || e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {}
             other => other?,
         }
