@@ -193,7 +193,6 @@ async fn serve(receiver: Arc<Receiver>) -> Result<String> {
 
 /// One compression's figures in one run.
 struct Run {
-    ingest_alone: f64,
     ingest_with_sink: f64,
     lag_secs: f64,
     drain: f64,
@@ -249,7 +248,7 @@ pub fn run(cfg: &Config) -> Result<()> {
         Ok(done.traces as f64 / done.elapsed.as_secs_f64())
     };
     // One sink's ctsd: ingest while it delivers, then the drain of a backlog.
-    let with_sink = |r: usize, compression: &str, ingest_alone: f64| -> Result<Run> {
+    let with_sink = |r: usize, compression: &str| -> Result<Run> {
         let dir = cfg.run.work.join(format!("sink-{r}-{compression}"));
         std::fs::create_dir_all(&dir)?;
         let settings = [
@@ -290,7 +289,6 @@ pub fn run(cfg: &Config) -> Result<()> {
             ),
         );
         Ok(Run {
-            ingest_alone,
             ingest_with_sink,
             lag_secs,
             drain,
@@ -300,6 +298,7 @@ pub fn run(cfg: &Config) -> Result<()> {
     };
     // runs[c]: every run of compression c.
     let mut runs: Vec<Vec<Run>> = cfg.compressions.iter().map(|_| Vec::new()).collect();
+    let mut alone = Vec::new();
     for r in 0..cfg.runs {
         let dir = cfg.run.work.join(format!("alone-{r}"));
         std::fs::create_dir_all(&dir)?;
@@ -311,15 +310,16 @@ pub fn run(cfg: &Config) -> Result<()> {
             t0,
             &format!("run {}: ingest alone {ingest_alone:.0}/s", r + 1),
         );
+        alone.push(ingest_alone);
         // Each run in turn starts with another compression, so none always
         // runs first in a run.
         let n = cfg.compressions.len();
         for k in 0..n {
             let c = (k + r) % n;
-            runs[c].push(with_sink(r, &cfg.compressions[c], ingest_alone)?);
+            runs[c].push(with_sink(r, &cfg.compressions[c])?);
         }
     }
-    let alone = median(&runs[0].iter().map(|r| r.ingest_alone).collect::<Vec<_>>());
+    let alone = median(&alone);
     let mut sinks = serde_json::Map::new();
     for (compression, runs) in cfg.compressions.iter().zip(&runs) {
         let median = |f: fn(&Run) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());

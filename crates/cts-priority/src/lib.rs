@@ -78,9 +78,9 @@ pub fn niceness() -> libc::c_int {
 /// Tokio runtime of its own, whose threads lower themselves as they start.
 /// Like `tokio::task::spawn_blocking`, threads are started on demand (a
 /// job that waits, e.g. for a journal fsync, does not hold up the others;
-/// up to a bound with [`Pool::bounded`]) and end after a while idle. Not Tokio's shared blocking threads: a
-/// thread's priority cannot be raised again once lowered, and queries run
-/// there.
+/// up to a bound with [`Pool::bounded`]) and end after a while idle. Not
+/// Tokio's shared blocking threads: a thread's priority cannot be raised
+/// again once lowered, and queries run there.
 pub struct Pool {
     // `Some` until dropped: a runtime cannot be dropped (it would wait for
     // its threads) where blocking is not allowed, so `Drop` lets it go.
