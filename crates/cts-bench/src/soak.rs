@@ -36,6 +36,7 @@ pub struct Config {
 
 /// The bucket the management tracker transfers to (`DATA_DIR/obs/…`).
 const BUCKET: &str = "cts-soak";
+const MIB: f64 = 1024.0 * 1024.0;
 /// Queries look at the last ten minutes: the soak's traces are all recent.
 const QUERY_WINDOW_MS: i64 = 600_000;
 
@@ -156,7 +157,9 @@ pub fn run(cfg: &Config) -> Result<()> {
         let (rss, _) = server::memory(srv.pid())?;
         let sample = Sample {
             at_s: now.duration_since(start).as_secs_f64(),
-            rss_mib: rss as f64 / (1024.0 * 1024.0),
+            rss_mib: rss as f64 / MIB,
+            index_memory_mib: server::gauge(&text, "cts_index_summary_bytes")? / MIB,
+            frame_cache_mib: server::gauge(&text, "cts_query_frame_cache_bytes")? / MIB,
             open_files: server::open_files(srv.pid())?,
             segments: server::gauge(&text, "cts_index_segments")?,
             query_p50_ms: percentile(&lat, 50.0),

@@ -11,6 +11,11 @@ use anyhow::Result;
 pub struct Sample {
     pub at_s: f64,
     pub rss_mib: f64,
+    /// What ctsd says two of its in-memory structures hold (the index's
+    /// summaries and samples, the query frame cache): the part of RSS
+    /// that is data, not allocator or buffers.
+    pub index_memory_mib: f64,
+    pub frame_cache_mib: f64,
     pub open_files: usize,
     pub segments: f64,
     pub query_p50_ms: f64,
@@ -28,9 +33,11 @@ pub struct Summary {
     pub transfer_period: Duration,
 }
 
-const COLUMNS: [&str; 9] = [
+const COLUMNS: [&str; 11] = [
     "time_s",
     "rss_mib",
+    "index_memory_mib",
+    "frame_cache_mib",
     "open_files",
     "segments",
     "query_p50_ms",
@@ -41,10 +48,12 @@ const COLUMNS: [&str; 9] = [
 ];
 
 impl Sample {
-    fn cells(&self) -> [String; 9] {
+    fn cells(&self) -> [String; 11] {
         [
             format!("{:.0}", self.at_s),
             format!("{:.1}", self.rss_mib),
+            format!("{:.1}", self.index_memory_mib),
+            format!("{:.1}", self.frame_cache_mib),
             self.open_files.to_string(),
             format!("{:.0}", self.segments),
             format!("{:.2}", self.query_p50_ms),
@@ -118,8 +127,10 @@ fn markdown(summary: &Summary, samples: &[Sample]) -> String {
         humantime::format_duration(summary.transfer_period),
     );
     out += "| figure | first | last | max |\n|---|---:|---:|---:|\n";
-    let figures: [(&str, Figure); 4] = [
+    let figures: [(&str, Figure); 6] = [
         ("RSS (MiB)", |s| s.rss_mib),
+        ("index summaries and samples (MiB)", |s| s.index_memory_mib),
+        ("query frame cache (MiB)", |s| s.frame_cache_mib),
         ("open files", |s| s.open_files as f64),
         ("index segments", |s| s.segments),
         ("query p99 (ms)", |s| s.query_p99_ms),
@@ -155,7 +166,14 @@ struct Series<'a> {
 /// figure's maximum.
 fn svg(samples: &[Sample]) -> String {
     let panels: [(&str, Vec<Series>); 6] = [
-        ("RSS (MiB)", vec![series("rss", "#1f77b4", |s| s.rss_mib)]),
+        (
+            "memory (MiB)",
+            vec![
+                series("rss", "#1f77b4", |s| s.rss_mib),
+                series("index", "#bcbd22", |s| s.index_memory_mib),
+                series("frame cache", "#7f7f7f", |s| s.frame_cache_mib),
+            ],
+        ),
         (
             "open files",
             vec![series("fds", "#ff7f0e", |s| s.open_files as f64)],
@@ -264,6 +282,8 @@ mod tests {
         Sample {
             at_s,
             rss_mib: rss,
+            index_memory_mib: 20.0,
+            frame_cache_mib: 8.0,
             open_files: 40,
             segments: 3.0,
             query_p50_ms: 1.5,
@@ -293,9 +313,12 @@ mod tests {
         assert_eq!(files.len(), 3);
         let csv = std::fs::read_to_string(dir.path().join("soak.csv")).unwrap();
         assert_eq!(csv.lines().count(), 4);
-        assert!(csv.starts_with("time_s,rss_mib,open_files,"), "{csv}");
         assert!(
-            csv.contains("\n120,130.0,40,3,1.50,7.25,100,5000,1200\n"),
+            csv.starts_with("time_s,rss_mib,index_memory_mib,frame_cache_mib,open_files,"),
+            "{csv}"
+        );
+        assert!(
+            csv.contains("\n120,130.0,20.0,8.0,40,3,1.50,7.25,100,5000,1200\n"),
             "{csv}"
         );
         let md = std::fs::read_to_string(dir.path().join("soak.md")).unwrap();
@@ -306,8 +329,8 @@ mod tests {
         );
         let svg = std::fs::read_to_string(dir.path().join("soak.svg")).unwrap();
         assert!(svg.starts_with("<svg ") && svg.ends_with("</svg>\n"));
-        // Six panels; the latency panel has two lines.
-        assert_eq!(svg.matches("<polyline").count(), 7);
+        // Six panels; memory has three lines, latency two.
+        assert_eq!(svg.matches("<polyline").count(), 9);
         // The highest RSS sample touches the panel's top less its headroom;
         // the last sample sits at the right edge.
         assert!(svg.contains(&format!("{:.1},", WIDTH - RIGHT)), "{svg}");
