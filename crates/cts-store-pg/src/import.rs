@@ -85,7 +85,7 @@ impl PgStore {
     /// The progress of importing `source` (created empty on the first
     /// call); refuses when the ledger names another source.
     pub fn import_begin(&self, source: &str) -> Result<ImportProgress, ImportError> {
-        cts_db::ensure_schema(&self.pool, &IMPORT_SCHEMA, true).map_err(PgError)?;
+        cts_db::ensure_schema(&self.pool, &IMPORT_SCHEMA, true).map_err(PgError::Db)?;
         let mut client = self.pool.get().map_err(PgError::from)?;
         client.execute(
             "INSERT INTO cts_import_progress (source, last_seq, copied, present, skipped) \
@@ -252,7 +252,7 @@ impl Batch<'_> {
         (1..=self.traces.len() as i64)
             .map(|i| match at.get(&i) {
                 Some(pos) => Ok(*pos),
-                None => Err(PgError(cts_db::DbError::BadSchema {
+                None => Err(PgError::Db(cts_db::DbError::BadSchema {
                     ledger: IMPORT_SCHEMA.ledger,
                     detail: format!(
                         "trace {} of the batch has no position after its insert",

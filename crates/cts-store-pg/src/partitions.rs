@@ -42,12 +42,18 @@ pub(crate) fn ensure(store: &PgStore, days: &BTreeSet<i32>) -> Result<(), PgErro
              ALTER TABLE cts_trace_order ATTACH PARTITION {order} {bounds}"
         );
         // A node that lost the race waited for the winner's commit, so the
-        // day's tables exist: as a table, or as its row type.
+        // day's tables exist: as a table, or as its row type. Or retention
+        // is removing the day: it has detached a table it will drop.
         match client.batch_execute(&sql) {
             Err(e)
                 if e.code() == Some(&SqlState::DUPLICATE_TABLE)
                     || e.code() == Some(&SqlState::DUPLICATE_OBJECT)
-                    || e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {}
+                    || e.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
+            {
+                if detached(&mut *client, day)? {
+                    return Err(PgError::DayRetired(retired(day)));
+                }
+            }
             other => other?,
         }
         store.partitions.lock().insert(day);
@@ -55,26 +61,39 @@ pub(crate) fn ensure(store: &PgStore, days: &BTreeSet<i32>) -> Result<(), PgErro
     Ok(())
 }
 
-/// The existing partitions, oldest first.
-pub(crate) fn list(client: &mut impl postgres::GenericClient) -> Result<Vec<i32>, PgError> {
-    let rows = client.query(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-         WHERE i.inhparent = 'cts_traces'::regclass",
-        &[],
-    )?;
-    let mut days: Vec<i32> = rows.iter().filter_map(|r| day_of_name(r.get(0))).collect();
-    days.sort_unstable();
-    Ok(days)
+/// Whether a table of `day` exists that is not (or no longer wholly) a
+/// partition: only retention leaves one, between detaching and dropping.
+fn detached(client: &mut impl postgres::GenericClient, day: i32) -> Result<bool, PgError> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_class c WHERE c.relname IN ($1, $2) \
+             AND c.relkind = 'r' AND pg_table_is_visible(c.oid) AND NOT EXISTS \
+             (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid AND NOT i.inhdetachpending))",
+            &[&name(day), &order_name(day)],
+        )?
+        .get(0))
 }
 
-/// `cts_traces_YYYYMMDD` of a day since 1970-01-01. Trace times are
-/// checked at ingest, so every day a partition is made for is a date.
+/// What a batch with traces of `day` is told while retention removes it.
+pub(crate) fn retired(day: i32) -> String {
+    format!(
+        "the traces of {} are not stored: retention is removing that day",
+        date(day)
+    )
+}
+
+/// `cts_traces_YYYYMMDD` of a day since 1970-01-01.
 pub(crate) fn name(day: i32) -> String {
-    let date = Span::new()
+    format!("cts_traces_{}", date(day).strftime("%Y%m%d"))
+}
+
+/// The date of a day since 1970-01-01. Trace times are checked at ingest,
+/// so every day a partition is made for is a date.
+fn date(day: i32) -> Date {
+    Span::new()
         .try_days(day)
         .and_then(|days| EPOCH.checked_add(days))
-        .expect("a trace's day is within the calendar");
-    format!("cts_traces_{}", date.strftime("%Y%m%d"))
+        .expect("a trace's day is within the calendar")
 }
 
 /// The partition of `cts_trace_order` for the same day as [`name`]'s.
@@ -84,8 +103,11 @@ pub(crate) fn order_name(day: i32) -> String {
 
 const EPOCH: Date = Date::constant(1970, 1, 1);
 
-fn day_of_name(name: &str) -> Option<i32> {
-    let date = name.strip_prefix("cts_traces_")?;
+/// The day of a table named by [`name`] or [`order_name`].
+pub(crate) fn day_of_name(name: &str) -> Option<i32> {
+    let date = name
+        .strip_prefix("cts_traces_")
+        .or_else(|| name.strip_prefix("cts_trace_order_"))?;
     if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -107,6 +129,7 @@ mod tests {
         for day in [-1, 0, 59, 60, 11_016, 20_428, 2_932_896] {
             assert_eq!(day_of_name(&name(day)), Some(day), "{day}");
         }
+        assert_eq!(day_of_name(&order_name(day)), Some(day));
         assert_eq!(day_of_name("cts_traces_2026120"), None);
         assert_eq!(day_of_name("other_20261206"), None);
     }

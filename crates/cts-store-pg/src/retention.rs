@@ -1,49 +1,132 @@
-//! Retention drops whole day partitions, never rows; and the sizes for
-//! metrics.
+//! Retention removes whole days, never rows; and the sizes for metrics.
+//!
+//! A day goes in three steps, none of which locks a parent table against
+//! its readers or writers (an exclusive lock on the parents waited for
+//! every read in flight while every read and write of every node queued
+//! behind it, and could deadlock with a journal read):
+//! 1. **Fence**, in one short transaction: a trigger on the day's
+//!    positions partition refuses new rows (every batch that stores a
+//!    trace writes one there in its one statement, so it stores nothing),
+//!    then the hold is checked; a day some consumer still needs is rolled
+//!    back, fence and all.
+//! 2. **Detach** the positions partition, then the traces one,
+//!    `CONCURRENTLY`: PostgreSQL waits for the transactions that may see
+//!    the partition while new ones go on without it. Positions first, so a
+//!    journal reader never finds a position without its trace.
+//! 3. **Drop** the detached tables.
+//!
+//! A pass stopped anywhere (a crash, a cancelled statement) is finished by
+//! the next: a pending detach is finalized, a fenced day goes on to step
+//! 2, a detached table of an expired day is dropped.
+
+use std::collections::BTreeSet;
 
 use cts_store::{RetentionReport, StoreStats};
+use postgres::error::SqlState;
+use postgres::Client;
 
 use crate::store::{day_of, PgStore};
 use crate::{journal, partitions, PgError};
 
+/// The fence's trigger; its function is migration 3's.
+const FENCE: &str = "cts_day_retired";
+
+/// The session advisory lock that the retention passes of all nodes take
+/// turns on: two passes on one day would trip over each other's detach.
+const PASS_LOCK: i64 = 0x6374_735f_7265_7465;
+
+/// How long the fence waits for a batch writing into the day (it holds
+/// the positions counter's lock meanwhile); longer, it tries next pass.
+const FENCE_WAIT: &str = "1s";
+
+enum Fence {
+    Set,
+    /// A consumer still holds a position of the day.
+    Held,
+    /// A batch is writing into the day.
+    Busy,
+}
+
 impl PgStore {
-    /// Drops every partition whose day ends at or before `cutoff_ms`,
-    /// except one holding a position above the lowest hold of this node's
-    /// consumers (kept, and counted as held).
+    /// Removes every day that ends at or before `cutoff_ms`, except one
+    /// holding a position above the lowest hold of this node's consumers
+    /// (kept, and counted as held). Another node's pass running, it does
+    /// nothing.
     pub(crate) fn drop_partitions_before(
         &self,
         cutoff_ms: i64,
     ) -> Result<RetentionReport, PgError> {
-        let first_kept = day_of(cutoff_ms);
-        let hold = self.lowest_hold();
         let mut client = self.pool.get()?;
+        let mine: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&PASS_LOCK])?
+            .get(0);
+        if !mine {
+            return Ok(RetentionReport::default());
+        }
+        let report = self.retention_pass(&mut client, day_of(cutoff_ms));
+        let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&PASS_LOCK]);
+        let report = report?;
+        unlocked?;
+        Ok(report)
+    }
+
+    fn retention_pass(
+        &self,
+        client: &mut Client,
+        first_kept: i32,
+    ) -> Result<RetentionReport, PgError> {
         let mut report = RetentionReport::default();
-        for day in partitions::list(&mut *client)? {
-            if day >= first_kept {
-                break;
-            }
-            let (part, order) = (partitions::name(day), partitions::order_name(day));
-            let mut tx = client.transaction()?;
-            // The parents first, in the order writers lock them: the hold
-            // check and the drop see no batch landing in between.
-            tx.batch_execute(&format!(
-                "LOCK TABLE cts_traces, cts_trace_order, {part}, {order} IN ACCESS EXCLUSIVE MODE"
+        let tables = Tables::read(client)?;
+        // A parent takes one pending detach at a time.
+        for p in tables.partitions.iter().filter(|p| p.pending) {
+            client.batch_execute(&format!(
+                "ALTER TABLE {} DETACH PARTITION {} FINALIZE",
+                p.parent, p.name
             ))?;
-            if let Some(hold) = hold {
-                let max: Option<i64> = tx
-                    .query_one(format!("SELECT max(pos) FROM {order}").as_str(), &[])?
-                    .get(0);
-                if max.is_some_and(|m| m as u64 > hold) {
-                    report.journal_segments_held += 1;
-                    continue;
+        }
+        let hold = self.lowest_hold();
+        let expired: BTreeSet<i32> = tables
+            .partitions
+            .iter()
+            .filter(|p| !p.pending && p.day < first_kept)
+            .map(|p| p.day)
+            .collect();
+        for day in expired {
+            let (part, order) = (partitions::name(day), partitions::order_name(day));
+            if tables.attached(&order) {
+                if !tables.fenced.contains(&order) {
+                    match fence(client, day, hold)? {
+                        Fence::Set => {}
+                        Fence::Held => {
+                            report.journal_segments_held += 1;
+                            continue;
+                        }
+                        Fence::Busy => {
+                            tracing::info!(partition = %order,
+                                "a batch is writing into an expired day: retention tries it next pass");
+                            continue;
+                        }
+                    }
                 }
+                detach(client, "cts_trace_order", &order)?;
             }
-            tx.batch_execute(&format!("DROP TABLE {part}, {order}"))?;
-            tx.commit()?;
+            if tables.attached(&part) {
+                detach(client, "cts_traces", &part)?;
+            }
+        }
+        for day in Tables::read(client)?.detached_days() {
+            if day >= first_kept {
+                continue;
+            }
+            let part = partitions::name(day);
+            client.batch_execute(&format!(
+                "DROP TABLE IF EXISTS {part}, {}",
+                partitions::order_name(day)
+            ))?;
             self.partitions.lock().remove(&day);
             report.index_partitions_dropped += 1;
             report.journal_segments_dropped += 1;
-            tracing::info!(partition = %part, "retention dropped a partition");
+            tracing::info!(partition = %part, "retention dropped a day");
         }
         Ok(report)
     }
@@ -70,5 +153,121 @@ impl PgStore {
             index_durable_seq: seq,
             ..StoreStats::default()
         })
+    }
+}
+
+/// Step 1: fences `day` unless a consumer holds one of its positions or a
+/// batch writing into it does not end within [`FENCE_WAIT`]. `CREATE
+/// TRIGGER` locks the day's positions partition only, against writers
+/// (readers go on), so the check sees every row the day will ever have.
+fn fence(client: &mut Client, day: i32, hold: Option<u64>) -> Result<Fence, PgError> {
+    let order = partitions::order_name(day);
+    let mut tx = client.transaction()?;
+    let fenced = tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = '{FENCE_WAIT}'; \
+         CREATE OR REPLACE TRIGGER {FENCE} BEFORE INSERT ON {order} \
+         FOR EACH ROW EXECUTE FUNCTION cts_day_retired('{}')",
+        partitions::retired(day)
+    ));
+    match fenced {
+        Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => return Ok(Fence::Busy),
+        other => other?,
+    }
+    if let Some(hold) = hold {
+        let max: Option<i64> = tx
+            .query_one(format!("SELECT max(pos) FROM {order}").as_str(), &[])?
+            .get(0);
+        if max.is_some_and(|m| m as u64 > hold) {
+            // Rolled back as `tx` drops: no fence.
+            return Ok(Fence::Held);
+        }
+    }
+    tx.commit()?;
+    Ok(Fence::Set)
+}
+
+/// Step 2, on a connection without a transaction (`CONCURRENTLY` runs two
+/// of its own). It locks `parent` only against other schema changes.
+fn detach(client: &mut Client, parent: &str, part: &str) -> Result<(), PgError> {
+    client.batch_execute(&format!(
+        "ALTER TABLE {parent} DETACH PARTITION {part} CONCURRENTLY"
+    ))?;
+    Ok(())
+}
+
+/// The day tables as the catalog has them.
+struct Tables {
+    /// The partitions of both parents, attached or pending detach.
+    partitions: Vec<Partition>,
+    /// Positions partitions (attached or not) carrying the fence.
+    fenced: BTreeSet<String>,
+    /// Days with a table that is no partition (detached).
+    loose: BTreeSet<i32>,
+}
+
+struct Partition {
+    parent: String,
+    name: String,
+    day: i32,
+    pending: bool,
+}
+
+impl Tables {
+    fn read(client: &mut Client) -> Result<Tables, PgError> {
+        let partitions = client
+            .query(
+                "SELECT p.relname, c.relname, i.inhdetachpending FROM pg_inherits i \
+                 JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent \
+                 WHERE i.inhparent IN ('cts_traces'::regclass, 'cts_trace_order'::regclass)",
+                &[],
+            )?
+            .iter()
+            .filter_map(|r| {
+                Some(Partition {
+                    parent: r.get(0),
+                    day: partitions::day_of_name(r.get(1))?,
+                    name: r.get(1),
+                    pending: r.get(2),
+                })
+            })
+            .collect();
+        let fenced = client
+            .query(
+                "SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
+                 WHERE t.tgname = $1 AND pg_table_is_visible(c.oid)",
+                &[&FENCE],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let loose = client
+            .query(
+                "SELECT c.relname FROM pg_class c WHERE c.relkind = 'r' \
+                 AND pg_table_is_visible(c.oid) \
+                 AND (starts_with(c.relname, 'cts_traces_') \
+                      OR starts_with(c.relname, 'cts_trace_order_')) \
+                 AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)",
+                &[],
+            )?
+            .iter()
+            .filter_map(|r| partitions::day_of_name(r.get(0)))
+            .collect();
+        Ok(Tables {
+            partitions,
+            fenced,
+            loose,
+        })
+    }
+
+    fn attached(&self, name: &str) -> bool {
+        self.partitions.iter().any(|p| !p.pending && p.name == name)
+    }
+
+    /// Days with a detached table and none still a partition.
+    fn detached_days(&self) -> impl Iterator<Item = i32> + '_ {
+        self.loose
+            .iter()
+            .copied()
+            .filter(|day| self.partitions.iter().all(|p| p.day != *day))
     }
 }

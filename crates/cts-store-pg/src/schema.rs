@@ -17,5 +17,10 @@ pub const SCHEMA: PgSchema = PgSchema {
             name: "positions in a narrow table of their own, numbered after the insert",
             sql: include_str!("migrations/0002_trace_order.sql"),
         },
+        PgMigration {
+            version: 3,
+            name: "the fence retention puts on a day it removes",
+            sql: include_str!("migrations/0003_day_retired.sql"),
+        },
     ],
 };

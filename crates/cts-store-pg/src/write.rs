@@ -87,7 +87,10 @@ impl PgStore {
     /// Runs `write` on a connection once the day partitions of `traces`
     /// exist. Another node's retention may have dropped a partition this
     /// node thought was there: it is created again, and `write` retried
-    /// once. Written, the rows count towards their days' next analyze.
+    /// once. Retention may also be removing a day of the batch: its fence
+    /// refuses the rows (`PgError::DayRetired`, not a CHECK_VIOLATION, so
+    /// no retry), or, once the day is detached, the retry's `ensure` says
+    /// so. Written, the rows count towards their days' next analyze.
     pub(crate) fn in_partitions<T>(
         &self,
         traces: &[PreparedTrace],
@@ -101,7 +104,7 @@ impl PgStore {
         partitions::ensure(self, &day_set)?;
         let mut client = self.pool.get()?;
         let written = match write(&mut client) {
-            Err(PgError(cts_db::DbError::Postgres(e)))
+            Err(PgError::Db(cts_db::DbError::Postgres(e)))
                 if e.code() == Some(&SqlState::CHECK_VIOLATION) =>
             {
                 self.partitions.lock().clear();
@@ -126,7 +129,7 @@ pub(crate) fn append(
     traces: &[PreparedTrace],
 ) -> Result<usize, PgError> {
     if traces.len() >= 1 << ORD_BITS {
-        return Err(PgError(cts_db::DbError::Setting(format!(
+        return Err(PgError::Db(cts_db::DbError::Setting(format!(
             "a batch of {} traces is more than one transaction takes ({})",
             traces.len(),
             (1 << ORD_BITS) - 1

@@ -367,6 +367,10 @@ fn a_new_days_partitions_are_made_while_a_journal_read_holds_the_tables() {
 fn retention_drops_one_day_up_to_position_2(store: &PgStore) {
     let report = store.enforce_retention(now() - 2 * DAY).unwrap();
     assert_eq!(report.index_partitions_dropped, 1);
+    assert_journal_goes_on_at_3(store);
+}
+
+fn assert_journal_goes_on_at_3(store: &PgStore) {
     match store.read_journal(0, 10) {
         Err(StoreError::JournalGone {
             after_seq: 0,
@@ -416,7 +420,7 @@ fn a_start_without_migrations_refuses_until_they_ran() {
         .expect("an unmigrated schema");
     assert!(e.to_string().contains("ctsd migrate"), "{e}");
     let applied = cts_db::migrate(&mut pool(&url).get().unwrap(), &SCHEMA).unwrap();
-    assert_eq!(applied, [1, 2]);
+    assert_eq!(applied, [1, 2, 3]);
     PgStore::open(pool(&url), false, RETENTION_MS).expect("a current schema");
 }
 
@@ -473,4 +477,114 @@ fn a_node_analyzes_a_day_partition_it_filled() {
         .unwrap()
         .get(0);
     assert_eq!(users, 1, "the filter columns have statistics");
+}
+
+/// Positions 1 and 2 four days ago, 3 now: retention two days back has
+/// one day to drop.
+fn an_expired_day_and_today(store: &PgStore) {
+    let old = [
+        json!({"time": now() - 4 * DAY}),
+        json!({"time": now() - 4 * DAY}),
+    ];
+    store.append(conformance::traces("p", &old)).unwrap();
+    store
+        .append(conformance::traces("p", &[json!({})]))
+        .unwrap();
+}
+
+/// Waits until some session of the database waits for a lock while it
+/// runs a statement starting with `statement`; answers its pid.
+fn waiting(client: &mut postgres::Client, statement: &str) -> i32 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let pid = client
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND datname = current_database() AND starts_with(query, $1)",
+                &[&statement],
+            )
+            .unwrap();
+        if let Some(pid) = pid {
+            return pid.get(0);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no session waits in `{statement}`"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Issue 17: retention of an expired day while a journal read holds both
+/// tables (as a consumer's read does for its statement, which can take
+/// seconds) waits for the read, and meanwhile a batch of today and a
+/// ListTraces go on. An exclusive lock on the parents made both queue
+/// behind retention until the read ended. Once the read has committed the
+/// day is gone.
+#[test]
+fn retention_waiting_for_a_journal_read_stops_neither_ingest_nor_queries() {
+    let pg = TestPg::start();
+    let url = pg.fresh_database();
+    let store = Arc::new(open(&url));
+    an_expired_day_and_today(&store);
+
+    let pool = pool(&url);
+    let mut reader = pool.get().unwrap();
+    let mut read = reader.transaction().unwrap();
+    let held = read
+        .query(
+            "SELECT o.pos FROM cts_trace_order o JOIN cts_traces t \
+             ON t.day = o.day AND t.seq = o.seq ORDER BY o.pos",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(held.len(), 3);
+
+    let (retired, retention) = std::sync::mpsc::channel();
+    std::thread::spawn({
+        let store = Arc::clone(&store);
+        move || {
+            let _ = retired.send(store.enforce_retention(now() - 2 * DAY));
+        }
+    });
+    let mut watcher = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    waiting(&mut watcher, "");
+
+    let (done, went_on) = std::sync::mpsc::channel();
+    std::thread::spawn({
+        let store = Arc::clone(&store);
+        move || {
+            let stored = store
+                .append(conformance::traces("p", &[json!({})]))
+                .map(|r| r.stored);
+            let q = cts_model::TraceQuery {
+                project_id: "p".into(),
+                from: now() - DAY,
+                to: now() + HOUR,
+                limit: 10,
+                next: None,
+                trace_id: None,
+                filters: Vec::new(),
+            };
+            let listed = store.query(&q).map(|page| page.traces.len());
+            let _ = done.send((stored, listed));
+        }
+    });
+    let (stored, listed) = went_on
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .expect("a batch and a ListTraces complete while retention waits for the read");
+    assert_eq!(stored.unwrap(), 1);
+    assert_eq!(listed.unwrap(), 2, "today's two traces");
+    assert!(
+        retention.try_recv().is_err(),
+        "retention waits for the journal read"
+    );
+
+    read.commit().unwrap();
+    let report = retention
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("retention ends after the read")
+        .unwrap();
+    assert_eq!(report.index_partitions_dropped, 1);
+    assert_journal_goes_on_at_3(&store);
 }
