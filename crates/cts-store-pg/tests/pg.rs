@@ -480,16 +480,80 @@ fn a_node_analyzes_a_day_partition_it_filled() {
 }
 
 /// Positions 1 and 2 four days ago, 3 now: retention two days back has
-/// one day to drop.
-fn an_expired_day_and_today(store: &PgStore) {
-    let old = [
-        json!({"time": now() - 4 * DAY}),
-        json!({"time": now() - 4 * DAY}),
-    ];
-    store.append(conformance::traces("p", &old)).unwrap();
+/// one day to drop. Answers the time of the old traces.
+fn an_expired_day_and_today(store: &PgStore) -> i64 {
+    let old = now() - 4 * DAY;
+    let items = [json!({ "time": old }), json!({ "time": old })];
+    store.append(conformance::traces("p", &items)).unwrap();
     store
         .append(conformance::traces("p", &[json!({})]))
         .unwrap();
+    old
+}
+
+/// The day tables of the day of `time` (ms): `cts_traces_…`, `cts_trace_order_…`.
+fn day_tables(time: i64) -> (String, String) {
+    let date = jiff::Timestamp::from_millisecond(time)
+        .unwrap()
+        .strftime("%Y%m%d")
+        .to_string();
+    (
+        format!("cts_traces_{date}"),
+        format!("cts_trace_order_{date}"),
+    )
+}
+
+/// A batch of one trace at `time` is refused as a day retention removes,
+/// and stores nothing: the day still holds its two traces.
+fn a_late_batch_is_refused(store: &PgStore, client: &mut postgres::Client, time: i64) {
+    let e = store
+        .append(conformance::traces("p", &[json!({ "time": time })]))
+        .expect_err("a batch into a day retention removes");
+    let date = jiff::Timestamp::from_millisecond(time)
+        .unwrap()
+        .strftime("%Y-%m-%d");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "the trace database failed: the traces of {date} are not stored: \
+             retention is removing that day"
+        )
+    );
+    let traces: i64 = client
+        .query_one(
+            format!("SELECT count(*) FROM {}", day_tables(time).0).as_str(),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(traces, 2, "the refused batch stored nothing");
+}
+
+/// Whether `table` carries retention's fence, is a partition, and is one
+/// whose detach is pending.
+fn table_state(client: &mut postgres::Client, table: &str) -> (bool, bool, bool) {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) \
+                            AND tgname = 'cts_day_retired'), \
+                    EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1)), \
+                    EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1) \
+                            AND inhdetachpending)",
+            &[&table],
+        )
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2))
+}
+
+fn gone(client: &mut postgres::Client, tables: &(String, String)) -> bool {
+    let left: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relname IN ($1, $2)",
+            &[&tables.0, &tables.1],
+        )
+        .unwrap()
+        .get(0);
+    left == 0
 }
 
 /// Waits until some session of the database waits for a lock while it
@@ -507,10 +571,19 @@ fn waiting(client: &mut postgres::Client, statement: &str) -> i32 {
         if let Some(pid) = pid {
             return pid.get(0);
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no session waits in `{statement}`"
-        );
+        if std::time::Instant::now() >= deadline {
+            let sessions: Vec<String> = client
+                .query(
+                    "SELECT concat_ws(' ', wait_event_type, wait_event, state, query) \
+                     FROM pg_stat_activity WHERE datname = current_database()",
+                    &[],
+                )
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            panic!("no session waits in `{statement}`: {sessions:#?}");
+        }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
@@ -587,4 +660,105 @@ fn retention_waiting_for_a_journal_read_stops_neither_ingest_nor_queries() {
         .unwrap();
     assert_eq!(report.index_partitions_dropped, 1);
     assert_journal_goes_on_at_3(&store);
+}
+
+/// Once retention has fenced an expired day (it then waits here to detach
+/// it, behind another schema change of the positions table), a late batch
+/// into that day is refused with a message that says so and stores
+/// nothing, through this node or another. A pass stopped there (its
+/// statement cancelled) leaves the day fenced; the next pass removes it.
+#[test]
+fn a_fenced_day_refuses_a_late_batch_and_the_next_pass_removes_it() {
+    let pg = TestPg::start();
+    let url = pg.fresh_database();
+    let store = Arc::new(open(&url));
+    let old = an_expired_day_and_today(&store);
+    let tables = day_tables(old);
+
+    let mut other = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut schema_change = other.transaction().unwrap();
+    schema_change
+        .batch_execute("LOCK TABLE ONLY cts_trace_order IN SHARE UPDATE EXCLUSIVE MODE")
+        .unwrap();
+    let (retired, retention) = std::sync::mpsc::channel();
+    std::thread::spawn({
+        let store = Arc::clone(&store);
+        move || {
+            let _ = retired.send(store.enforce_retention(now() - 2 * DAY));
+        }
+    });
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let pid = waiting(&mut client, "ALTER TABLE cts_trace_order DETACH");
+    assert_eq!(table_state(&mut client, &tables.1), (true, true, false));
+
+    a_late_batch_is_refused(&store, &mut client, old);
+    a_late_batch_is_refused(&open(&url), &mut client, old);
+
+    client
+        .execute("SELECT pg_cancel_backend($1)", &[&pid])
+        .unwrap();
+    let stopped = retention
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    assert!(stopped.is_err(), "{stopped:?}");
+    schema_change.commit().unwrap();
+    assert_eq!(table_state(&mut client, &tables.1), (true, true, false));
+
+    retention_drops_one_day_up_to_position_2(&store);
+    assert!(gone(&mut client, &tables));
+}
+
+/// A pass that stopped after detaching the positions partition, and in
+/// the middle of detaching the traces one (pending: its statement was
+/// cancelled while it waited for a reader), is finished by the next pass.
+/// Meanwhile a late batch into the day is refused, not retried in a loop.
+#[test]
+fn a_pass_stopped_while_detaching_is_finished_by_the_next() {
+    let pg = TestPg::start();
+    let url = pg.fresh_database();
+    let store = open(&url);
+    let old = an_expired_day_and_today(&store);
+    let (part, order) = day_tables(old);
+
+    // What the stopped pass did, as retention runs it.
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE TRIGGER cts_day_retired BEFORE INSERT ON {order} \
+             FOR EACH ROW EXECUTE FUNCTION cts_day_retired('fenced by hand')"
+        ))
+        .unwrap();
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE cts_trace_order DETACH PARTITION {order} CONCURRENTLY"
+        ))
+        .unwrap();
+    assert_eq!(table_state(&mut client, &order), (true, false, false));
+    a_late_batch_is_refused(&store, &mut client, old);
+
+    let mut reader = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut read = reader.transaction().unwrap();
+    read.query("SELECT count(*) FROM cts_traces", &[]).unwrap();
+    let detaching = std::thread::spawn({
+        let url = url.clone();
+        let part = part.clone();
+        move || {
+            postgres::Client::connect(&url, postgres::NoTls)
+                .unwrap()
+                .batch_execute(&format!(
+                    "ALTER TABLE cts_traces DETACH PARTITION {part} CONCURRENTLY"
+                ))
+        }
+    });
+    let pid = waiting(&mut client, "ALTER TABLE cts_traces DETACH");
+    client
+        .execute("SELECT pg_cancel_backend($1)", &[&pid])
+        .unwrap();
+    assert!(detaching.join().unwrap().is_err());
+    read.commit().unwrap();
+    assert_eq!(table_state(&mut client, &part), (false, true, true));
+    a_late_batch_is_refused(&store, &mut client, old);
+
+    retention_drops_one_day_up_to_position_2(&store);
+    assert!(gone(&mut client, &(part, order)));
 }
