@@ -811,13 +811,35 @@ pub async fn load_tls(
     RustlsConfig::from_pem_file(cert, key).await
 }
 
+/// The lease (consumer, key) a node holds to run retention passes: on
+/// PostgreSQL one node at a time, since two passes on one day would trip
+/// over each other's detach; always held on the embedded store.
+const RETENTION_LEASE: (&str, &str) = ("retention", "days");
+
 /// Every `store.retention_check_interval`, drops what is older than the
-/// retention window.
+/// retention window, while this node holds the retention lease.
 async fn enforce_retention(state: AppState) {
     let mut ticks = tokio::time::interval(state.config.store.retention_check_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
+        let consumers = Arc::clone(&state.consumers);
+        let (consumer, key) = RETENTION_LEASE;
+        match tokio::task::spawn_blocking(move || consumers.claim(consumer, key)).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => {
+                tracing::debug!("another node holds the retention lease");
+                continue;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "retention pass skipped: its lease is not readable");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "retention pass skipped: the lease check failed");
+                continue;
+            }
+        }
         let cutoff = now_ms() - state.config.retention_ms();
         match state.with_store(move |s| s.enforce_retention(cutoff)).await {
             Ok(Ok(r)) if r.index_partitions_dropped + r.journal_segments_dropped > 0 => {

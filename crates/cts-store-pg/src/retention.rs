@@ -31,10 +31,6 @@ use crate::{journal, partitions, PgError};
 /// The fence's trigger; its function is migration 3's.
 const FENCE: &str = "cts_day_retired";
 
-/// The session advisory lock that the retention passes of all nodes take
-/// turns on: two passes on one day would trip over each other's detach.
-const PASS_LOCK: i64 = 0x6374_735f_7265_7465;
-
 /// How long the fence waits for a batch writing into the day (it holds
 /// the positions counter's lock meanwhile); longer, it tries next pass.
 const FENCE_WAIT: &str = "1s";
@@ -50,31 +46,22 @@ enum Fence {
 impl PgStore {
     /// Removes every day that ends at or before `cutoff_ms`, except one
     /// holding a position above the lowest hold of this node's consumers
-    /// (kept, and counted as held). Another node's pass running, it does
-    /// nothing.
+    /// (kept, and counted as held). One node at a time: two passes on one
+    /// day would trip over each other's detach (ctsd runs them under a
+    /// lease row, without advisory locks, like its consumers).
     pub(crate) fn drop_partitions_before(
         &self,
         cutoff_ms: i64,
     ) -> Result<RetentionReport, PgError> {
+        // Today's and tomorrow's tables are made here, ahead of their first
+        // batch: that batch would otherwise attach them at midnight, when a
+        // day also expires, and wait behind this pass's detach (which waits
+        // for the longest read in flight).
+        let today = day_of(cts_clock::now_ms());
+        partitions::ensure(self, &BTreeSet::from([today, today + 1]))?;
         let mut client = self.pool.get()?;
-        let mine: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&PASS_LOCK])?
-            .get(0);
-        if !mine {
-            return Ok(RetentionReport::default());
-        }
-        let report = self.retention_pass(&mut client, day_of(cutoff_ms));
-        let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&PASS_LOCK]);
-        let report = report?;
-        unlocked?;
-        Ok(report)
-    }
-
-    fn retention_pass(
-        &self,
-        client: &mut Client,
-        first_kept: i32,
-    ) -> Result<RetentionReport, PgError> {
+        let client = &mut *client;
+        let first_kept = day_of(cutoff_ms);
         let mut report = RetentionReport::default();
         let tables = Tables::read(client)?;
         // A parent takes one pending detach at a time.

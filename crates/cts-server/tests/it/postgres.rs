@@ -11,6 +11,7 @@ use std::collections::HashSet;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 
 use crate::support::{batch, ids, now_ms, trace, Builder, TestServer};
+use crate::transfer::wait_for;
 
 /// 32 bytes in base64.
 const SECRET_KEY: &str = "Y3RzLXRlc3QtY2x1c3Rlci1zZWNyZXQta2V5LTMyYiE=";
@@ -320,4 +321,55 @@ fn the_schema_suits_citus_and_nothing_is_distributed_without_it() {
             "foreign key {from} ({from_class}) -> {to} ({to_class})"
         );
     }
+}
+
+/// The node holding the retention lease, as its row names it; empty while
+/// nobody holds it.
+fn retention_holder(cluster: &Cluster) -> String {
+    cluster.sql("SELECT holder FROM leases WHERE consumer = 'retention' AND expires_at > now()")
+}
+
+/// Retention passes run on one node at a time, under a lease row (two
+/// passes would trip over each other's detach); a pass makes tomorrow's
+/// day tables ahead of its first batch. When the holder is killed another
+/// node takes the passes over.
+#[test]
+fn one_node_at_a_time_runs_retention_and_another_takes_over_when_it_dies() {
+    let cluster = Cluster::start()
+        .with("CTS_LEASES_TTL", "2s")
+        .with("CTS_LEASES_RENEW_EVERY", "500ms")
+        .with("CTS_STORE_RETENTION_CHECK_INTERVAL", "200ms");
+    let a = cluster.node().start();
+    let roots = tempfile::tempdir().unwrap();
+    let b = cluster.another(&a, &roots.path().join("b"));
+    let mut nodes = [a, b];
+
+    let tomorrow = "SELECT to_regclass('cts_traces_' || \
+                    to_char(now() AT TIME ZONE 'UTC' + interval '1 day', 'YYYYMMDD')) IS NOT NULL";
+    wait_for("a retention pass", Duration::from_secs(20), || {
+        !retention_holder(&cluster).is_empty() && cluster.sql(tomorrow) == "t"
+    });
+    let holder = retention_holder(&cluster);
+    let holders = nodes.iter().filter(|n| n.log().contains(&holder)).count();
+    assert_eq!(holders, 1, "one node holds the retention lease: {holder:?}");
+    let victim = nodes
+        .iter()
+        .position(|n| n.log().contains(&holder))
+        .unwrap();
+    nodes[victim].kill();
+    wait_for(
+        "another node running retention",
+        Duration::from_secs(20),
+        || {
+            let now = retention_holder(&cluster);
+            !now.is_empty() && now != holder
+        },
+    );
+    let survivor = &nodes[1 - victim];
+    assert!(survivor.log().contains(&retention_holder(&cluster)));
+    assert!(
+        !survivor.log().contains("retention pass failed"),
+        "{}",
+        survivor.log()
+    );
 }
