@@ -314,10 +314,9 @@ pub fn build_trace_files<T: AsRef<[u8]>>(
         .map(|(part, range)| {
             let part = options.first_part + u32::try_from(part).expect("fewer than 2^32 parts");
             let chunk = &traces[range];
-            let json = json_array(chunk);
             let body = match options.compression {
-                Compression::Gzip => gzip(&json),
-                Compression::Json => json,
+                Compression::Gzip => gzip_array(chunk),
+                Compression::Json => json_array(chunk),
             };
             let body = if options.recipients.is_empty() {
                 body
@@ -362,15 +361,31 @@ fn split<T: AsRef<[u8]>>(traces: &[T], limits: SplitLimits) -> Vec<std::ops::Ran
 fn json_array<T: AsRef<[u8]>>(traces: &[T]) -> Vec<u8> {
     let len = traces.iter().map(|t| t.as_ref().len() + 1).sum::<usize>() + 2;
     let mut out = Vec::with_capacity(len);
-    out.push(b'[');
+    write_array(&mut out, traces).expect("writing to a Vec");
+    out
+}
+
+/// The JSON array of `traces`, gzip'd as it is written: a file's text (up
+/// to 50 MB) is never held whole beside its documents (the transfer builds
+/// two files at once).
+fn gzip_array<T: AsRef<[u8]>>(traces: &[T]) -> Vec<u8> {
+    let encoder = GzEncoder::new(Vec::new(), flate2::Compression::new(GZIP_LEVEL));
+    // The compressor is fed in 64 KiB runs, not a call per trace.
+    let mut writer = std::io::BufWriter::with_capacity(1 << 16, encoder);
+    write_array(&mut writer, traces).expect("writing to a Vec");
+    let encoder = writer.into_inner().expect("writing to a Vec");
+    encoder.finish().expect("writing to a Vec")
+}
+
+fn write_array<T: AsRef<[u8]>>(out: &mut impl Write, traces: &[T]) -> std::io::Result<()> {
+    out.write_all(b"[")?;
     for (i, trace) in traces.iter().enumerate() {
         if i > 0 {
-            out.push(b',');
+            out.write_all(b",")?;
         }
-        out.extend_from_slice(trace.as_ref());
+        out.write_all(trace.as_ref())?;
     }
-    out.push(b']');
-    out
+    out.write_all(b"]")
 }
 
 /// The gzip level of trace files and digests. Measured on trace files
@@ -741,6 +756,23 @@ mod tests {
             .map(|t| serde_json::from_str(t).unwrap())
             .collect();
         assert_eq!(all, expected);
+        // Files larger than the compressor's 64 KiB runs hold the same text.
+        let big: Vec<String> = (0..500)
+            .map(|i| format!("{{\"trace_id\":\"t{i}\",\"detail\":\"{}\"}}", "x".repeat(i)))
+            .collect();
+        let big_files = build_trace_files(
+            &path("logs"),
+            "p1",
+            None,
+            PERIOD,
+            &big,
+            &TraceFileOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(big_files.len(), 1);
+        let json = open_trace_file(&big_files[0].key, &big_files[0].body, None).unwrap();
+        assert!(json.len() > 1 << 16, "{}", json.len());
+        assert_eq!(json, json_array(&big));
         // Deterministic bytes: the same traces, the same file.
         let again =
             build_trace_files(&path("logs"), "p1", Some("ECS"), PERIOD, &traces, &options).unwrap();
