@@ -336,14 +336,7 @@ fn a_new_days_partitions_are_made_while_a_journal_read_holds_the_tables() {
     let pool = pool(&url);
     let mut reader = pool.get().unwrap();
     let mut read = reader.transaction().unwrap();
-    let held = read
-        .query(
-            "SELECT o.pos FROM cts_trace_order o JOIN cts_traces t \
-             ON t.day = o.day AND t.seq = o.seq ORDER BY o.pos",
-            &[],
-        )
-        .unwrap();
-    assert_eq!(held.len(), 1);
+    assert_eq!(read_the_journal(&mut read), 1);
 
     let (done, made) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -589,6 +582,19 @@ fn waiting(client: &mut postgres::Client, statement: &str) -> i32 {
     }
 }
 
+/// Reads the journal as a consumer's statement does, in `read`'s open
+/// transaction, which then holds both tables until it ends; answers the
+/// positions read.
+fn read_the_journal(read: &mut postgres::Transaction<'_>) -> usize {
+    read.query(
+        "SELECT o.pos FROM cts_trace_order o JOIN cts_traces t \
+         ON t.day = o.day AND t.seq = o.seq ORDER BY o.pos",
+        &[],
+    )
+    .unwrap()
+    .len()
+}
+
 /// Issue 17: retention of an expired day while a journal read holds both
 /// tables (as a consumer's read does for its statement, which can take
 /// seconds) waits for the read, and meanwhile a batch of today and a
@@ -605,14 +611,7 @@ fn retention_waiting_for_a_journal_read_stops_neither_ingest_nor_queries() {
     let pool = pool(&url);
     let mut reader = pool.get().unwrap();
     let mut read = reader.transaction().unwrap();
-    let held = read
-        .query(
-            "SELECT o.pos FROM cts_trace_order o JOIN cts_traces t \
-             ON t.day = o.day AND t.seq = o.seq ORDER BY o.pos",
-            &[],
-        )
-        .unwrap();
-    assert_eq!(held.len(), 3);
+    assert_eq!(read_the_journal(&mut read), 3);
 
     let (retired, retention) = std::sync::mpsc::channel();
     std::thread::spawn({
