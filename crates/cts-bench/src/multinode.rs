@@ -122,6 +122,36 @@ fn database_size(client: &mut postgres::Client, name: &str) -> Result<u64> {
     Ok(size as u64)
 }
 
+fn reset_statements(admin: &mut postgres::Client) -> Result<()> {
+    admin.batch_execute("SELECT pg_stat_statements_reset()")?;
+    Ok(())
+}
+
+/// The statements that took PostgreSQL longest since the last reset (of
+/// every database and session: ctsd's, its consumers', analyzes), per
+/// trace of the phase: where the database's work went. Time is the
+/// statements' own, lock waits included.
+fn print_statements(admin: &mut postgres::Client, traces: u64) -> Result<()> {
+    let rows = admin.query(
+        "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 100), calls, \
+         total_exec_time, wal_bytes::float8 FROM pg_stat_statements \
+         ORDER BY total_exec_time DESC LIMIT 6",
+        &[],
+    )?;
+    let per = traces.max(1) as f64;
+    println!("  PostgreSQL's statements, per trace: µs (locks included), WAL bytes, calls");
+    for r in rows {
+        let (query, calls, ms, wal): (String, i64, f64, f64) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        println!(
+            "  {:>8.1} µs {:>7.0} B {calls:>9}  {query}",
+            ms * 1000.0 / per,
+            wal / per
+        );
+    }
+    Ok(())
+}
+
 pub fn run(cfg: &Config) -> Result<()> {
     let t0 = Instant::now();
     anyhow::ensure!(cfg.nodes >= 1, "--nodes must be at least 1");
@@ -144,9 +174,14 @@ pub fn run(cfg: &Config) -> Result<()> {
         parent: Some(run.work.clone()),
         // Sized for the machine, the same for both phases: a cache for the
         // hot index pages and checkpoints spaced by time, not forced by WAL.
-        settings: [("shared_buffers", "1GB"), ("max_wal_size", "4GB")]
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .to_vec(),
+        // pg_stat_statements: where each phase's database work went.
+        settings: [
+            ("shared_buffers", "1GB"),
+            ("max_wal_size", "4GB"),
+            ("shared_preload_libraries", "pg_stat_statements"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .to_vec(),
     });
     let postmaster: u32 = std::fs::read_to_string(pg.data_dir().join("postmaster.pid"))?
         .lines()
@@ -205,6 +240,9 @@ pub fn run(cfg: &Config) -> Result<()> {
         auth: auth.clone(),
         rate: None,
     });
+    let mut admin = sql(&pg.url_of("postgres"))?;
+    admin.batch_execute("CREATE EXTENSION pg_stat_statements")?;
+    reset_statements(&mut admin)?;
     let before = cpu_now(&nodes, postmaster)?;
     let ingest = rt.block_on(load::ingest(plan, run.clients))?;
     let ctsd = phase(
@@ -214,7 +252,7 @@ pub fn run(cfg: &Config) -> Result<()> {
         cpu_now(&nodes, postmaster)?,
     );
     progress(t0, &ctsd.cpu_line("ctsd ingest"));
-    let mut admin = sql(&pg.url_of("postgres"))?;
+    print_statements(&mut admin, ingest.traces)?;
     let ctsd_disk = database_size(&mut admin, "cts")?;
 
     // ---- ctsd: queries, through the last node ----
@@ -266,10 +304,12 @@ pub fn run(cfg: &Config) -> Result<()> {
                 t0,
                 &format!("plain COPY: {n} traces over {} connections", run.clients),
             );
+            reset_statements(&mut admin)?;
             let before = cpu_now(&[], postmaster)?;
             let c = copy::run(&url, plan, run.clients)?;
             let p = phase(c.traces, c.elapsed, before, cpu_now(&[], postmaster)?);
             progress(t0, &p.cpu_line("plain COPY"));
+            print_statements(&mut admin, c.traces)?;
             let name = url.rsplit('/').next().unwrap_or_default().to_string();
             Some((p, database_size(&mut admin, &name)?))
         }
