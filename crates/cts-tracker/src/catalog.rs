@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
-use cts_db::{Db, DbError, Sql};
+use cts_db::{Arg, Db, DbError, Sql};
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
@@ -35,6 +35,21 @@ pub const USER_WINDOW_MS: i64 = 30 * 24 * 3600 * 1000;
 /// A user's last-seen time is moved forward at most this often, so that a
 /// busy user costs a read lock, not a write, per trace.
 const USER_TOUCH_MS: i64 = 3600 * 1000;
+/// Rows a statement of a flush writes at most: within the parameters
+/// SQLite (32,766) and PostgreSQL (65,535) take.
+const FLUSH_ROWS: usize = 500;
+
+/// `($1, $2, …), ($n+1, …), …`: `rows` rows of `width` parameters.
+fn placeholders(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let row: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+            format!("({})", row.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Bounds on what reporters can make the server remember.
 const MAX_OPERATIONS_PER_DOMAIN: usize = 10_000;
 const MAX_USERS_PER_PROJECT: usize = 10_000;
@@ -424,22 +439,38 @@ impl Catalog {
         ops.sort_unstable();
         let mut users: Vec<_> = users.into_iter().collect();
         users.sort_unstable();
+        // Many rows a statement: a statement a row cost PostgreSQL more
+        // than the traces themselves when every user's last-seen moved.
         let written = self.db.transaction(|tx| {
-            for [d, s, r, t] in &ops {
+            for chunk in ops.chunks(FLUSH_ROWS) {
+                let args: Vec<Arg<'_>> = chunk
+                    .iter()
+                    .flat_map(|[d, s, r, t]| [d.into(), s.into(), r.into(), t.into()])
+                    .collect();
                 tx.exec(
-                    "INSERT INTO catalog_operations \
-                     (domain_id, service_type, resource_type, trace_name) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT DO NOTHING",
-                    &[d.into(), s.into(), r.into(), t.into()],
+                    &format!(
+                        "INSERT INTO catalog_operations \
+                         (domain_id, service_type, resource_type, trace_name) VALUES {} \
+                         ON CONFLICT DO NOTHING",
+                        placeholders(chunk.len(), 4)
+                    ),
+                    &args,
                 )?;
             }
-            for ((p, u), seen) in &users {
+            for chunk in users.chunks(FLUSH_ROWS) {
+                let args: Vec<Arg<'_>> = chunk
+                    .iter()
+                    .flat_map(|((p, u), seen)| [p.into(), u.into(), (*seen).into()])
+                    .collect();
                 tx.exec(
-                    "INSERT INTO catalog_users (project_id, user_name, last_seen) \
-                     VALUES ($1, $2, $3) ON CONFLICT (project_id, user_name) \
-                     DO UPDATE SET last_seen = excluded.last_seen \
-                     WHERE excluded.last_seen > catalog_users.last_seen",
-                    &[p.into(), u.into(), (*seen).into()],
+                    &format!(
+                        "INSERT INTO catalog_users (project_id, user_name, last_seen) \
+                         VALUES {} ON CONFLICT (project_id, user_name) \
+                         DO UPDATE SET last_seen = excluded.last_seen \
+                         WHERE excluded.last_seen > catalog_users.last_seen",
+                        placeholders(chunk.len(), 3)
+                    ),
+                    &args,
                 )?;
             }
             Ok::<_, DbError>(())
@@ -878,6 +909,40 @@ mod tests {
     }
 
     both!(flush_survives_reopen_and_prunes_expired_users);
+
+    /// A flush of more rows than one statement writes keeps every one, and
+    /// a later flush moves every last-seen forward.
+    fn a_flush_of_many_rows_keeps_them_all(place: &Place) {
+        let n = 2 * FLUSH_ROWS + 7;
+        {
+            let c = catalog(place);
+            for i in 0..n {
+                c.observe(
+                    "p1",
+                    "d1",
+                    "VPC",
+                    "vpc",
+                    &format!("op{i}"),
+                    &format!("u{i}"),
+                    NOW,
+                );
+            }
+            c.flush(NOW).unwrap();
+            for i in 0..n {
+                let later = NOW + 2 * USER_TOUCH_MS;
+                c.observe("p1", "d1", "", "", "", &format!("u{i}"), later);
+            }
+            c.flush(NOW + 2 * USER_TOUCH_MS).unwrap();
+        }
+        let c = catalog(place);
+        let ops = c.operations("d1", Some("VPC"), None).unwrap();
+        assert_eq!(ops[0].operation_list.len(), n);
+        // Seen 30 days before this only if the second flush stored them all.
+        let users = c.users("p1", NOW + 30 * DAY + USER_TOUCH_MS);
+        assert_eq!(users.len(), n);
+    }
+
+    both!(a_flush_of_many_rows_keeps_them_all);
 
     /// A catalog.db of the previous version (tables `operations` and
     /// `users`) opens with what it learned.
