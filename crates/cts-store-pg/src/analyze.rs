@@ -8,10 +8,12 @@
 //! the dearest to gather) once they have grown, through any node, to four
 //! times the rows they held at their last analyze, at least
 //! [`FIRST_ANALYZE_ROWS`]: a handful of analyzes per day, on a thread of
-//! its own so that no write waits for one.
+//! its own so that no write waits for one, and one node at a time per day.
 
 use std::collections::HashMap;
 use std::sync::mpsc::{channel, Receiver, Sender};
+
+use postgres::error::SqlState;
 
 use crate::columns::filter_columns;
 use crate::{partitions, PgError, Pool};
@@ -78,24 +80,46 @@ fn run(pool: &Pool, written: &Receiver<(i32, u64)>) {
 fn look(pool: &Pool, day: i32) -> Result<i64, PgError> {
     let (part, order) = (partitions::name(day), partitions::order_name(day));
     let mut client = pool.get()?;
-    let growth = |client: &mut postgres::Client| -> Result<(i64, i64), PgError> {
-        let row = client.query_one(
-            "SELECT s.n_mod_since_analyze, c.reltuples FROM pg_class c \
-             JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.oid = $1::text::regclass",
-            &[&part],
-        )?;
-        let rows: f32 = row.get(1);
-        let needed = (GROWTH * rows.max(0.0) as i64).max(FIRST_ANALYZE_ROWS as i64);
-        Ok((row.get(0), needed))
-    };
-    let (changed, needed) = growth(&mut client)?;
+    let (changed, needed) = growth(&mut *client, &part)?;
+    let later = |changed: i64, needed: i64| ((needed - changed) / 4).max(FIRST_ANALYZE_ROWS as i64);
     if changed < needed {
-        return Ok(((needed - changed) / 4).max(FIRST_ANALYZE_ROWS as i64));
+        return Ok(later(changed, needed));
     }
-    client.batch_execute(&format!(
+    // Nodes filling a day see it due at the same moment: one analyzes, the
+    // others find its lock taken (an ANALYZE takes the same one) and go
+    // on. Checked again under the lock: an analyze that just ended has
+    // reset the count.
+    let mut tx = client.transaction()?;
+    match tx.batch_execute(&format!(
+        "LOCK TABLE {part} IN SHARE UPDATE EXCLUSIVE MODE NOWAIT"
+    )) {
+        Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+            return Ok(FIRST_ANALYZE_ROWS as i64)
+        }
+        other => other?,
+    }
+    let (changed, needed) = growth(&mut tx, &part)?;
+    if changed < needed {
+        return Ok(later(changed, needed));
+    }
+    tx.batch_execute(&format!(
         "ANALYZE {part} (project_id, time_ms, trace_id, {}), {order}",
         filter_columns()
     ))?;
-    let (_, needed) = growth(&mut client)?;
+    let (_, needed) = growth(&mut tx, &part)?;
+    tx.commit()?;
     Ok((needed / 4).max(FIRST_ANALYZE_ROWS as i64))
+}
+
+/// The rows `part` has changed by since its last analyze, and how many
+/// make it due.
+fn growth(client: &mut impl postgres::GenericClient, part: &str) -> Result<(i64, i64), PgError> {
+    let row = client.query_one(
+        "SELECT s.n_mod_since_analyze, c.reltuples FROM pg_class c \
+         JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.oid = $1::text::regclass",
+        &[&part],
+    )?;
+    let rows: f32 = row.get(1);
+    let needed = (GROWTH * rows.max(0.0) as i64).max(FIRST_ANALYZE_ROWS as i64);
+    Ok((row.get(0), needed))
 }

@@ -473,6 +473,75 @@ fn a_node_analyzes_a_day_partition_it_filled() {
     assert_eq!(users, 1, "the filter columns have statistics");
 }
 
+/// An ANALYZE another node is running (it holds the day partition's lock)
+/// is not queued again behind it: the node finds the lock taken and goes
+/// on writing, then analyzes the day itself once the other has ended.
+/// Three nodes used to analyze each growth of a day two or three times.
+#[test]
+fn a_node_does_not_queue_an_analyze_behind_another_nodes() {
+    let pg = TestPg::start();
+    let url = pg.fresh_database();
+    let store = open(&url);
+    let rows = |n: usize| -> Vec<serde_json::Value> {
+        (0..n)
+            .map(|i| {
+                let name = format!("user-{}", i % 7);
+                json!({"user": {"id": "u", "name": name, "domain": {"id": "d", "name": "dn"}}})
+            })
+            .collect()
+    };
+    store.append(conformance::traces("p", &rows(10))).unwrap();
+    let (part, _) = day_tables(now());
+
+    let mut other = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut analyzing = other.transaction().unwrap();
+    analyzing
+        .batch_execute(&format!("LOCK TABLE {part} IN SHARE UPDATE EXCLUSIVE MODE"))
+        .unwrap();
+    let mut watcher = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let analyzes_waiting = |watcher: &mut postgres::Client| -> i64 {
+        watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND starts_with(query, 'ANALYZE')",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    };
+    // Well past due while the lock is held: 6,000 rows over 3 s (the
+    // statistics the node reads lag up to a second).
+    for _ in 0..20 {
+        store.append(conformance::traces("p", &rows(300))).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        assert_eq!(
+            analyzes_waiting(&mut watcher),
+            0,
+            "an ANALYZE waits behind the other's"
+        );
+    }
+    analyzing.commit().unwrap();
+
+    let analyzed = |watcher: &mut postgres::Client| -> bool {
+        watcher
+            .query_one(
+                "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relname = $1",
+                &[&part],
+            )
+            .unwrap()
+            .get(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !analyzed(&mut watcher) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the day was never analyzed"
+        );
+        store.append(conformance::traces("p", &rows(300))).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Positions 1 and 2 four days ago, 3 now: retention two days back has
 /// one day to drop. Answers the time of the old traces.
 fn an_expired_day_and_today(store: &PgStore) -> i64 {
