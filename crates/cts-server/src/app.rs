@@ -825,18 +825,18 @@ async fn enforce_retention(state: AppState) {
         ticks.tick().await;
         let consumers = Arc::clone(&state.consumers);
         let (consumer, key) = RETENTION_LEASE;
-        match tokio::task::spawn_blocking(move || consumers.claim(consumer, key)).await {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => {
+        let claimed = tokio::task::spawn_blocking(move || consumers.claim(consumer, key))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        match claimed {
+            Ok(true) => {}
+            Ok(false) => {
                 tracing::debug!("another node holds the retention lease");
                 continue;
             }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "retention pass skipped: its lease is not readable");
-                continue;
-            }
             Err(e) => {
-                tracing::warn!(error = %e, "retention pass skipped: the lease check failed");
+                tracing::warn!(error = %e, "retention pass skipped: its lease could not be read");
                 continue;
             }
         }
