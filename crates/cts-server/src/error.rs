@@ -157,6 +157,10 @@ impl ApiError {
     pub fn not_written(e: StoreError) -> ApiError {
         match e {
             StoreError::ReadOnly(reason) => ApiError::ReadOnly(reason),
+            StoreError::Retired(rule) => ApiError::BadRequest {
+                field: "time",
+                rule,
+            },
             e => ApiError::Write(e.to_string()),
         }
     }

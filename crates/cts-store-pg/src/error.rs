@@ -36,6 +36,7 @@ impl From<PgError> for StoreError {
     fn from(e: PgError) -> StoreError {
         match e {
             PgError::Db(DbError::Setting(s)) => StoreError::Setting(s),
+            PgError::DayRetired(day) => StoreError::Retired(day),
             e => StoreError::Database(e.to_string()),
         }
     }

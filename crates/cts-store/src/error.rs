@@ -25,6 +25,12 @@ pub enum StoreError {
     /// the server's error).
     #[error("the trace database failed: {0}")]
     Database(String),
+    /// A batch holding traces of a day retention is removing (a database
+    /// store, between a pass's fence and its drop): nothing of it was
+    /// stored. The message names the day. The client's trace is late,
+    /// like one older than the window.
+    #[error("{0}")]
+    Retired(String),
     /// The store opened read-only on a damaged journal
     /// ([`crate::OnDamage::ReadOnly`]): nothing can be recorded.
     #[error("the store is read-only because its journal is damaged: {0}")]

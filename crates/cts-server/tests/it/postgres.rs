@@ -10,7 +10,7 @@ use cts_testpg::TestPg;
 use std::collections::HashSet;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 
-use crate::support::{batch, ids, now_ms, trace, Builder, TestServer};
+use crate::support::{batch, ids, now_ms, trace, trace_with_id, Builder, TestServer};
 use crate::transfer::wait_for;
 
 /// 32 bytes in base64.
@@ -372,4 +372,31 @@ fn one_node_at_a_time_runs_retention_and_another_takes_over_when_it_dies() {
         "{}",
         survivor.log()
     );
+}
+
+/// A batch into a day that retention has begun removing (another node's
+/// clock ran ahead, or the day expired while the batch was on its way)
+/// is the client's late trace, answered like one older than the window:
+/// 400 naming `time`, nothing stored. Not a 500 that says the server
+/// failed and invites the same retry for ever.
+#[test]
+fn a_batch_into_a_day_retention_is_removing_is_refused_as_too_old() {
+    let cluster = Cluster::start();
+    let node = cluster.node().start();
+    node.report("main", &[trace(now_ms())]);
+    // Retention's fence on today's positions, as a pass sets it.
+    cluster.sql(
+        "DO $$ DECLARE day text := to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD'); BEGIN \
+         EXECUTE format('CREATE TRIGGER cts_day_retired BEFORE INSERT ON %I \
+         FOR EACH ROW EXECUTE FUNCTION cts_day_retired(%L)', \
+         'cts_trace_order_' || replace(day, '-', ''), \
+         'the traces of ' || day || ' are not stored: retention is removing that day'); END $$",
+    );
+    let (id, late) = trace_with_id(now_ms());
+    let answer = node.post_traces("main", &batch(&[late]));
+    assert_eq!(answer.status, 400, "{}", answer.text);
+    assert_eq!(answer.body["error_code"], "CTS.0003", "{}", answer.text);
+    let msg = answer.body["error_msg"].as_str().unwrap();
+    assert!(msg.contains("time") && msg.contains("retention"), "{msg}");
+    assert!(ids(&node.by_id("main", &id)).is_empty());
 }
