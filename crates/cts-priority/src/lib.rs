@@ -5,7 +5,8 @@
 //!   calls, the async workers, the journal writer (it only writes, syncs
 //!   and acknowledges what the ingest threads prepared);
 //! * ingest, [`ingest_nice`]: parsing, checking and compressing report
-//!   batches ([`Pool`]), flushing memtables, urgent merges;
+//!   batches ([`Pool`]), flushing memtables, urgent merges, the transfer
+//!   (it must keep pace with ingest);
 //! * background, [`BACKGROUND_NICE`] below ingest ([`lower_this_thread`]):
 //!   the index segment merger, the LTS sink's readers and encoders.
 //!

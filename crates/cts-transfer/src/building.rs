@@ -1,12 +1,13 @@
 //! Trace files built while the journal is read on: a period's reading and
 //! the gzip (encryption, hashing) of its full files run on separate
-//! blocking threads, at most `Settings::files_building` files' worth at a
+//! threads of the transfer's pool, at most `Settings::files_building` files' worth at a
 //! time besides the one being filled. Files are uploaded in the order they were
 //! started, all of them before the tracker's cursor moves (the caller
 //! commits it after the period), so a failure or a kill leaves the period
 //! to be written again whole, as before.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use cts_archive::{build_trace_files, LogFile, ObjectStorage, Period, TraceFile};
 use cts_archive::{TraceFileOptions, TrackerPath};
@@ -31,15 +32,18 @@ pub(crate) struct Building {
     bucket: String,
     /// Files built at once, at most.
     at_once: usize,
+    /// The transfer's threads, where the files are built.
+    workers: Arc<cts_priority::Pool>,
     /// (chain, its files being built), oldest first.
     running: VecDeque<(String, JoinHandle<Result<Built, TransferError>>)>,
 }
 
 impl Building {
-    pub(crate) fn new(bucket: &str, at_once: usize) -> Self {
+    pub(crate) fn new(bucket: &str, at_once: usize, workers: Arc<cts_priority::Pool>) -> Self {
         Building {
             bucket: bucket.to_string(),
             at_once,
+            workers,
             running: VecDeque::new(),
         }
     }
@@ -56,7 +60,7 @@ impl Building {
         let (chain, bucket) = (spec.chain.clone(), self.bucket.clone());
         // Gzip, encryption and hashing of up to 50 MB: off the async
         // workers. The documents move in and are dropped there.
-        let files = tokio::task::spawn_blocking(move || build(&bucket, spec));
+        let files = self.workers.spawn_blocking(move || build(&bucket, spec));
         self.running.push_back((chain, files));
         while self.running.len() > self.at_once {
             self.upload_oldest(pending, storage).await?;

@@ -189,6 +189,12 @@ pub struct Transfer {
     skips: Skips,
     /// When (Unix seconds) each local bucket's old files were last expired.
     expired_at: parking_lot::Mutex<std::collections::HashMap<String, i64>>,
+    /// The threads of its blocking work (journal reads, gzip, encryption,
+    /// SQLite), at ingest's priority (`cts-priority`): on saturated cores
+    /// a query gets a core before a file's gzip (on Tokio's blocking
+    /// threads the two weighed the same, and a pass doubled the query
+    /// p99), while the transfer still keeps pace with ingest.
+    workers: Arc<cts_priority::Pool>,
 }
 
 /// Why a period could not be written.
@@ -220,6 +226,8 @@ impl Transfer {
         now_secs: i64,
     ) -> Result<Transfer, TransferError> {
         let state = Arc::new(State::open(keys, consumers)?);
+        let workers = cts_priority::Pool::start("cts-transfer", cts_priority::ingest_nice())
+            .map_err(|e| TransferError::State(format!("starting its threads: {e}")))?;
         let t = Transfer {
             journal,
             trackers,
@@ -230,6 +238,7 @@ impl Transfer {
             failed_writes: AtomicU64::new(0),
             skips: Skips::new(CONSUMER),
             expired_at: parking_lot::Mutex::default(),
+            workers: Arc::new(workers),
         };
         if t.state.keys.all()?.is_empty() {
             t.state.keys.add_first(&new_key(now_secs)?)?;
@@ -277,7 +286,7 @@ impl Transfer {
         f: impl FnOnce(&State) -> Result<T, TransferError> + Send + 'static,
     ) -> Result<T, TransferError> {
         let state = Arc::clone(&self.state);
-        blocking(move || f(&state)).await
+        self.blocking(move || f(&state)).await
     }
 
     /// Runs `f` on the tracker store (SQLite) on a blocking thread.
@@ -286,7 +295,19 @@ impl Transfer {
         f: impl FnOnce(&TrackerStore) -> Result<T, cts_tracker::TrackerError> + Send + 'static,
     ) -> Result<T, TransferError> {
         let trackers = Arc::clone(&self.trackers);
-        blocking(move || Ok(f(&trackers)?)).await
+        self.blocking(move || Ok(f(&trackers)?)).await
+    }
+
+    /// Runs `f` (SQLite, journal reads, gzip, encryption, hashing,
+    /// signing) on the transfer's threads, off the async workers.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, TransferError> + Send + 'static,
+    ) -> Result<T, TransferError> {
+        self.workers
+            .spawn_blocking(f)
+            .await
+            .map_err(|e| TransferError::State(format!("blocking task: {e}")))?
     }
 
     /// Commits a tracker's state.
@@ -336,16 +357,6 @@ impl Transfer {
         let journal = Arc::clone(&self.journal);
         self.with_state(move |st| hold(st, journal.as_ref())).await
     }
-}
-
-/// Runs `f` (SQLite, gzip, encryption, hashing, signing) on a blocking
-/// thread, off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, TransferError> + Send + 'static,
-) -> Result<T, TransferError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| TransferError::State(format!("blocking task: {e}")))?
 }
 
 /// The key that signs at `at`.
@@ -481,11 +492,17 @@ impl Transfer {
             .with_state(move |st| Ok(st.consumers.journal_mark(start)?))
             .await?;
         let (journal, batch) = (Arc::clone(&self.journal), self.settings.batch);
-        let found = tokio::task::spawn_blocking(move || {
-            cts_consumer::start_cursor(journal.as_ref(), mark.unwrap_or(0), start * 1000, batch)
-        })
-        .await
-        .map_err(|e| TransferError::State(format!("journal reader: {e}")))??;
+        let found = self
+            .blocking(move || {
+                let from = mark.unwrap_or(0);
+                Ok(cts_consumer::start_cursor(
+                    journal.as_ref(),
+                    from,
+                    start * 1000,
+                    batch,
+                )?)
+            })
+            .await?;
         if mark.is_some() && found.gone > 0 {
             self.skip(
                 t,
@@ -558,7 +575,9 @@ impl Transfer {
                 self.failed_writes.fetch_add(1, Ordering::Relaxed);
                 // `stats` asks the database on PostgreSQL: off the async workers.
                 let journal = Arc::clone(&self.journal);
-                let durable = blocking(move || Ok(journal.stats().journal_seq)).await?;
+                let durable = self
+                    .blocking(move || Ok(journal.stats().journal_seq))
+                    .await?;
                 let backlog = durable.saturating_sub(s.cursor);
                 self.skip(
                     t,
@@ -698,16 +717,23 @@ impl Transfer {
         let mut pending: Vec<(String, LogFile)> = Vec::new();
         // JSON bytes in the open parts.
         let mut held = 0usize;
-        let mut building = Building::new(&t.obs_info.bucket_name, self.settings.files_building);
+        let mut building = Building::new(
+            &t.obs_info.bucket_name,
+            self.settings.files_building,
+            Arc::clone(&self.workers),
+        );
         'read: loop {
             // Reading decompresses frames: off the async workers.
             let (journal, batch_size) = (Arc::clone(&self.journal), self.settings.batch);
-            let batch = tokio::task::spawn_blocking(move || {
-                cts_consumer::read_batch(journal.as_ref(), cursor, batch_size)
-            })
-            .await
-            .map_err(|e| TransferError::State(format!("journal reader: {e}")))?
-            .map_err(TransferError::from)?;
+            let batch = self
+                .blocking(move || {
+                    Ok(cts_consumer::read_batch(
+                        journal.as_ref(),
+                        cursor,
+                        batch_size,
+                    )?)
+                })
+                .await?;
             self.skip(
                 t,
                 batch.gone,

@@ -668,6 +668,43 @@ fn building_files_leaves_the_async_worker_free() {
     );
 }
 
+/// The transfer's work runs on threads of its own at ingest's priority,
+/// below the queries (Tokio's blocking threads, where queries run, stay
+/// at the process's): a pass that writes a file leaves them behind,
+/// named `cts-transfer` and as nice as ingest.
+#[tokio::test]
+async fn the_transfer_works_at_ingest_priority() {
+    cts_priority::set_ingest_nice(3);
+    let t0 = 1_800_000_000;
+    let w = world(t0);
+    system_tracker(
+        &w,
+        t0,
+        json!({"bucket_name": "nice", "is_obs_created": true}),
+        json!({}),
+    );
+    w.transfer.run_once(t0).await.unwrap();
+    record(&w, "p1", "ECS", 10, t0 + 1);
+    w.transfer.run_once(t0 + P + 2).await.unwrap();
+    assert_eq!(files(&w, "nice").len(), 1);
+    let nice: Vec<i64> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| {
+            let dir = task.unwrap().path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            (comm.trim() == "cts-transfer").then(|| {
+                // The fields after the name in parentheses; nice is the 19th.
+                let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+                let after = &stat[stat.rfind(')').unwrap() + 2..];
+                after.split(' ').nth(16).unwrap().parse().unwrap()
+            })
+        })
+        .collect();
+    // Transfers of the tests running beside this one that began before
+    // the setting have threads at 0.
+    assert!(nice.iter().any(|&n| n >= 3), "niceness {nice:?}");
+}
+
 /// A data directory of a version that kept the transfer state in
 /// `transfer/transfer.db` goes on where it stood: its tracker state (with
 /// the cursor in the body) and journal marks are moved into the consumer
