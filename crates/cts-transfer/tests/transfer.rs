@@ -668,6 +668,24 @@ fn building_files_leaves_the_async_worker_free() {
     );
 }
 
+const T0: i64 = 1_800_000_000;
+
+/// A world at [`T0`] whose system tracker has written its first period,
+/// `traces` of service ECS, into `bucket`.
+async fn one_period_written(bucket: &str, traces: usize) -> World {
+    let w = world(T0);
+    system_tracker(
+        &w,
+        T0,
+        json!({"bucket_name": bucket, "is_obs_created": true}),
+        json!({}),
+    );
+    w.transfer.run_once(T0).await.unwrap();
+    record(&w, "p1", "ECS", traces, T0 + 1);
+    w.transfer.run_once(T0 + P + 2).await.unwrap();
+    w
+}
+
 /// The transfer's work runs on threads of its own at ingest's priority,
 /// below the queries (Tokio's blocking threads, where queries run, stay
 /// at the process's): a pass that writes a file leaves them behind,
@@ -675,17 +693,7 @@ fn building_files_leaves_the_async_worker_free() {
 #[tokio::test]
 async fn the_transfer_works_at_ingest_priority() {
     cts_priority::set_ingest_nice(3);
-    let t0 = 1_800_000_000;
-    let w = world(t0);
-    system_tracker(
-        &w,
-        t0,
-        json!({"bucket_name": "nice", "is_obs_created": true}),
-        json!({}),
-    );
-    w.transfer.run_once(t0).await.unwrap();
-    record(&w, "p1", "ECS", 10, t0 + 1);
-    w.transfer.run_once(t0 + P + 2).await.unwrap();
+    let w = one_period_written("nice", 10).await;
     assert_eq!(files(&w, "nice").len(), 1);
     let nice: Vec<i64> = std::fs::read_dir("/proc/self/task")
         .unwrap()
@@ -711,17 +719,8 @@ async fn the_transfer_works_at_ingest_priority() {
 /// store, nothing is written twice, and a second open moves nothing again.
 #[tokio::test]
 async fn an_old_transfer_db_is_moved_into_the_consumer_store() {
-    let t0 = 1_800_000_000;
-    let w = world(t0);
-    system_tracker(
-        &w,
-        t0,
-        json!({"bucket_name": "archive", "is_obs_created": true}),
-        json!({}),
-    );
-    w.transfer.run_once(t0).await.unwrap();
-    record(&w, "p1", "ECS", 6, t0 + 1);
-    w.transfer.run_once(t0 + P + 2).await.unwrap();
+    let t0 = T0;
+    let w = one_period_written("archive", 6).await;
     assert_eq!(files(&w, "archive").len(), 1);
 
     // Rewrite the state the way the old version kept it.
