@@ -236,6 +236,26 @@ impl ConsumerStore {
         Ok(())
     }
 
+    /// Holds `journal` for every consumer from its lowest cursor as the
+    /// shared store has it now. A consumer moves its own hold as it
+    /// commits, on the node that holds its lease; the other nodes' holds
+    /// of it stay where they were when last set (at their start, say), so
+    /// retention, which runs on one node, calls this before each pass to
+    /// see where every consumer stands.
+    pub fn hold_all(&self, journal: &dyn TraceStore) -> Result<(), ConsumerError> {
+        let rows = self.db.read(|sql| {
+            sql.query(
+                "SELECT consumer, MIN(cursor) FROM cursors GROUP BY consumer",
+                &[],
+            )
+        })?;
+        for row in rows {
+            let [consumer, min] = columns(row)?;
+            journal.hold_journal(&consumer.into_text()?, min.int()? as u64);
+        }
+        Ok(())
+    }
+
     /// Marks the journal for the next start of a `period_secs` grid:
     /// nothing recorded from then on is at or below the sequence number
     /// durable now. Writes at most one mark per tenth of a period (any

@@ -6,12 +6,10 @@
 #[macro_use]
 mod backends;
 
-use backends::{traces, Place};
+use backends::{a_journal_with_old_traces, traces, Place, HOUR};
 use cts_consumer::{read_batch, start_cursor, ConsumerError, Entry, Skips};
 use cts_store::{EmbeddedStore, StoreConfig, TraceStore};
 use serde::{Deserialize, Serialize};
-
-const HOUR: i64 = 3_600_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Body {
@@ -181,23 +179,8 @@ both!(marks_start_search_and_holds_over_the_real_journal);
 #[test]
 fn a_gap_retention_made_is_passed_over_and_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = StoreConfig::new(dir.path());
-    // One journal file per append: the old traces' file can expire.
-    config.journal_segment_bytes = 1024;
-    config.memtable_max_traces = 100;
-    config.partition_ms = HOUR;
-    let journal = EmbeddedStore::open(config).unwrap();
     let now = now_ms();
-    journal.append(traces(250, now - 5 * HOUR, now)).unwrap();
-    journal.append(traces(250, now - 1000, now)).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while journal.stats().index_durable_seq < 500 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the index stays behind"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let journal = a_journal_with_old_traces(dir.path(), now);
     journal.hold_journal("lts", 250);
     journal.enforce_retention(now - 2 * HOUR).unwrap();
     let read = read_batch(&journal, 0, 10).unwrap();

@@ -10,7 +10,7 @@ mod backends;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use backends::{traces, Place, LEASES};
+use backends::{a_journal_with_old_traces, traces, Place, HOUR, LEASES};
 use cts_consumer::{read_batch, ConsumerError, ConsumerStore, Entry, LeaseSettings};
 use cts_store::{EmbeddedStore, StoreConfig, TraceStore};
 
@@ -208,4 +208,30 @@ fn migrations_run_once_and_a_newer_schema_is_refused() {
         ),
         "{err}"
     );
+}
+
+/// A node's hold of a consumer whose lease another node holds stays where
+/// that node last set it (its start, say): the consumer moves its hold
+/// only where it commits. `hold_all`, which retention runs before each
+/// pass, brings every hold to the shared cursors, so a retention pass on
+/// that node removes what the consumer has passed.
+#[test]
+fn hold_all_sees_the_cursor_another_node_moved() {
+    let (_place, a, b) = two_nodes();
+    let dir = tempfile::tempdir().unwrap();
+    let now = cts_clock::now_ms();
+    // Node b's view of the journal.
+    let journal = a_journal_with_old_traces(dir.path(), now);
+    assert!(a.claim("notifications", "matcher").unwrap());
+    a.put("notifications", "matcher", &at(0)).unwrap();
+    // Node b starts: it holds the journal from where the matcher stands.
+    b.hold(&journal, "notifications").unwrap();
+    // Node a's matcher moves on past the old traces.
+    a.put("notifications", "matcher", &at(400)).unwrap();
+    journal.enforce_retention(now - 2 * HOUR).unwrap();
+    assert_eq!(read_batch(&journal, 0, 10).unwrap().gone, 0, "held at 0");
+
+    b.hold_all(&journal).unwrap();
+    journal.enforce_retention(now - 2 * HOUR).unwrap();
+    assert_eq!(read_batch(&journal, 0, 10).unwrap().gone, 250);
 }

@@ -841,7 +841,13 @@ async fn enforce_retention(state: AppState) {
             }
         }
         let cutoff = now_ms() - state.config.retention_ms();
-        match state.with_store(move |s| s.enforce_retention(cutoff)).await {
+        let consumers = Arc::clone(&state.consumers);
+        let pass = state.with_store(move |s| {
+            // Where every consumer stands now, whichever node moves it.
+            consumers.hold_all(s).map_err(|e| e.to_string())?;
+            s.enforce_retention(cutoff).map_err(|e| e.to_string())
+        });
+        match pass.await {
             Ok(Ok(r)) if r.index_partitions_dropped + r.journal_segments_dropped > 0 => {
                 tracing::info!(
                     cutoff_ms = cutoff,

@@ -85,3 +85,30 @@ pub fn traces(n: usize, time_ms: i64, record_ms: i64) -> Vec<Trace> {
         .map(Trace::into_owned)
         .collect()
 }
+
+pub const HOUR: i64 = 3_600_000;
+
+/// A journal in `dir` with index partitions of an hour, holding 250
+/// traces of five hours before `now` (sequence numbers 1–250, in their own
+/// journal files, so retention can remove them) and 250 of `now`, all
+/// indexed.
+pub fn a_journal_with_old_traces(dir: &std::path::Path, now: i64) -> cts_store::EmbeddedStore {
+    use cts_store::TraceStore;
+    let mut config = cts_store::StoreConfig::new(dir);
+    // One journal file per append: the old traces' file can expire.
+    config.journal_segment_bytes = 1024;
+    config.memtable_max_traces = 100;
+    config.partition_ms = HOUR;
+    let journal = cts_store::EmbeddedStore::open(config).unwrap();
+    journal.append(traces(250, now - 5 * HOUR, now)).unwrap();
+    journal.append(traces(250, now - 1000, now)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while journal.stats().index_durable_seq < 500 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the index stays behind"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    journal
+}
