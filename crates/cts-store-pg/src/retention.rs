@@ -106,10 +106,9 @@ impl PgStore {
                 continue;
             }
             let part = partitions::name(day);
-            client.batch_execute(&format!(
-                "DROP TABLE IF EXISTS {part}, {}",
-                partitions::order_name(day)
-            ))?;
+            if !drop_detached(client, day)? {
+                continue;
+            }
             self.partitions.lock().remove(&day);
             report.index_partitions_dropped += 1;
             report.journal_segments_dropped += 1;
@@ -180,6 +179,43 @@ fn detach(client: &mut Client, parent: &str, part: &str) -> Result<(), PgError> 
         "ALTER TABLE {parent} DETACH PARTITION {part} CONCURRENTLY"
     ))?;
     Ok(())
+}
+
+/// Step 3: drops the tables of `day` unless one of them is a partition
+/// again. Between this pass reading the catalog and its drop, another
+/// node's pass (this one's lease lapsed meanwhile) may have dropped them
+/// and a late batch made and filled the day anew: by name alone, the drop
+/// would take those acknowledged traces. Locked first, so that nothing
+/// attaches them between the check and the drop; a lock not had within
+/// [`FENCE_WAIT`] leaves them to the next pass. Whether they were dropped.
+pub(crate) fn drop_detached(client: &mut Client, day: i32) -> Result<bool, PgError> {
+    let names = [partitions::name(day), partitions::order_name(day)];
+    let mut tx = client.transaction()?;
+    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{FENCE_WAIT}'"))?;
+    for name in &names {
+        let exists: bool = tx
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[name])?
+            .get(0);
+        if exists {
+            match tx.batch_execute(&format!("LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE")) {
+                Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => return Ok(false),
+                other => other?,
+            }
+        }
+    }
+    let attached: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE c.relname = ANY($1) AND pg_table_is_visible(c.oid))",
+            &[&names.as_slice()],
+        )?
+        .get(0);
+    if attached {
+        return Ok(false);
+    }
+    tx.batch_execute(&format!("DROP TABLE IF EXISTS {}, {}", names[0], names[1]))?;
+    tx.commit()?;
+    Ok(true)
 }
 
 /// The day tables as the catalog has them.
@@ -256,5 +292,65 @@ impl Tables {
             .iter()
             .copied()
             .filter(|day| self.partitions.iter().all(|p| p.day != *day))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cts_store::conformance::{self, RETENTION_MS};
+    use cts_store::TraceStore;
+    use serde_json::json;
+
+    use super::*;
+    use crate::PgSettings;
+
+    /// The drop takes a day's tables only while neither is a partition:
+    /// tables of the day attached again (another node's pass dropped the
+    /// old ones and a late batch made the day anew) are left whole, with
+    /// their traces.
+    #[test]
+    fn the_drop_leaves_a_day_that_is_a_partition_again() {
+        let pg = cts_testpg::TestPg::start();
+        let url = pg.fresh_database();
+        let pool = PgSettings::new(url.parse().unwrap()).connect().unwrap();
+        let store = PgStore::open(pool, true, RETENTION_MS).unwrap();
+        let old = cts_clock::now_ms() - 4 * 86_400_000;
+        let items = [json!({ "time": old }), json!({ "time": old })];
+        store.append(conformance::traces("p", &items)).unwrap();
+        let day = day_of(old);
+        let (part, order) = (partitions::name(day), partitions::order_name(day));
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let rows = |client: &mut Client| -> i64 {
+            client
+                .query_one(format!("SELECT count(*) FROM {part}").as_str(), &[])
+                .unwrap()
+                .get(0)
+        };
+
+        // Attached: left, whole.
+        assert!(!drop_detached(&mut client, day).unwrap());
+        assert_eq!(rows(&mut client), 2);
+        // Detached by a pass, attached again by the time of the drop.
+        detach(&mut client, "cts_trace_order", &order).unwrap();
+        detach(&mut client, "cts_traces", &part).unwrap();
+        let bounds = format!("FOR VALUES FROM ({day}) TO ({})", day + 1);
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE cts_traces ATTACH PARTITION {part} {bounds}"
+            ))
+            .unwrap();
+        assert!(!drop_detached(&mut client, day).unwrap());
+        assert_eq!(rows(&mut client), 2);
+        // Both detached: dropped.
+        detach(&mut client, "cts_traces", &part).unwrap();
+        assert!(drop_detached(&mut client, day).unwrap());
+        let left: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_class WHERE relname IN ($1, $2)",
+                &[&part, &order],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0);
     }
 }
