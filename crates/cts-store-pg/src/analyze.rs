@@ -5,7 +5,7 @@
 //! competes with the first queries), and until then plans rest on
 //! guesses. So a node writing into a day analyzes its partitions (the
 //! filter columns only: the stored JSON's statistics are of no use and
-//! the dearest to gather) once they have grown, through any node, to four
+//! the dearest to gather) once they have grown, through any node, to three
 //! times the rows they held at their last analyze, at least
 //! [`FIRST_ANALYZE_ROWS`]: a handful of analyzes per day, on a thread of
 //! its own so that no write waits for one, and one node at a time per day.
@@ -21,10 +21,13 @@ use crate::{partitions, PgError, Pool};
 /// Rows a node writes into a day before its first analyze of it.
 pub const FIRST_ANALYZE_ROWS: u64 = 1_000;
 
-/// A day is analyzed again once it has grown by this many times the rows
-/// it held at its last analyze (its size four times over): an analyze of
-/// a large partition reads and sorts a sample of 30,000 rows per column,
-/// and statistics of a quarter of the rows choose the same indexes.
+/// A day is analyzed again once the rows written into it reach this many
+/// times the rows it held at its last analyze: an analyze of a large
+/// partition reads and sorts a sample of 30,000 rows per column, and
+/// statistics of a third of the rows choose the same indexes. (The count
+/// is PostgreSQL's `n_mod_since_analyze`, which only a full analyze
+/// resets, autovacuum's; ours, of some columns, leave it. Between
+/// autovacuum's, an analyze comes each time the day has tripled.)
 const GROWTH: i64 = 3;
 
 /// The node's analyzer: told of every write, it analyzes a partition when
@@ -88,7 +91,7 @@ fn look(pool: &Pool, day: i32) -> Result<i64, PgError> {
     // Nodes filling a day see it due at the same moment: one analyzes, the
     // others find its lock taken (an ANALYZE takes the same one) and go
     // on. Checked again under the lock: an analyze that just ended has
-    // reset the count.
+    // raised `reltuples`, and so the rows needed.
     let mut tx = client.transaction()?;
     match tx.batch_execute(&format!(
         "LOCK TABLE {part} IN SHARE UPDATE EXCLUSIVE MODE NOWAIT"
