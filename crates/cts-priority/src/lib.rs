@@ -88,6 +88,25 @@ pub struct Pool {
     runtime: Option<tokio::runtime::Runtime>,
 }
 
+/// How long a pool's thread waits for its next job before it ends: longer
+/// than work that comes in rounds (the transfer's passes, a minute apart)
+/// leaves it idle, so that the next round runs [`set_after_job`]'s hook on
+/// the threads that hold the last round's memory.
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(600);
+
+static AFTER_JOB: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what a pool's thread runs after each of its jobs (once, at start;
+/// later calls are ignored). ctsd has its allocator collect the thread's
+/// heap: mimalloc gives back memory another thread freed only when the
+/// owning thread runs its heap again, and a pool's thread allocates big
+/// buffers that others free (a trace file's gzip, uploaded from the async
+/// workers), then idles. The transfer's threads held ~350 MiB that way
+/// between passes (a soak's RSS 640 against 300 MiB).
+pub fn set_after_job(hook: fn()) {
+    let _ = AFTER_JOB.set(hook);
+}
+
 impl Pool {
     /// A pool whose threads are named `name` and run at `nice`.
     pub fn start(name: &str, nice: libc::c_int) -> std::io::Result<Pool> {
@@ -105,6 +124,7 @@ impl Pool {
         let mut builder = tokio::runtime::Builder::new_current_thread();
         builder
             .thread_name(name)
+            .thread_keep_alive(KEEP_ALIVE)
             .on_thread_start(move || lower_this_thread_to(nice, &what));
         if let Some(threads) = threads {
             builder.max_blocking_threads(threads);
@@ -124,7 +144,13 @@ impl Pool {
         self.runtime
             .as_ref()
             .expect("a pool's runtime lives until it is dropped")
-            .spawn_blocking(f)
+            .spawn_blocking(move || {
+                let out = f();
+                if let Some(hook) = AFTER_JOB.get() {
+                    hook();
+                }
+                out
+            })
     }
 }
 
@@ -178,6 +204,29 @@ mod tests {
         assert!(pool.spawn_blocking(|| panic!("a bad job")).await.is_err());
         assert_eq!(pool.spawn_blocking(|| 7).await.unwrap(), 7);
         assert_eq!(niceness(), before, "the caller keeps its own");
+    }
+
+    /// The hook set at start runs on a pool's thread after each job (ctsd
+    /// has its allocator collect that thread's heap there).
+    #[tokio::test]
+    async fn the_after_job_hook_runs_on_the_pools_thread_after_each_job() {
+        use std::sync::atomic::AtomicUsize;
+        static RAN: AtomicUsize = AtomicUsize::new(0);
+        thread_local!(static JOBS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
+        fn hook() {
+            // On the thread of the job: it has counted the job already.
+            if JOBS.with(|j| j.get()) > 0 {
+                RAN.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        set_after_job(hook);
+        let pool = Pool::start("test-hook", 0).unwrap();
+        for _ in 0..3 {
+            pool.spawn_blocking(|| JOBS.with(|j| j.set(j.get() + 1)))
+                .await
+                .unwrap();
+        }
+        assert_eq!(RAN.load(Ordering::SeqCst), 3);
     }
 
     /// A bounded pool runs no more jobs at once than it has threads.

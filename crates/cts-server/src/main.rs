@@ -363,6 +363,8 @@ fn run_server(config: Config) -> Result<()> {
     raise_open_file_limit();
     // Before any thread of the store, the LTS sinks or ingest starts.
     cts_priority::set_ingest_nice(config.store.ingest_nice);
+    // SAFETY: mi_collect frees only memory no allocation uses any more.
+    cts_priority::set_after_job(|| unsafe { libmimalloc_sys::mi_collect(false) });
     // On PostgreSQL with S3 no store makes the data directory, which still
     // holds bootstrap.json: made here, private, as the stores make it.
     std::fs::DirBuilder::new()
