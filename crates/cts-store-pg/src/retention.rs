@@ -71,6 +71,19 @@ impl PgStore {
                 p.parent, p.name
             ))?;
         }
+        // A fence of a day no longer expired (store.retention was raised
+        // after a pass stopped past the fence) would refuse that day's
+        // traces within the window: lifted while the day is whole.
+        for order in &tables.fenced {
+            let kept = partitions::day_of_name(order).is_some_and(|day| {
+                day >= first_kept
+                    && tables.attached(order)
+                    && tables.attached(&partitions::name(day))
+            });
+            if kept {
+                client.batch_execute(&format!("DROP TRIGGER IF EXISTS {FENCE} ON {order}"))?;
+            }
+        }
         let hold = self.lowest_hold();
         let expired: BTreeSet<i32> = tables
             .partitions

@@ -832,3 +832,40 @@ fn a_pass_stopped_while_detaching_is_finished_by_the_next() {
     retention_drops_one_day_up_to_position_2(&store);
     assert!(gone(&mut client, &(part, order)));
 }
+
+/// A pass stopped after fencing a day, then `store.retention` raised so
+/// that the day is kept: the next pass lifts the fence (the day's traces
+/// are within the window and must be stored) and leaves the day whole.
+#[test]
+fn a_fence_of_a_day_no_longer_expired_is_lifted() {
+    let pg = TestPg::start();
+    let url = pg.fresh_database();
+    let store = open(&url);
+    let old = an_expired_day_and_today(&store);
+    let (part, order) = day_tables(old);
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let date = jiff::Timestamp::from_millisecond(old)
+        .unwrap()
+        .strftime("%Y-%m-%d");
+    client
+        .batch_execute(&format!(
+            "CREATE TRIGGER cts_day_retired BEFORE INSERT ON {order} \
+             FOR EACH ROW EXECUTE FUNCTION cts_day_retired(\
+             'the traces of {date} are not stored: retention is removing that day')"
+        ))
+        .unwrap();
+    a_late_batch_is_refused(&store, &mut client, old);
+
+    // A window of 30 days keeps the day.
+    let report = store.enforce_retention(now() - 30 * DAY).unwrap();
+    assert_eq!(report.index_partitions_dropped, 0);
+    assert_eq!(table_state(&mut client, &order), (false, true, false));
+    store
+        .append(conformance::traces("p", &[json!({ "time": old })]))
+        .unwrap();
+    let traces: i64 = client
+        .query_one(format!("SELECT count(*) FROM {part}").as_str(), &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(traces, 3);
+}
