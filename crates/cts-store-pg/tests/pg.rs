@@ -554,6 +554,28 @@ fn an_expired_day_and_today(store: &PgStore) -> i64 {
     old
 }
 
+/// A fresh database of `pg` with [`an_expired_day_and_today`], the expired
+/// day fenced as a retention pass fences it: its URL, a store on it, a
+/// plain connection and the expired day's time.
+fn an_expired_day_fenced(pg: &TestPg) -> (String, PgStore, postgres::Client, i64) {
+    let url = pg.fresh_database();
+    let store = open(&url);
+    let old = an_expired_day_and_today(&store);
+    let date = jiff::Timestamp::from_millisecond(old)
+        .unwrap()
+        .strftime("%Y-%m-%d");
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE TRIGGER cts_day_retired BEFORE INSERT ON {} \
+             FOR EACH ROW EXECUTE FUNCTION cts_day_retired(\
+             'the traces of {date} are not stored: retention is removing that day')",
+            day_tables(old).1
+        ))
+        .unwrap();
+    (url, store, client, old)
+}
+
 /// The day tables of the day of `time` (ms): `cts_traces_…`, `cts_trace_order_…`.
 fn day_tables(time: i64) -> (String, String) {
     let date = jiff::Timestamp::from_millisecond(time)
@@ -785,19 +807,10 @@ fn a_fenced_day_refuses_a_late_batch_and_the_next_pass_removes_it() {
 #[test]
 fn a_pass_stopped_while_detaching_is_finished_by_the_next() {
     let pg = TestPg::start();
-    let url = pg.fresh_database();
-    let store = open(&url);
-    let old = an_expired_day_and_today(&store);
+    let (url, store, mut client, old) = an_expired_day_fenced(&pg);
     let (part, order) = day_tables(old);
 
-    // What the stopped pass did, as retention runs it.
-    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    client
-        .batch_execute(&format!(
-            "CREATE TRIGGER cts_day_retired BEFORE INSERT ON {order} \
-             FOR EACH ROW EXECUTE FUNCTION cts_day_retired('fenced by hand')"
-        ))
-        .unwrap();
+    // What the stopped pass did next, as retention runs it.
     client
         .batch_execute(&format!(
             "ALTER TABLE cts_trace_order DETACH PARTITION {order} CONCURRENTLY"
@@ -839,21 +852,8 @@ fn a_pass_stopped_while_detaching_is_finished_by_the_next() {
 #[test]
 fn a_fence_of_a_day_no_longer_expired_is_lifted() {
     let pg = TestPg::start();
-    let url = pg.fresh_database();
-    let store = open(&url);
-    let old = an_expired_day_and_today(&store);
+    let (_, store, mut client, old) = an_expired_day_fenced(&pg);
     let (part, order) = day_tables(old);
-    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    let date = jiff::Timestamp::from_millisecond(old)
-        .unwrap()
-        .strftime("%Y-%m-%d");
-    client
-        .batch_execute(&format!(
-            "CREATE TRIGGER cts_day_retired BEFORE INSERT ON {order} \
-             FOR EACH ROW EXECUTE FUNCTION cts_day_retired(\
-             'the traces of {date} are not stored: retention is removing that day')"
-        ))
-        .unwrap();
     a_late_batch_is_refused(&store, &mut client, old);
 
     // A window of 30 days keeps the day.
