@@ -26,7 +26,7 @@ pub(crate) fn ensure(store: &PgStore, days: &BTreeSet<i32>) -> Result<(), PgErro
     }
     let mut client = store.pool.get()?;
     for day in missing {
-        let bounds = format!("FOR VALUES FROM ({day}) TO ({})", i64::from(day) + 1);
+        let bounds = bounds(day);
         // One transaction (one simple query): a day has both or neither.
         // Made on their own, then attached: ATTACH PARTITION locks a
         // parent only against other schema changes (SHARE UPDATE
@@ -80,6 +80,11 @@ pub(crate) fn retired(day: i32) -> String {
         "the traces of {} are not stored: retention is removing that day",
         date(day)
     )
+}
+
+/// The partition bounds of `day` (both parents are partitioned by day).
+pub(crate) fn bounds(day: i32) -> String {
+    format!("FOR VALUES FROM ({day}) TO ({})", i64::from(day) + 1)
 }
 
 /// `cts_traces_YYYYMMDD` of a day since 1970-01-01.

@@ -63,7 +63,7 @@ impl PgStore {
         let client = &mut *client;
         let first_kept = day_of(cutoff_ms);
         let mut report = RetentionReport::default();
-        let tables = Tables::read(client)?;
+        let mut tables = Tables::read(client)?;
         // A parent takes one pending detach at a time.
         for p in tables.partitions.iter().filter(|p| p.pending) {
             client.batch_execute(&format!(
@@ -71,18 +71,24 @@ impl PgStore {
                 p.parent, p.name
             ))?;
         }
-        // A fence of a day no longer expired (store.retention was raised
-        // after a pass stopped past the fence) would refuse that day's
-        // traces within the window: lifted while the day is whole.
-        for order in &tables.fenced {
-            let kept = partitions::day_of_name(order).is_some_and(|day| {
-                day >= first_kept
-                    && tables.attached(order)
-                    && tables.attached(&partitions::name(day))
-            });
-            if kept {
-                client.batch_execute(&format!("DROP TRIGGER IF EXISTS {FENCE} ON {order}"))?;
+        // A day a stopped pass left fenced or detached that is no longer
+        // expired (store.retention raised since) is put back: its batches,
+        // within the window, would be refused.
+        let unfinished: BTreeSet<i32> = tables
+            .fenced
+            .iter()
+            .filter_map(|order| partitions::day_of_name(order))
+            .chain(tables.loose.iter().copied())
+            .filter(|day| *day >= first_kept)
+            .collect();
+        if !unfinished.is_empty() {
+            tables = Tables::read(client)?;
+            for day in unfinished {
+                if restore(client, day, &tables)? {
+                    tracing::info!(day, "retention put back a day no longer expired");
+                }
             }
+            tables = Tables::read(client)?;
         }
         let hold = self.lowest_hold();
         let expired: BTreeSet<i32> = tables
@@ -192,6 +198,42 @@ fn detach(client: &mut Client, parent: &str, part: &str) -> Result<(), PgError> 
         "ALTER TABLE {parent} DETACH PARTITION {part} CONCURRENTLY"
     ))?;
     Ok(())
+}
+
+/// Puts a day that a stopped pass left fenced or detached back as a
+/// whole day: its detached tables attached again (traces first, so that a
+/// journal reader never finds a position without its trace), its fence
+/// lifted. One transaction, waiting at most [`FENCE_WAIT`] for its locks
+/// (`DROP TRIGGER` locks the positions partition against readers too), or
+/// the next pass tries again. A day missing one of its tables is left.
+/// Whether it was put back.
+fn restore(client: &mut Client, day: i32, tables: &Tables) -> Result<bool, PgError> {
+    let (part, order) = (partitions::name(day), partitions::order_name(day));
+    let mut tx = client.transaction()?;
+    let exist: i64 = tx
+        .query_one(
+            "SELECT count(to_regclass(t)) FROM unnest($1::text[]) AS t",
+            &[&[part.as_str(), order.as_str()].as_slice()],
+        )?
+        .get(0);
+    if exist < 2 {
+        return Ok(false);
+    }
+    let bounds = partitions::bounds(day);
+    let mut sql = format!("SET LOCAL lock_timeout = '{FENCE_WAIT}'; ");
+    if !tables.attached(&part) {
+        sql += &format!("ALTER TABLE cts_traces ATTACH PARTITION {part} {bounds}; ");
+    }
+    if !tables.attached(&order) {
+        sql += &format!("ALTER TABLE cts_trace_order ATTACH PARTITION {order} {bounds}; ");
+    }
+    sql += &format!("DROP TRIGGER IF EXISTS {FENCE} ON {order}");
+    match tx.batch_execute(&sql) {
+        Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => return Ok(false),
+        other => other?,
+    }
+    tx.commit()?;
+    Ok(true)
 }
 
 /// Step 3: drops the tables of `day` unless one of them is a partition
@@ -346,10 +388,10 @@ mod tests {
         // Detached by a pass, attached again by the time of the drop.
         detach(&mut client, "cts_trace_order", &order).unwrap();
         detach(&mut client, "cts_traces", &part).unwrap();
-        let bounds = format!("FOR VALUES FROM ({day}) TO ({})", day + 1);
         client
             .batch_execute(&format!(
-                "ALTER TABLE cts_traces ATTACH PARTITION {part} {bounds}"
+                "ALTER TABLE cts_traces ATTACH PARTITION {part} {}",
+                partitions::bounds(day)
             ))
             .unwrap();
         assert!(!drop_detached(&mut client, day).unwrap());

@@ -851,15 +851,42 @@ fn a_pass_stopped_while_detaching_is_finished_by_the_next() {
 /// are within the window and must be stored) and leaves the day whole.
 #[test]
 fn a_fence_of_a_day_no_longer_expired_is_lifted() {
+    a_day_no_longer_expired_is_put_back(&[]);
+}
+
+/// The same for a pass stopped after it detached the day's tables (and
+/// before it dropped them): the day is attached again.
+#[test]
+fn a_detached_day_no_longer_expired_is_attached_again() {
+    a_day_no_longer_expired_is_put_back(&["cts_trace_order", "cts_traces"]);
+}
+
+/// An expired day fenced, then its tables of `detached` (parents, in
+/// order) detached as a pass does; a pass with a window of 30 days puts
+/// the day back whole, with its traces, and takes batches again.
+fn a_day_no_longer_expired_is_put_back(detached: &[&str]) {
     let pg = TestPg::start();
     let (_, store, mut client, old) = an_expired_day_fenced(&pg);
     let (part, order) = day_tables(old);
+    for parent in detached {
+        let table = if *parent == "cts_traces" {
+            &part
+        } else {
+            &order
+        };
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {parent} DETACH PARTITION {table} CONCURRENTLY"
+            ))
+            .unwrap();
+    }
     a_late_batch_is_refused(&store, &mut client, old);
 
     // A window of 30 days keeps the day.
     let report = store.enforce_retention(now() - 30 * DAY).unwrap();
     assert_eq!(report.index_partitions_dropped, 0);
     assert_eq!(table_state(&mut client, &order), (false, true, false));
+    assert_eq!(table_state(&mut client, &part), (false, true, false));
     store
         .append(conformance::traces("p", &[json!({ "time": old })]))
         .unwrap();
