@@ -172,6 +172,14 @@ struct Meta<'a> {
     record_time: i64,
 }
 
+/// The answer of a blocking job (one that panicked is an error).
+async fn joined<T>(
+    job: tokio::task::JoinHandle<Result<T, TransferError>>,
+) -> Result<T, TransferError> {
+    job.await
+        .map_err(|e| TransferError::State(format!("blocking task: {e}")))?
+}
+
 /// Resolves a project's region (the path of its files).
 pub type RegionOf = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
@@ -304,10 +312,17 @@ impl Transfer {
         &self,
         f: impl FnOnce() -> Result<T, TransferError> + Send + 'static,
     ) -> Result<T, TransferError> {
-        self.workers
-            .spawn_blocking(f)
-            .await
-            .map_err(|e| TransferError::State(format!("blocking task: {e}")))?
+        joined(self.workers.spawn_blocking(f)).await
+    }
+
+    /// [`Transfer::with_state`] for an API call or a metrics scrape: on
+    /// Tokio's blocking threads, at the caller's priority, not a pass's.
+    async fn read_state<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&State) -> Result<T, TransferError> + Send + 'static,
+    ) -> Result<T, TransferError> {
+        let state = Arc::clone(&self.state);
+        joined(tokio::task::spawn_blocking(move || f(&state))).await
     }
 
     /// Commits a tracker's state.
@@ -338,7 +353,7 @@ impl Transfer {
         to: Option<i64>,
     ) -> Result<Vec<PublicKeyInfo>, TransferError> {
         Ok(self
-            .with_state(|st| st.keys.all())
+            .read_state(|st| st.keys.all())
             .await?
             .iter()
             .filter(|k| to.is_none_or(|to| k.valid_from <= to))
@@ -385,7 +400,7 @@ impl Transfer {
         durable: u64,
     ) -> Result<Vec<Progress>, TransferError> {
         Ok(self
-            .with_state(|st| st.all())
+            .read_state(|st| st.all())
             .await?
             .into_iter()
             .map(|(_, s)| Progress {
