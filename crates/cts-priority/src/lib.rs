@@ -88,11 +88,13 @@ pub struct Pool {
     runtime: Option<tokio::runtime::Runtime>,
 }
 
-/// How long a pool's thread waits for its next job before it ends: longer
-/// than work that comes in rounds (the transfer's passes, a minute apart)
-/// leaves it idle, so that the next round runs [`set_after_job`]'s hook on
-/// the threads that hold the last round's memory.
-const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long a thread of a [`Pool::for_rounds`] waits for its next job
+/// before it ends: longer than work that comes in rounds (the transfer's
+/// passes, a minute apart) leaves it idle, so that the next round runs
+/// [`set_after_job`]'s hook on the threads that hold the last round's
+/// memory. Other pools keep Tokio's 10 s, so that threads a burst of
+/// ingest started do not linger.
+const ROUNDS_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(600);
 
 static AFTER_JOB: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
 
@@ -110,24 +112,37 @@ pub fn set_after_job(hook: fn()) {
 impl Pool {
     /// A pool whose threads are named `name` and run at `nice`.
     pub fn start(name: &str, nice: libc::c_int) -> std::io::Result<Pool> {
-        Pool::build(name, nice, None)
+        Pool::build(name, nice, None, None)
     }
 
     /// The same with at most `threads` threads (at least one): jobs beyond
     /// them wait, so the pool's CPU is bounded.
     pub fn bounded(name: &str, nice: libc::c_int, threads: usize) -> std::io::Result<Pool> {
-        Pool::build(name, nice, Some(threads.max(1)))
+        Pool::build(name, nice, Some(threads.max(1)), None)
     }
 
-    fn build(name: &str, nice: libc::c_int, threads: Option<usize>) -> std::io::Result<Pool> {
+    /// [`Pool::start`] for work that comes in rounds with idle time between
+    /// them: its threads wait [`ROUNDS_KEEP_ALIVE`] for the next.
+    pub fn for_rounds(name: &str, nice: libc::c_int) -> std::io::Result<Pool> {
+        Pool::build(name, nice, None, Some(ROUNDS_KEEP_ALIVE))
+    }
+
+    fn build(
+        name: &str,
+        nice: libc::c_int,
+        threads: Option<usize>,
+        keep_alive: Option<std::time::Duration>,
+    ) -> std::io::Result<Pool> {
         let what = format!("{name} thread");
         let mut builder = tokio::runtime::Builder::new_current_thread();
         builder
             .thread_name(name)
-            .thread_keep_alive(KEEP_ALIVE)
             .on_thread_start(move || lower_this_thread_to(nice, &what));
         if let Some(threads) = threads {
             builder.max_blocking_threads(threads);
+        }
+        if let Some(keep_alive) = keep_alive {
+            builder.thread_keep_alive(keep_alive);
         }
         let runtime = builder.build()?;
         Ok(Pool {
