@@ -168,15 +168,16 @@ impl PgStore {
 fn fence(client: &mut Client, day: i32, hold: Option<u64>) -> Result<Fence, PgError> {
     let order = partitions::order_name(day);
     let mut tx = client.transaction()?;
-    let fenced = tx.batch_execute(&format!(
-        "SET LOCAL lock_timeout = '{FENCE_WAIT}'; \
-         CREATE OR REPLACE TRIGGER {FENCE} BEFORE INSERT ON {order} \
-         FOR EACH ROW EXECUTE FUNCTION cts_day_retired('{}')",
-        partitions::retired(day)
-    ));
-    match fenced {
-        Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => return Ok(Fence::Busy),
-        other => other?,
+    let fenced = within_fence_wait(
+        &mut tx,
+        &format!(
+            "CREATE OR REPLACE TRIGGER {FENCE} BEFORE INSERT ON {order} \
+             FOR EACH ROW EXECUTE FUNCTION cts_day_retired('{}')",
+            partitions::retired(day)
+        ),
+    )?;
+    if !fenced {
+        return Ok(Fence::Busy);
     }
     if let Some(hold) = hold {
         let max: Option<i64> = tx
@@ -220,7 +221,7 @@ fn restore(client: &mut Client, day: i32, tables: &Tables) -> Result<bool, PgErr
         return Ok(false);
     }
     let bounds = partitions::bounds(day);
-    let mut sql = format!("SET LOCAL lock_timeout = '{FENCE_WAIT}'; ");
+    let mut sql = String::new();
     if !tables.attached(&part) {
         sql += &format!("ALTER TABLE cts_traces ATTACH PARTITION {part} {bounds}; ");
     }
@@ -228,12 +229,22 @@ fn restore(client: &mut Client, day: i32, tables: &Tables) -> Result<bool, PgErr
         sql += &format!("ALTER TABLE cts_trace_order ATTACH PARTITION {order} {bounds}; ");
     }
     sql += &format!("DROP TRIGGER IF EXISTS {FENCE} ON {order}");
-    match tx.batch_execute(&sql) {
-        Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => return Ok(false),
-        other => other?,
+    if !within_fence_wait(&mut tx, &sql)? {
+        return Ok(false);
     }
     tx.commit()?;
     Ok(true)
+}
+
+/// Runs `sql` in `tx` waiting at most [`FENCE_WAIT`] for each lock it
+/// takes; whether it had them (a retention step that did not is left to
+/// the next pass, never queued behind a long reader with every reader
+/// and writer of the table queued behind it).
+fn within_fence_wait(tx: &mut postgres::Transaction<'_>, sql: &str) -> Result<bool, PgError> {
+    match tx.batch_execute(&format!("SET LOCAL lock_timeout = '{FENCE_WAIT}'; {sql}")) {
+        Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => Ok(false),
+        other => Ok(other.map(|()| true)?),
+    }
 }
 
 /// Step 3: drops the tables of `day` unless one of them is a partition
@@ -243,19 +254,16 @@ fn restore(client: &mut Client, day: i32, tables: &Tables) -> Result<bool, PgErr
 /// would take those acknowledged traces. Locked first, so that nothing
 /// attaches them between the check and the drop; a lock not had within
 /// [`FENCE_WAIT`] leaves them to the next pass. Whether they were dropped.
-pub(crate) fn drop_detached(client: &mut Client, day: i32) -> Result<bool, PgError> {
+fn drop_detached(client: &mut Client, day: i32) -> Result<bool, PgError> {
     let names = [partitions::name(day), partitions::order_name(day)];
     let mut tx = client.transaction()?;
-    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{FENCE_WAIT}'"))?;
     for name in &names {
         let exists: bool = tx
             .query_one("SELECT to_regclass($1) IS NOT NULL", &[name])?
             .get(0);
-        if exists {
-            match tx.batch_execute(&format!("LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE")) {
-                Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => return Ok(false),
-                other => other?,
-            }
+        let lock = format!("LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE");
+        if exists && !within_fence_wait(&mut tx, &lock)? {
+            return Ok(false);
         }
     }
     let attached: bool = tx
