@@ -86,6 +86,8 @@ pub struct Pool {
     // `Some` until dropped: a runtime cannot be dropped (it would wait for
     // its threads) where blocking is not allowed, so `Drop` lets it go.
     runtime: Option<tokio::runtime::Runtime>,
+    /// A [`Pool::for_rounds`]: its jobs end with [`set_after_job`]'s hook.
+    rounds: bool,
 }
 
 /// How long a thread of a [`Pool::for_rounds`] waits for its next job
@@ -98,7 +100,7 @@ const ROUNDS_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(60
 
 static AFTER_JOB: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
 
-/// Sets what a pool's thread runs after each of its jobs (once, at start;
+/// Sets what a [`Pool::for_rounds`]'s thread runs after each of its jobs (once, at start;
 /// later calls are ignored). ctsd has its allocator collect the thread's
 /// heap: mimalloc gives back memory another thread freed only when the
 /// owning thread runs its heap again, and a pool's thread allocates big
@@ -112,26 +114,28 @@ pub fn set_after_job(hook: fn()) {
 impl Pool {
     /// A pool whose threads are named `name` and run at `nice`.
     pub fn start(name: &str, nice: libc::c_int) -> std::io::Result<Pool> {
-        Pool::build(name, nice, None, None)
+        Pool::build(name, nice, None, false)
     }
 
     /// The same with at most `threads` threads (at least one): jobs beyond
     /// them wait, so the pool's CPU is bounded.
     pub fn bounded(name: &str, nice: libc::c_int, threads: usize) -> std::io::Result<Pool> {
-        Pool::build(name, nice, Some(threads.max(1)), None)
+        Pool::build(name, nice, Some(threads.max(1)), false)
     }
 
     /// [`Pool::start`] for work that comes in rounds with idle time between
-    /// them: its threads wait [`ROUNDS_KEEP_ALIVE`] for the next.
+    /// them: its threads wait [`ROUNDS_KEEP_ALIVE`] for the next, and run
+    /// [`set_after_job`]'s hook after each job (threads busy all the time,
+    /// as ingest's, run their allocator's heap anyway).
     pub fn for_rounds(name: &str, nice: libc::c_int) -> std::io::Result<Pool> {
-        Pool::build(name, nice, None, Some(ROUNDS_KEEP_ALIVE))
+        Pool::build(name, nice, None, true)
     }
 
     fn build(
         name: &str,
         nice: libc::c_int,
         threads: Option<usize>,
-        keep_alive: Option<std::time::Duration>,
+        rounds: bool,
     ) -> std::io::Result<Pool> {
         let what = format!("{name} thread");
         let mut builder = tokio::runtime::Builder::new_current_thread();
@@ -141,12 +145,13 @@ impl Pool {
         if let Some(threads) = threads {
             builder.max_blocking_threads(threads);
         }
-        if let Some(keep_alive) = keep_alive {
-            builder.thread_keep_alive(keep_alive);
+        if rounds {
+            builder.thread_keep_alive(ROUNDS_KEEP_ALIVE);
         }
         let runtime = builder.build()?;
         Ok(Pool {
             runtime: Some(runtime),
+            rounds,
         })
     }
 
@@ -156,12 +161,13 @@ impl Pool {
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
+        let after_job = self.rounds.then(|| AFTER_JOB.get().copied()).flatten();
         self.runtime
             .as_ref()
             .expect("a pool's runtime lives until it is dropped")
             .spawn_blocking(move || {
                 let out = f();
-                if let Some(hook) = AFTER_JOB.get() {
+                if let Some(hook) = after_job {
                     hook();
                 }
                 out
@@ -235,7 +241,7 @@ mod tests {
             }
         }
         set_after_job(hook);
-        let pool = Pool::start("test-hook", 0).unwrap();
+        let pool = Pool::for_rounds("test-hook", 0).unwrap();
         for _ in 0..3 {
             pool.spawn_blocking(|| JOBS.with(|j| j.set(j.get() + 1)))
                 .await
