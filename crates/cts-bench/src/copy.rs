@@ -4,12 +4,13 @@
 //! and one transaction per batch committed with `synchronous_commit = on`,
 //! from as many connections as the HTTP load has requests in flight.
 //!
-//! What it leaves out is what ctsd adds on top of the database: HTTP,
-//! signatures, the duplicate check of reporter-supplied ids (`ON
-//! CONFLICT DO NOTHING`), its statistics upkeep (`ANALYZE` of the
-//! partitions it fills), and the journal positions (`cts_trace_order`, numbered under the
-//! counter's row lock); the row keys (`seq`) here come from an atomic
-//! counter in this process.
+//! The rows go through ctsd's own `COPY` ([`cts_store_pg::copy_traces`]).
+//! What the baseline leaves out is what ctsd adds on top of it: HTTP,
+//! signatures, its statistics upkeep (`ANALYZE` of the partitions it
+//! fills), the journal positions (`cts_trace_order`, numbered under the
+//! counter's row lock), and a retried batch's second way in (`ON CONFLICT
+//! DO NOTHING`); the row keys (`seq`) here come from an atomic counter in
+//! this process.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,8 +19,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use cts_store::PreparedTrace;
-use postgres::binary_copy::BinaryCopyInWriter;
-use postgres::types::{ToSql, Type};
 
 use crate::load::{project_for_batch, Plan};
 use crate::{now_ms, DAY_MS};
@@ -100,36 +99,14 @@ fn prepare(plan: &Plan, b: u64) -> Result<Vec<PreparedTrace>> {
     Ok(traces.iter().map(PreparedTrace::of).collect())
 }
 
-/// One transaction: the rows with keys from `first`, committed.
+/// One transaction: the rows with keys from `first` (ctsd's own `COPY`),
+/// committed.
 fn copy(client: &mut postgres::Client, rows: &[PreparedTrace], first: i64) -> Result<()> {
     let mut tx = client.transaction()?;
-    let sink = tx.copy_in(
-        format!(
-            "COPY cts_traces (seq, day, time_ms, trace_id, project_id, {}, doc) \
-             FROM STDIN (FORMAT binary)",
-            cts_store_pg::filter_columns()
-        )
-        .as_str(),
+    cts_store_pg::copy_traces(
+        &mut tx,
+        rows.iter().enumerate().map(|(i, t)| (first + i as i64, t)),
     )?;
-    let fields = cts_model::Field::ALL.len();
-    let mut types = vec![Type::INT8, Type::INT4, Type::INT8, Type::UUID, Type::TEXT];
-    types.extend((0..fields).map(|_| Type::TEXT));
-    types.push(Type::BYTEA);
-    let mut writer = BinaryCopyInWriter::new(sink, &types);
-    for (i, t) in rows.iter().enumerate() {
-        let seq = first + i as i64;
-        let day = t.time().div_euclid(DAY_MS) as i32;
-        let time = t.time();
-        let id = uuid::Uuid::from_bytes(t.trace_id());
-        let project = t.project_id();
-        let values: Vec<Option<&str>> = (0..fields).map(|i| t.value(i)).collect();
-        let doc = t.json();
-        let mut row: Vec<&(dyn ToSql + Sync)> = vec![&seq, &day, &time, &id, &project];
-        row.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
-        row.push(&doc);
-        writer.write(&row)?;
-    }
-    writer.finish()?;
     tx.commit()?;
     Ok(())
 }

@@ -13,8 +13,7 @@ pub(crate) fn column(field: Field) -> &'static str {
     }
 }
 
-/// The filter columns in [`Field::ALL`] order, comma-separated (public for
-/// cts-bench's plain-COPY baseline, which writes the same columns).
-pub fn filter_columns() -> String {
+/// The filter columns in [`Field::ALL`] order, comma-separated.
+pub(crate) fn filter_columns() -> String {
     Field::ALL.map(column).join(", ")
 }

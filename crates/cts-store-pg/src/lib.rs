@@ -21,8 +21,8 @@ mod store;
 mod write;
 
 pub use analyze::FIRST_ANALYZE_ROWS;
-pub use columns::filter_columns;
 pub use cts_db::{PgSettings, PgUrl, PgUrlError, Pool};
 pub use error::PgError;
 pub use import::{ImportError, ImportProgress, IMPORT_SCHEMA};
 pub use store::PgStore;
+pub use write::copy_traces;

@@ -1,16 +1,23 @@
-//! Appends: one statement per batch. The batch's columns go as arrays
-//! (binary parameters, no staging table) into one `INSERT … SELECT FROM
-//! unnest(…) ON CONFLICT DO NOTHING` on `cts_traces` (every index), which
-//! runs concurrently with other batches; only then, in the same statement,
-//! the counter's row is locked and advanced and the inserted rows are
-//! numbered in the narrow `cts_trace_order`. The lock is held to the
-//! commit, which orders positions with commits (a consumer that has read
-//! up to N never later finds a committed trace below N) while the index
-//! maintenance of concurrent batches runs in parallel.
+//! Appends. A batch is one transaction that writes its traces (every
+//! index) before it takes the positions counter's row lock, and under the
+//! lock only numbers the rows it wrote in the narrow `cts_trace_order` and
+//! commits. The lock, held to the commit, orders positions with commits (a
+//! consumer that has read up to N never later finds a committed trace
+//! below N), while the index maintenance of concurrent batches runs in
+//! parallel.
+//!
+//! The traces go in one of two ways. Usually none is stored yet: they are
+//! `COPY`ed (binary) straight into `cts_traces`, whose unique index
+//! refuses the whole batch if one is (PostgreSQL's cheapest way in: a
+//! `COPY` inserts its rows in groups). A batch so refused, a reporter's
+//! retry, goes again as one statement: its columns as binary arrays into
+//! an `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING` that numbers
+//! only the rows it inserted.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use cts_store::{AppendOutcome, PreparedTrace};
+use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::error::SqlState;
 use postgres::types::{ToSql, Type};
 
@@ -77,7 +84,7 @@ impl PgStore {
         // One statement outside a transaction block: it commits as it
         // ends, all or nothing, with `synchronous_commit = on` (set on
         // every connection), before its answer comes back.
-        let stored = self.in_partitions(traces, |client| append(client, traces))?;
+        let stored = self.in_partitions(traces, |client| append_new(client, traces))?;
         Ok(AppendOutcome {
             stored,
             duplicates: traces.len() - stored,
@@ -120,6 +127,91 @@ impl PgStore {
     }
 }
 
+/// Stores the traces of `traces` not yet recorded and numbers them: by a
+/// `COPY` when none is (the usual case), else by [`append`]. Returns how
+/// many were stored.
+fn append_new(client: &mut postgres::Client, traces: &[PreparedTrace]) -> Result<usize, PgError> {
+    let order = key_order(traces)?;
+    match copy_new(client, traces, &order) {
+        Err(PgError::Db(cts_db::DbError::Postgres(e)))
+            if e.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
+        {
+            append(client, traces)
+        }
+        other => other,
+    }
+}
+
+/// One transaction: `COPY`s the traces (each once, in key `order`), then
+/// locks the counter's row and numbers them in batch order, and commits.
+/// A trace already stored fails it with `UNIQUE_VIOLATION`, storing
+/// nothing (the transaction is rolled back as it is dropped).
+fn copy_new(
+    client: &mut postgres::Client,
+    traces: &[PreparedTrace],
+    order: &[usize],
+) -> Result<usize, PgError> {
+    let mut tx = client.transaction()?;
+    let batch: i64 = tx
+        .query_typed_one("SELECT nextval('cts_trace_batches')", &[])?
+        .get(0);
+    let seq = |i: usize| (batch << ORD_BITS) + i as i64;
+    copy_traces(&mut tx, order.iter().map(|&i| (seq(i), &traces[i])))?;
+    let mut numbered = order.to_vec();
+    numbered.sort_unstable();
+    let days: Vec<i32> = numbered.iter().map(|&i| day_of(traces[i].time())).collect();
+    let seqs: Vec<i64> = numbered.iter().map(|&i| seq(i)).collect();
+    tx.query_typed(
+        "WITH p AS (UPDATE cts_trace_positions \
+             SET next_pos = next_pos + cardinality($2::bigint[]) \
+             RETURNING next_pos - cardinality($2::bigint[]) AS first) \
+         INSERT INTO cts_trace_order (pos, day, seq) \
+         SELECT p.first + r.o - 1, r.day, r.seq \
+         FROM p, unnest($1::integer[], $2::bigint[]) WITH ORDINALITY AS r(day, seq, o)",
+        &[(&days, Type::INT4_ARRAY), (&seqs, Type::INT8_ARRAY)],
+    )?;
+    tx.commit()?;
+    Ok(order.len())
+}
+
+/// Writes `rows` (each with its row key `seq`) into `cts_traces` with one
+/// binary `COPY`: the columns ctsd stores, in the transaction `tx`. Public
+/// for cts-bench's plain-COPY baseline, which writes the same rows.
+pub fn copy_traces<'a>(
+    tx: &mut postgres::Transaction<'_>,
+    rows: impl IntoIterator<Item = (i64, &'a PreparedTrace)>,
+) -> Result<(), postgres::Error> {
+    let sink = tx.copy_in(
+        format!(
+            "COPY cts_traces (seq, day, time_ms, trace_id, project_id, {}, doc) \
+             FROM STDIN (FORMAT binary)",
+            filter_columns()
+        )
+        .as_str(),
+    )?;
+    let fields = cts_model::Field::ALL.len();
+    let mut types = vec![Type::INT8, Type::INT4, Type::INT8, Type::UUID, Type::TEXT];
+    types.extend((0..fields).map(|_| Type::TEXT));
+    types.push(Type::BYTEA);
+    let mut writer = BinaryCopyInWriter::new(sink, &types);
+    let mut values: Vec<Option<&str>> = Vec::with_capacity(fields);
+    for (seq, t) in rows {
+        let day = day_of(t.time());
+        let time = t.time();
+        let id = uuid::Uuid::from_bytes(t.trace_id());
+        let project = t.project_id();
+        values.clear();
+        values.extend((0..fields).map(|f| t.value(f)));
+        let doc = t.json();
+        let mut row: Vec<&(dyn ToSql + Sync)> = vec![&seq, &day, &time, &id, &project];
+        row.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
+        row.push(&doc);
+        writer.write(&row)?;
+    }
+    writer.finish()?;
+    Ok(())
+}
+
 /// Stores the traces of `traces` not yet recorded and numbers them, in one
 /// round trip; returns how many were stored. On a plain connection the
 /// statement is its own transaction; in one (the import's) it commits
@@ -128,14 +220,7 @@ pub(crate) fn append(
     client: &mut impl postgres::GenericClient,
     traces: &[PreparedTrace],
 ) -> Result<usize, PgError> {
-    if traces.len() >= 1 << ORD_BITS {
-        return Err(PgError::Db(cts_db::DbError::Setting(format!(
-            "a batch of {} traces is more than one transaction takes ({})",
-            traces.len(),
-            (1 << ORD_BITS) - 1
-        ))));
-    }
-    let columns = Columns::of(traces);
+    let columns = Columns::of(traces, &key_order(traces)?);
     let types = append_types();
     let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
         (&columns.ords, types[0].clone()),
@@ -154,10 +239,30 @@ pub(crate) fn append(
     Ok(stored as usize)
 }
 
-/// A batch as column arrays: each trace once (the first of a repeat in the
+/// The indexes of `traces`, each trace once (the first of a repeat in the
 /// batch), in key order `(project_id, trace_id, day)`. Every writer inserts
 /// in that one order, so two batches sharing reporter-supplied ids wait
 /// for each other in one direction only and cannot deadlock.
+fn key_order(traces: &[PreparedTrace]) -> Result<Vec<usize>, PgError> {
+    if traces.len() >= 1 << ORD_BITS {
+        return Err(PgError::Db(cts_db::DbError::Setting(format!(
+            "a batch of {} traces is more than one transaction takes ({})",
+            traces.len(),
+            (1 << ORD_BITS) - 1
+        ))));
+    }
+    let key = |i: usize| {
+        let t = &traces[i];
+        (t.project_id(), t.trace_id(), day_of(t.time()))
+    };
+    let mut order: Vec<usize> = (0..traces.len()).collect();
+    // Stable: of a repeat, the first in the batch comes first and stays.
+    order.sort_by_key(|&i| key(i));
+    order.dedup_by_key(|i| key(*i));
+    Ok(order)
+}
+
+/// A batch as column arrays, in [`key_order`].
 struct Columns<'a> {
     ords: Vec<i32>,
     days: Vec<i32>,
@@ -170,15 +275,7 @@ struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
-    fn of(traces: &'a [PreparedTrace]) -> Columns<'a> {
-        let key = |i: usize| {
-            let t = &traces[i];
-            (t.project_id(), t.trace_id(), day_of(t.time()))
-        };
-        let mut order: Vec<usize> = (0..traces.len()).collect();
-        // Stable: of a repeat, the first in the batch comes first and stays.
-        order.sort_by_key(|&i| key(i));
-        order.dedup_by_key(|i| key(*i));
+    fn of(traces: &'a [PreparedTrace], order: &[usize]) -> Columns<'a> {
         let fields = cts_model::Field::ALL.len();
         let mut c = Columns {
             ords: Vec::with_capacity(order.len()),
@@ -189,7 +286,7 @@ impl<'a> Columns<'a> {
             values: vec![Vec::with_capacity(order.len()); fields],
             docs: Vec::with_capacity(order.len()),
         };
-        for i in order {
+        for &i in order {
             let t = &traces[i];
             c.ords.push(i as i32);
             c.days.push(day_of(t.time()));

@@ -209,6 +209,37 @@ fn a_duplicate_reported_through_two_nodes_at_once_is_stored_and_delivered_once()
     assert!(read == expected, "every trace delivered once");
 }
 
+/// A batch of new traces goes in by `COPY`; one that repeats a stored
+/// trace is refused by the unique index as a whole and goes again by the
+/// `ON CONFLICT` statement, storing only its new traces. On one pooled
+/// connection (the refused `COPY` leaves it usable), every trace is
+/// numbered once, in batch order, without a gap.
+#[test]
+fn a_batch_repeating_a_stored_trace_after_copies_is_numbered_without_a_gap() {
+    let pg = TestPg::start();
+    let mut settings = PgSettings::new(pg.fresh_database().parse().unwrap());
+    settings.pool_size = 1;
+    let store = PgStore::open(settings.connect().unwrap(), true, RETENTION_MS).unwrap();
+    let id = |n: usize| format!("00000000-0000-4000-8000-{n:012x}");
+    let batch = |ids: &[usize]| {
+        let items: Vec<_> = ids
+            .iter()
+            .map(|&n| json!({"trace_id": id(n), "time": now() - HOUR - (n % 2) as i64 * DAY}))
+            .collect();
+        conformance::traces("p", &items)
+    };
+    let out = store.append(batch(&[1, 2, 3])).unwrap();
+    assert_eq!((out.stored, out.duplicates), (3, 0));
+    let out = store.append(batch(&[4, 2, 5, 3])).unwrap();
+    assert_eq!((out.stored, out.duplicates), (2, 2));
+    let out = store.append(batch(&[6, 7])).unwrap();
+    assert_eq!((out.stored, out.duplicates), (2, 0));
+    let out = store.append(batch(&[7, 7])).unwrap();
+    assert_eq!((out.stored, out.duplicates), (0, 2));
+    let read = read_all(&store);
+    assert_eq!(read, [1, 2, 3, 4, 5, 6, 7].map(id).to_vec());
+}
+
 /// A database at schema 1 (positions in `cts_traces`) moves to the
 /// narrow positions table: every trace keeps its position, consumers go on
 /// where they were, new traces are numbered after the old ones, and
