@@ -493,15 +493,39 @@ fn a_node_analyzes_a_day_partition_it_filled() {
         }
     }
     assert!(written >= cts_store_pg::FIRST_ANALYZE_ROWS as usize);
-    let users: i64 = client
-        .query_one(
-            "SELECT count(*) FROM pg_stats WHERE tablename LIKE 'cts_traces_%' \
-             AND attname = 'user_name'",
-            &[],
-        )
+    // Every column a page's statement bounds or filters on: without
+    // statistics for `day`, its `BETWEEN` was estimated to keep 0.5 % of a
+    // day's rows, and the planner read whole days unordered.
+    for column in ["project_id", "day", "time_ms", "trace_id", "user_name"] {
+        let stats: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stats WHERE tablename LIKE 'cts_traces_%' \
+                 AND attname = $1",
+                &[&column],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(stats, 1, "{column} has statistics");
+    }
+    let day = now().div_euclid(DAY) as i32;
+    let plan = client
+        .simple_query(&format!(
+            "EXPLAIN (FORMAT JSON) SELECT 1 FROM cts_traces \
+             WHERE project_id = 'p' AND day BETWEEN {day} AND {day}"
+        ))
         .unwrap()
-        .get(0);
-    assert_eq!(users, 1, "the filter columns have statistics");
+        .into_iter()
+        .find_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+            _ => None,
+        })
+        .unwrap();
+    let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    let estimate = plan[0]["Plan"]["Plan Rows"].as_f64().unwrap();
+    assert!(
+        estimate >= written as f64 / 2.0,
+        "the day's rows are estimated at {estimate} of {written}"
+    );
 }
 
 /// An ANALYZE another node is running (it holds the day partition's lock)
