@@ -6,7 +6,7 @@
 //! behind it, and could deadlock with a journal read):
 //! 1. **Fence**, in one short transaction: a trigger on the day's
 //!    positions partition refuses new rows (every batch that stores a
-//!    trace writes one there in its one statement, so it stores nothing),
+//!    trace writes one there in its transaction, so it stores nothing),
 //!    then the hold is checked; a day some consumer still needs is rolled
 //!    back, fence and all.
 //! 2. **Detach** the positions partition, then the traces one,

@@ -81,9 +81,9 @@ impl PgStore {
         if traces.is_empty() {
             return Ok(AppendOutcome::default());
         }
-        // One statement outside a transaction block: it commits as it
-        // ends, all or nothing, with `synchronous_commit = on` (set on
-        // every connection), before its answer comes back.
+        // One transaction, all or nothing, committed with
+        // `synchronous_commit = on` (set on every connection) before its
+        // answer comes back.
         let stored = self.in_partitions(traces, |client| append_new(client, traces))?;
         Ok(AppendOutcome {
             stored,
@@ -143,45 +143,76 @@ fn append_new(client: &mut postgres::Client, traces: &[PreparedTrace]) -> Result
 }
 
 /// One transaction: `COPY`s the traces (each once, in key `order`), then
-/// locks the counter's row and numbers them in batch order, and commits.
-/// A trace already stored fails it with `UNIQUE_VIOLATION`, storing
-/// nothing (the transaction is rolled back as it is dropped).
+/// locks the counter's row, numbers them in batch order and commits, the
+/// numbering and the `COMMIT` sent together so that the lock is held for
+/// no round trip of its own. A trace already stored fails it with
+/// `UNIQUE_VIOLATION`, storing nothing.
 fn copy_new(
     client: &mut postgres::Client,
     traces: &[PreparedTrace],
     order: &[usize],
 ) -> Result<usize, PgError> {
-    let mut tx = client.transaction()?;
-    let batch: i64 = tx
-        .query_typed_one("SELECT nextval('cts_trace_batches')", &[])?
-        .get(0);
+    let begun = client.simple_query("BEGIN; SELECT nextval('cts_trace_batches')")?;
+    let written = number_and_commit(client, traces, order, &begun);
+    if written.is_err() {
+        // Failed before its COMMIT ran (or in it, when this only warns).
+        client.batch_execute("ROLLBACK")?;
+    }
+    written
+}
+
+/// The body of [`copy_new`] after its `BEGIN`, whose answer (the batch's
+/// number) is `begun`.
+fn number_and_commit(
+    client: &mut postgres::Client,
+    traces: &[PreparedTrace],
+    order: &[usize],
+    begun: &[postgres::SimpleQueryMessage],
+) -> Result<usize, PgError> {
+    let batch: i64 = begun
+        .iter()
+        .find_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(row) => row.get(0)?.parse().ok(),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            PgError::Db(cts_db::DbError::Setting(
+                "nextval('cts_trace_batches') answered no number".into(),
+            ))
+        })?;
     let seq = |i: usize| (batch << ORD_BITS) + i as i64;
-    copy_traces(&mut tx, order.iter().map(|&i| (seq(i), &traces[i])))?;
+    copy_traces(client, order.iter().map(|&i| (seq(i), &traces[i])))?;
     let mut numbered = order.to_vec();
     numbered.sort_unstable();
-    let days: Vec<i32> = numbered.iter().map(|&i| day_of(traces[i].time())).collect();
-    let seqs: Vec<i64> = numbered.iter().map(|&i| seq(i)).collect();
-    tx.query_typed(
-        "WITH p AS (UPDATE cts_trace_positions \
-             SET next_pos = next_pos + cardinality($2::bigint[]) \
-             RETURNING next_pos - cardinality($2::bigint[]) AS first) \
+    let list = |items: &mut dyn Iterator<Item = String>| items.collect::<Vec<_>>().join(",");
+    let days = list(
+        &mut numbered
+            .iter()
+            .map(|&i| day_of(traces[i].time()).to_string()),
+    );
+    let seqs = list(&mut numbered.iter().map(|&i| seq(i).to_string()));
+    // Numbers only: nothing to quote.
+    client.batch_execute(&format!(
+        "WITH p AS (UPDATE cts_trace_positions SET next_pos = next_pos + {n} \
+             RETURNING next_pos - {n} AS first) \
          INSERT INTO cts_trace_order (pos, day, seq) \
          SELECT p.first + r.o - 1, r.day, r.seq \
-         FROM p, unnest($1::integer[], $2::bigint[]) WITH ORDINALITY AS r(day, seq, o)",
-        &[(&days, Type::INT4_ARRAY), (&seqs, Type::INT8_ARRAY)],
-    )?;
-    tx.commit()?;
+         FROM p, unnest('{{{days}}}'::integer[], '{{{seqs}}}'::bigint[]) \
+              WITH ORDINALITY AS r(day, seq, o); \
+         COMMIT",
+        n = numbered.len()
+    ))?;
     Ok(order.len())
 }
 
 /// Writes `rows` (each with its row key `seq`) into `cts_traces` with one
-/// binary `COPY`: the columns ctsd stores, in the transaction `tx`. Public
-/// for cts-bench's plain-COPY baseline, which writes the same rows.
+/// binary `COPY`: the columns ctsd stores, on `client` (in a transaction).
+/// Public for cts-bench's plain-COPY baseline, which writes the same rows.
 pub fn copy_traces<'a>(
-    tx: &mut postgres::Transaction<'_>,
+    client: &mut impl postgres::GenericClient,
     rows: impl IntoIterator<Item = (i64, &'a PreparedTrace)>,
 ) -> Result<(), postgres::Error> {
-    let sink = tx.copy_in(
+    let sink = client.copy_in(
         format!(
             "COPY cts_traces (seq, day, time_ms, trace_id, project_id, {}, doc) \
              FROM STDIN (FORMAT binary)",
@@ -240,9 +271,12 @@ pub(crate) fn append(
 }
 
 /// The indexes of `traces`, each trace once (the first of a repeat in the
-/// batch), in key order `(project_id, trace_id, day)`. Every writer inserts
+/// batch), in the order `(day, project_id, trace_id)`. Every writer inserts
 /// in that one order, so two batches sharing reporter-supplied ids wait
-/// for each other in one direction only and cannot deadlock.
+/// for each other in one direction only and cannot deadlock. The day
+/// comes first because a `COPY` into the partitioned table buffers rows
+/// per partition and inserts them a partition at a time, in the order the
+/// partitions first came: by day, so, only if the rows come by day.
 fn key_order(traces: &[PreparedTrace]) -> Result<Vec<usize>, PgError> {
     if traces.len() >= 1 << ORD_BITS {
         return Err(PgError::Db(cts_db::DbError::Setting(format!(
@@ -253,7 +287,7 @@ fn key_order(traces: &[PreparedTrace]) -> Result<Vec<usize>, PgError> {
     }
     let key = |i: usize| {
         let t = &traces[i];
-        (t.project_id(), t.trace_id(), day_of(t.time()))
+        (day_of(t.time()), t.project_id(), t.trace_id())
     };
     let mut order: Vec<usize> = (0..traces.len()).collect();
     // Stable: of a repeat, the first in the batch comes first and stays.
