@@ -170,17 +170,52 @@ fn read_all(store: &PgStore) -> Vec<String> {
 /// orders do not deadlock.
 #[test]
 fn a_duplicate_reported_through_two_nodes_at_once_is_stored_and_delivered_once() {
-    const ROUNDS: usize = 8;
-    const IDS: usize = 20;
+    senders_race(8, 20, |k, mut items| {
+        if k >= 2 {
+            items.reverse();
+        }
+        items
+    });
+}
+
+/// Batches sharing ids over two days, each missing other ids, sent
+/// through two nodes at once: a `COPY` inserts a partition at a time, in
+/// the order the partitions first came in its rows, so rows ordered by id
+/// alone were inserted one day first by one batch and the other day first
+/// by another, and the two waited for each other (a deadlock, answered
+/// as a failed batch). Ordered by day first, each trace is stored once.
+#[test]
+fn batches_sharing_ids_over_two_days_do_not_deadlock() {
+    // Sender k leaves out every id i with i % 4 == k: its first id is of
+    // one day or of the other.
+    senders_race(12, 40, |k, items| {
+        items
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % 4 != k)
+            .map(|(_, item)| item)
+            .collect()
+    });
+}
+
+/// `rounds` rounds of four senders through two nodes, released at once,
+/// each sending `batch(k, items)` of the round's `ids` traces (over two
+/// days); every trace of a round is stored by exactly one of them, and
+/// the journal delivers each once.
+fn senders_race(
+    rounds: usize,
+    ids: usize,
+    batch: impl Fn(usize, Vec<serde_json::Value>) -> Vec<serde_json::Value>,
+) {
     let pg = TestPg::start();
     let url = pg.fresh_database();
     let nodes: Vec<Arc<PgStore>> = (0..2).map(|_| Arc::new(open(&url))).collect();
     slow_commits(&url);
     let mut expected = HashSet::new();
-    for round in 0..ROUNDS {
-        let items: Vec<_> = (0..IDS)
+    for round in 0..rounds {
+        let items: Vec<_> = (0..ids)
             .map(|i| {
-                let id = format!("00000000-0000-4000-8000-{:012x}", round * IDS + i);
+                let id = format!("00000000-0000-4000-8000-{:012x}", round * ids + i);
                 expected.insert(id.clone());
                 json!({"trace_id": id, "time": now() - HOUR - (i % 2) as i64 * DAY})
             })
@@ -189,21 +224,18 @@ fn a_duplicate_reported_through_two_nodes_at_once_is_stored_and_delivered_once()
         let senders: Vec<_> = (0..4)
             .map(|k| {
                 let (store, barrier) = (Arc::clone(&nodes[k % 2]), Arc::clone(&barrier));
-                let mut items = items.clone();
-                if k >= 2 {
-                    items.reverse();
-                }
+                let items = batch(k, items.clone());
                 std::thread::spawn(move || {
                     let batch = conformance::traces("p", &items);
                     barrier.wait();
-                    store.append(batch).expect("append")
+                    (items.len(), store.append(batch).expect("append"))
                 })
             })
             .collect();
         let outcomes: Vec<_> = senders.into_iter().map(|s| s.join().unwrap()).collect();
-        let stored: usize = outcomes.iter().map(|o| o.stored).sum();
-        assert_eq!(stored, IDS, "round {round}: {outcomes:?}");
-        assert!(outcomes.iter().all(|o| o.stored + o.duplicates == IDS));
+        let stored: usize = outcomes.iter().map(|(_, o)| o.stored).sum();
+        assert_eq!(stored, ids, "round {round}: {outcomes:?}");
+        assert!(outcomes.iter().all(|(n, o)| o.stored + o.duplicates == *n));
     }
     let read: HashSet<String> = read_all(&nodes[1]).into_iter().collect();
     assert!(read == expected, "every trace delivered once");
@@ -238,55 +270,6 @@ fn a_batch_repeating_a_stored_trace_after_copies_is_numbered_without_a_gap() {
     assert_eq!((out.stored, out.duplicates), (0, 2));
     let read = read_all(&store);
     assert_eq!(read, [1, 2, 3, 4, 5, 6, 7].map(id).to_vec());
-}
-
-/// Batches sharing ids over two days, each missing other ids, sent
-/// through two nodes at once: a `COPY` inserts a partition at a time, in
-/// the order the partitions first came in its rows, so rows ordered by id
-/// alone were inserted one day first by one batch and the other day first
-/// by another, and the two waited for each other (a deadlock, answered
-/// as a failed batch). Ordered by day first, each trace is stored once.
-#[test]
-fn batches_sharing_ids_over_two_days_do_not_deadlock() {
-    const ROUNDS: usize = 12;
-    const IDS: usize = 40;
-    let pg = TestPg::start();
-    let url = pg.fresh_database();
-    let nodes: Vec<Arc<PgStore>> = (0..2).map(|_| Arc::new(open(&url))).collect();
-    slow_commits(&url);
-    let mut expected = HashSet::new();
-    for round in 0..ROUNDS {
-        let items: Vec<_> = (0..IDS)
-            .map(|i| {
-                let id = format!("00000000-0000-4000-8000-{:012x}", round * IDS + i);
-                expected.insert(id.clone());
-                json!({"trace_id": id, "time": now() - HOUR - (i % 2) as i64 * DAY})
-            })
-            .collect();
-        let barrier = Arc::new(std::sync::Barrier::new(4));
-        let senders: Vec<_> = (0..4)
-            .map(|k| {
-                let (store, barrier) = (Arc::clone(&nodes[k % 2]), Arc::clone(&barrier));
-                // Sender k leaves out every id i with i % 4 == k: its first
-                // id is of one day or of the other.
-                let items: Vec<_> = (0..IDS)
-                    .filter(|i| i % 4 != k)
-                    .map(|i| items[i].clone())
-                    .collect();
-                std::thread::spawn(move || {
-                    let batch = conformance::traces("p", &items);
-                    barrier.wait();
-                    (items.len(), store.append(batch).expect("append"))
-                })
-            })
-            .collect();
-        let outcomes: Vec<_> = senders.into_iter().map(|s| s.join().unwrap()).collect();
-        let stored: usize = outcomes.iter().map(|(_, o)| o.stored).sum();
-        assert_eq!(stored, IDS, "round {round}: {outcomes:?}");
-        assert!(outcomes.iter().all(|(n, o)| o.stored + o.duplicates == *n));
-    }
-    let read: HashSet<String> = read_all(&nodes[1]).into_iter().collect();
-    assert!(read == expected, "every trace delivered once");
 }
 
 /// A database at schema 1 (positions in `cts_traces`) moves to the
