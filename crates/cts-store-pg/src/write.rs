@@ -152,23 +152,24 @@ fn copy_new(
     traces: &[PreparedTrace],
     order: &[usize],
 ) -> Result<usize, PgError> {
-    let begun = client.simple_query("BEGIN; SELECT nextval('cts_trace_batches')")?;
-    let written = number_and_commit(client, traces, order, &begun);
+    let written = copy_and_commit(client, traces, order);
     if written.is_err() {
-        // Failed before its COMMIT ran (or in it, when this only warns).
+        // Whatever failed after the `BEGIN`, the pooled connection must not
+        // go back inside its transaction (after a failed `COMMIT`, or a
+        // failed `BEGIN`, this only warns).
         client.batch_execute("ROLLBACK")?;
     }
     written
 }
 
-/// The body of [`copy_new`] after its `BEGIN`, whose answer (the batch's
-/// number) is `begun`.
-fn number_and_commit(
+/// The body of [`copy_new`], from its `BEGIN` (with the batch's number) to
+/// its `COMMIT`.
+fn copy_and_commit(
     client: &mut postgres::Client,
     traces: &[PreparedTrace],
     order: &[usize],
-    begun: &[postgres::SimpleQueryMessage],
 ) -> Result<usize, PgError> {
+    let begun = client.simple_query("BEGIN; SELECT nextval('cts_trace_batches')")?;
     let batch: i64 = begun
         .iter()
         .find_map(|m| match m {

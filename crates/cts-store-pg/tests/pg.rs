@@ -272,6 +272,32 @@ fn a_batch_repeating_a_stored_trace_after_copies_is_numbered_without_a_gap() {
     assert_eq!(read, [1, 2, 3, 4, 5, 6, 7].map(id).to_vec());
 }
 
+/// A batch failing after its transaction began (here its batch number:
+/// the sequence is renamed away) is rolled back before the connection
+/// goes back to the pool: the next batch on the same (only) connection is
+/// stored, not refused as part of an aborted transaction.
+#[test]
+fn a_batch_failing_inside_its_transaction_leaves_the_connection_usable() {
+    let pg = TestPg::start();
+    let url = pg.fresh_database();
+    let mut settings = PgSettings::new(url.parse().unwrap());
+    settings.pool_size = 1;
+    let store = PgStore::open(settings.connect().unwrap(), true, RETENTION_MS).unwrap();
+    let batch = || conformance::traces("p", &[json!({}), json!({})]);
+    assert_eq!(store.append(batch()).unwrap().stored, 2);
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    admin
+        .batch_execute("ALTER SEQUENCE cts_trace_batches RENAME TO cts_trace_batches_away")
+        .unwrap();
+    let refused = store.append(batch());
+    assert!(refused.is_err(), "{refused:?}");
+    admin
+        .batch_execute("ALTER SEQUENCE cts_trace_batches_away RENAME TO cts_trace_batches")
+        .unwrap();
+    assert_eq!(store.append(batch()).unwrap().stored, 2);
+    assert_eq!(read_all(&store).len(), 4);
+}
+
 /// A database at schema 1 (positions in `cts_traces`) moves to the
 /// narrow positions table: every trace keeps its position, consumers go on
 /// where they were, new traces are numbered after the old ones, and
