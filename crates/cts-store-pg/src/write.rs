@@ -128,15 +128,15 @@ impl PgStore {
 }
 
 /// Stores the traces of `traces` not yet recorded and numbers them: by a
-/// `COPY` when none is (the usual case), else by [`append`]. Returns how
-/// many were stored.
+/// `COPY` when none is (the usual case), else as [`append`] does. Returns
+/// how many were stored.
 fn append_new(client: &mut postgres::Client, traces: &[PreparedTrace]) -> Result<usize, PgError> {
     let order = key_order(traces)?;
     match copy_new(client, traces, &order) {
         Err(PgError::Db(cts_db::DbError::Postgres(e)))
             if e.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
         {
-            append(client, traces)
+            insert_new(client, traces, &order)
         }
         other => other,
     }
@@ -185,25 +185,26 @@ fn copy_and_commit(
     copy_traces(client, order.iter().map(|&i| (seq(i), &traces[i])))?;
     let mut numbered = order.to_vec();
     numbered.sort_unstable();
-    let list = |items: &mut dyn Iterator<Item = String>| items.collect::<Vec<_>>().join(",");
-    let days = list(
-        &mut numbered
-            .iter()
-            .map(|&i| day_of(traces[i].time()).to_string()),
-    );
-    let seqs = list(&mut numbered.iter().map(|&i| seq(i).to_string()));
-    // Numbers only: nothing to quote.
+    let days = sql_array(numbered.iter().map(|&i| day_of(traces[i].time())));
+    let seqs = sql_array(numbered.iter().map(|&i| seq(i)));
     client.batch_execute(&format!(
         "WITH p AS (UPDATE cts_trace_positions SET next_pos = next_pos + {n} \
              RETURNING next_pos - {n} AS first) \
          INSERT INTO cts_trace_order (pos, day, seq) \
          SELECT p.first + r.o - 1, r.day, r.seq \
-         FROM p, unnest('{{{days}}}'::integer[], '{{{seqs}}}'::bigint[]) \
+         FROM p, unnest('{days}'::integer[], '{seqs}'::bigint[]) \
               WITH ORDINALITY AS r(day, seq, o); \
          COMMIT",
         n = numbered.len()
     ))?;
     Ok(order.len())
+}
+
+/// Numbers as an SQL array literal, `{1,2,3}` (numbers only: nothing to
+/// quote).
+fn sql_array<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
+    let items: Vec<String> = items.map(|n| n.to_string()).collect();
+    format!("{{{}}}", items.join(","))
 }
 
 /// Writes `rows` (each with its row key `seq`) into `cts_traces` with one
@@ -221,23 +222,28 @@ pub fn copy_traces<'a>(
         )
         .as_str(),
     )?;
-    let fields = cts_model::Field::ALL.len();
     let mut types = vec![Type::INT8, Type::INT4, Type::INT8, Type::UUID, Type::TEXT];
-    types.extend((0..fields).map(|_| Type::TEXT));
+    types.extend(cts_model::Field::ALL.map(|_| Type::TEXT));
     types.push(Type::BYTEA);
     let mut writer = BinaryCopyInWriter::new(sink, &types);
-    let mut values: Vec<Option<&str>> = Vec::with_capacity(fields);
+    // A row's columns on the stack: this runs for every trace ingested.
+    const FIELDS: usize = cts_model::Field::ALL.len();
     for (seq, t) in rows {
         let day = day_of(t.time());
         let time = t.time();
         let id = uuid::Uuid::from_bytes(t.trace_id());
         let project = t.project_id();
-        values.clear();
-        values.extend((0..fields).map(|f| t.value(f)));
+        let values: [Option<&str>; FIELDS] = std::array::from_fn(|f| t.value(f));
         let doc = t.json();
-        let mut row: Vec<&(dyn ToSql + Sync)> = vec![&seq, &day, &time, &id, &project];
-        row.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
-        row.push(&doc);
+        let row: [&(dyn ToSql + Sync); FIELDS + 6] = std::array::from_fn(|c| match c {
+            0 => &seq as &(dyn ToSql + Sync),
+            1 => &day,
+            2 => &time,
+            3 => &id,
+            4 => &project,
+            c if c < 5 + FIELDS => &values[c - 5],
+            _ => &doc,
+        });
         writer.write(&row)?;
     }
     writer.finish()?;
@@ -252,7 +258,16 @@ pub(crate) fn append(
     client: &mut impl postgres::GenericClient,
     traces: &[PreparedTrace],
 ) -> Result<usize, PgError> {
-    let columns = Columns::of(traces, &key_order(traces)?);
+    insert_new(client, traces, &key_order(traces)?)
+}
+
+/// [`append`] of the traces `order` ([`key_order`]) picks.
+fn insert_new(
+    client: &mut impl postgres::GenericClient,
+    traces: &[PreparedTrace],
+    order: &[usize],
+) -> Result<usize, PgError> {
+    let columns = Columns::of(traces, order);
     let types = append_types();
     let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
         (&columns.ords, types[0].clone()),
