@@ -240,10 +240,15 @@ impl Batch<'_> {
         let days: Vec<i32> = self.traces.iter().map(|t| day_of(t.time())).collect();
         let at: HashMap<i64, i64> = tx
             .query(
-                "SELECT k.i, o.pos FROM unnest($1::text[], $2::uuid[], $3::integer[]) \
+                // A trace's run (the day's last starting at or below its
+                // key), and its rank there.
+                "SELECT k.i, o.pos + (SELECT count(*) FROM cts_traces u \
+                     WHERE u.day = t.day AND u.seq >= o.seq AND u.seq < t.seq) \
+                 FROM unnest($1::text[], $2::uuid[], $3::integer[]) \
                  WITH ORDINALITY AS k(project_id, trace_id, day, i) \
                  JOIN cts_traces t ON t.project_id = k.project_id AND t.trace_id = k.trace_id \
-                 AND t.day = k.day JOIN cts_trace_order o ON o.day = t.day AND o.seq = t.seq",
+                 AND t.day = k.day CROSS JOIN LATERAL (SELECT pos, seq FROM cts_trace_order \
+                     WHERE day = t.day AND seq <= t.seq ORDER BY seq DESC LIMIT 1) o",
                 &[&projects, &ids, &days],
             )?
             .iter()

@@ -1,8 +1,9 @@
-//! Journal consumers: traces in position order (`cts_trace_order` joined
-//! with the traces). Positions are consecutive and committed in order (see
-//! `write`), so everything up to the committed counter is readable, and a
-//! hole can only be a day retention dropped (its traces and positions go
-//! together).
+//! Journal consumers: traces in position order (`cts_trace_order`'s runs
+//! joined with the traces: a run's `n` positions go to the traces of its
+//! day and key range, in key order). Positions are consecutive and
+//! committed in order (see `write`), so everything up to the committed
+//! counter is readable, and a hole can only be a day retention dropped
+//! (its traces and positions go together).
 
 use cts_store::{JournalBatch, JournalEntry, StoreError};
 
@@ -32,11 +33,22 @@ impl PgStore {
         if max == 0 || after_seq == durable_seq {
             return Ok(batch);
         }
+        // The runs holding positions after `after_seq`, up to `max` of
+        // them: the last run starting at or before the first wanted (it
+        // may hold it), then those starting within the wanted stretch.
         let rows = client
             .query(
-                "SELECT o.pos, t.doc FROM cts_trace_order o JOIN cts_traces t \
-                 ON t.day = o.day AND t.seq = o.seq \
-                 WHERE o.pos > $1 AND o.pos <= $2 ORDER BY o.pos LIMIT $3",
+                "WITH o AS ( \
+                     (SELECT pos, day, seq, last_seq FROM cts_trace_order \
+                      WHERE pos <= $1::bigint + 1 ORDER BY pos DESC LIMIT 1) \
+                     UNION ALL \
+                     (SELECT pos, day, seq, last_seq FROM cts_trace_order \
+                      WHERE pos > $1::bigint + 1 AND pos <= least($2::bigint, $1 + $3::bigint))) \
+                 SELECT o.pos + t.r - 1 AS p, t.doc FROM o CROSS JOIN LATERAL \
+                     (SELECT doc, row_number() OVER (ORDER BY seq) AS r FROM cts_traces \
+                      WHERE day = o.day AND seq BETWEEN o.seq AND o.last_seq) t \
+                 WHERE o.pos + t.r - 1 > $1::bigint AND o.pos + t.r - 1 <= $2::bigint \
+                 ORDER BY p LIMIT $3::bigint",
                 &[&(after_seq as i64), &(durable_seq as i64), &(max as i64)],
             )
             .map_err(PgError::from)?;

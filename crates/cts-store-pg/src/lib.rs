@@ -3,7 +3,8 @@
 //!
 //! Traces live in `cts_traces`, partitioned by the UTC day of their time;
 //! each carries its stored JSON. Their journal positions live beside them
-//! in the narrow `cts_trace_order`, numbered from a one-row counter after
+//! in the narrow `cts_trace_order` (a row per day of a batch: a run of
+//! positions over the rows' key range), numbered from a one-row counter after
 //! the traces are inserted and locked to the commit, so they are
 //! consecutive and committed in order: the invariant journal consumers
 //! rely on.

@@ -181,7 +181,10 @@ fn fence(client: &mut Client, day: i32, hold: Option<u64>) -> Result<Fence, PgEr
     }
     if let Some(hold) = hold {
         let max: Option<i64> = tx
-            .query_one(format!("SELECT max(pos) FROM {order}").as_str(), &[])?
+            .query_one(
+                format!("SELECT max(pos + n - 1) FROM {order}").as_str(),
+                &[],
+            )?
             .get(0);
         if max.is_some_and(|m| m as u64 > hold) {
             // Rolled back as `tx` drops: no fence.

@@ -22,5 +22,10 @@ pub const SCHEMA: PgSchema = PgSchema {
             name: "the fence retention puts on a day it removes",
             sql: include_str!("migrations/0003_day_retired.sql"),
         },
+        PgMigration {
+            version: 4,
+            name: "one order row per run of a batch's traces in a day",
+            sql: include_str!("migrations/0004_order_runs.sql"),
+        },
     ],
 };
