@@ -12,6 +12,10 @@ pub enum PgError {
     /// nothing. The message names the day.
     #[error("{0}")]
     DayRetired(String),
+    /// Journal positions that do not match the rows they number (a run
+    /// of `cts_trace_order` holding fewer or more traces than it says).
+    #[error("journal positions do not match the stored traces: {0}")]
+    Positions(String),
 }
 
 /// The SQLSTATE of retention's fence (migration 3).

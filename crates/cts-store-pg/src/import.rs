@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use cts_db::{PgMigration, PgSchema};
 use cts_store::PreparedTrace;
 
+use crate::journal::{traces_of, OrderRun, Slice};
 use crate::store::day_of;
 use crate::store::PgStore;
 use crate::write::append;
@@ -238,21 +239,50 @@ impl Batch<'_> {
             .map(|t| uuid::Uuid::from_bytes(t.trace_id()))
             .collect();
         let days: Vec<i32> = self.traces.iter().map(|t| day_of(t.time())).collect();
-        let at: HashMap<i64, i64> = tx
-            .query(
-                // A trace's run (the day's last starting at or below its
-                // key), and its rank there.
-                "SELECT k.i, o.pos + (SELECT count(*) FROM cts_traces u \
-                     WHERE u.day = t.day AND u.seq >= o.seq AND u.seq < t.seq) \
-                 FROM unnest($1::text[], $2::uuid[], $3::integer[]) \
+        // Each trace's row and the run holding it (the day's last
+        // starting at or below its key); then the rows of those runs,
+        // numbered.
+        let found = tx.query(
+            format!(
+                "SELECT k.i, t.seq, {} FROM unnest($1::text[], $2::uuid[], $3::integer[]) \
                  WITH ORDINALITY AS k(project_id, trace_id, day, i) \
                  JOIN cts_traces t ON t.project_id = k.project_id AND t.trace_id = k.trace_id \
-                 AND t.day = k.day CROSS JOIN LATERAL (SELECT pos, seq FROM cts_trace_order \
-                     WHERE day = t.day AND seq <= t.seq ORDER BY seq DESC LIMIT 1) o",
-                &[&projects, &ids, &days],
-            )?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
+                 AND t.day = k.day CROSS JOIN LATERAL (SELECT * FROM cts_trace_order \
+                     WHERE day = t.day AND first_seq <= t.seq \
+                     ORDER BY first_seq DESC LIMIT 1) o",
+                OrderRun::COLUMNS
+                    .split(", ")
+                    .map(|c| format!("o.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+            .as_str(),
+            &[&projects, &ids, &days],
+        )?;
+        let mut runs: Vec<OrderRun> = Vec::new();
+        let mut seq_of: HashMap<i64, i64> = HashMap::new();
+        for row in &found {
+            seq_of.insert(row.get(0), row.get(1));
+            let run = OrderRun::of_at(row, 2);
+            if !runs.contains(&run) {
+                runs.push(run);
+            }
+        }
+        let slices: Vec<Slice> = runs
+            .into_iter()
+            .map(|run| Slice {
+                run,
+                from: run.pos,
+                count: run.n,
+            })
+            .collect();
+        let pos_of: HashMap<i64, i64> = traces_of(&mut *tx, &slices, false)?
+            .into_iter()
+            .map(|t| (t.seq, t.pos))
+            .collect();
+        let at: HashMap<i64, i64> = seq_of
+            .into_iter()
+            .filter_map(|(i, seq)| Some((i, *pos_of.get(&seq)?)))
             .collect();
         (1..=self.traces.len() as i64)
             .map(|i| match at.get(&i) {

@@ -24,7 +24,7 @@ pub const SCHEMA: PgSchema = PgSchema {
         },
         PgMigration {
             version: 4,
-            name: "one order row per run of a batch's traces in a day",
+            name: "one order row per run of a batch's traces (a stretch in one day)",
             sql: include_str!("migrations/0004_order_runs.sql"),
         },
     ],

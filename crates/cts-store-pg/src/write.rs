@@ -1,8 +1,9 @@
 //! Appends. A batch is one transaction that writes its traces (every
 //! index) before it takes the positions counter's row lock, and under the
-//! lock only numbers the rows it wrote, one row in the narrow
-//! `cts_trace_order` per day of the batch (a run: its first position, its
-//! count and its row keys' range), and commits. The lock, held to the commit, orders positions with commits (a
+//! lock only numbers the rows it wrote, in batch order, by a few rows of
+//! the narrow `cts_trace_order` (one per stretch of the batch in one day,
+//! usually one: a run, its first position, its count and its row keys'
+//! range), and commits. The lock, held to the commit, orders positions with commits (a
 //! consumer that has read up to N never later finds a committed trace
 //! below N), while the index maintenance of concurrent batches runs in
 //! parallel.
@@ -34,8 +35,9 @@ const ORD_BITS: u32 = 24;
 /// day (or being recorded by a concurrent batch: the insert waits for its
 /// commit), keyed by the batch's number and each trace's index in it
 /// (`ord`); then, only when some were inserted, locks the counter's row
-/// and numbers them consecutively: one run per day, the runs in the order
-/// of their lowest key. Answers how many were inserted. The initplans
+/// and numbers them consecutively in key (batch) order, one run per
+/// stretch of one day (islands: a row's rank overall minus its rank in its
+/// day is constant along a stretch). Answers how many were inserted. The initplans
 /// gate the counter's update on the insert having run to completion, so
 /// the lock is taken after the heavy part.
 fn append_statement() -> String {
@@ -54,12 +56,14 @@ fn append_statement() -> String {
                             {arrays}, ${doc}::bytea[]) \
                   AS r(ord, day, time_ms, trace_id, project_id, {filters}, doc) \
              ON CONFLICT (project_id, trace_id, day) DO NOTHING RETURNING seq, day), \
+         s AS (SELECT day, seq, row_number() OVER (ORDER BY seq) \
+                    - row_number() OVER (PARTITION BY day ORDER BY seq) AS stretch FROM ins), \
          r AS (SELECT day, min(seq) AS seq, max(seq) AS last_seq, count(*) AS n \
-               FROM ins GROUP BY day), \
+               FROM s GROUP BY day, stretch), \
          c AS (SELECT count(*) AS n FROM ins), \
          p AS (UPDATE cts_trace_positions SET next_pos = next_pos + (SELECT n FROM c) \
                WHERE (SELECT n FROM c) > 0 RETURNING next_pos - (SELECT n FROM c) AS first), \
-         o AS (INSERT INTO cts_trace_order (pos, n, day, seq, last_seq) \
+         o AS (INSERT INTO cts_trace_order (pos, n, day, first_seq, last_seq) \
                SELECT p.first + sum(r.n) OVER (ORDER BY r.seq) - r.n, r.n, r.day, r.seq, \
                       r.last_seq \
                FROM p, r RETURNING n) \
@@ -188,7 +192,9 @@ fn copy_and_commit(
         })?;
     let seq = |i: usize| (batch << ORD_BITS) + i as i64;
     copy_traces(client, order.iter().map(|&i| (seq(i), &traces[i])))?;
-    let runs = runs(order.iter().map(|&i| (day_of(traces[i].time()), seq(i))));
+    let mut numbered = order.to_vec();
+    numbered.sort_unstable();
+    let runs = runs(numbered.iter().map(|&i| (day_of(traces[i].time()), seq(i))));
     let before = sql_array(runs.iter().scan(0, |n, r| {
         *n += r.n;
         Some(*n - r.n)
@@ -196,7 +202,7 @@ fn copy_and_commit(
     client.batch_execute(&format!(
         "WITH p AS (UPDATE cts_trace_positions SET next_pos = next_pos + {total} \
              RETURNING next_pos - {total} AS first) \
-         INSERT INTO cts_trace_order (pos, n, day, seq, last_seq) \
+         INSERT INTO cts_trace_order (pos, n, day, first_seq, last_seq) \
          SELECT p.first + r.before, r.n, r.day, r.seq, r.last_seq \
          FROM p, unnest('{before}'::bigint[], '{n}'::integer[], '{days}'::integer[], \
                         '{seqs}'::bigint[], '{last}'::bigint[]) \
@@ -205,43 +211,43 @@ fn copy_and_commit(
         total = order.len(),
         n = sql_array(runs.iter().map(|r| r.n)),
         days = sql_array(runs.iter().map(|r| r.day)),
-        seqs = sql_array(runs.iter().map(|r| r.seq)),
+        seqs = sql_array(runs.iter().map(|r| r.first_seq)),
         last = sql_array(runs.iter().map(|r| r.last_seq)),
     ))?;
     Ok(order.len())
 }
 
-/// The positions of one day's rows of a batch: `n` rows whose keys lie in
-/// `seq ..= last_seq` (no other row has a key there: keys are the batch's).
+/// Positions for a stretch of a batch's rows in one day: `n` rows whose
+/// keys lie in `first_seq ..= last_seq` (no other row has a key there:
+/// keys are the batch's, and the stretch holds every key of the batch
+/// between its ends).
 #[derive(Debug, PartialEq)]
 struct Run {
     day: i32,
-    seq: i64,
+    first_seq: i64,
     last_seq: i64,
     n: i64,
 }
 
-/// The runs of a batch's rows, given as `(day, seq)` grouped by day (key
-/// order): in the order of their lowest key, so a batch of one day is
-/// numbered in batch order, as the statement does.
+/// The runs of a batch's rows, given as `(day, seq)` in key (batch) order:
+/// one for each stretch of rows of one day, so that the batch is numbered
+/// in its own order, as the statement does.
 fn runs(rows: impl Iterator<Item = (i32, i64)>) -> Vec<Run> {
     let mut runs: Vec<Run> = Vec::new();
     for (day, seq) in rows {
         match runs.last_mut() {
             Some(r) if r.day == day => {
-                r.seq = r.seq.min(seq);
-                r.last_seq = r.last_seq.max(seq);
+                r.last_seq = seq;
                 r.n += 1;
             }
             _ => runs.push(Run {
                 day,
-                seq,
+                first_seq: seq,
                 last_seq: seq,
                 n: 1,
             }),
         }
     }
-    runs.sort_unstable_by_key(|r| r.seq);
     runs
 }
 
@@ -402,17 +408,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_batch_is_numbered_in_one_run_per_day_by_lowest_key() {
-        // Key order: day 5's rows (keys 3, 0), then day 7's (2, 1).
-        let got = runs([(5, 3), (5, 0), (7, 2), (7, 1)].into_iter());
-        let run = |day, seq, last_seq, n| Run {
+    fn a_batch_is_numbered_in_one_run_per_stretch_of_one_day() {
+        let got = runs([(5, 0), (5, 1), (7, 2), (5, 4), (5, 6)].into_iter());
+        let run = |day, first_seq, last_seq, n| Run {
             day,
-            seq,
+            first_seq,
             last_seq,
             n,
         };
-        assert_eq!(got, [run(5, 0, 3, 2), run(7, 1, 2, 2)]);
-        let got = runs([(5, 4), (7, 0)].into_iter());
-        assert_eq!(got, [run(7, 0, 0, 1), run(5, 4, 4, 1)]);
+        assert_eq!(got, [run(5, 0, 1, 2), run(7, 2, 2, 1), run(5, 4, 6, 2)]);
     }
 }

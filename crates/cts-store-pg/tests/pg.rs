@@ -245,8 +245,8 @@ fn senders_race(
 /// trace is refused by the unique index as a whole and goes again by the
 /// `ON CONFLICT` statement, storing only its new traces. On one pooled
 /// connection (the refused `COPY` leaves it usable), every trace is
-/// numbered once without a gap: a batch's days in the order their first
-/// trace comes, each day's traces in batch order (one run a day).
+/// numbered once, in batch order, without a gap (also across days: a run
+/// for each stretch of one day).
 #[test]
 fn a_batch_repeating_a_stored_trace_after_copies_is_numbered_without_a_gap() {
     let pg = TestPg::start();
@@ -270,8 +270,8 @@ fn a_batch_repeating_a_stored_trace_after_copies_is_numbered_without_a_gap() {
     let out = store.append(batch(&[7, 7])).unwrap();
     assert_eq!((out.stored, out.duplicates), (0, 2));
     let read = read_all(&store);
-    // Odd ids are a day older: [1, 3 | 2], [4 | 5], [6 | 7].
-    assert_eq!(read, [1, 3, 2, 4, 5, 6, 7].map(id).to_vec());
+    // Odd ids are a day older: runs [1][2][3], [5] after [4], [7] after [6].
+    assert_eq!(read, [1, 2, 3, 4, 5, 6, 7].map(id).to_vec());
 }
 
 /// A batch failing after its transaction began (here its batch number:
@@ -361,6 +361,83 @@ fn the_migration_from_schema_1_keeps_positions() {
         .unwrap()
         .get(0);
     assert_eq!(left, 2, "the dropped day's positions went with it");
+}
+
+/// An imported batch holding traces of two days, interleaved, keeps its
+/// order in the journal, so a consumer's cursor translated by
+/// `import_position` goes on with the first trace it had not delivered.
+#[test]
+fn an_imported_batch_over_two_days_keeps_its_order_for_cursors() {
+    let pg = TestPg::start();
+    let store = open(&pg.fresh_database());
+    store
+        .append(conformance::traces("p", &[json!({})]))
+        .unwrap();
+    store.import_begin("dir").unwrap();
+    let items: Vec<_> = [DAY, 0, DAY, 0]
+        .iter()
+        .map(|back| json!({"time": now() - HOUR - back}))
+        .collect();
+    let traces = conformance::traces("p", &items);
+    let prepared: Vec<_> = traces.iter().map(cts_store::PreparedTrace::of).collect();
+    store
+        .import_batch("dir", (0, 4), &[1, 2, 3, 4], &prepared, 0)
+        .unwrap();
+    let read = read_all(&store);
+    let imported: Vec<String> = traces
+        .iter()
+        .map(|t| t.to_json())
+        .map(|doc| {
+            let v: serde_json::Value = serde_json::from_slice(&doc).unwrap();
+            v["trace_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(read[1..], imported[..], "the batch in its own order");
+    for seq in 1..=4u64 {
+        // Position 1 is the trace appended before the import.
+        assert_eq!(store.import_position(seq).unwrap(), seq + 1, "cursor {seq}");
+    }
+}
+
+/// Migration 4 (runs of positions) converts a day's order table that a
+/// stopped retention pass left detached as well as the attached ones, so
+/// that retention can attach it again.
+#[test]
+fn migration_4_converts_a_detached_order_table_too() {
+    let pg = TestPg::start();
+    let url = pg.fresh_database();
+    let schema_3 = cts_db::PgSchema {
+        ledger: SCHEMA.ledger,
+        migrations: &SCHEMA.migrations[..3],
+    };
+    let mut client = pool(&url).get().unwrap();
+    assert_eq!(cts_db::migrate(&mut client, &schema_3).unwrap(), [1, 2, 3]);
+    let day = now().div_euclid(DAY) as i32;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE cts_trace_order_test PARTITION OF cts_trace_order \
+             FOR VALUES FROM ({day}) TO ({next}); \
+             INSERT INTO cts_trace_order (pos, day, seq) VALUES (1, {day}, 5); \
+             ALTER TABLE cts_trace_order DETACH PARTITION cts_trace_order_test",
+            next = day + 1
+        ))
+        .unwrap();
+    assert_eq!(cts_db::migrate(&mut client, &SCHEMA).unwrap(), [4]);
+    let row = client
+        .query_one(
+            "SELECT pos, n, first_seq, last_seq FROM cts_trace_order_test",
+            &[],
+        )
+        .unwrap();
+    let run: (i64, i32, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!(run, (1, 1, 5, 5));
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE cts_trace_order ATTACH PARTITION cts_trace_order_test \
+             FOR VALUES FROM ({day}) TO ({})",
+            day + 1
+        ))
+        .expect("the converted table attaches again");
 }
 
 /// A retry reaching another node is a duplicate there too; a partition one
@@ -454,13 +531,16 @@ fn retention_drops_one_day_up_to_position_2(store: &PgStore) {
     assert_journal_goes_on_at_3(store);
 }
 
+/// Also when the consumer asks for fewer traces than the gap holds.
 fn assert_journal_goes_on_at_3(store: &PgStore) {
-    match store.read_journal(0, 10) {
-        Err(StoreError::JournalGone {
-            after_seq: 0,
-            oldest_seq: 3,
-        }) => {}
-        other => panic!("expected JournalGone, got {other:?}"),
+    for max in [10, 1] {
+        match store.read_journal(0, max) {
+            Err(StoreError::JournalGone {
+                after_seq: 0,
+                oldest_seq: 3,
+            }) => {}
+            other => panic!("max {max}: expected JournalGone, got {other:?}"),
+        }
     }
 }
 
@@ -792,7 +872,7 @@ fn waiting(client: &mut postgres::Client, statement: &str) -> i32 {
 fn read_the_journal(read: &mut postgres::Transaction<'_>) -> usize {
     read.query(
         "SELECT o.pos FROM cts_trace_order o JOIN cts_traces t \
-         ON t.day = o.day AND t.seq BETWEEN o.seq AND o.last_seq ORDER BY o.pos",
+         ON t.day = o.day AND t.seq BETWEEN o.first_seq AND o.last_seq ORDER BY o.pos",
         &[],
     )
     .unwrap()
