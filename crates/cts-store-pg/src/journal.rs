@@ -144,7 +144,7 @@ impl PgStore {
         }
         let (after, end) = (
             after_seq as i64,
-            durable_seq.min(after_seq + max as u64) as i64,
+            durable_seq.min(after_seq.saturating_add(max as u64)) as i64,
         );
         // The run holding the first position wanted (the last starting at
         // or before it), then those starting within the wanted stretch.

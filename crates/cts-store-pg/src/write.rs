@@ -3,10 +3,10 @@
 //! lock only numbers the rows it wrote, in batch order, by a few rows of
 //! the narrow `cts_trace_order` (one per stretch of the batch in one day,
 //! usually one: a run, its first position, its count and its row keys'
-//! range), and commits. The lock, held to the commit, orders positions with commits (a
-//! consumer that has read up to N never later finds a committed trace
-//! below N), while the index maintenance of concurrent batches runs in
-//! parallel.
+//! range), and commits. The lock, held to the commit, orders positions
+//! with commits (a consumer that has read up to N never later finds a
+//! committed trace below N), while the index maintenance of concurrent
+//! batches runs in parallel.
 //!
 //! The traces go in one of two ways. Usually none is stored yet: they are
 //! `COPY`ed (binary) straight into `cts_traces`, whose unique index
@@ -37,9 +37,9 @@ const ORD_BITS: u32 = 24;
 /// (`ord`); then, only when some were inserted, locks the counter's row
 /// and numbers them consecutively in key (batch) order, one run per
 /// stretch of one day (islands: a row's rank overall minus its rank in its
-/// day is constant along a stretch). Answers how many were inserted. The initplans
-/// gate the counter's update on the insert having run to completion, so
-/// the lock is taken after the heavy part.
+/// day is constant along a stretch). Answers how many were inserted. The
+/// initplans gate the counter's update on the insert having run to
+/// completion, so the lock is taken after the heavy part.
 fn append_statement() -> String {
     let filters = filter_columns();
     let arrays = (0..cts_model::Field::ALL.len())
