@@ -244,17 +244,13 @@ impl Batch<'_> {
         // numbered.
         let found = tx.query(
             format!(
-                "SELECT k.i, t.seq, {} FROM unnest($1::text[], $2::uuid[], $3::integer[]) \
+                "SELECT k.i, t.seq, o.* FROM unnest($1::text[], $2::uuid[], $3::integer[]) \
                  WITH ORDINALITY AS k(project_id, trace_id, day, i) \
                  JOIN cts_traces t ON t.project_id = k.project_id AND t.trace_id = k.trace_id \
-                 AND t.day = k.day CROSS JOIN LATERAL (SELECT * FROM cts_trace_order \
+                 AND t.day = k.day CROSS JOIN LATERAL (SELECT {} FROM cts_trace_order \
                      WHERE day = t.day AND first_seq <= t.seq \
                      ORDER BY first_seq DESC LIMIT 1) o",
                 OrderRun::COLUMNS
-                    .split(", ")
-                    .map(|c| format!("o.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
             )
             .as_str(),
             &[&projects, &ids, &days],

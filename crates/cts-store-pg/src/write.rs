@@ -63,13 +63,17 @@ fn append_statement() -> String {
          c AS (SELECT count(*) AS n FROM ins), \
          p AS (UPDATE cts_trace_positions SET next_pos = next_pos + (SELECT n FROM c) \
                WHERE (SELECT n FROM c) > 0 RETURNING next_pos - (SELECT n FROM c) AS first), \
-         o AS (INSERT INTO cts_trace_order (pos, n, day, first_seq, last_seq) \
-               SELECT p.first + sum(r.n) OVER (ORDER BY r.seq) - r.n, r.n, r.day, r.seq, \
-                      r.last_seq \
-               FROM p, r RETURNING n) \
+         o AS ({NUMBER_RUNS} RETURNING n) \
          SELECT coalesce(sum(n), 0)::bigint FROM o"
     )
 }
+
+/// Writes the runs `r` (`day`, `seq`: the first key, `last_seq`, `n`) of a
+/// batch with consecutive positions from `p.first`, in key order: the
+/// numbering's one rule, for both ways in.
+const NUMBER_RUNS: &str = "INSERT INTO cts_trace_order (pos, n, day, first_seq, last_seq) \
+     SELECT p.first + sum(r.n) OVER (ORDER BY r.seq) - r.n, r.n, r.day, r.seq, r.last_seq \
+     FROM p, r";
 
 /// The parameter types of [`append_statement`], in order.
 fn append_types() -> Vec<Type> {
@@ -195,18 +199,13 @@ fn copy_and_commit(
     let mut numbered = order.to_vec();
     numbered.sort_unstable();
     let runs = runs(numbered.iter().map(|&i| (day_of(traces[i].time()), seq(i))));
-    let before = sql_array(runs.iter().scan(0, |n, r| {
-        *n += r.n;
-        Some(*n - r.n)
-    }));
     client.batch_execute(&format!(
         "WITH p AS (UPDATE cts_trace_positions SET next_pos = next_pos + {total} \
-             RETURNING next_pos - {total} AS first) \
-         INSERT INTO cts_trace_order (pos, n, day, first_seq, last_seq) \
-         SELECT p.first + r.before, r.n, r.day, r.seq, r.last_seq \
-         FROM p, unnest('{before}'::bigint[], '{n}'::integer[], '{days}'::integer[], \
-                        '{seqs}'::bigint[], '{last}'::bigint[]) \
-              AS r(before, n, day, seq, last_seq); \
+             RETURNING next_pos - {total} AS first), \
+         r AS (SELECT * FROM unnest('{n}'::integer[], '{days}'::integer[], \
+                                    '{seqs}'::bigint[], '{last}'::bigint[]) \
+               AS r(n, day, seq, last_seq)) \
+         {NUMBER_RUNS}; \
          COMMIT",
         total = order.len(),
         n = sql_array(runs.iter().map(|r| r.n)),
