@@ -300,6 +300,18 @@ fn a_batch_failing_inside_its_transaction_leaves_the_connection_usable() {
     assert_eq!(read_all(&store).len(), 4);
 }
 
+/// A connection to `url`'s database, migrated up to `version` only.
+fn at_schema(url: &str, version: usize) -> postgres::Client {
+    let schema = cts_db::PgSchema {
+        ledger: SCHEMA.ledger,
+        migrations: &SCHEMA.migrations[..version],
+    };
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let applied = cts_db::migrate(&mut client, &schema).unwrap();
+    assert_eq!(applied, (1..=version as i32).collect::<Vec<_>>());
+    client
+}
+
 /// A database at schema 1 (positions in `cts_traces`) moves to the
 /// narrow positions table: every trace keeps its position, consumers go on
 /// where they were, new traces are numbered after the old ones, and
@@ -308,12 +320,7 @@ fn a_batch_failing_inside_its_transaction_leaves_the_connection_usable() {
 fn the_migration_from_schema_1_keeps_positions() {
     let pg = TestPg::start();
     let url = pg.fresh_database();
-    let schema_1 = cts_db::PgSchema {
-        ledger: SCHEMA.ledger,
-        migrations: &SCHEMA.migrations[..1],
-    };
-    let mut client = pool(&url).get().unwrap();
-    assert_eq!(cts_db::migrate(&mut client, &schema_1).unwrap(), [1]);
+    let mut client = at_schema(&url, 1);
     // Three traces as schema 1 stored them: two four days ago, one now.
     let old = now() - 4 * DAY;
     for (pos, time) in [(1i64, old), (2, old), (3, now() - HOUR)] {
@@ -406,12 +413,7 @@ fn an_imported_batch_over_two_days_keeps_its_order_for_cursors() {
 fn migration_4_converts_a_detached_order_table_too() {
     let pg = TestPg::start();
     let url = pg.fresh_database();
-    let schema_3 = cts_db::PgSchema {
-        ledger: SCHEMA.ledger,
-        migrations: &SCHEMA.migrations[..3],
-    };
-    let mut client = pool(&url).get().unwrap();
-    assert_eq!(cts_db::migrate(&mut client, &schema_3).unwrap(), [1, 2, 3]);
+    let mut client = at_schema(&url, 3);
     let day = now().div_euclid(DAY) as i32;
     client
         .batch_execute(&format!(
