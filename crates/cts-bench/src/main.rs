@@ -76,6 +76,10 @@ struct Args {
     /// (default: a tenth of --traces; 0 skips this phase).
     #[arg(long)]
     busy_traces: Option<u64>,
+    /// The rate of that load, traces/s (default: half the measured ingest
+    /// rate): a fixed rate compares builds whose ingest rates differ.
+    #[arg(long)]
+    busy_rate: Option<f64>,
     /// Seed of the generated data and query values (same seed, same traces).
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -338,7 +342,7 @@ fn run(args: &Args) -> Result<()> {
         // causes run all the while, but the ingest requests themselves do not
         // take both cores (a full-rate load on two cores measures the
         // queries' wait for a CPU, not the background work's effect).
-        let rate = ingest_rate / 2.0;
+        let rate = args.busy_rate.unwrap_or(ingest_rate / 2.0);
         progress(
             t0,
             &format!(

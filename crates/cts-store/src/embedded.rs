@@ -22,6 +22,7 @@ use crate::{
     AppendOutcome, JournalBatch, QueryPage, RetentionReport, StoreError, StoreStats, TraceStore,
 };
 
+mod active;
 mod check;
 mod feed;
 mod files;
@@ -149,6 +150,8 @@ impl JournalFile {
 struct IndexState {
     frozen: Vec<Arc<Memtable>>,
     segments: Vec<Arc<Segment>>,
+    /// The newest generation of the active memtable flushed to segments.
+    flushed_generation: u64,
 }
 
 struct Inner {
@@ -156,7 +159,7 @@ struct Inner {
     journal_dir: PathBuf,
     index_dir: PathBuf,
     dicts: Arc<Dictionaries>,
-    active: RwLock<Memtable>,
+    active: active::Active,
     index: RwLock<IndexState>,
     manifest: Mutex<Manifest>,
     journal_files: Mutex<BTreeMap<u32, JournalFile>>,
@@ -261,7 +264,7 @@ impl EmbeddedStore {
                 rest.push(t);
             }
         }
-        freeze_active(&self.inner, &mut self.inner.active.write());
+        freeze_active(&self.inner);
         self.inner.flush_tx.lock().take();
         for t in rest {
             let _ = t.join();

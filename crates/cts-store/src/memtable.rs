@@ -49,9 +49,10 @@ impl TopK {
     pub fn offer(&mut self, c: Candidate) {
         if self.heap.len() < self.k {
             self.heap.push(Reverse(c));
-        } else if self.heap.peek().is_some_and(|min| c > min.0) {
-            self.heap.pop();
-            self.heap.push(Reverse(c));
+        } else if let Some(mut min) = self.heap.peek_mut() {
+            if c > min.0 {
+                *min = Reverse(c);
+            }
         }
     }
     /// The oldest key kept, once `k` are kept: sources whose newest trace is
@@ -166,9 +167,19 @@ pub struct Memtable {
     postings: Vec<Vec<u32>>,
     /// Highest journal sequence number held.
     pub max_seq: u64,
+    /// Which filling of the active memtable this is: a query that read the
+    /// active memtable skips the frozen one of the same generation.
+    pub generation: u64,
 }
 
 impl Memtable {
+    pub fn with_generation(generation: u64) -> Self {
+        Memtable {
+            generation,
+            ..Memtable::default()
+        }
+    }
+
     fn intern(&mut self, s: &str) -> u32 {
         let strings = &self.strings;
         let hasher = &self.hasher;
@@ -214,16 +225,7 @@ impl Memtable {
                 *slot = self.intern(value);
             }
         }
-        let n = self.docs.len() as u32;
-        for id in std::iter::once(project).chain(terms.into_iter().filter(|&t| t != NONE)) {
-            let list = &mut self.postings[id as usize];
-            // One entry per doc, though a value may fill several fields.
-            if list.last() != Some(&n) {
-                list.push(n);
-            }
-        }
-        self.by_id.insert((project, v.id), n);
-        self.docs.push(MemDoc {
+        self.add(MemDoc {
             time: v.time,
             id: v.id,
             project,
@@ -232,6 +234,43 @@ impl Memtable {
             idx,
         });
         self.max_seq = self.max_seq.max(seq);
+    }
+
+    /// Adds a doc whose values are interned already.
+    fn add(&mut self, d: MemDoc) {
+        let n = self.docs.len() as u32;
+        for id in std::iter::once(d.project).chain(d.terms.into_iter().filter(|&t| t != NONE)) {
+            let list = &mut self.postings[id as usize];
+            // One entry per doc, though a value may fill several fields.
+            if list.last() != Some(&n) {
+                list.push(n);
+            }
+        }
+        self.by_id.insert((d.project, d.id), n);
+        self.docs.push(d);
+    }
+
+    /// Adds what `ahead` holds beyond this memtable, which must hold what
+    /// `ahead` held before its latest inserts: the same as repeating those
+    /// inserts, but only new values are hashed (values are interned in the
+    /// order they first came, so `ahead`'s ids are this memtable's too).
+    pub fn catch_up(&mut self, ahead: &Memtable) {
+        debug_assert!(self.docs.len() <= ahead.docs.len());
+        debug_assert!(self.strings.len() <= ahead.strings.len());
+        for s in &ahead.strings[self.strings.len()..] {
+            let id = self.strings.len() as u32;
+            let (hasher, strings) = (&self.hasher, &self.strings);
+            self.interner
+                .insert_unique(hasher.hash_one(&**s), id, |&id| {
+                    hasher.hash_one(&*strings[id as usize])
+                });
+            self.strings.push(s.clone());
+            self.postings.push(Vec::new());
+        }
+        for d in &ahead.docs[self.docs.len()..] {
+            self.add(*d);
+        }
+        self.max_seq = ahead.max_seq;
     }
 
     /// The key of a trace of the project, by id.
@@ -263,7 +302,10 @@ impl Memtable {
             .map(|id| &self.postings[id as usize])
             .min_by_key(|list| list.len())
             .expect("the project's list");
-        for d in shortest.iter().map(|&n| &self.docs[n as usize]) {
+        // Newest first (traces mostly come in time order): once `top` is
+        // full, older docs are turned away by one comparison instead of
+        // each replacing the oldest kept one.
+        for d in shortest.iter().rev().map(|&n| &self.docs[n as usize]) {
             if d.project == project
                 && d.time > probe.from
                 && (d.time, d.id) < probe.upper
@@ -337,6 +379,8 @@ mod tests {
             len: 1,
         };
         let mut m = Memtable::default();
+        // Kept level by `catch_up` instead of inserts: it must answer alike.
+        let mut twin = Memtable::default();
         let mut all = Vec::new();
         for i in 0..3000u32 {
             let project = ["p1", "p2", "ECS"][next(3) as usize];
@@ -351,7 +395,11 @@ mod tests {
             let time = next(500) as i64;
             m.insert(&IndexValues::new(project, time, id, vals), f, 0, i as u64);
             all.push((project, time, id, vals));
+            if next(40) == 0 {
+                twin.catch_up(&m);
+            }
         }
+        twin.catch_up(&m);
         for _ in 0..400 {
             let project = ["p1", "p2", "ECS", "none"][next(4) as usize];
             let filters: Vec<(Field, String)> = (0..next(3))
@@ -370,6 +418,8 @@ mod tests {
                 filters: &filters,
             };
             m.probe(&probe, &mut top);
+            let mut twins = TopK::new(top.k);
+            twin.probe(&probe, &mut twins);
             let mut model = TopK::new(top.k);
             for (p, time, id, vals) in &all {
                 let matches = filters.iter().all(|(field, value)| {
@@ -384,11 +434,9 @@ mod tests {
                     });
                 }
             }
-            assert_eq!(
-                top.into_sorted(),
-                model.into_sorted(),
-                "{project} {filters:?}"
-            );
+            let top = top.into_sorted();
+            assert_eq!(top, model.into_sorted(), "{project} {filters:?}");
+            assert_eq!(top, twins.into_sorted(), "caught up: {project} {filters:?}");
         }
     }
 }

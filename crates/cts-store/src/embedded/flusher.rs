@@ -71,6 +71,7 @@ pub(super) fn flush(inner: &Inner, mem: &Arc<Memtable>, flush_id: u64) -> Result
         let mut idx = inner.index.write();
         idx.segments.extend(opened);
         idx.frozen.retain(|f| !Arc::ptr_eq(f, mem));
+        idx.flushed_generation = idx.flushed_generation.max(mem.generation);
     }
     inner.durable_seq.fetch_max(mem.max_seq, Ordering::AcqRel);
     Ok(())

@@ -154,11 +154,25 @@ impl EmbeddedStore {
             filters: &q.filters,
         };
         let k = q.limit + 1;
-        let mut top = TopK::new(k);
-        self.inner.active.read().probe(&probe, &mut top);
-        let (frozen, mut segments) = {
+        let mut top;
+        let (frozen, mut segments) = loop {
+            top = TopK::new(k);
+            let generation = {
+                let active = self.inner.active.read();
+                active.probe(&probe, &mut top);
+                active.generation
+            };
+            // The memtable just read may have been frozen since: it is then
+            // among the frozen ones too, and read once. Were it flushed
+            // already, its traces would be in segments too: read again.
             let idx = self.inner.index.read();
-            (idx.frozen.clone(), idx.segments.clone())
+            if idx.flushed_generation < generation {
+                let frozen: Vec<_> = (idx.frozen.iter())
+                    .filter(|m| m.generation != generation)
+                    .cloned()
+                    .collect();
+                break (frozen, idx.segments.clone());
+            }
         };
         for m in &frozen {
             m.probe(&probe, &mut top);

@@ -210,10 +210,11 @@ impl EmbeddedStore {
             journal_dir: journal_dir.clone(),
             dicts,
             index_dir,
-            active: RwLock::new(Memtable::default()),
+            active: Default::default(),
             index: RwLock::new(IndexState {
                 frozen: Vec::new(),
                 segments,
+                flushed_generation: 0,
             }),
             manifest: Mutex::new(manifest.clone()),
             journal_files: Mutex::new(journal_files),
@@ -256,12 +257,14 @@ impl EmbeddedStore {
                             path: path.clone(),
                             detail: e.to_string(),
                         })?;
-                    let mut active = inner.active.write();
-                    active.insert(&IndexValues::of(&trace), frame, idx, seq);
-                    if active.len() >= config.memtable_max_traces {
-                        let full = Arc::new(std::mem::take(&mut *active));
-                        inner.index.write().frozen.push(full.clone());
-                        pending_flush.push(full);
+                    let values = IndexValues::of(&trace);
+                    let held = inner.active.insert(|m| m.insert(&values, frame, idx, seq));
+                    if held >= config.memtable_max_traces {
+                        inner.active.freeze(|full| {
+                            let full = Arc::new(full);
+                            inner.index.write().frozen.push(full.clone());
+                            pending_flush.push(full);
+                        });
                     }
                 }
             }

@@ -11,7 +11,6 @@ use super::files::write_sidecar;
 use super::{Inner, JournalFile};
 use crate::dict::Dictionaries;
 use crate::journal::{self, ActiveFile, EncodedBatch, FRAME_DOCS};
-use crate::memtable::Memtable;
 use crate::{AppendOutcome, PreparedTrace, StoreError};
 
 pub(super) struct WriteRequest {
@@ -116,7 +115,7 @@ pub(super) fn rotate(inner: &Inner, file: &mut ActiveFile, flush: bool) -> Resul
     // Let the next file start with a dictionary of recent traces.
     inner.dicts.request_new();
     if flush {
-        freeze_active(inner, &mut inner.active.write());
+        freeze_active(inner);
     }
     Ok(())
 }
@@ -132,15 +131,14 @@ fn abandon(inner: &Inner, file: &mut ActiveFile, valid_len: u64) -> Result<(), S
 }
 
 /// Hands the memtable, if it holds anything, to the flusher.
-pub(super) fn freeze_active(inner: &Inner, active: &mut Memtable) {
-    if active.len() == 0 {
-        return;
-    }
-    let full = Arc::new(std::mem::take(active));
-    inner.index.write().frozen.push(full.clone());
-    if let Some(tx) = inner.flush_tx.lock().as_ref() {
-        let _ = tx.send(full);
-    }
+pub(super) fn freeze_active(inner: &Inner) {
+    inner.active.freeze(|full| {
+        let full = Arc::new(full);
+        inner.index.write().frozen.push(full.clone());
+        if let Some(tx) = inner.flush_tx.lock().as_ref() {
+            let _ = tx.send(full);
+        }
+    });
 }
 
 pub(super) fn fail_all(group: Vec<WriteRequest>, e: &StoreError) {
@@ -219,8 +217,7 @@ pub(super) fn write_group(
         }
         inner.last_seq.store(seq, Ordering::Release);
     }
-    {
-        let mut active = inner.active.write();
+    let held = inner.active.insert(|active| {
         for (r, (first_seq, refs)) in group.iter().zip(&placed) {
             for (i, d) in r.docs.iter().enumerate() {
                 active.insert(
@@ -231,9 +228,9 @@ pub(super) fn write_group(
                 );
             }
         }
-        if active.len() >= inner.config.memtable_max_traces {
-            freeze_active(inner, &mut active);
-        }
+    });
+    if held >= inner.config.memtable_max_traces {
+        freeze_active(inner);
     }
     for r in group {
         let outcome = AppendOutcome {
