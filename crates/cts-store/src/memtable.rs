@@ -138,6 +138,9 @@ impl IndexValues {
 
 const NONE: u32 = u32::MAX;
 
+/// Docs per entry of [`Memtable::newest_up_to`].
+const BLOCK: usize = 256;
+
 #[derive(Clone, Copy)]
 pub struct MemDoc {
     pub time: i64,
@@ -167,6 +170,10 @@ pub struct Memtable {
     postings: Vec<Vec<u32>>,
     /// Highest journal sequence number held.
     pub max_seq: u64,
+    /// `newest_up_to[b]`: the newest time among docs `0..(b + 1) * BLOCK`.
+    /// A probe walking newest first stops where no doc left can enter its
+    /// page: a frequent value's page costs its 200 docs, not all of them.
+    newest_up_to: Vec<i64>,
     /// Which filling of the active memtable this is: a query that read the
     /// active memtable skips the frozen one of the same generation.
     pub generation: u64,
@@ -247,6 +254,13 @@ impl Memtable {
             }
         }
         self.by_id.insert((d.project, d.id), n);
+        let block = n as usize / BLOCK;
+        if block == self.newest_up_to.len() {
+            let before = self.newest_up_to.last().copied().unwrap_or(i64::MIN);
+            self.newest_up_to.push(before.max(d.time));
+        } else {
+            self.newest_up_to[block] = self.newest_up_to[block].max(d.time);
+        }
         self.docs.push(d);
     }
 
@@ -302,10 +316,14 @@ impl Memtable {
             .map(|id| &self.postings[id as usize])
             .min_by_key(|list| list.len())
             .expect("the project's list");
-        // Newest first (traces mostly come in time order): once `top` is
-        // full, older docs are turned away by one comparison instead of
-        // each replacing the oldest kept one.
-        for d in shortest.iter().rev().map(|&n| &self.docs[n as usize]) {
+        // Newest first: traces mostly come in time order, so the walk ends
+        // soon after `top` is full.
+        for &n in shortest.iter().rev() {
+            let newest = self.newest_up_to[n as usize / BLOCK];
+            if newest <= probe.from || top.floor().is_some_and(|floor| newest < floor.0) {
+                break;
+            }
+            let d = &self.docs[n as usize];
             if d.project == project
                 && d.time > probe.from
                 && (d.time, d.id) < probe.upper
@@ -392,7 +410,10 @@ mod tests {
             }
             let mut id = [0u8; 16];
             id[..4].copy_from_slice(&i.to_le_bytes());
-            let time = next(500) as i64;
+            // Mostly in time order, one in ten late: the walk's early end
+            // must not lose a late trace.
+            let late = if next(10) == 0 { next(60) as i64 } else { 0 };
+            let time = (i / 6) as i64 - late;
             m.insert(&IndexValues::new(project, time, id, vals), f, 0, i as u64);
             all.push((project, time, id, vals));
             if next(40) == 0 {
