@@ -34,6 +34,7 @@ pub fn cases<S: TraceStore + ?Sized>() -> Vec<Case<S>> {
             every_filter_and_combinations::<S>,
         ),
         ("paging_by_marker", paging_by_marker::<S>),
+        ("a_page_of_a_rare_value", a_page_of_a_rare_value::<S>),
         ("time_window", time_window::<S>),
         ("retention", retention::<S>),
         (
@@ -299,6 +300,31 @@ pub fn paging_by_marker<S: TraceStore + ?Sized>(store: &S) {
     q.next = Some(uuid(999));
     let page = store.query(&q).expect("query");
     assert!(page.traces.is_empty() && page.marker.is_none());
+}
+
+/// A value on every eighth trace of a batch: a page of it reads a stored
+/// frame (the embedded store's unit of eight traces) for each of its
+/// traces, more than a page shares with the fetch helper; every page comes
+/// back whole, newest first.
+pub fn a_page_of_a_rare_value<S: TraceStore + ?Sized>(store: &S) {
+    let t0 = now() - 2 * HOUR;
+    let items: Vec<Value> = (0..1600u32)
+        .map(|i| {
+            let name = if i % 8 == 0 { "rare" } else { "common" };
+            json!({"trace_id": uuid(i), "time": t0 + i64::from(i), "resource_name": name})
+        })
+        .collect();
+    store.append(traces("p", &items)).expect("append");
+    let rare: Vec<String> = (0..1600u32)
+        .rev()
+        .filter(|i| i % 8 == 0)
+        .map(uuid)
+        .collect();
+    for limit in [200, 150] {
+        let mut q = window("p", &[(Field::ResourceName, "rare")]);
+        q.limit = limit;
+        assert_eq!(all_ids(store, &q), rare, "limit {limit}");
+    }
 }
 
 /// `from` and `to` are exclusive; nothing older than the retention is

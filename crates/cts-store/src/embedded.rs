@@ -25,6 +25,7 @@ use crate::{
 mod active;
 mod check;
 mod feed;
+mod fetch_helper;
 mod files;
 mod flusher;
 mod frame_cache;
@@ -171,6 +172,8 @@ struct Inner {
     /// Decompressed frames queries read most recently, within
     /// `config.frame_cache_bytes`.
     frames: frame_cache::FrameCache,
+    /// Reads half of a large page's frames on another core.
+    fetch_helper: fetch_helper::FetchHelper,
     last_seq: AtomicU64,
     /// Reads that found stored data failing its check, since the start.
     corrupt_reads: AtomicU64,

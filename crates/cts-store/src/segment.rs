@@ -882,26 +882,27 @@ mod tests {
     use crate::memtable::IndexValues;
     use std::fs;
 
+    /// Inserts trace `i` of a test segment: its id, time, frame and
+    /// sequence number follow from `i`.
+    fn insert_nth(mem: &mut Memtable, project: &str, i: u32, values: [Option<&str>; NF]) {
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&i.to_le_bytes());
+        let frame = FrameRef {
+            file: 1,
+            offset: i / 8 * 100,
+            len: 100,
+        };
+        let v = IndexValues::new(project, 1000 + i as i64, id, values);
+        mem.insert(&v, frame, (i % 8) as u8, i as u64 + 1);
+    }
+
     fn sample_segment(dir: &Path) -> PathBuf {
         let mut mem = Memtable::default();
         for i in 0..120u32 {
             let mut values = [None; NF];
             let service = format!("S{}", i % 3);
             values[0] = Some(service.as_str());
-            let project = if i % 2 == 0 { "a" } else { "b" };
-            let mut id = [0u8; 16];
-            id[..4].copy_from_slice(&i.to_le_bytes());
-            let frame = FrameRef {
-                file: 1,
-                offset: i / 8 * 100,
-                len: 100,
-            };
-            mem.insert(
-                &IndexValues::new(project, 1000 + i as i64, id, values),
-                frame,
-                (i % 8) as u8,
-                i as u64 + 1,
-            );
+            insert_nth(&mut mem, if i % 2 == 0 { "a" } else { "b" }, i, values);
         }
         let members: Vec<u32> = (0..120).collect();
         write(dir, 0, 1, &mem, &members, false).unwrap()
@@ -921,16 +922,7 @@ mod tests {
             let (service, user) = (format!("S{}", i % 3), format!("U{}", i % 7));
             values[0] = Some(service.as_str());
             values[1] = Some(user.as_str());
-            let mut id = [0u8; 16];
-            id[..4].copy_from_slice(&i.to_le_bytes());
-            let frame = FrameRef {
-                file: 1,
-                offset: i / 8 * 100,
-                len: 100,
-            };
-            let time = 1000 + i as i64;
-            let v = IndexValues::new("a", time, id, values);
-            mem.insert(&v, frame, (i % 8) as u8, i as u64 + 1);
+            insert_nth(&mut mem, "a", i, values);
         }
         let members: Vec<u32> = (0..n).collect();
         let seg = Segment::open(&write(dir.path(), 0, 1, &mem, &members, false).unwrap()).unwrap();

@@ -221,6 +221,8 @@ impl EmbeddedStore {
             readers: Default::default(),
             summaries: summary_cache,
             frames: super::frame_cache::FrameCache::new(config.frame_cache_bytes),
+            fetch_helper: super::fetch_helper::FetchHelper::start()
+                .map_err(StoreError::io(&config.dir))?,
             last_seq: AtomicU64::new(last_seq),
             corrupt_reads: AtomicU64::new(0),
             quarantined,
