@@ -37,15 +37,26 @@ impl Active {
     /// A copy holding every trace inserted so far. Never waits for an
     /// insert: a copy the writer holds is one queries were turned away from.
     pub(super) fn read(&self) -> RwLockReadGuard<'_, Memtable> {
-        for _ in 0..8 {
+        for tries in 0.. {
             let i = self.readable.load(Ordering::Acquire);
-            if let Some(copy) = self.copies[i].try_read() {
+            #[cfg(test)]
+            tests::BETWEEN.with(|hook| hook.borrow_mut().as_mut().map(|h| h()));
+            // Blocking only if the writer turned again and again meanwhile.
+            let copy = if tries < 8 {
+                self.copies[i].try_read()
+            } else {
+                Some(self.copies[i].read())
+            };
+            // Still the copy queries read once locked, so the writer cannot
+            // be mid-way through it (a freeze empties the other copy before
+            // the frozen memtable is queryable; an insert fills it before
+            // its traces are acknowledged).
+            if let Some(copy) = copy.filter(|_| self.readable.load(Ordering::Acquire) == i) {
                 return copy;
             }
             std::hint::spin_loop();
         }
-        // Only if the writer turned twice meanwhile, again and again.
-        self.copies[self.readable.load(Ordering::Acquire)].read()
+        unreachable!("the loop returns")
     }
 
     /// Inserts with `fill` into one copy, turns queries to it, then brings
@@ -91,7 +102,14 @@ mod tests {
     use super::*;
     use crate::journal::FrameRef;
     use crate::memtable::{IndexValues, Probe, TopK, NF};
-    use std::sync::Arc;
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+
+    thread_local! {
+        /// Runs in `read` between choosing a copy and locking it.
+        pub(super) static BETWEEN: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+            const { std::cell::RefCell::new(None) };
+    }
 
     fn fill(m: &mut Memtable, first: u64, n: u64) {
         let frame = FrameRef {
@@ -122,6 +140,48 @@ mod tests {
         assert_eq!(seen, Ok(3), "the query waited for the writer's copy");
     }
 
+    /// A query that chose a copy, then lost its core while the writer
+    /// inserted a group and froze, does not read the copy the freeze
+    /// emptied before the frozen memtable is queryable: it reads the copy
+    /// queries read once it holds it.
+    #[test]
+    fn a_query_that_chose_a_copy_long_ago_reads_the_current_one() {
+        let active = Arc::new(Active::default());
+        active.insert(|m| fill(m, 1, 5));
+        let (chose, chosen) = mpsc::channel();
+        let (go, wait) = mpsc::channel::<()>();
+        let (seen, saw) = mpsc::channel();
+        let reader = {
+            let active = active.clone();
+            std::thread::spawn(move || {
+                let mut once = Some((chose, wait));
+                BETWEEN.with(|hook| {
+                    *hook.borrow_mut() = Some(Box::new(move || {
+                        if let Some((chose, wait)) = once.take() {
+                            chose.send(()).unwrap();
+                            wait.recv().unwrap();
+                        }
+                    }))
+                });
+                let copy = active.read();
+                seen.send((copy.len(), copy.generation)).unwrap();
+            })
+        };
+        chosen.recv().unwrap();
+        active.insert(|m| fill(m, 6, 5));
+        let mut frozen = None;
+        active.freeze(|m| {
+            go.send(()).unwrap();
+            let read = saw
+                .recv_timeout(Duration::from_secs(5))
+                .expect("the query read");
+            assert_eq!(read, (10, 1), "the query read the copy the freeze emptied");
+            frozen = Some(m);
+        });
+        reader.join().unwrap();
+        assert_eq!(frozen.map(|m| m.len()), Some(10));
+    }
+
     /// Queries running beside inserts and freezes see every trace inserted
     /// before they started exactly once: in a copy, or in a frozen
     /// memtable of another generation than the copy they read.
@@ -141,12 +201,19 @@ mod tests {
                     next += n;
                     inserted.store(next - 1, Ordering::Release);
                     if round % 25 == 24 {
-                        active.freeze(|m| frozen.write().push(Arc::new(m)));
+                        active.freeze(|m| {
+                            // A slow hand-over: a query must not find the
+                            // memtable in neither place meanwhile.
+                            std::thread::sleep(std::time::Duration::from_micros(200));
+                            frozen.write().push(Arc::new(m))
+                        });
                     }
                 }
             })
         };
-        let readers: Vec<_> = (0..2)
+        // More readers than cores: some lose their core between choosing
+        // a copy and locking it.
+        let readers: Vec<_> = (0..6)
             .map(|_| {
                 let (active, frozen) = (active.clone(), frozen.clone());
                 let (inserted, stop) = (inserted.clone(), stop.clone());

@@ -32,15 +32,25 @@ impl FetchHelper {
         if self.busy.swap(true, Ordering::AcqRel) {
             return None;
         }
+        // Free again however the job ends, a panic included.
+        let free = Free(self.busy.clone());
         let job = make();
         let (tx, rx) = mpsc::sync_channel(1);
-        let busy = self.busy.clone();
         self.pool.spawn_blocking(move || {
             let out = job();
-            busy.store(false, Ordering::Release);
+            drop(free);
             let _ = tx.send(out);
         });
         Some(rx)
+    }
+}
+
+/// Clears the busy flag when dropped.
+struct Free(Arc<AtomicBool>);
+
+impl Drop for Free {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -63,5 +73,13 @@ mod tests {
         assert_eq!(first.recv().unwrap(), Ok(1));
         let again = helper.try_run(|| || 3).expect("free again after its job");
         assert_eq!(again.recv().unwrap(), 3);
+        let failed = helper
+            .try_run(|| || -> u8 { panic!("a job that fails") })
+            .expect("free");
+        assert!(failed.recv().is_err(), "no answer from a failed job");
+        let after = helper
+            .try_run(|| || 4)
+            .expect("free again after a failed job");
+        assert_eq!(after.recv().unwrap(), 4);
     }
 }
