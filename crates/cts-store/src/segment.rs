@@ -541,12 +541,17 @@ impl Segment {
     }
 
     fn read_doc_entries(&self, first: u32, n: u32) -> Result<Vec<(Key, DocFrame, u8)>, StoreError> {
-        let size = self.doc_entry;
-        let table = (self.meta.docs_at, self.meta.docs, size);
-        let b = self.read_table(table, first, n, "doc ordinal past the doc table")?;
-        Ok(b.chunks_exact(size)
+        Ok(self
+            .read_doc_span(first, n)?
+            .chunks_exact(self.doc_entry)
             .map(|c| self.parse_doc_entry(c))
             .collect())
+    }
+
+    /// The bytes of doc entries `first..first + n`.
+    fn read_doc_span(&self, first: u32, n: u32) -> Result<Vec<u8>, StoreError> {
+        let table = (self.meta.docs_at, self.meta.docs, self.doc_entry);
+        self.read_table(table, first, n, "doc ordinal past the doc table")
     }
 
     /// A doc entry of this segment's format.
@@ -711,29 +716,37 @@ impl Segment {
     }
 
     fn decode(&self, p: &Posting) -> Result<Vec<u32>, StoreError> {
-        match p {
-            Posting::Single(o) if *o < self.meta.docs => Ok(vec![*o]),
-            Posting::Single(_) => Err(self.corrupt("posting ordinal past the doc table")),
+        match *p {
+            Posting::Single(o) => Ok(vec![self.single(o)?]),
             Posting::List { at, count, bytes } => {
-                if at + *bytes as u64 > self.meta.terms_at {
-                    return Err(self.corrupt("posting list past its section"));
-                }
-                let mut b = vec![0u8; *bytes as usize];
-                self.io(self.file.read_exact_at(&mut b, *at))?;
-                decode_postings(&b, *count, self.meta.docs).map_err(|d| self.corrupt(d))
+                self.check_list(at, bytes)?;
+                let mut b = vec![0u8; bytes as usize];
+                self.io(self.file.read_exact_at(&mut b, at))?;
+                decode_postings(&b, count, self.meta.docs).map_err(|d| self.corrupt(d))
             }
         }
+    }
+
+    /// The ordinal of a one-trace posting, if it is in the doc table.
+    fn single(&self, ordinal: u32) -> Result<u32, StoreError> {
+        if ordinal >= self.meta.docs {
+            return Err(self.corrupt("posting ordinal past the doc table"));
+        }
+        Ok(ordinal)
+    }
+
+    /// Whether a posting list of `bytes` at `at` lies within its section.
+    fn check_list(&self, at: u64, bytes: u32) -> Result<(), StoreError> {
+        if at + bytes as u64 > self.meta.terms_at {
+            return Err(self.corrupt("posting list past its section"));
+        }
+        Ok(())
     }
 
     fn cursor(&self, p: &Posting) -> Result<Cursor<'_>, StoreError> {
         match *p {
             Posting::Single(o) => Cursor::single(self, o),
-            Posting::List { at, count, bytes } => {
-                if at + bytes as u64 > self.meta.terms_at {
-                    return Err(self.corrupt("posting list past its section"));
-                }
-                Cursor::list(self, at, bytes, count)
-            }
+            Posting::List { at, count, bytes } => Cursor::list(self, at, bytes, count),
         }
     }
 
@@ -857,8 +870,7 @@ impl Segment {
         // more).
         let entries = if close_together(lo, hi, hits.len()) {
             let size = self.doc_entry;
-            let table = (self.meta.docs_at, self.meta.docs, size);
-            let span = self.read_table(table, lo, hi - lo + 1, "doc ordinal past the doc table")?;
+            let span = self.read_doc_span(lo, hi - lo + 1)?;
             hits.iter()
                 .map(|&o| self.parse_doc_entry(&span[(o - lo) as usize * size..][..size]))
                 .collect()

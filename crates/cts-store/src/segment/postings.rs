@@ -80,9 +80,7 @@ pub(super) struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     pub(super) fn single(seg: &'a Segment, ordinal: u32) -> Result<Cursor<'a>, StoreError> {
-        if ordinal >= seg.meta.docs {
-            return Err(seg.corrupt("posting ordinal past the doc table"));
-        }
+        let ordinal = seg.single(ordinal)?;
         Ok(Cursor {
             seg,
             buf: Vec::new(),
@@ -100,6 +98,7 @@ impl<'a> Cursor<'a> {
         bytes: u32,
         count: u32,
     ) -> Result<Cursor<'a>, StoreError> {
+        seg.check_list(at, bytes)?;
         let mut c = Cursor {
             seg,
             buf: Vec::new(),
