@@ -15,7 +15,7 @@ use super::files::{load_manifest, open_segments, read_sidecar, write_sidecar};
 use super::flusher::flusher_loop;
 use super::merger::{merger_loop, Merger};
 use super::query::MarkerCache;
-use super::writer::{writer_loop, WriteRequest};
+use super::writer::{freeze_active_then, writer_loop, WriteRequest};
 use super::{feed, salvage, EmbeddedStore, IndexState, Inner, JournalFile, OnDamage, StoreConfig};
 use crate::dict::Dictionaries;
 use crate::journal::{self, ActiveFile};
@@ -262,11 +262,7 @@ impl EmbeddedStore {
                     let values = IndexValues::of(&trace);
                     let held = inner.active.insert(|m| m.insert(&values, frame, idx, seq));
                     if held >= config.memtable_max_traces {
-                        inner.active.freeze(|full| {
-                            let full = Arc::new(full);
-                            inner.index.write().frozen.push(full.clone());
-                            pending_flush.push(full);
-                        });
+                        freeze_active_then(&inner, |full| pending_flush.push(full));
                     }
                 }
             }

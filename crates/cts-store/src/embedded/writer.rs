@@ -11,6 +11,7 @@ use super::files::write_sidecar;
 use super::{Inner, JournalFile};
 use crate::dict::Dictionaries;
 use crate::journal::{self, ActiveFile, EncodedBatch, FRAME_DOCS};
+use crate::memtable::Memtable;
 use crate::{AppendOutcome, PreparedTrace, StoreError};
 
 pub(super) struct WriteRequest {
@@ -132,12 +133,20 @@ fn abandon(inner: &Inner, file: &mut ActiveFile, valid_len: u64) -> Result<(), S
 
 /// Hands the memtable, if it holds anything, to the flusher.
 pub(super) fn freeze_active(inner: &Inner) {
-    inner.active.freeze(|full| {
-        let full = Arc::new(full);
-        inner.index.write().frozen.push(full.clone());
+    freeze_active_then(inner, |full| {
         if let Some(tx) = inner.flush_tx.lock().as_ref() {
             let _ = tx.send(full);
         }
+    });
+}
+
+/// Freezes the memtable, if it holds anything: queryable among the frozen
+/// ones, then handed to `flush`.
+pub(super) fn freeze_active_then(inner: &Inner, flush: impl FnOnce(Arc<Memtable>)) {
+    inner.active.freeze(|full| {
+        let full = Arc::new(full);
+        inner.index.write().frozen.push(full.clone());
+        flush(full);
     });
 }
 
