@@ -361,6 +361,7 @@ fn init_logging(format: LogFormat) {
 
 fn run_server(config: Config) -> Result<()> {
     raise_open_file_limit();
+    disable_transparent_huge_pages();
     // Before any thread of the store, the LTS sinks or ingest starts.
     cts_priority::set_ingest_nice(config.store.ingest_nice);
     // SAFETY: mi_collect frees only memory no allocation uses any more.
@@ -452,6 +453,19 @@ fn raise_open_file_limit() {
             hard = limit.rlim_max,
             "cannot raise the open-file soft limit to the hard limit"
         ),
+    }
+}
+
+/// Turns transparent huge pages off for this process. mimalloc asks for
+/// them on its arenas, so a fresh buffer of a few kilobytes (a query's read
+/// of an index segment) could fault in, and zero, a whole 2 MiB page: in
+/// the busy-phase benchmark the 6–10 ms reads behind most ListTraces pages
+/// over 10 ms (docs/benchmark.md). The usual advice for latency-bound
+/// servers (Redis, MongoDB); the kernel's own default stays as it is.
+fn disable_transparent_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE reads no memory of ours.
+    if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "could not turn transparent huge pages off");
     }
 }
 

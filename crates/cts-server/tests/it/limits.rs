@@ -205,6 +205,20 @@ fn the_open_file_limit_is_raised() {
     assert_eq!(soft, hard);
 }
 
+/// ctsd runs without transparent huge pages (a few-kilobyte buffer must not
+/// fault in a 2 MiB page on a query's path), whatever the machine's setting.
+#[test]
+fn transparent_huge_pages_are_off() {
+    let server = TestServer::start();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.process_id())).unwrap();
+    let line = status.lines().find(|l| l.starts_with("THP_enabled:"));
+    assert_eq!(
+        line.map(str::split_whitespace).and_then(|mut f| f.nth(1)),
+        Some("0"),
+        "{status}"
+    );
+}
+
 /// SIGTERM with a request stalled mid-body: the server exits after
 /// `limits.shutdown_grace`, not never.
 #[test]
