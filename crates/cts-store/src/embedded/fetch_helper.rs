@@ -3,10 +3,16 @@
 //! of its traces (about 4 ms of CPU for 200), and on a busy machine its
 //! wait for a core doubles that. At the queries' priority; one page at a
 //! time, taken only when free, so concurrent pages never queue behind it.
+//!
+//! The two threads share a page's items by taking the next one neither has
+//! taken: the query's thread never waits for a helper that has not got a
+//! core yet (it then reads every item itself), only for the one item the
+//! helper is reading when none is left.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex};
 
 pub(super) struct FetchHelper {
     pool: cts_priority::Pool,
@@ -21,27 +27,133 @@ impl FetchHelper {
         })
     }
 
-    /// Runs the job `make` builds on the helper, unless it is busy (then
-    /// `make` is not called): its answer comes on the receiver, which
-    /// reports an error instead if the job could not run to its end.
-    pub(super) fn try_run<T, F>(&self, make: impl FnOnce() -> F) -> Option<Receiver<T>>
+    /// Runs `work` on each of `items`, on this thread and, when it is free,
+    /// on the helper: what every call pushed, in no particular order, or
+    /// the first error. An item the helper could not finish (its job
+    /// panicked) is worked here.
+    pub(super) fn share<I, R, E, W>(&self, items: Vec<I>, work: W) -> Result<Vec<R>, E>
     where
-        T: Send + 'static,
-        F: FnOnce() -> T + Send + 'static,
+        I: Send + Sync + 'static,
+        R: Send + 'static,
+        E: Send + 'static,
+        W: Fn(&I, &mut Vec<R>) -> Result<(), E> + Send + Sync + 'static,
     {
-        if self.busy.swap(true, Ordering::AcqRel) {
-            return None;
-        }
-        // Free again however the job ends, a panic included.
-        let free = Free(self.busy.clone());
-        let job = make();
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.pool.spawn_blocking(move || {
-            let out = job();
-            drop(free);
-            let _ = tx.send(out);
+        let shared = Arc::new(Shared {
+            items,
+            work,
+            next: AtomicUsize::new(0),
+            helper: Mutex::new(Helped {
+                reading: None,
+                read: Vec::new(),
+                error: None,
+                ended: false,
+            }),
+            changed: Condvar::new(),
         });
-        Some(rx)
+        let helped = !self.busy.swap(true, Ordering::AcqRel);
+        if helped {
+            // Free again however the job ends, a panic included.
+            let free = Free(self.busy.clone());
+            let theirs = Ended(shared.clone());
+            self.pool.spawn_blocking(move || {
+                theirs.0.help();
+                drop(theirs);
+                drop(free);
+            });
+        } else {
+            shared.helper.lock().ended = true;
+        }
+        let mut out = Vec::new();
+        let n = shared.items.len();
+        loop {
+            let i = shared.next.fetch_add(1, Ordering::Relaxed);
+            if i >= n {
+                break;
+            }
+            if let Err(e) = (shared.work)(&shared.items[i], &mut out) {
+                shared.next.store(n, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+        let mut h = shared.helper.lock();
+        while h.reading.is_some() && !h.ended {
+            shared.changed.wait(&mut h);
+        }
+        if let Some(e) = h.error.take() {
+            return Err(e);
+        }
+        out.append(&mut h.read);
+        // The helper's job failed with an item in hand.
+        if let Some(i) = h.reading.take() {
+            drop(h);
+            (shared.work)(&shared.items[i], &mut out)?;
+        }
+        Ok(out)
+    }
+}
+
+struct Shared<I, R, E, W> {
+    items: Vec<I>,
+    work: W,
+    /// The next item no thread has taken.
+    next: AtomicUsize,
+    helper: Mutex<Helped<R, E>>,
+    /// The helper finished an item or ended.
+    changed: Condvar,
+}
+
+/// What the helper did with the items it took.
+struct Helped<R, E> {
+    /// The item it is working on: taken under this lock, so that a query
+    /// that finds no item left and this empty knows the helper holds none.
+    reading: Option<usize>,
+    read: Vec<R>,
+    error: Option<E>,
+    /// Its job ended (or never ran): nothing more will come from it.
+    ended: bool,
+}
+
+impl<I, R, E, W> Shared<I, R, E, W>
+where
+    W: Fn(&I, &mut Vec<R>) -> Result<(), E>,
+{
+    /// The helper's side: items until none is left or one fails.
+    fn help(&self) {
+        let n = self.items.len();
+        let mut read = Vec::new();
+        loop {
+            let i = {
+                let mut h = self.helper.lock();
+                let i = self.next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return;
+                }
+                h.reading = Some(i);
+                i
+            };
+            let result = (self.work)(&self.items[i], &mut read);
+            let mut h = self.helper.lock();
+            h.reading = None;
+            match result {
+                Ok(()) => h.read.append(&mut read),
+                Err(e) => {
+                    h.error = Some(e);
+                    self.next.store(n, Ordering::Relaxed);
+                }
+            }
+            self.changed.notify_all();
+        }
+    }
+}
+
+/// Marks the helper's job ended when dropped (a panic included) and wakes
+/// the query waiting for it.
+struct Ended<I, R, E, W>(Arc<Shared<I, R, E, W>>);
+
+impl<I, R, E, W> Drop for Ended<I, R, E, W> {
+    fn drop(&mut self) {
+        self.0.helper.lock().ended = true;
+        self.0.changed.notify_all();
     }
 }
 
@@ -57,29 +169,103 @@ impl Drop for Free {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    fn sorted(mut v: Vec<u32>) -> Vec<u32> {
+        v.sort_unstable();
+        v
+    }
 
     #[test]
-    fn one_job_at_a_time_and_free_again_after_it() {
+    fn every_item_is_worked_once_by_either_thread() {
         let helper = FetchHelper::start().unwrap();
-        let (go, wait) = mpsc::channel::<()>();
-        let first = helper
-            .try_run(|| move || wait.recv().map(|_| 1))
-            .expect("a free helper takes a job");
-        assert!(
-            helper.try_run(|| || 2).is_none(),
-            "a busy helper takes no second job"
-        );
-        go.send(()).unwrap();
-        assert_eq!(first.recv().unwrap(), Ok(1));
-        let again = helper.try_run(|| || 3).expect("free again after its job");
-        assert_eq!(again.recv().unwrap(), 3);
-        let failed = helper
-            .try_run(|| || -> u8 { panic!("a job that fails") })
-            .expect("free");
-        assert!(failed.recv().is_err(), "no answer from a failed job");
-        let after = helper
-            .try_run(|| || 4)
-            .expect("free again after a failed job");
-        assert_eq!(after.recv().unwrap(), 4);
+        for n in [0u32, 1, 2, 7, 500] {
+            let out = helper
+                .share((0..n).collect(), |&i: &u32, out: &mut Vec<u32>| {
+                    out.push(i * 2);
+                    Ok::<_, ()>(())
+                })
+                .unwrap();
+            assert_eq!(sorted(out), (0..n).map(|i| i * 2).collect::<Vec<_>>());
+        }
+    }
+
+    /// A helper that has not got a core is not waited for: the query's
+    /// thread works every item, and the helper's late start finds none.
+    #[test]
+    fn a_helper_that_does_not_start_is_not_waited_for() {
+        let helper = FetchHelper::start().unwrap();
+        let (hold, held) = mpsc::channel::<()>();
+        let (started, wait_started) = mpsc::channel::<()>();
+        // Occupies the helper's one thread, flag left free: the next job
+        // queues behind this one as if the thread had no core.
+        helper.pool.spawn_blocking(move || {
+            started.send(()).unwrap();
+            let _ = held.recv();
+        });
+        wait_started.recv().unwrap();
+        let out = helper
+            .share((0..100u32).collect(), |&i: &u32, out: &mut Vec<u32>| {
+                out.push(i);
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        assert_eq!(sorted(out), (0..100).collect::<Vec<_>>());
+        drop(hold);
+    }
+
+    #[test]
+    fn an_error_on_either_side_is_answered() {
+        let helper = FetchHelper::start().unwrap();
+        for bad in [0u32, 1, 63] {
+            let got = helper.share((0..64u32).collect(), move |&i: &u32, out: &mut Vec<u32>| {
+                std::thread::sleep(Duration::from_micros(200));
+                if i == bad {
+                    return Err(i);
+                }
+                out.push(i);
+                Ok(())
+            });
+            assert_eq!(got, Err(bad));
+        }
+    }
+
+    /// The helper's job panics with an item in hand: the query's thread
+    /// works that item, and the helper is free for the next page.
+    #[test]
+    fn an_item_the_helper_dropped_is_worked_by_the_query() {
+        let helper = FetchHelper::start().unwrap();
+        let main = std::thread::current().id();
+        let tried = Arc::new(AtomicBool::new(false));
+        let saw = tried.clone();
+        let out = helper
+            .share((0..64u32).collect(), move |&i: &u32, out: &mut Vec<u32>| {
+                if std::thread::current().id() != main {
+                    saw.store(true, Ordering::Release);
+                    panic!("the helper fails");
+                }
+                // The query's thread holds its first item until the helper
+                // has taken one (for at most 10 s).
+                for _ in 0..10_000 {
+                    if saw.load(Ordering::Acquire) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                out.push(i);
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        assert!(tried.load(Ordering::Acquire), "the helper took no item");
+        assert_eq!(sorted(out), (0..64).collect::<Vec<_>>());
+        // Free again: a second page shares its items.
+        let out = helper
+            .share((0..64u32).collect(), |&i: &u32, out: &mut Vec<u32>| {
+                out.push(i);
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        assert_eq!(out.len(), 64);
     }
 }

@@ -75,31 +75,34 @@ impl EmbeddedStore {
                 segment::advise_willneed(&file, span.offset as u64, span.len as u64);
             }
         }
-        let mut out: Vec<Option<Vec<u8>>> = vec![None; cands.len()];
         // A page of a rare value reads a frame for each of its traces
-        // (about 4 ms of CPU for 200): the helper reads every other frame
-        // on the other core, when it is not busy with another page.
-        let mut theirs = Vec::new();
-        let helped = (frames.len() >= HELP_FRAMES)
-            .then(|| {
-                self.inner.fetch_helper.try_run(|| {
-                    theirs = frames.iter().skip(1).step_by(2).cloned().collect();
-                    frames = frames.iter().step_by(2).cloned().collect();
-                    let (inner, job) = (self.inner.clone(), theirs.clone());
-                    let (cands, project, filters) =
-                        (cands.to_vec(), project.to_string(), filters.to_vec());
-                    move || read_frames(&inner, &job, &cands, &project, &filters)
-                })
-            })
-            .flatten();
-        let mine = read_frames(&self.inner, &frames, cands, project, filters);
-        let theirs = match helped.map(|answer| answer.recv()) {
-            Some(Ok(answer)) => answer?,
-            // The helper's job did not run to its end: read its frames here.
-            Some(Err(_)) => read_frames(&self.inner, &theirs, cands, project, filters)?,
-            None => Vec::new(),
+        // (about 4 ms of CPU for 200): the helper reads frames beside this
+        // thread, when it is not busy with another page.
+        let fetched = if frames.len() >= HELP_FRAMES {
+            let inner = self.inner.clone();
+            let (cands, project, filters) = (cands.to_vec(), project.to_string(), filters.to_vec());
+            self.inner
+                .fetch_helper
+                .share(frames, move |(frame, wanted), out| {
+                    read_frame(&inner, *frame, wanted, &cands, &project, &filters, out)
+                })?
+        } else {
+            let mut out = Vec::with_capacity(cands.len());
+            for (frame, wanted) in &frames {
+                read_frame(
+                    &self.inner,
+                    *frame,
+                    wanted,
+                    cands,
+                    project,
+                    filters,
+                    &mut out,
+                )?;
+            }
+            out
         };
-        for (pos, doc) in mine?.into_iter().chain(theirs) {
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; cands.len()];
+        for (pos, doc) in fetched {
             out[pos] = doc;
         }
         Ok(out.into_iter().flatten().collect())
@@ -218,63 +221,60 @@ impl EmbeddedStore {
 /// the query after all (see [`checked`]).
 type Fetched = (usize, Option<Vec<u8>>);
 
-/// Reads `frames` (each with the positions and indexes of the page's
-/// traces in it) and checks each trace (see [`checked`]): the traces found,
-/// by position. A frame whose journal file retention removed is skipped.
-fn read_frames(
+/// Reads `frame` and checks each of the page's traces in it (`wanted`:
+/// their positions and indexes in the frame; see [`checked`]), pushing them
+/// to `out` by position. Nothing when retention removed its journal file.
+fn read_frame(
     inner: &Inner,
-    frames: &[(FrameRef, Vec<(usize, u8)>)],
+    frame: FrameRef,
+    wanted: &[(usize, u8)],
     cands: &[Candidate],
     project: &str,
     filters: &[(Field, String)],
-) -> Result<Vec<Fetched>, StoreError> {
-    let mut out = Vec::with_capacity(cands.len());
-    for (frame, wanted) in frames {
-        let frame = *frame;
-        let Some(file) = inner.readers.get(&inner.journal_dir, frame.file) else {
-            continue;
-        };
-        let path = inner.journal_dir.join(journal::file_name(frame.file));
-        let mut pick = |raw: &[u8]| {
-            let docs = journal::split_frame(raw);
-            for &(pos, idx) in wanted {
-                let doc = docs.get(idx as usize).copied().unwrap_or_default();
-                out.push((pos, checked(doc, &cands[pos], project, filters)?));
-            }
-            Ok::<(), String>(())
-        };
-        // Checked again on a hit too: the filters are this query's.
-        let frames = &inner.frames;
-        let read = match frames.get(frame) {
-            Some(raw) => Ok(pick(&raw)),
-            None => journal::with_frame(&inner.dicts, &file, &path, frame, |raw| {
-                if frames.enabled() {
-                    frames.insert(frame, raw.into());
-                }
-                pick(raw)
-            }),
-        };
-        if let Err(e) = read.and_then(|r| {
-            r.map_err(|detail| StoreError::Corrupt {
-                what: "journal frame",
-                path: path.clone(),
-                detail: format!("{detail} (frame at byte {})", frame.offset),
-            })
-        }) {
-            if matches!(e, StoreError::Corrupt { .. }) {
-                inner.corrupt_reads.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(
-                    file = %path.display(),
-                    offset = frame.offset,
-                    len = frame.len,
-                    error = %e,
-                    "a stored trace failed its check; its page is answered with an error"
-                );
-            }
-            return Err(e);
+    out: &mut Vec<Fetched>,
+) -> Result<(), StoreError> {
+    let Some(file) = inner.readers.get(&inner.journal_dir, frame.file) else {
+        return Ok(());
+    };
+    let path = inner.journal_dir.join(journal::file_name(frame.file));
+    let mut pick = |raw: &[u8]| {
+        let docs = journal::split_frame(raw);
+        for &(pos, idx) in wanted {
+            let doc = docs.get(idx as usize).copied().unwrap_or_default();
+            out.push((pos, checked(doc, &cands[pos], project, filters)?));
         }
-    }
-    Ok(out)
+        Ok::<(), String>(())
+    };
+    // Checked again on a hit too: the filters are this query's.
+    let frames = &inner.frames;
+    let read = match frames.get(frame) {
+        Some(raw) => Ok(pick(&raw)),
+        None => journal::with_frame(&inner.dicts, &file, &path, frame, |raw| {
+            if frames.enabled() {
+                frames.insert(frame, raw.into());
+            }
+            pick(raw)
+        }),
+    };
+    read.and_then(|r| {
+        r.map_err(|detail| StoreError::Corrupt {
+            what: "journal frame",
+            path: path.clone(),
+            detail: format!("{detail} (frame at byte {})", frame.offset),
+        })
+    })
+    .inspect_err(|e| {
+        if matches!(e, StoreError::Corrupt { .. }) {
+            inner.corrupt_reads.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                file = %path.display(),
+                offset = frame.offset,
+                len = frame.len,
+                error = %e,
+                "a stored trace failed its check; its page is answered with an error"
+            );
+        }
+    })
 }
 
 /// A fetched trace, checked: it must be the trace the index named (its
