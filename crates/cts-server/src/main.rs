@@ -457,11 +457,12 @@ fn raise_open_file_limit() {
 }
 
 /// Turns transparent huge pages off for this process. mimalloc asks for
-/// them on its arenas, so a fresh buffer of a few kilobytes (a query's read
-/// of an index segment) could fault in, and zero, a whole 2 MiB page: in
-/// the busy-phase benchmark the 6–10 ms reads behind most ListTraces pages
-/// over 10 ms (docs/benchmark.md). The usual advice for latency-bound
-/// servers (Redis, MongoDB); the kernel's own default stays as it is.
+/// them on its arenas, so a fresh buffer of some kilobytes (a query's read
+/// of an index segment's entries, 87–400 KB) could fault in, and zero, a
+/// whole 2 MiB page: in the busy-phase benchmark, the 6–10 ms reads behind
+/// most ListTraces pages over 10 ms (docs/benchmark.md). The usual advice
+/// for latency-bound servers (Redis, MongoDB); the kernel's own default
+/// stays as it is.
 fn disable_transparent_huge_pages() {
     // SAFETY: PR_SET_THP_DISABLE reads no memory of ours.
     if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0 {

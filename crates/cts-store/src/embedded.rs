@@ -172,7 +172,7 @@ struct Inner {
     /// Decompressed frames queries read most recently, within
     /// `config.frame_cache_bytes`.
     frames: frame_cache::FrameCache,
-    /// Reads half of a large page's frames on another core.
+    /// Reads a large page's frames on another core, beside the query.
     fetch_helper: fetch_helper::FetchHelper,
     last_seq: AtomicU64,
     /// Reads that found stored data failing its check, since the start.

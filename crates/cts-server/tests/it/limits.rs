@@ -205,8 +205,8 @@ fn the_open_file_limit_is_raised() {
     assert_eq!(soft, hard);
 }
 
-/// ctsd runs without transparent huge pages (a few-kilobyte buffer must not
-/// fault in a 2 MiB page on a query's path), whatever the machine's setting.
+/// ctsd runs without transparent huge pages (a buffer of some kilobytes must
+/// not fault in a 2 MiB page on a query's path), whatever the machine's setting.
 #[test]
 fn transparent_huge_pages_are_off() {
     let server = TestServer::start();

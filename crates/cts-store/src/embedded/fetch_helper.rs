@@ -29,8 +29,9 @@ impl FetchHelper {
 
     /// Runs `work` on each of `items`, on this thread and, when it is free,
     /// on the helper: what every call pushed, in no particular order, or
-    /// the first error. An item the helper could not finish (its job
-    /// panicked) is worked here.
+    /// an error of either side. An item the helper could not finish (its
+    /// job panicked) is worked here. The helper may still hold `work` (and
+    /// what it captured) for a moment after this returns: its job drops it.
     pub(super) fn share<I, R, E, W>(&self, items: Vec<I>, work: W) -> Result<Vec<R>, E>
     where
         I: Send + Sync + 'static,
@@ -170,24 +171,70 @@ impl Drop for Free {
 mod tests {
     use super::*;
     use std::sync::mpsc;
-    use std::time::Duration;
+    use std::thread::ThreadId;
+    use std::time::{Duration, Instant};
 
     fn sorted(mut v: Vec<u32>) -> Vec<u32> {
         v.sort_unstable();
         v
     }
 
+    /// Work for a page of `u32`s on the test's thread `main` that makes
+    /// sure the helper takes part: the test's thread holds its first item
+    /// until the helper has taken one (for at most 10 s). `on_helper` is
+    /// what the helper's items answer.
+    fn with_helper(
+        main: ThreadId,
+        on_helper: impl Fn(u32) -> Result<u32, u32> + Send + Sync + 'static,
+    ) -> (
+        Arc<AtomicBool>,
+        impl Fn(&u32, &mut Vec<u32>) -> Result<(), u32> + Send + Sync + 'static,
+    ) {
+        let helped = Arc::new(AtomicBool::new(false));
+        let saw = helped.clone();
+        let work = move |&i: &u32, out: &mut Vec<u32>| {
+            if std::thread::current().id() != main {
+                saw.store(true, Ordering::Release);
+                out.push(on_helper(i)?);
+                return Ok(());
+            }
+            let until = Instant::now() + Duration::from_secs(10);
+            while !saw.load(Ordering::Acquire) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            out.push(i);
+            Ok(())
+        };
+        (helped, work)
+    }
+
     #[test]
     fn every_item_is_worked_once_by_either_thread() {
         let helper = FetchHelper::start().unwrap();
-        for n in [0u32, 1, 2, 7, 500] {
-            let out = helper
-                .share((0..n).collect(), |&i: &u32, out: &mut Vec<u32>| {
-                    out.push(i * 2);
-                    Ok::<_, ()>(())
-                })
-                .unwrap();
-            assert_eq!(sorted(out), (0..n).map(|i| i * 2).collect::<Vec<_>>());
+        let main = std::thread::current().id();
+        for n in [2u32, 7, 500] {
+            let (helped, work) = with_helper(main, Ok);
+            let out = helper.share((0..n).collect(), work).unwrap();
+            assert_eq!(sorted(out), (0..n).collect::<Vec<_>>());
+            assert!(helped.load(Ordering::Acquire), "the helper took no item");
+            wait_free(&helper);
+        }
+        for n in [0u32, 1] {
+            let out = helper.share((0..n).collect(), |&i: &u32, out: &mut Vec<u32>| {
+                out.push(i);
+                Ok::<_, ()>(())
+            });
+            assert_eq!(out, Ok((0..n).collect()));
+            wait_free(&helper);
+        }
+    }
+
+    /// Waits (at most 10 s) until the helper is free for the next page.
+    fn wait_free(helper: &FetchHelper) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while helper.busy.load(Ordering::Acquire) {
+            assert!(Instant::now() < until, "the helper stays busy");
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -205,30 +252,55 @@ mod tests {
             let _ = held.recv();
         });
         wait_started.recv().unwrap();
+        // Were the query to wait for the helper, it would wait until this
+        // watchdog frees the thread, 5 s on.
+        let (release, watch) = mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let _ = watch.recv_timeout(Duration::from_secs(5));
+            drop(hold);
+        });
+        let started = Instant::now();
         let out = helper
             .share((0..100u32).collect(), |&i: &u32, out: &mut Vec<u32>| {
                 out.push(i);
                 Ok::<_, ()>(())
             })
             .unwrap();
+        let took = started.elapsed();
+        let _ = release.send(());
+        assert!(
+            took < Duration::from_secs(4),
+            "waited {took:?} for the helper"
+        );
         assert_eq!(sorted(out), (0..100).collect::<Vec<_>>());
-        drop(hold);
     }
 
     #[test]
     fn an_error_on_either_side_is_answered() {
         let helper = FetchHelper::start().unwrap();
-        for bad in [0u32, 1, 63] {
-            let got = helper.share((0..64u32).collect(), move |&i: &u32, out: &mut Vec<u32>| {
-                std::thread::sleep(Duration::from_micros(200));
-                if i == bad {
-                    return Err(i);
-                }
-                out.push(i);
-                Ok(())
-            });
-            assert_eq!(got, Err(bad));
-        }
+        let main = std::thread::current().id();
+        // On the helper's side: its first item fails.
+        let (helped, work) = with_helper(main, |i| Err(1000 + i));
+        let got = helper.share((0..64u32).collect(), work);
+        assert!(helped.load(Ordering::Acquire));
+        assert!(matches!(got, Err(e) if e >= 1000), "{got:?}");
+        wait_free(&helper);
+        // On the query's side (the helper's items wait until the query
+        // has taken one, so that it does take one).
+        let took = Arc::new(AtomicBool::new(false));
+        let got = helper.share((0..64u32).collect(), move |&i: &u32, out: &mut Vec<u32>| {
+            if std::thread::current().id() == main {
+                took.store(true, Ordering::Release);
+                return Err(i);
+            }
+            let until = Instant::now() + Duration::from_secs(10);
+            while !took.load(Ordering::Acquire) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            out.push(i);
+            Ok(())
+        });
+        assert!(matches!(got, Err(e) if e < 64), "{got:?}");
     }
 
     /// The helper's job panics with an item in hand: the query's thread
@@ -237,35 +309,15 @@ mod tests {
     fn an_item_the_helper_dropped_is_worked_by_the_query() {
         let helper = FetchHelper::start().unwrap();
         let main = std::thread::current().id();
-        let tried = Arc::new(AtomicBool::new(false));
-        let saw = tried.clone();
-        let out = helper
-            .share((0..64u32).collect(), move |&i: &u32, out: &mut Vec<u32>| {
-                if std::thread::current().id() != main {
-                    saw.store(true, Ordering::Release);
-                    panic!("the helper fails");
-                }
-                // The query's thread holds its first item until the helper
-                // has taken one (for at most 10 s).
-                for _ in 0..10_000 {
-                    if saw.load(Ordering::Acquire) {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                out.push(i);
-                Ok::<_, ()>(())
-            })
-            .unwrap();
-        assert!(tried.load(Ordering::Acquire), "the helper took no item");
+        let (helped, work) = with_helper(main, |_| panic!("the helper fails"));
+        let out = helper.share((0..64u32).collect(), work).unwrap();
+        assert!(helped.load(Ordering::Acquire), "the helper took no item");
         assert_eq!(sorted(out), (0..64).collect::<Vec<_>>());
-        // Free again: a second page shares its items.
-        let out = helper
-            .share((0..64u32).collect(), |&i: &u32, out: &mut Vec<u32>| {
-                out.push(i);
-                Ok::<_, ()>(())
-            })
-            .unwrap();
-        assert_eq!(out.len(), 64);
+        // Free again: the next page is shared with it.
+        wait_free(&helper);
+        let (helped, work) = with_helper(main, Ok);
+        let out = helper.share((0..64u32).collect(), work).unwrap();
+        assert!(helped.load(Ordering::Acquire), "the helper took no item");
+        assert_eq!(sorted(out), (0..64).collect::<Vec<_>>());
     }
 }
