@@ -181,18 +181,15 @@ mod tests {
 
     /// Work for a page of `u32`s on the test's thread `main` that makes
     /// sure the helper takes part: the test's thread holds its first item
-    /// until the helper has taken one (for at most 10 s). `on_helper` is
-    /// what the helper's items answer.
+    /// until the helper has taken one (for at most 10 s), which sets
+    /// `helped`. `on_helper` is what the helper's items answer.
     fn with_helper(
         main: ThreadId,
+        helped: &Arc<AtomicBool>,
         on_helper: impl Fn(u32) -> Result<u32, u32> + Send + Sync + 'static,
-    ) -> (
-        Arc<AtomicBool>,
-        impl Fn(&u32, &mut Vec<u32>) -> Result<(), u32> + Send + Sync + 'static,
-    ) {
-        let helped = Arc::new(AtomicBool::new(false));
+    ) -> impl Fn(&u32, &mut Vec<u32>) -> Result<(), u32> + Send + Sync + 'static {
         let saw = helped.clone();
-        let work = move |&i: &u32, out: &mut Vec<u32>| {
+        move |&i: &u32, out: &mut Vec<u32>| {
             if std::thread::current().id() != main {
                 saw.store(true, Ordering::Release);
                 out.push(on_helper(i)?);
@@ -204,8 +201,7 @@ mod tests {
             }
             out.push(i);
             Ok(())
-        };
-        (helped, work)
+        }
     }
 
     #[test]
@@ -213,7 +209,8 @@ mod tests {
         let helper = FetchHelper::start().unwrap();
         let main = std::thread::current().id();
         for n in [2u32, 7, 500] {
-            let (helped, work) = with_helper(main, Ok);
+            let helped = Arc::default();
+            let work = with_helper(main, &helped, Ok);
             let out = helper.share((0..n).collect(), work).unwrap();
             assert_eq!(sorted(out), (0..n).collect::<Vec<_>>());
             assert!(helped.load(Ordering::Acquire), "the helper took no item");
@@ -280,7 +277,8 @@ mod tests {
         let helper = FetchHelper::start().unwrap();
         let main = std::thread::current().id();
         // On the helper's side: its first item fails.
-        let (helped, work) = with_helper(main, |i| Err(1000 + i));
+        let helped = Arc::default();
+        let work = with_helper(main, &helped, |i| Err(1000 + i));
         let got = helper.share((0..64u32).collect(), work);
         assert!(helped.load(Ordering::Acquire));
         assert!(matches!(got, Err(e) if e >= 1000), "{got:?}");
@@ -309,13 +307,15 @@ mod tests {
     fn an_item_the_helper_dropped_is_worked_by_the_query() {
         let helper = FetchHelper::start().unwrap();
         let main = std::thread::current().id();
-        let (helped, work) = with_helper(main, |_| panic!("the helper fails"));
+        let helped = Arc::default();
+        let work = with_helper(main, &helped, |_| panic!("the helper fails"));
         let out = helper.share((0..64u32).collect(), work).unwrap();
         assert!(helped.load(Ordering::Acquire), "the helper took no item");
         assert_eq!(sorted(out), (0..64).collect::<Vec<_>>());
         // Free again: the next page is shared with it.
         wait_free(&helper);
-        let (helped, work) = with_helper(main, Ok);
+        let helped = Arc::default();
+        let work = with_helper(main, &helped, Ok);
         let out = helper.share((0..64u32).collect(), work).unwrap();
         assert!(helped.load(Ordering::Acquire), "the helper took no item");
         assert_eq!(sorted(out), (0..64).collect::<Vec<_>>());
