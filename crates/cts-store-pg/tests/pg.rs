@@ -557,8 +557,10 @@ fn journal_gone_after_retention_without_hold() {
         json!({"time": now() - 4 * DAY}),
     ];
     store.append(conformance::traces("p", &items)).unwrap();
+    // Now, not the default hour ago: in the first hour of a UTC day that
+    // is yesterday, a third day.
     store
-        .append(conformance::traces("p", &[json!({})]))
+        .append(conformance::traces("p", &[json!({"time": now()})]))
         .unwrap();
     store.hold_journal("transfer", 1);
     let report = store.enforce_retention(now() - 2 * DAY).unwrap();
@@ -602,6 +604,9 @@ fn a_node_analyzes_a_day_partition_it_filled() {
     let url = pg.fresh_database();
     let store = open(&url);
     let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    // One day's time for every trace (the default, an hour ago, is
+    // yesterday in the first hour of a UTC day).
+    let time = now();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut written = 0;
     loop {
@@ -625,7 +630,7 @@ fn a_node_analyzes_a_day_partition_it_filled() {
         let items: Vec<_> = (written..written + 250)
             .map(|i| {
                 let name = format!("user-{}", i % 7);
-                json!({"user": {"id": "u", "name": name, "domain": {"id": "d", "name": "dn"}}})
+                json!({"time": time, "user": {"id": "u", "name": name, "domain": {"id": "d", "name": "dn"}}})
             })
             .collect();
         store.append(conformance::traces("p", &items)).unwrap();
@@ -649,7 +654,7 @@ fn a_node_analyzes_a_day_partition_it_filled() {
             .get(0);
         assert_eq!(stats, 1, "{column} has statistics");
     }
-    let day = now().div_euclid(DAY) as i32;
+    let day = time.div_euclid(DAY) as i32;
     let plan = client
         .simple_query(&format!(
             "EXPLAIN (FORMAT JSON) SELECT 1 FROM cts_traces \
@@ -679,16 +684,18 @@ fn a_node_does_not_queue_an_analyze_behind_another_nodes() {
     let pg = TestPg::start();
     let url = pg.fresh_database();
     let store = open(&url);
+    // One day for every trace (see above).
+    let time = now();
     let rows = |n: usize| -> Vec<serde_json::Value> {
         (0..n)
             .map(|i| {
                 let name = format!("user-{}", i % 7);
-                json!({"user": {"id": "u", "name": name, "domain": {"id": "d", "name": "dn"}}})
+                json!({"time": time, "user": {"id": "u", "name": name, "domain": {"id": "d", "name": "dn"}}})
             })
             .collect()
     };
     store.append(conformance::traces("p", &rows(10))).unwrap();
-    let (part, _) = day_tables(now());
+    let (part, _) = day_tables(time);
 
     let mut other = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     let mut analyzing = other.transaction().unwrap();
