@@ -37,12 +37,14 @@ impl Active {
     /// A copy holding every trace inserted so far. Never waits for an
     /// insert: a copy the writer holds is one queries were turned away from.
     pub(super) fn read(&self) -> RwLockReadGuard<'_, Memtable> {
-        for tries in 0.. {
+        let mut tries = 0;
+        loop {
             let i = self.readable.load(Ordering::Acquire);
             #[cfg(test)]
             tests::BETWEEN.with(|hook| hook.borrow_mut().as_mut().map(|h| h()));
             // Blocking only if the writer turned again and again meanwhile.
             let copy = if tries < 8 {
+                tries += 1;
                 self.copies[i].try_read()
             } else {
                 Some(self.copies[i].read())
@@ -56,7 +58,6 @@ impl Active {
             }
             std::hint::spin_loop();
         }
-        unreachable!("the loop returns")
     }
 
     /// Inserts with `fill` into one copy, turns queries to it, then brings
