@@ -32,7 +32,7 @@ pub(crate) type Workers = Arc<cts_priority::Pool>;
 
 /// Starts the sink's pool of `threads` threads.
 pub(crate) fn start_workers(threads: usize) -> std::io::Result<Workers> {
-    cts_priority::Pool::bounded("cts-lts", cts_priority::background_nice(), threads).map(Arc::new)
+    cts_priority::Pool::bounded("cts-lts", cts_priority::Tier::Background, threads).map(Arc::new)
 }
 
 /// Runs `f` on `workers` at once; the future answers its result (a job

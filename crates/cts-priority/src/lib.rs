@@ -1,17 +1,27 @@
-//! CPU priorities of ctsd's threads, in three tiers, so that on a saturated
-//! machine interactive work gets a core first:
+//! CPU priorities of ctsd's threads, in three tiers ([`Tier`]), so that on
+//! a saturated machine interactive work gets a core first:
 //!
-//! * interactive, at the process's own priority: queries and the other API
+//! * interactive, at the process's own niceness: queries and the other API
 //!   calls, the async workers, the journal writer (it only writes, syncs
 //!   and acknowledges what the ingest threads prepared);
 //! * ingest, [`ingest_nice`]: parsing, checking and compressing report
 //!   batches ([`Pool`]), flushing memtables, urgent merges, the transfer
 //!   (it must keep pace with ingest);
-//! * background, [`BACKGROUND_NICE`] below ingest ([`lower_this_thread`]):
-//!   the index segment merger, the LTS sink's readers and encoders.
+//! * background, [`BACKGROUND_NICE`] below ingest: the index segment
+//!   merger, the LTS sink's readers and encoders.
 //!
 //! Niceness only weighs threads that compete for a core: with no queries,
 //! ingest has all the CPU; with no ingest, background work has it.
+//!
+//! Niceness sets a tier's share of the CPU, not how soon a thread that
+//! wakes gets a core. For that each tier also asks for a time slice
+//! (`sched_setattr`'s `sched_runtime`, heeded by Linux 6.12 and later, the
+//! EEVDF scheduler; older kernels ignore it): a thread that wakes with a
+//! shorter slice than the one running preempts it at once, and is picked
+//! sooner. Interactive threads ask for [`INTERACTIVE_SLICE`], the others
+//! for [`THROUGHPUT_SLICE`]; with the default slice of every thread alike
+//! (0.7 ms × (1 + log₂ cores)), a query that woke waited for an ingest
+//! thread's slice to end.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -46,24 +56,92 @@ pub fn background_nice() -> libc::c_int {
     ingest_nice() + BACKGROUND_NICE
 }
 
-/// Lowers the calling thread (only it) to [`background_nice`]; `what`
-/// names the thread in the warning logged when the system refuses.
-pub fn lower_this_thread(what: &str) {
-    lower_this_thread_to(background_nice(), what)
+/// Which of the three tiers a thread is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    Interactive,
+    Ingest,
+    Background,
 }
 
-/// Lowers the calling thread (only it) to `nice`, unless it already runs
-/// at that or lower; `what` names the thread in the warning logged when
-/// the system refuses.
-pub fn lower_this_thread_to(nice: libc::c_int, what: &str) {
-    if niceness() >= nice {
+/// The time slice interactive threads ask for: a query's thread that wakes
+/// takes a core from an ingest thread at once.
+pub const INTERACTIVE_SLICE: std::time::Duration = std::time::Duration::from_micros(300);
+
+/// The time slice ingest and background threads ask for: they run for long
+/// stretches and yield to interactive threads anyway; a longer slice
+/// switches them less among themselves.
+pub const THROUGHPUT_SLICE: std::time::Duration = std::time::Duration::from_millis(3);
+
+impl Tier {
+    /// The tier's niceness; `None`: the process's own.
+    pub fn nice(self) -> Option<libc::c_int> {
+        match self {
+            Tier::Interactive => None,
+            Tier::Ingest => Some(ingest_nice()),
+            Tier::Background => Some(background_nice()),
+        }
+    }
+
+    pub fn slice(self) -> std::time::Duration {
+        match self {
+            Tier::Interactive => INTERACTIVE_SLICE,
+            Tier::Ingest | Tier::Background => THROUGHPUT_SLICE,
+        }
+    }
+}
+
+/// Puts the calling thread (only it; threads it starts later inherit it)
+/// in `tier`: lowers its niceness to the tier's (never raises it: an
+/// unprivileged thread could not lower it again) and sets its time slice.
+/// `what` names the thread in the warning logged when the system refuses.
+pub fn enter(tier: Tier, what: &str) {
+    let nice = niceness().max(tier.nice().unwrap_or(libc::c_int::MIN));
+    if set_nice_and_slice(nice, tier.slice()).is_ok() {
         return;
     }
+    // A kernel before 5.3 (no SCHED_FLAG_KEEP_POLICY), or a thread not
+    // under the normal policy (`chrt`): the niceness alone, as before.
     // SAFETY: setpriority reads no memory of ours. On Linux, PRIO_PROCESS
     // with 0 names the calling thread only.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
-    if rc != 0 {
+    if nice != niceness() && unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
         tracing::warn!(error = %std::io::Error::last_os_error(), "could not lower the priority of the {what}");
+    }
+}
+
+/// `sched_setattr(2)` of the calling thread: its policy kept, its niceness
+/// and time slice set.
+fn set_nice_and_slice(nice: libc::c_int, slice: std::time::Duration) -> std::io::Result<()> {
+    /// `struct sched_attr` of `sched_setattr(2)`, its first version.
+    #[repr(C)]
+    struct SchedAttr {
+        size: u32,
+        policy: u32,
+        flags: u64,
+        nice: i32,
+        priority: u32,
+        runtime: u64,
+        deadline: u64,
+        period: u64,
+    }
+    const SCHED_FLAG_KEEP_POLICY: u64 = 0x08;
+    let attr = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        policy: libc::SCHED_OTHER as u32,
+        flags: SCHED_FLAG_KEEP_POLICY,
+        nice,
+        priority: 0,
+        runtime: slice.as_nanos() as u64,
+        deadline: 0,
+        period: 0,
+    };
+    // SAFETY: the kernel reads `attr.size` bytes of `attr`, which lives
+    // across the call; pid 0 is the calling thread.
+    let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -75,8 +153,8 @@ pub fn niceness() -> libc::c_int {
     unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
 }
 
-/// Threads for blocking work at a lower priority: the blocking pool of a
-/// Tokio runtime of its own, whose threads lower themselves as they start.
+/// Threads for blocking work in a [`Tier`]: the blocking pool of a
+/// Tokio runtime of its own, whose threads enter the tier as they start.
 /// Like `tokio::task::spawn_blocking`, threads are started on demand (a
 /// job that waits, e.g. for a journal fsync, does not hold up the others;
 /// up to a bound with [`Pool::bounded`]) and end after a while idle. Not
@@ -112,28 +190,28 @@ pub fn set_after_job(hook: fn()) {
 }
 
 impl Pool {
-    /// A pool whose threads are named `name` and run at `nice`.
-    pub fn start(name: &str, nice: libc::c_int) -> std::io::Result<Pool> {
-        Pool::build(name, nice, None, false)
+    /// A pool whose threads are named `name` and run in `tier`.
+    pub fn start(name: &str, tier: Tier) -> std::io::Result<Pool> {
+        Pool::build(name, tier, None, false)
     }
 
     /// The same with at most `threads` threads (at least one): jobs beyond
     /// them wait, so the pool's CPU is bounded.
-    pub fn bounded(name: &str, nice: libc::c_int, threads: usize) -> std::io::Result<Pool> {
-        Pool::build(name, nice, Some(threads.max(1)), false)
+    pub fn bounded(name: &str, tier: Tier, threads: usize) -> std::io::Result<Pool> {
+        Pool::build(name, tier, Some(threads.max(1)), false)
     }
 
     /// [`Pool::start`] for work that comes in rounds with idle time between
     /// them: its threads wait [`ROUNDS_KEEP_ALIVE`] for the next, and run
     /// [`set_after_job`]'s hook after each job (threads busy all the time,
     /// as ingest's, run their allocator's heap anyway).
-    pub fn for_rounds(name: &str, nice: libc::c_int) -> std::io::Result<Pool> {
-        Pool::build(name, nice, None, true)
+    pub fn for_rounds(name: &str, tier: Tier) -> std::io::Result<Pool> {
+        Pool::build(name, tier, None, true)
     }
 
     fn build(
         name: &str,
-        nice: libc::c_int,
+        tier: Tier,
         threads: Option<usize>,
         rounds: bool,
     ) -> std::io::Result<Pool> {
@@ -141,7 +219,7 @@ impl Pool {
         let mut builder = tokio::runtime::Builder::new_current_thread();
         builder
             .thread_name(name)
-            .on_thread_start(move || lower_this_thread_to(nice, &what));
+            .on_thread_start(move || enter(tier, &what));
         if let Some(threads) = threads {
             builder.max_blocking_threads(threads);
         }
@@ -188,11 +266,37 @@ impl Drop for Pool {
 mod tests {
     use super::*;
 
+    /// The calling thread's time slice, from the scheduler's own account
+    /// (`None` before Linux 6.12, whose scheduler has no slice to ask for).
+    fn slice() -> Option<std::time::Duration> {
+        let sched = std::fs::read_to_string("/proc/thread-self/sched").unwrap();
+        let line = sched.lines().find(|l| l.starts_with("se.slice"))?;
+        let ns = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+        Some(std::time::Duration::from_nanos(ns))
+    }
+
+    /// Whether this kernel heeds the slice a thread asks for (6.12+).
+    fn kernel_heeds_slices() -> bool {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let mut parts = release
+            .split(['.', '-'])
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        (parts.next().unwrap(), parts.next().unwrap()) >= (6, 12)
+    }
+
+    /// The tier's slice, where the kernel heeds it.
+    fn assert_slice(expected: std::time::Duration) {
+        if kernel_heeds_slices() {
+            assert_eq!(slice(), Some(expected));
+        }
+    }
+
     #[test]
-    fn only_the_calling_thread_is_lowered() {
-        let before = niceness();
+    fn entering_a_tier_sets_the_calling_threads_niceness_and_slice_only() {
+        let (before, before_slice) = (niceness(), slice());
         let lowered = std::thread::spawn(|| {
-            lower_this_thread("test thread");
+            enter(Tier::Background, "test thread");
+            assert_slice(THROUGHPUT_SLICE);
             niceness()
         })
         .join()
@@ -200,26 +304,53 @@ mod tests {
         // Never raised: a thread already lower (tests run under `nice`) stays.
         assert!(lowered >= BACKGROUND_NICE.max(before), "niceness {lowered}");
         assert_eq!(niceness(), before, "the other threads keep theirs");
+        assert_eq!(slice(), before_slice);
     }
 
-    /// The pool's jobs run on its named threads at its niceness, also
-    /// several at once (one waiting does not hold up the next); a job that
-    /// panics is an error and the pool goes on.
+    /// An interactive thread keeps its niceness and asks for the short
+    /// slice, and so do the threads it starts (Tokio's, in ctsd).
+    #[test]
+    fn threads_started_by_an_interactive_thread_are_interactive() {
+        let before = niceness();
+        std::thread::spawn(move || {
+            enter(Tier::Interactive, "test thread");
+            assert_eq!(niceness(), before);
+            assert_slice(INTERACTIVE_SLICE);
+            std::thread::spawn(|| assert_slice(INTERACTIVE_SLICE))
+                .join()
+                .unwrap();
+            // A thread once lowered cannot come back up: only its slice
+            // changes.
+            enter(Tier::Background, "test thread");
+            enter(Tier::Interactive, "test thread");
+            assert!(niceness() >= BACKGROUND_NICE.max(before));
+            assert_slice(INTERACTIVE_SLICE);
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// The pool's jobs run on its named threads in its tier, also several
+    /// at once (one waiting does not hold up the next); a job that panics
+    /// is an error and the pool goes on.
     #[tokio::test]
     async fn pool_jobs_run_on_lowered_threads() {
         let before = niceness();
-        let pool = Pool::start("test-pool", 7).unwrap();
+        let pool = Pool::start("test-pool", Tier::Background).unwrap();
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let waiting = pool.spawn_blocking(move || rx.recv());
-        let (name, nice) = pool
+        let (name, nice, slice) = pool
             .spawn_blocking(|| {
                 let name = std::thread::current().name().map(String::from);
-                (name, niceness())
+                (name, niceness(), slice())
             })
             .await
             .unwrap();
         assert_eq!(name.as_deref(), Some("test-pool"));
-        assert_eq!(nice, before.max(7));
+        assert!(nice >= BACKGROUND_NICE.max(before), "niceness {nice}");
+        if kernel_heeds_slices() {
+            assert_eq!(slice, Some(THROUGHPUT_SLICE));
+        }
         tx.send(()).unwrap();
         assert!(waiting.await.unwrap().is_ok());
         assert!(pool.spawn_blocking(|| panic!("a bad job")).await.is_err());
@@ -241,7 +372,7 @@ mod tests {
             }
         }
         set_after_job(hook);
-        let pool = Pool::for_rounds("test-hook", 0).unwrap();
+        let pool = Pool::for_rounds("test-hook", Tier::Interactive).unwrap();
         for _ in 0..3 {
             pool.spawn_blocking(|| JOBS.with(|j| j.set(j.get() + 1)))
                 .await
@@ -255,7 +386,7 @@ mod tests {
     async fn a_bounded_pool_runs_at_most_its_threads_at_once() {
         use std::sync::atomic::AtomicUsize;
         use std::sync::Arc;
-        let pool = Pool::bounded("test-bounded", 0, 2).unwrap();
+        let pool = Pool::bounded("test-bounded", Tier::Interactive, 2).unwrap();
         let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let jobs: Vec<_> = (0..8)
             .map(|_| {

@@ -362,8 +362,10 @@ fn init_logging(format: LogFormat) {
 fn run_server(config: Config) -> Result<()> {
     raise_open_file_limit();
     disable_transparent_huge_pages();
-    // Before any thread of the store, the LTS sinks or ingest starts.
+    // Before any thread of the store, the LTS sinks or ingest starts; every
+    // thread starts interactive (it inherits this thread's slice).
     cts_priority::set_ingest_nice(config.store.ingest_nice);
+    cts_priority::enter(cts_priority::Tier::Interactive, "main thread");
     // SAFETY: mi_collect frees only memory no allocation uses any more.
     cts_priority::set_after_job(|| unsafe { libmimalloc_sys::mi_collect(false) });
     // On PostgreSQL with S3 no store makes the data directory, which still

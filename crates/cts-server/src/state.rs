@@ -68,7 +68,7 @@ impl AppState {
         store: Arc<dyn TraceStore>,
         settings: Settings,
     ) -> Result<AppState, OpenError> {
-        let ingest = cts_priority::Pool::start("cts-ingest", cts_priority::ingest_nice())
+        let ingest = cts_priority::Pool::start("cts-ingest", cts_priority::Tier::Ingest)
             .map_err(OpenError::Threads)?;
         let login_lockout = LoginLockout::new(&config.auth);
         let refusals = RefusalAudit::new(config.auth.refusal_audit_window);

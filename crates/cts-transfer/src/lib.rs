@@ -234,7 +234,7 @@ impl Transfer {
         now_secs: i64,
     ) -> Result<Transfer, TransferError> {
         let state = Arc::new(State::open(keys, consumers)?);
-        let workers = cts_priority::Pool::for_rounds("cts-transfer", cts_priority::ingest_nice())
+        let workers = cts_priority::Pool::for_rounds("cts-transfer", cts_priority::Tier::Ingest)
             .map_err(|e| TransferError::State(format!("starting its threads: {e}")))?;
         let t = Transfer {
             journal,

@@ -1,26 +1,35 @@
 //! CPU priorities of ctsd's threads: report batches are parsed and stored
 //! on ingest threads at `store.ingest_nice`, the flusher runs there too,
 //! the background merger and the LTS sink below it, while queries and the
-//! journal writer keep the process's priority.
+//! journal writer keep the process's priority; those ask for a short time
+//! slice, the others for a long one.
 
 use std::collections::BTreeMap;
 
 use crate::support::*;
 
 /// Each thread name of process `pid` with the niceness of each thread of
-/// that name.
-fn niceness_by_thread(pid: u32) -> BTreeMap<String, Vec<i32>> {
-    let mut by_name: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+/// that name, and its time slice in µs (`None` before Linux 6.12).
+fn niceness_by_thread(pid: u32) -> BTreeMap<String, Vec<(i32, Option<u64>)>> {
+    let mut by_name: BTreeMap<String, Vec<(i32, Option<u64>)>> = BTreeMap::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
+        let task = task.unwrap().path();
+        let (Ok(stat), Ok(sched)) = (
+            std::fs::read_to_string(task.join("stat")),
+            std::fs::read_to_string(task.join("sched")),
+        ) else {
             continue; // the thread ended meanwhile
         };
+        let slice = sched
+            .lines()
+            .find(|l| l.starts_with("se.slice"))
+            .map(|l| l.rsplit(':').next().unwrap().trim().parse::<u64>().unwrap() / 1000);
         // `pid (comm) state ...`: the niceness is the 19th field, the 17th
         // after the name (which may hold spaces).
         let (head, rest) = stat.rsplit_once(')').unwrap();
         let name = head.split_once('(').unwrap().1.to_string();
         let nice: i32 = rest.split_whitespace().nth(16).unwrap().parse().unwrap();
-        by_name.entry(name).or_default().push(nice);
+        by_name.entry(name).or_default().push((nice, slice));
     }
     by_name
 }
@@ -51,29 +60,41 @@ fn ingest_runs_below_queries_at_the_configured_niceness() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     // The process's own (tests may run under `nice`): never raised.
-    let base = threads["ctsd"][0];
+    let base = threads["ctsd"][0].0;
+    // Slices are heeded (and shown) since Linux 6.12.
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut version = release
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let slices = (version.next().unwrap(), version.next().unwrap()) >= (6, 12);
+    let (short, long) = if slices {
+        (Some(300), Some(3000))
+    } else {
+        (None, None)
+    };
     let at = |name: &str| {
         threads
             .get(name)
             .unwrap_or_else(|| panic!("no thread {name} in {threads:?}"))
     };
+    let all = |name: &str, nice: i32, slice: Option<u64>| {
+        assert!(
+            at(name)
+                .iter()
+                .all(|&(n, s)| n == nice && (!slices || s == slice)),
+            "{name} not at niceness {nice} and slice {slice:?} µs: {threads:?}"
+        );
+    };
     // The report's batch started an ingest thread (they start on demand).
-    assert!(
-        at("cts-ingest").iter().all(|&n| n == base.max(3)),
-        "{threads:?}"
-    );
-    assert_eq!(at("cts-flusher"), &[base.max(3)], "{threads:?}");
-    assert_eq!(at("cts-merger-urge"), &[base.max(3)], "{threads:?}");
-    assert_eq!(at("cts-merger"), &[base.max(8)], "{threads:?}");
-    assert!(
-        at("cts-lts").iter().all(|&n| n == base.max(8)),
-        "{threads:?}"
-    );
+    all("cts-ingest", base.max(3), long);
+    all("cts-flusher", base.max(3), long);
+    all("cts-merger-urge", base.max(3), long);
+    all("cts-merger", base.max(8), long);
+    all("cts-lts", base.max(8), long);
     // Queries (Tokio's workers and blocking threads) and the writer that
-    // acknowledges after fsync keep the process's priority.
-    assert_eq!(at("cts-journal"), &[base], "{threads:?}");
-    assert!(
-        at("tokio-rt-worker").iter().all(|&n| n == base),
-        "{threads:?}"
-    );
+    // acknowledges after fsync keep the process's priority, and a query's
+    // thread that wakes takes a core from the others at once.
+    all("ctsd", base, short);
+    all("cts-journal", base, short);
+    all("tokio-rt-worker", base, short);
 }

@@ -12,6 +12,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use cts_priority::Tier;
 use parking_lot::{Condvar, Mutex};
 
 pub(super) struct FetchHelper {
@@ -22,7 +23,7 @@ pub(super) struct FetchHelper {
 impl FetchHelper {
     pub(super) fn start() -> std::io::Result<FetchHelper> {
         Ok(FetchHelper {
-            pool: cts_priority::Pool::bounded("cts-fetch", cts_priority::niceness(), 1)?,
+            pool: cts_priority::Pool::bounded("cts-fetch", Tier::Interactive, 1)?,
             busy: Arc::default(),
         })
     }

@@ -7,6 +7,8 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cts_priority::Tier;
+
 use super::files::{rel, store_manifest};
 use super::Inner;
 use crate::memtable::Memtable;
@@ -17,7 +19,7 @@ pub(super) fn flusher_loop(inner: Arc<Inner>, rx: Receiver<Arc<Memtable>>) {
     // At ingest's priority, not lower: frozen memtables wait for it without
     // bound and only it can flush them (in order), so it must keep pace with
     // the ingest threads that fill them. Queries go first.
-    cts_priority::lower_this_thread_to(cts_priority::ingest_nice(), "index flusher thread");
+    cts_priority::enter(Tier::Ingest, "index flusher thread");
     while let Ok(mem) = rx.recv() {
         // A failed flush (disk full, say) is retried under the same id: the
         // memtable stays queryable and the journal still holds every trace.

@@ -18,6 +18,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cts_priority::Tier;
+
 use super::files::{rel, store_manifest};
 use super::Inner;
 use crate::segment::{self, Segment};
@@ -60,12 +62,10 @@ impl Merger {
 pub(super) fn merger_loop(inner: Arc<Inner>, rx: Receiver<()>, merger: Merger) {
     match merger {
         // Merges give way to ingest, queries and the journal writer.
-        Merger::Background => cts_priority::lower_this_thread("background merger thread"),
+        Merger::Background => cts_priority::enter(Tier::Background, "background merger thread"),
         // A starved background merger must catch up with ingest, not with
         // queries.
-        Merger::Urgent => {
-            cts_priority::lower_this_thread_to(cts_priority::ingest_nice(), "urgent merger thread")
-        }
+        Merger::Urgent => cts_priority::enter(Tier::Ingest, "urgent merger thread"),
     }
     let max = inner.config.max_segments_per_partition;
     let mut delay = Duration::from_millis(100);
