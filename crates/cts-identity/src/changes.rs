@@ -65,9 +65,20 @@ impl IdentityStore {
         let due = |seen: &Option<(Instant, String)>| {
             seen.as_ref().is_none_or(|(at, _)| at.elapsed() >= POLL)
         };
-        if !due(&self.changes.seen.lock()) {
+        // Under `from_memory` a look in progress is not waited for: its
+        // holder reads the database.
+        let seen = match self.changes.seen.try_lock() {
+            Some(seen) => seen,
+            None => {
+                crate::store::memory_only_refuses()?;
+                self.changes.seen.lock()
+            }
+        };
+        if !due(&seen) {
             return Ok(());
         }
+        drop(seen);
+        crate::store::memory_only_refuses()?;
         // One look at a time; the others wait for its answer rather than
         // answering from caches that may be stale.
         let mut seen = self.changes.seen.lock();

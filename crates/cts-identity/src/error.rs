@@ -42,6 +42,10 @@ pub enum IdentityError {
     /// Server key or ciphertext problem; the detail is for the log.
     #[error("identity crypto: {0}")]
     Crypto(String),
+    /// Under [`crate::from_memory`], a call that needed the database; its
+    /// caller answers again where it may block.
+    #[error("identity: not in memory")]
+    NotInMemory,
 }
 
 impl From<cts_db::DbError> for IdentityError {

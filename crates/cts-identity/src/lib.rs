@@ -70,7 +70,7 @@ pub use lockout::ANY_SOURCE;
 pub use project::{NewProject, Project, ProjectRef, ProjectUpdate};
 pub use role::{Actor, Assignment, Role, RoleRecord, RoleSet};
 pub use server_key::ServerKey;
-pub use store::{pg_schema, IdentityStore};
+pub use store::{from_memory, pg_schema, IdentityStore};
 pub use throttle::LoginThrottle;
 pub use token::{ScopeInfo, TokenInfo, TokenProject, TokenScope};
 pub use user::{NewUser, User, UserRef, UserUpdate};

@@ -169,12 +169,50 @@ pub(crate) use cts_clock::now_ms;
 /// runtime (the server's request paths call the cached reads directly),
 /// the worker hands its other tasks over while `f` blocks; PostgreSQL's
 /// blocking client cannot run on a worker at all. Elsewhere `f` just runs.
-fn off_async<T>(f: impl FnOnce() -> T) -> T {
+/// Under [`from_memory`] it fails at once instead.
+fn off_async<T>(f: impl FnOnce() -> Result<T, IdentityError>) -> Result<T, IdentityError> {
     use tokio::runtime::{Handle, RuntimeFlavor};
+    memory_only_refuses()?;
     match Handle::try_current() {
         Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
         _ => f(),
     }
+}
+
+thread_local! {
+    /// Whether this thread runs [`from_memory`], and whether a call then
+    /// needed the database.
+    static MEMORY_ONLY: std::cell::Cell<(bool, bool)> = const { std::cell::Cell::new((false, false)) };
+}
+
+/// Runs `f` (calls of identity stores) answering only from memory, for a
+/// caller that must not block (the server's async workers): `None` when
+/// one of its calls would have gone to the database; that call then failed
+/// at once, having read and written nothing, and the caller runs `f` again
+/// where it may block. Spares the server a hop to a blocking thread per
+/// call on every signed request, whose answers are nearly always cached.
+pub fn from_memory<T>(f: impl FnOnce() -> T) -> Option<T> {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            MEMORY_ONLY.set((false, false));
+        }
+    }
+    MEMORY_ONLY.set((true, false));
+    let _reset = Reset;
+    let out = f();
+    let (_, missed) = MEMORY_ONLY.get();
+    (!missed).then_some(out)
+}
+
+/// Under [`from_memory`]: notes that a call needed the database, and fails.
+pub(crate) fn memory_only_refuses() -> Result<(), IdentityError> {
+    let (memory_only, _) = MEMORY_ONLY.get();
+    if memory_only {
+        MEMORY_ONLY.set((true, true));
+        return Err(IdentityError::NotInMemory);
+    }
+    Ok(())
 }
 
 /// A name taken by a concurrent writer (another node) between the check
@@ -227,8 +265,54 @@ mod tests {
     both!(
         ciphertext_is_bound_to_its_aad_and_key,
         a_name_taken_meanwhile_is_a_conflict,
-        reads_and_writes_work_on_an_async_worker
+        reads_and_writes_work_on_an_async_worker,
+        from_memory_answers_what_is_cached_and_touches_no_database
     );
+
+    /// What a signed request reads is answered from memory once cached;
+    /// whatever needs the database (a miss, a write, the look for other
+    /// nodes' changes once a second) is refused at once, changes nothing,
+    /// and the same call then succeeds where blocking is allowed.
+    fn from_memory_answers_what_is_cached_and_touches_no_database() {
+        use crate::testutil::*;
+        let (_tmp, store) = temp_store();
+        let (domain, _) = domain_and_project(&store, "d1");
+        let alice = user(&store, &domain.id, "alice");
+        let (key, _) = store.create_access_key(&alice.id, "").unwrap();
+        let lookups = || {
+            let signing = store.access_key_secret(&key.access)?;
+            let user = store.get_user(&signing.user_id)?;
+            store.get_domain(&user.domain_id)
+        };
+        // Not cached yet: refused, and nothing was cached by the attempt.
+        assert!(from_memory(lookups).is_none());
+        assert!(from_memory(lookups).is_none());
+        assert_eq!(lookups().unwrap().id, domain.id);
+        assert_eq!(from_memory(lookups).unwrap().unwrap().id, domain.id);
+        // A write is refused and not made.
+        assert!(from_memory(|| store.create_domain("d2")).is_none());
+        assert!(
+            store.create_domain("d2").is_ok(),
+            "d2 was made under from_memory"
+        );
+        // The write emptied the caches: a miss again, then cached again.
+        assert!(from_memory(lookups).is_none());
+        lookups().unwrap();
+        assert!(from_memory(lookups).is_some());
+        // The look for other nodes' changes is due once per POLL: the first
+        // call after it goes to the database.
+        std::thread::sleep(crate::changes::POLL);
+        assert!(from_memory(lookups).is_none());
+        lookups().unwrap();
+        assert!(from_memory(lookups).is_some());
+        // A panic inside leaves the thread as it was: calls reach the
+        // database again.
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            from_memory(|| panic!("a bad lookup"))
+        }));
+        assert!(panicked.is_err());
+        assert!(store.create_domain("d3").is_ok());
+    }
 
     fn assert_crypto_error(r: Result<IdentityStore, IdentityError>, needle: &str) {
         match r {

@@ -234,9 +234,9 @@ async fn check_and_run(state: &AppState, access: Access, req: Request, next: Nex
                 // The project asked about, else the home project of the
                 // key's owner (a known key with a bad signature).
                 let (claim, asked) = (claimed.clone(), project.clone());
-                let found = off_workers(&state, move |state| {
+                let found = identity(&state, move |state| {
                     let owner = claim.as_deref().and_then(|ak| key_owner(state, ak));
-                    let concerned = asked.or_else(|| {
+                    let concerned = asked.clone().or_else(|| {
                         let (o, _) = owner.as_ref()?;
                         audit::home_project(state, &o.id, &o.domain_id, None)
                     });
@@ -259,7 +259,7 @@ async fn check_and_run(state: &AppState, access: Access, req: Request, next: Nex
         }
     };
     let caller = principal.clone();
-    let permitted = off_workers(&state, move |state| {
+    let permitted = identity(&state, move |state| {
         permit(
             state,
             &caller,
@@ -280,12 +280,18 @@ async fn check_and_run(state: &AppState, access: Access, req: Request, next: Nex
         .await
 }
 
-/// Runs identity lookups (SQLite on a cache miss) off the async workers.
-async fn off_workers<T, F>(state: &AppState, f: F) -> Result<T, ApiError>
+/// Runs identity lookups: here when their answers are in memory (nearly
+/// always: a hop to a blocking thread and back costs a query two waits for
+/// a core on a busy machine), else on a blocking thread (SQLite or
+/// PostgreSQL on a cache miss, a key's last use once a minute).
+async fn identity<T, F>(state: &AppState, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
-    F: FnOnce(&AppState) -> Result<T, ApiError> + Send + 'static,
+    F: Fn(&AppState) -> Result<T, ApiError> + Send + 'static,
 {
+    if let Some(answer) = cts_identity::from_memory(|| f(state)) {
+        return answer;
+    }
     let state = state.clone();
     tokio::task::spawn_blocking(move || f(&state))
         .await
@@ -385,21 +391,20 @@ async fn authenticate(
 
 /// The token's owner, or why not.
 pub async fn validate_token(state: &AppState, token: &str) -> Result<TokenInfo, ApiError> {
-    let identity = state.identity.clone();
     let token = token.to_string();
     let now = crate::state::now_ms();
-    let result = tokio::task::spawn_blocking(move || identity.validate_token(&token, now))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    result.map_err(|e| {
-        let reason = match &e {
-            IdentityError::TokenExpired => "token_expired",
-            IdentityError::TokenRevoked => "token_revoked",
-            IdentityError::UnknownToken => "token_unknown",
-            _ => return ApiError::from(e),
-        };
-        ApiError::Unauthenticated(AuthFailure::new(reason, format!("X-Auth-Token: {e}")))
+    identity(state, move |state| {
+        state.identity.validate_token(&token, now).map_err(|e| {
+            let reason = match &e {
+                IdentityError::TokenExpired => "token_expired",
+                IdentityError::TokenRevoked => "token_revoked",
+                IdentityError::UnknownToken => "token_unknown",
+                _ => return ApiError::from(e),
+            };
+            ApiError::Unauthenticated(AuthFailure::new(reason, format!("X-Auth-Token: {e}")))
+        })
     })
+    .await
 }
 
 fn unauthenticated(reason: &'static str, message: String) -> ApiError {
@@ -424,7 +429,7 @@ async fn signature_claim(
     cts_sign::check_date(date, unix_now(), skew)
         .map_err(|e| fail("stale_date", format!("X-Sdk-Date: {e}")))?;
     let access = auth.access_key.to_string();
-    off_workers(state, move |state| {
+    identity(state, move |state| {
         state
             .identity
             .access_key_secret(&access)
@@ -467,15 +472,17 @@ async fn verify_signature(
         .map_err(|e| fail("bad_signature", format!("signature: {e}")))
         .map(drop)?;
     let (user_id, access) = (key.user_id.clone(), key.access.clone());
-    let (user, domain) = off_workers(state, move |state| {
+    let (user, domain) = identity(state, move |state| {
         let user = state.identity.get_user(&user_id)?;
         let domain = state.identity.get_domain(&user.domain_id)?;
         // Coalesced by the store: at most one write a minute per key.
-        if let Err(e) = state
+        match state
             .identity
             .touch_access_key(&access, crate::state::now_ms())
         {
-            tracing::warn!(error = %e, "could not record the last use of an access key");
+            Err(IdentityError::NotInMemory) => return Err(IdentityError::NotInMemory.into()),
+            Err(e) => tracing::warn!(error = %e, "could not record the last use of an access key"),
+            Ok(()) => {}
         }
         Ok((user, domain))
     })
