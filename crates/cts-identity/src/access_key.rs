@@ -78,9 +78,10 @@ pub(crate) struct KeyCache {
 }
 
 impl KeyCache {
-    pub(crate) fn clear(&mut self) {
-        self.secrets.clear();
-        self.touched.clear();
+    /// Empties the cache, returning what it held (to be dropped after
+    /// the lock is let go).
+    pub(crate) fn clear(&mut self) -> KeyCache {
+        std::mem::take(self)
     }
 }
 

@@ -102,9 +102,12 @@ impl IdentityStore {
     /// theirs back.
     pub(crate) fn clear_caches(&self) {
         self.changes.generation.fetch_add(1, Ordering::SeqCst);
-        self.tokens.lock().clear();
-        self.keys.lock().clear();
-        self.reads.lock().clear();
+        // Dropped after each lock is let go: up to tens of thousands of
+        // entries, and an async worker may wait for the lock (`from_memory`).
+        let tokens = self.tokens.lock().clear();
+        let keys = self.keys.lock().clear();
+        let reads = self.reads.lock().clear();
+        drop((tokens, keys, reads));
     }
 }
 

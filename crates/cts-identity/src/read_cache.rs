@@ -25,8 +25,10 @@ pub(crate) struct ReadCache {
 }
 
 impl ReadCache {
-    pub(crate) fn clear(&mut self) {
-        *self = ReadCache::default();
+    /// Empties the cache, returning what it held (to be dropped after
+    /// the lock is let go).
+    pub(crate) fn clear(&mut self) -> ReadCache {
+        std::mem::take(self)
     }
 }
 

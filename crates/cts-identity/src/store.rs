@@ -192,20 +192,24 @@ thread_local! {
 /// where it may block. Spares the server a hop to a blocking thread per
 /// call on every signed request, whose answers are nearly always cached.
 pub fn from_memory<T>(f: impl FnOnce() -> T) -> Option<T> {
-    struct Reset;
+    /// Puts back the state before the call (a nested call's miss is the
+    /// outer call's too), also when `f` panics.
+    struct Reset((bool, bool));
     impl Drop for Reset {
         fn drop(&mut self) {
-            MEMORY_ONLY.set((false, false));
+            let (memory_only, missed) = self.0;
+            let inner_missed = MEMORY_ONLY.get().1;
+            MEMORY_ONLY.set((memory_only, memory_only && (missed || inner_missed)));
         }
     }
-    MEMORY_ONLY.set((true, false));
-    let _reset = Reset;
+    let _reset = Reset(MEMORY_ONLY.replace((true, false)));
     let out = f();
     let (_, missed) = MEMORY_ONLY.get();
     (!missed).then_some(out)
 }
 
-/// Under [`from_memory`]: notes that a call needed the database, and fails.
+/// Under [`from_memory`]: notes that a call needed the database (or
+/// Argon2's deliberately slow work), and fails.
 pub(crate) fn memory_only_refuses() -> Result<(), IdentityError> {
     let (memory_only, _) = MEMORY_ONLY.get();
     if memory_only {
@@ -276,29 +280,55 @@ mod tests {
     fn from_memory_answers_what_is_cached_and_touches_no_database() {
         use crate::testutil::*;
         let (_tmp, store) = temp_store();
-        let (domain, _) = domain_and_project(&store, "d1");
+        let (domain, project) = domain_and_project(&store, "d1");
         let alice = user(&store, &domain.id, "alice");
         let (key, _) = store.create_access_key(&alice.id, "").unwrap();
+        // What the middleware asks of a signed request.
         let lookups = || {
             let signing = store.access_key_secret(&key.access)?;
             let user = store.get_user(&signing.user_id)?;
+            store.touch_access_key(&key.access, now_ms())?;
+            store.effective_roles(&user.id, &project.id)?;
             store.get_domain(&user.domain_id)
         };
-        // Not cached yet: refused, and nothing was cached by the attempt.
+        // The look for other nodes' changes made (by an unrelated read), so
+        // that what follows is refused for its cache misses alone: nothing
+        // was cached or written by the attempt.
+        store.get_domain(&domain.id).unwrap();
         assert!(from_memory(lookups).is_none());
         assert!(from_memory(lookups).is_none());
         assert_eq!(lookups().unwrap().id, domain.id);
         assert_eq!(from_memory(lookups).unwrap().unwrap().id, domain.id);
-        // A write is refused and not made.
+        // A write is refused and not made, and so is Argon2's slow work.
         assert!(from_memory(|| store.create_domain("d2")).is_none());
         assert!(
             store.create_domain("d2").is_ok(),
             "d2 was made under from_memory"
         );
+        let new_user = crate::NewUser {
+            domain_id: domain.id.clone(),
+            name: "bob".into(),
+            description: String::new(),
+            password: Some("a long enough password 1".into()),
+            email: None,
+            default_project_id: None,
+            enabled: true,
+        };
+        assert!(from_memory(|| crate::user::hash_password("x")).is_none());
+        assert!(from_memory(|| store.create_user(&new_user)).is_none());
         // The write emptied the caches: a miss again, then cached again.
         assert!(from_memory(lookups).is_none());
         lookups().unwrap();
         assert!(from_memory(lookups).is_some());
+        // A nested call's miss is the outer call's too, and the outer call
+        // stays in memory after it.
+        let nested = from_memory(|| {
+            let inner = from_memory(|| store.create_domain("d3"));
+            assert!(inner.is_none());
+            store.create_domain("d3")
+        });
+        assert!(nested.is_none());
+        assert!(from_memory(|| (from_memory(lookups), lookups())).is_some());
         // The look for other nodes' changes is due once per POLL: the first
         // call after it goes to the database.
         std::thread::sleep(crate::changes::POLL);

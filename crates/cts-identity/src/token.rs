@@ -101,8 +101,10 @@ impl TokenCache {
         }
     }
 
-    pub(crate) fn clear(&mut self) {
-        self.entries.clear();
+    /// Empties the cache, returning what it held (to be dropped after
+    /// the lock is let go).
+    pub(crate) fn clear(&mut self) -> HashMap<[u8; 32], TokenInfo> {
+        std::mem::take(&mut self.entries)
     }
 
     fn insert(&mut self, hash: [u8; 32], info: TokenInfo, now_ms: i64) {

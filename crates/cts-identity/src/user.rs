@@ -77,6 +77,7 @@ pub(crate) fn from_row(r: &Row) -> Result<User, IdentityError> {
 /// An Argon2id hash (PHC string, default parameters: 19 MiB, 2 passes).
 /// Deliberately slow: callers keep it off async worker threads.
 pub(crate) fn hash_password(password: &str) -> Result<String, IdentityError> {
+    crate::store::memory_only_refuses()?;
     let salt = SaltString::encode_b64(&rules::random_bytes::<16>())
         .map_err(|e| IdentityError::Crypto(format!("password salt: {e}")))?;
     Argon2::default()
@@ -88,6 +89,7 @@ pub(crate) fn hash_password(password: &str) -> Result<String, IdentityError> {
 /// Whether `password` matches `hash`. The parameters come from the hash, so
 /// hashes made with older parameters keep verifying.
 fn verify_password(hash: &str, password: &str) -> Result<bool, IdentityError> {
+    crate::store::memory_only_refuses()?;
     let parsed = PasswordHash::new(hash)
         .map_err(|e| IdentityError::Crypto(format!("stored password hash: {e}")))?;
     Ok(Argon2::default()

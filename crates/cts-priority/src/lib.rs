@@ -18,10 +18,12 @@
 //! (`sched_setattr`'s `sched_runtime`, heeded by Linux 6.12 and later, the
 //! EEVDF scheduler; older kernels ignore it): a thread that wakes with a
 //! shorter slice than the one running preempts it at once, and is picked
-//! sooner. Interactive threads ask for [`INTERACTIVE_SLICE`], the others
-//! for [`THROUGHPUT_SLICE`]; with the default slice of every thread alike
-//! (0.7 ms × (1 + log₂ cores)), a query that woke waited for an ingest
-//! thread's slice to end.
+//! sooner (once it is owed CPU, as a thread that slept is). Interactive
+//! threads ask for [`INTERACTIVE_SLICE`], the others for
+//! [`THROUGHPUT_SLICE`]; with the default slice of every thread alike
+//! (0.7–0.75 ms × (1 + log₂ cores, up to 8)), a query that woke waited for
+//! an ingest thread's slice to end. Threads of no tier (Tokio's for small
+//! maintenance jobs) keep the interactive slice they inherit.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -97,11 +99,12 @@ impl Tier {
 /// `what` names the thread in the warning logged when the system refuses.
 pub fn enter(tier: Tier, what: &str) {
     let nice = niceness().max(tier.nice().unwrap_or(libc::c_int::MIN));
-    if set_nice_and_slice(nice, tier.slice()).is_ok() {
-        return;
+    if let Err(e) = set_nice_and_slice(nice, tier.slice()) {
+        tracing::debug!(error = %e, "could not set the time slice of the {what}");
     }
-    // A kernel before 5.3 (no SCHED_FLAG_KEEP_POLICY), or a thread not
-    // under the normal policy (`chrt`): the niceness alone, as before.
+    // A kernel before 5.3 (no SCHED_FLAG_KEEP_POLICY) refuses the call, and
+    // under a policy without slices (SCHED_IDLE; real-time by `chrt`) it
+    // sets nothing: the niceness alone, as before.
     // SAFETY: setpriority reads no memory of ours. On Linux, PRIO_PROCESS
     // with 0 names the calling thread only.
     if nice != niceness() && unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
@@ -267,16 +270,21 @@ mod tests {
     use super::*;
 
     /// The calling thread's time slice, from the scheduler's own account
-    /// (`None` before Linux 6.12, whose scheduler has no slice to ask for).
+    /// (`None` before Linux 6.12, whose scheduler has no slice to ask for,
+    /// or on a kernel that does not show it).
     fn slice() -> Option<std::time::Duration> {
-        let sched = std::fs::read_to_string("/proc/thread-self/sched").unwrap();
+        let sched = std::fs::read_to_string("/proc/thread-self/sched").ok()?;
         let line = sched.lines().find(|l| l.starts_with("se.slice"))?;
         let ns = line.rsplit(':').next().unwrap().trim().parse().unwrap();
         Some(std::time::Duration::from_nanos(ns))
     }
 
-    /// Whether this kernel heeds the slice a thread asks for (6.12+).
+    /// Whether this kernel heeds the slice a thread asks for (6.12+) and
+    /// shows it (`/proc/thread-self/sched`, with `CONFIG_SCHED_DEBUG`).
     fn kernel_heeds_slices() -> bool {
+        if !std::path::Path::new("/proc/thread-self/sched").exists() {
+            return false;
+        }
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
         let mut parts = release
             .split(['.', '-'])

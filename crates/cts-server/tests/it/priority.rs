@@ -14,12 +14,11 @@ fn niceness_by_thread(pid: u32) -> BTreeMap<String, Vec<(i32, Option<u64>)>> {
     let mut by_name: BTreeMap<String, Vec<(i32, Option<u64>)>> = BTreeMap::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let task = task.unwrap().path();
-        let (Ok(stat), Ok(sched)) = (
-            std::fs::read_to_string(task.join("stat")),
-            std::fs::read_to_string(task.join("sched")),
-        ) else {
+        let Ok(stat) = std::fs::read_to_string(task.join("stat")) else {
             continue; // the thread ended meanwhile
         };
+        // Shown by kernels with CONFIG_SCHED_DEBUG only.
+        let sched = std::fs::read_to_string(task.join("sched")).unwrap_or_default();
         let slice = sched
             .lines()
             .find(|l| l.starts_with("se.slice"))
@@ -61,12 +60,13 @@ fn ingest_runs_below_queries_at_the_configured_niceness() {
     };
     // The process's own (tests may run under `nice`): never raised.
     let base = threads["ctsd"][0].0;
-    // Slices are heeded (and shown) since Linux 6.12.
+    // Slices are heeded since Linux 6.12 (and shown with CONFIG_SCHED_DEBUG).
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     let mut version = release
         .split(['.', '-'])
         .map(|p| p.parse::<u32>().unwrap_or(0));
-    let slices = (version.next().unwrap(), version.next().unwrap()) >= (6, 12);
+    let slices = (version.next().unwrap(), version.next().unwrap()) >= (6, 12)
+        && std::path::Path::new("/proc/thread-self/sched").exists();
     let (short, long) = if slices {
         (Some(300), Some(3000))
     } else {
