@@ -289,8 +289,15 @@ where
     T: Send + 'static,
     F: Fn(&AppState) -> Result<T, ApiError> + Send + 'static,
 {
-    if let Some(answer) = cts_identity::from_memory(|| f(state)) {
-        return answer;
+    // A panic is an internal error, as it is from the blocking thread
+    // below: the request is still answered and counted.
+    let here = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        cts_identity::from_memory(|| f(state))
+    }));
+    match here {
+        Ok(Some(answer)) => return answer,
+        Ok(None) => {}
+        Err(_) => return Err(ApiError::Internal("an identity lookup panicked".into())),
     }
     let state = state.clone();
     tokio::task::spawn_blocking(move || f(&state))
