@@ -112,6 +112,29 @@ pub fn enter(tier: Tier, what: &str) {
     }
 }
 
+/// Whether this kernel heeds the slices threads ask for (Linux 6.12 and
+/// later) and shows them (`/proc/<tid>/sched`, with `CONFIG_SCHED_DEBUG`):
+/// whether a thread's slice can be checked.
+pub fn slices_shown() -> bool {
+    if !std::path::Path::new("/proc/thread-self/sched").exists() {
+        return false;
+    }
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let mut parts = release
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (6, 12)
+}
+
+/// The time slice in a thread's `/proc/<tid>/sched` text, if it shows one.
+pub fn slice_in(sched: &str) -> Option<std::time::Duration> {
+    let line = sched.lines().find(|l| l.starts_with("se.slice"))?;
+    let ns = line.rsplit(':').next()?.trim().parse().ok()?;
+    Some(std::time::Duration::from_nanos(ns))
+}
+
 /// `sched_setattr(2)` of the calling thread: its policy kept, its niceness
 /// and time slice set.
 fn set_nice_and_slice(nice: libc::c_int, slice: std::time::Duration) -> std::io::Result<()> {
@@ -273,28 +296,12 @@ mod tests {
     /// (`None` before Linux 6.12, whose scheduler has no slice to ask for,
     /// or on a kernel that does not show it).
     fn slice() -> Option<std::time::Duration> {
-        let sched = std::fs::read_to_string("/proc/thread-self/sched").ok()?;
-        let line = sched.lines().find(|l| l.starts_with("se.slice"))?;
-        let ns = line.rsplit(':').next().unwrap().trim().parse().unwrap();
-        Some(std::time::Duration::from_nanos(ns))
-    }
-
-    /// Whether this kernel heeds the slice a thread asks for (6.12+) and
-    /// shows it (`/proc/thread-self/sched`, with `CONFIG_SCHED_DEBUG`).
-    fn kernel_heeds_slices() -> bool {
-        if !std::path::Path::new("/proc/thread-self/sched").exists() {
-            return false;
-        }
-        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-        let mut parts = release
-            .split(['.', '-'])
-            .map(|p| p.parse::<u32>().unwrap_or(0));
-        (parts.next().unwrap(), parts.next().unwrap()) >= (6, 12)
+        slice_in(&std::fs::read_to_string("/proc/thread-self/sched").ok()?)
     }
 
     /// The tier's slice, where the kernel heeds it.
     fn assert_slice(expected: std::time::Duration) {
-        if kernel_heeds_slices() {
+        if slices_shown() {
             assert_eq!(slice(), Some(expected));
         }
     }
@@ -356,7 +363,7 @@ mod tests {
             .unwrap();
         assert_eq!(name.as_deref(), Some("test-pool"));
         assert!(nice >= BACKGROUND_NICE.max(before), "niceness {nice}");
-        if kernel_heeds_slices() {
+        if slices_shown() {
             assert_eq!(slice, Some(THROUGHPUT_SLICE));
         }
         tx.send(()).unwrap();

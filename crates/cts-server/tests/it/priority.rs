@@ -5,13 +5,14 @@
 //! slice, the others for a long one.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::support::*;
 
 /// Each thread name of process `pid` with the niceness of each thread of
-/// that name, and its time slice in µs (`None` before Linux 6.12).
-fn niceness_by_thread(pid: u32) -> BTreeMap<String, Vec<(i32, Option<u64>)>> {
-    let mut by_name: BTreeMap<String, Vec<(i32, Option<u64>)>> = BTreeMap::new();
+/// that name, and its time slice (`None` where the kernel shows none).
+fn niceness_by_thread(pid: u32) -> BTreeMap<String, Vec<(i32, Option<Duration>)>> {
+    let mut by_name: BTreeMap<String, Vec<(i32, Option<Duration>)>> = BTreeMap::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let task = task.unwrap().path();
         let Ok(stat) = std::fs::read_to_string(task.join("stat")) else {
@@ -19,10 +20,7 @@ fn niceness_by_thread(pid: u32) -> BTreeMap<String, Vec<(i32, Option<u64>)>> {
         };
         // Shown by kernels with CONFIG_SCHED_DEBUG only.
         let sched = std::fs::read_to_string(task.join("sched")).unwrap_or_default();
-        let slice = sched
-            .lines()
-            .find(|l| l.starts_with("se.slice"))
-            .map(|l| l.rsplit(':').next().unwrap().trim().parse::<u64>().unwrap() / 1000);
+        let slice = cts_priority::slice_in(&sched);
         // `pid (comm) state ...`: the niceness is the 19th field, the 17th
         // after the name (which may hold spaces).
         let (head, rest) = stat.rsplit_once(')').unwrap();
@@ -60,29 +58,22 @@ fn ingest_runs_below_queries_at_the_configured_niceness() {
     };
     // The process's own (tests may run under `nice`): never raised.
     let base = threads["ctsd"][0].0;
-    // Slices are heeded since Linux 6.12 (and shown with CONFIG_SCHED_DEBUG).
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    let mut version = release
-        .split(['.', '-'])
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let slices = (version.next().unwrap(), version.next().unwrap()) >= (6, 12)
-        && std::path::Path::new("/proc/thread-self/sched").exists();
-    let (short, long) = if slices {
-        (Some(300), Some(3000))
-    } else {
-        (None, None)
-    };
+    let slices = cts_priority::slices_shown();
+    let (short, long) = (
+        cts_priority::INTERACTIVE_SLICE,
+        cts_priority::THROUGHPUT_SLICE,
+    );
     let at = |name: &str| {
         threads
             .get(name)
             .unwrap_or_else(|| panic!("no thread {name} in {threads:?}"))
     };
-    let all = |name: &str, nice: i32, slice: Option<u64>| {
+    let all = |name: &str, nice: i32, slice: Duration| {
         assert!(
             at(name)
                 .iter()
-                .all(|&(n, s)| n == nice && (!slices || s == slice)),
-            "{name} not at niceness {nice} and slice {slice:?} µs: {threads:?}"
+                .all(|&(n, s)| n == nice && (!slices || s == Some(slice))),
+            "{name} not at niceness {nice} and slice {slice:?}: {threads:?}"
         );
     };
     // The report's batch started an ingest thread (they start on demand).

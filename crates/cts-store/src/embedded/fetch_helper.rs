@@ -196,12 +196,17 @@ mod tests {
                 out.push(on_helper(i)?);
                 return Ok(());
             }
-            let until = Instant::now() + Duration::from_secs(10);
-            while !saw.load(Ordering::Acquire) && Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            wait_for(&saw);
             out.push(i);
             Ok(())
+        }
+    }
+
+    /// Waits until `flag` is set, for at most 10 s.
+    fn wait_for(flag: &AtomicBool) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !flag.load(Ordering::Acquire) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -292,10 +297,7 @@ mod tests {
                 took.store(true, Ordering::Release);
                 return Err(i);
             }
-            let until = Instant::now() + Duration::from_secs(10);
-            while !took.load(Ordering::Acquire) && Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            wait_for(&took);
             out.push(i);
             Ok(())
         });
